@@ -1,0 +1,162 @@
+"""Principals (people, devices, site systems), their keys and roles, event-sourced so that
+"who was allowed to sign what, when" can be replayed."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from aggregates.base import Ledgered
+from aggregates.roles import OPEN_TO_AUTHORS, REASON_REQUIRED, allowed
+from ledger.events import (
+    BedsideIdentityVerified,
+    CustodyTransferred,
+    Event,
+    PrincipalKeyRotated,
+    PrincipalRegistered,
+    PrincipalRevoked,
+    RegistryEvent,
+)
+from ledger.keys import keyid_for
+from ledger.rejection import Rejected
+
+NAMESPACE = uuid5(NAMESPACE_URL, "https://coi-ledger.example/principals")
+
+
+def principal_uuid(principal_id: str) -> UUID:
+    return uuid5(NAMESPACE, principal_id)
+
+
+def public_key_raw(text: str) -> bytes:
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(raw) != 32:
+        raise Rejected("invalid_value", "public_key must be base64 of 32 raw bytes", "public_key")
+    return raw
+
+
+@dataclass
+class KeyState:
+    public_raw: bytes
+    valid_from: datetime
+    valid_until: datetime | None = None  # superseded by rotation
+    revoked_at: datetime | None = None
+
+
+class Principal(Ledgered):
+    """A person, device or site system: its roles and every key it ever had."""
+
+    def mutate(self, body: Event) -> None:
+        if isinstance(body, PrincipalRegistered):
+            raw = public_key_raw(body.public_key)
+            self.principal_id: str = body.principal_id
+            self.kind: str = body.kind
+            self.printed_name: str = body.printed_name
+            self.roles: frozenset[str] = frozenset(body.roles)
+            self.keys: dict[str, KeyState] = {keyid_for(body.principal_id, raw): KeyState(raw, body.valid_from)}
+        elif isinstance(body, PrincipalKeyRotated):
+            for state in self.keys.values():
+                if state.valid_until is None:
+                    state.valid_until = body.valid_from
+            raw = public_key_raw(body.public_key)
+            self.keys[keyid_for(self.principal_id, raw)] = KeyState(raw, body.valid_from)
+        elif isinstance(body, PrincipalRevoked):
+            for keyid, state in self.keys.items():
+                if body.keyid in (None, keyid) and state.revoked_at is None:
+                    state.revoked_at = body.effective_at
+
+    def check(self, body: RegistryEvent) -> None:
+        """Rules for a change to this (existing) principal."""
+        if isinstance(body, PrincipalRegistered):
+            raise Rejected(
+                "principal_exists", f"principal {body.principal_id} is already registered",
+                "principal_id",
+            )  # fmt: skip
+        if isinstance(body, PrincipalKeyRotated):
+            raw = public_key_raw(body.public_key)
+            if keyid_for(self.principal_id, raw) in self.keys:
+                raise Rejected("invalid_value", "that key was already registered", "public_key")
+        if isinstance(body, PrincipalRevoked) and body.keyid and body.keyid not in self.keys:
+            raise Rejected("unknown_key", f"{body.keyid} is not a key of {self.principal_id}", "keyid")
+
+    def key_problem(self, keyid: str, at: datetime) -> Rejected | None:
+        """Why this key may not sign an event that occurred at `at`, or None."""
+        state = self.keys[keyid]
+        if state.revoked_at is not None and at >= state.revoked_at:
+            return Rejected(
+                "key_revoked",
+                f"key {keyid} was revoked at {state.revoked_at.isoformat()}, "
+                f"before occurred_at {at.isoformat()}",
+                "signatures",
+            )
+        if at < state.valid_from:
+            return Rejected(
+                "key_not_yet_valid",
+                f"key {keyid} is valid from {state.valid_from.isoformat()}, "
+                f"after occurred_at {at.isoformat()}",
+                "signatures",
+            )
+        if state.valid_until is not None and at >= state.valid_until:
+            return Rejected(
+                "key_expired",
+                f"key {keyid} was replaced by rotation at {state.valid_until.isoformat()}",
+                "signatures",
+            )
+        return None
+
+
+def authorize(body: Event, signers: dict[str, Principal]) -> None:
+    """Authority checks that need only the signers: the actor signed, its role allows the
+    event type, two-person steps carry both signatures, and every person's signature has
+    its Part 11 manifestation (printed name, time, meaning) inside the signed body."""
+    tag = type(body).__struct_config__.tag
+    actor = signers.get(body.actor)
+    if actor is None:
+        raise Rejected("actor_not_signer", f"actor {body.actor} did not sign the envelope", "actor")
+    if not allowed(actor.roles, str(tag)) and tag not in OPEN_TO_AUTHORS:
+        raise Rejected(
+            "role_not_allowed",
+            f"{body.actor} has roles {sorted(actor.roles)}, none of which may sign {tag}",
+            "type",
+        )
+    if tag in REASON_REQUIRED and not body.reason:
+        raise Rejected("reason_required", f"{tag} needs a reason", "reason")
+    for name, cosigner in _cosigners(body):
+        if cosigner not in signers:
+            raise Rejected("missing_cosignature", f"{name} {cosigner} did not sign", name)
+    manifested = {m.principal: m for m in body.manifestations}
+    for pid, principal in signers.items():
+        if principal.kind != "person":
+            continue
+        m = manifested.get(pid)
+        if m is None:
+            raise Rejected(
+                "missing_manifestation",
+                f"{pid} signed as a person but the body has no manifestation for them",
+                "manifestations",
+            )
+        if m.printed_name != principal.printed_name:
+            raise Rejected(
+                "manifestation_mismatch",
+                f"printed_name {m.printed_name!r} is not the registered name of {pid}",
+                "manifestations",
+            )
+    for pid in manifested.keys() - signers.keys():
+        raise Rejected(
+            "manifestation_mismatch", f"manifestation for {pid}, who did not sign", "manifestations"
+        )
+
+
+def _cosigners(body: Event) -> list[tuple[str, str]]:
+    if isinstance(body, CustodyTransferred):
+        return [("from_custodian", body.from_custodian), ("to_custodian", body.to_custodian)]
+    if isinstance(body, BedsideIdentityVerified):
+        if body.witness == body.actor:
+            raise Rejected("missing_cosignature", "the witness must be a second person", "witness")
+        return [("witness", body.witness)]
+    return []

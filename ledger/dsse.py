@@ -1,0 +1,117 @@
+"""DSSE v1 envelopes (in-toto / sigstore "Dead Simple Signing Envelope") with Ed25519.
+
+Each signature is Ed25519 over PAE(payloadType, body), body being the decoded payload
+bytes. The envelope bytes are what the ledger stores, so an auditor can re-verify them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from functools import lru_cache
+
+import msgspec
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ledger.rejection import Rejected
+
+PAYLOAD_TYPE = "application/vnd.coi-ledger.event+json"
+
+
+class Signature(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    keyid: str
+    sig: str
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    payloadType: str  # noqa: N815 - the DSSE field name
+    payload: str
+    signatures: list[Signature]
+
+
+@dataclass(frozen=True)
+class Signer:
+    """A private key and the keyid the ledger knows it by."""
+
+    keyid: str
+    key: Ed25519PrivateKey
+
+
+@dataclass(frozen=True)
+class Opened:
+    """An envelope taken apart: the body bytes and each (keyid, signature bytes)."""
+
+    envelope: Envelope
+    body: bytes
+    signatures: list[tuple[str, bytes]]
+
+
+def pae(payload_type: str, body: bytes) -> bytes:
+    """DSSE v1 pre-authentication encoding: "DSSEv1" SP len(type) SP type SP len(body) SP body."""
+    type_bytes = payload_type.encode()
+    return b"DSSEv1 %d %b %d %b" % (len(type_bytes), type_bytes, len(body), body)
+
+
+def b64decode(text: str, field: str) -> bytes:
+    """Strict base64; DSSE allows both the standard and the URL-safe alphabet."""
+    try:
+        return base64.b64decode(text.translate(_URLSAFE_TO_STD), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise Rejected("bad_base64", f"{field} is not valid base64 ({exc})", field) from None
+
+
+_URLSAFE_TO_STD = str.maketrans("-_", "+/")
+_envelope_decoder = msgspec.json.Decoder(Envelope)
+
+
+def sign(body: bytes, signers: list[Signer], payload_type: str = PAYLOAD_TYPE) -> bytes:
+    """Wrap body bytes in a DSSE envelope signed by every signer; returns the envelope JSON."""
+    message = pae(payload_type, body)
+    envelope = Envelope(
+        payloadType=payload_type,
+        payload=base64.b64encode(body).decode(),
+        signatures=[
+            Signature(keyid=s.keyid, sig=base64.b64encode(s.key.sign(message)).decode()) for s in signers
+        ],
+    )
+    return msgspec.json.encode(envelope)
+
+
+def open_envelope(raw: bytes) -> Opened:
+    """Parse an envelope strictly; signatures are decoded but not yet verified."""
+    try:
+        envelope = _envelope_decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        raise Rejected("malformed_envelope", f"not a DSSE envelope: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise Rejected("malformed_json", f"envelope is not valid JSON: {exc}") from None
+    if envelope.payloadType != PAYLOAD_TYPE:
+        raise Rejected(
+            "wrong_payload_type",
+            f"payloadType is {envelope.payloadType!r}, expected {PAYLOAD_TYPE!r}",
+            "payloadType",
+        )
+    if not envelope.signatures:
+        raise Rejected("missing_signature", "the envelope carries no signature", "signatures")
+    body = b64decode(envelope.payload, "payload")
+    signatures = [
+        (s.keyid, b64decode(s.sig, f"signatures[{i}].sig")) for i, s in enumerate(envelope.signatures)
+    ]
+    return Opened(envelope=envelope, body=body, signatures=signatures)
+
+
+@lru_cache(maxsize=4096)
+def public_key(raw: bytes) -> Ed25519PublicKey:
+    """Loaded public keys are cached: loading costs as much as a hash per call."""
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def verify(public_raw: bytes, signature: bytes, message: bytes) -> bool:
+    """True when `signature` is a valid Ed25519 signature of `message`."""
+    try:
+        public_key(public_raw).verify(signature, message)
+    except InvalidSignature:
+        return False
+    return True

@@ -1,0 +1,296 @@
+"""The event body: one msgspec Struct per event type, a tagged union on `type`.
+
+Decoding is strict: unknown fields, wrong types and timestamps without a time zone are
+errors. Site systems validate against the JSON Schema that `coi schema` prints.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, Union
+from uuid import UUID
+
+import msgspec
+from msgspec import Meta
+
+from ledger.identifiers import COI_PATTERN, FIN_PATTERN, din_problem
+
+UtcTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 time with a zone (UTC)")]
+Coi = Annotated[
+    str,
+    Meta(pattern=COI_PATTERN.pattern, description="ISBT 128 Chain of Identity identifier (040)"),
+]
+Din = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-NP-Z1-9][0-9]{12}[0-9A-Z*]$",
+        description="ISBT 128 DIN (13 characters) followed by its MOD 37-2 check character",
+    ),
+]
+Fin = Annotated[str, Meta(pattern=FIN_PATTERN.pattern, description="ISBT 128 FIN")]
+ProductCode = Annotated[
+    str, Meta(pattern=r"^S[0-9]{4}[A-Z0-9]{3}$", description="ISBT 128 cellular product code")
+]
+Ident = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")]
+PrincipalId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$")]
+Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
+Text = Annotated[str, Meta(min_length=1, max_length=2000)]
+Units = Annotated[list[Ident], Meta(min_length=1, max_length=64)]
+Positive = Annotated[float, Meta(gt=0)]
+
+Meaning = Literal["performed", "reviewed", "approved", "witnessed", "verified", "released"]
+Role = Literal[
+    "admin", "enrolment", "collection", "courier", "manufacturing", "qc", "qa", "treatment", "logger"
+]
+PrincipalKind = Literal["person", "device", "site_system"]
+QcTest = Literal[
+    "sterility", "mycoplasma", "endotoxin", "identity", "potency",
+    "viability", "cell_count", "vcn", "rcl", "purity",
+]  # fmt: skip
+Step = Literal["enrichment", "activation", "transduction", "expansion", "formulation", "harvest"]
+
+
+class Manifestation(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Part 11.50: who signed (printed name), when (UTC) and what the signature means."""
+
+    principal: PrincipalId
+    printed_name: Text
+    signed_at: UtcTime
+    meaning: Meaning
+
+
+class Body(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Header common to every event."""
+
+    event_id: UUID
+    occurred_at: UtcTime
+    site: Annotated[str, Meta(pattern=r"^[A-Z]{2,3}-[A-Z0-9]{2,8}$", description="e.g. US-SSF")]
+    actor: PrincipalId
+    reason: Text | None = None
+    manifestations: list[Manifestation] = []
+
+
+# --- the principal registry (signed by an administrator) ---------------------------
+
+
+class PrincipalRegistered(Body, tag="principal_registered"):
+    principal_id: PrincipalId
+    kind: PrincipalKind
+    printed_name: Text
+    roles: Annotated[list[Role], Meta(min_length=1)]
+    public_key: Annotated[str, Meta(description="base64 of the raw 32-byte Ed25519 key")]
+    valid_from: UtcTime
+
+
+class PrincipalKeyRotated(Body, tag="principal_key_rotated"):
+    principal_id: PrincipalId
+    public_key: str
+    valid_from: UtcTime
+
+
+class PrincipalRevoked(Body, tag="principal_revoked"):
+    principal_id: PrincipalId
+    effective_at: UtcTime
+    keyid: str | None = None  # None revokes every key of the principal
+
+
+# --- the journey of one therapy (one COI) -------------------------------------------
+
+
+class Journey(Body, kw_only=True):
+    coi: Coi
+
+
+class Enrolled(Journey, tag="enrolled"):
+    patient_commitment: Annotated[Sha256Hex, Meta(description="SHA-256(salt || identifiers)")]
+    order_id: Ident
+    product: Text
+    treatment_site: str
+
+
+class ApheresisCollected(Journey, tag="apheresis_collected"):
+    din: Din
+    product_code: ProductCode
+    collection_facility: Fin
+    unit_id: Ident
+    started_at: UtcTime
+    ended_at: UtcTime
+    volume_ml: Positive
+
+    def __post_init__(self) -> None:
+        problem = din_problem(self.din)
+        if problem:
+            raise ValueError(f"invalid DIN: {problem} - at `$.din`")
+
+
+class LabelPrinted(Journey, tag="label_printed"):
+    label_id: Ident
+    din: Din
+
+
+class LabelApplied(Journey, tag="label_applied"):
+    label_id: Ident
+    unit_id: Ident
+
+
+class LabelVoided(Journey, tag="label_voided"):
+    label_id: Ident
+
+
+class CustodyTransferred(Journey, tag="custody_transferred"):
+    unit_ids: Units
+    from_custodian: PrincipalId
+    to_custodian: PrincipalId
+    location: Text
+    condition: Text
+
+
+class MaterialReceived(Journey, tag="material_received"):
+    unit_ids: Units
+    location: Text
+    condition: Text
+    scanned_coi: Coi
+    scanned_dins: list[Din] = []
+
+
+class ManufacturingStarted(Journey, tag="manufacturing_started"):
+    batch_id: Ident
+    shuttle_id: Ident
+    slot: Annotated[int, Meta(ge=1, le=16)]
+    cartridge_id: Ident
+    recipe_version: Ident
+    input_unit_ids: Units
+
+
+class ManufacturingStepCompleted(Journey, tag="manufacturing_step_completed"):
+    batch_id: Ident
+    step: Step
+    started_at: UtcTime
+    ended_at: UtcTime
+    material_lots: list[Ident] = []
+    alarms: list[Text] = []
+
+
+class Output(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    unit_id: Ident
+    product_code: ProductCode
+    volume_ml: Positive
+
+
+class ManufacturingCompleted(Journey, tag="manufacturing_completed"):
+    batch_id: Ident
+    outputs: Annotated[list[Output], Meta(min_length=1, max_length=16)]
+
+
+class QcSampleTaken(Journey, tag="qc_sample_taken"):
+    batch_id: Ident
+    sample_id: Ident
+
+
+class QcResultRecorded(Journey, tag="qc_result_recorded"):
+    batch_id: Ident
+    sample_id: Ident
+    test: QcTest
+    method: Text
+    result: Text
+    specification: Text
+    passed: bool
+
+
+class Disposition(Journey, tag="disposition"):
+    batch_id: Ident
+    decision: Literal["released", "rejected"]
+
+
+class ShipmentDispatched(Journey, tag="shipment_dispatched"):
+    shipment_id: Ident
+    unit_ids: Units
+    shipper_id: Ident
+    data_logger_id: Ident
+    destination_site: str
+
+
+class TemperatureRecorded(Journey, tag="temperature_recorded"):
+    shipment_id: Ident
+    logger_id: Ident
+    celsius: float
+
+
+class TemperatureExcursion(Journey, tag="temperature_excursion"):
+    """Places a hold on the shipment's units and opens a deviation (ids derived from event_id)."""
+
+    shipment_id: Ident
+    logger_id: Ident
+    celsius: float
+    limit_celsius: float
+    duration_s: Annotated[int, Meta(ge=0)]
+
+
+class ShipmentReceived(Journey, tag="shipment_received"):
+    shipment_id: Ident
+    location: Text
+    condition: Text
+    logger_reviewed: bool
+
+
+class BedsideIdentityVerified(Journey, tag="bedside_identity_verified"):
+    unit_id: Ident
+    patient_proof: Annotated[Sha256Hex, Meta(description="SHA-256(salt || wristband ids)")]
+    witness: PrincipalId
+
+
+class Infused(Journey, tag="infused"):
+    unit_id: Ident
+    thaw_started_at: UtcTime
+
+
+class DeviationOpened(Journey, tag="deviation_opened"):
+    deviation_id: Ident
+    description: Text
+    severity: Literal["minor", "major", "critical"]
+    batch_id: Ident | None = None
+
+
+class DeviationClosed(Journey, tag="deviation_closed"):
+    deviation_id: Ident
+    outcome: Text
+
+
+class HoldPlaced(Journey, tag="hold_placed"):
+    hold_id: Ident
+    unit_ids: Units
+
+
+class HoldReleased(Journey, tag="hold_released"):
+    hold_id: Ident
+
+
+class RecordCorrected(Journey, tag="record_corrected"):
+    """A correction: the old value stays in the original record and is repeated here."""
+
+    corrects_event_id: UUID
+    field: Annotated[str, Meta(pattern=r"^[a-z_]{1,40}$")]
+    old_value: str
+    new_value: str
+
+
+RegistryEvent = Union[PrincipalRegistered, PrincipalKeyRotated, PrincipalRevoked]  # noqa: UP007
+JourneyEvent = Union[  # noqa: UP007
+    Enrolled, ApheresisCollected, LabelPrinted, LabelApplied, LabelVoided,
+    CustodyTransferred, MaterialReceived, ManufacturingStarted, ManufacturingStepCompleted,
+    ManufacturingCompleted, QcSampleTaken, QcResultRecorded, Disposition,
+    ShipmentDispatched, TemperatureRecorded, TemperatureExcursion, ShipmentReceived,
+    BedsideIdentityVerified, Infused, DeviationOpened, DeviationClosed,
+    HoldPlaced, HoldReleased, RecordCorrected,
+]  # fmt: skip
+Event = Union[RegistryEvent, JourneyEvent]  # noqa: UP007
+
+EVENT_TYPES: dict[str, type[Body]] = {
+    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    for cls in (*RegistryEvent.__args__, *JourneyEvent.__args__)  # type: ignore[attr-defined]
+}
+
+
+def json_schema() -> dict[str, object]:
+    """The JSON Schema of the body, for site systems in any language."""
+    return msgspec.json.schema(Event)

@@ -1,0 +1,244 @@
+"""Realistic vein-to-vein journeys across the four sites, as the sites would sign them.
+
+Each step is an envelope plus the outcome expected of it: most are accepted, a few are
+attempts the ledger must refuse (shipping a rejected batch, moving a held unit, infusing
+after a failed bedside check).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from aggregates.therapy import REQUIRED_QC, excursion_ids
+from ledger import events as ev
+from ledger.cast import Member, envelope, registration
+from ledger.identifiers import with_check
+
+HOSPITALS = {"US-BDW": ("W0451", "Bridgewater NJ"), "JP-KAS": ("J0788", "Kashiwa")}
+FACTORIES = {"US-SSF": "South San Francisco", "NL-LEI": "Leiden"}
+COURIER_SITE = "US-WCX"
+
+VARIANTS = ("happy", "qc_failure", "excursion", "identity_mismatch")
+
+
+@dataclass
+class Step:
+    event_id: uuid.UUID
+    envelope: bytes
+    expect: str | None  # None: accepted; else the reason code it must be rejected with
+
+
+class Cast:
+    """Everyone who signs in the demo, one administrator first."""
+
+    def __init__(self) -> None:
+        self.admin = Member.new("admin.root", "Riley Root", "person", ("admin",), "US-SSF")
+        people: list[Member] = [self.admin]
+        for site in HOSPITALS:
+            s = site[3:].lower()
+            people += [
+                Member.new(f"coord.{s}", f"Casey Coordinator {s.upper()}", "person", ("enrolment",), site),
+                Member.new(
+                    f"nurse.{s}", f"Noor Nurse {s.upper()}", "person", ("collection", "treatment"), site
+                ),
+                Member.new(f"witness.{s}", f"Wes Witness {s.upper()}", "person", ("treatment",), site),
+            ]  # fmt: skip
+        for site in FACTORIES:
+            s = site[3:].lower()
+            people += [
+                Member.new(f"recv.{s}", f"Robin Receiver {s.upper()}", "person", ("manufacturing",), site),
+                Member.new(f"shuttle.{s}", f"Cell Shuttle {s.upper()}", "device", ("manufacturing",), site),
+                Member.new(f"cellq.{s}", f"Cell Q {s.upper()}", "device", ("qc",), site),
+                Member.new(f"analyst.{s}", f"Ana Analyst {s.upper()}", "person", ("qc",), site),
+                Member.new(f"qa.{s}", f"Quinn QA {s.upper()}", "person", ("qa",), site),
+            ]  # fmt: skip
+        people += [
+            Member.new("courier.wc", "Cole Courier", "person", ("courier",), COURIER_SITE),
+            Member.new("logger.wc", "Data Logger WC", "device", ("logger",), COURIER_SITE),
+        ]
+        self.members = {m.principal_id: m for m in people}
+
+    def __getitem__(self, principal_id: str) -> Member:
+        return self.members[principal_id]
+
+    def registrations(self, at: datetime) -> list[bytes]:
+        return [registration(self.admin, m, at) for m in self.members.values()]
+
+
+def _alnum(n: int) -> str:
+    return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(n))
+
+
+class Journey:
+    """One patient: enrolment at a hospital, manufacture at a factory, back for infusion."""
+
+    def __init__(self, cast: Cast, index: int, start: datetime, variant: str = "happy") -> None:
+        self.cast = cast
+        self.variant = variant
+        self.hospital = list(HOSPITALS)[index % 2]
+        self.factory = list(FACTORIES)[(index // 2) % 2]
+        fin = HOSPITALS[self.hospital][0]
+        year = f"{start.year % 100:02d}"
+        self.coi = f"CH{fin}{year}{_alnum(6)}"
+        self.din = with_check(f"{fin}{year}{secrets.randbelow(10**6):06d}")
+        self.salt = secrets.token_hex(16)
+        self.clock = start
+        self.tag = index
+
+    def _at(self, hours: float) -> datetime:
+        self.clock += timedelta(hours=hours)
+        return self.clock
+
+    def _step(
+        self, cls: type[ev.Body], actor: str, hours: float = 1, expect: str | None = None,
+        cosigners: tuple[str, ...] = (), **fields: object,
+    ) -> Step:  # fmt: skip
+        at = self._at(hours)
+        members = tuple(self.cast[c] for c in cosigners)
+        event_id = uuid.uuid4()
+        signed = envelope(cls, self.cast[actor], at, members, coi=self.coi, event_id=event_id, **fields)
+        return Step(event_id, signed, expect)
+
+    def commitment(self, wristband: str) -> str:
+        return hashlib.sha256(f"{self.salt}|{wristband}".encode()).hexdigest()
+
+    def steps(self) -> Iterator[Step]:
+        h, f = self.hospital[3:].lower(), self.factory[3:].lower()
+        nurse, recv, qa = f"nurse.{h}", f"recv.{f}", f"qa.{f}"
+        bag, batch, product = f"BAG-{self.coi}", f"B-{self.coi}", f"P-{self.coi}-1"
+        sample, shipment = f"S-{self.coi}", f"SH-{self.coi}"
+        wristband = f"MRN-{self.tag:06d}|1970-01-{self.tag % 28 + 1:02d}"
+        yield self._step(
+            ev.Enrolled, f"coord.{h}", patient_commitment=self.commitment(wristband),
+            order_id=f"ORD-{self.coi[-6:]}", product="autologous anti-CD19 CAR-T",
+            treatment_site=self.hospital,
+        )  # fmt: skip
+        yield self._step(ev.LabelPrinted, nurse, label_id=f"L1-{self.coi}", din=self.din)
+        yield self._step(ev.LabelPrinted, nurse, 0.1, label_id=f"L2-{self.coi}", din=self.din)
+        yield self._step(
+            ev.LabelVoided, nurse, 0.1, label_id=f"L2-{self.coi}", reason="misprint: smudged barcode"
+        )
+        start = self._at(1)
+        collected = self._step(
+            ev.ApheresisCollected, nurse, 3, din=self.din, product_code="S1234A00",
+            collection_facility=self.din[:5], unit_id=bag, started_at=start,
+            ended_at=start + timedelta(hours=3), volume_ml=180.0,
+        )  # fmt: skip
+        yield collected
+        yield self._step(ev.LabelApplied, nurse, 0.1, label_id=f"L1-{self.coi}", unit_id=bag)
+        yield self._custody([bag], nurse, "courier.wc", "collection centre dock")
+        yield self._custody([bag], "courier.wc", recv, f"{FACTORIES[self.factory]} receiving", hours=18)
+        yield self._step(
+            ev.MaterialReceived, recv, unit_ids=[bag], location="receiving bay 2",
+            condition="intact, 4 C", scanned_coi=self.coi, scanned_dins=[self.din],
+        )  # fmt: skip
+        yield self._step(
+            ev.ManufacturingStarted, f"shuttle.{f}", 2, batch_id=batch, shuttle_id=f"SHUTTLE-{f.upper()}-03",
+            slot=self.tag % 16 + 1, cartridge_id=f"CART-{self.coi}", recipe_version="CD19-v4.2",
+            input_unit_ids=[bag],
+        )  # fmt: skip
+        for step in ("enrichment", "activation", "transduction", "expansion", "formulation"):
+            began = self.clock
+            yield self._step(
+                ev.ManufacturingStepCompleted, f"shuttle.{f}", 24, batch_id=batch, step=step,
+                started_at=began, ended_at=began + timedelta(hours=24),
+                material_lots=[f"LOT-{step[:3].upper()}-7"],
+            )  # fmt: skip
+        yield self._step(
+            ev.ManufacturingCompleted,
+            f"shuttle.{f}",
+            outputs=[ev.Output(product, "S1234A01", 68.0)],
+            batch_id=batch,
+        )
+        yield self._step(ev.QcSampleTaken, f"analyst.{f}", batch_id=batch, sample_id=sample)
+        for test in REQUIRED_QC:
+            passed = not (self.variant == "qc_failure" and test == "sterility")
+            yield self._step(
+                ev.QcResultRecorded, f"cellq.{f}", 6, batch_id=batch, sample_id=sample, test=test,
+                method=f"{test} assay (Cell Q)", result="conforms" if passed else "growth detected day 5",
+                specification="conforms", passed=passed,
+            )  # fmt: skip
+        if self.variant == "qc_failure":
+            yield self._step(ev.Disposition, qa, 4, "qc_failed", batch_id=batch, decision="released")
+            yield self._step(ev.Disposition, qa, 1, batch_id=batch, decision="rejected")
+            yield self._dispatch(recv, product, shipment, expect="out_of_sequence")
+            return
+        yield self._step(ev.Disposition, qa, 4, batch_id=batch, decision="released")
+        yield self._dispatch(recv, product, shipment)
+        yield self._custody([product], recv, "courier.wc", "dispatch dock")
+        for celsius in (-182.0, -181.5):
+            yield self._step(
+                ev.TemperatureRecorded,
+                "logger.wc",
+                4,
+                shipment_id=shipment,
+                logger_id="LOG-77",
+                celsius=celsius,
+            )
+        if self.variant == "excursion":
+            excursion = self._step(
+                ev.TemperatureExcursion, "logger.wc", 2, shipment_id=shipment, logger_id="LOG-77",
+                celsius=-140.0, limit_celsius=-150.0, duration_s=1200,
+            )  # fmt: skip
+            yield excursion
+            hold_id, deviation_id = excursion_ids(excursion.event_id)
+            yield self._custody([product], "courier.wc", nurse, "hospital pharmacy", expect="unit_on_hold")
+            yield self._step(
+                ev.DeviationClosed, qa, 6, deviation_id=deviation_id,
+                outcome="logger data reviewed: product stayed below -150 C at the bag; no impact",
+            )  # fmt: skip
+            yield self._step(
+                ev.HoldReleased, qa, 0.5, hold_id=hold_id, reason="excursion assessed, no impact"
+            )
+        yield self._custody([product], "courier.wc", nurse, "hospital pharmacy")
+        yield self._step(
+            ev.ShipmentReceived, nurse, shipment_id=shipment, location="cell therapy lab",
+            condition="intact, logger in range", logger_reviewed=True,
+        )  # fmt: skip
+        if self.variant == "identity_mismatch":
+            wrong = self.commitment(f"MRN-{self.tag + 1:06d}|1970-01-01")
+            yield self._bedside(product, wrong, h)
+            yield self._infusion(product, nurse, expect="identity_mismatch")
+            return
+        yield self._bedside(product, self.commitment(wristband), h)
+        yield self._infusion(product, nurse)
+        yield self._step(
+            ev.RecordCorrected, qa, 24, corrects_event_id=collected.event_id, field="volume_ml",
+            old_value="180.0", new_value="182.0", reason="volume transcribed wrongly from the apheresis log",
+        )  # fmt: skip
+
+    def _custody(
+        self,
+        units: list[str],
+        giver: str,
+        taker: str,
+        location: str,
+        hours: float = 1,
+        expect: str | None = None,
+    ) -> Step:
+        return self._step(
+            ev.CustodyTransferred, giver, hours, expect, (taker,), unit_ids=units,
+            from_custodian=giver, to_custodian=taker, location=location, condition="intact",
+        )  # fmt: skip
+
+    def _dispatch(self, recv: str, product: str, shipment: str, expect: str | None = None) -> Step:
+        return self._step(
+            ev.ShipmentDispatched, recv, 2, expect, shipment_id=shipment, unit_ids=[product],
+            shipper_id="DRYSHIPPER-12", data_logger_id="LOG-77", destination_site=self.hospital,
+        )  # fmt: skip
+
+    def _bedside(self, product: str, proof: str, h: str) -> Step:
+        return self._step(
+            ev.BedsideIdentityVerified, f"nurse.{h}", 48, None, (f"witness.{h}",), unit_id=product,
+            patient_proof=proof, witness=f"witness.{h}",
+        )  # fmt: skip
+
+    def _infusion(self, product: str, nurse: str, expect: str | None = None) -> Step:
+        thaw = self._at(0.5)
+        return self._step(ev.Infused, nurse, 0.5, expect, unit_id=product, thaw_started_at=thaw)
