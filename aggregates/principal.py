@@ -58,7 +58,9 @@ class Principal(Ledgered):
             self.kind: str = body.kind
             self.printed_name: str = body.printed_name
             self.roles: frozenset[str] = frozenset(body.roles)
-            self.keys: dict[str, KeyState] = {keyid_for(body.principal_id, raw): KeyState(raw, body.valid_from)}
+            self.keys: dict[str, KeyState] = {
+                keyid_for(body.principal_id, raw): KeyState(raw, body.valid_from)
+            }
         elif isinstance(body, PrincipalKeyRotated):
             for state in self.keys.values():
                 if state.valid_until is None:

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import events as ev
+from ledger.decoding import decode_body
 from ledger.dsse import Signer, sign
 from ledger.keys import keyid_for, public_raw
 
@@ -53,8 +55,23 @@ class Member:
         return base64.b64encode(public_raw(self.key)).decode()
 
 
+class Identity(Protocol):
+    """Who signs: enough to write a Part 11 manifestation."""
+
+    @property
+    def principal_id(self) -> str: ...
+    @property
+    def printed_name(self) -> str: ...
+    @property
+    def kind(self) -> str: ...
+
+
 def manifestations(
-    signers: list[Member], tag: str, at: datetime, witness: str | None = None
+    signers: Sequence[Identity],
+    tag: str,
+    at: datetime,
+    witness: str | None = None,
+    meaning: str | None = None,
 ) -> list[ev.Manifestation]:
     """Every person who signs states name, time and meaning inside the body."""
     return [
@@ -62,7 +79,9 @@ def manifestations(
             principal=m.principal_id,
             printed_name=m.printed_name,
             signed_at=at,
-            meaning="witnessed" if m.principal_id == witness else MEANINGS.get(tag, "performed"),  # type: ignore[arg-type]
+            meaning="witnessed"  # type: ignore[arg-type]
+            if m.principal_id == witness
+            else meaning or MEANINGS.get(tag, "performed"),
         )
         for m in signers
         if m.kind == "person"
@@ -95,3 +114,24 @@ def registration(admin: Member, member: Member, at: datetime) -> bytes:
         public_key=member.public_key,
         valid_from=at,
     )
+
+
+class SigningIdentity(Identity, Protocol):
+    @property
+    def signer(self) -> Signer: ...
+
+
+def sign_json(
+    body: dict[str, Any], keys: Sequence[SigningIdentity], now: datetime, meaning: str | None = None
+) -> bytes:
+    """Sign a body written by hand or by a site system: each person's manifestation is added
+    when the body has none, and the body is checked strictly before anything is signed."""
+    if "manifestations" not in body:
+        witness = body.get("witness")
+        tag = str(body.get("type", ""))
+        body["manifestations"] = msgspec.to_builtins(
+            manifestations(keys, tag, now, witness if isinstance(witness, str) else None, meaning)
+        )
+    raw = msgspec.json.encode(body)
+    decode_body(raw, now)
+    return sign(raw, [k.signer for k in keys])

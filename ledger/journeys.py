@@ -37,9 +37,14 @@ class Step:
 class Cast:
     """Everyone who signs in the demo, one administrator first."""
 
-    def __init__(self) -> None:
-        self.admin = Member.new("admin.root", "Riley Root", "person", ("admin",), "US-SSF")
-        people: list[Member] = [self.admin]
+    def __init__(self, members: list[Member] | None = None) -> None:
+        people = members if members is not None else self._new_members()
+        self.members = {m.principal_id: m for m in people}
+        self.admin = people[0]
+
+    @staticmethod
+    def _new_members() -> list[Member]:
+        people = [Member.new("admin.root", "Riley Root", "person", ("admin",), "US-SSF")]
         for site in HOSPITALS:
             s = site[3:].lower()
             people += [
@@ -62,7 +67,7 @@ class Cast:
             Member.new("courier.wc", "Cole Courier", "person", ("courier",), COURIER_SITE),
             Member.new("logger.wc", "Data Logger WC", "device", ("logger",), COURIER_SITE),
         ]
-        self.members = {m.principal_id: m for m in people}
+        return people
 
     def __getitem__(self, principal_id: str) -> Member:
         return self.members[principal_id]

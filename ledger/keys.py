@@ -12,6 +12,7 @@ import base64
 import getpass
 import hashlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -24,13 +25,19 @@ PASSPHRASE_ENV = "COI_KEY_PASSPHRASE"  # noqa: S105 - the name of a variable
 
 
 class PublicKeyFile(msgspec.Struct, forbid_unknown_fields=True):
+    """What an administrator needs to register a key: never the private part."""
+
     principal_id: str
+    printed_name: str
+    kind: str
     keyid: str
     public_key: str
 
 
 class KeyFile(msgspec.Struct, forbid_unknown_fields=True):
     principal_id: str
+    printed_name: str
+    kind: str
     keyid: str
     public_key: str
     encrypted: bool
@@ -50,22 +57,23 @@ def public_raw(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
-def new_key_file(principal_id: str, passphrase: bytes | None) -> tuple[KeyFile, Ed25519PrivateKey]:
-    key = Ed25519PrivateKey.generate()
+def key_file_for(
+    key: Ed25519PrivateKey, principal_id: str, printed_name: str, kind: str, passphrase: bytes | None
+) -> KeyFile:
+    """The file form of a key; encrypted under `passphrase` when one is given."""
     raw = public_raw(key)
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
-    return (
-        KeyFile(
-            principal_id=principal_id,
-            keyid=keyid_for(principal_id, raw),
-            public_key=base64.b64encode(raw).decode(),
-            encrypted=passphrase is not None,
-            private_key_pem=pem.decode(),
-        ),
-        key,
+    return KeyFile(
+        principal_id=principal_id,
+        printed_name=printed_name,
+        kind=kind,
+        keyid=keyid_for(principal_id, raw),
+        public_key=base64.b64encode(raw).decode(),
+        encrypted=passphrase is not None,
+        private_key_pem=pem.decode(),
     )
 
 
@@ -77,7 +85,9 @@ def write_key_file(path: Path, key_file: KeyFile) -> Path:
         out.write(msgspec.json.format(msgspec.json.encode(key_file)))
     os.chmod(path, 0o600)
     pub_path = path.with_name(path.name + ".pub")
-    public = PublicKeyFile(key_file.principal_id, key_file.keyid, key_file.public_key)
+    public = PublicKeyFile(
+        key_file.principal_id, key_file.printed_name, key_file.kind, key_file.keyid, key_file.public_key
+    )
     pub_path.write_bytes(msgspec.json.format(msgspec.json.encode(public)))
     return pub_path
 
@@ -86,8 +96,10 @@ def read_public(path: Path) -> PublicKeyFile:
     """Reads either a .pub file or a full key file and returns the public part."""
     try:
         data = msgspec.json.decode(path.read_bytes())
-        return PublicKeyFile(data["principal_id"], data["keyid"], data["public_key"])
-    except (OSError, msgspec.DecodeError, KeyError, TypeError) as exc:
+        data.pop("encrypted", None)
+        data.pop("private_key_pem", None)
+        return msgspec.convert(data, PublicKeyFile)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError, AttributeError) as exc:
         raise KeyFileError(f"{path}: not a coi key file ({exc})") from None
 
 
@@ -99,7 +111,17 @@ def ask_passphrase(prompt: str) -> bytes:
     return getpass.getpass(prompt).encode()
 
 
-def load_signer(path: Path, passphrase: bytes | None = None) -> Signer:
+@dataclass(frozen=True)
+class LoadedKey:
+    """A key file opened for signing: who it belongs to and the usable signer."""
+
+    principal_id: str
+    printed_name: str
+    kind: str
+    signer: Signer
+
+
+def load_key(path: Path, passphrase: bytes | None = None) -> LoadedKey:
     """Loads a key file for signing, asking for the passphrase when it is encrypted."""
     try:
         key_file = msgspec.json.decode(path.read_bytes(), type=KeyFile)
@@ -115,4 +137,6 @@ def load_signer(path: Path, passphrase: bytes | None = None) -> Signer:
         raise KeyFileError(f"{path}: cannot decrypt the private key ({exc}); check the passphrase") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: not an Ed25519 key")
-    return Signer(keyid=key_file.keyid, key=key)
+    return LoadedKey(
+        key_file.principal_id, key_file.printed_name, key_file.kind, Signer(keyid=key_file.keyid, key=key)
+    )

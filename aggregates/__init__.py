@@ -1,0 +1,1 @@
+"""The domain: eventsourcing aggregates and the rules they enforce."""

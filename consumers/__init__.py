@@ -1,0 +1,1 @@
+"""Kafka services around the ledger (ingest, relay, projector)."""

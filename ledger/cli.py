@@ -1,0 +1,344 @@
+"""The `coi` command. Exit codes: 0 ok, 1 a check failed (verification, or an outcome that
+was not the expected one), 2 usage or input error (including rejected submissions)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger.application import LedgerApplication, Outcome
+from ledger.cast import sign_json
+from ledger.config import ConfigError, data_dir
+from ledger.demo import DemoError, run_demo
+from ledger.events import json_schema
+from ledger.keys import (
+    PASSPHRASE_ENV,
+    KeyFileError,
+    LoadedKey,
+    ask_passphrase,
+    key_file_for,
+    load_key,
+    read_public,
+    write_key_file,
+)
+from ledger.rejection import Rejected
+from projections.history import history
+from projections.principals import principals
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad command-line input; the message says what to do."""
+
+
+def _time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no time zone; write it like 2026-01-31T09:00:00Z")
+    return value.astimezone(UTC)
+
+
+def _open_app() -> LedgerApplication:
+    try:
+        return LedgerApplication()
+    except ConfigError:
+        raise
+    except Exception as exc:  # the driver's own message says which server and why
+        raise ConfigError(f"cannot open the ledger store ({exc}); check COI_DATABASE_URL") from None
+
+
+def _lines(source: str) -> Iterator[bytes]:
+    try:
+        stream = sys.stdin.buffer if source == "-" else open(source, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise UsageError(f"cannot read {source}: {exc.strerror}") from None
+    with stream:
+        for line in stream:
+            if line.strip():
+                yield line.strip()
+
+
+def _new_passphrase(principal_id: str) -> bytes:
+    first = ask_passphrase(f"New passphrase for {principal_id}: ")
+    if len(first) < 8:
+        raise UsageError("a person's passphrase must have at least 8 characters")
+    if not os.environ.get(PASSPHRASE_ENV) and ask_passphrase("Repeat it: ") != first:
+        raise UsageError("the passphrases differ")
+    return first
+
+
+def _print_outcome(line: int, o: Outcome, out: TextIO) -> None:
+    if o.status == "rejected":
+        where = f" [{o.field}]" if o.field else ""
+        print(f"{line}: rejected  {o.code}: {o.message}{where}", file=out)
+    elif o.status == "duplicate":
+        print(f"{line}: duplicate {o.type} {o.event_id} (already stored; nothing added)", file=out)
+    else:
+        print(f"{line}: accepted  seq={o.sequence} {o.type} {o.event_id}", file=out)
+
+
+def _admin_submit(args: argparse.Namespace, fields: dict[str, Any], out: TextIO) -> int:
+    """Sign a registry change with the administrator's key and append it."""
+    site = args.site or os.environ.get("COI_SITE")
+    if not site:
+        raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
+    admin = load_key(Path(args.admin_key))
+    body = _header(fields, admin, site)
+    outcome = _open_app().submit(sign_json(body, [admin], datetime.now(UTC)))
+    _print_outcome(1, outcome, out)
+    return EXIT_OK if outcome.status != "rejected" else EXIT_USAGE
+
+
+def _header(fields: dict[str, Any], actor: LoadedKey, site: str) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": now.isoformat(),
+        "site": site,
+        "actor": actor.principal_id,
+        **fields,
+    }
+
+
+# ---------------------------------------------------------------- commands
+
+
+def cmd_keys_new(args: argparse.Namespace, out: TextIO) -> int:
+    if args.kind == "person" and args.no_passphrase:
+        raise UsageError("a person's key must be encrypted (Part 11.200: key file + passphrase)")
+    passphrase = None if args.no_passphrase else _new_passphrase(args.principal)
+    path = Path(args.out or data_dir() / "keys" / f"{args.principal}.key")
+    key_file = key_file_for(Ed25519PrivateKey.generate(), args.principal, args.name, args.kind, passphrase)
+    pub = write_key_file(path, key_file)
+    print(f"private key: {path} (mode 0600{', encrypted' if passphrase else ''})", file=out)
+    print(f"public key:  {pub}  <- give this file to an administrator", file=out)
+    print(f"keyid:       {key_file.keyid}", file=out)
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
+    app = _open_app()
+    if app.recorder.max_notification_id():
+        raise UsageError("this ledger is already initialised; add people with coi principals add")
+    passphrase = _new_passphrase(args.admin)
+    path = Path(args.key_out or data_dir() / "keys" / f"{args.admin}.key")
+    key_file = key_file_for(Ed25519PrivateKey.generate(), args.admin, args.name, "person", passphrase)
+    write_key_file(path, key_file)
+    admin = load_key(path, passphrase)
+    now = datetime.now(UTC)
+    fields = {
+        "type": "principal_registered", "principal_id": args.admin, "kind": "person",
+        "printed_name": args.name, "roles": ["admin"], "public_key": key_file.public_key,
+        "valid_from": now.isoformat(),
+    }  # fmt: skip
+    outcome = app.submit(sign_json(_header(fields, admin, args.site), [admin], now))
+    _print_outcome(1, outcome, out)
+    print(f"ledger:            {app.env.get('SQLITE_DBNAME') or app.env.get('POSTGRES_DBNAME')}", file=out)
+    print(f"administrator key: {path} (encrypted)", file=out)
+    return EXIT_OK if outcome.status == "accepted" else EXIT_FAILED
+
+
+def cmd_principals_add(args: argparse.Namespace, out: TextIO) -> int:
+    pub = read_public(Path(args.public_key))
+    valid_from = args.valid_from or datetime.now(UTC)
+    fields = {
+        "type": "principal_registered", "principal_id": pub.principal_id, "kind": pub.kind,
+        "printed_name": pub.printed_name, "roles": args.role, "public_key": pub.public_key,
+        "valid_from": valid_from.isoformat(),
+    }  # fmt: skip
+    return _admin_submit(args, fields, out)
+
+
+def cmd_principals_rotate(args: argparse.Namespace, out: TextIO) -> int:
+    pub = read_public(Path(args.public_key))
+    valid_from = args.valid_from or datetime.now(UTC)
+    fields = {
+        "type": "principal_key_rotated", "principal_id": pub.principal_id,
+        "public_key": pub.public_key, "valid_from": valid_from.isoformat(),
+    }  # fmt: skip
+    return _admin_submit(args, fields, out)
+
+
+def cmd_principals_revoke(args: argparse.Namespace, out: TextIO) -> int:
+    effective_at = args.effective_at or datetime.now(UTC)
+    fields = {
+        "type": "principal_revoked", "principal_id": args.id, "effective_at": effective_at.isoformat(),
+        "keyid": args.keyid, "reason": args.reason,
+    }  # fmt: skip
+    return _admin_submit(args, fields, out)
+
+
+def cmd_principals_list(args: argparse.Namespace, out: TextIO) -> int:
+    for p in principals(_open_app()):
+        print(f"{p.principal_id:<20} {p.kind:<11} {','.join(p.roles):<24} {p.printed_name}", file=out)
+        for k in p.keys:
+            print(f"    {k}", file=out)
+    return EXIT_OK
+
+
+def cmd_sign(args: argparse.Namespace, out: TextIO) -> int:
+    source = sys.stdin.buffer.read() if args.body == "-" else Path(args.body).read_bytes()
+    try:
+        body = msgspec.json.decode(source)
+    except msgspec.DecodeError as exc:
+        raise Rejected("malformed_json", f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise Rejected("malformed_json", "the body must be a JSON object")
+    now = datetime.now(UTC)
+    body.setdefault("event_id", str(uuid.uuid4()))
+    body.setdefault("occurred_at", now.isoformat())
+    keys = [load_key(Path(k)) for k in args.key]
+    out.write(sign_json(body, keys, now, args.meaning).decode() + "\n")
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
+    app = _open_app()
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    for line, outcome in enumerate(app.submit_many(_lines(args.source)), start=1):
+        counts[outcome.status] += 1
+        if args.json:
+            out.write(msgspec.json.encode(outcome).decode() + "\n")
+        else:
+            _print_outcome(line, outcome, out)
+    print(", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
+    return EXIT_USAGE if counts["rejected"] else EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
+    out.write(msgspec.json.format(msgspec.json.encode(json_schema())).decode() + "\n")
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
+    rows = history(_open_app(), args.coi)
+    if not rows:
+        raise UsageError(f"{args.coi} has no records in this ledger")
+    if args.json:
+        out.write(msgspec.json.encode(rows).decode() + "\n")
+        return EXIT_OK
+    for r in rows:
+        late = "  (entered late)" if (r.recorded_at - r.occurred_at).total_seconds() > 86400 else ""
+        print(
+            f"v{r.version:<3} {r.occurred_at:%Y-%m-%d %H:%M}Z {r.site:<7} {r.type:<28} {r.actor}{late}",
+            file=out,
+        )
+        print(f"      {r.details}", file=out)
+        for s in r.signatures:
+            print(f"      signed: {s}", file=out)
+        if r.reason:
+            print(f"      reason: {r.reason}", file=out)
+        for c in r.corrections:
+            print(f"      CORRECTED {c}", file=out)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    if args.patients < 1:
+        raise UsageError("--patients must be at least 1")
+    return run_demo(_open_app(), args.patients, data_dir() / "demo-keys", out)
+
+
+# ---------------------------------------------------------------- parser
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="coi", description="Chain-of-identity and custody ledger.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("init", help="create the ledger and its first administrator")
+    s.add_argument("--admin", required=True, help="principal id, e.g. admin.jane")
+    s.add_argument("--name", required=True, help="printed name, shown with every signature")
+    s.add_argument("--site", default="US-SSF", help="site code of the administrator")
+    s.add_argument("--key-out", help="where to write the key (default: coi-data/keys/ID.key)")
+    s.set_defaults(run=cmd_init)
+
+    keys = sub.add_parser("keys", help="key files").add_subparsers(dest="keys_command", required=True)
+    s = keys.add_parser("new", help="make an Ed25519 key pair")
+    s.add_argument("--principal", required=True)
+    s.add_argument("--name", required=True, help="printed name (for a device: its label)")
+    s.add_argument("--kind", choices=["person", "device", "site_system"], default="person")
+    s.add_argument("--out", help="private key file (default: coi-data/keys/ID.key)")
+    s.add_argument("--no-passphrase", action="store_true", help="devices and site systems only")
+    s.set_defaults(run=cmd_keys_new)
+
+    prn = sub.add_parser("principals", help="register, rotate, revoke, list")
+    prs = prn.add_subparsers(dest="principals_command", required=True)
+    for name, run in (
+        ("add", cmd_principals_add),
+        ("rotate", cmd_principals_rotate),
+        ("revoke", cmd_principals_revoke),
+    ):
+        s = prs.add_parser(name)
+        s.add_argument("--admin-key", required=True, help="the administrator's key file")
+        s.add_argument("--site", help="site where the administrator acts (or COI_SITE)")
+        s.set_defaults(run=run)
+        if name in ("add", "rotate"):
+            s.add_argument("--public-key", required=True, help="the .pub file from coi keys new")
+            s.add_argument("--valid-from", type=_time, help="default: now")
+        if name == "add":
+            s.add_argument("--role", action="append", required=True, help="repeat for several roles")
+        if name == "revoke":
+            s.add_argument("--id", required=True, help="principal id")
+            s.add_argument("--keyid", help="revoke one key only (default: every key)")
+            s.add_argument("--effective-at", type=_time, help="default: now")
+            s.add_argument("--reason", required=True)
+    prs.add_parser("list").set_defaults(run=cmd_principals_list)
+
+    s = sub.add_parser("sign", help="wrap a JSON body into a signed DSSE envelope")
+    s.add_argument("--key", action="append", required=True, help="repeat for two-person steps")
+    s.add_argument("--meaning", help="signature meaning for people (default by event type)")
+    s.add_argument("body", help="JSON file, or - for standard input")
+    s.set_defaults(run=cmd_sign)
+
+    s = sub.add_parser("submit", help="append signed envelopes (one JSON per line)")
+    s.add_argument("source", help="file of envelopes, or - for standard input")
+    s.add_argument("--json", action="store_true", help="one JSON outcome per line")
+    s.set_defaults(run=cmd_submit)
+
+    sub.add_parser("schema", help="print the JSON Schema of an event body").set_defaults(run=cmd_schema)
+
+    s = sub.add_parser("history", help="one patient's signed history")
+    s.add_argument("coi")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(run=cmd_history)
+
+    s = sub.add_parser("demo", help="run realistic journeys across the four sites")
+    s.add_argument("--patients", type=int, default=8)
+    s.set_defaults(run=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.run(args, out or sys.stdout))
+    except Rejected as exc:
+        where = f" [{exc.field}]" if exc.field else ""
+        print(f"coi: rejected {exc.code}: {exc.message}{where}", file=sys.stderr)
+    except (UsageError, ConfigError, KeyFileError, DemoError) as exc:
+        print(f"coi: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("coi: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `coi history X | head`: the reader has all it wanted
+        sys.stderr.close()
+        return EXIT_OK
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

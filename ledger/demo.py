@@ -1,0 +1,131 @@
+"""`coi demo`: realistic journeys through the ledger, with a summary of what happened."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+import msgspec
+
+from ledger.application import LedgerApplication
+from ledger.cast import Member
+from ledger.journeys import VARIANTS, Cast, Journey, Step
+from ledger.keys import key_file_for, load_key, write_key_file
+
+DEMO_PASSPHRASE = b"demo-passphrase"  # demo keys only, stated in the README
+
+OUTCOMES = {
+    "happy": "infused; a record corrected with reason",
+    "qc_failure": "batch rejected (sterility); shipment refused",
+    "excursion": "excursion -> hold -> QA release -> infused",
+    "identity_mismatch": "bedside mismatch: infusion blocked",
+}
+
+
+class CastEntry(msgspec.Struct):
+    principal_id: str
+    roles: tuple[str, ...]
+    site: str
+
+
+class DemoError(Exception):
+    """The demo cannot run on this ledger; the message says what to do instead."""
+
+
+def save_cast(cast: Cast, folder: Path) -> None:
+    """Key files for every member (people's encrypted with the demo passphrase)."""
+    for m in cast.members.values():
+        passphrase = DEMO_PASSPHRASE if m.kind == "person" else None
+        write_key_file(
+            folder / f"{m.principal_id}.key",
+            key_file_for(m.key, m.principal_id, m.printed_name, m.kind, passphrase),
+        )
+    entries = [CastEntry(m.principal_id, m.roles, m.site) for m in cast.members.values()]
+    (folder / "cast.json").write_bytes(msgspec.json.encode(entries))
+
+
+def load_cast(folder: Path) -> Cast:
+    entries = msgspec.json.decode((folder / "cast.json").read_bytes(), type=list[CastEntry])
+    members = []
+    for e in entries:
+        loaded = load_key(folder / f"{e.principal_id}.key", DEMO_PASSPHRASE)
+        members.append(
+            Member(e.principal_id, loaded.printed_name, loaded.kind, e.roles, e.site, loaded.signer.key)
+        )
+    return Cast(members)
+
+
+def run_demo(app: LedgerApplication, patients: int, keys_dir: Path, out: TextIO) -> int:
+    """Runs `patients` journeys (cycling through the variants); 0 when every step had the
+    outcome it should, 1 otherwise."""
+    started = time.perf_counter()
+    now = datetime.now(UTC)
+    if app.recorder.max_notification_id():
+        if not (keys_dir / "cast.json").exists():
+            raise DemoError(
+                "this ledger was not set up by the demo; run the demo on its own data folder, "
+                "e.g. COI_DATA_DIR=demo-data coi demo"
+            )
+        cast = load_cast(keys_dir)
+        registrations: list[bytes] = []
+    else:
+        cast = Cast()
+        registrations = cast.registrations(now - timedelta(days=40))
+    for outcome in app.submit_many(registrations):
+        if outcome.status != "accepted":
+            raise DemoError(f"registering the demo principals failed: {outcome.message}")
+    if registrations:
+        keys_dir.mkdir(parents=True, exist_ok=True)
+        save_cast(cast, keys_dir)
+
+    start = now - timedelta(days=30)
+    journeys = [
+        Journey(cast, i, start + timedelta(minutes=7 * i), VARIANTS[i % len(VARIANTS)])
+        for i in range(patients)
+    ]
+    # Interleave the patients as live sites would; each patient's own steps stay in order.
+    queues = [[(j, s) for s in j.steps()] for j in journeys]
+    tagged = [item for round_ in itertools.zip_longest(*queues) for item in round_ if item is not None]
+    tally: dict[str, Counter[str]] = {j.coi: Counter() for j in journeys}
+    surprises: list[str] = []
+    steps: list[Step] = [s for _, s in tagged]
+    for (journey, step), outcome in zip(tagged, app.submit_many(s.envelope for s in steps), strict=True):
+        expected = "accepted" if step.expect is None else step.expect
+        got = "accepted" if outcome.status == "accepted" else (outcome.code or outcome.status)
+        tally[journey.coi]["accepted" if got == "accepted" else "refused"] += 1
+        if got != expected:
+            surprises.append(
+                f"{journey.coi} {outcome.type}: expected {expected}, got {got}: {outcome.message}"
+            )
+    elapsed = time.perf_counter() - started
+
+    print(f"{'#':>3}  {'COI':<15}  {'route':<24}  {'stored':>6}  {'refused':>7}  outcome", file=out)
+    for i, j in enumerate(journeys):
+        route = f"{j.hospital} > {j.factory} > {j.hospital}"
+        t = tally[j.coi]
+        counts = f"{t['accepted']:>6}  {t['refused']:>7}"
+        print(f"{i + 1:>3}  {j.coi:<15}  {route:<24}  {counts}  {OUTCOMES[j.variant]}", file=out)
+    total = sum(t["accepted"] for t in tally.values())
+    refused = sum(t["refused"] for t in tally.values())
+    print(
+        f"\n{patients} patients, {len(registrations)} principals registered, {total} journey events stored, "
+        f"{refused} refused as the rules require, in {elapsed:.2f} s.",
+        file=out,
+    )
+    if surprises:
+        print("\nUNEXPECTED OUTCOMES:", *surprises, sep="\n  ", file=out)
+        return 1
+    first = journeys[0].coi
+    print(
+        "\nNext:\n"
+        f"  coi history {first}        the signed history of one patient\n"
+        "  coi schema > event.schema.json      the body schema for site systems\n"
+        f"  coi sign --key {keys_dir}/nurse.bdw.key BODY.json | coi submit -\n"
+        "      sign and submit your own event (demo passphrase: demo-passphrase)",
+        file=out,
+    )
+    return 0

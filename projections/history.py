@@ -1,0 +1,58 @@
+"""One therapy's history as an auditor reads it: every record, who signed it and what the
+signature means, with corrections shown beside the value they correct (old values stay)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+from aggregates.base import body_of
+from aggregates.therapy import therapy_uuid
+from ledger import events as ev
+from ledger.application import LedgerApplication
+
+_HEADER = {"type", "event_id", "occurred_at", "site", "actor", "reason", "manifestations", "coi"}
+
+
+class HistoryRow(msgspec.Struct):
+    version: int
+    recorded_at: datetime
+    occurred_at: datetime
+    type: str
+    site: str
+    actor: str
+    details: str
+    signatures: list[str]
+    reason: str | None = None
+    corrections: list[str] = []
+
+
+def history(app: LedgerApplication, coi: str) -> list[HistoryRow]:
+    """Rows in record order; empty when the COI is unknown."""
+    rows: list[HistoryRow] = []
+    by_event: dict[object, HistoryRow] = {}
+    for stored in app.events.get(therapy_uuid(coi)):
+        body = body_of(stored.envelope)  # type: ignore[attr-defined]
+        fields = msgspec.to_builtins(body)
+        row = HistoryRow(
+            version=stored.originator_version,
+            recorded_at=stored.timestamp,
+            occurred_at=body.occurred_at,
+            type=fields["type"],
+            site=body.site,
+            actor=body.actor,
+            details=", ".join(f"{k}={v}" for k, v in fields.items() if k not in _HEADER),
+            signatures=[
+                f"{m.printed_name} ({m.principal}) {m.meaning} {m.signed_at:%Y-%m-%d %H:%M:%SZ}"
+                for m in body.manifestations
+            ],
+            reason=body.reason,
+        )
+        rows.append(row)
+        by_event[body.event_id] = row
+        if isinstance(body, ev.RecordCorrected) and body.corrects_event_id in by_event:
+            by_event[body.corrects_event_id].corrections.append(
+                f"{body.field}: {body.old_value} -> {body.new_value} (v{row.version}, {body.reason})"
+            )
+    return rows

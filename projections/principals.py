@@ -1,0 +1,37 @@
+"""The principal registry as it stands: who may sign what, with every key."""
+
+from __future__ import annotations
+
+import msgspec
+
+from aggregates.base import body_of
+from aggregates.principal import Principal, principal_uuid
+from ledger import events as ev
+from ledger.application import LedgerApplication
+
+
+class PrincipalView(msgspec.Struct):
+    principal_id: str
+    kind: str
+    printed_name: str
+    roles: list[str]
+    keys: list[str]
+
+
+def principals(app: LedgerApplication) -> list[PrincipalView]:
+    """Every registered principal, in registration order; keys with their validity."""
+    views = []
+    for _, _, envelope in app.records():
+        body = body_of(envelope)
+        if not isinstance(body, ev.PrincipalRegistered):
+            continue
+        p = app.repository.get(principal_uuid(body.principal_id))
+        assert isinstance(p, Principal)
+        keys = [
+            f"{keyid} from {k.valid_from:%Y-%m-%d %H:%M}Z"
+            + (f" until {k.valid_until:%Y-%m-%d %H:%M}Z" if k.valid_until else "")
+            + (f" REVOKED {k.revoked_at:%Y-%m-%d %H:%M}Z" if k.revoked_at else "")
+            for keyid, k in p.keys.items()
+        ]
+        views.append(PrincipalView(p.principal_id, p.kind, p.printed_name, sorted(p.roles), keys))
+    return views
