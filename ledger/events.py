@@ -69,6 +69,17 @@ class Body(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=
     reason: Text | None = None
     manifestations: list[Manifestation] = []
 
+    def __post_init__(self) -> None:
+        # A DIN keyed in by hand is accepted only with a correct check character, wherever
+        # it appears; msgspec has no hook on the Din type itself, so the header checks.
+        for name in ("din", "scanned_dins"):
+            value = getattr(self, name, None)
+            for i, din in enumerate([value] if isinstance(value, str) else value or []):
+                problem = din_problem(din)
+                if problem:
+                    at = name if isinstance(value, str) else f"{name}[{i}]"
+                    raise ValueError(f"invalid DIN: {problem} - at `$.{at}`")
+
 
 # --- the principal registry (signed by an administrator) ---------------------------
 
@@ -116,11 +127,6 @@ class ApheresisCollected(Journey, tag="apheresis_collected"):
     started_at: UtcTime
     ended_at: UtcTime
     volume_ml: Positive
-
-    def __post_init__(self) -> None:
-        problem = din_problem(self.din)
-        if problem:
-            raise ValueError(f"invalid DIN: {problem} - at `$.din`")
 
 
 class LabelPrinted(Journey, tag="label_printed"):

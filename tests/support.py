@@ -1,0 +1,53 @@
+"""Building blocks for the tests: journeys advanced to a given step, hand-made envelopes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+
+from aggregates.base import body_of
+from ledger.application import LedgerApplication, Outcome
+from ledger.cast import Member
+from ledger.dsse import sign
+from ledger.journeys import Cast, Journey, Step
+
+
+def tag_of(step: Step) -> str:
+    return str(type(body_of(step.envelope.decode())).__struct_config__.tag)
+
+
+def submit_all(app: LedgerApplication, raws: Iterable[bytes]) -> list[Outcome]:
+    return list(app.submit_many(raws))
+
+
+def advance(app: LedgerApplication, journey: Journey, before: str | None = None) -> list[Step]:
+    """Submit the journey's steps up to (not including) the first of type `before`; every
+    step must have the outcome it expects. Returns the steps not yet submitted."""
+    steps = list(journey.steps())
+    for i, step in enumerate(steps):
+        if tag_of(step) == before:
+            return steps[i:]
+        outcome = app.submit(step.envelope)
+        expected = "accepted" if step.expect is None else step.expect
+        got = "accepted" if outcome.status == "accepted" else outcome.code
+        assert got == expected, (tag_of(step), outcome)
+    assert before is None, f"the journey has no {before} step"
+    return []
+
+
+def new_journey(cast: Cast, variant: str = "happy", index: int = 0) -> Journey:
+    return Journey(cast, index, datetime.now(UTC) - timedelta(days=30), variant)
+
+
+def body_dict(step_or_raw: Step | bytes) -> dict[str, Any]:
+    raw = step_or_raw.envelope if isinstance(step_or_raw, Step) else step_or_raw
+    return msgspec.to_builtins(body_of(raw.decode()))
+
+
+def signed(body: dict[str, Any] | bytes, *signers: Member) -> bytes:
+    """An envelope over exactly these body bytes (for bodies the Structs would refuse)."""
+    raw = body if isinstance(body, bytes) else msgspec.json.encode(body)
+    return sign(raw, [m.signer for m in signers])
