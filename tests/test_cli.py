@@ -1,0 +1,162 @@
+"""The `coi` command as a user runs it: real processes, a real SQLite file, real keys."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+_SCRIPT = Path(sys.executable).parent / "coi"
+COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli"]
+
+
+def coi(
+    tmp: Path, *args: str, stdin: str | None = None, passphrase: str = "correct horse"
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase}
+    env.pop("COI_DATABASE_URL", None)
+    return subprocess.run(
+        [*COI, *args], input=stdin, capture_output=True, text=True, env=env, cwd=tmp, timeout=120
+    )
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Path:
+    """A ledger with an administrator and one registered nurse (key files in coi-data/keys)."""
+    done = coi(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin")
+    assert done.returncode == 0, done.stderr
+    assert coi(tmp_path, "keys", "new", "--principal", "nurse.kim", "--name", "Kim Nurse").returncode == 0
+    keys = tmp_path / "coi-data" / "keys"
+    added = coi(
+        tmp_path, "principals", "add", "--admin-key", str(keys / "admin.jane.key"),
+        "--public-key", str(keys / "nurse.kim.key.pub"), "--role", "enrolment", "--site", "US-BDW",
+    )  # fmt: skip
+    assert added.returncode == 0, added.stdout + added.stderr
+    return tmp_path
+
+
+def _enrolment(tmp: Path) -> Path:
+    body = {
+        "type": "enrolled", "coi": "CHW04512600A0B1", "site": "US-BDW", "actor": "nurse.kim",
+        "patient_commitment": "ab" * 32, "order_id": "ORD-1", "product": "anti-CD19 CAR-T",
+        "treatment_site": "US-BDW",
+    }  # fmt: skip
+    path = tmp / "body.json"
+    path.write_text(json.dumps(body))
+    return path
+
+
+def test_init_writes_an_encrypted_private_key_only_its_owner_can_read(ledger: Path) -> None:
+    key = ledger / "coi-data" / "keys" / "admin.jane.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    data = json.loads(key.read_text())
+    assert data["encrypted"] is True and "ENCRYPTED PRIVATE KEY" in data["private_key_pem"]
+    again = coi(ledger, "init", "--admin", "admin.other", "--name", "Other")
+    assert again.returncode == 2 and "already initialised" in again.stderr
+
+
+def test_sign_then_submit_then_history(ledger: Path) -> None:
+    key = ledger / "coi-data" / "keys" / "nurse.kim.key"
+    signed = coi(ledger, "sign", "--key", str(key), str(_enrolment(ledger)))
+    assert signed.returncode == 0, signed.stderr
+    envelope = json.loads(signed.stdout)
+    assert envelope["payloadType"] == "application/vnd.coi-ledger.event+json"
+    first = coi(ledger, "submit", "-", stdin=signed.stdout)
+    assert first.returncode == 0 and "accepted" in first.stdout, first.stdout + first.stderr
+    second = coi(ledger, "submit", "-", stdin=signed.stdout)
+    assert second.returncode == 0 and "duplicate" in second.stdout
+    shown = coi(ledger, "history", "CHW04512600A0B1")
+    assert shown.returncode == 0 and "Kim Nurse (nurse.kim) performed" in shown.stdout
+
+
+def test_submit_reports_each_line_and_exits_2_on_rejections(ledger: Path) -> None:
+    key = ledger / "coi-data" / "keys" / "nurse.kim.key"
+    good = coi(ledger, "sign", "--key", str(key), str(_enrolment(ledger))).stdout
+    done = coi(ledger, "submit", "-", stdin="{broken\n" + good)
+    assert done.returncode == 2
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("1: rejected  malformed_json")
+    assert lines[1].startswith("2: accepted")
+
+
+def test_submit_json_output_is_machine_readable(ledger: Path) -> None:
+    done = coi(
+        ledger, "submit", "--json", "-", stdin='{"payloadType": "x", "payload": "", "signatures": []}\n'
+    )
+    outcome = json.loads(done.stdout)
+    assert outcome == {
+        "status": "rejected",
+        "code": "wrong_payload_type",
+        "message": outcome["message"],
+        "field": "payloadType",
+    }
+
+
+def test_sign_checks_the_body_before_signing(ledger: Path) -> None:
+    key = ledger / "coi-data" / "keys" / "nurse.kim.key"
+    body = json.loads(_enrolment(ledger).read_text())
+    body["volume"] = 3
+    (ledger / "bad.json").write_text(json.dumps(body))
+    done = coi(ledger, "sign", "--key", str(key), str(ledger / "bad.json"))
+    assert done.returncode == 2 and "unknown_field" in done.stderr and "volume" in done.stderr
+    assert done.stdout == ""
+
+
+def test_a_wrong_passphrase_says_so(ledger: Path) -> None:
+    key = ledger / "coi-data" / "keys" / "nurse.kim.key"
+    done = coi(ledger, "sign", "--key", str(key), str(_enrolment(ledger)), passphrase="wrong one")
+    assert done.returncode == 2 and "check the passphrase" in done.stderr
+
+
+def test_people_get_encrypted_keys(tmp_path: Path) -> None:
+    done = coi(tmp_path, "keys", "new", "--principal", "qa.x", "--name", "Q", "--no-passphrase")
+    assert done.returncode == 2 and "Part 11" in done.stderr
+    device = coi(
+        tmp_path,
+        "keys",
+        "new",
+        "--principal",
+        "shuttle.x",
+        "--name",
+        "Shuttle",
+        "--kind",
+        "device",
+        "--no-passphrase",
+    )
+    assert device.returncode == 0
+    key = json.loads((tmp_path / "coi-data" / "keys" / "shuttle.x.key").read_text())
+    assert key["encrypted"] is False
+
+
+def test_schema_is_a_json_schema_of_every_event_type(tmp_path: Path) -> None:
+    done = coi(tmp_path, "schema")
+    schema = json.loads(done.stdout)
+    text = json.dumps(schema)
+    for tag in ("enrolled", "apheresis_collected", "infused", "record_corrected", "principal_revoked"):
+        assert f'"{tag}"' in text
+    assert "$defs" in schema
+
+
+def test_demo_runs_and_says_what_to_do_next(tmp_path: Path) -> None:
+    done = coi(tmp_path, "demo", "--patients", "4")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bedside mismatch: infusion blocked" in done.stdout
+    assert "Next:" in done.stdout
+    again = coi(tmp_path, "demo", "--patients", "2")  # a second run reuses the demo's principals
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_the_demo_refuses_a_ledger_it_did_not_set_up(ledger: Path) -> None:
+    done = coi(ledger, "demo")
+    assert done.returncode == 2 and "COI_DATA_DIR" in done.stderr
+
+
+def test_a_bad_database_url_is_a_usage_error(tmp_path: Path) -> None:
+    env = {**os.environ, "COI_DATABASE_URL": "mysql://nobody"}
+    done = subprocess.run([*COI, "history", "X"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "sqlite or postgresql" in done.stderr

@@ -1,0 +1,120 @@
+"""The ledger on both stores: whole journeys, idempotent submission, verbatim storage and
+state that replays identically from the store."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aggregates.therapy import Therapy, therapy_uuid
+from ledger import events as ev
+from ledger.application import LedgerApplication
+from ledger.cast import envelope
+from ledger.journeys import VARIANTS, Cast, Journey
+from projections.history import history
+from tests.support import advance, new_journey, tag_of
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_each_journey_variant_ends_as_the_rules_say(
+    registered: LedgerApplication, cast: Cast, variant: str
+) -> None:
+    journey = new_journey(cast, variant)
+    advance(registered, journey)  # asserts every step's expected outcome
+    therapy = registered.repository.get(therapy_uuid(journey.coi))
+    assert isinstance(therapy, Therapy)
+    product = therapy.units.get(f"P-{journey.coi}-1")
+    assert product is not None
+    assert product.infused == (variant in ("happy", "excursion"))
+    assert therapy.batches[f"B-{journey.coi}"].status == (
+        "rejected" if variant == "qc_failure" else "released"
+    )
+    assert not therapy.holds  # the excursion's hold was released by QA
+
+
+def test_envelopes_are_stored_byte_for_byte_and_in_order(registered: LedgerApplication, cast: Cast) -> None:
+    journey = new_journey(cast)
+    steps = [s for s in journey.steps() if s.expect is None]
+    outcomes = list(registered.submit_many(s.envelope for s in steps))
+    assert all(o.status == "accepted" for o in outcomes)
+    sequences = [o.sequence for o in outcomes]
+    assert sequences == sorted(sequences)
+    stored = {seq: env for seq, _, env in registered.records()}
+    for step, outcome in zip(steps, outcomes, strict=True):
+        assert outcome.sequence is not None
+        assert stored[outcome.sequence].encode() == step.envelope
+
+
+def test_same_event_twice_is_a_duplicate_stored_once(registered: LedgerApplication, cast: Cast) -> None:
+    journey = new_journey(cast)
+    first = next(journey.steps()).envelope
+    assert registered.submit(first).status == "accepted"
+    top = registered.recorder.max_notification_id()
+    again = list(registered.submit_many([first, first]))
+    assert [o.status for o in again] == ["duplicate", "duplicate"]
+    assert registered.recorder.max_notification_id() == top
+
+
+def test_a_duplicate_inside_one_batch_is_stored_once(registered: LedgerApplication, cast: Cast) -> None:
+    raw = next(new_journey(cast).steps()).envelope
+    assert [o.status for o in registered.submit_many([raw, raw])] == ["accepted", "duplicate"]
+
+
+def test_state_replays_identically_from_the_store(
+    store_url: str, registered: LedgerApplication, cast: Cast
+) -> None:
+    journeys = [new_journey(cast, v, i) for i, v in enumerate(VARIANTS)]
+    for j in journeys:
+        advance(registered, j)
+    fresh = LedgerApplication(store_url)  # no cache: every aggregate is rebuilt from envelopes
+    for j in journeys:
+        live = registered.repository.get(therapy_uuid(j.coi))
+        replayed = fresh.repository.get(therapy_uuid(j.coi))
+        assert vars(replayed) == vars(live)
+
+
+def test_a_din_belongs_to_one_therapy_only(registered: LedgerApplication, cast: Cast) -> None:
+    a, b = new_journey(cast, index=0), new_journey(cast, index=2)
+    b.din = a.din  # a second patient collected under the same DIN
+    advance(registered, a, before="label_applied")
+    steps = list(b.steps())
+    outcomes = [registered.submit(s.envelope) for s in steps[:5]]
+    collected = next(o for s, o in zip(steps, outcomes, strict=False) if tag_of(s) == "apheresis_collected")
+    assert collected.code == "din_in_use"
+
+
+def test_a_cartridge_carries_one_patient(registered: LedgerApplication, cast: Cast) -> None:
+    a, b = new_journey(cast, index=0), new_journey(cast, index=4)
+    advance(registered, a, before="manufacturing_step_completed")
+    remaining = advance(registered, b, before="manufacturing_started")
+    at = datetime.now(UTC) - timedelta(days=1)
+    start = envelope(
+        ev.ManufacturingStarted, cast["shuttle.ssf"], at, coi=b.coi, batch_id=f"B-{b.coi}",
+        shuttle_id="SHUTTLE-SSF-03", slot=2, cartridge_id=f"CART-{a.coi}", recipe_version="CD19-v4.2",
+        input_unit_ids=[f"BAG-{b.coi}"],
+    )  # fmt: skip
+    assert registered.submit(start).code == "cartridge_in_use"
+    assert registered.submit(remaining[0].envelope).status == "accepted"
+
+
+def test_history_shows_signatures_and_keeps_corrected_values(
+    registered: LedgerApplication, cast: Cast
+) -> None:
+    journey = new_journey(cast)
+    advance(registered, journey)
+    rows = history(registered, journey.coi)
+    collected = next(r for r in rows if r.type == "apheresis_collected")
+    assert "volume_ml=180.0" in collected.details  # the original value stays
+    assert collected.corrections and "180.0 -> 182.0" in collected.corrections[0]
+    transfer = next(r for r in rows if r.type == "custody_transferred")
+    assert len(transfer.signatures) == 2 and all("performed" in s for s in transfer.signatures)
+    release = next(r for r in rows if r.type == "disposition")
+    assert release.signatures == [s for s in release.signatures if "approved" in s] != []
+
+
+def test_journeys_of_many_patients_interleave(registered: LedgerApplication, cast: Cast) -> None:
+    journeys = [Journey(cast, i, datetime.now(UTC) - timedelta(days=30), "happy") for i in range(6)]
+    queues = [list(j.steps()) for j in journeys]
+    interleaved = [s for round_ in zip(*queues, strict=True) for s in round_]
+    assert all(o.status == "accepted" for o in registered.submit_many(s.envelope for s in interleaved))
