@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import uuid
 from collections.abc import Iterator
@@ -249,7 +250,9 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     if args.patients < 1:
         raise UsageError("--patients must be at least 1")
-    return run_demo(_open_app(), args.patients, data_dir() / "demo-keys", out)
+    # Say the commands the way this user can type them: `coi` only when it is on PATH.
+    prog = "coi" if shutil.which("coi") else os.path.relpath(sys.argv[0])
+    return run_demo(_open_app(), args.patients, data_dir() / "demo-keys", out, prog)
 
 
 # ---------------------------------------------------------------- parser

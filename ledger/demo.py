@@ -59,7 +59,7 @@ def load_cast(folder: Path) -> Cast:
     return Cast(members)
 
 
-def run_demo(app: LedgerApplication, patients: int, keys_dir: Path, out: TextIO) -> int:
+def run_demo(app: LedgerApplication, patients: int, keys_dir: Path, out: TextIO, prog: str = "coi") -> int:
     """Runs `patients` journeys (cycling through the variants); 0 when every step had the
     outcome it should, 1 otherwise."""
     started = time.perf_counter()
@@ -122,9 +122,9 @@ def run_demo(app: LedgerApplication, patients: int, keys_dir: Path, out: TextIO)
     first = journeys[0].coi
     print(
         "\nNext:\n"
-        f"  coi history {first}        the signed history of one patient\n"
-        "  coi schema > event.schema.json      the body schema for site systems\n"
-        f"  coi sign --key {keys_dir}/nurse.bdw.key BODY.json | coi submit -\n"
+        f"  {prog} history {first}        the signed history of one patient\n"
+        f"  {prog} schema > event.schema.json      the body schema for site systems\n"
+        f"  {prog} sign --key {keys_dir}/nurse.bdw.key BODY.json | {prog} submit -\n"
         "      sign and submit your own event (demo passphrase: demo-passphrase)",
         file=out,
     )
