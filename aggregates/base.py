@@ -32,13 +32,17 @@ class Ledgered(Aggregate):
 
     @event("Recorded")
     def _recorded(self, envelope: str) -> None:
-        self.mutate(body_of(envelope))
+        # When recording, the caller has just decoded this very envelope; replay decodes.
+        body = self.__dict__.pop("_decoded", None)
+        self.mutate(body if body is not None else body_of(envelope))
 
     @classmethod
     def open(cls, aggregate_id: object, envelope: str) -> Ledgered:
         return cls._create(cls.Opened, id=aggregate_id, envelope=envelope)  # type: ignore[attr-defined]
 
-    def record(self, envelope: str) -> None:
+    def record(self, envelope: str, body: Event) -> None:
+        """Record an accepted envelope whose decoded body is `body`."""
+        self._decoded = body
         self._recorded(envelope=envelope)
 
     def mutate(self, body: Event) -> None:

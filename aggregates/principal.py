@@ -7,6 +7,7 @@ import base64
 import binascii
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from aggregates.base import Ledgered
@@ -26,6 +27,7 @@ from ledger.rejection import Rejected
 NAMESPACE = uuid5(NAMESPACE_URL, "https://coi-ledger.example/principals")
 
 
+@lru_cache(maxsize=65536)
 def principal_uuid(principal_id: str) -> UUID:
     return uuid5(NAMESPACE, principal_id)
 

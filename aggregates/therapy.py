@@ -9,6 +9,7 @@ each signed envelope becomes exactly one stored event in one per-patient chain.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import msgspec
@@ -33,6 +34,7 @@ PROTECTED_FIELDS = frozenset(
 )  # fmt: skip
 
 
+@lru_cache(maxsize=65536)
 def therapy_uuid(coi: str) -> UUID:
     return uuid5(NAMESPACE, coi)
 

@@ -1,8 +1,9 @@
 """The ledger application: verify, authorise, apply the domain rules, store.
 
 Each accepted envelope is stored verbatim as one event of one aggregate (a therapy, or a
-principal for registry changes), next to claim aggregates that keep event ids, DINs and
-cartridges globally unique. Appends are committed in batches: one transaction per batch.
+principal for registry changes); claims that keep event ids, DINs and cartridges globally
+unique are written in the same transaction (ledger/store.py). Appends are committed in
+batches: one transaction per batch.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Literal
 from uuid import UUID
 
 import msgspec
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError, Recording
 
-from aggregates.claims import Claim, claim_id
 from aggregates.principal import Principal, authorize, principal_uuid, public_key_raw
 from aggregates.therapy import Therapy, therapy_uuid
 from ledger import events as ev
@@ -28,8 +29,10 @@ from ledger.decoding import decode_body
 from ledger.dsse import PAYLOAD_TYPE, Opened, open_envelope, pae, verify
 from ledger.keys import keyid_for
 from ledger.rejection import Rejected
+from ledger.store import ClaimRow
+from ledger.verifier import Job, ParallelVerifier
 
-GENESIS = ("genesis", "administrator")
+GENESIS = ("genesis", "administrator")  # claimed by the first administrator
 
 
 class Outcome(msgspec.Struct, omit_defaults=True):
@@ -50,9 +53,11 @@ class _Batch:
     """Aggregates changed by a batch of envelopes, saved in one transaction."""
 
     aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
+    claims: dict[tuple[str, str], ClaimRow] = field(default_factory=dict)
+    known: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)  # looked up
+    verdicts: dict[int, dict[int, tuple[bytes, bool]]] = field(default_factory=dict)  # envelope, sig
     outcomes: list[tuple[Outcome, UUID | None, int]] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)
-    accepted: int = 0
 
 
 class LedgerApplication(Application):
@@ -65,9 +70,16 @@ class LedgerApplication(Application):
         "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
     }
 
-    def __init__(self, url: str | None = None, batch_size: int = 50) -> None:
+    def __init__(
+        self, url: str | None = None, batch_size: int = 50, verify_workers: int | None = None
+    ) -> None:
         super().__init__(env=persistence_env(url or database_url()))
         self.batch_size = batch_size
+        self.verifier = ParallelVerifier(verify_workers)
+
+    def close(self) -> None:
+        self.verifier.close()
+        super().close()
 
     # ---------------------------------------------------------------- submitting
 
@@ -75,28 +87,67 @@ class LedgerApplication(Application):
         return next(iter(self.submit_many([raw], now=now)))
 
     def submit_many(self, raws: Iterable[bytes], now: datetime | None = None) -> Iterator[Outcome]:
-        """Outcomes in input order; accepted envelopes are stored before they are reported."""
-        batch = _Batch()
+        """Outcomes in input order; accepted envelopes are stored before they are reported.
+        Envelopes are taken `batch_size` at a time: one claims lookup and one transaction each."""
+        chunk: list[bytes] = []
         for raw in raws:
-            self._take(raw, batch, now or datetime.now(UTC))
-            if batch.accepted >= self.batch_size:
-                yield from self._flush(batch, now)
-                batch = _Batch()
-        yield from self._flush(batch, now)
+            chunk.append(raw)
+            if len(chunk) >= self.batch_size:
+                yield from self._process(chunk, now)
+                chunk = []
+        if chunk:
+            yield from self._process(chunk, now)
 
-    def _take(self, raw: bytes, batch: _Batch, now: datetime) -> None:
-        batch.raws.append(raw)
+    def _process(self, raws: list[bytes], now: datetime | None, retried: bool = False) -> Iterator[Outcome]:
+        at = now or datetime.now(UTC)
+        batch = _Batch(raws=raws)
+        parsed = [self._parse(raw, at) for raw in raws]
+        keys = [key for p in parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
+        found = self.recorder.claims(keys)  # type: ignore[attr-defined]
+        batch.known = {key: found.get(key) for key in keys}
+        self._preverify(parsed, batch)
+        for index, (raw, p) in enumerate(zip(raws, parsed, strict=True)):
+            self._take(index, raw, p, batch)
+        yield from self._flush(batch, now, retried)
+
+    def _preverify(self, parsed: list[tuple[Opened, ev.Event] | Rejected], batch: _Batch) -> None:
+        """Verify the batch's signatures by known keys on all cores, before the rules run one
+        envelope at a time; keys registered within the batch are verified as they come."""
+        jobs: list[Job] = []
+        places: list[tuple[int, int]] = []
+        for index, p in enumerate(parsed):
+            if isinstance(p, Rejected):
+                continue
+            opened, _ = p
+            message = pae(PAYLOAD_TYPE, opened.body)
+            for i, (keyid, sig) in enumerate(opened.signatures):
+                principal = self._principal(keyid.split(":", 1)[0], batch)
+                if principal is not None and keyid in principal.keys:
+                    jobs.append((principal.keys[keyid].public_raw, sig, message))
+                    places.append((index, i))
+        for (index, i), job, ok in zip(places, jobs, self.verifier.verify_all(jobs), strict=True):
+            batch.verdicts.setdefault(index, {})[i] = (job[0], ok)
+
+    @staticmethod
+    def _parse(raw: bytes, now: datetime) -> tuple[Opened, ev.Event] | Rejected:
         try:
             opened = open_envelope(raw)
-            body = decode_body(opened.body, now)
+            return opened, decode_body(opened.body, now)
         except Rejected as rejected:
-            batch.outcomes.append((_rejection(Outcome("rejected"), rejected), None, 0))
+            return rejected
+
+    def _take(
+        self, index: int, raw: bytes, parsed: tuple[Opened, ev.Event] | Rejected, batch: _Batch
+    ) -> None:
+        if isinstance(parsed, Rejected):
+            batch.outcomes.append((_rejection(Outcome("rejected"), parsed), None, 0))
             return
+        opened, body = parsed
         outcome = Outcome(
             "accepted", str(body.event_id), str(type(body).__struct_config__.tag), getattr(body, "coi", None)
         )
         try:
-            target = self._decide(raw, opened, body, batch)
+            target = self._decide(raw, opened, body, batch, batch.verdicts.get(index, {}))
         except Rejected as rejected:
             batch.outcomes.append((_rejection(outcome, rejected), None, 0))
             return
@@ -104,22 +155,25 @@ class LedgerApplication(Application):
             outcome.status = "duplicate"
             batch.outcomes.append((outcome, None, 0))
         else:
-            batch.accepted += 1
             batch.outcomes.append((outcome, target.id, target.version))
 
-    def _flush(self, batch: _Batch, now: datetime | None) -> Iterator[Outcome]:
+    def _flush(self, batch: _Batch, now: datetime | None, retried: bool = False) -> Iterator[Outcome]:
         if batch.aggregates:
             try:
-                recordings = self.save(*batch.aggregates.values())
-            except Exception:
-                # Someone else wrote first (or the store failed): drop what this batch
-                # assumed and take its envelopes again one at a time on fresh state.
+                recordings = self._store(batch)
+            except IntegrityError:
+                # Another writer stored a version or a claim this batch assumed free: forget
+                # what the batch assumed and take its envelopes again, one at a time, on
+                # fresh state (a concurrent duplicate then shows up as one).
                 self._evict(batch)
-                if len(batch.raws) == 1:
+                if retried:
                     raise
                 for raw in batch.raws:
-                    yield from self.submit_many([raw], now=now)
+                    yield from self._process([raw], now, retried=True)
                 return
+            except BaseException:
+                self._evict(batch)  # cached aggregates hold changes that were not stored
+                raise
             sequence = {
                 (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
                 for r in recordings
@@ -129,6 +183,18 @@ class LedgerApplication(Application):
                     outcome.sequence = sequence[(aggregate_id, version)]
         for outcome, _, _ in batch.outcomes:
             yield outcome
+
+    def _store(self, batch: _Batch) -> list[Recording[UUID]]:
+        """Application.save for a batch, minus its per-object runtime Protocol checks, which
+        cost more than the domain rules with dozens of aggregates per save."""
+        processing: ProcessingEvent[UUID] = ProcessingEvent()
+        for aggregate in batch.aggregates.values():
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        processing.saved_kwargs["claims"] = list(batch.claims.values())
+        recordings = self._record(processing)
+        self._notify(recordings)
+        return recordings
 
     def _evict(self, batch: _Batch) -> None:
         cache = self.repository.cache
@@ -146,15 +212,22 @@ class LedgerApplication(Application):
         except AggregateNotFoundError:
             return None
 
-    def _decide(self, raw: bytes, opened: Opened, body: ev.Event, batch: _Batch) -> Aggregate | None:
+    def _decide(
+        self,
+        raw: bytes,
+        opened: Opened,
+        body: ev.Event,
+        batch: _Batch,
+        verdicts: dict[int, tuple[bytes, bool]],
+    ) -> Aggregate | None:
         """The aggregate that records this envelope, None for an exact duplicate."""
         coi = getattr(body, "coi", None)
         digest = hashlib.sha256(raw).hexdigest()
-        signers = self._signers(opened.body, opened.signatures, body, batch)
+        signers = self._signers(opened, body, batch, verdicts)
 
-        claimed = self._get(claim_id("event", str(body.event_id)), batch)
-        if isinstance(claimed, Claim):
-            if claimed.digest != digest:
+        claimed = self._claimed("event", str(body.event_id), batch)
+        if claimed is not None:
+            if claimed[1] != digest:
                 raise Rejected(
                     "duplicate_conflict",
                     f"event_id {body.event_id} was already recorded with different content; "
@@ -165,23 +238,24 @@ class LedgerApplication(Application):
 
         authorize(body, signers)
         envelope = raw.decode()
-        claims = [Claim.make("event", str(body.event_id), coi or "registry", digest)]
+        claims: list[ClaimRow] = [("event", str(body.event_id), coi or "registry", digest)]
         if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked):
             target = self._registry_change(body, envelope, batch, claims)
         else:
             target = self._journey_step(body, signers[body.actor].roles, envelope, batch, claims)
         for claim in claims:
-            batch.aggregates[claim.id] = claim
+            batch.claims[claim[:2]] = claim
         batch.aggregates[target.id] = target
         return target
 
     def _signers(
-        self, body_bytes: bytes, signatures: list[tuple[str, bytes]], body: ev.Event, batch: _Batch
+        self, opened: Opened, body: ev.Event, batch: _Batch, verdicts: dict[int, tuple[bytes, bool]]
     ) -> dict[str, Principal]:
-        """Verify every signature and the key's state at occurred_at; return the signers."""
-        message = pae(PAYLOAD_TYPE, body_bytes)
+        """Verify every signature (or take the batch's verdict for it, if made with the same key)
+        and the key's state at occurred_at; return the signers."""
+        message = pae(PAYLOAD_TYPE, opened.body)
         signers: dict[str, Principal] = {}
-        for i, (keyid, sig) in enumerate(signatures):
+        for i, (keyid, sig) in enumerate(opened.signatures):
             principal = self._principal(keyid.split(":", 1)[0], batch)
             genesis = self._genesis_key(body, keyid, batch) if principal is None else None
             if genesis is not None:
@@ -193,7 +267,9 @@ class LedgerApplication(Application):
                     "unknown_key", f"key {keyid!r} is not registered; register it with coi principals",
                     f"signatures[{i}].keyid",
                 )  # fmt: skip
-            if not verify(public, sig, message):
+            verdict = verdicts.get(i)
+            ok = verdict[1] if verdict is not None and verdict[0] == public else verify(public, sig, message)
+            if not ok:
                 raise Rejected(
                     "bad_signature", f"signature by {keyid} does not verify over this payload",
                     f"signatures[{i}].sig",
@@ -216,7 +292,7 @@ class LedgerApplication(Application):
         """The self-signed first administrator is the one key the registry cannot vouch for."""
         if not isinstance(body, ev.PrincipalRegistered) or body.actor != body.principal_id:
             return None
-        if self._get(claim_id(*GENESIS), batch) is not None:
+        if self._claimed(*GENESIS, batch) is not None:
             return None
         raw = public_key_raw(body.public_key)
         return raw if keyid == keyid_for(body.principal_id, raw) else None
@@ -234,19 +310,19 @@ class LedgerApplication(Application):
         return principal
 
     def _registry_change(
-        self, body: ev.RegistryEvent, envelope: str, batch: _Batch, claims: list[Claim]
+        self, body: ev.RegistryEvent, envelope: str, batch: _Batch, claims: list[ClaimRow]
     ) -> Aggregate:
         existing = self._principal(body.principal_id, batch)
         if isinstance(body, ev.PrincipalRegistered) and existing is None:
-            if self._get(claim_id(*GENESIS), batch) is None:
-                claims.append(Claim.make(*GENESIS, owner=body.principal_id))
+            if self._claimed(*GENESIS, batch) is None:
+                claims.append((*GENESIS, body.principal_id, ""))
             return Principal.open(principal_uuid(body.principal_id), envelope)
         if existing is None:
             raise Rejected(
                 "unknown_principal", f"principal {body.principal_id} is not registered", "principal_id"
             )
         existing.check(body)
-        existing.record(envelope)
+        existing.record(envelope, body)
         return existing
 
     def _journey_step(
@@ -255,7 +331,7 @@ class LedgerApplication(Application):
         roles: frozenset[str],
         envelope: str,
         batch: _Batch,
-        claims: list[Claim],
+        claims: list[ClaimRow],
     ) -> Aggregate:
         therapy = self._get(therapy_uuid(body.coi), batch)
         if therapy is None and not isinstance(body, ev.Enrolled):
@@ -270,14 +346,25 @@ class LedgerApplication(Application):
             return Therapy.open(therapy_uuid(body.coi), envelope)
         assert isinstance(therapy, Therapy)
         therapy.check(body, roles)
-        therapy.record(envelope)
+        therapy.record(envelope, body)
         return therapy
 
-    def _claim(self, kind: str, value: str, owner: str, batch: _Batch, same_owner_ok: bool = False) -> Claim:
-        existing = self._get(claim_id(kind, value), batch)
-        if isinstance(existing, Claim) and not (same_owner_ok and existing.owner == owner):
-            raise Rejected(f"{kind}_in_use", f"{kind} {value} already belongs to {existing.owner}", kind)
-        return Claim.make(kind, value, owner)
+    def _claim(
+        self, kind: str, value: str, owner: str, batch: _Batch, same_owner_ok: bool = False
+    ) -> ClaimRow:
+        existing = self._claimed(kind, value, batch)
+        if existing is not None and not (same_owner_ok and existing[0] == owner):
+            raise Rejected(f"{kind}_in_use", f"{kind} {value} already belongs to {existing[0]}", kind)
+        return (kind, value, owner, "")
+
+    def _claimed(self, kind: str, value: str, batch: _Batch) -> tuple[str, str] | None:
+        """(owner, digest) of a claimed value, this batch's claims included."""
+        pending = batch.claims.get((kind, value))
+        if pending is not None:
+            return pending[2], pending[3]
+        if (kind, value) in batch.known:
+            return batch.known[(kind, value)]
+        return self.recorder.claims([(kind, value)]).get((kind, value))  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ reading
 
@@ -295,6 +382,18 @@ class LedgerApplication(Application):
                     assert isinstance(stamp, dict)
                     yield n.id, datetime.fromisoformat(str(stamp["_data_"])), str(state["envelope"])
             start = notifications[-1].id + 1
+
+
+def _claim_keys(body: ev.Event) -> list[tuple[str, str]]:
+    """The claims deciding on `body` will consult, so a batch looks them up in one query."""
+    keys = [("event", str(body.event_id))]
+    if isinstance(body, ev.ApheresisCollected | ev.LabelPrinted):
+        keys.append(("din", body.din))
+    elif isinstance(body, ev.ManufacturingStarted):
+        keys.append(("cartridge", body.cartridge_id))
+    elif isinstance(body, ev.PrincipalRegistered):
+        keys.append(GENESIS)
+    return keys
 
 
 def _rejection(outcome: Outcome, rejected: Rejected) -> Outcome:

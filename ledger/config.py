@@ -38,17 +38,21 @@ def persistence_env(url: str) -> dict[str, str]:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "10",
+            "APPLICATION_RECORDER_TOPIC": "ledger.store:SQLiteLedgerRecorder",
         }
     if parts.scheme in ("postgres", "postgresql"):
         if not parts.hostname or not parts.path.strip("/"):
             raise ConfigError(f"COI_DATABASE_URL {url!r}: expected postgresql://user@host:5432/dbname")
-        env = {
+        return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": parts.path.strip("/"),
             "POSTGRES_HOST": parts.hostname,
             "POSTGRES_PORT": str(parts.port or 5432),
             "POSTGRES_USER": unquote(parts.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(parts.password or ""),
+            # The claims table is written by the recorder's in-transaction hook, which
+            # eventsourcing bypasses when it inserts through database functions.
+            "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+            "APPLICATION_RECORDER_TOPIC": "ledger.store:PostgresLedgerRecorder",
         }
-        return env
     raise ConfigError(f"COI_DATABASE_URL {url!r}: the scheme must be sqlite or postgresql")

@@ -13,6 +13,7 @@ import pytest
 
 from ledger.application import LedgerApplication
 from ledger.journeys import Cast
+from ledger.store import CLAIMS_TABLE
 
 # The server's `test` database is only the way in: the tests keep their tables in a
 # database of their own, so a benchmark or a local ledger in `test` cannot disturb them.
@@ -33,7 +34,7 @@ def _postgres_problem() -> str | None:
 
 def _reset_postgres() -> None:
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {LedgerApplication.name.lower()}_events")
+        conn.execute(f"DROP TABLE IF EXISTS {LedgerApplication.name.lower()}_events, {CLAIMS_TABLE}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -118,3 +118,20 @@ def test_journeys_of_many_patients_interleave(registered: LedgerApplication, cas
     queues = [list(j.steps()) for j in journeys]
     interleaved = [s for round_ in zip(*queues, strict=True) for s in round_]
     assert all(o.status == "accepted" for o in registered.submit_many(s.envelope for s in interleaved))
+
+
+def test_a_second_writer_with_stale_state_retries_on_fresh_state(
+    store_url: str, registered: LedgerApplication, cast: Cast
+) -> None:
+    journey = new_journey(cast)
+    steps = [s for s in journey.steps() if s.expect is None]
+    assert all(o.status == "accepted" for o in registered.submit_many(s.envelope for s in steps[:3]))
+    other = LedgerApplication(store_url)
+    other.repository.get(therapy_uuid(journey.coi))  # caches version 3
+    assert registered.submit(steps[3].envelope).status == "accepted"  # version 4, behind other's back
+    # other's cached therapy is stale: its save conflicts, it re-reads and applies the rules again.
+    outcomes = list(other.submit_many([steps[3].envelope, steps[4].envelope]))
+    assert [o.status for o in outcomes] == ["duplicate", "accepted"]
+    assert vars(other.repository.get(therapy_uuid(journey.coi))) == vars(
+        LedgerApplication(store_url).repository.get(therapy_uuid(journey.coi))
+    )
