@@ -369,18 +369,18 @@ class LedgerApplication(Application):
     # ------------------------------------------------------------------ reading
 
     def records(self, start: int = 1) -> Iterator[tuple[int, datetime, str]]:
-        """(sequence, recorded_at, envelope) of every stored envelope, in log order."""
+        """(sequence, recorded_at, envelope) of every stored envelope, in log order (every
+        stored event is one envelope: the claims index lives outside the event store)."""
         decoder = msgspec.json.Decoder(dict[str, object])
         while True:
             notifications = self.recorder.select_notifications(start=start, limit=500)
             if not notifications:
                 return
             for n in notifications:
-                if n.topic.endswith((".Opened", ".Recorded")):
-                    state = decoder.decode(n.state)
-                    stamp = state["timestamp"]
-                    assert isinstance(stamp, dict)
-                    yield n.id, datetime.fromisoformat(str(stamp["_data_"])), str(state["envelope"])
+                state = decoder.decode(n.state)
+                stamp = state["timestamp"]
+                assert isinstance(stamp, dict)
+                yield n.id, datetime.fromisoformat(str(stamp["_data_"])), str(state["envelope"])
             start = notifications[-1].id + 1
 
 
