@@ -1,16 +1,21 @@
-"""Aggregates whose every stored event is one verbatim signed envelope.
+"""Aggregates whose every stored event is one verbatim signed envelope, chained.
 
 State is derived only from the envelope bytes, so what the ledger stores is exactly what
-the site signed: replaying the store re-derives the state an auditor sees.
+the site signed: replaying the store re-derives the state an auditor sees. Each event also
+carries `prev`, the hash of the aggregate's previous record, so an omitted, reordered or
+inserted event in one patient's history is evident from that history alone.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
-from eventsourcing.domain import Aggregate, event
+from eventsourcing.domain import Aggregate
 
 from ledger.dsse import b64decode
 from ledger.events import Event
+from ledger.records import FIRST_PREV, record_hash
 
 _envelope = msgspec.json.Decoder(dict[str, object])
 _body = msgspec.json.Decoder(Event)
@@ -26,24 +31,35 @@ def body_of(envelope: str) -> Event:
 class Ledgered(Aggregate):
     """Base of the ledger's aggregates: `check` decides, `mutate` applies."""
 
-    @event("Opened")
-    def __init__(self, envelope: str) -> None:
-        self.mutate(body_of(envelope))
+    class Opened(Aggregate.Created):
+        envelope: str
+        prev: str
 
-    @event("Recorded")
-    def _recorded(self, envelope: str) -> None:
-        # When recording, the caller has just decoded this very envelope; replay decodes.
-        body = self.__dict__.pop("_decoded", None)
-        self.mutate(body if body is not None else body_of(envelope))
+    class Recorded(Aggregate.Event):
+        envelope: str
+        prev: str
+
+        def apply(self, aggregate: Any) -> None:
+            assert isinstance(aggregate, Ledgered)
+            aggregate.head = record_hash(
+                aggregate.id, self.originator_version, self.prev, self.timestamp, self.envelope
+            )
+            # When recording, the caller has just decoded this very envelope; replay decodes.
+            body = aggregate.__dict__.pop("_decoded", None)
+            aggregate.mutate(body if body is not None else body_of(self.envelope))
+
+    def __init__(self, envelope: str, prev: str) -> None:
+        self.head = record_hash(self.id, self.version, prev, self.created_on, envelope)
+        self.mutate(body_of(envelope))
 
     @classmethod
     def open(cls, aggregate_id: object, envelope: str) -> Ledgered:
-        return cls._create(cls.Opened, id=aggregate_id, envelope=envelope)  # type: ignore[attr-defined]
+        return cls._create(cls.Opened, id=aggregate_id, envelope=envelope, prev=FIRST_PREV)
 
     def record(self, envelope: str, body: Event) -> None:
         """Record an accepted envelope whose decoded body is `body`."""
         self._decoded = body
-        self._recorded(envelope=envelope)
+        self.trigger_event(self.Recorded, envelope=envelope, prev=self.head)
 
     def mutate(self, body: Event) -> None:
         raise NotImplementedError

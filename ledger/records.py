@@ -1,0 +1,34 @@
+"""A record: one stored envelope with its place in its aggregate's chain. Its canonical
+bytes are what the Merkle log commits to (leaf = SHA-256(0x00 || bytes)) and what the next
+record of the same aggregate names as `prev`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+import msgspec
+
+from ledger.merkle import leaf_hash
+
+FIRST_PREV = "0" * 64  # the `prev` of an aggregate's first record
+
+
+class Record(msgspec.Struct, frozen=True):
+    """Field order is part of the format: the canonical bytes are this Struct as JSON."""
+
+    stream: str  # the aggregate id (UUID, hex with dashes)
+    version: int
+    prev: str  # hex leaf hash of the previous record of the stream, FIRST_PREV for the first
+    recorded_at: str  # ISO 8601 UTC, as stored
+    envelope: str  # the DSSE envelope exactly as received
+
+
+def record_bytes(stream: UUID, version: int, prev: str, recorded_at: datetime | str, envelope: str) -> bytes:
+    stamp = recorded_at if isinstance(recorded_at, str) else recorded_at.isoformat()
+    return msgspec.json.encode(Record(str(stream), version, prev, stamp, envelope))
+
+
+def record_hash(stream: UUID, version: int, prev: str, recorded_at: datetime | str, envelope: str) -> str:
+    """The record's leaf hash, hex."""
+    return leaf_hash(record_bytes(stream, version, prev, recorded_at, envelope)).hex()
