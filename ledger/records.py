@@ -26,9 +26,30 @@ class Record(msgspec.Struct, frozen=True):
 
 def record_bytes(stream: UUID, version: int, prev: str, recorded_at: datetime | str, envelope: str) -> bytes:
     stamp = recorded_at if isinstance(recorded_at, str) else recorded_at.isoformat()
-    return msgspec.json.encode(Record(str(stream), version, prev, stamp, envelope))
+    return canonical(Record(str(stream), version, prev, stamp, envelope))
 
 
 def record_hash(stream: UUID, version: int, prev: str, recorded_at: datetime | str, envelope: str) -> str:
     """The record's leaf hash, hex."""
     return leaf_hash(record_bytes(stream, version, prev, recorded_at, envelope)).hex()
+
+
+class _StoredState(msgspec.Struct):
+    """The fields of a stored event's state that make up its record (eventsourcing JSON)."""
+
+    timestamp: dict[str, str]
+    envelope: str
+    prev: str
+
+
+_state = msgspec.json.Decoder(_StoredState)
+
+
+def stored_record(stream: UUID, version: int, state: bytes) -> Record:
+    """The record as the event store holds it (raises msgspec errors if the row is mangled)."""
+    s = _state.decode(state)
+    return Record(str(stream), version, s.prev, s.timestamp["_data_"], s.envelope)
+
+
+def canonical(record: Record) -> bytes:
+    return msgspec.json.encode(record)

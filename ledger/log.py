@@ -1,0 +1,148 @@
+"""The Merkle log over the ledger's records: integration, signed checkpoints, proofs.
+
+Records commit first (the event store is the system of record and gives each its global
+sequence); the integrator then appends them, in sequence order, as leaves of an RFC 6962
+tree whose perfect subtrees it stores, and the checkpointer signs tree heads. One
+integrator runs per ledger; it resumes from the tables, which can always be rebuilt from
+the records.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from eventsourcing.application import Application
+
+from ledger import merkle
+from ledger.checkpoint import Checkpoint, NoteSigner
+from ledger.logstore import LogStore, StoredCheckpoint
+from ledger.records import canonical, stored_record
+
+READ_CHUNK = 2000
+
+
+class LogError(Exception):
+    """The log cannot do what was asked (unknown sequence, inconsistent state)."""
+
+
+class MerkleLog:
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        self.store = LogStore(app.recorder)
+
+    def integrate(self, progress: Callable[[int], None] | None = None) -> int:
+        """Append every committed record not yet in the tree; returns the tree size."""
+        size = self.store.size()
+        edge = self.store.nodes(merkle.CompactRange.edge_keys(size))
+        tree = merkle.CompactRange(size, [edge[k] for k in merkle.CompactRange.edge_keys(size)])
+        after = self.store.last_sequence()
+        while True:
+            notifications = self.app.recorder.select_notifications(start=after + 1, limit=READ_CHUNK)
+            if not notifications:
+                return tree.size
+            leaves, nodes = [], []
+            for n in notifications:
+                record = stored_record(n.originator_id, n.originator_version, n.state)  # type: ignore[arg-type]
+                nodes.extend(tree.append(merkle.leaf_hash(canonical(record))))
+                leaves.append((tree.size - 1, n.id))
+            self.store.append(leaves, nodes)
+            after = notifications[-1].id
+            if progress:
+                progress(tree.size)
+
+    def root(self, size: int) -> bytes:
+        return merkle.root(size, self.store.nodes)
+
+    def checkpoint(self, signer: NoteSigner, origin: str) -> StoredCheckpoint:
+        """Integrate and sign the current tree head, unless the latest checkpoint already
+        covers it. Refuses to sign a head that is not consistent with the latest one."""
+        size = self.integrate()
+        latest = self.store.latest_checkpoint()
+        if latest is not None and latest.size == size:
+            return latest
+        root = self.root(size)
+        if latest is not None:
+            proof = merkle.consistency_proof(latest.size, size, self.store.nodes)
+            if not merkle.verify_consistency(latest.size, size, latest.root, root, proof):
+                raise LogError(
+                    f"the tree of size {size} is not consistent with the checkpoint at {latest.size}: "
+                    "refusing to sign; run coi verify"
+                )
+        note = Checkpoint(origin, size, root).sign(signer)
+        stored = StoredCheckpoint(size, root, note, datetime.now(UTC).isoformat())
+        self.store.add_checkpoint(stored)
+        return stored
+
+    def due(self, every: int, seconds: float) -> bool:
+        """A checkpoint is due every `every` records or `seconds` seconds with new records."""
+        latest = self.store.latest_checkpoint()
+        size = self.store.size()
+        if latest is None:
+            return size > 0
+        if size - latest.size >= every:
+            return True
+        age = time.time() - datetime.fromisoformat(latest.signed_at).timestamp()
+        return size > latest.size and age >= seconds
+
+    # ---------------------------------------------------------------- proofs
+
+    def _checkpoint_for(self, size: int | None) -> StoredCheckpoint:
+        found = self.store.checkpoint(size) if size is not None else self.store.latest_checkpoint()
+        if found is None:
+            raise LogError(
+                f"no checkpoint of size {size}"
+                if size is not None
+                else "no checkpoint yet; run coi checkpoint"
+            )
+        return found
+
+    def inclusion(self, sequence: int, size: int | None = None) -> dict[str, Any]:
+        """An RFC 9162 inclusion proof of record `sequence` in a signed checkpoint."""
+        index = self.store.leaf_index(sequence)
+        if index is None:
+            raise LogError(
+                f"sequence {sequence} is not in the log yet (or does not exist); run coi checkpoint"
+            )
+        checkpoint = self._checkpoint_for(size)
+        if index >= checkpoint.size:
+            raise LogError(
+                f"sequence {sequence} (leaf {index}) came after the checkpoint of size {checkpoint.size}"
+            )
+        leaf = self.store.nodes([(0, index)])[(0, index)]
+        path = merkle.inclusion_proof(index, checkpoint.size, self.store.nodes)
+        return {
+            "hash_encoding": "base64",
+            "hash_algorithm": "SHA-256 (RFC 6962: leaf = H(0x00 || record), node = H(0x01 || left || right))",
+            "sequence": sequence,
+            "leaf_index": index,
+            "tree_size": checkpoint.size,
+            "leaf_hash": _b64(leaf),
+            "root_hash": _b64(checkpoint.root),
+            "inclusion_path": [_b64(h) for h in path],
+            "checkpoint": checkpoint.note,
+        }
+
+    def consistency(self, old: int, new: int) -> dict[str, Any]:
+        """An RFC 9162 consistency proof between two signed checkpoints."""
+        first, second = self._checkpoint_for(old), self._checkpoint_for(new)
+        if old > new:
+            raise LogError("the first checkpoint must be the older (smaller) one")
+        path = merkle.consistency_proof(old, new, self.store.nodes) if old < new else []
+        return {
+            "hash_encoding": "base64",
+            "first_tree_size": old,
+            "second_tree_size": new,
+            "first_root_hash": _b64(first.root),
+            "second_root_hash": _b64(second.root),
+            "consistency_path": [_b64(h) for h in path],
+            "first_checkpoint": first.note,
+            "second_checkpoint": second.note,
+        }
+
+
+def _b64(h: bytes) -> str:
+    return base64.b64encode(h).decode()

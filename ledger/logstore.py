@@ -1,0 +1,136 @@
+"""Tables of the Merkle log, beside the event store (SQLite or PostgreSQL):
+
+- coi_leaves: leaf index -> the record's global sequence (notification id)
+- coi_nodes: every perfect subtree root (level 0 = leaf hashes)
+- coi_checkpoints: signed tree heads, one per tree size
+
+They are written by the log integrator after records commit, and can be rebuilt from the
+records at any time (drop them and integrate again).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder
+
+TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints")
+
+_DDL = (
+    "CREATE TABLE IF NOT EXISTS coi_leaves (leaf_index {int} PRIMARY KEY, sequence {int} NOT NULL UNIQUE)",
+    "CREATE TABLE IF NOT EXISTS coi_nodes (level {int} NOT NULL, idx {int} NOT NULL, hash {blob} NOT NULL, "
+    "PRIMARY KEY (level, idx))",
+    "CREATE TABLE IF NOT EXISTS coi_checkpoints (tree_size {int} PRIMARY KEY, root {blob} NOT NULL, "
+    "note TEXT NOT NULL, signed_at TEXT NOT NULL)",
+)
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    signed_at: str
+
+
+class LogStore:
+    def __init__(self, recorder: ApplicationRecorder) -> None:
+        self.datastore: Any = recorder.datastore  # type: ignore[attr-defined]
+        self.postgres = isinstance(recorder, PostgresApplicationRecorder)
+        types = {"int": "BIGINT", "blob": "BYTEA"} if self.postgres else {"int": "INTEGER", "blob": "BLOB"}
+        with self._tx(commit=True) as c:
+            for ddl in _DDL:
+                c.execute(ddl.format(**types))
+
+    def _tx(self, commit: bool) -> AbstractContextManager[Any]:
+        return self.datastore.transaction(commit=commit)
+
+    def _q(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self.postgres else sql
+
+    def _rows(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        with self._tx(commit=False) as c:
+            c.execute(self._q(sql), params)
+            return list(c.fetchall())
+
+    # --------------------------------------------------------------- leaves
+
+    def size(self) -> int:
+        row = self._rows("SELECT MAX(leaf_index) AS m FROM coi_leaves")[0]
+        return 0 if row["m"] is None else int(row["m"]) + 1
+
+    def last_sequence(self) -> int:
+        row = self._rows("SELECT MAX(sequence) AS m FROM coi_leaves")[0]
+        return int(row["m"] or 0)
+
+    def append(self, leaves: list[tuple[int, int]], nodes: list[tuple[int, int, bytes]]) -> None:
+        """Leaves (index, sequence) and the perfect nodes they complete, in one transaction."""
+        with self._tx(commit=True) as c:
+            c.executemany(self._q("INSERT INTO coi_leaves VALUES (?, ?)"), leaves)
+            c.executemany(self._q("INSERT INTO coi_nodes VALUES (?, ?, ?)"), nodes)
+
+    def leaf_index(self, sequence: int) -> int | None:
+        rows = self._rows("SELECT leaf_index FROM coi_leaves WHERE sequence = ?", (sequence,))
+        return int(rows[0]["leaf_index"]) if rows else None
+
+    def sequence(self, leaf_index: int) -> int | None:
+        rows = self._rows("SELECT sequence FROM coi_leaves WHERE leaf_index = ?", (leaf_index,))
+        return int(rows[0]["sequence"]) if rows else None
+
+    def leaves(self, start: int, stop: int) -> list[tuple[int, int]]:
+        """(leaf index, sequence) for leaf indexes in [start, stop), in order."""
+        rows = self._rows(
+            "SELECT leaf_index, sequence FROM coi_leaves WHERE leaf_index >= ? AND leaf_index < ? "
+            "ORDER BY leaf_index",
+            (start, stop),
+        )
+        return [(int(r["leaf_index"]), int(r["sequence"])) for r in rows]
+
+    # ---------------------------------------------------------------- nodes
+
+    def nodes(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The stored nodes among `keys` (level, index), in one query."""
+        if not keys:
+            return {}
+        # OR'ed equalities: both engines answer each from the primary key index.
+        where = " OR ".join(["(level = ? AND idx = ?)"] * len(keys))
+        sql = "SELECT level, idx, hash FROM coi_nodes WHERE " + where  # noqa: S608 - placeholders only
+        rows = self._rows(sql, [x for k in keys for x in k])
+        return {(int(r["level"]), int(r["idx"])): bytes(r["hash"]) for r in rows}
+
+    def node_range(self, level: int, first: int, last: int) -> dict[int, bytes]:
+        rows = self._rows(
+            "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?", (level, first, last)
+        )
+        return {int(r["idx"]): bytes(r["hash"]) for r in rows}
+
+    # ----------------------------------------------------------- checkpoints
+
+    def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        with self._tx(commit=True) as c:
+            c.execute(
+                self._q("INSERT INTO coi_checkpoints VALUES (?, ?, ?, ?)"),
+                (checkpoint.size, checkpoint.root, checkpoint.note, checkpoint.signed_at),
+            )
+
+    def checkpoints(self) -> Iterator[StoredCheckpoint]:
+        for r in self._rows(
+            "SELECT tree_size, root, note, signed_at FROM coi_checkpoints ORDER BY tree_size"
+        ):
+            yield StoredCheckpoint(int(r["tree_size"]), bytes(r["root"]), str(r["note"]), str(r["signed_at"]))
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        rows = self._rows(
+            "SELECT tree_size, root, note, signed_at FROM coi_checkpoints ORDER BY tree_size DESC LIMIT 1"
+        )
+        if not rows:
+            return None
+        r = rows[0]
+        return StoredCheckpoint(int(r["tree_size"]), bytes(r["root"]), str(r["note"]), str(r["signed_at"]))
+
+    def checkpoint(self, size: int) -> StoredCheckpoint | None:
+        return next((c for c in self.checkpoints() if c.size == size), None)
