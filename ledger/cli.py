@@ -7,6 +7,7 @@ import argparse
 import os
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,8 +17,10 @@ from typing import Any, TextIO
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger import ledgerkey
 from ledger.application import LedgerApplication, Outcome
 from ledger.cast import sign_json
+from ledger.checkpoint import NoteError
 from ledger.config import ConfigError, data_dir
 from ledger.demo import DemoError, run_demo
 from ledger.events import json_schema
@@ -31,7 +34,9 @@ from ledger.keys import (
     read_public,
     write_key_file,
 )
+from ledger.log import LogError, MerkleLog, settle
 from ledger.rejection import Rejected
+from ledger.verification import LedgerVerifier, Report, StateMismatchError
 from projections.history import history
 from projections.principals import principals
 
@@ -216,6 +221,7 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
         else:
             _print_outcome(line, outcome, out)
     print(", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
+    settle(app)
     return EXIT_USAGE if counts["rejected"] else EXIT_OK
 
 
@@ -247,12 +253,83 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
+    app = _open_app()
+    log = MerkleLog(app)
+    if args.rotate_key:
+        new = ledgerkey.rotate()
+        print(f"new ledger key {new.verifier.encode()}; earlier checkpoints stay verifiable", file=sys.stderr)
+    if args.rotate_key or args.sign:
+        log.checkpoint(ledgerkey.signer(), ledgerkey.origin())
+    else:
+        settle(app)
+    latest = log.store.latest_checkpoint()
+    if latest is None:
+        raise UsageError("the ledger has no records yet, so no checkpoint")
+    out.write(latest.note)
+    return EXIT_OK
+
+
+def cmd_prove(args: argparse.Namespace, out: TextIO) -> int:
+    log = MerkleLog(_open_app())
+    try:
+        if args.consistency:
+            old, new = args.consistency
+            proof = log.consistency(old, new)
+        elif args.sequence is not None:
+            proof = log.inclusion(args.sequence, args.checkpoint)
+        else:
+            raise UsageError("give a sequence number, or --consistency OLD NEW")
+    except LogError as exc:
+        raise UsageError(str(exc)) from None
+    out.write(msgspec.json.format(msgspec.json.encode(proof)).decode() + "\n")
+    return EXIT_OK
+
+
+def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
+    app = _open_app()
+    trusted = ledgerkey.trusted([Path(p) for p in args.trusted_key])
+    if not trusted:
+        raise UsageError("no trusted ledger keys: pass --trusted-key FILE (a .vkey file from the ledger)")
+    started = time.perf_counter()
+    last = [started]
+
+    def progress(report: Report) -> None:
+        # Every second on a terminal, every ten in a log file.
+        now = time.perf_counter()
+        if now - last[0] >= (1 if sys.stderr.isatty() else 10):
+            last[0] = now
+            rate = report.records / max(now - started, 1e-9)
+            print(f"verified {report.records:,} records ({rate:,.0f}/s)", file=sys.stderr)
+
+    state = data_dir() / "verify-state.json" if args.incremental else None
+    try:
+        report = LedgerVerifier(app, trusted, progress).run(state)
+    except StateMismatchError as exc:
+        raise UsageError(str(exc)) from None
+    seconds = time.perf_counter() - started
+    resumed = f", resumed after {report.resumed_from:,} verified leaves" if report.resumed_from else ""
+    summary = (
+        f"{report.records:,} records, {report.leaves:,} leaves, {report.checkpoints} checkpoints, "
+        f"{report.streams:,} aggregates{resumed}, in {seconds:.1f} s"
+    )
+    if report.failure is not None:
+        print(f"FAILED at {report.failure}", file=out)
+        print(f"(checked before the failure: {summary})", file=out)
+        return EXIT_FAILED
+    print(f"OK: {summary}", file=out)
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     if args.patients < 1:
         raise UsageError("--patients must be at least 1")
     # Say the commands the way this user can type them: `coi` only when it is on PATH.
     prog = "coi" if shutil.which("coi") else os.path.relpath(sys.argv[0])
-    return run_demo(_open_app(), args.patients, data_dir() / "demo-keys", out, prog)
+    app = _open_app()
+    code = run_demo(app, args.patients, data_dir() / "demo-keys", out, prog)
+    settle(app)
+    return code
 
 
 # ---------------------------------------------------------------- parser
@@ -314,6 +391,22 @@ def parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schema", help="print the JSON Schema of an event body").set_defaults(run=cmd_schema)
 
+    s = sub.add_parser("checkpoint", help="integrate new records; print the latest signed checkpoint")
+    s.add_argument("--sign", action="store_true", help="sign a new checkpoint now, whatever the policy")
+    s.add_argument("--rotate-key", action="store_true", help="sign from now on with a new ledger key")
+    s.set_defaults(run=cmd_checkpoint)
+
+    s = sub.add_parser("prove", help="RFC 9162 inclusion or consistency proof as JSON")
+    s.add_argument("sequence", nargs="?", type=int, help="the record's global sequence number")
+    s.add_argument("--checkpoint", type=int, help="tree size of the checkpoint (default: latest)")
+    s.add_argument("--consistency", nargs=2, type=int, metavar=("OLD", "NEW"), help="two checkpoint sizes")
+    s.set_defaults(run=cmd_prove)
+
+    s = sub.add_parser("verify", help="re-check every signature, chain link, leaf and checkpoint")
+    s.add_argument("--incremental", action="store_true", help="start from the last verified checkpoint")
+    s.add_argument("--trusted-key", action="append", default=[], help="extra ledger verifier key file")
+    s.set_defaults(run=cmd_verify)
+
     s = sub.add_parser("history", help="one patient's signed history")
     s.add_argument("coi")
     s.add_argument("--json", action="store_true")
@@ -332,7 +425,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except Rejected as exc:
         where = f" [{exc.field}]" if exc.field else ""
         print(f"coi: rejected {exc.code}: {exc.message}{where}", file=sys.stderr)
-    except (UsageError, ConfigError, KeyFileError, DemoError) as exc:
+    except (UsageError, ConfigError, KeyFileError, DemoError, NoteError) as exc:
         print(f"coi: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("coi: interrupted", file=sys.stderr)

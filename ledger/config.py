@@ -56,3 +56,16 @@ def persistence_env(url: str) -> dict[str, str]:
             "APPLICATION_RECORDER_TOPIC": "ledger.store:PostgresLedgerRecorder",
         }
     raise ConfigError(f"COI_DATABASE_URL {url!r}: the scheme must be sqlite or postgresql")
+
+
+def checkpoint_policy() -> tuple[int, float]:
+    """(records, seconds): a checkpoint is signed after that many new records, or after that
+    long with any new record (COI_CHECKPOINT_EVERY, COI_CHECKPOINT_SECONDS)."""
+    try:
+        return int(os.environ.get("COI_CHECKPOINT_EVERY", "1000")), float(
+            os.environ.get("COI_CHECKPOINT_SECONDS", "10")
+        )
+    except ValueError:
+        raise ConfigError(
+            "COI_CHECKPOINT_EVERY must be an integer and COI_CHECKPOINT_SECONDS a number"
+        ) from None

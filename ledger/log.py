@@ -17,8 +17,9 @@ from typing import Any
 
 from eventsourcing.application import Application
 
-from ledger import merkle
+from ledger import ledgerkey, merkle
 from ledger.checkpoint import Checkpoint, NoteSigner
+from ledger.config import checkpoint_policy
 from ledger.logstore import LogStore, StoredCheckpoint
 from ledger.records import canonical, stored_record
 
@@ -146,3 +147,13 @@ class MerkleLog:
 
 def _b64(h: bytes) -> str:
     return base64.b64encode(h).decode()
+
+
+def settle(app: Application) -> StoredCheckpoint | None:
+    """Integrate new records and sign a checkpoint when the policy says one is due."""
+    log = MerkleLog(app)
+    log.integrate()
+    every, seconds = checkpoint_policy()
+    if log.due(every, seconds):
+        return log.checkpoint(ledgerkey.signer(), ledgerkey.origin())
+    return None

@@ -13,6 +13,7 @@ import pytest
 
 from ledger.application import LedgerApplication
 from ledger.journeys import Cast
+from ledger.logstore import TABLES as LOG_TABLES
 from ledger.store import CLAIMS_TABLE
 
 # The server's `test` database is only the way in: the tests keep their tables in a
@@ -34,7 +35,8 @@ def _postgres_problem() -> str | None:
 
 def _reset_postgres() -> None:
     with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {LedgerApplication.name.lower()}_events, {CLAIMS_TABLE}")
+        tables = [f"{LedgerApplication.name.lower()}_events", CLAIMS_TABLE, *LOG_TABLES]
+        conn.execute(f"DROP TABLE IF EXISTS {', '.join(tables)}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

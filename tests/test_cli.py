@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from ledger import merkle
 
 _SCRIPT = Path(sys.executable).parent / "coi"
 COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli"]
@@ -160,3 +164,39 @@ def test_a_bad_database_url_is_a_usage_error(tmp_path: Path) -> None:
     env = {**os.environ, "COI_DATABASE_URL": "mysql://nobody"}
     done = subprocess.run([*COI, "history", "X"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 2 and "sqlite or postgresql" in done.stderr
+
+
+def test_checkpoint_prove_and_verify_from_the_command_line(tmp_path: Path) -> None:
+    assert coi(tmp_path, "demo", "--patients", "4").returncode == 0
+    note = coi(tmp_path, "checkpoint").stdout
+    origin, size, root_b64 = note.splitlines()[:3]
+    assert origin == "coi-ledger.local/log" and note.splitlines()[3] == ""
+    assert note.splitlines()[4].startswith("\u2014 coi-ledger.local/log ")
+    proof = json.loads(coi(tmp_path, "prove", "30").stdout)
+    assert proof["tree_size"] == int(size) and proof["root_hash"] == root_b64
+    assert merkle.verify_inclusion(
+        proof["leaf_index"], proof["tree_size"], base64.b64decode(proof["leaf_hash"]),
+        [base64.b64decode(h) for h in proof["inclusion_path"]], base64.b64decode(proof["root_hash"]),
+    )  # fmt: skip
+    ok = coi(tmp_path, "verify")
+    assert ok.returncode == 0 and ok.stdout.startswith("OK:"), ok.stdout + ok.stderr
+    # A second demo run, a new checkpoint, and a consistency proof between the two.
+    assert coi(tmp_path, "demo", "--patients", "2").returncode == 0
+    new_size = int(coi(tmp_path, "checkpoint", "--sign").stdout.splitlines()[1])
+    consistency = json.loads(coi(tmp_path, "prove", "--consistency", size, str(new_size)).stdout)
+    assert merkle.verify_consistency(
+        int(size), new_size, base64.b64decode(consistency["first_root_hash"]),
+        base64.b64decode(consistency["second_root_hash"]),
+        [base64.b64decode(h) for h in consistency["consistency_path"]],
+    )  # fmt: skip
+    assert coi(tmp_path, "verify", "--incremental").returncode == 0
+    again = coi(tmp_path, "verify", "--incremental")
+    assert again.returncode == 0 and "resumed after" in again.stdout
+    # Edit one stored row by hand: verification fails, names the record, exits 1.
+    with sqlite3.connect(tmp_path / "coi-data" / "ledger.sqlite") as db:
+        db.execute(
+            "UPDATE stored_events SET state = substr(state, 1, 299) || 'Q' || substr(state, 301) "
+            "WHERE rowid = 12"
+        )
+    bad = coi(tmp_path, "verify")
+    assert bad.returncode == 1 and bad.stdout.startswith("FAILED at sequence 12"), bad.stdout

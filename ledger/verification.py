@@ -1,0 +1,363 @@
+"""`coi verify`: re-check everything the ledger ever stored, from the raw rows.
+
+For every record, in global sequence order: its bytes against the Merkle leaf committed for
+it, every site signature against the key state (replayed from the registry records before
+it) at its `occurred_at`, and its chain link to the previous record of the same aggregate.
+The tree is recomputed from the records; every stored node and every checkpoint root must
+match, and every checkpoint must carry a valid signature by a trusted ledger key. The first
+record that fails is named. Incremental mode resumes from the last checkpoint a previous run
+verified, kept in a state file outside the database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import UUID
+
+import msgspec
+from eventsourcing.application import Application
+from eventsourcing.persistence import Notification
+
+from aggregates.base import body_of
+from aggregates.principal import Principal, public_key_raw
+from ledger import checkpoint as notes
+from ledger import events as ev
+from ledger import merkle
+from ledger.dsse import PAYLOAD_TYPE, Opened, open_envelope, pae
+from ledger.keys import keyid_for
+from ledger.logstore import LogStore, StoredCheckpoint
+from ledger.records import FIRST_PREV, Record, canonical, record_hash, stored_record
+from ledger.rejection import Rejected
+from ledger.verifier import Job, ParallelVerifier
+
+CHUNK = 4000
+
+
+@dataclass(frozen=True)
+class Failure:
+    sequence: int | None  # None when no record can be named (e.g. a checkpoint beyond the log)
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"sequence {self.sequence}" if self.sequence is not None else "the log"
+        return f"{where}: {self.reason}"
+
+
+@dataclass
+class Report:
+    records: int = 0
+    leaves: int = 0
+    checkpoints: int = 0
+    streams: int = 0
+    resumed_from: int = 0
+    failure: Failure | None = None
+
+
+class State(msgspec.Struct):
+    """What an incremental run resumes from: the last verified checkpoint and everything the
+    checks need about the records before it."""
+
+    size: int
+    root: str
+    last_sequence: int
+    edge: list[str]
+    streams: dict[str, tuple[int, str]]
+    registry: list[str]  # the registry envelopes, in order, to rebuild key state
+
+
+@dataclass
+class _Run:
+    tree: merkle.CompactRange
+    streams: dict[str, tuple[int, str]]
+    registry: list[str]
+    principals: dict[str, Principal] = field(default_factory=dict)
+    last_sequence: int = 0
+    first_unlogged: int | None = None  # the first record not yet integrated into the tree
+    first_unsealed: int | None = None  # the first record after the last checkpoint that matched
+    snapshot: State | None = None
+
+
+class LedgerVerifier:
+    def __init__(
+        self,
+        app: Application,
+        trusted: list[notes.NoteVerifier],
+        progress: Callable[[Report], None] | None = None,
+        workers: int | None = None,
+    ) -> None:
+        self.app = app
+        self.store = LogStore(app.recorder)
+        self.trusted = trusted
+        self.progress = progress
+        self.verifier = ParallelVerifier(workers)
+
+    def run(self, state_file: Path | None = None) -> Report:
+        report = Report()
+        try:
+            self._run(report, state_file)
+        finally:
+            self.verifier.close()
+        return report
+
+    # ------------------------------------------------------------------ steps
+
+    def _run(self, report: Report, state_file: Path | None) -> None:
+        checkpoints = list(self.store.checkpoints())
+        report.checkpoints = len(checkpoints)
+        failure = self._check_notes(checkpoints)
+        run = self._resume(state_file, checkpoints, report) if failure is None else None
+        if failure is None and run is not None:
+            failure = self._check_records(run, checkpoints, report, keep_state=state_file is not None)
+        if failure is None and run is not None:
+            failure = self._check_coverage(run, checkpoints)
+        report.failure = failure
+        if failure is None and run is not None and run.snapshot is not None and state_file is not None:
+            state_file.parent.mkdir(parents=True, exist_ok=True)
+            state_file.write_bytes(msgspec.json.encode(run.snapshot))
+
+    def _first_sequence(self, leaf_index: int) -> int | None:
+        return self.store.sequence(leaf_index)
+
+    def _check_notes(self, checkpoints: list[StoredCheckpoint]) -> Failure | None:
+        previous = 0
+        for stored in checkpoints:
+            try:
+                parsed, _ = notes.verify(stored.note, self.trusted)
+            except notes.NoteError as exc:
+                return Failure(
+                    self._first_sequence(previous), f"checkpoint at tree size {stored.size}: {exc}"
+                )
+            if (parsed.size, parsed.root) != (stored.size, stored.root):
+                return Failure(
+                    self._first_sequence(previous),
+                    f"checkpoint at tree size {stored.size}: its row does not match its signed note",
+                )
+            previous = stored.size
+        return None
+
+    def _resume(self, state_file: Path | None, checkpoints: list[StoredCheckpoint], report: Report) -> _Run:
+        if state_file is None or not state_file.exists():
+            return _Run(merkle.CompactRange(), {}, [])
+        state = msgspec.json.decode(state_file.read_bytes(), type=State)
+        stored = next((c for c in checkpoints if c.size == state.size), None)
+        if stored is None or stored.root.hex() != state.root:
+            raise StateMismatchError(
+                f"the checkpoint at tree size {state.size} verified last time is gone or changed: "
+                "run a full coi verify"
+            )
+        run = _Run(
+            merkle.CompactRange(state.size, [bytes.fromhex(h) for h in state.edge]),
+            dict(state.streams),
+            list(state.registry),
+            last_sequence=state.last_sequence,
+        )
+        for envelope in run.registry:
+            self._apply_registry(run, body_of(envelope), envelope)
+        report.resumed_from = state.size
+        report.leaves = state.size
+        return run
+
+    def _check_records(
+        self, run: _Run, checkpoints: list[StoredCheckpoint], report: Report, keep_state: bool
+    ) -> Failure | None:
+        roots = {c.size: c.root for c in checkpoints}
+        latest = checkpoints[-1].size if checkpoints else 0
+        while True:
+            notifications = self.app.recorder.select_notifications(start=run.last_sequence + 1, limit=CHUNK)
+            if not notifications:
+                return None
+            start = run.tree.size
+            leaves = dict(self.store.leaves(start, start + len(notifications)))
+            stored_nodes = self._stored_nodes(start, start + len(notifications))
+            jobs: list[Job] = []
+            job_sequences: list[int] = []
+            failures: list[Failure] = []
+            for n in notifications:
+                failure = self._check_one(run, n, leaves, stored_nodes, roots, jobs, job_sequences)
+                if failure is not None:
+                    failures.append(failure)
+                    break
+                report.records += 1
+                if keep_state and run.tree.size == latest and run.snapshot is None:
+                    self._snapshot(run, roots)
+            for sequence, ok in zip(job_sequences, self.verifier.verify_all(jobs), strict=True):
+                if not ok:
+                    failures.append(Failure(sequence, "a signature does not verify over the stored envelope"))
+                    break
+            report.leaves = run.tree.size
+            report.streams = len(run.streams)
+            if failures:
+                return min(failures, key=lambda f: f.sequence or 0)
+            if self.progress:
+                self.progress(report)
+
+    def _stored_nodes(self, start: int, stop: int) -> dict[tuple[int, int], bytes]:
+        """The stored perfect nodes that leaves [start, stop) complete."""
+        found: dict[tuple[int, int], bytes] = {}
+        for level in range(stop.bit_length()):
+            first, last = start >> level, (stop >> level) - 1  # nodes whose last leaf is in range
+            if last >= first:
+                found.update(
+                    {(level, idx): h for idx, h in self.store.node_range(level, first, last).items()}
+                )
+        return found
+
+    def _check_one(
+        self,
+        run: _Run,
+        n: Notification,
+        leaves: dict[int, int],
+        stored_nodes: dict[tuple[int, int], bytes],
+        roots: dict[int, bytes],
+        jobs: list[Job],
+        job_sequences: list[int],
+    ) -> Failure | None:
+        sequence = n.id
+        index = run.tree.size
+        expected = leaves.get(index)
+        if expected is not None and expected != sequence:
+            if expected < sequence:
+                return Failure(
+                    expected, f"record missing: leaf {index} commits to it but the store has no such row"
+                )
+            return Failure(sequence, f"record not in the log: leaf {index} commits to sequence {expected}")
+        try:
+            record = stored_record(n.originator_id, n.originator_version, n.state)  # type: ignore[arg-type]
+            body = body_of(record.envelope)
+            opened = open_envelope(record.envelope.encode())
+        except (msgspec.MsgspecError, Rejected, KeyError, UnicodeError) as exc:
+            return Failure(sequence, f"the stored row cannot be read as a record ({exc})")
+        leaf = merkle.leaf_hash(canonical(record))
+        run.last_sequence = sequence
+        if expected is None and run.first_unlogged is None:
+            run.first_unlogged = sequence
+        if expected is not None:
+            if run.first_unsealed is None:
+                run.first_unsealed = sequence
+            for level, idx, h in run.tree.append(leaf):
+                if stored_nodes.get((level, idx)) != h:
+                    what = (
+                        "record's bytes differ from"
+                        if level == 0
+                        else f"tree node ({level}, {idx}) differs from"
+                    )
+                    return Failure(sequence, f"the {what} what the Merkle log committed")
+            if run.tree.size in roots:
+                if roots[run.tree.size] != run.tree.root():
+                    # Name the first record the bad checkpoint claims beyond the last good one.
+                    return Failure(
+                        run.first_unsealed,
+                        f"the signed checkpoint at tree size {run.tree.size} is not consistent with the "
+                        "records (nor with the checkpoints before it)",
+                    )
+                run.first_unsealed = None
+        failure = self._check_chain(run, record, sequence)
+        if failure is None:
+            failure = self._check_signers(run, record.envelope, opened, body, sequence, jobs, job_sequences)
+        return failure
+
+    @staticmethod
+    def _check_chain(run: _Run, record: Record, sequence: int) -> Failure | None:
+        stream, version = record.stream, record.version
+        last_version, head = run.streams.get(stream, (0, FIRST_PREV))
+        if version != last_version + 1:
+            return Failure(
+                sequence,
+                f"aggregate {stream} goes from version {last_version} to {version}: "
+                "a record is missing or moved",
+            )
+        if record.prev != head:
+            return Failure(sequence, f"chain broken: prev does not name the previous record of {stream}")
+        run.streams[stream] = (
+            version,
+            record_hash(UUID(stream), version, record.prev, record.recorded_at, record.envelope),
+        )
+        return None
+
+    def _check_signers(
+        self,
+        run: _Run,
+        envelope: str,
+        opened: Opened,
+        body: ev.Event,
+        sequence: int,
+        jobs: list[Job],
+        job_sequences: list[int],
+    ) -> Failure | None:
+        message = pae(PAYLOAD_TYPE, opened.body)
+        signed = False
+        for keyid, sig in opened.signatures:
+            principal = run.principals.get(keyid.split(":", 1)[0])
+            if principal is not None and keyid in principal.keys:
+                problem = principal.key_problem(keyid, body.occurred_at)
+                if problem is not None:
+                    return Failure(sequence, f"{problem.code}: {problem.message}")
+                public = principal.keys[keyid].public_raw
+            elif not run.principals and isinstance(body, ev.PrincipalRegistered):
+                public = _genesis_key(body, keyid)  # the self-registered first administrator
+                if public is None:
+                    return Failure(sequence, "the first record is not a self-signed administrator")
+            else:
+                return Failure(
+                    sequence, f"signed by key {keyid}, which the registry did not hold at that point"
+                )
+            jobs.append((public, sig, message))
+            job_sequences.append(sequence)
+            signed = True
+        if not signed:
+            return Failure(sequence, "the stored envelope carries no signature")
+        if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked):
+            run.registry.append(envelope)
+            self._apply_registry(run, body, envelope)
+        return None
+
+    @staticmethod
+    def _apply_registry(run: _Run, body: ev.Event, envelope: str) -> None:
+        assert isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked)
+        principal = run.principals.get(body.principal_id)
+        if principal is None:
+            principal = Principal.__new__(Principal)
+            run.principals[body.principal_id] = principal
+        principal.mutate(body)
+
+    def _snapshot(self, run: _Run, roots: dict[int, bytes]) -> None:
+        if run.tree.size not in roots:
+            return
+        run.snapshot = State(
+            size=run.tree.size,
+            root=roots[run.tree.size].hex(),
+            last_sequence=run.last_sequence,
+            edge=[h.hex() for h in run.tree.edge],
+            streams=dict(run.streams),
+            registry=list(run.registry),
+        )
+
+    def _check_coverage(self, run: _Run, checkpoints: list[StoredCheckpoint]) -> Failure | None:
+        """Every checkpoint must be covered by records; leaves beyond the records are missing."""
+        size = run.tree.size
+        stored_size = self.store.size()
+        if stored_size > size:
+            return Failure(
+                self.store.sequence(size), f"record missing: leaf {size} commits to it but no row is left"
+            )
+        if checkpoints and checkpoints[-1].size > size:
+            return Failure(
+                self.store.sequence(size),
+                f"the log holds {size} records but a signed checkpoint commits to {checkpoints[-1].size}: "
+                "records were removed from its tail",
+            )
+        return None
+
+
+class StateMismatchError(Exception):
+    """The incremental state no longer matches the store."""
+
+
+def _genesis_key(body: ev.PrincipalRegistered, keyid: str) -> bytes | None:
+    try:
+        raw = public_key_raw(body.public_key)
+    except Rejected:
+        return None
+    return raw if keyid == keyid_for(body.principal_id, raw) and body.actor == body.principal_id else None

@@ -1,0 +1,190 @@
+"""Tampering with the store by hand, with direct SQL, on SQLite and on PostgreSQL: each kind
+must make verification fail naming the first affected sequence number."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+import psycopg
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from aggregates.therapy import therapy_uuid
+from ledger import events as ev
+from ledger.application import LedgerApplication
+from ledger.cast import Member, envelope
+from ledger.checkpoint import Checkpoint, NoteSigner
+from ledger.journeys import Cast
+from ledger.log import MerkleLog
+from ledger.records import record_hash
+from ledger.verification import LedgerVerifier, Report
+from tests.support import advance, new_journey
+
+
+class RawStore:
+    """The event store's rows, reached past the application as an attacker with SQL would."""
+
+    def __init__(self, url: str) -> None:
+        self.postgres = url.startswith("postgresql")
+        if self.postgres:
+            self.conn: Any = psycopg.connect(url, autocommit=True)
+            self.table, self.seq = f"{LedgerApplication.name.lower()}_events", "notification_id"
+        else:
+            self.conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+            self.table, self.seq = "stored_events", "rowid"
+
+    def sql(self, statement: str, params: tuple[object, ...] = ()) -> list[Any]:
+        statement = statement.format(table=self.table, seq=self.seq)
+        cursor = self.conn.execute(statement.replace("?", "%s") if self.postgres else statement, params)
+        return list(cursor.fetchall()) if cursor.description else []
+
+    COLUMNS = ("originator_id", "originator_version", "topic", "state")
+
+    def row(self, sequence: int) -> tuple[Any, ...]:
+        return tuple(
+            self.sql(f"SELECT {', '.join(self.COLUMNS)} FROM {{table}} WHERE {{seq}} = ?", (sequence,))[0]
+        )
+
+    def set_row(self, sequence: int, row: tuple[Any, ...]) -> None:
+        assignments = ", ".join(f"{c} = ?" for c in self.COLUMNS)
+        self.sql(f"UPDATE {{table}} SET {assignments} WHERE {{seq}} = ?", (*row, sequence))
+
+    def last(self) -> int:
+        return int(self.sql("SELECT MAX({seq}) FROM {table}")[0][0])
+
+
+@pytest.fixture
+def sealed(
+    registered: LedgerApplication, cast: Cast
+) -> Iterator[tuple[LedgerApplication, NoteSigner, RawStore]]:
+    """Three patients' journeys under a signed checkpoint, then one more patient after it."""
+    signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
+    log = MerkleLog(registered)
+    for i in range(3):
+        advance(registered, new_journey(cast, index=i))
+    log.checkpoint(signer, signer.name)
+    advance(registered, new_journey(cast, index=3))
+    log.checkpoint(signer, signer.name)
+    raw = RawStore((registered.env.get("POSTGRES_DBNAME") and _pg_url(registered)) or _sqlite_url(registered))
+    yield registered, signer, raw
+    raw.conn.close()
+
+
+def _sqlite_url(app: LedgerApplication) -> str:
+    return f"sqlite:///{app.env.get('SQLITE_DBNAME')}"
+
+
+def _pg_url(app: LedgerApplication) -> str:
+    e = app.env
+    return f"postgresql://{e.get('POSTGRES_USER')}@{e.get('POSTGRES_HOST')}:{e.get('POSTGRES_PORT')}/{e.get('POSTGRES_DBNAME')}"
+
+
+def verify(app: LedgerApplication, signer: NoteSigner) -> Report:
+    return LedgerVerifier(app, [signer.verifier]).run()
+
+
+def test_an_untouched_ledger_verifies(sealed: tuple[LedgerApplication, NoteSigner, RawStore]) -> None:
+    app, signer, raw = sealed
+    report = verify(app, signer)
+    assert report.failure is None, report.failure
+    assert report.records == report.leaves == raw.last()
+    assert report.checkpoints == 2
+
+
+def test_one_changed_byte_in_a_stored_event(sealed: tuple[LedgerApplication, NoteSigner, RawStore]) -> None:
+    app, signer, raw = sealed
+    stream, version, topic, state = raw.row(40)
+    state = bytes(state)
+    at = state.index(b"payload") + 30  # a byte inside the signed payload (escaped JSON in the row)
+    forged = state[:at] + (b"A" if state[at : at + 1] != b"A" else b"B") + state[at + 1 :]
+    raw.set_row(40, (stream, version, topic, forged))
+    assert verify(app, signer).failure.sequence == 40  # type: ignore[union-attr]
+
+
+def test_a_deleted_row(sealed: tuple[LedgerApplication, NoteSigner, RawStore]) -> None:
+    app, signer, raw = sealed
+    raw.sql("DELETE FROM {table} WHERE {seq} = ?", (57,))
+    failure = verify(app, signer).failure
+    assert failure is not None and failure.sequence == 57 and "missing" in failure.reason
+
+
+def test_two_swapped_rows(sealed: tuple[LedgerApplication, NoteSigner, RawStore]) -> None:
+    app, signer, raw = sealed
+    a, b = raw.row(30), raw.row(31)
+    raw.set_row(30, (b[0], b[1] + 1000, b[2], b[3]))  # out of the way of the primary key first
+    raw.set_row(31, a)
+    raw.set_row(30, b)
+    assert verify(app, signer).failure.sequence == 30  # type: ignore[union-attr]
+
+
+def test_a_forged_row_signed_by_an_unregistered_key(
+    sealed: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
+) -> None:
+    app, signer, raw = sealed
+    journey = new_journey(cast, index=5)
+    advance(app, journey, before="label_printed")  # enrolled: version 1, and not yet in the tree
+    rows = raw.sql("SELECT {seq}, originator_version, state FROM {table} ORDER BY {seq} DESC LIMIT 1")
+    sequence, version, state = rows[0]
+    stored = msgspec.json.decode(bytes(state))
+    stream = therapy_uuid(journey.coi)
+    head = record_hash(stream, version, stored["prev"], stored["timestamp"]["_data_"], stored["envelope"])
+    impostor = Member.new("nurse.bdw", "Noor Nurse BDW", "person", ("collection",), "US-BDW")
+    forged = envelope(ev.LabelPrinted, impostor, datetime.now(UTC) - timedelta(hours=1), coi=journey.coi,
+                      label_id="L-forged", din=journey.din).decode()  # fmt: skip
+    state = msgspec.json.encode(
+        {
+            "timestamp": {"_type_": "datetime_iso", "_data_": datetime.now(UTC).isoformat()},
+            "envelope": forged,
+            "prev": head,
+        }
+    )
+    topic = "aggregates.base:Ledgered.Recorded"
+    stream_column = stream if raw.postgres else stream.hex
+    raw.sql("INSERT INTO {table} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
+            (stream_column, version + 1, topic, state))  # fmt: skip
+    failure = verify(app, signer).failure
+    assert failure is not None and failure.sequence == sequence + 1 and "registry" in failure.reason
+
+
+def test_the_tail_behind_the_latest_checkpoint_truncated(
+    sealed: tuple[LedgerApplication, NoteSigner, RawStore],
+) -> None:
+    app, signer, raw = sealed
+    last = raw.last()
+    raw.sql("DELETE FROM {table} WHERE {seq} > ?", (last - 5,))
+    failure = verify(app, signer).failure
+    assert failure is not None and failure.sequence == last - 4
+
+
+def test_a_checkpoint_replaced_by_one_signed_with_another_key(
+    sealed: tuple[LedgerApplication, NoteSigner, RawStore],
+) -> None:
+    app, signer, raw = sealed
+    first, second = list(MerkleLog(app).store.checkpoints())
+    other = NoteSigner(signer.name, Ed25519PrivateKey.generate())
+    note = Checkpoint(signer.name, second.size, second.root).sign(other)
+    raw.sql("UPDATE coi_checkpoints SET note = ? WHERE tree_size = ?", (note, second.size))
+    failure = verify(app, signer).failure
+    assert failure is not None and "trusted" in failure.reason
+    assert failure.sequence == MerkleLog(app).store.sequence(first.size)  # the first record it covers
+
+
+def test_two_checkpoints_that_are_not_consistent(
+    sealed: tuple[LedgerApplication, NoteSigner, RawStore],
+) -> None:
+    app, signer, raw = sealed
+    first, second = list(MerkleLog(app).store.checkpoints())
+    # A split view: the ledger's own key signs a head at the same size over a different history.
+    forged_root = uuid.uuid4().bytes * 2
+    note = Checkpoint(signer.name, second.size, forged_root).sign(signer)
+    raw.sql(
+        "UPDATE coi_checkpoints SET note = ?, root = ? WHERE tree_size = ?", (note, forged_root, second.size)
+    )
+    failure = verify(app, signer).failure
+    assert failure is not None and "not consistent" in failure.reason
+    assert failure.sequence == MerkleLog(app).store.sequence(first.size)
