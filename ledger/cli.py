@@ -17,6 +17,10 @@ from typing import Any, TextIO
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from consumers.broker import BrokerError
+from consumers.pipeline import SERVICES, broker_foreground, configured_bootstrap, projections_url, run_one, up
+from consumers.site_publisher import SitePublisher
+from consumers.topics import Topics
 from ledger import ledgerkey
 from ledger.application import LedgerApplication, Outcome
 from ledger.cast import sign_json
@@ -39,6 +43,8 @@ from ledger.rejection import Rejected
 from ledger.verification import LedgerVerifier, Report, StateMismatchError
 from projections.history import history
 from projections.principals import principals
+from projections.rebuild import rebuild
+from projections.store import ProjectionStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -327,9 +333,78 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     # Say the commands the way this user can type them: `coi` only when it is on PATH.
     prog = "coi" if shutil.which("coi") else os.path.relpath(sys.argv[0])
     app = _open_app()
-    code = run_demo(app, args.patients, data_dir() / "demo-keys", out, prog)
-    settle(app)
-    return code
+    bootstrap = configured_bootstrap()
+    if bootstrap is None:
+        code = run_demo(app, args.patients, data_dir() / "demo-keys", out, prog)
+        settle(app)
+        return code
+    print(f"coi demo: sending the journeys through Kafka at {bootstrap}", file=sys.stderr)
+    publisher = _publisher(bootstrap)
+    try:
+        return run_demo(
+            app,
+            args.patients,
+            data_dir() / "demo-keys",
+            out,
+            prog,
+            lambda raws: _through(publisher, raws, 120),
+        )
+    finally:
+        publisher.close()
+
+
+def _publisher(bootstrap: str) -> SitePublisher:
+    return SitePublisher(bootstrap, Topics.from_env(), data_dir() / "site-outbox.sqlite", resend_after=15)
+
+
+def _through(publisher: SitePublisher, raws: list[bytes], timeout: float) -> list[Outcome]:
+    """Publish, wait for the ledger's receipts and rejections, and report them as outcomes."""
+    ids = [publisher.publish(raw) for raw in raws]
+    outcomes = []
+    for entry in publisher.wait(ids, timeout):
+        if entry.status == "accepted":
+            outcomes.append(Outcome("accepted", entry.event_id, sequence=entry.sequence))
+        elif entry.status == "rejected":
+            outcomes.append(Outcome("rejected", entry.event_id, code=entry.code, message=entry.message))
+        else:
+            message = f"no receipt within {timeout:.0f} s; it stays in the outbox and is sent again"
+            outcomes.append(Outcome("rejected", entry.event_id, code="not_acknowledged", message=message))
+    return outcomes
+
+
+def cmd_publish(args: argparse.Namespace, out: TextIO) -> int:
+    bootstrap = configured_bootstrap()
+    if bootstrap is None:
+        raise UsageError("no Kafka: set COI_KAFKA_BOOTSTRAP, or run `coi up` in another terminal")
+    publisher = _publisher(bootstrap)
+    try:
+        outcomes = _through(publisher, list(_lines(args.source)), args.wait)
+    finally:
+        publisher.close()
+    for line, outcome in enumerate(outcomes, start=1):
+        _print_outcome(line, outcome, out)
+    if any(o.code == "not_acknowledged" for o in outcomes):
+        return EXIT_FAILED
+    return EXIT_USAGE if any(o.status == "rejected" for o in outcomes) else EXIT_OK
+
+
+def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
+    return up()
+
+
+def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    return run_one(args.service)
+
+
+def cmd_broker(args: argparse.Namespace, out: TextIO) -> int:
+    return broker_foreground(args.port)
+
+
+def cmd_projections_rebuild(args: argparse.Namespace, out: TextIO) -> int:
+    store = ProjectionStore(projections_url())
+    count = rebuild(_open_app(), store)
+    print(f"rebuilt the projections from {count:,} records into {projections_url()}", file=out)
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------- parser
@@ -412,6 +487,27 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(run=cmd_history)
 
+    s = sub.add_parser("publish", help="publish signed envelopes to Kafka via the site outbox")
+    s.add_argument("source", help="file of envelopes (JSON lines), or - for standard input")
+    s.add_argument("--wait", type=float, default=60, help="seconds to wait for receipts (default 60)")
+    s.set_defaults(run=cmd_publish)
+
+    sub.add_parser("up", help="broker (if none configured), ingest, relay, projector").set_defaults(
+        run=cmd_up
+    )
+    s = sub.add_parser("run", help="run one service in the foreground (production)")
+    s.add_argument("service", choices=SERVICES)
+    s.set_defaults(run=cmd_run)
+    s = sub.add_parser("broker", help="run the local Tansu broker in the foreground")
+    s.add_argument("--port", type=int, default=9092)
+    s.set_defaults(run=cmd_broker)
+    prj = sub.add_parser("projections", help="auditors' read models").add_subparsers(
+        dest="projections_command", required=True
+    )
+    prj.add_parser("rebuild", help="rebuild the projection tables from the ledger").set_defaults(
+        run=cmd_projections_rebuild
+    )
+
     s = sub.add_parser("demo", help="run realistic journeys across the four sites")
     s.add_argument("--patients", type=int, default=8)
     s.set_defaults(run=cmd_demo)
@@ -425,7 +521,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except Rejected as exc:
         where = f" [{exc.field}]" if exc.field else ""
         print(f"coi: rejected {exc.code}: {exc.message}{where}", file=sys.stderr)
-    except (UsageError, ConfigError, KeyFileError, DemoError, NoteError) as exc:
+    except (UsageError, ConfigError, KeyFileError, DemoError, NoteError, BrokerError) as exc:
         print(f"coi: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("coi: interrupted", file=sys.stderr)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import itertools
 import time
 from collections import Counter
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
 import msgspec
 
-from ledger.application import LedgerApplication
+from ledger.application import LedgerApplication, Outcome
 from ledger.cast import Member
 from ledger.journeys import VARIANTS, Cast, Journey, Step
 from ledger.keys import key_file_for, load_key, write_key_file
@@ -59,9 +60,21 @@ def load_cast(folder: Path) -> Cast:
     return Cast(members)
 
 
-def run_demo(app: LedgerApplication, patients: int, keys_dir: Path, out: TextIO, prog: str = "coi") -> int:
+Submit = Callable[[list[bytes]], Iterable[Outcome]]
+
+
+def run_demo(
+    app: LedgerApplication,
+    patients: int,
+    keys_dir: Path,
+    out: TextIO,
+    prog: str = "coi",
+    submit: Submit | None = None,
+) -> int:
     """Runs `patients` journeys (cycling through the variants); 0 when every step had the
-    outcome it should, 1 otherwise."""
+    outcome it should, 1 otherwise. `submit` sends envelopes and returns their outcomes in
+    order: straight into `app` by default, or through Kafka when the pipeline runs."""
+    send: Submit = submit or app.submit_many
     started = time.perf_counter()
     now = datetime.now(UTC)
     if app.recorder.max_notification_id():
@@ -75,7 +88,7 @@ def run_demo(app: LedgerApplication, patients: int, keys_dir: Path, out: TextIO,
     else:
         cast = Cast()
         registrations = cast.registrations(now - timedelta(days=40))
-    for outcome in app.submit_many(registrations):
+    for outcome in send(registrations):
         if outcome.status != "accepted":
             raise DemoError(f"registering the demo principals failed: {outcome.message}")
     if registrations:
@@ -93,7 +106,7 @@ def run_demo(app: LedgerApplication, patients: int, keys_dir: Path, out: TextIO,
     tally: dict[str, Counter[str]] = {j.coi: Counter() for j in journeys}
     surprises: list[str] = []
     steps: list[Step] = [s for _, s in tagged]
-    for (journey, step), outcome in zip(tagged, app.submit_many(s.envelope for s in steps), strict=True):
+    for (journey, step), outcome in zip(tagged, send([s.envelope for s in steps]), strict=True):
         expected = "accepted" if step.expect is None else step.expect
         got = "accepted" if outcome.status == "accepted" else (outcome.code or outcome.status)
         tally[journey.coi]["accepted" if got == "accepted" else "refused"] += 1

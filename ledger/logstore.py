@@ -3,6 +3,7 @@
 - coi_leaves: leaf index -> the record's global sequence (notification id)
 - coi_nodes: every perfect subtree root (level 0 = leaf hashes)
 - coi_checkpoints: signed tree heads, one per tree size
+- coi_relay: how far each relay has published the log to Kafka
 
 They are written by the log integrator after records commit, and can be rebuilt from the
 records at any time (drop them and integrate again).
@@ -13,12 +14,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints")
+TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints", "coi_relay")
 
 _DDL = (
     "CREATE TABLE IF NOT EXISTS coi_leaves (leaf_index {int} PRIMARY KEY, sequence {int} NOT NULL UNIQUE)",
@@ -26,7 +27,19 @@ _DDL = (
     "PRIMARY KEY (level, idx))",
     "CREATE TABLE IF NOT EXISTS coi_checkpoints (tree_size {int} PRIMARY KEY, root {blob} NOT NULL, "
     "note TEXT NOT NULL, signed_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS coi_relay (name TEXT PRIMARY KEY, next_leaf {int} NOT NULL, "
+    "probe_partition {int} NOT NULL, probe_offset {int} NOT NULL, probe_sequence {int} NOT NULL)",
 )
+
+
+class RelayPosition(NamedTuple):
+    """The next leaf to publish, and where the last published one landed in Kafka (partition,
+    offset, its sequence): finding it there later proves the broker still has the log."""
+
+    next_leaf: int
+    probe_partition: int
+    probe_offset: int
+    probe_sequence: int
 
 
 @dataclass(frozen=True)
@@ -134,3 +147,22 @@ class LogStore:
 
     def checkpoint(self, size: int) -> StoredCheckpoint | None:
         return next((c for c in self.checkpoints() if c.size == size), None)
+
+    # ---------------------------------------------------------------- relay
+
+    def relay_position(self, name: str) -> RelayPosition:
+        rows = self._rows(
+            "SELECT next_leaf, probe_partition, probe_offset, probe_sequence FROM coi_relay WHERE name = ?",
+            (name,),
+        )
+        if not rows:
+            return RelayPosition(0, -1, -1, -1)
+        r = rows[0]
+        return RelayPosition(
+            int(r["next_leaf"]), int(r["probe_partition"]), int(r["probe_offset"]), int(r["probe_sequence"])
+        )
+
+    def set_relay_position(self, name: str, position: RelayPosition) -> None:
+        with self._tx(commit=True) as c:
+            c.execute(self._q("DELETE FROM coi_relay WHERE name = ?"), (name,))
+            c.execute(self._q("INSERT INTO coi_relay VALUES (?, ?, ?, ?, ?)"), (name, *position))

@@ -1,0 +1,128 @@
+"""The ingest consumer: coi.site-events -> the ledger.
+
+It consumes in a consumer group (partitions by COI, so one patient's events stay in order),
+hands each poll's envelopes to the application (decode, verify on all cores, rules, save),
+publishes every rejection to coi.rejected with the original bytes, and commits offsets only
+after both the save and the rejections are durable. Redelivery after a crash or a rebalance
+is harmless: the same event_id with the same bytes is a duplicate and stored once.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import threading
+from datetime import UTC, datetime
+
+import msgspec
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.errors import CommitFailedError, KafkaError
+
+from consumers import kafka
+from consumers.messages import Rejection
+from consumers.topics import Topics
+from ledger.application import LedgerApplication, Outcome
+
+log = logging.getLogger("coi.ingest")
+
+MAX_ENVELOPE_BYTES = 256 * 1024
+# An oversize input is rejected with this much of it (and its digest): the whole of it is
+# still on coi.site-events, and the rejection must fit in a Kafka message of its own.
+KEEP_OF_OVERSIZE = 64 * 1024
+
+
+class Ingest:
+    def __init__(
+        self,
+        app: LedgerApplication,
+        bootstrap: str,
+        topics: Topics,
+        group: str = "coi-ingest",
+        max_records: int = 1000,
+        max_bytes: int = MAX_ENVELOPE_BYTES,
+    ) -> None:
+        self.app = app
+        self.topics = topics
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.consumer = kafka.consumer(
+            bootstrap, topics.site_events, group=group, max_poll_records=max_records
+        )
+        self.producer = kafka.producer(bootstrap)
+        self.accepted = self.rejected = self.duplicates = 0
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("ingest: consuming %s", self.topics.site_events)
+        while not stop.is_set():
+            self.step()
+        self.close()
+
+    def step(self, timeout_ms: int = 500) -> int:
+        """One poll: store, publish rejections, then commit. Returns messages handled."""
+        polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        messages = [m for batch in polled.values() for m in batch]
+        if not messages:
+            return 0
+        sized = [m for m in messages if m.value is not None and len(m.value) <= self.max_bytes]
+        outcomes = dict(
+            zip((id(m) for m in sized), self.app.submit_many(m.value for m in sized), strict=True)
+        )
+        now = datetime.now(UTC).isoformat()
+        for message in messages:
+            outcome = outcomes.get(id(message)) or _oversize(message, self.max_bytes)
+            if outcome.status == "rejected":
+                self.rejected += 1
+                self.producer.send(
+                    self.topics.rejected, key=message.key, value=_rejection(message, outcome, now)
+                )
+            elif outcome.status == "accepted":
+                self.accepted += 1
+            else:
+                self.duplicates += 1
+        self.producer.flush()
+        try:
+            self.consumer.commit()
+        except CommitFailedError as exc:
+            # The group rebalanced while we worked: what we stored will come again to the
+            # new owner and be recognised as duplicates.
+            log.warning("ingest: offsets not committed (%s); redelivery will be deduplicated", exc)
+        return len(messages)
+
+    def close(self) -> None:
+        try:
+            self.producer.flush()
+            self.consumer.close()
+            self.producer.close()
+        except KafkaError as exc:
+            log.warning("ingest: closing: %s", exc)
+
+
+def _oversize(message: ConsumerRecord, limit: int) -> Outcome:
+    if message.value is None:
+        return Outcome("rejected", code="malformed_envelope", message="the message has no value")
+    return Outcome(
+        "rejected",
+        code="oversize",
+        message=f"the message has {len(message.value)} bytes; envelopes are limited to {limit} bytes",
+    )
+
+
+def _rejection(message: ConsumerRecord, outcome: Outcome, now: str) -> bytes:
+    value: bytes = message.value or b""
+    return msgspec.json.encode(
+        Rejection(
+            code=outcome.code or "rejected",
+            message=outcome.message or "",
+            original=base64.b64encode(value[:KEEP_OF_OVERSIZE]).decode(),
+            original_size=len(value),
+            original_sha256=hashlib.sha256(value).hexdigest(),
+            source_topic=message.topic,
+            source_partition=message.partition,
+            source_offset=message.offset,
+            rejected_at=now,
+            field=outcome.field,
+            event_id=outcome.event_id,
+            coi=outcome.coi,
+        )
+    )

@@ -1,0 +1,52 @@
+"""What the ledger publishes on Kafka. Site systems publish bare DSSE envelopes (keyed by
+COI) on coi.site-events; everything else is one of these msgspec Structs as JSON."""
+
+from __future__ import annotations
+
+import msgspec
+
+# The Kafka key of everything without a COI (principal registry changes): one key, so one
+# partition, so they stay in order.
+REGISTRY_KEY = "registry"
+
+
+class LedgerRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An accepted record with its receipt, on coi.ledger (key: the COI, or REGISTRY_KEY)."""
+
+    sequence: int  # global sequence (the ledger's receipt)
+    leaf_index: int  # its leaf in the Merkle log
+    leaf_hash: str  # hex SHA-256(0x00 || record bytes)
+    stream: str
+    version: int
+    prev: str
+    recorded_at: str
+    envelope: str  # the DSSE envelope exactly as received
+    event_id: str
+    type: str
+    coi: str | None = None
+
+
+class Rejection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A refused input on coi.rejected: the original bytes, a stable code and a message."""
+
+    code: str
+    message: str
+    original: str  # base64 of the bytes exactly as consumed (the first 64 KiB of an oversize one)
+    original_size: int
+    original_sha256: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    rejected_at: str
+    field: str | None = None
+    event_id: str | None = None
+    coi: str | None = None
+
+
+class SignedCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A signed tree head on coi.checkpoints (key: the log origin)."""
+
+    origin: str
+    tree_size: int
+    root_hash: str  # base64
+    note: str  # the C2SP signed note, verbatim

@@ -1,0 +1,143 @@
+"""`coi up` and `coi run`: the ledger's services around a Kafka broker.
+
+`coi up` starts the local Tansu broker when no COI_KAFKA_BOOTSTRAP is set, creates the
+topics, and runs ingest, relay and projector as child processes (`coi run NAME`), logging to
+this terminal; Ctrl-C stops them cleanly, then the broker. While it runs, the bootstrap
+address is in coi-data/pipeline.json, where `coi demo` and `coi publish` find it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from projections.store import ProjectionStore
+
+from consumers.broker import TansuBroker, ensure_topics
+from consumers.ingest import Ingest
+from consumers.projector import Projector
+from consumers.relay import Relay
+from consumers.service import Service, configure_logging, run_forever, stop_on_signals
+from consumers.topics import Topics
+from ledger.application import LedgerApplication
+from ledger.config import data_dir
+
+SERVICES = ("ingest", "relay", "projector")
+
+
+def runtime_file() -> Path:
+    return data_dir() / "pipeline.json"
+
+
+def projections_url() -> str:
+    return os.environ.get("COI_PROJECTIONS_URL") or f"sqlite:///{data_dir() / 'projections.sqlite'}"
+
+
+def configured_bootstrap() -> str | None:
+    """COI_KAFKA_BOOTSTRAP, else the broker of a `coi up` running on this data folder."""
+    configured = os.environ.get("COI_KAFKA_BOOTSTRAP")
+    if configured:
+        return configured
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        state = json.loads(runtime_file().read_text())
+        os.kill(int(state["pid"]), 0)  # still running?
+        return str(state["bootstrap"])
+    return None
+
+
+def factory(name: str, bootstrap: str) -> Callable[[], Service]:
+    topics = Topics.from_env()
+
+    def make() -> Service:
+        ensure_topics(bootstrap, topics)
+        if name == "ingest":
+            return Ingest(LedgerApplication(), bootstrap, topics)
+        if name == "relay":
+            return Relay(LedgerApplication(), bootstrap, topics)
+        return Projector(ProjectionStore(projections_url()), bootstrap, topics)
+
+    return make
+
+
+def run_one(name: str) -> int:
+    """`coi run NAME`: one service in the foreground until SIGINT/SIGTERM."""
+    configure_logging()
+    bootstrap = configured_bootstrap()
+    if bootstrap is None:
+        print("coi: set COI_KAFKA_BOOTSTRAP to the Kafka cluster (or start `coi up`)", file=sys.stderr)
+        return 2
+    run_forever(name, factory(name, bootstrap), stop_on_signals())
+    return 0
+
+
+def up() -> int:
+    """`coi up`: broker (if needed) + the three services, until Ctrl-C."""
+    configure_logging()
+    stop = stop_on_signals()
+    broker = None
+    bootstrap = os.environ.get("COI_KAFKA_BOOTSTRAP")
+    if not bootstrap:
+        data_dir().mkdir(parents=True, exist_ok=True)
+        broker = TansuBroker(log=data_dir() / "broker.log").start()
+        bootstrap = broker.bootstrap
+        print(
+            f"coi up: local Tansu broker on {bootstrap} (in memory; log in {data_dir() / 'broker.log'})",
+            file=sys.stderr,
+        )
+    ensure_topics(bootstrap, Topics.from_env())
+    runtime_file().write_text(json.dumps({"bootstrap": bootstrap, "pid": os.getpid()}))
+    env = {**os.environ, "COI_KAFKA_BOOTSTRAP": bootstrap}
+    children = {
+        name: subprocess.Popen([sys.executable, "-m", "ledger.cli", "run", name], env=env)
+        for name in SERVICES
+    }
+    print(
+        f"coi up: ingest, relay and projector running against {bootstrap}. "
+        "In another terminal: coi demo, coi publish FILE, coi checkpoint. Ctrl-C stops everything.",
+        file=sys.stderr,
+    )
+    try:
+        while not stop.wait(1):
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"coi up: {name} exited with {child.returncode}; restarting it", file=sys.stderr)
+                    children[name] = subprocess.Popen(
+                        [sys.executable, "-m", "ledger.cli", "run", name], env=env
+                    )
+    finally:
+        for child in children.values():
+            with contextlib.suppress(ProcessLookupError):
+                child.send_signal(signal.SIGTERM)
+        for child in children.values():
+            try:
+                child.wait(20)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        with contextlib.suppress(OSError):
+            runtime_file().unlink()
+        if broker is not None:
+            broker.stop()
+        print("coi up: stopped", file=sys.stderr)
+    return 0
+
+
+def broker_foreground(port: int) -> int:
+    """`coi broker`: the local Tansu broker until Ctrl-C."""
+    stop = stop_on_signals()
+    broker = TansuBroker(port=port).start()
+    ensure_topics(broker.bootstrap, Topics.from_env())
+    print(
+        f"Tansu broker on {broker.bootstrap}; export COI_KAFKA_BOOTSTRAP={broker.bootstrap}", file=sys.stderr
+    )
+    try:
+        while not stop.wait(1) and broker.process is not None and broker.process.poll() is None:
+            pass
+    finally:
+        broker.stop()
+    return 0

@@ -1,0 +1,156 @@
+"""The relay: the ledger's log -> coi.ledger and coi.checkpoints.
+
+It integrates committed records into the Merkle log, publishes each (in leaf order, keyed by
+COI) with its receipt, signs checkpoints by policy and publishes every signed checkpoint.
+Its position is kept in the ledger's database after the producer's flush, so it resumes
+where it stopped (a crash in between publishes a few records twice; consumers deduplicate
+by sequence). A broker that lost its messages (Tansu keeps none across a restart) is noticed
+by reading back the last record published, where the broker said it put it; then the relay
+publishes the whole log again, so sites waiting for receipts get them.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+
+import msgspec
+from kafka import TopicPartition
+
+from aggregates.base import body_of
+from consumers import kafka
+from consumers.broker import ensure_topics
+from consumers.messages import REGISTRY_KEY, LedgerRecord, SignedCheckpoint
+from consumers.topics import Topics
+from ledger import ledgerkey
+from ledger.application import LedgerApplication
+from ledger.checkpoint import parse
+from ledger.config import checkpoint_policy
+from ledger.log import MerkleLog
+from ledger.logstore import RelayPosition
+from ledger.records import stored_record
+
+log = logging.getLogger("coi.relay")
+_decoder = msgspec.json.Decoder(LedgerRecord)
+
+CHUNK = 2000
+RESET_CHECK_SECONDS = 5.0
+
+
+class Relay:
+    def __init__(self, app: LedgerApplication, bootstrap: str, topics: Topics, name: str = "relay") -> None:
+        self.app = app
+        self.bootstrap = bootstrap
+        self.topics = topics
+        self.name = name
+        self.log = MerkleLog(app)
+        self.producer = kafka.producer(bootstrap)
+        self.probe = kafka.consumer(bootstrap)  # reads back one record to see the log survived
+        self.signer = ledgerkey.signer()
+        self.origin = ledgerkey.origin()
+        self.checked_at = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        log.info("relay: publishing the log to %s and %s", self.topics.ledger, self.topics.checkpoints)
+        while not stop.is_set():
+            if not self.step():
+                stop.wait(0.2)
+        self.close()
+
+    def step(self) -> int:
+        """Publish what is new; returns how many messages were published."""
+        if time.monotonic() - self.checked_at > RESET_CHECK_SECONDS:
+            self._notice_reset()
+        size = self.log.integrate()
+        sent = self._publish_records(size)
+        every, seconds = checkpoint_policy()
+        if self.log.due(every, seconds):
+            self.log.checkpoint(self.signer, self.origin)
+        return sent + self._publish_checkpoints()
+
+    def _publish_records(self, size: int) -> int:
+        position = self.log.store.relay_position(self.name)
+        if position.next_leaf >= size:
+            return 0
+        leaves = self.log.store.leaves(position.next_leaf, min(size, position.next_leaf + CHUNK))
+        hashes = self.log.store.node_range(0, leaves[0][0], leaves[-1][0])
+        stored = {
+            n.id: n
+            for n in self.app.recorder.select_notifications(
+                start=leaves[0][1], limit=len(leaves), stop=leaves[-1][1]
+            )
+        }
+        sent = None
+        for index, sequence in leaves:
+            n = stored[sequence]
+            record = stored_record(n.originator_id, n.originator_version, n.state)  # type: ignore[arg-type]
+            body = body_of(record.envelope)
+            coi = getattr(body, "coi", None)
+            message = LedgerRecord(
+                sequence=sequence,
+                leaf_index=index,
+                leaf_hash=hashes[index].hex(),
+                stream=record.stream,
+                version=record.version,
+                prev=record.prev,
+                recorded_at=record.recorded_at,
+                envelope=record.envelope,
+                event_id=str(body.event_id),
+                type=str(type(body).__struct_config__.tag),
+                coi=coi,
+            )
+            key = (coi or REGISTRY_KEY).encode()
+            sent = self.producer.send(self.topics.ledger, key=key, value=msgspec.json.encode(message))
+        self.producer.flush()
+        assert sent is not None
+        landed = sent.get(timeout=30)
+        self.log.store.set_relay_position(
+            self.name, RelayPosition(leaves[-1][0] + 1, landed.partition, landed.offset, leaves[-1][1])
+        )
+        return len(leaves)
+
+    def _publish_checkpoints(self) -> int:
+        name = f"{self.name}:checkpoints"
+        last = self.log.store.relay_position(name).next_leaf  # here: the last tree size published
+        fresh = [c for c in self.log.store.checkpoints() if c.size > last]
+        for stored in fresh:
+            checkpoint, _, _ = parse(stored.note)
+            message = SignedCheckpoint(
+                checkpoint.origin, stored.size, base64.b64encode(stored.root).decode(), stored.note
+            )
+            self.producer.send(
+                self.topics.checkpoints, key=checkpoint.origin.encode(), value=msgspec.json.encode(message)
+            )
+        if fresh:
+            self.producer.flush()
+            self.log.store.set_relay_position(name, RelayPosition(fresh[-1].size, -1, -1, -1))
+        return len(fresh)
+
+    def _notice_reset(self) -> None:
+        """If the last record published is no longer where the broker put it, the broker lost
+        the log (Tansu keeps nothing across a restart): publish it all again."""
+        self.checked_at = time.monotonic()
+        ensure_topics(self.bootstrap, self.topics)
+        position = self.log.store.relay_position(self.name)
+        if position.probe_partition < 0:
+            return
+        tp = TopicPartition(self.topics.ledger, position.probe_partition)
+        self.probe.assign([tp])
+        self.probe.seek(tp, position.probe_offset)
+        found = [m for batch in self.probe.poll(timeout_ms=2000, max_records=1).values() for m in batch]
+        same = found and found[0].offset == position.probe_offset
+        if same and _decoder.decode(found[0].value).sequence == position.probe_sequence:
+            return
+        log.warning(
+            "relay: sequence %d is no longer at %s offset %d: the broker lost the log; publishing it again",
+            position.probe_sequence, tp, position.probe_offset,
+        )  # fmt: skip
+        self.log.store.set_relay_position(self.name, RelayPosition(0, -1, -1, -1))
+        self.log.store.set_relay_position(f"{self.name}:checkpoints", RelayPosition(0, -1, -1, -1))
+
+    def close(self) -> None:
+        self.producer.flush()
+        self.producer.close()
+        self.probe.close()

@@ -1,0 +1,49 @@
+"""Running one service in the foreground: logging, clean shutdown on SIGINT/SIGTERM, and
+reconnection with backoff when the broker goes away."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from kafka.errors import KafkaError
+
+from consumers.broker import BrokerError
+
+log = logging.getLogger("coi.service")
+
+
+class Service(Protocol):
+    def run(self, stop: threading.Event) -> None: ...
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+
+
+def stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def run_forever(name: str, make: Callable[[], Service], stop: threading.Event) -> None:
+    """(Re)create the service and run it until `stop`; a lost broker means wait and retry."""
+    backoff = 1.0
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            make().run(stop)
+        except (KafkaError, BrokerError, OSError) as exc:
+            if time.monotonic() - started > 30:
+                backoff = 1.0
+            log.warning("%s: %s; retrying in %.0f s", name, exc, backoff)
+            stop.wait(backoff)
+            backoff = min(backoff * 2, 15.0)
+    log.info("%s: stopped", name)

@@ -1,0 +1,226 @@
+"""The site side: publish signed envelopes to coi.site-events and keep each in a durable
+local outbox (SQLite) until the ledger's receipt on coi.ledger or its rejection on
+coi.rejected is seen. Unacknowledged envelopes are sent again after a timeout, each
+patient's in their original order, which is what lets a site survive a broker that loses
+messages. The ledger stores a resent envelope once (same event_id, same bytes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+from kafka import KafkaConsumer, TopicPartition
+
+from consumers import kafka
+from consumers.messages import REGISTRY_KEY, LedgerRecord, Rejection
+from consumers.topics import Topics
+from ledger.dsse import b64decode
+from ledger.rejection import Rejected
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    digest TEXT NOT NULL,
+    coi TEXT NOT NULL,
+    envelope BLOB NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',   -- pending | held | accepted | rejected
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sent_at REAL NOT NULL DEFAULT 0,
+    sequence INTEGER,
+    recorded_at TEXT,   -- the ledger's time for an accepted one, the rejection's for a held one
+    code TEXT,
+    message TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_digest ON outbox (digest);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, coi, n);
+"""
+
+# Refusals that can be an effect of an earlier event of the same patient still in flight
+# (lost by the broker and resent, or stored but not yet relayed): such a refusal is held
+# until every earlier event of the patient is acknowledged. If they were all in the ledger
+# before the refusal, it stands; otherwise the held envelope is sent again.
+ORDER_DEPENDENT = frozenset({"out_of_sequence", "not_enrolled", "unknown_unit", "not_custodian"})
+
+
+@dataclass(frozen=True)
+class Entry:
+    event_id: str
+    status: str
+    sequence: int | None
+    code: str | None
+    message: str | None
+
+
+class _Peek(msgspec.Struct):
+    event_id: str | None = None
+    coi: str | None = None
+
+
+def _identify(envelope: bytes) -> tuple[str, str, str]:
+    """(event_id, kafka key, digest), read leniently: the ledger judges the envelope, not us;
+    bytes that cannot even be read are keyed by their digest."""
+    digest = hashlib.sha256(envelope).hexdigest()
+    try:
+        payload = msgspec.json.decode(envelope, type=dict[str, object]).get("payload")
+        peek = msgspec.json.decode(b64decode(str(payload), "payload"), type=_Peek)
+    except (msgspec.MsgspecError, Rejected, UnicodeError, TypeError):
+        return f"sha256:{digest}", "unreadable", digest
+    event_id = peek.event_id or f"sha256:{digest}"
+    # Registry changes (no COI) share one key, so the ledger takes them in the order sent.
+    return event_id, peek.coi or REGISTRY_KEY, digest
+
+
+class SitePublisher:
+    def __init__(self, bootstrap: str, topics: Topics, outbox: Path, resend_after: float = 30.0) -> None:
+        self.topics = topics
+        self.resend_after = resend_after
+        outbox.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(outbox, isolation_level=None)
+        self.db.executescript(_SCHEMA)
+        self.producer = kafka.producer(bootstrap)
+        self.acks = KafkaConsumer(bootstrap_servers=bootstrap, **kafka.CONSUMER_DEFAULTS)
+        self.assigned: set[str] = set()
+
+    def publish(self, envelope: bytes) -> str:
+        """Put one envelope in the outbox and send it; returns its event id (or digest id)."""
+        event_id, key, digest = _identify(envelope)
+        self.db.execute(
+            "INSERT OR IGNORE INTO outbox (event_id, digest, coi, envelope) VALUES (?, ?, ?, ?)",
+            (event_id, digest, key, envelope),
+        )
+        status = self.db.execute(
+            "SELECT status, attempts FROM outbox WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        if status[0] == "pending" and status[1] == 0:
+            self._send([(event_id, key, envelope)])
+        return event_id
+
+    def _send(self, rows: list[tuple[str, str, bytes]]) -> None:
+        for _, key, envelope in rows:
+            self.producer.send(self.topics.site_events, key=key.encode(), value=envelope)
+        self.producer.flush()
+        now = time.time()
+        self.db.executemany(
+            "UPDATE outbox SET attempts = attempts + 1, sent_at = ? WHERE event_id = ?",
+            [(now, event_id) for event_id, _, _ in rows],
+        )
+
+    def resend_due(self) -> int:
+        """Send again what has waited too long, with everything after it for the same patient."""
+        cutoff = time.time() - self.resend_after
+        stale = {
+            c
+            for (c,) in self.db.execute(
+                "SELECT DISTINCT coi FROM outbox WHERE status = 'pending' AND sent_at < ?", (cutoff,)
+            )
+        }
+        rows = [
+            (e, c, bytes(v))
+            for e, c, v in self.db.execute(
+                "SELECT event_id, coi, envelope FROM outbox WHERE status = 'pending' ORDER BY n"
+            )
+            if c in stale
+        ]
+        if rows:
+            self._send(rows)
+        return len(rows)
+
+    def pump(self, seconds: float = 0.5) -> int:
+        """Read receipts and rejections for up to `seconds`; returns how many were new."""
+        self._assign()
+        done = 0
+        for batch in self.acks.poll(timeout_ms=int(seconds * 1000), max_records=5000).values():
+            for message in batch:
+                done += self._acknowledge(message.topic, message.value)
+        return done
+
+    def _assign(self) -> None:
+        wanted = [self.topics.ledger, self.topics.rejected]
+        partitions = [
+            TopicPartition(topic, p)
+            for topic in wanted
+            for p in sorted(self.acks.partitions_for_topic(topic) or [])
+        ]
+        names = {f"{tp.topic}:{tp.partition}" for tp in partitions}
+        if names != self.assigned:
+            self.acks.assign(partitions)
+            self.assigned = names
+
+    def _acknowledge(self, topic: str, value: bytes) -> int:
+        if topic == self.topics.ledger:
+            record = msgspec.json.decode(value, type=LedgerRecord)
+            cursor = self.db.execute(
+                "UPDATE outbox SET status = 'accepted', sequence = ?, recorded_at = ?, code = NULL, "
+                "message = NULL WHERE event_id = ? AND status != 'accepted'",
+                (record.sequence, record.recorded_at, record.event_id),
+            )
+            return cursor.rowcount
+        rejection = msgspec.json.decode(value, type=Rejection)
+        row = self.db.execute(
+            "SELECT event_id, coi, n FROM outbox WHERE status = 'pending' AND (event_id = ? OR digest = ?)",
+            (rejection.event_id or "", rejection.original_sha256),
+        ).fetchone()
+        if row is None:
+            return 0
+        status = "held" if rejection.code in ORDER_DEPENDENT else "rejected"
+        self.db.execute(
+            "UPDATE outbox SET status = ?, code = ?, message = ?, recorded_at = ? WHERE event_id = ?",
+            (status, rejection.code, rejection.message, rejection.rejected_at, row[0]),
+        )
+        return 1
+
+    def _settle_held(self) -> None:
+        held = self.db.execute(
+            "SELECT event_id, coi, n, recorded_at FROM outbox WHERE status = 'held'"
+        ).fetchall()
+        for event_id, coi, n, rejected_at in held:
+            earlier = self.db.execute(
+                "SELECT status, recorded_at FROM outbox WHERE coi = ? AND n < ? AND status != 'rejected'",
+                (coi, n),
+            ).fetchall()
+            if any(status in ("pending", "held") for status, _ in earlier):
+                continue
+            late = any(_utc(at) > _utc(rejected_at) for _, at in earlier)
+            self.db.execute(
+                "UPDATE outbox SET status = ?, sent_at = 0 WHERE event_id = ?",
+                ("pending" if late else "rejected", event_id),
+            )
+
+    def entries(self, event_ids: list[str]) -> list[Entry]:
+        found: dict[str, Entry] = {}
+        for i in range(0, len(event_ids), 500):
+            chunk = event_ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT event_id, status, sequence, code, message FROM outbox WHERE event_id IN ({marks})"  # noqa: S608
+            found.update({r[0]: Entry(*r) for r in self.db.execute(sql, chunk)})
+        return [found[e] for e in event_ids]
+
+    def wait(self, event_ids: list[str], timeout: float) -> list[Entry]:
+        """Pump and resend until every one is acknowledged or the time is up."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.pending_among(event_ids) == 0:
+                break
+            self.pump(0.5)
+            self._settle_held()
+            self.resend_due()
+        return self.entries(event_ids)
+
+    def pending_among(self, event_ids: list[str]) -> int:
+        return sum(1 for e in self.entries(event_ids) if e.status in ("pending", "held"))
+
+    def close(self) -> None:
+        self.producer.close()
+        self.acks.close()
+        self.db.close()
+
+
+def _utc(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp).astimezone(UTC)
