@@ -12,10 +12,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import os
+import socket
 import threading
+import time
 from datetime import UTC, datetime
 
 import msgspec
+from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 
@@ -25,6 +29,13 @@ from consumers.topics import Topics
 from ledger.application import LedgerApplication, Outcome
 
 log = logging.getLogger("coi.ingest")
+
+RESET_CHECK_SECONDS = 5.0
+
+
+class BrokerResetError(KafkaError):
+    """The broker forgot this group's offsets; the service is recreated and reads again."""
+
 
 MAX_ENVELOPE_BYTES = 256 * 1024
 # An oversize input is rejected with this much of it (and its digest): the whole of it is
@@ -38,7 +49,7 @@ class Ingest:
         app: LedgerApplication,
         bootstrap: str,
         topics: Topics,
-        group: str = "coi-ingest",
+        group: str | None = None,
         max_records: int = 1000,
         max_bytes: int = MAX_ENVELOPE_BYTES,
     ) -> None:
@@ -46,11 +57,21 @@ class Ingest:
         self.topics = topics
         self.max_records = max_records
         self.max_bytes = max_bytes
+        # One group per environment: the topic prefix names it too.
+        group = group or f"{topics.prefix}coi-ingest"
         self.consumer = kafka.consumer(
-            bootstrap, topics.site_events, group=group, max_poll_records=max_records
+            bootstrap,
+            topics.site_events,
+            group=group,
+            max_poll_records=max_records,
+            client_id=f"coi-ingest-{socket.gethostname()}-{os.getpid()}",
         )
         self.producer = kafka.producer(bootstrap)
         self.accepted = self.rejected = self.duplicates = 0
+        self.probe = kafka.consumer(bootstrap)  # reads one message back to see the log survived
+        self.last_seen: tuple[TopicPartition, int, bytes] | None = None
+        self.assigned: list[int] = []
+        self.checked_at = time.monotonic()
 
     def run(self, stop: threading.Event) -> None:
         log.info("ingest: consuming %s", self.topics.site_events)
@@ -60,10 +81,22 @@ class Ingest:
 
     def step(self, timeout_ms: int = 500) -> int:
         """One poll: store, publish rejections, then commit. Returns messages handled."""
+        if time.monotonic() - self.checked_at > RESET_CHECK_SECONDS:
+            self._notice_reset()
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=self.max_records)
+        assigned = sorted(tp.partition for tp in self.consumer.assignment())
+        if assigned != self.assigned:
+            log.info("ingest: partitions %s of %s", assigned, self.topics.site_events)
+            self.assigned = assigned
         messages = [m for batch in polled.values() for m in batch]
         if not messages:
             return 0
+        last = messages[-1]
+        self.last_seen = (
+            TopicPartition(last.topic, last.partition),
+            last.offset,
+            hashlib.sha256(last.value or b"").digest(),
+        )
         sized = [m for m in messages if m.value is not None and len(m.value) <= self.max_bytes]
         outcomes = dict(
             zip((id(m) for m in sized), self.app.submit_many(m.value for m in sized), strict=True)
@@ -89,11 +122,24 @@ class Ingest:
             log.warning("ingest: offsets not committed (%s); redelivery will be deduplicated", exc)
         return len(messages)
 
+    def _notice_reset(self) -> None:
+        """A broker that lost its log (Tansu keeps none across a restart) also forgets the
+        group's offsets, and the consumer would wait at positions past the new, empty log.
+        If the last message seen is gone, start over: everything the topic now holds is read
+        again, and what was already stored comes back as duplicates."""
+        self.checked_at = time.monotonic()
+        if self.last_seen is None:
+            return
+        tp, offset, digest = self.last_seen
+        if not kafka.still_there(self.probe, tp, offset, lambda v: hashlib.sha256(v).digest() == digest):
+            raise BrokerResetError(f"the message at {tp} offset {offset} is gone: the broker lost its log")
+
     def close(self) -> None:
         try:
             self.producer.flush()
             self.consumer.close()
             self.producer.close()
+            self.probe.close()
         except KafkaError as exc:
             log.warning("ingest: closing: %s", exc)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 # Tansu (and small clusters) answer a first group join slowly with the default 5 minute
 # max poll interval; a short one keeps joins and rebalances to seconds.
@@ -18,7 +19,16 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 
 
 def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
-    settings: dict[str, Any] = {"acks": "all", "linger_ms": 5, "retries": 5, "max_request_size": 4 << 20}
+    # No broker-side idempotence: the ledger deduplicates by event_id and consumers by
+    # sequence, and a broker that restarts (Tansu) forgets producer ids, which would leave an
+    # idempotent producer failing every send.
+    settings: dict[str, Any] = {
+        "acks": "all",
+        "linger_ms": 5,
+        "retries": 5,
+        "enable_idempotence": False,
+        "max_request_size": 4 << 20,
+    }
     settings.update(overrides)
     return KafkaProducer(bootstrap_servers=bootstrap, **settings)
 
@@ -26,3 +36,13 @@ def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
 def consumer(bootstrap: str, *topics: str, group: str | None = None, **overrides: Any) -> KafkaConsumer:
     settings = {**CONSUMER_DEFAULTS, "group_id": group, **overrides}
     return KafkaConsumer(*topics, bootstrap_servers=bootstrap, **settings)
+
+
+def still_there(probe: KafkaConsumer, tp: TopicPartition, offset: int, same: Callable[[bytes], bool]) -> bool:
+    """Whether the message we saw at `offset` is still there. A broker that lost its log
+    (Tansu keeps none across a restart) answers with nothing or with something else; asking
+    this way, not through the group coordinator, never disturbs a rebalance."""
+    probe.assign([tp])
+    probe.seek(tp, offset)
+    found = [m for batch in probe.poll(timeout_ms=2000, max_records=1).values() for m in batch]
+    return bool(found) and found[0].offset == offset and found[0].value is not None and same(found[0].value)

@@ -137,11 +137,12 @@ class Relay:
         if position.probe_partition < 0:
             return
         tp = TopicPartition(self.topics.ledger, position.probe_partition)
-        self.probe.assign([tp])
-        self.probe.seek(tp, position.probe_offset)
-        found = [m for batch in self.probe.poll(timeout_ms=2000, max_records=1).values() for m in batch]
-        same = found and found[0].offset == position.probe_offset
-        if same and _decoder.decode(found[0].value).sequence == position.probe_sequence:
+        if kafka.still_there(
+            self.probe,
+            tp,
+            position.probe_offset,
+            lambda v: _decoder.decode(v).sequence == position.probe_sequence,
+        ):
             return
         log.warning(
             "relay: sequence %d is no longer at %s offset %d: the broker lost the log; publishing it again",

@@ -23,7 +23,8 @@ class Service(Protocol):
 
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("kafka").setLevel(logging.ERROR)
+    # kafka-python logs every dropped connection at ERROR; the services report what matters.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
 
 
 def stop_on_signals() -> threading.Event:

@@ -7,6 +7,7 @@ messages. The ledger stores a resent envelope once (same event_id, same bytes).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
 
 from consumers import kafka
 from consumers.messages import REGISTRY_KEY, LedgerRecord, Rejection
@@ -103,13 +105,14 @@ class SitePublisher:
         return event_id
 
     def _send(self, rows: list[tuple[str, str, bytes]]) -> None:
-        for _, key, envelope in rows:
-            self.producer.send(self.topics.site_events, key=key.encode(), value=envelope)
-        self.producer.flush()
+        """Send; what the broker did not take stays due and goes again with the next resend."""
+        futures = [self.producer.send(self.topics.site_events, key=k.encode(), value=v) for _, k, v in rows]
+        with contextlib.suppress(KafkaError):  # each future below says whether its message made it
+            self.producer.flush(timeout=30)
         now = time.time()
         self.db.executemany(
             "UPDATE outbox SET attempts = attempts + 1, sent_at = ? WHERE event_id = ?",
-            [(now, event_id) for event_id, _, _ in rows],
+            [(now, row[0]) for row, f in zip(rows, futures, strict=True) if f.is_done and f.succeeded()],
         )
 
     def resend_due(self) -> int:
@@ -130,6 +133,9 @@ class SitePublisher:
         ]
         if rows:
             self._send(rows)
+            # Receipts may have been lost with a broker reset too, and a consumer positioned
+            # past the new end of the log would wait forever: read them all again.
+            self.acks.seek_to_beginning()
         return len(rows)
 
     def pump(self, seconds: float = 0.5) -> int:

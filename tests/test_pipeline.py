@@ -1,0 +1,235 @@
+"""The pipeline under faults, with real processes and a real Kafka-protocol broker (an
+external cluster when COI_KAFKA_BOOTSTRAP is set, else testcontainers or Tansu)."""
+
+from __future__ import annotations
+
+import base64
+import signal
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from consumers.broker import TansuBroker, bootstrap_servers, ensure_topics, free_port
+from consumers.kafka import consumer
+from consumers.messages import Rejection
+from consumers.site_publisher import SitePublisher
+from ledger import events as ev
+from ledger.application import LedgerApplication
+from ledger.cast import Member, envelope
+from ledger.journeys import Cast, Journey, Step
+from projections.rebuild import rebuild
+from projections.store import ProjectionStore
+from tests.pipeline_support import Stack, wait_until
+
+
+@pytest.fixture(scope="module")
+def bootstrap() -> Iterator[str]:
+    with bootstrap_servers() as address:
+        yield address
+
+
+@pytest.fixture
+def stack(tmp_path: Path, bootstrap: str) -> Iterator[Stack]:
+    s = Stack(tmp_path, bootstrap, f"t{uuid.uuid4().hex[:8]}.")
+    ensure_topics(bootstrap, s.topics)
+    yield s
+    s.stop_all()
+
+
+def journeys(cast: Cast, patients: int) -> list[Step]:
+    """Every accepted step of `patients` journeys, interleaved as live sites send them."""
+    start = datetime.now(UTC) - timedelta(days=30)
+    queues = [
+        [s for s in Journey(cast, i, start, "happy").steps() if s.expect is None] for i in range(patients)
+    ]
+    return [s for round_ in zip(*queues, strict=True) for s in round_]
+
+
+def stored(stack: Stack) -> int:
+    with sqlite3.connect(stack.ledger_url.removeprefix("sqlite:///")) as db:
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0])
+        except sqlite3.OperationalError:
+            return 0
+
+
+def publisher(stack: Stack, resend_after: float = 30.0) -> SitePublisher:
+    return SitePublisher(
+        stack.bootstrap, stack.topics, stack.root / "outbox.sqlite", resend_after=resend_after
+    )
+
+
+def register(stack: Stack, site: SitePublisher, cast: Cast) -> None:
+    ids = [site.publish(raw) for raw in cast.registrations(datetime.now(UTC) - timedelta(days=40))]
+    entries = site.wait(ids, 90)
+    assert all(e.status == "accepted" for e in entries), (entries, stack.logs())
+
+
+def assert_exactly_once(stack: Stack, steps: list[Step], registrations: int) -> None:
+    app = LedgerApplication(stack.ledger_url)
+    envelopes = [env for _, _, env in app.records()]
+    assert len(envelopes) == len(set(envelopes)) == registrations + len(steps)
+    assert {s.envelope.decode() for s in steps} <= set(envelopes)
+
+
+def test_publish_ingest_relay_project_end_to_end(stack: Stack, cast: Cast) -> None:
+    for service in ("ingest", "relay", "projector"):
+        stack.start(service)
+    site = publisher(stack)
+    register(stack, site, cast)
+    steps = journeys(cast, 3)
+    entries = site.wait([site.publish(s.envelope) for s in steps], 120)
+    assert all(e.status == "accepted" and e.sequence for e in entries), stack.logs()
+    assert_exactly_once(stack, steps, len(cast.members))
+    projections = ProjectionStore(stack.projections_url)
+    wait_until(lambda: len(projections.snapshot().timeline) > 0 and _caught_up(stack, projections), 60,
+               "the projector", stack)  # fmt: skip
+    live = projections.snapshot()
+    rebuilt = ProjectionStore(f"sqlite:///{stack.root / 'rebuilt.sqlite'}")
+    rebuild(LedgerApplication(stack.ledger_url), rebuilt)
+    assert live == rebuilt.snapshot()
+
+
+def _caught_up(stack: Stack, projections: ProjectionStore) -> bool:
+    rebuilt = ProjectionStore(f"sqlite:///{stack.root / f'probe-{uuid.uuid4().hex[:6]}.sqlite'}")
+    rebuild(LedgerApplication(stack.ledger_url), rebuilt)
+    return projections.snapshot() == rebuilt.snapshot()
+
+
+def test_ingest_killed_mid_batch_stores_every_event_exactly_once(stack: Stack, cast: Cast) -> None:
+    site = publisher(stack)
+    first = stack.start("ingest")
+    stack.start("relay")  # receipts for the registrations
+    register(stack, site, cast)
+    stack.kill(first, signal.SIGTERM)
+    steps = journeys(cast, 40)  # a backlog of about 1,300 events
+    for s in steps:
+        site.publish(s.envelope)
+    before = stored(stack)
+    busy = stack.start("ingest")
+    wait_until(lambda: stored(stack) > before + 50, 60, "the ingest to store a first batch", stack)
+    stack.kill(busy, signal.SIGKILL)  # in the middle of its work
+    assert stored(stack) < before + len(steps)
+    stack.start("ingest")
+    wait_until(lambda: stored(stack) == len(cast.members) + len(steps), 120, "every event stored", stack)
+    assert_exactly_once(stack, steps, len(cast.members))
+
+
+def test_projector_killed_midway_equals_a_full_rebuild(stack: Stack, cast: Cast) -> None:
+    for service in ("ingest", "relay"):
+        stack.start(service)
+    site = publisher(stack)
+    register(stack, site, cast)
+    steps = journeys(cast, 8)
+    site.wait([site.publish(s.envelope) for s in steps], 120)
+    projector = stack.start("projector")
+    projections = ProjectionStore(stack.projections_url)
+    wait_until(lambda: len(projections.snapshot().timeline) > 10, 60, "the projector to start", stack)
+    stack.kill(projector, signal.SIGKILL)
+    stack.start("projector")
+    wait_until(lambda: _caught_up(stack, projections), 90, "the projector to catch up", stack)
+
+
+def test_two_ingest_consumers_share_partitions_and_keep_per_patient_order(stack: Stack, cast: Cast) -> None:
+    stack.start("ingest")
+    stack.start("relay")
+    site = publisher(stack)
+    register(stack, site, cast)
+    stack.start("ingest")  # joins the group: a rebalance while events flow
+    steps = journeys(cast, 16)
+    entries = site.wait([site.publish(s.envelope) for s in steps], 180)
+    assert all(e.status == "accepted" for e in entries), [e for e in entries if e.status != "accepted"][:3]
+    assert_exactly_once(stack, steps, len(cast.members))
+    app = LedgerApplication(stack.ledger_url)
+    by_coi: dict[str, list[str]] = {}
+    for step in steps:  # publish order, per patient
+        coi = msgspec.json.decode(base64.b64decode(msgspec.json.decode(step.envelope)["payload"]))["coi"]
+        by_coi.setdefault(coi, []).append(step.envelope.decode())
+    recorded: dict[str, list[str]] = {}
+    for _, _, env in app.records():
+        payload = msgspec.json.decode(base64.b64decode(msgspec.json.decode(env)["payload"]))
+        if "coi" in payload:
+            recorded.setdefault(payload["coi"], []).append(env)
+    assert recorded == by_coi
+    logs = "".join(p.read_text() for p in stack.root.glob("ingest.log"))
+    assert logs.count("consuming") >= 2
+
+
+def test_bad_input_goes_to_the_rejected_topic_and_good_events_behind_it_pass(
+    stack: Stack, cast: Cast
+) -> None:
+    stack.start("ingest")
+    stack.start("relay")
+    site = publisher(stack)
+    register(stack, site, cast)
+    steps = journeys(cast, 1)
+    enrolled = site.wait([site.publish(steps[0].envelope)], 60)[0]
+    assert enrolled.status == "accepted"
+    coi = msgspec.json.decode(base64.b64decode(msgspec.json.decode(steps[0].envelope)["payload"]))["coi"]
+    stranger = Member.new("nurse.bdw", "Impostor", "person", ("collection",), "US-BDW")
+    at = datetime.now(UTC) - timedelta(hours=1)
+    good = envelope(ev.DeviationOpened, cast["nurse.bdw"], at, coi=coi, deviation_id="D-1",
+                    description="smudged label", severity="minor")  # fmt: skip
+    plain = {"payloadType": "text/plain", "payload": "", "signatures": []}
+    bad = {
+        "malformed_json": b"{not json",
+        "oversize": b'{"payloadType": "' + b"x" * 300_000 + b'"}',
+        "wrong_payload_type": msgspec.json.encode(plain),
+        "unknown_key": envelope(
+            ev.DeviationOpened, stranger, at, coi=coi, deviation_id="D-2", description="x", severity="minor"
+        ),
+        "out_of_sequence": envelope(
+            ev.QcSampleTaken, cast["analyst.ssf"], at, coi=coi, batch_id="B-x", sample_id="S"
+        ),
+    }
+    ids = [site.publish(raw) for raw in bad.values()] + [site.publish(good)]
+    entries = site.wait(ids, 90)
+    assert [e.code for e in entries[:-1]] == list(bad), [(e.status, e.code, e.message) for e in entries]
+    assert entries[-1].status == "accepted"
+    seen = consumer(stack.bootstrap, stack.topics.rejected)
+    rejections: list[Rejection] = []
+    wait_until(lambda: _drain(seen, rejections) >= len(bad), 30, "the rejections on coi.rejected")
+    seen.close()
+    by_code = {r.code: r for r in rejections}
+    assert set(by_code) == set(bad)
+    assert base64.b64decode(by_code["malformed_json"].original) == bad["malformed_json"]
+    assert by_code["oversize"].original_size == len(bad["oversize"])
+
+
+def _drain(kafka_consumer: object, into: list[Rejection]) -> int:
+    for batch in kafka_consumer.poll(timeout_ms=500).values():  # type: ignore[attr-defined]
+        into.extend(msgspec.json.decode(m.value, type=Rejection) for m in batch)
+    return len(into)
+
+
+def test_broker_restart_loses_messages_and_the_outbox_makes_the_ledger_whole(
+    tmp_path: Path, cast: Cast
+) -> None:
+    port = free_port()
+    broker = TansuBroker(port=port, log=tmp_path / "broker.log").start()
+    stack = Stack(tmp_path, broker.bootstrap, "restart.")
+    try:
+        ensure_topics(broker.bootstrap, stack.topics)
+        stack.start("ingest")
+        stack.start("relay")
+        site = publisher(stack, resend_after=3)
+        register(stack, site, cast)
+        steps = journeys(cast, 8)
+        ids = [site.publish(s.envelope) for s in steps[: len(steps) // 2]]
+        wait_until(lambda: stored(stack) > len(cast.members) + 10, 60, "a first part stored", stack)
+        broker.stop()  # Tansu keeps messages in memory only: whatever was in flight is gone
+        broker = TansuBroker(port=port, log=tmp_path / "broker.log").start()
+        ensure_topics(broker.bootstrap, stack.topics)
+        ids += [site.publish(s.envelope) for s in steps[len(steps) // 2 :]]
+        entries = site.wait(ids, 180)
+        missing = [e for e in entries if e.status != "accepted"]
+        assert not missing, (missing[:3], stack.logs())
+        assert_exactly_once(stack, steps, len(cast.members))
+    finally:
+        stack.stop_all()
+        broker.stop()
