@@ -18,13 +18,10 @@ Run: python benchmarks/append.py [--events N] [--batch-size N] [--stores sqlite,
 from __future__ import annotations
 
 import argparse
-import contextlib
 import cProfile
 import gc
 import io
 import itertools
-import os
-import platform
 import pstats
 import resource
 import shlex
@@ -37,12 +34,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from importlib.metadata import version
 from pathlib import Path
 from typing import TypeVar
 from uuid import UUID
 
 import psycopg
+from common import machine_info, percentile, rate, reset_peak_rss, spread
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
@@ -192,15 +189,6 @@ class LedgerRun:
     batch_ms: list[float]
     peak_rss_mib: float
     rss_scope: str
-
-
-def reset_peak_rss() -> str:
-    """Reset the kernel's high-water mark so the peak belongs to this run alone (Linux)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return "process peak since start"
-    return "peak during this run"
 
 
 def register(app: LedgerApplication, work: Workload) -> None:
@@ -387,37 +375,6 @@ def measure(store: Store, work: Workload, batch_size: int, repeat: int) -> Store
     store.clear(LedgerApplication.name)
     store.clear(RawAppend.name)
     return result
-
-
-def machine_info() -> list[str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    libs = ", ".join(f"{p} {version(p)}" for p in ("eventsourcing", "cryptography", "msgspec", "psycopg"))
-    return [
-        f"machine:  {usable} usable cores (nproc), {model}, {platform.system()} {platform.release()}",
-        f"python:   {platform.python_implementation()} {platform.python_version()} ({sys.executable})",
-        f"libs:     {libs}; SQLite {sqlite3.sqlite_version}",
-    ]
-
-
-def rate(value: float) -> str:
-    return f"{value:>10,.0f}"
-
-
-def spread(values: list[float]) -> str:
-    return "runs " + " / ".join(f"{v:,.0f}" for v in values) if len(values) > 1 else ""
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def verdict_of(r: StoreResult) -> str:

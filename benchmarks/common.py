@@ -1,0 +1,51 @@
+"""Helpers shared by the benchmarks: machine description, figures, peak memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sqlite3
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+
+def machine_info() -> list[str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    libs = ", ".join(f"{p} {version(p)}" for p in ("eventsourcing", "cryptography", "msgspec", "psycopg"))
+    return [
+        f"machine:  {usable} usable cores (nproc), {model}, {platform.system()} {platform.release()}",
+        f"python:   {platform.python_implementation()} {platform.python_version()} ({sys.executable})",
+        f"libs:     {libs}; SQLite {sqlite3.sqlite_version}",
+    ]
+
+
+def reset_peak_rss() -> str:
+    """Reset the kernel's high-water mark so the peak belongs to this run alone (Linux)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return "process peak since start"
+    return "peak during this run"
+
+
+def rate(value: float) -> str:
+    return f"{value:>10,.0f}"
+
+
+def spread(values: list[float]) -> str:
+    return "runs " + " / ".join(f"{v:,.0f}" for v in values) if len(values) > 1 else ""
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
