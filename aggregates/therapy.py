@@ -25,12 +25,15 @@ NAMESPACE = uuid5(NAMESPACE_URL, "https://coi-ledger.example/therapies")
 # The release panel: each must have a passing result before QA may release a batch.
 REQUIRED_QC = ("sterility", "mycoplasma", "endotoxin", "identity", "potency", "viability")
 
-# Fields that identify rather than describe: a wrong one means a wrong record, which is
-# handled by a deviation, never by editing the identity after the fact.
+# Fields that identify, or that the rules decided on: a wrong one means a wrong record,
+# handled by a deviation, never by editing it after the fact (the state the rules built from
+# it would silently disagree with the corrected value).
 PROTECTED_FIELDS = frozenset(
-    {"event_id", "type", "coi", "actor", "site", "din", "unit_id", "unit_ids", "batch_id",
-     "sample_id", "shipment_id", "patient_commitment", "patient_proof", "input_unit_ids",
-     "outputs", "hold_id", "deviation_id", "manifestations"}
+    {"event_id", "type", "coi", "actor", "site", "occurred_at", "din", "unit_id", "unit_ids",
+     "batch_id", "sample_id", "shipment_id", "patient_commitment", "patient_proof", "input_unit_ids",
+     "outputs", "hold_id", "deviation_id", "manifestations", "from_custodian", "to_custodian",
+     "destination_site", "witness", "scanned_coi", "scanned_dins", "decision", "test", "passed",
+     "label_id", "cartridge_id", "collection_facility"}
 )  # fmt: skip
 
 
@@ -198,7 +201,14 @@ class Therapy(Ledgered):
             raise Rejected("not_custodian", "a transfer is signed off by the releasing custodian", "actor")
         if b.from_custodian == b.to_custodian:
             raise Rejected("invalid_value", "from and to custodian are the same", "to_custodian")
-        self._custodian(self._free(b.unit_ids), b.from_custodian, "from_custodian")
+        units = self._free(b.unit_ids)
+        for unit in units:
+            if unit.consumed_by or unit.infused:
+                gone = f"went into {unit.consumed_by}" if unit.consumed_by else "was infused"
+                raise Rejected(
+                    "out_of_sequence", f"unit {unit.unit_id} {gone}; it cannot change hands", "unit_ids"
+                )
+        self._custodian(units, b.from_custodian, "from_custodian")
 
     def _check_material_received(self, b: ev.MaterialReceived, _: frozenset[str]) -> None:
         units = self._free(b.unit_ids)

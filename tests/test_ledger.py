@@ -136,3 +136,27 @@ def test_a_second_writer_with_stale_state_retries_on_fresh_state(
     assert vars(other.repository.get(therapy_uuid(journey.coi))) == vars(
         LedgerApplication(store_url).repository.get(therapy_uuid(journey.coi))
     )
+
+
+def test_a_consumed_bag_cannot_change_hands_and_decisions_cannot_be_corrected(
+    registered: LedgerApplication, cast: Cast
+) -> None:
+    journey = new_journey(cast)
+    advance(registered, journey, before="manufacturing_step_completed")
+    at = datetime.now(UTC) - timedelta(hours=1)
+    moved = envelope(
+        ev.CustodyTransferred, cast["recv.ssf"], at, (cast["courier.wc"],), coi=journey.coi,
+        unit_ids=[f"BAG-{journey.coi}"], from_custodian="recv.ssf", to_custodian="courier.wc",
+        location="dock", condition="intact",
+    )  # fmt: skip
+    assert registered.submit(moved).code == "out_of_sequence"
+    rows = history(registered, journey.coi)
+    transfer = next(r for r in rows if r.type == "custody_transferred")
+    therapy = registered.repository.get(therapy_uuid(journey.coi))
+    event_id = next(e for e, b in therapy.bodies.items() if type(b).__name__ == "CustodyTransferred")
+    fix = envelope(
+        ev.RecordCorrected, cast["qa.ssf"], at, coi=journey.coi, corrects_event_id=event_id,
+        field="to_custodian", old_value="courier.wc", new_value="someone.else", reason="typo",
+    )  # fmt: skip
+    assert transfer.actor == "nurse.bdw"
+    assert registered.submit(fix).code == "correction_not_allowed"
