@@ -62,8 +62,9 @@ class _Batch:
 
 class LedgerApplication(Application):
     name = "CoiLedger"
-    # One writer per store: cached aggregates are current because every change goes
-    # through this object. Deep copies would cost more than the rules themselves.
+    # Cached aggregates are kept current by this object's own writes; another writer (a
+    # second ingest in the group) is noticed per batch (see _notice_other_writers). Deep
+    # copies would cost more than the rules themselves.
     env = {  # noqa: RUF012 - the eventsourcing configuration hook
         "AGGREGATE_CACHE_MAXSIZE": "20000",
         "AGGREGATE_CACHE_FASTFORWARD": "n",
@@ -76,6 +77,8 @@ class LedgerApplication(Application):
         super().__init__(env=persistence_env(url or database_url()))
         self.batch_size = batch_size
         self.verifier = ParallelVerifier(verify_workers)
+        self._top = self.recorder.max_notification_id() or 0  # the log's end as we last saw it
+        self._principals: set[UUID] = set()  # principals this object has read
 
     def close(self) -> None:
         self.verifier.close()
@@ -98,7 +101,20 @@ class LedgerApplication(Application):
         if chunk:
             yield from self._process(chunk, now)
 
+    def _notice_other_writers(self) -> None:
+        """Someone else appended since our last look: forget the principals we cached, so a
+        key rotated or revoked through another writer counts here from the next batch on.
+        (Therapies need no such care: a stale one fails its save and is taken again.)"""
+        top = self.recorder.max_notification_id() or 0
+        if top != self._top and self.repository.cache is not None:
+            for principal_id in self._principals:
+                with contextlib.suppress(KeyError):
+                    self.repository.cache.get(principal_id, evict=True)
+            self._principals.clear()
+        self._top = top
+
     def _process(self, raws: list[bytes], now: datetime | None, retried: bool = False) -> Iterator[Outcome]:
+        self._notice_other_writers()
         at = now or datetime.now(UTC)
         batch = _Batch(raws=raws)
         parsed = [self._parse(raw, at) for raw in raws]
@@ -178,6 +194,7 @@ class LedgerApplication(Application):
                 (r.domain_event.originator_id, r.domain_event.originator_version): r.notification.id
                 for r in recordings
             }
+            self._top = max(self._top, *sequence.values())
             for outcome, aggregate_id, version in batch.outcomes:
                 if aggregate_id is not None:
                     outcome.sequence = sequence[(aggregate_id, version)]
@@ -286,7 +303,10 @@ class LedgerApplication(Application):
 
     def _principal(self, principal_id: str, batch: _Batch) -> Principal | None:
         found = self._get(principal_uuid(principal_id), batch)
-        return found if isinstance(found, Principal) else None
+        if isinstance(found, Principal):
+            self._principals.add(found.id)
+            return found
+        return None
 
     def _genesis_key(self, body: ev.Event, keyid: str, batch: _Batch) -> bytes | None:
         """The self-signed first administrator is the one key the registry cannot vouch for."""

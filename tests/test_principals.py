@@ -93,3 +93,20 @@ def test_a_two_person_step_needs_both_signatures(registered: LedgerApplication, 
     )  # fmt: skip
     outcome = registered.submit(raw)
     assert (outcome.code, outcome.field) == ("missing_cosignature", "to_custodian")
+
+
+def test_a_revocation_through_another_writer_counts_from_the_next_batch(
+    store_url: str, registered: LedgerApplication, cast: Cast
+) -> None:
+    coi, din = _enrol(registered, cast)
+    other = LedgerApplication(store_url)  # a second ingest on the same store
+    nurse = cast["nurse.bdw"]
+    assert (
+        other.submit(_label(nurse, coi, din, NOW - timedelta(hours=3))).status == "accepted"
+    )  # caches nurse
+    revoke = envelope(
+        ev.PrincipalRevoked, cast.admin, NOW, principal_id=nurse.principal_id,
+        effective_at=NOW - timedelta(hours=2), reason="badge lost",
+    )  # fmt: skip
+    assert registered.submit(revoke).status == "accepted"
+    assert other.submit(_label(nurse, coi, din, NOW - timedelta(hours=1))).code == "key_revoked"

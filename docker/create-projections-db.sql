@@ -1,0 +1,2 @@
+-- The projector keeps its read models in a database of its own.
+CREATE DATABASE coi_projections;
