@@ -8,6 +8,7 @@ after a failed bedside check).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import secrets
 import string
 import uuid
@@ -76,8 +77,18 @@ class Cast:
         return [registration(self.admin, m, at) for m in self.members.values()]
 
 
-def _alnum(n: int) -> str:
-    return "".join(secrets.choice(string.ascii_uppercase + string.digits) for _ in range(n))
+# Each journey takes the next number: unique within a process (random draws collide by the
+# birthday bound at a few thousand patients), from a random start so that runs differ.
+_NUMBERS = itertools.count(secrets.randbelow(10**6))
+_BASE36 = string.digits + string.ascii_uppercase
+
+
+def _base36(n: int, width: int) -> str:
+    digits = ""
+    for _ in range(width):
+        n, d = divmod(n, 36)
+        digits = _BASE36[d] + digits
+    return digits
 
 
 class Journey:
@@ -90,8 +101,9 @@ class Journey:
         self.factory = list(FACTORIES)[(index // 2) % 2]
         fin = HOSPITALS[self.hospital][0]
         year = f"{start.year % 100:02d}"
-        self.coi = f"CH{fin}{year}{_alnum(6)}"
-        self.din = with_check(f"{fin}{year}{secrets.randbelow(10**6):06d}")
+        number = next(_NUMBERS)
+        self.coi = f"CH{fin}{year}{_base36(number, 6)}"
+        self.din = with_check(f"{fin}{year}{number % 10**6:06d}")
         self.salt = secrets.token_hex(16)
         self.clock = start
         self.tag = index
