@@ -3,13 +3,11 @@ projector that is sent the same records twice, crashes and resumes, or fails mid
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import msgspec
-import psycopg
 import pytest
 
 from aggregates.base import body_of
@@ -18,43 +16,18 @@ from ledger.journeys import VARIANTS, Cast, Journey
 from projections.custody import CurrentCustody, Record, project
 from projections.rebuild import rebuild
 from projections.store import TABLES, ProjectionStore, Snapshot
-from tests.conftest import SERVER_URL
+from tests.stores import fresh_store
 from tests.support import advance, new_journey, tag_of
 
-PROJECTION_DB = "coi_projection_tests"
-PROJECTION_URL = SERVER_URL.rsplit("/", 1)[0] + "/" + PROJECTION_DB
 CONSUMER, TOPIC = "custody-projector", "coi.ledger"
-
-
-def _postgres_problem() -> str | None:
-    try:
-        with psycopg.connect(SERVER_URL, connect_timeout=3, autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PROJECTION_DB,)).fetchone():
-                conn.execute(f"CREATE DATABASE {PROJECTION_DB}")
-            return None
-    except psycopg.Error as exc:
-        return f"PostgreSQL at {SERVER_URL} does not answer: {exc}".strip()
-
-
-def _drop_tables() -> None:
-    with psycopg.connect(PROJECTION_URL, autocommit=True) as conn:
-        conn.execute(f"DROP TABLE IF EXISTS {', '.join(TABLES)}")
 
 
 @pytest.fixture(params=["sqlite", "postgres"], ids=lambda kind: f"projections-{kind}")
 def projection_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty projection store of each kind."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'projections.sqlite'}"
-        return
-    problem = _postgres_problem()
-    if problem:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must test PostgreSQL: {problem}")
-        pytest.skip(problem)
-    _drop_tables()
-    yield PROJECTION_URL
-    _drop_tables()
+    yield from fresh_store(
+        request.param, tmp_path / "projections.sqlite", "coi_projection_tests", list(TABLES)
+    )
 
 
 @pytest.fixture

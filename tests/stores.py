@@ -1,0 +1,50 @@
+"""Fresh stores for the tests: SQLite always, PostgreSQL at 127.0.0.1:5432 (or
+COI_TEST_POSTGRES_URL) when it answers; without it a test is skipped with the reason, except
+under CI, where that is a failure."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+# The server's `test` database is only the way in: the tests keep their tables in databases
+# of their own, so a benchmark or a local ledger in `test` cannot disturb them.
+SERVER_URL = os.environ.get("COI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def postgres_url(database: str) -> str:
+    return SERVER_URL.rsplit("/", 1)[0] + "/" + database
+
+
+def _postgres_problem(database: str) -> str | None:
+    try:
+        with psycopg.connect(SERVER_URL, connect_timeout=3, autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
+                conn.execute(f"CREATE DATABASE {database}")
+            return None
+    except psycopg.Error as exc:
+        return f"PostgreSQL at {SERVER_URL} does not answer: {exc}".strip()
+
+
+def _drop(database: str, tables: list[str]) -> None:
+    with psycopg.connect(postgres_url(database), autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {', '.join(tables)}")
+
+
+def fresh_store(kind: str, sqlite_file: Path, database: str, tables: list[str]) -> Iterator[str]:
+    """The URL of an empty store of `kind` ("sqlite" or "postgres") for one test."""
+    if kind == "sqlite":
+        yield f"sqlite:///{sqlite_file}"
+        return
+    problem = _postgres_problem(database)
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must test PostgreSQL: {problem}")
+        pytest.skip(problem)
+    _drop(database, tables)
+    yield postgres_url(database)
+    _drop(database, tables)
