@@ -1,0 +1,372 @@
+"""The Kafka pipeline end to end: site events -> ingest -> relay -> projector.
+
+Run: python benchmarks/pipeline.py [--events N] [--rate R] [--steady-events M]
+
+On a Kafka-protocol broker (COI_KAFKA_BOOTSTRAP, else the local Tansu broker), with the three
+services as real processes on a fresh SQLite ledger and projection store, it prints:
+
+  * throughput: N pre-signed events (default 100,000) produced as fast as the producer goes;
+    the time until the ledger has stored them all (ingest: decode, verify on all cores,
+    rules, save) and until the projector has applied every record the relay published;
+  * latency at a steady rate (default 1,000 events/s for 20,000 events): publish -> the
+    projector's stored position passing the record's coi.ledger message, p50 and p99 (the
+    projector stores its position in the same transaction as the rows; positions are polled
+    every 20 ms, which bounds the error);
+  * peak memory (VmHWM) of each service process;
+  * same-run ceilings: raw kafka-python consume rate on the same broker, Ed25519 verifies/s
+    on one core and on all cores.
+
+Targets (printed PASS/MISS, never asserted): ingest >= 5,000 verified events/s sustained;
+p99 publish-to-projection < 1 s at 1,000 events/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import msgspec
+from kafka import TopicPartition
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import machine_info, percentile, rate
+from consumers import kafka
+from consumers.broker import bootstrap_servers, ensure_topics
+from consumers.messages import LedgerRecord
+from consumers.topics import Topics
+from ledger.application import LedgerApplication
+from ledger.dsse import PAYLOAD_TYPE, open_envelope, pae
+from ledger.journeys import Cast, Journey
+from ledger.verifier import ParallelVerifier
+
+TARGET_INGEST = 5000.0
+TARGET_P99_S = 1.0
+SERVICES = ("ingest", "relay", "projector")
+
+
+def note(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Workload:
+    envelopes: list[tuple[bytes, bytes, str]]  # (key, envelope, event_id)
+    patients: int
+
+
+def build_workload(cast: Cast, events: int, start: datetime) -> Workload:
+    """Accepted steps of interleaved happy journeys (33 per patient), cut to `events`."""
+    patients = -(-events // 33)
+    queues = []
+    for i in range(patients):
+        journey = Journey(cast, i, start + timedelta(minutes=i % 5000), "happy")
+        queues.append(
+            [(journey.coi.encode(), s.envelope, str(s.event_id)) for s in journey.steps() if s.expect is None]
+        )
+    mixed = [item for round_ in itertools.zip_longest(*queues) for item in round_ if item is not None]
+    return Workload(mixed[:events], patients)
+
+
+class Services:
+    def __init__(self, root: Path, bootstrap: str, topics: Topics) -> None:
+        self.root = root
+        self.env = {
+            **os.environ,
+            "COI_DATA_DIR": str(root / "coi-data"),
+            "COI_DATABASE_URL": f"sqlite:///{root / 'coi-data' / 'ledger.sqlite'}",
+            "COI_PROJECTIONS_URL": f"sqlite:///{root / 'coi-data' / 'projections.sqlite'}",
+            "COI_KAFKA_BOOTSTRAP": bootstrap,
+            "COI_TOPIC_PREFIX": topics.prefix,
+        }
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        for name in SERVICES:
+            log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "ledger.cli", "run", name], env=self.env, stdout=log, stderr=log
+            )
+
+    def peak_mib(self) -> dict[str, float]:
+        peaks = {}
+        for name, proc in self.procs.items():
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[name] = int(line.split()[1]) / 1024
+        return peaks
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def stored(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        try:
+            return int(conn.execute("SELECT MAX(rowid) FROM stored_events").fetchone()[0] or 0)
+        except sqlite3.OperationalError:
+            return 0
+
+
+def projected(db: Path) -> dict[int, int]:
+    """partition -> the projector's next offset in coi.ledger."""
+    with sqlite3.connect(db) as conn:
+        try:
+            return dict(conn.execute("SELECT partition, next_offset FROM proj_projector_tracking").fetchall())
+        except sqlite3.OperationalError:
+            return {}
+
+
+def wait_for(condition: object, seconds: float, what: str) -> float:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return time.monotonic()
+        time.sleep(0.02)
+    raise SystemExit(f"timed out after {seconds:.0f} s waiting for {what}")
+
+
+class LedgerWatch(threading.Thread):
+    """Reads coi.ledger: where each event's record landed (partition, offset)."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        super().__init__(daemon=True)
+        self.consumer = kafka.consumer(bootstrap)
+        self.topic = topic
+        self.landed: dict[str, tuple[int, int]] = {}
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        decoder = msgspec.json.Decoder(LedgerRecord)
+        partitions: list[TopicPartition] = []
+        while not self.stop.is_set():
+            found = [
+                TopicPartition(self.topic, p)
+                for p in sorted(self.consumer.partitions_for_topic(self.topic) or [])
+            ]
+            if found != partitions:
+                partitions = found
+                self.consumer.assign(partitions)
+                self.consumer.seek_to_beginning()
+            for batch in self.consumer.poll(timeout_ms=200).values():
+                for m in batch:
+                    self.landed.setdefault(decoder.decode(m.value).event_id, (m.partition, m.offset))
+        self.consumer.close()
+
+
+class ProjectionWatch(threading.Thread):
+    """Polls the projector's stored positions; records when each (partition, offset) passed."""
+
+    def __init__(self, db: Path) -> None:
+        super().__init__(daemon=True)
+        self.db = db
+        self.history: list[tuple[float, dict[int, int]]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            self.history.append((time.monotonic(), projected(self.db)))
+            time.sleep(0.02)
+
+    def passed_at(self, partition: int, offset: int) -> float | None:
+        for at, positions in self.history:
+            if positions.get(partition, 0) > offset:
+                return at
+        return None
+
+
+def consume_ceiling(bootstrap: str, topics: Topics, count: int = 100_000) -> float:
+    """Raw kafka-python consume rate of envelope-sized messages on the same broker."""
+    topic = f"{topics.prefix}bench.raw"
+    ensure_topics(bootstrap, Topics(f"{topics.prefix}bench.raw."))
+    producer = kafka.producer(bootstrap)
+    for i in range(count):
+        producer.send(topic, key=str(i % 64).encode(), value=b"x" * 800)
+    producer.flush()
+    producer.close()
+    c = kafka.consumer(bootstrap, topic, group=f"{topics.prefix}bench-raw", max_poll_records=5000)
+    got, started = 0, None
+    deadline = time.monotonic() + 120
+    while got < count and time.monotonic() < deadline:
+        batch = c.poll(timeout_ms=500)
+        n = sum(len(v) for v in batch.values())
+        if n and started is None:
+            started = time.monotonic()
+        got += n
+    seconds = time.monotonic() - (started or time.monotonic())
+    c.close()
+    return got / seconds if seconds else float("nan")
+
+
+def verify_ceilings(work: Workload, cast: Cast) -> tuple[float, float]:
+    keys = {m.signer.keyid: m for m in cast.members.values()}
+    jobs = []
+    for _, raw, _ in work.envelopes[:20_000]:
+        opened = open_envelope(raw)
+        message = pae(PAYLOAD_TYPE, opened.body)
+        for keyid, sig in opened.signatures:
+            m = keys[keyid]
+            jobs.append((m.key.public_key().public_bytes_raw(), sig, message))
+    one, all_cores = ParallelVerifier(1), ParallelVerifier()
+    rates = []
+    for verifier in (one, all_cores):
+        started = time.perf_counter()
+        verifier.verify_all(jobs)
+        rates.append(len(jobs) / (time.perf_counter() - started))
+        verifier.close()
+    return rates[0], rates[1]
+
+
+@dataclass
+class Figures:
+    events: int
+    ingest_s: float = 0.0
+    end_to_end_s: float = 0.0
+    steady_rate: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    missing_latencies: int = 0
+    peaks: dict[str, float] = field(default_factory=dict)
+    consume_ceiling: float = 0.0
+    verify_one: float = 0.0
+    verify_all: float = 0.0
+
+
+def run(events: int, steady_rate: float, steady_events: int) -> Figures:
+    figures = Figures(events)
+    with tempfile.TemporaryDirectory(prefix="coi-pipeline-") as tmp, bootstrap_servers() as bootstrap:
+        root = Path(tmp)
+        topics = Topics(f"bench{os.getpid()}.")
+        ensure_topics(bootstrap, topics)
+        cast = Cast()
+        start = datetime.now(UTC) - timedelta(days=30)
+        note(f"building {events:,} + {steady_events:,} signed events (not timed) ...")
+        work = build_workload(cast, events + steady_events, start)
+        bulk, steady = work.envelopes[:events], work.envelopes[events:]
+        os.environ["COI_DATA_DIR"] = str(root / "coi-data")
+        app = LedgerApplication(f"sqlite:///{root / 'coi-data' / 'ledger.sqlite'}")
+        assert all(
+            o.status == "accepted" for o in app.submit_many(cast.registrations(start - timedelta(days=10)))
+        )
+        app.close()
+        base = len(cast.members)
+        services = Services(root, bootstrap, topics)
+        services.start()
+        ledger_db = root / "coi-data" / "ledger.sqlite"
+        projection_db = root / "coi-data" / "projections.sqlite"
+        watch = LedgerWatch(bootstrap, topics.ledger)
+        watch.start()
+        time.sleep(8)  # the ingest's first group join
+        producer = kafka.producer(bootstrap, linger_ms=20, batch_size=256 * 1024)
+
+        note(f"throughput: producing {len(bulk):,} events ...")
+        began = time.monotonic()
+        for key, raw, _ in bulk:
+            producer.send(topics.site_events, key=key, value=raw)
+        producer.flush()
+        done = wait_for(lambda: stored(ledger_db) >= base + len(bulk), 900, "the ingest to store everything")
+        figures.ingest_s = done - began
+        last = {e for _, _, e in bulk[-200:]}
+        wait_for(lambda: last <= watch.landed.keys(), 300, "the relay")
+        ends: dict[int, int] = {}
+        for event_id in (e for _, _, e in bulk):
+            p, o = watch.landed.get(event_id, (0, -1))
+            ends[p] = max(ends.get(p, 0), o + 1)
+        done = wait_for(
+            lambda: all(projected(projection_db).get(p, 0) >= end for p, end in ends.items()),
+            600,
+            "the projector",
+        )
+        figures.end_to_end_s = done - began
+
+        note(f"latency: {len(steady):,} events at {steady_rate:,.0f}/s ...")
+        projections = ProjectionWatch(projection_db)
+        projections.start()
+        sent_at: dict[str, float] = {}
+        began = time.monotonic()
+        for i, (key, raw, event_id) in enumerate(steady):
+            target = began + i / steady_rate
+            pause = target - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+            sent_at[event_id] = time.monotonic()
+            producer.send(topics.site_events, key=key, value=raw)
+            if i % 50 == 0:
+                producer.flush()
+        producer.flush()
+        figures.steady_rate = len(steady) / (time.monotonic() - began)
+        wait_for(lambda: all(e in watch.landed for e in sent_at), 120, "the steady events on coi.ledger")
+        time.sleep(2)
+        projections.stop.set()
+        projections.join()
+        for event_id, at in sent_at.items():
+            passed = projections.passed_at(*watch.landed[event_id])
+            if passed is None:
+                figures.missing_latencies += 1
+            else:
+                figures.latencies.append(passed - at)
+        figures.peaks = services.peak_mib()
+        watch.stop.set()
+        services.stop()
+        producer.close()
+        note("ceilings ...")
+        figures.consume_ceiling = consume_ceiling(bootstrap, topics)
+        figures.verify_one, figures.verify_all = verify_ceilings(work, cast)
+    return figures
+
+
+def report(f: Figures, command: str) -> None:
+    print(f"command:  {command}")
+    print(f"date:     {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    for line in machine_info():
+        print(line)
+    ingest = f.events / f.ingest_s
+    p50, p99 = percentile(f.latencies, 0.5), percentile(f.latencies, 0.99)
+    rows = [
+        ("ingest (stored)", f"{rate(ingest)} events/s",
+         f"{f.events:,} events in {f.ingest_s:.1f} s; {'PASS' if ingest >= TARGET_INGEST else 'MISS'}: "
+         f"target >= {TARGET_INGEST:,.0f}/s"),
+        ("publish -> projection", f"{rate(f.events / f.end_to_end_s)} events/s",
+         f"all {f.events:,} projected after {f.end_to_end_s:.1f} s"),
+        (f"latency at {f.steady_rate:,.0f}/s", f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms",
+         f"{len(f.latencies):,} events ({f.missing_latencies} unmeasured); "
+         f"{'PASS' if p99 < TARGET_P99_S else 'MISS'}: target p99 < {TARGET_P99_S:.0f} s"),
+        ("peak memory (VmHWM)", ", ".join(f"{k} {v:,.0f} MiB" for k, v in f.peaks.items()), "per service"),
+        ("ceiling: kafka consume", f"{rate(f.consume_ceiling)} msgs/s", "raw kafka-python, 800 B messages"),
+        ("ceiling: Ed25519, 1 core", f"{rate(f.verify_one)} verifies/s", ""),
+        ("ceiling: Ed25519, all", f"{rate(f.verify_all)} verifies/s", "ParallelVerifier (threads)"),
+    ]  # fmt: skip
+    for label, value, text in rows:
+        print(f"  {label:<26} {value:<34} {text}".rstrip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--rate", type=float, default=1000.0, help="steady publish rate for the latency run")
+    parser.add_argument("--steady-events", type=int, default=20_000)
+    args = parser.parse_args()
+    command = " ".join([Path(sys.executable).as_posix(), *sys.argv])
+    report(run(args.events, args.rate, args.steady_events), command)
+
+
+if __name__ == "__main__":
+    main()
