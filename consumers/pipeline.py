@@ -17,8 +17,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from projections.store import ProjectionStore
-
 from consumers.broker import TansuBroker, ensure_topics
 from consumers.ingest import Ingest
 from consumers.projector import Projector
@@ -27,6 +25,7 @@ from consumers.service import Service, configure_logging, run_forever, stop_on_s
 from consumers.topics import Topics
 from ledger.application import LedgerApplication
 from ledger.config import data_dir
+from projections.store import ProjectionStore
 
 SERVICES = ("ingest", "relay", "projector")
 
