@@ -39,8 +39,7 @@ class Signer:
     key: Ed25519PrivateKey
 
 
-@dataclass(frozen=True)
-class Opened:
+class Opened(msgspec.Struct, frozen=True):  # a Struct: five times faster to make than a dataclass
     """An envelope taken apart: the body bytes and each (keyid, signature bytes)."""
 
     envelope: Envelope
@@ -56,8 +55,12 @@ def pae(payload_type: str, body: bytes) -> bytes:
 
 def b64decode(text: str, field: str) -> bytes:
     """Strict base64; DSSE allows both the standard and the URL-safe alphabet."""
+    # str.translate costs more than the decoding itself, and most senders use the standard
+    # alphabet. a2b_base64 in strict mode is what base64.b64decode(validate=True) calls.
+    if "-" in text or "_" in text:
+        text = text.translate(_URLSAFE_TO_STD)
     try:
-        return base64.b64decode(text.translate(_URLSAFE_TO_STD), validate=True)
+        return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
         raise Rejected("bad_base64", f"{field} is not valid base64 ({exc})", field) from None
 
@@ -79,7 +82,7 @@ def sign(body: bytes, signers: list[Signer], payload_type: str = PAYLOAD_TYPE) -
     return msgspec.json.encode(envelope)
 
 
-def open_envelope(raw: bytes) -> Opened:
+def open_envelope(raw: bytes | str) -> Opened:
     """Parse an envelope strictly; signatures are decoded but not yet verified."""
     try:
         envelope = _envelope_decoder.decode(raw)

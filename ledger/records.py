@@ -45,7 +45,7 @@ class _StoredState(msgspec.Struct):
 _state = msgspec.json.Decoder(_StoredState)
 
 
-def stored_record(stream: UUID, version: int, state: bytes) -> Record:
+def stored_record(stream: UUID | str, version: int, state: bytes) -> Record:
     """The record as the event store holds it (raises msgspec errors if the row is mangled)."""
     s = _state.decode(state)
     return Record(str(stream), version, s.prev, s.timestamp["_data_"], s.envelope)

@@ -1,22 +1,43 @@
 """Ed25519 verification on every core.
 
-`cryptography` releases the GIL while it verifies, so plain threads use all cores; the
-calling thread verifies a share itself instead of waiting idle.
+`ParallelVerifier`: `cryptography` releases the GIL while it verifies, so plain threads use
+all cores; the calling thread verifies a share itself instead of waiting idle. It suits a
+caller that waits for the verdicts.
+
+`BackgroundVerifier`: worker processes, for a caller that goes on with Python work while its
+signatures are checked. A verifying thread beside a thread busy in Python waits for the GIL
+after every call (measured: about 1,400 verifies/s instead of 16,000); a process does not.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 from ledger.dsse import verify
 
 # (raw public key, signature, signed message)
 Job = tuple[bytes, bytes, bytes]
+# (tag, raw public key, signature, signed message): the tag names the job in verdicts
+TaggedJob = tuple[int, bytes, bytes, bytes]
+
+# Jobs per task sent to a worker process: large enough that the task overhead (pickling,
+# a round trip through the executor's threads) is small, small enough to spread a batch.
+TASK_JOBS = 1000
 
 
 def _verify_slice(jobs: list[Job]) -> list[bool]:
     return [verify(public, sig, message) for public, sig, message in jobs]
+
+
+def _first_invalid(jobs: list[TaggedJob]) -> int | None:
+    """The tag of the first job whose signature does not verify (in a worker process)."""
+    for tag, public, sig, message in jobs:
+        if not verify(public, sig, message):
+            return tag
+    return None
 
 
 class ParallelVerifier:
@@ -41,4 +62,44 @@ class ParallelVerifier:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown()
+            self._pool = None
+
+
+class BackgroundVerifier:
+    """Batches of tagged jobs verified by worker processes; verdicts are read in the order
+    the batches were submitted."""
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, workers or len(os.sched_getaffinity(0)))
+        self._pool: ProcessPoolExecutor | None = None
+        self._pending: deque[list[Future[int | None]]] = deque()
+
+    def submit(self, jobs: list[TaggedJob]) -> None:
+        """Queue a batch; returns at once."""
+        if not jobs:
+            return
+        if self._pool is None:
+            # fork: the workers start at once, with everything imported, and import nothing of
+            # the caller's main module again (forkserver and spawn run it in each worker). A
+            # forked worker only verifies signatures: it never touches the database or its
+            # connection pool, whose threads (PostgreSQL) are the only others a caller has.
+            context = multiprocessing.get_context("fork")
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+        tasks = [jobs[i : i + TASK_JOBS] for i in range(0, len(jobs), TASK_JOBS)]
+        self._pending.append([self._pool.submit(_first_invalid, task) for task in tasks])
+
+    def first_invalid(self, pending: int = 0) -> int | None:
+        """Wait for the oldest batches until at most `pending` are left; the tag of the first
+        job among them whose signature does not verify, in submission order, or None."""
+        while len(self._pending) > pending:
+            for future in self._pending.popleft():
+                tag = future.result()
+                if tag is not None:
+                    return tag
+        return None
+
+    def close(self) -> None:
+        self._pending.clear()
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
             self._pool = None
