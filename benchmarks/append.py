@@ -30,16 +30,14 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
 from uuid import UUID
 
 import psycopg
-from common import machine_info, percentile, rate, reset_peak_rss, spread
+from common import machine_info, opened, percentile, rate, reset_peak_rss, spread
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
@@ -59,8 +57,6 @@ VERIFY_SECONDS = 1.5  # long enough for a stable rate, short enough for the run 
 # occurred_at in the past as long as start times are spread over at most 14 days.
 JOURNEY_START = timedelta(days=30)
 START_SPREAD = timedelta(days=14)
-
-App = TypeVar("App", bound=Application)
 
 
 # ------------------------------------------------------------------ workload
@@ -166,17 +162,6 @@ def postgres_store(url: str) -> Store | str:
         return url
 
     return Store("postgres", fresh, f"PostgreSQL {server[0] if server else '?'} at {url}", clear)
-
-
-@contextmanager
-def opened(factory: Callable[[], App]) -> Iterator[App]:
-    app = factory()
-    try:
-        yield app
-    finally:
-        app.close()
-        del app
-        gc.collect()
 
 
 # ------------------------------------------------------------------ measurements

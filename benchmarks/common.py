@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import platform
 import sqlite3
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib.metadata import version
 from pathlib import Path
+from typing import TypeVar
+
+from eventsourcing.application import Application
 
 
 def machine_info() -> list[str]:
@@ -49,3 +55,18 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+App = TypeVar("App", bound=Application)
+
+
+@contextmanager
+def opened(factory: Callable[[], App]) -> Iterator[App]:
+    """An application closed and collected afterwards, so one run's store cannot weigh on the next."""
+    app = factory()
+    try:
+        yield app
+    finally:
+        app.close()
+        del app
+        gc.collect()

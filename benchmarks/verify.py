@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import cProfile
 import gc
 import io
@@ -40,14 +41,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
-from common import machine_info, percentile, rate, spread
+from common import machine_info, opened, percentile, rate, spread
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregates.base import body_of
@@ -85,15 +84,8 @@ def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-@contextmanager
-def ledger(url: str) -> Iterator[LedgerApplication]:
-    app = LedgerApplication(url, batch_size=BUILD_BATCH)
-    try:
-        yield app
-    finally:
-        app.close()
-        del app
-        gc.collect()
+def ledger(url: str) -> contextlib.AbstractContextManager[LedgerApplication]:
+    return opened(lambda: LedgerApplication(url, batch_size=BUILD_BATCH))
 
 
 # ------------------------------------------------------------------ build
