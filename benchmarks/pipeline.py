@@ -23,6 +23,7 @@ p99 publish-to-projection < 1 s at 1,000 events/s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import os
 import signal
@@ -44,7 +45,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine_info, percentile, rate
 from consumers import kafka
 from consumers.broker import bootstrap_servers, ensure_topics
-from consumers.messages import LedgerRecord
 from consumers.topics import Topics
 from ledger.application import LedgerApplication
 from ledger.dsse import PAYLOAD_TYPE, open_envelope, pae
@@ -107,6 +107,18 @@ class Services:
                     peaks[name] = int(line.split()[1]) / 1024
         return peaks
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU of each service, of the broker when it is our child (the local
+        Tansu), and of this process (the producer and the watchers)."""
+        pids = {name: proc.pid for name, proc in self.procs.items()}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            with contextlib.suppress(OSError):
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == os.getpid() and "tansu" in stat.read_text():
+                    pids["broker"] = int(stat.parent.name)
+        pids["bench"] = os.getpid()
+        return {name: _cpu_of(pid) for name, pid in pids.items()}
+
     def stop(self) -> None:
         for proc in self.procs.values():
             proc.send_signal(signal.SIGTERM)
@@ -115,6 +127,11 @@ class Services:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+def _cpu_of(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stored(db: Path) -> int:
@@ -143,6 +160,10 @@ def wait_for(condition: object, seconds: float, what: str) -> float:
     raise SystemExit(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
+class _EventId(msgspec.Struct):
+    event_id: str
+
+
 class LedgerWatch(threading.Thread):
     """Reads coi.ledger: where each event's record landed (partition, offset)."""
 
@@ -154,7 +175,7 @@ class LedgerWatch(threading.Thread):
         self.stop = threading.Event()
 
     def run(self) -> None:
-        decoder = msgspec.json.Decoder(LedgerRecord)
+        decoder = msgspec.json.Decoder(_EventId)  # the watch's own cost counts as the bench's CPU
         partitions: list[TopicPartition] = []
         while not self.stop.is_set():
             found = [
@@ -243,6 +264,7 @@ class Figures:
     latencies: list[float] = field(default_factory=list)
     missing_latencies: int = 0
     peaks: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds during the throughput run
     consume_ceiling: float = 0.0
     verify_one: float = 0.0
     verify_all: float = 0.0
@@ -276,6 +298,7 @@ def run(events: int, steady_rate: float, steady_events: int) -> Figures:
         producer = kafka.producer(bootstrap, linger_ms=20, batch_size=256 * 1024)
 
         note(f"throughput: producing {len(bulk):,} events ...")
+        cpu_before = services.cpu_seconds()
         began = time.monotonic()
         for key, raw, _ in bulk:
             producer.send(topics.site_events, key=key, value=raw)
@@ -294,6 +317,7 @@ def run(events: int, steady_rate: float, steady_events: int) -> Figures:
             "the projector",
         )
         figures.end_to_end_s = done - began
+        figures.cpu = {k: v - cpu_before.get(k, 0.0) for k, v in services.cpu_seconds().items()}
 
         note(f"latency: {len(steady):,} events at {steady_rate:,.0f}/s ...")
         projections = ProjectionWatch(projection_db)
@@ -348,6 +372,8 @@ def report(f: Figures, command: str) -> None:
          f"{len(f.latencies):,} events ({f.missing_latencies} unmeasured); "
          f"{'PASS' if p99 < TARGET_P99_S else 'MISS'}: target p99 < {TARGET_P99_S:.0f} s"),
         ("peak memory (VmHWM)", ", ".join(f"{k} {v:,.0f} MiB" for k, v in f.peaks.items()), "per service"),
+        ("CPU per event", ", ".join(f"{k} {v / f.events * 1e6:,.0f}" for k, v in f.cpu.items()),
+         f"µs; {sum(f.cpu.values()) / f.end_to_end_s:.2f} of {len(os.sched_getaffinity(0))} cores busy"),
         ("ceiling: kafka consume", f"{rate(f.consume_ceiling)} msgs/s", "raw kafka-python, 800 B messages"),
         ("ceiling: Ed25519, 1 core", f"{rate(f.verify_one)} verifies/s", ""),
         ("ceiling: Ed25519, all", f"{rate(f.verify_all)} verifies/s", "ParallelVerifier (threads)"),
