@@ -28,6 +28,10 @@ def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
         "retries": 5,
         "enable_idempotence": False,
         "max_request_size": 4 << 20,
+        # Batches of up to 1 MiB per partition: with the default 16 KiB, 1.5 KB records
+        # fill a batch every ten sends and each wakes the sender thread and makes a request
+        # (measured: 62 -> 27 µs of CPU per record; flush() still sends at once).
+        "batch_size": 1 << 20,
     }
     settings.update(overrides)
     return KafkaProducer(bootstrap_servers=bootstrap, **settings)
