@@ -54,6 +54,7 @@ class Ingest:
         max_bytes: int = MAX_ENVELOPE_BYTES,
     ) -> None:
         self.app = app
+        app.start_workers()  # before the Kafka clients start their threads
         self.topics = topics
         self.max_records = max_records
         self.max_bytes = max_bytes

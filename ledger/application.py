@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -30,7 +30,7 @@ from ledger.dsse import PAYLOAD_TYPE, Opened, open_envelope, pae, verify
 from ledger.keys import keyid_for
 from ledger.rejection import Rejected
 from ledger.store import ClaimRow
-from ledger.verifier import Job, ParallelVerifier
+from ledger.verifier import AheadVerifier, Job
 
 GENESIS = ("genesis", "administrator")  # claimed by the first administrator
 
@@ -58,6 +58,8 @@ class _Batch:
     verdicts: dict[int, dict[int, tuple[bytes, bool]]] = field(default_factory=dict)  # envelope, sig
     outcomes: list[tuple[Outcome, UUID | None, int]] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)
+    parsed: list[tuple[Opened, ev.Event] | Rejected] = field(default_factory=list)
+    collect_verdicts: Callable[[], None] = lambda: None  # waits for the signature checks
 
 
 class LedgerApplication(Application):
@@ -76,9 +78,14 @@ class LedgerApplication(Application):
     ) -> None:
         super().__init__(env=persistence_env(url or database_url()))
         self.batch_size = batch_size
-        self.verifier = ParallelVerifier(verify_workers)
+        self.verifier = AheadVerifier(verify_workers)
         self._top = self.recorder.max_notification_id() or 0  # the log's end as we last saw it
         self._principals: set[UUID] = set()  # principals this object has read
+
+    def start_workers(self) -> None:
+        """Fork the signature-checking workers now, before the caller starts threads of its own
+        (they start on the first large batch otherwise)."""
+        self.verifier.start()
 
     def close(self) -> None:
         self.verifier.close()
@@ -91,15 +98,17 @@ class LedgerApplication(Application):
 
     def submit_many(self, raws: Iterable[bytes], now: datetime | None = None) -> Iterator[Outcome]:
         """Outcomes in input order; accepted envelopes are stored before they are reported.
-        Envelopes are taken `batch_size` at a time: one claims lookup and one transaction each."""
-        chunk: list[bytes] = []
-        for raw in raws:
-            chunk.append(raw)
-            if len(chunk) >= self.batch_size:
-                yield from self._process(chunk, now)
-                chunk = []
-        if chunk:
-            yield from self._process(chunk, now)
+        Envelopes are taken in batches of up to `batch_size`: one claims lookup and one
+        transaction each; worker processes check the next batch's signatures while this one is
+        decided and stored."""
+        ahead: _Batch | None = None
+        for chunk in _chunks(raws, self.batch_size):
+            batch = self._prepare(chunk, now)
+            if ahead is not None:
+                yield from self._finish(ahead, now)
+            ahead = batch
+        if ahead is not None:
+            yield from self._finish(ahead, now)
 
     def _notice_other_writers(self) -> None:
         """Someone else appended since our last look: forget the principals we cached, so a
@@ -113,25 +122,15 @@ class LedgerApplication(Application):
             self._principals.clear()
         self._top = top
 
-    def _process(self, raws: list[bytes], now: datetime | None, retried: bool = False) -> Iterator[Outcome]:
-        self._notice_other_writers()
+    def _prepare(self, raws: list[bytes], now: datetime | None) -> _Batch:
+        """Decode a batch and start checking its signatures by the keys known now. A key
+        rotated, revoked or registered before the batch is decided is harmless: a verdict
+        counts only for the public key it was made with, and key validity is decided later."""
         at = now or datetime.now(UTC)
-        batch = _Batch(raws=raws)
-        parsed = [self._parse(raw, at) for raw in raws]
-        keys = [key for p in parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
-        found = self.recorder.claims(keys)  # type: ignore[attr-defined]
-        batch.known = {key: found.get(key) for key in keys}
-        self._preverify(parsed, batch)
-        for index, (raw, p) in enumerate(zip(raws, parsed, strict=True)):
-            self._take(index, raw, p, batch)
-        yield from self._flush(batch, now, retried)
-
-    def _preverify(self, parsed: list[tuple[Opened, ev.Event] | Rejected], batch: _Batch) -> None:
-        """Verify the batch's signatures by known keys on all cores, before the rules run one
-        envelope at a time; keys registered within the batch are verified as they come."""
+        batch = _Batch(raws=raws, parsed=[self._parse(raw, at) for raw in raws])
         jobs: list[Job] = []
         places: list[tuple[int, int]] = []
-        for index, p in enumerate(parsed):
+        for index, p in enumerate(batch.parsed):
             if isinstance(p, Rejected):
                 continue
             opened, _ = p
@@ -141,8 +140,25 @@ class LedgerApplication(Application):
                 if principal is not None and keyid in principal.keys:
                     jobs.append((principal.keys[keyid].public_raw, sig, message))
                     places.append((index, i))
-        for (index, i), job, ok in zip(places, jobs, self.verifier.verify_all(jobs), strict=True):
-            batch.verdicts.setdefault(index, {})[i] = (job[0], ok)
+        pending = self.verifier.submit(jobs)
+
+        def collect() -> None:
+            for (index, i), job, ok in zip(places, jobs, pending(), strict=True):
+                batch.verdicts.setdefault(index, {})[i] = (job[0], ok)
+
+        batch.collect_verdicts = collect
+        return batch
+
+    def _finish(self, batch: _Batch, now: datetime | None, retried: bool = False) -> Iterator[Outcome]:
+        """Decide each envelope of a prepared batch in order and store the batch."""
+        self._notice_other_writers()
+        keys = [key for p in batch.parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
+        found = self.recorder.claims(keys)  # type: ignore[attr-defined]
+        batch.known = {key: found.get(key) for key in keys}
+        batch.collect_verdicts()
+        for index, (raw, p) in enumerate(zip(batch.raws, batch.parsed, strict=True)):
+            self._take(index, raw, p, batch)
+        yield from self._flush(batch, now, retried)
 
     @staticmethod
     def _parse(raw: bytes, now: datetime) -> tuple[Opened, ev.Event] | Rejected:
@@ -185,7 +201,7 @@ class LedgerApplication(Application):
                 if retried:
                     raise
                 for raw in batch.raws:
-                    yield from self._process([raw], now, retried=True)
+                    yield from self._finish(self._prepare([raw], now), now, retried=True)
                 return
             except BaseException:
                 self._evict(batch)  # cached aggregates hold changes that were not stored
@@ -402,6 +418,22 @@ class LedgerApplication(Application):
                 assert isinstance(stamp, dict)
                 yield n.id, datetime.fromisoformat(str(stamp["_data_"])), str(state["envelope"])
             start = notifications[-1].id + 1
+
+
+def _chunks(raws: Iterable[bytes], most: int) -> Iterator[list[bytes]]:
+    """Chunks of 32, 64, 128 ... up to `most`: the first batch's signatures are the only ones
+    nobody overlaps with work, so it is small, and each next batch's are checked in less
+    time than the batch before it takes to decide and store."""
+    size = min(32, most)
+    chunk: list[bytes] = []
+    for raw in raws:
+        chunk.append(raw)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+            size = min(2 * size, most)
+    if chunk:
+        yield chunk
 
 
 def _claim_keys(body: ev.Event) -> list[tuple[str, str]]:

@@ -4,9 +4,12 @@
 all cores; the calling thread verifies a share itself instead of waiting idle. It suits a
 caller that waits for the verdicts.
 
-`BackgroundVerifier`: worker processes, for a caller that goes on with Python work while its
-signatures are checked. A verifying thread beside a thread busy in Python waits for the GIL
-after every call (measured: about 1,400 verifies/s instead of 16,000); a process does not.
+`BackgroundVerifier` and `AheadVerifier`: worker processes, for a caller that goes on with
+Python work while its signatures are checked. A verifying thread beside a thread busy in
+Python waits for the GIL after every call (measured: about 1,400 verifies/s instead of
+16,000); a process does not. The first reports the first invalid signature of a stream of
+batches (coi verify); the second gives every verdict of a batch when asked (the ledger,
+which decides and stores one batch while the next one's signatures are checked).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 
 from ledger.dsse import verify
@@ -65,6 +69,48 @@ class ParallelVerifier:
             self._pool = None
 
 
+def _fork_pool(workers: int) -> ProcessPoolExecutor:
+    # fork: the workers start at once, with everything imported, and import nothing of the
+    # caller's main module again (forkserver and spawn run it in each worker). A forked
+    # worker only verifies signatures: it never touches the database, the Kafka clients or
+    # their threads, which it does not have (fork copies only the calling thread).
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+
+
+class AheadVerifier:
+    """Every verdict of a batch, computed by worker processes while the caller goes on."""
+
+    # Fewer jobs than this are verified by the caller when it asks: the round trip to a
+    # worker would cost more than it saves.
+    INLINE_BELOW = 16
+
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = max(1, workers or len(os.sched_getaffinity(0)))
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        """Start the workers now (forking before the caller starts threads of its own)."""
+        if self._pool is None:
+            self._pool = _fork_pool(self.workers)
+            for future in [self._pool.submit(_verify_slice, []) for _ in range(self.workers)]:
+                future.result()
+
+    def submit(self, jobs: list[Job]) -> Callable[[], list[bool]]:
+        """Start verifying; returns the function that waits for the verdicts, in job order."""
+        if len(jobs) < self.INLINE_BELOW:
+            return lambda: _verify_slice(jobs)
+        self.start()
+        assert self._pool is not None
+        size = -(-len(jobs) // self.workers)
+        futures = [self._pool.submit(_verify_slice, jobs[i : i + size]) for i in range(0, len(jobs), size)]
+        return lambda: [verdict for future in futures for verdict in future.result()]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
+
+
 class BackgroundVerifier:
     """Batches of tagged jobs verified by worker processes; verdicts are read in the order
     the batches were submitted."""
@@ -79,12 +125,7 @@ class BackgroundVerifier:
         if not jobs:
             return
         if self._pool is None:
-            # fork: the workers start at once, with everything imported, and import nothing of
-            # the caller's main module again (forkserver and spawn run it in each worker). A
-            # forked worker only verifies signatures: it never touches the database or its
-            # connection pool, whose threads (PostgreSQL) are the only others a caller has.
-            context = multiprocessing.get_context("fork")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context)
+            self._pool = _fork_pool(self.workers)
         tasks = [jobs[i : i + TASK_JOBS] for i in range(0, len(jobs), TASK_JOBS)]
         self._pending.append([self._pool.submit(_first_invalid, task) for task in tasks])
 
