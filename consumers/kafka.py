@@ -15,6 +15,11 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "heartbeat_interval_ms": 1_000,
     "enable_auto_commit": False,
     "auto_offset_reset": "earliest",
+    # A fetch waits at most this long for data. Tansu answers a waiting fetch only when the
+    # wait expires, not when data arrives, so the default 500 ms was added to every hop
+    # (measured: p50 110 ms at 500, 5 ms at 20); Kafka answers early, and an idle consumer
+    # then makes 20 small requests a second.
+    "fetch_max_wait_ms": 50,
 }
 
 

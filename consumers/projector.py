@@ -48,7 +48,9 @@ class Projector:
     def run(self, stop: threading.Event) -> None:
         log.info("projector: projecting %s", self.topics.ledger)
         while not stop.is_set():
-            if not self.step():
+            # An empty poll has already waited for messages; only a topic not yet created
+            # needs a pause before asking again.
+            if not self.step() and not self.partitions:
                 stop.wait(0.2)
         self.consumer.close()
 

@@ -37,6 +37,7 @@ _decoder = msgspec.json.Decoder(LedgerRecord)
 
 CHUNK = 2000
 RESET_CHECK_SECONDS = 5.0
+IDLE_SECONDS = 1.0
 
 
 class Relay:
@@ -56,8 +57,17 @@ class Relay:
         log.info("relay: publishing the log to %s and %s", self.topics.ledger, self.topics.checkpoints)
         while not stop.is_set():
             if not self.step():
-                stop.wait(0.2)
+                self._wait_for_records(stop)
         self.close()
+
+    def _wait_for_records(self, stop: threading.Event) -> None:
+        """Until the ledger has a new record, looking every 20 ms (one indexed MAX), or for
+        IDLE_SECONDS, after which a step runs anyway (checkpoints by age, reset checks)."""
+        top = self.app.recorder.max_notification_id()
+        deadline = time.monotonic() + IDLE_SECONDS
+        while not stop.wait(0.02) and time.monotonic() < deadline:
+            if self.app.recorder.max_notification_id() != top:
+                return
 
     def step(self) -> int:
         """Publish what is new; returns how many messages were published."""
