@@ -108,16 +108,21 @@ class Services:
         return peaks
 
     def cpu_seconds(self) -> dict[str, float]:
-        """User + system CPU of each service, of the broker when it is our child (the local
-        Tansu), and of this process (the producer and the watchers)."""
-        pids = {name: proc.pid for name, proc in self.procs.items()}
+        """User + system CPU of each service with its worker processes, of the broker when it
+        is our child (the local Tansu), and of this process (the producer and the watchers)."""
+        owner = {proc.pid: name for name, proc in self.procs.items()}
+        cpu = dict.fromkeys(self.procs, 0.0)
         for stat in Path("/proc").glob("[0-9]*/stat"):
             with contextlib.suppress(OSError):
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == os.getpid() and "tansu" in stat.read_text():
-                    pids["broker"] = int(stat.parent.name)
-        pids["bench"] = os.getpid()
-        return {name: _cpu_of(pid) for name, pid in pids.items()}
+                text = stat.read_text()
+                pid, parent = int(stat.parent.name), int(text.rsplit(")", 1)[1].split()[1])
+                name = owner.get(pid) or owner.get(parent)
+                if name is None and parent == os.getpid() and "tansu" in text:
+                    name = "broker"
+                if name is not None:
+                    cpu[name] = cpu.get(name, 0.0) + _cpu_of(pid)
+        cpu["bench"] = _cpu_of(os.getpid())
+        return cpu
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -165,13 +170,15 @@ class _EventId(msgspec.Struct):
 
 
 class LedgerWatch(threading.Thread):
-    """Reads coi.ledger: where each event's record landed (partition, offset)."""
+    """Reads coi.ledger: where each event's record landed (partition, offset) and when it
+    was seen there."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         super().__init__(daemon=True)
         self.consumer = kafka.consumer(bootstrap)
         self.topic = topic
         self.landed: dict[str, tuple[int, int]] = {}
+        self.seen_at: dict[str, float] = {}
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -188,7 +195,9 @@ class LedgerWatch(threading.Thread):
                 self.consumer.seek_to_beginning()
             for batch in self.consumer.poll(timeout_ms=200).values():
                 for m in batch:
-                    self.landed.setdefault(decoder.decode(m.value).event_id, (m.partition, m.offset))
+                    event_id = decoder.decode(m.value).event_id
+                    self.landed.setdefault(event_id, (m.partition, m.offset))
+                    self.seen_at.setdefault(event_id, time.monotonic())
         self.consumer.close()
 
 
@@ -262,6 +271,7 @@ class Figures:
     end_to_end_s: float = 0.0
     steady_rate: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    to_ledger_topic: list[float] = field(default_factory=list)  # publish -> seen on coi.ledger
     missing_latencies: int = 0
     peaks: dict[str, float] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds during the throughput run
@@ -345,6 +355,7 @@ def run(events: int, steady_rate: float, steady_events: int) -> Figures:
                 figures.missing_latencies += 1
             else:
                 figures.latencies.append(passed - at)
+            figures.to_ledger_topic.append(watch.seen_at[event_id] - at)
         figures.peaks = services.peak_mib()
         watch.stop.set()
         services.stop()
@@ -371,6 +382,9 @@ def report(f: Figures, command: str) -> None:
         (f"latency at {f.steady_rate:,.0f}/s", f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms",
          f"{len(f.latencies):,} events ({f.missing_latencies} unmeasured); "
          f"{'PASS' if p99 < TARGET_P99_S else 'MISS'}: target p99 < {TARGET_P99_S:.0f} s"),
+        ("  of which to coi.ledger",
+         f"p50 {percentile(f.to_ledger_topic, 0.5) * 1000:.0f} ms, "
+         f"p99 {percentile(f.to_ledger_topic, 0.99) * 1000:.0f} ms", "via ingest and relay"),
         ("peak memory (VmHWM)", ", ".join(f"{k} {v:,.0f} MiB" for k, v in f.peaks.items()), "per service"),
         ("CPU per event", ", ".join(f"{k} {v / f.events * 1e6:,.0f}" for k, v in f.cpu.items()),
          f"µs; {sum(f.cpu.values()) / f.end_to_end_s:.2f} of {len(os.sched_getaffinity(0))} cores busy"),
