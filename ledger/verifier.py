@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -74,7 +77,24 @@ def _fork_pool(workers: int) -> ProcessPoolExecutor:
     # caller's main module again (forkserver and spawn run it in each worker). A forked
     # worker only verifies signatures: it never touches the database, the Kafka clients or
     # their threads, which it does not have (fork copies only the calling thread).
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    context = multiprocessing.get_context("fork")
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_exit_with, initargs=(os.getpid(),))
+
+
+def _exit_with(parent: int) -> None:
+    """A worker outlives a parent killed with SIGKILL (it holds its own copy of the task
+    pipe, so it never reads end-of-file): it watches for the parent and exits with it. It
+    also drops the signal handlers the fork copied (a service's stop-on-SIGTERM would make
+    it ignore SIGTERM) and leaves Ctrl-C to the parent, which shuts the pool down."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name="coi-exit-with-parent").start()
 
 
 class AheadVerifier:

@@ -24,7 +24,7 @@ from ledger.cast import Member, envelope
 from ledger.journeys import Cast, Journey, Step
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
-from tests.pipeline_support import Stack, wait_until
+from tests.pipeline_support import Stack, alive, children, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +113,11 @@ def test_ingest_killed_mid_batch_stores_every_event_exactly_once(stack: Stack, c
     before = stored(stack)
     busy = stack.start("ingest")
     wait_until(lambda: stored(stack) > before + 50, 60, "the ingest to store a first batch", stack)
+    workers = children(busy.pid)  # its signature-checking processes
+    assert workers
     stack.kill(busy, signal.SIGKILL)  # in the middle of its work
     assert stored(stack) < before + len(steps)
+    wait_until(lambda: not any(alive(pid) for pid in workers), 10, "its workers to exit with it", stack)
     stack.start("ingest")
     wait_until(lambda: stored(stack) == len(cast.members) + len(steps), 120, "every event stored", stack)
     assert_exactly_once(stack, steps, len(cast.members))
