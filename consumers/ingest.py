@@ -50,7 +50,7 @@ class Ingest:
         bootstrap: str,
         topics: Topics,
         group: str | None = None,
-        max_records: int = 1000,
+        max_records: int = 2000,
         max_bytes: int = MAX_ENVELOPE_BYTES,
     ) -> None:
         self.app = app

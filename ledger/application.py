@@ -421,17 +421,18 @@ class LedgerApplication(Application):
 
 
 def _chunks(raws: Iterable[bytes], most: int) -> Iterator[list[bytes]]:
-    """Chunks of 32, 64, 128 ... up to `most`: the first batch's signatures are the only ones
-    nobody overlaps with work, so it is small, and each next batch's are checked in less
-    time than the batch before it takes to decide and store."""
-    size = min(32, most)
+    """Chunks of 64, 256, 1024 ... up to `most`: the first batch's signatures are the only
+    ones nobody overlaps with work, so it is small; checking a batch's signatures on two
+    cores takes about as long as deciding and storing a batch a quarter its size, and each
+    batch costs a commit, so they grow fast."""
+    size = min(64, most)
     chunk: list[bytes] = []
     for raw in raws:
         chunk.append(raw)
         if len(chunk) >= size:
             yield chunk
             chunk = []
-            size = min(2 * size, most)
+            size = min(4 * size, most)
     if chunk:
         yield chunk
 
