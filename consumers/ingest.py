@@ -76,9 +76,12 @@ class Ingest:
 
     def run(self, stop: threading.Event) -> None:
         log.info("ingest: consuming %s", self.topics.site_events)
-        while not stop.is_set():
-            self.step()
-        self.close()
+        try:
+            while not stop.is_set():
+                self.step()
+            self.close()
+        finally:
+            self.app.close()  # its signature workers too, also when the broker went away
 
     def step(self, timeout_ms: int = 500) -> int:
         """One poll: store, publish rejections, then commit. Returns messages handled."""

@@ -55,10 +55,13 @@ class Relay:
 
     def run(self, stop: threading.Event) -> None:
         log.info("relay: publishing the log to %s and %s", self.topics.ledger, self.topics.checkpoints)
-        while not stop.is_set():
-            if not self.step():
-                self._wait_for_records(stop)
-        self.close()
+        try:
+            while not stop.is_set():
+                if not self.step():
+                    self._wait_for_records(stop)
+            self.close()
+        finally:
+            self.app.close()
 
     def _wait_for_records(self, stop: threading.Event) -> None:
         """Until the ledger has a new record, looking every 20 ms (one indexed MAX), or for
