@@ -96,28 +96,30 @@ class Services:
             "COI_KAFKA_BOOTSTRAP": bootstrap,
             "COI_TOPIC_PREFIX": topics.prefix,
         }
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, *names: str) -> None:
         for name in names:
             log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
-            self.procs[name] = subprocess.Popen(
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "ledger.cli", "run", name], env=self.env, stdout=log, stderr=log
             )
+            self.procs.append((name, proc))
 
     def peak_mib(self) -> dict[str, float]:
-        peaks = {}
-        for name, proc in self.procs.items():
+        """The largest peak among each service's processes (their workers not counted)."""
+        peaks: dict[str, float] = {}
+        for name, proc in self.procs:
             for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
-                    peaks[name] = int(line.split()[1]) / 1024
+                    peaks[name] = max(peaks.get(name, 0.0), int(line.split()[1]) / 1024)
         return peaks
 
     def cpu_seconds(self) -> dict[str, float]:
         """User + system CPU of each service with its worker processes, of the broker when it
         is our child (the local Tansu), and of this process (the producer and the watchers)."""
-        owner = {proc.pid: name for name, proc in self.procs.items()}
-        cpu = dict.fromkeys(self.procs, 0.0)
+        owner = {proc.pid: name for name, proc in self.procs}
+        cpu = {name: 0.0 for name, _ in self.procs}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             with contextlib.suppress(OSError):
                 text = stat.read_text()
@@ -131,9 +133,9 @@ class Services:
         return cpu
 
     def stop(self) -> None:
-        for proc in self.procs.values():
+        for _, proc in self.procs:
             proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
+        for _, proc in self.procs:
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
@@ -299,6 +301,7 @@ def verify_ceilings(work: Workload, cast: Cast) -> tuple[float, float]:
 @dataclass
 class Figures:
     events: int
+    ingests: int
     ingest_alone: float = 0.0  # events/s, sustained, on a backlog with nothing else running
     catch_up_s: float = 0.0  # relay + projector over that backlog
     ingest_s: float = 0.0
@@ -314,8 +317,8 @@ class Figures:
     verify_all: float = 0.0
 
 
-def run(events: int, steady_rate: float, steady_events: int) -> Figures:
-    figures = Figures(events)
+def run(events: int, steady_rate: float, steady_events: int, ingests: int) -> Figures:
+    figures = Figures(events, ingests)
     with tempfile.TemporaryDirectory(prefix="coi-pipeline-") as tmp, bootstrap_servers() as bootstrap:
         root = Path(tmp)
         topics = Topics(f"bench{os.getpid()}.")
@@ -344,7 +347,7 @@ def run(events: int, steady_rate: float, steady_events: int) -> Figures:
         for key, raw, _ in backlog:
             producer.send(topics.site_events, key=key, value=raw)
         producer.flush()
-        services.start("ingest")
+        services.start(*["ingest"] * ingests)
         figures.ingest_alone = sustained(lambda: stored(ledger_db) - base, len(backlog))
 
         note("relay and projector: catching up on what the ingest stored ...")
@@ -412,7 +415,7 @@ def report(f: Figures, command: str) -> None:
     ingest = f.events / f.ingest_s
     p50, p99 = percentile(f.latencies, 0.5), percentile(f.latencies, 0.99)
     rows = [
-        ("ingest alone", f"{rate(f.ingest_alone)} events/s",
+        (f"ingest alone (x{f.ingests})", f"{rate(f.ingest_alone)} events/s",
          f"a backlog of {f.events:,}, middle 80%; {pass_miss(f.ingest_alone)}"),
         ("relay + projector", f"{rate(f.events / f.catch_up_s)} events/s",
          f"caught up on that backlog in {f.catch_up_s:.1f} s"),
@@ -444,9 +447,10 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="steady publish rate for the latency run")
     parser.add_argument("--steady-events", type=int, default=20_000)
+    parser.add_argument("--ingests", type=int, default=1, help="ingest processes in the consumer group")
     args = parser.parse_args()
     command = " ".join([Path(sys.executable).as_posix(), *sys.argv])
-    report(run(args.events, args.rate, args.steady_events), command)
+    report(run(args.events, args.rate, args.steady_events, args.ingests), command)
 
 
 if __name__ == "__main__":

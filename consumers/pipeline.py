@@ -81,8 +81,11 @@ def run_one(name: str) -> int:
     return 0
 
 
-def up() -> int:
-    """`coi up`: broker (if needed) + the three services, until Ctrl-C."""
+def up(ingests: int = 2) -> int:
+    """`coi up`: broker (if needed) + the three services, until Ctrl-C. The ingest runs as
+    `ingests` processes sharing the partitions: one process waits on its commits and its
+    signature checks for a fifth of its time, which a second one fills (benchmarks/pipeline.py
+    --ingests)."""
     configure_logging()
     stop = stop_on_signals()
     broker = None
@@ -98,28 +101,29 @@ def up() -> int:
     ensure_topics(bootstrap, Topics.from_env())
     runtime_file().write_text(json.dumps({"bootstrap": bootstrap, "pid": os.getpid()}))
     env = {**os.environ, "COI_KAFKA_BOOTSTRAP": bootstrap}
-    children = {
-        name: subprocess.Popen([sys.executable, "-m", "ledger.cli", "run", name], env=env)
-        for name in SERVICES
-    }
+
+    def start(name: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "ledger.cli", "run", name], env=env)
+
+    names = ["ingest"] * ingests + [s for s in SERVICES if s != "ingest"]
+    children = [start(name) for name in names]
     print(
-        f"coi up: ingest, relay and projector running against {bootstrap}. "
-        "In another terminal: coi demo, coi publish FILE, coi checkpoint. Ctrl-C stops everything.",
+        f"coi up: {ingests} ingest process(es) in one consumer group, relay and projector running "
+        f"against {bootstrap}. In another terminal: coi demo, coi publish FILE, coi checkpoint. "
+        "Ctrl-C stops everything.",
         file=sys.stderr,
     )
     try:
         while not stop.wait(1):
-            for name, child in children.items():
+            for i, (name, child) in enumerate(zip(names, children, strict=True)):
                 if child.poll() is not None:
                     print(f"coi up: {name} exited with {child.returncode}; restarting it", file=sys.stderr)
-                    children[name] = subprocess.Popen(
-                        [sys.executable, "-m", "ledger.cli", "run", name], env=env
-                    )
+                    children[i] = start(name)
     finally:
-        for child in children.values():
+        for child in children:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signal.SIGTERM)
-        for child in children.values():
+        for child in children:
             try:
                 child.wait(20)
             except subprocess.TimeoutExpired:

@@ -389,7 +389,10 @@ def cmd_publish(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
-    return up()
+    if args.ingests < 1:
+        print("coi up: --ingests must be at least 1", file=sys.stderr)
+        return 2
+    return up(args.ingests)
 
 
 def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
@@ -492,9 +495,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", type=float, default=60, help="seconds to wait for receipts (default 60)")
     s.set_defaults(run=cmd_publish)
 
-    sub.add_parser("up", help="broker (if none configured), ingest, relay, projector").set_defaults(
-        run=cmd_up
+    s = sub.add_parser("up", help="broker (if none configured), ingest, relay, projector")
+    s.add_argument(
+        "--ingests", type=int, default=2, help="ingest processes in the consumer group (default 2)"
     )
+    s.set_defaults(run=cmd_up)
     s = sub.add_parser("run", help="run one service in the foreground (production)")
     s.add_argument("service", choices=SERVICES)
     s.set_defaults(run=cmd_run)
