@@ -6,8 +6,9 @@ On a Kafka-protocol broker (COI_KAFKA_BOOTSTRAP, else the local Tansu broker), w
 services as real processes on a fresh SQLite ledger and projection store, it prints:
 
   * ingest alone: N pre-signed events (default 100,000) queued on coi.site-events before
-    the ingest starts, with the relay and projector not yet running; its sustained rate
-    (decode, verify, rules, save), over the middle 80% of the backlog;
+    the ingest starts (two processes in its consumer group, as `coi up` runs it; --ingests),
+    with the relay and projector not yet running; its sustained rate (decode, verify, rules,
+    save), over the middle 80% of the backlog;
   * relay + projector: started then, the time until the projector has applied every record
     the relay published for that backlog;
   * all together: N more events produced as fast as the producer goes while all three run
@@ -447,7 +448,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=1000.0, help="steady publish rate for the latency run")
     parser.add_argument("--steady-events", type=int, default=20_000)
-    parser.add_argument("--ingests", type=int, default=1, help="ingest processes in the consumer group")
+    parser.add_argument("--ingests", type=int, default=2, help="ingest processes in the consumer group")
     args = parser.parse_args()
     command = " ".join([Path(sys.executable).as_posix(), *sys.argv])
     report(run(args.events, args.rate, args.steady_events, args.ingests), command)
