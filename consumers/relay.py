@@ -145,7 +145,6 @@ class Relay:
         """If the last record published is no longer where the broker put it, the broker lost
         the log (Tansu keeps nothing across a restart): publish it all again."""
         self.checked_at = time.monotonic()
-        ensure_topics(self.bootstrap, self.topics)
         position = self.log.store.relay_position(self.name)
         if position.probe_partition < 0:
             return
@@ -161,6 +160,7 @@ class Relay:
             "relay: sequence %d is no longer at %s offset %d: the broker lost the log; publishing it again",
             position.probe_sequence, tp, position.probe_offset,
         )  # fmt: skip
+        ensure_topics(self.bootstrap, self.topics)  # a broker that lost its log lost its topics too
         self.log.store.set_relay_position(self.name, RelayPosition(0, -1, -1, -1))
         self.log.store.set_relay_position(f"{self.name}:checkpoints", RelayPosition(0, -1, -1, -1))
 
