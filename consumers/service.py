@@ -3,6 +3,7 @@ reconnection with backoff when the broker goes away."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -34,8 +35,19 @@ def stop_on_signals() -> threading.Event:
     return stop
 
 
+def quiet_gc() -> None:
+    """Full garbage collections only rarely. A service keeps thousands of aggregates and
+    projection rows in memory, and a full collection walks them all: in the ingest that was
+    a 0.1 to 0.35 s pause every few seconds, the tail of the publish-to-projection latency.
+    Young collections, which free almost all cyclic garbage, stay as frequent as before."""
+    gc.freeze()  # what imports and start-up made lives as long as the process
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, 1000)
+
+
 def run_forever(name: str, make: Callable[[], Service], stop: threading.Event) -> None:
     """(Re)create the service and run it until `stop`; a lost broker means wait and retry."""
+    quiet_gc()
     backoff = 1.0
     while not stop.is_set():
         started = time.monotonic()
