@@ -37,7 +37,7 @@ from pathlib import Path
 from uuid import UUID
 
 import psycopg
-from common import machine_info, opened, percentile, rate, reset_peak_rss, spread
+from common import ParallelVerifier, machine_info, opened, percentile, rate, reset_peak_rss, spread
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
@@ -48,7 +48,6 @@ from ledger.config import persistence_env
 from ledger.dsse import PAYLOAD_TYPE, open_envelope, pae
 from ledger.journeys import VARIANTS, Cast, Journey
 from ledger.store import CLAIMS_TABLE
-from ledger.verifier import ParallelVerifier
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_SHARE = 0.70  # the issue's target, on SQLite: >= 70 % of the serial ceiling
@@ -242,8 +241,8 @@ def verify_rate(work: Workload) -> float:
 
 
 def verify_rate_all_cores(work: Workload) -> float:
-    """The same, through the ledger's ParallelVerifier (threads: cryptography releases the
-    GIL while verifying), for context: the ledger verifies each batch on all cores."""
+    """The same on all cores (threads: cryptography releases the GIL while verifying), for
+    context: the ledger checks each batch's signatures on all cores, in worker processes."""
     jobs = [(key.public_bytes_raw(), signature, message) for key, signature, message in work.signed]
     verifier = ParallelVerifier()
     done = 0
@@ -389,7 +388,7 @@ def print_store(r: StoreResult, work: Workload, batch_size: int) -> None:
         ("Ed25519 verify, 1 core", f"{rate(r.verifies_per_s)} verifies/s",
          f"the workload's signatures, {work.avg_body_bytes:.0f} B bodies; " + spread(r.verifies)),
         ("Ed25519 verify, all cores", f"{rate(statistics.median(r.verifies_all))} verifies/s",
-         "info: ParallelVerifier threads, as the ledger verifies a batch; " + spread(r.verifies_all)),
+         "info: threads on all cores, nothing else running; " + spread(r.verifies_all)),
         ("  signatures/envelope", f"{r.signatures:>10.3f}", "average over the workload"),
         ("  envelope verify ceiling", f"{rate(r.verify_ceiling)} events/s", "verifies/s / signatures"),
         ("raw append ceiling", f"{rate(r.append_ceiling)} events/s",

@@ -46,7 +46,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
-from common import machine_info, opened, percentile, rate, spread
+from common import ParallelVerifier, machine_info, opened, percentile, rate, spread
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregates.base import body_of
@@ -60,7 +60,7 @@ from ledger.keys import keyid_for
 from ledger.log import MerkleLog
 from ledger.logstore import TABLES, LogStore
 from ledger.verification import LedgerVerifier
-from ledger.verifier import BackgroundVerifier, Job, ParallelVerifier
+from ledger.verifier import BackgroundVerifier, Job
 
 TARGET_SHARE = 0.80  # full verification >= 80 % of the all-core signature ceiling
 TARGET_RSS_MIB = 1024  # peak RSS of the verification process < 1 GiB
@@ -297,7 +297,7 @@ def ledger_signatures(url: str) -> Signatures:
 
 
 def ceiling_rate(jobs: list[Job]) -> float:
-    """Ed25519 verifications/s on all cores: the ledger's ParallelVerifier over the ledger's
+    """Ed25519 verifications/s on all cores: ParallelVerifier (threads) over the ledger's
     own (key, signature, PAE message) jobs, 4000 at a time (LedgerVerifier's chunks hold
     4000 records)."""
     verifier = ParallelVerifier()
