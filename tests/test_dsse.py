@@ -7,6 +7,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger.dsse import PAYLOAD_TYPE, Signer, open_envelope, pae, sign, verify
 from ledger.keys import public_raw
 from ledger.rejection import Rejected
+from ledger.verifier import AheadVerifier
 
 
 def test_pae_matches_the_dsse_specification_example() -> None:
@@ -51,3 +52,19 @@ def test_envelope_errors(raw: bytes, code: str) -> None:
     with pytest.raises(Rejected) as err:
         open_envelope(raw)
     assert err.value.code == code
+
+
+@pytest.mark.parametrize("count", [3, 200])  # checked by the caller / by worker processes
+def test_ahead_verifier_gives_every_verdict_in_order(count: int) -> None:
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes_raw()
+    jobs = [(public, key.sign(b"m%d" % i), b"m%d" % i) for i in range(count)]
+    bad = {1, count // 2, count - 1}
+    for i in bad:
+        jobs[i] = (public, jobs[i][1], b"tampered")
+    verifier = AheadVerifier(2)
+    try:
+        pending = verifier.submit(jobs)
+        assert pending() == [i not in bad for i in range(count)]
+    finally:
+        verifier.close()

@@ -110,3 +110,41 @@ def test_a_revocation_through_another_writer_counts_from_the_next_batch(
     )  # fmt: skip
     assert registered.submit(revoke).status == "accepted"
     assert other.submit(_label(nurse, coi, din, NOW - timedelta(hours=1))).code == "key_revoked"
+
+
+def test_a_key_changed_in_one_batch_counts_in_the_next_one_prepared_before_it(
+    registered: LedgerApplication, cast: Cast
+) -> None:
+    """submit_many decodes each batch and starts its signature checks before the batch
+    ahead of it is stored: a verdict made with the keys known then must not outlive a
+    rotation or a revocation stored in between."""
+    coi, din = _enrol(registered, cast)
+    nurse = cast["nurse.bdw"]
+    rotated = Member.new(nurse.principal_id, nurse.printed_name, "person", nurse.roles, nurse.site)
+    switch, lost = NOW - timedelta(days=2), NOW - timedelta(days=1)
+    registered.batch_size = 2
+    outcomes = registered.submit_many(
+        [
+            # batch 1
+            envelope(
+                ev.PrincipalKeyRotated, cast.admin, switch, principal_id=nurse.principal_id,
+                public_key=rotated.public_key, valid_from=switch,
+            ),
+            _label(nurse, coi, din, switch - timedelta(hours=1)),
+            # batch 2, prepared before batch 1 was stored
+            _label(rotated, coi, din, switch + timedelta(hours=1)),  # a key unknown then
+            _label(nurse, coi, din, switch + timedelta(hours=1)),  # checked by the old key
+            # batch 3
+            envelope(
+                ev.PrincipalRevoked, cast.admin, NOW, principal_id=nurse.principal_id,
+                effective_at=lost, reason="laptop stolen",
+            ),
+            _label(rotated, coi, din, lost - timedelta(hours=2)),
+            # batch 4, prepared before batch 3 was stored
+            _label(rotated, coi, din, lost + timedelta(hours=1)),
+            _label(rotated, coi, din, lost - timedelta(hours=1)),
+        ]
+    )  # fmt: skip
+    assert [o.code or o.status for o in outcomes] == [
+        "accepted", "accepted", "accepted", "key_expired", "accepted", "accepted", "key_revoked", "accepted",
+    ]  # fmt: skip
