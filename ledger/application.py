@@ -59,7 +59,12 @@ class _Batch:
     outcomes: list[tuple[Outcome, UUID | None, int]] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)
     parsed: list[tuple[Opened, ev.Event] | Rejected] = field(default_factory=list)
-    collect_verdicts: Callable[[], None] = lambda: None  # waits for the signature checks
+    # the signature checks started by _prepare: (envelope, signature) places, public keys,
+    # and what waits for the verdicts (no closure over the batch: that would be a cycle,
+    # freed only by a full garbage collection)
+    places: list[tuple[int, int]] = field(default_factory=list)
+    publics: list[bytes] = field(default_factory=list)
+    pending: Callable[[], list[bool]] = list
 
 
 class LedgerApplication(Application):
@@ -140,13 +145,8 @@ class LedgerApplication(Application):
                 if principal is not None and keyid in principal.keys:
                     jobs.append((principal.keys[keyid].public_raw, sig, message))
                     places.append((index, i))
-        pending = self.verifier.submit(jobs)
-
-        def collect() -> None:
-            for (index, i), job, ok in zip(places, jobs, pending(), strict=True):
-                batch.verdicts.setdefault(index, {})[i] = (job[0], ok)
-
-        batch.collect_verdicts = collect
+        batch.places, batch.publics = places, [job[0] for job in jobs]
+        batch.pending = self.verifier.submit(jobs)
         return batch
 
     def _finish(self, batch: _Batch, now: datetime | None, retried: bool = False) -> Iterator[Outcome]:
@@ -155,7 +155,8 @@ class LedgerApplication(Application):
         keys = [key for p in batch.parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
         found = self.recorder.claims(keys)  # type: ignore[attr-defined]
         batch.known = {key: found.get(key) for key in keys}
-        batch.collect_verdicts()
+        for (index, i), public, ok in zip(batch.places, batch.publics, batch.pending(), strict=True):
+            batch.verdicts.setdefault(index, {})[i] = (public, ok)
         for index, (raw, p) in enumerate(zip(batch.raws, batch.parsed, strict=True)):
             self._take(index, raw, p, batch)
         yield from self._flush(batch, now, retried)
