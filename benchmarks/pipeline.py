@@ -164,16 +164,16 @@ def projected(db: Path) -> dict[int, int]:
             return {}
 
 
-def sustained(count: Callable[[], int], total: int) -> float:
+def sustained(count: Callable[[], int], total: int, cpu: Callable[[], float]) -> tuple[float, float]:
     """Events/s while `count` goes from 10% to 90% of `total` (leaving out the group join
-    and the tail), sampled every 20 ms."""
+    and the tail), sampled every 20 ms, and the cores `cpu` (CPU seconds) kept busy then."""
     low, high = 0.1 * total, 0.9 * total
     wait_for(lambda: count() >= low, 900, "the ingest's first tenth")
-    started, at_start = time.monotonic(), count()
+    started, at_start, cpu_start = time.monotonic(), count(), cpu()
     wait_for(lambda: count() >= high, 900, "the ingest's ninth tenth")
-    ended, at_end = time.monotonic(), count()
+    ended, at_end, cpu_end = time.monotonic(), count(), cpu()
     wait_for(lambda: count() >= total, 300, "the ingest to store everything")
-    return (at_end - at_start) / (ended - started)
+    return (at_end - at_start) / (ended - started), (cpu_end - cpu_start) / (ended - started)
 
 
 def wait_projected(db: Path, watch: LedgerWatch, work: list[tuple[bytes, bytes, str]]) -> float:
@@ -303,6 +303,7 @@ class Figures:
     events: int
     ingests: int
     ingest_alone: float = 0.0  # events/s, sustained, on a backlog with nothing else running
+    ingest_alone_cores: float = 0.0  # cores busy meanwhile (ingest, its workers, broker, bench)
     catch_up_s: float = 0.0  # relay + projector over that backlog
     ingest_s: float = 0.0
     end_to_end_s: float = 0.0
@@ -348,7 +349,9 @@ def run(events: int, steady_rate: float, steady_events: int, ingests: int) -> Fi
             producer.send(topics.site_events, key=key, value=raw)
         producer.flush()
         services.start(*["ingest"] * ingests)
-        figures.ingest_alone = sustained(lambda: stored(ledger_db) - base, len(backlog))
+        figures.ingest_alone, figures.ingest_alone_cores = sustained(
+            lambda: stored(ledger_db) - base, len(backlog), lambda: sum(services.cpu_seconds().values())
+        )
 
         note("relay and projector: catching up on what the ingest stored ...")
         began = time.monotonic()
@@ -416,7 +419,8 @@ def report(f: Figures, command: str) -> None:
     p50, p99 = percentile(f.latencies, 0.5), percentile(f.latencies, 0.99)
     rows = [
         (f"ingest alone (x{f.ingests})", f"{rate(f.ingest_alone)} events/s",
-         f"a backlog of {f.events:,}, middle 80%; {pass_miss(f.ingest_alone)}"),
+         f"a backlog of {f.events:,}, middle 80%, {f.ingest_alone_cores:.2f} cores busy; "
+         f"{pass_miss(f.ingest_alone)}"),
         ("relay + projector", f"{rate(f.events / f.catch_up_s)} events/s",
          f"caught up on that backlog in {f.catch_up_s:.1f} s"),
         ("all together: ingest", f"{rate(ingest)} events/s",
