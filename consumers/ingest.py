@@ -31,6 +31,7 @@ from ledger.application import LedgerApplication, Outcome
 log = logging.getLogger("coi.ingest")
 
 RESET_CHECK_SECONDS = 5.0
+CLOSE_SECONDS = 5.0
 
 
 class BrokerResetError(KafkaError):
@@ -69,7 +70,7 @@ class Ingest:
         )
         self.producer = kafka.producer(bootstrap)
         self.accepted = self.rejected = self.duplicates = 0
-        self.probe = kafka.consumer(bootstrap)  # reads one message back to see the log survived
+        self.bootstrap = bootstrap
         self.last_seen: tuple[TopicPartition, int, bytes] | None = None
         self.assigned: list[int] = []
         self.checked_at = time.monotonic()
@@ -79,9 +80,11 @@ class Ingest:
         try:
             while not stop.is_set():
                 self.step()
-            self.close()
         finally:
-            self.app.close()  # its signature workers too, also when the broker went away
+            # Also on the way out with an error: a consumer left open stays in the group, and
+            # the service made next would wait for it to be evicted.
+            self.close()
+            self.app.close()  # its signature workers too
 
     def step(self, timeout_ms: int = 500) -> int:
         """One poll: store, publish rejections, then commit. Returns messages handled."""
@@ -135,17 +138,21 @@ class Ingest:
         if self.last_seen is None:
             return
         tp, offset, digest = self.last_seen
-        if not kafka.still_there(self.probe, tp, offset, lambda v: hashlib.sha256(v).digest() == digest):
+        if not kafka.still_there(self.bootstrap, tp, offset, lambda v: hashlib.sha256(v).digest() == digest):
             raise BrokerResetError(f"the message at {tp} offset {offset} is gone: the broker lost its log")
 
     def close(self) -> None:
-        try:
-            self.producer.flush()
-            self.consumer.close()
-            self.producer.close()
-            self.probe.close()
-        except KafkaError as exc:
-            log.warning("ingest: closing: %s", exc)
+        """Each client in turn, each within a bound (the broker may be gone)."""
+        closing = (
+            lambda: self.producer.flush(timeout=CLOSE_SECONDS),
+            lambda: self.consumer.close(timeout_ms=int(CLOSE_SECONDS * 1000)),
+            lambda: self.producer.close(timeout=CLOSE_SECONDS),
+        )
+        for close in closing:
+            try:
+                close()
+            except KafkaError as exc:
+                log.warning("ingest: closing: %s", exc)
 
 
 def _oversize(message: ConsumerRecord, limit: int) -> Outcome:

@@ -47,11 +47,16 @@ def consumer(bootstrap: str, *topics: str, group: str | None = None, **overrides
     return KafkaConsumer(*topics, bootstrap_servers=bootstrap, **settings)
 
 
-def still_there(probe: KafkaConsumer, tp: TopicPartition, offset: int, same: Callable[[bytes], bool]) -> bool:
+def still_there(bootstrap: str, tp: TopicPartition, offset: int, same: Callable[[bytes], bool]) -> bool:
     """Whether the message we saw at `offset` is still there. A broker that lost its log
     (Tansu keeps none across a restart) answers with nothing or with something else; asking
-    this way, not through the group coordinator, never disturbs a rebalance."""
-    probe.assign([tp])
-    probe.seek(tp, offset)
-    found = [m for batch in probe.poll(timeout_ms=2000, max_records=1).values() for m in batch]
+    this way, not through the group coordinator, never disturbs a rebalance. A new consumer
+    each time: a long-lived one can answer from records it fetched before the restart."""
+    probe = consumer(bootstrap)
+    try:
+        probe.assign([tp])
+        probe.seek(tp, offset)
+        found = [m for batch in probe.poll(timeout_ms=2000, max_records=1).values() for m in batch]
+    finally:
+        probe.close(timeout_ms=2000)
     return bool(found) and found[0].offset == offset and found[0].value is not None and same(found[0].value)

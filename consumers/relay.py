@@ -48,7 +48,6 @@ class Relay:
         self.name = name
         self.log = MerkleLog(app)
         self.producer = kafka.producer(bootstrap)
-        self.probe = kafka.consumer(bootstrap)  # reads back one record to see the log survived
         self.signer = ledgerkey.signer()
         self.origin = ledgerkey.origin()
         self.checked_at = 0.0
@@ -150,7 +149,7 @@ class Relay:
             return
         tp = TopicPartition(self.topics.ledger, position.probe_partition)
         if kafka.still_there(
-            self.probe,
+            self.bootstrap,
             tp,
             position.probe_offset,
             lambda v: _decoder.decode(v).sequence == position.probe_sequence,
@@ -167,4 +166,3 @@ class Relay:
     def close(self) -> None:
         self.producer.flush()
         self.producer.close()
-        self.probe.close()

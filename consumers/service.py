@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import BrokenExecutor
 from typing import Protocol
 
 from kafka.errors import KafkaError
@@ -53,7 +54,9 @@ def run_forever(name: str, make: Callable[[], Service], stop: threading.Event) -
         started = time.monotonic()
         try:
             make().run(stop)
-        except (KafkaError, BrokerError, OSError) as exc:
+        # BrokenExecutor: a signature worker process died (the OOM killer, say); a new service
+        # has new workers, and what was not committed is read again.
+        except (KafkaError, BrokerError, OSError, BrokenExecutor) as exc:
             if time.monotonic() - started > 30:
                 backoff = 1.0
             log.warning("%s: %s; retrying in %.0f s", name, exc, backoff)

@@ -4,6 +4,7 @@ external cluster when COI_KAFKA_BOOTSTRAP is set, else testcontainers or Tansu).
 from __future__ import annotations
 
 import base64
+import os
 import signal
 import sqlite3
 import uuid
@@ -120,6 +121,23 @@ def test_ingest_killed_mid_batch_stores_every_event_exactly_once(stack: Stack, c
     wait_until(lambda: not any(alive(pid) for pid in workers), 10, "its workers to exit with it", stack)
     stack.start("ingest")
     wait_until(lambda: stored(stack) == len(cast.members) + len(steps), 120, "every event stored", stack)
+    assert_exactly_once(stack, steps, len(cast.members))
+
+
+def test_a_killed_signature_worker_is_replaced_and_nothing_is_lost(stack: Stack, cast: Cast) -> None:
+    site = publisher(stack)
+    first = stack.start("ingest")
+    stack.start("relay")
+    register(stack, site, cast)
+    stack.kill(first, signal.SIGTERM)
+    steps = journeys(cast, 3)  # a backlog: its batches are large enough for the workers
+    for s in steps:
+        site.publish(s.envelope)
+    ingest = stack.start("ingest")
+    wait_until(lambda: bool(children(ingest.pid)), 30, "its signature workers", stack)
+    os.kill(children(ingest.pid)[0], signal.SIGKILL)  # as the OOM killer would
+    wait_until(lambda: stored(stack) == len(cast.members) + len(steps), 120, "every event stored", stack)
+    assert ingest.poll() is None, "the service recovers by itself"
     assert_exactly_once(stack, steps, len(cast.members))
 
 
