@@ -61,14 +61,18 @@ class Ingest:
         self.max_bytes = max_bytes
         # One group per environment: the topic prefix names it too.
         group = group or f"{topics.prefix}coi-ingest"
-        self.consumer = kafka.consumer(
-            bootstrap,
-            topics.site_events,
-            group=group,
-            max_poll_records=max_records,
-            client_id=f"coi-ingest-{socket.gethostname()}-{os.getpid()}",
-        )
-        self.producer = kafka.producer(bootstrap)
+        try:
+            self.consumer = kafka.consumer(
+                bootstrap,
+                topics.site_events,
+                group=group,
+                max_poll_records=max_records,
+                client_id=f"coi-ingest-{socket.gethostname()}-{os.getpid()}",
+            )
+            self.producer = kafka.producer(bootstrap)
+        except BaseException:
+            app.close()  # no broker yet: the retry makes a new application and new workers
+            raise
         self.accepted = self.rejected = self.duplicates = 0
         self.bootstrap = bootstrap
         self.last_seen: tuple[TopicPartition, int, bytes] | None = None

@@ -14,11 +14,14 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from kafka.errors import KafkaError
 
 from consumers.broker import TansuBroker, bootstrap_servers, ensure_topics, free_port
+from consumers.ingest import Ingest
 from consumers.kafka import consumer
 from consumers.messages import Rejection
 from consumers.site_publisher import SitePublisher
+from consumers.topics import Topics
 from ledger import events as ev
 from ledger.application import LedgerApplication
 from ledger.cast import Member, envelope
@@ -139,6 +142,14 @@ def test_a_killed_signature_worker_is_replaced_and_nothing_is_lost(stack: Stack,
     wait_until(lambda: stored(stack) == len(cast.members) + len(steps), 120, "every event stored", stack)
     assert ingest.poll() is None, "the service recovers by itself"
     assert_exactly_once(stack, steps, len(cast.members))
+
+
+def test_an_ingest_that_finds_no_broker_leaves_no_workers_behind(tmp_path: Path) -> None:
+    before = set(children(os.getpid()))
+    app = LedgerApplication(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    with pytest.raises(KafkaError):
+        Ingest(app, f"127.0.0.1:{free_port()}", Topics("nobroker."))
+    assert not [pid for pid in children(os.getpid()) if pid not in before and alive(pid)]
 
 
 def test_projector_killed_midway_equals_a_full_rebuild(stack: Stack, cast: Cast) -> None:
