@@ -59,20 +59,16 @@ from ledger.journeys import Cast, Journey
 
 TARGET_INGEST = 5000.0
 TARGET_P99_S = 1.0
-SERVICES = ("ingest", "relay", "projector")
 
 
 def note(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-@dataclass
-class Workload:
-    envelopes: list[tuple[bytes, bytes, str]]  # (key, envelope, event_id)
-    patients: int
+Work = list[tuple[bytes, bytes, str]]  # (key, envelope, event_id)
 
 
-def build_workload(cast: Cast, events: int, start: datetime) -> Workload:
+def build_workload(cast: Cast, events: int, start: datetime) -> Work:
     """Accepted steps of interleaved happy journeys (33 per patient), cut to `events`."""
     patients = -(-events // 33)
     queues = []
@@ -82,7 +78,7 @@ def build_workload(cast: Cast, events: int, start: datetime) -> Workload:
             [(journey.coi.encode(), s.envelope, str(s.event_id)) for s in journey.steps() if s.expect is None]
         )
     mixed = [item for round_ in itertools.zip_longest(*queues) for item in round_ if item is not None]
-    return Workload(mixed[:events], patients)
+    return mixed[:events]
 
 
 class Services:
@@ -176,7 +172,7 @@ def sustained(count: Callable[[], int], total: int, cpu: Callable[[], float]) ->
     return (at_end - at_start) / (ended - started), (cpu_end - cpu_start) / (ended - started)
 
 
-def wait_projected(db: Path, watch: LedgerWatch, work: list[tuple[bytes, bytes, str]]) -> float:
+def wait_projected(db: Path, watch: LedgerWatch, work: Work) -> float:
     """When the projector passed every event of `work` (once the relay published them all)."""
     last = {event_id for _, _, event_id in work[-200:]}
     wait_for(lambda: last <= watch.landed.keys(), 600, "the relay")
@@ -190,10 +186,10 @@ def wait_projected(db: Path, watch: LedgerWatch, work: list[tuple[bytes, bytes, 
     )
 
 
-def wait_for(condition: object, seconds: float, what: str) -> float:
+def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> float:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
+        if condition():
             return time.monotonic()
         time.sleep(0.02)
     raise SystemExit(f"timed out after {seconds:.0f} s waiting for {what}")
@@ -279,10 +275,10 @@ def consume_ceiling(bootstrap: str, topics: Topics, count: int = 100_000) -> flo
     return got / seconds if seconds else float("nan")
 
 
-def verify_ceilings(work: Workload, cast: Cast) -> tuple[float, float]:
+def verify_ceilings(work: Work, cast: Cast) -> tuple[float, float]:
     keys = {m.signer.keyid: m for m in cast.members.values()}
     jobs = []
-    for _, raw, _ in work.envelopes[:20_000]:
+    for _, raw, _ in work[:20_000]:
         opened = open_envelope(raw)
         message = pae(PAYLOAD_TYPE, opened.body)
         for keyid, sig in opened.signatures:
@@ -328,8 +324,7 @@ def run(events: int, steady_rate: float, steady_events: int, ingests: int) -> Fi
         start = datetime.now(UTC) - timedelta(days=30)
         note(f"building 2 x {events:,} + {steady_events:,} signed events (not timed) ...")
         work = build_workload(cast, 2 * events + steady_events, start)
-        backlog, bulk = work.envelopes[:events], work.envelopes[events : 2 * events]
-        steady = work.envelopes[2 * events :]
+        backlog, bulk, steady = work[:events], work[events : 2 * events], work[2 * events :]
         os.environ["COI_DATA_DIR"] = str(root / "coi-data")
         app = LedgerApplication(f"sqlite:///{root / 'coi-data' / 'ledger.sqlite'}")
         assert all(
