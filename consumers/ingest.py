@@ -31,7 +31,6 @@ from ledger.application import LedgerApplication, Outcome
 log = logging.getLogger("coi.ingest")
 
 RESET_CHECK_SECONDS = 5.0
-CLOSE_SECONDS = 5.0
 
 
 class BrokerResetError(KafkaError):
@@ -148,9 +147,9 @@ class Ingest:
     def close(self) -> None:
         """Each client in turn, each within a bound (the broker may be gone)."""
         closing = (
-            lambda: self.producer.flush(timeout=CLOSE_SECONDS),
-            lambda: self.consumer.close(timeout_ms=int(CLOSE_SECONDS * 1000)),
-            lambda: self.producer.close(timeout=CLOSE_SECONDS),
+            lambda: self.producer.flush(timeout=kafka.CLOSE_SECONDS),
+            lambda: self.consumer.close(timeout_ms=int(kafka.CLOSE_SECONDS * 1000)),
+            lambda: self.producer.close(timeout=kafka.CLOSE_SECONDS),
         )
         for close in closing:
             try:

@@ -23,6 +23,11 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 }
 
 
+# How long closing a client may take: a service leaving because the broker is gone must not
+# hang on it.
+CLOSE_SECONDS = 5.0
+
+
 def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
     # No broker-side idempotence: the ledger deduplicates by event_id and consumers by
     # sequence, and a broker that restarts (Tansu) forgets producer ids, which would leave an

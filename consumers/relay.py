@@ -18,6 +18,7 @@ import time
 
 import msgspec
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 
 from aggregates.base import body_of
 from consumers import kafka
@@ -58,8 +59,8 @@ class Relay:
             while not stop.is_set():
                 if not self.step():
                     self._wait_for_records(stop)
-            self.close()
         finally:
+            self.close()  # also when leaving with an error: the next service makes a new producer
             self.app.close()
 
     def _wait_for_records(self, stop: threading.Event) -> None:
@@ -164,5 +165,9 @@ class Relay:
         self.log.store.set_relay_position(f"{self.name}:checkpoints", RelayPosition(0, -1, -1, -1))
 
     def close(self) -> None:
-        self.producer.flush()
-        self.producer.close()
+        """Sends what is pending, within a bound (the broker may be gone). Unsent records are
+        not lost: the relay's position moves only after a flush that landed."""
+        try:
+            self.producer.close(timeout=kafka.CLOSE_SECONDS)
+        except KafkaError as exc:
+            log.warning("relay: closing: %s", exc)
