@@ -47,12 +47,14 @@ class Projector:
 
     def run(self, stop: threading.Event) -> None:
         log.info("projector: projecting %s", self.topics.ledger)
-        while not stop.is_set():
-            # An empty poll has already waited for messages; only a topic not yet created
-            # needs a pause before asking again.
-            if not self.step() and not self.partitions:
-                stop.wait(0.2)
-        self.consumer.close()
+        try:
+            while not stop.is_set():
+                # An empty poll has already waited for messages; only a topic not yet created
+                # needs a pause before asking again.
+                if not self.step() and not self.partitions:
+                    stop.wait(0.2)
+        finally:  # also when leaving with an error: each retry makes a new consumer
+            self.consumer.close(timeout_ms=int(kafka.CLOSE_SECONDS * 1000))
 
     def step(self, timeout_ms: int = 500) -> int:
         self._assign()
