@@ -20,7 +20,6 @@ import msgspec
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from aggregates.base import body_of
 from consumers import kafka
 from consumers.broker import ensure_topics
 from consumers.messages import REGISTRY_KEY, LedgerRecord, SignedCheckpoint
@@ -31,7 +30,7 @@ from ledger.checkpoint import parse
 from ledger.config import checkpoint_policy
 from ledger.log import MerkleLog
 from ledger.logstore import RelayPosition
-from ledger.records import stored_record
+from ledger.records import header_of, row_record
 
 log = logging.getLogger("coi.relay")
 _decoder = msgspec.json.Decoder(LedgerRecord)
@@ -87,20 +86,15 @@ class Relay:
         position = self.log.store.relay_position(self.name)
         if position.next_leaf >= size:
             return 0
-        leaves = self.log.store.leaves(position.next_leaf, min(size, position.next_leaf + CHUNK))
-        hashes = self.log.store.node_range(0, leaves[0][0], leaves[-1][0])
-        stored = {
-            n.id: n
-            for n in self.app.recorder.select_notifications(
-                start=leaves[0][1], limit=len(leaves), stop=leaves[-1][1]
-            )
-        }
+        store = self.log.store
+        leaves = store.leaves(position.next_leaf, min(size, position.next_leaf + CHUNK))
+        hashes = store.node_range(0, leaves[0][0], leaves[-1][0])
+        # Leaves commit to every record in sequence order, so these are the leaves' records.
+        stored = {row[0]: row for row in store.records(leaves[0][1] - 1, len(leaves))}
         sent = None
         for index, sequence in leaves:
-            n = stored[sequence]
-            record = stored_record(n.originator_id, n.originator_version, n.state)  # type: ignore[arg-type]
-            body = body_of(record.envelope)
-            coi = getattr(body, "coi", None)
+            record = row_record(stored[sequence])
+            header = header_of(record.envelope)
             message = LedgerRecord(
                 sequence=sequence,
                 leaf_index=index,
@@ -110,11 +104,11 @@ class Relay:
                 prev=record.prev,
                 recorded_at=record.recorded_at,
                 envelope=record.envelope,
-                event_id=str(body.event_id),
-                type=str(type(body).__struct_config__.tag),
-                coi=coi,
+                event_id=str(header.event_id),
+                type=header.type,
+                coi=header.coi,
             )
-            key = (coi or REGISTRY_KEY).encode()
+            key = (header.coi or REGISTRY_KEY).encode()
             sent = self.producer.send(self.topics.ledger, key=key, value=msgspec.json.encode(message))
         self.producer.flush()
         assert sent is not None

@@ -21,7 +21,7 @@ from ledger import ledgerkey, merkle
 from ledger.checkpoint import Checkpoint, NoteSigner
 from ledger.config import checkpoint_policy
 from ledger.logstore import LogStore, StoredCheckpoint
-from ledger.records import canonical, stored_record
+from ledger.records import canonical, row_record
 
 READ_CHUNK = 2000
 
@@ -41,19 +41,16 @@ class MerkleLog:
         edge = self.store.nodes(merkle.CompactRange.edge_keys(size))
         tree = merkle.CompactRange(size, [edge[k] for k in merkle.CompactRange.edge_keys(size)])
         after = self.store.last_sequence()
-        while True:
-            notifications = self.app.recorder.select_notifications(start=after + 1, limit=READ_CHUNK)
-            if not notifications:
-                return tree.size
+        while rows := self.store.records(after, READ_CHUNK):
             leaves, nodes = [], []
-            for n in notifications:
-                record = stored_record(n.originator_id, n.originator_version, n.state)  # type: ignore[arg-type]
-                nodes.extend(tree.append(merkle.leaf_hash(canonical(record))))
-                leaves.append((tree.size - 1, n.id))
+            for row in rows:
+                nodes.extend(tree.append(merkle.leaf_hash(canonical(row_record(row)))))
+                leaves.append((tree.size - 1, row[0]))
             self.store.append(leaves, nodes)
-            after = notifications[-1].id
+            after = rows[-1][0]
             if progress:
                 progress(tree.size)
+        return tree.size
 
     def root(self, size: int) -> bytes:
         return merkle.root(size, self.store.nodes)

@@ -5,10 +5,12 @@ record of the same aggregate names as `prev`."""
 from __future__ import annotations
 
 from datetime import datetime
+from functools import lru_cache
 from uuid import UUID
 
 import msgspec
 
+from ledger.dsse import b64decode
 from ledger.merkle import leaf_hash
 
 FIRST_PREV = "0" * 64  # the `prev` of an aggregate's first record
@@ -49,6 +51,40 @@ def stored_record(stream: UUID | str, version: int, state: bytes) -> Record:
     """The record as the event store holds it (raises msgspec errors if the row is mangled)."""
     s = _state.decode(state)
     return Record(str(stream), version, s.prev, s.timestamp["_data_"], s.envelope)
+
+
+@lru_cache(maxsize=4096)
+def stream_name(originator_id: UUID | str) -> str:
+    """The aggregate id as records spell it, from an events table row: SQLite stores 32 hex
+    digits, PostgreSQL a UUID."""
+    return str(originator_id if isinstance(originator_id, UUID) else UUID(originator_id))
+
+
+def row_record(row: tuple[int, UUID | str, int, bytes]) -> Record:
+    """The record of a row (sequence, originator id, version, state) read from the events table."""
+    return stored_record(stream_name(row[1]), row[2], row[3])
+
+
+class _Payload(msgspec.Struct):
+    payload: str
+
+
+class Header(msgspec.Struct, frozen=True):
+    """What a stored body says about itself: its type, event id and COI (none outside a
+    patient's journey). The ledger checked the whole body when it accepted it."""
+
+    type: str
+    event_id: UUID
+    coi: str | None = None
+
+
+_payload = msgspec.json.Decoder(_Payload)
+_header = msgspec.json.Decoder(Header)
+
+
+def header_of(envelope: str) -> Header:
+    """The header of a stored envelope's body, without decoding the rest of it."""
+    return _header.decode(b64decode(_payload.decode(envelope).payload, "payload"))
 
 
 def canonical(record: Record) -> bytes:

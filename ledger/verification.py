@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
 import msgspec
 from eventsourcing.application import Application
-from psycopg.rows import tuple_row
 
 from aggregates.base import body_of
 from aggregates.principal import Principal, public_key_raw
@@ -33,15 +31,11 @@ from ledger import merkle
 from ledger.dsse import PAYLOAD_TYPE, Opened, open_envelope, pae
 from ledger.keys import keyid_for
 from ledger.logstore import LogStore, StoredCheckpoint
-from ledger.records import FIRST_PREV, Record, canonical, stored_record
+from ledger.records import FIRST_PREV, Record, canonical, row_record
 from ledger.rejection import Rejected
 from ledger.verifier import BackgroundVerifier, TaggedJob
 
 CHUNK = 4000
-_SELECT_RECORDS = (
-    "SELECT {sequence}, originator_id, originator_version, state FROM {table} "
-    "WHERE {sequence} > ? ORDER BY {sequence} LIMIT ?"
-)
 _SELECT_LEAVES = "SELECT leaf_index, sequence FROM coi_leaves WHERE leaf_index >= ? AND leaf_index < ?"
 _SELECT_NODES = "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?"
 _REGISTRY = (ev.PrincipalRegistered, ev.PrincipalKeyRotated, ev.PrincipalRevoked)
@@ -124,14 +118,7 @@ class LedgerVerifier:
         self.trusted = trusted
         self.progress = progress
         self.workers = workers
-        recorder: Any = app.recorder
-        if self.store.postgres:
-            table = f'"{self.store.datastore.schema}"."{recorder.events_table_name}"'
-            records = _SELECT_RECORDS.format(sequence="notification_id", table=table)
-            self._sql = [q.replace("?", "%s") for q in (records, _SELECT_LEAVES, _SELECT_NODES)]
-        else:
-            records = _SELECT_RECORDS.format(sequence="rowid", table=recorder.events_table_name)
-            self._sql = [records, _SELECT_LEAVES, _SELECT_NODES]
+        self._sql = [self.store.sql(q) for q in (_SELECT_LEAVES, _SELECT_NODES)]
 
     def run(self, state_file: Path | None = None) -> Report:
         report = Report()
@@ -242,13 +229,9 @@ class LedgerVerifier:
         Straight from the tables, as plain tuples: eventsourcing's select_notifications (a
         UUID and a Notification per row), sqlite3.Row and a transaction per query cost more
         than the queries themselves."""
-        select_records, select_leaves, select_nodes = self._sql
-        with self.store.datastore.transaction(commit=False) as c:
-            if self.store.postgres:
-                c.row_factory = tuple_row
-            else:
-                c.sqlite_cursor.row_factory = None  # the sqlite3.Cursor in eventsourcing's wrapper
-            c.execute(select_records, (after, CHUNK))
+        select_leaves, select_nodes = self._sql
+        with self.store.reading() as c:
+            c.execute(self.store.select_records, (after, CHUNK))
             rows = c.fetchall()
             stop = start + len(rows)
             c.execute(select_leaves, (start, stop))
@@ -268,7 +251,7 @@ class LedgerVerifier:
         roots: dict[int, bytes],
         jobs: list[TaggedJob],
     ) -> Failure | None:
-        sequence, originator_id, version, state = row
+        sequence = row[0]
         index = run.tree.size
         expected = leaves.get(index)
         if expected is not None and expected != sequence:
@@ -278,7 +261,7 @@ class LedgerVerifier:
                 )
             return Failure(sequence, f"record not in the log: leaf {index} commits to sequence {expected}")
         try:
-            record = stored_record(_stream_name(originator_id), version, state)
+            record = row_record(row)
             opened = open_envelope(record.envelope)
             body = _decode(opened.body)
         except (msgspec.MsgspecError, Rejected, KeyError, ValueError) as exc:
@@ -404,12 +387,6 @@ class StateMismatchError(Exception):
 
 def _forged(sequence: int) -> Failure:
     return Failure(sequence, "a signature does not verify over the stored envelope")
-
-
-@lru_cache(maxsize=4096)
-def _stream_name(originator_id: UUID | str) -> str:
-    """The aggregate id as records spell it: SQLite stores 32 hex digits, PostgreSQL a UUID."""
-    return str(originator_id if isinstance(originator_id, UUID) else UUID(originator_id))
 
 
 def _genesis_key(body: ev.PrincipalRegistered, keyid: str) -> bytes | None:

@@ -15,7 +15,9 @@ from pathlib import Path
 import msgspec
 import pytest
 from kafka.errors import KafkaError
+from kafka.partitioner.default import DefaultPartitioner
 
+from consumers import kafka
 from consumers.broker import TansuBroker, bootstrap_servers, ensure_topics, free_port
 from consumers.ingest import Ingest
 from consumers.kafka import consumer
@@ -43,6 +45,24 @@ def stack(tmp_path: Path, bootstrap: str) -> Iterator[Stack]:
     ensure_topics(bootstrap, s.topics)
     yield s
     s.stop_all()
+
+
+def test_keys_land_where_the_default_partitioner_puts_them(stack: Stack) -> None:
+    """The ledger's producers cache the key hash; a patient's events must still land on the
+    partition any other Kafka client would choose for that COI."""
+    ours = kafka.producer(stack.bootstrap)
+    default = kafka.producer(stack.bootstrap, partitioner=DefaultPartitioner())
+    try:
+        keys = [f"COI-{i:04d}".encode() for i in range(64)] * 2  # the second round hits the cache
+        placed = [
+            [p.send(stack.topics.ledger, key=k, value=b"x").get(timeout=30).partition for k in keys]
+            for p in (ours, default)
+        ]
+    finally:
+        ours.close()
+        default.close()
+    assert placed[0] == placed[1]
+    assert len(set(placed[0])) > 1
 
 
 def journeys(cast: Cast, patients: int) -> list[Step]:
