@@ -25,6 +25,9 @@ def database_url() -> str:
     return os.environ.get("COI_DATABASE_URL") or f"sqlite:///{data_dir() / 'ledger.sqlite'}"
 
 
+TRANSCODER = "ledger.transcoder:StateTranscoder"
+
+
 def persistence_env(url: str) -> dict[str, str]:
     """The eventsourcing environment for a database URL."""
     parts = urlsplit(url)
@@ -39,6 +42,7 @@ def persistence_env(url: str) -> dict[str, str]:
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "10",
             "APPLICATION_RECORDER_TOPIC": "ledger.store:SQLiteLedgerRecorder",
+            "TRANSCODER_TOPIC": TRANSCODER,
         }
     if parts.scheme in ("postgres", "postgresql"):
         if not parts.hostname or not parts.path.strip("/"):
@@ -54,6 +58,7 @@ def persistence_env(url: str) -> dict[str, str]:
             # eventsourcing bypasses when it inserts through database functions.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
             "APPLICATION_RECORDER_TOPIC": "ledger.store:PostgresLedgerRecorder",
+            "TRANSCODER_TOPIC": TRANSCODER,
         }
     raise ConfigError(f"COI_DATABASE_URL {url!r}: the scheme must be sqlite or postgresql")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from eventsourcing.persistence import JSONTranscoder
 
 from aggregates.therapy import Therapy, therapy_uuid
 from ledger import events as ev
@@ -73,6 +74,22 @@ def test_state_replays_identically_from_the_store(
         live = registered.repository.get(therapy_uuid(j.coi))
         replayed = fresh.repository.get(therapy_uuid(j.coi))
         assert vars(replayed) == vars(live)
+
+
+def test_stored_state_is_what_eventsourcings_own_json_encoder_writes(
+    registered: LedgerApplication, cast: Cast
+) -> None:
+    """The ledger writes event state with msgspec (ledger/transcoder.py); the rows must be the
+    very bytes eventsourcing's standard-library encoder writes, tagged datetimes included."""
+    advance(registered, new_journey(cast))
+    own = JSONTranscoder()
+    registered.register_transcodings(own)
+    rows = registered.recorder.select_notifications(start=1, limit=1000)
+    assert len(rows) > len(cast.members)
+    for row in rows:
+        state = own.decode(row.state)
+        assert isinstance(state["timestamp"], datetime)  # tagged, not a bare string
+        assert own.encode(state) == row.state
 
 
 def test_a_din_belongs_to_one_therapy_only(registered: LedgerApplication, cast: Cast) -> None:
