@@ -121,7 +121,7 @@ class Relay:
     def _publish_checkpoints(self) -> int:
         name = f"{self.name}:checkpoints"
         last = self.log.store.relay_position(name).next_leaf  # here: the last tree size published
-        fresh = [c for c in self.log.store.checkpoints() if c.size > last]
+        fresh = self.log.store.checkpoints(after=last)
         for stored in fresh:
             checkpoint, _, _ = parse(stored.note)
             message = SignedCheckpoint(
