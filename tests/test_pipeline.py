@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TypeVar
 
 import msgspec
 import pytest
@@ -21,16 +22,20 @@ from consumers import kafka
 from consumers.broker import TansuBroker, bootstrap_servers, ensure_topics, free_port
 from consumers.ingest import Ingest
 from consumers.kafka import consumer
-from consumers.messages import Rejection
+from consumers.messages import Rejection, SignedCheckpoint
 from consumers.site_publisher import SitePublisher
 from consumers.topics import Topics
 from ledger import events as ev
+from ledger import ledgerkey
 from ledger.application import LedgerApplication
 from ledger.cast import Member, envelope
+from ledger.checkpoint import verify as verify_note
 from ledger.journeys import Cast, Journey, Step
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
 from tests.pipeline_support import Stack, alive, children, wait_until
+
+M = TypeVar("M", bound=msgspec.Struct)
 
 
 @pytest.fixture(scope="module")
@@ -117,6 +122,20 @@ def test_publish_ingest_relay_project_end_to_end(stack: Stack, cast: Cast) -> No
     rebuilt = ProjectionStore(f"sqlite:///{stack.root / 'rebuilt.sqlite'}")
     rebuild(LedgerApplication(stack.ledger_url), rebuilt)
     assert live == rebuilt.snapshot()
+    # The relay signs tree heads by policy (every 2 s here) and publishes each one once.
+    total = stored(stack)
+    seen = consumer(stack.bootstrap, stack.topics.checkpoints)
+    heads: list[SignedCheckpoint] = []
+    wait_until(lambda: _drain(seen, heads, SignedCheckpoint) > 0 and heads[-1].tree_size == total, 30,
+               "a checkpoint of the whole log on coi.checkpoints", stack)  # fmt: skip
+    seen.close()
+    sizes = [h.tree_size for h in heads]
+    assert sizes == sorted(set(sizes))
+    trusted = ledgerkey.trusted(sorted((stack.root / "coi-data" / "ledger-keys").glob("*.vkey")))
+    for head in heads:
+        signed, _ = verify_note(head.note, trusted)
+        assert (signed.origin, signed.size) == (head.origin, head.tree_size)
+        assert base64.b64encode(signed.root).decode() == head.root_hash
 
 
 def _caught_up(stack: Stack, projections: ProjectionStore) -> bool:
@@ -245,7 +264,7 @@ def test_bad_input_goes_to_the_rejected_topic_and_good_events_behind_it_pass(
     assert entries[-1].status == "accepted"
     seen = consumer(stack.bootstrap, stack.topics.rejected)
     rejections: list[Rejection] = []
-    wait_until(lambda: _drain(seen, rejections) >= len(bad), 30, "the rejections on coi.rejected")
+    wait_until(lambda: _drain(seen, rejections, Rejection) >= len(bad), 30, "the rejections on coi.rejected")
     seen.close()
     by_code = {r.code: r for r in rejections}
     assert set(by_code) == set(bad)
@@ -253,9 +272,9 @@ def test_bad_input_goes_to_the_rejected_topic_and_good_events_behind_it_pass(
     assert by_code["oversize"].original_size == len(bad["oversize"])
 
 
-def _drain(kafka_consumer: object, into: list[Rejection]) -> int:
+def _drain(kafka_consumer: object, into: list[M], kind: type[M]) -> int:
     for batch in kafka_consumer.poll(timeout_ms=500).values():  # type: ignore[attr-defined]
-        into.extend(msgspec.json.decode(m.value, type=Rejection) for m in batch)
+        into.extend(msgspec.json.decode(m.value, type=kind) for m in batch)
     return len(into)
 
 
