@@ -424,7 +424,7 @@ def report(f: Figures, command: str) -> None:
          f"caught up on that backlog in {f.catch_up_s:.1f} s"),
         ("all together: ingest", f"{rate(ingest)} events/s",
          f"{f.events:,} more, produced while all three run: {f.ingest_s:.1f} s; info: "
-         f"{TARGET_INGEST:,.0f}/s would keep {per_event * TARGET_INGEST / 1e6:.1f} cores busy"),
+         f"{TARGET_INGEST:,.0f}/s would keep {per_event * TARGET_INGEST:.1f} cores busy"),
         ("  publish -> projection", f"{rate(f.events / f.end_to_end_s)} events/s",
          f"all {f.events:,} projected after {f.end_to_end_s:.1f} s"),
         (f"latency at {f.steady_rate:,.0f}/s", f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms",
