@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,17 +93,33 @@ class SitePublisher:
 
     def publish(self, envelope: bytes) -> str:
         """Put one envelope in the outbox and send it; returns its event id (or digest id)."""
-        event_id, key, digest = _identify(envelope)
-        self.db.execute(
-            "INSERT OR IGNORE INTO outbox (event_id, digest, coi, envelope) VALUES (?, ?, ?, ?)",
-            (event_id, digest, key, envelope),
-        )
-        status = self.db.execute(
-            "SELECT status, attempts FROM outbox WHERE event_id = ?", (event_id,)
-        ).fetchone()
-        if status[0] == "pending" and status[1] == 0:
-            self._send([(event_id, key, envelope)])
-        return event_id
+        return self.publish_many([envelope])[0]
+
+    def publish_many(self, envelopes: Iterable[bytes]) -> list[str]:
+        """Put envelopes in the outbox in one transaction, then send those never sent, with
+        one flush; returns their event ids (or digest ids), in order. One at a time, each
+        would cost a commit and a flush (a site sending a backlog of 3,300 took 30 s)."""
+        rows = [(*_identify(envelope), envelope) for envelope in envelopes]
+        due: dict[str, tuple[str, str, bytes]] = {}
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for event_id, key, digest, envelope in rows:
+                self.db.execute(
+                    "INSERT OR IGNORE INTO outbox (event_id, digest, coi, envelope) VALUES (?, ?, ?, ?)",
+                    (event_id, digest, key, envelope),
+                )
+                status = self.db.execute(
+                    "SELECT status, attempts FROM outbox WHERE event_id = ?", (event_id,)
+                ).fetchone()
+                if status[0] == "pending" and status[1] == 0:
+                    due.setdefault(event_id, (event_id, key, envelope))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        if due:
+            self._send(list(due.values()))
+        return [row[0] for row in rows]
 
     def _send(self, rows: list[tuple[str, str, bytes]]) -> None:
         """Send; what the broker did not take stays due and goes again with the next resend."""

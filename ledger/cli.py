@@ -359,7 +359,7 @@ def _publisher(bootstrap: str) -> SitePublisher:
 
 def _through(publisher: SitePublisher, raws: list[bytes], timeout: float) -> list[Outcome]:
     """Publish, wait for the ledger's receipts and rejections, and report them as outcomes."""
-    ids = [publisher.publish(raw) for raw in raws]
+    ids = publisher.publish_many(raws)
     outcomes = []
     for entry in publisher.wait(ids, timeout):
         if entry.status == "accepted":

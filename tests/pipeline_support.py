@@ -83,12 +83,14 @@ def alive(pid: int) -> bool:
         return False
 
 
-def wait_until(condition: Callable[[], bool], seconds: float, what: str, stack: Stack | None = None) -> None:
+def wait_until(
+    condition: Callable[[], bool], seconds: float, what: str, stack: Stack | None = None, every: float = 0.2
+) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if condition():
             return
-        time.sleep(0.2)
+        time.sleep(every)
     raise AssertionError(
         f"timed out after {seconds:.0f} s waiting for {what}\n{stack.logs() if stack else ''}"
     )
