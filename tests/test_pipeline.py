@@ -7,6 +7,8 @@ import base64
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -305,3 +307,35 @@ def test_broker_restart_loses_messages_and_the_outbox_makes_the_ledger_whole(
     finally:
         stack.stop_all()
         broker.stop()
+
+
+def test_coi_up_runs_the_demo_and_publish_through_kafka_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    """The README's main job: `coi up` in one terminal, `coi demo` and `coi publish` in another."""
+    env = {**os.environ, "COI_DATA_DIR": str(tmp_path / "coi-data"), "COI_TOPIC_PREFIX": "readme."}
+    for name in ("COI_DATABASE_URL", "COI_PROJECTIONS_URL"):
+        env.pop(name, None)
+    coi = [sys.executable, "-m", "ledger.cli"]
+    services: list[int] = []
+    with open(tmp_path / "up.log", "wb") as log:
+        up = subprocess.Popen([*coi, "up"], env=env, cwd=tmp_path, stdout=log, stderr=log)
+    try:
+        wait_until(lambda: (tmp_path / "coi-data" / "pipeline.json").exists(), 30, "coi up to start")
+        demo = subprocess.run([*coi, "demo", "--patients", "2"], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=240)  # fmt: skip
+        assert demo.returncode == 0, demo.stdout + demo.stderr + (tmp_path / "up.log").read_text()
+        assert "through Kafka" in demo.stderr
+        published = subprocess.run([*coi, "publish", "-"], env=env, cwd=tmp_path, input="{not json\n",
+                                   capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert published.returncode == 2, published.stdout + published.stderr
+        assert published.stdout.startswith("1: rejected  malformed_json")
+        services = children(up.pid)
+        # two ingests, relay, projector, and the local broker unless a cluster is configured
+        assert len(services) == 4 + ("COI_KAFKA_BOOTSTRAP" not in env)
+    finally:
+        up.send_signal(signal.SIGINT)  # Ctrl-C
+        up.wait(60)
+    assert up.returncode == 0
+    wait_until(lambda: not any(alive(pid) for pid in services), 10, "every service and the broker to stop")
+    assert not (tmp_path / "coi-data" / "pipeline.json").exists()
+    with sqlite3.connect(tmp_path / "coi-data" / "ledger.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0] > 60  # 2 journeys
