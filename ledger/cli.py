@@ -390,8 +390,7 @@ def cmd_publish(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_up(args: argparse.Namespace, out: TextIO) -> int:
     if args.ingests < 1:
-        print("coi up: --ingests must be at least 1", file=sys.stderr)
-        return 2
+        raise UsageError("--ingests must be at least 1")
     return up(args.ingests)
 
 
