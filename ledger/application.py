@@ -287,7 +287,6 @@ class LedgerApplication(Application):
     ) -> dict[str, Principal]:
         """Verify every signature (or take the batch's verdict for it, if made with the same key)
         and the key's state at occurred_at; return the signers."""
-        message = pae(PAYLOAD_TYPE, opened.body)
         signers: dict[str, Principal] = {}
         for i, (keyid, sig) in enumerate(opened.signatures):
             principal = self._principal(keyid.split(":", 1)[0], batch)
@@ -302,7 +301,13 @@ class LedgerApplication(Application):
                     f"signatures[{i}].keyid",
                 )  # fmt: skip
             verdict = verdicts.get(i)
-            ok = verdict[1] if verdict is not None and verdict[0] == public else verify(public, sig, message)
+            # The PAE message only for a signature the batch has no verdict for (a key
+            # registered or rotated within it): _prepare already built it for the others.
+            ok = (
+                verdict[1]
+                if verdict is not None and verdict[0] == public
+                else verify(public, sig, pae(PAYLOAD_TYPE, opened.body))
+            )
             if not ok:
                 raise Rejected(
                     "bad_signature", f"signature by {keyid} does not verify over this payload",
