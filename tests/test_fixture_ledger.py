@@ -1,0 +1,46 @@
+"""A ledger written by an earlier version (tests/fixtures/ledger-v0.1) must always open,
+verify and answer, and resending one of its envelopes stays a duplicate."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import coi
+
+FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v0.1"
+PATIENT = "CHW0451260059EM"  # the demo's happy patient, with a correction
+
+
+@pytest.fixture
+def old_ledger(tmp_path: Path) -> Path:
+    data = tmp_path / "coi-data"
+    shutil.copytree(FIXTURE, data, ignore=shutil.ignore_patterns("README.md"))
+    for key in [data / "ledger-key", *(data / "demo-keys").glob("*.key")]:
+        key.chmod(0o600)
+    return tmp_path
+
+
+def test_the_old_ledger_verifies(old_ledger: Path) -> None:
+    done = coi(old_ledger, "verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: 146 records" in done.stdout
+
+
+def test_the_old_ledger_answers_history(old_ledger: Path) -> None:
+    done = coi(old_ledger, "history", PATIENT)
+    assert done.returncode == 0, done.stderr
+    assert "record_corrected" in done.stdout and "apheresis_collected" in done.stdout
+
+
+def test_resending_an_old_envelope_is_a_duplicate(old_ledger: Path) -> None:
+    with sqlite3.connect(old_ledger / "coi-data" / "ledger.sqlite") as db:
+        (state,) = db.execute("SELECT state FROM stored_events WHERE rowid = 30").fetchone()
+    envelope = json.loads(state)["envelope"]
+    done = coi(old_ledger, "submit", "-", stdin=envelope + "\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "duplicate" in done.stdout
