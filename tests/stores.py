@@ -4,6 +4,7 @@ under CI, where that is a failure."""
 
 from __future__ import annotations
 
+import atexit
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,10 @@ import pytest
 # The server's `test` database is only the way in: the tests keep their tables in databases
 # of their own, so a benchmark or a local ledger in `test` cannot disturb them.
 SERVER_URL = os.environ.get("COI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+# Each test run names its databases after its own process, so two runs sharing one server
+# (two checkouts, CI beside a developer) never drop each other's tables; they go at exit.
+_RUN = f"_{os.getpid()}"
+_created: set[str] = set()
 
 
 def postgres_url(database: str) -> str:
@@ -25,6 +30,9 @@ def _postgres_problem(database: str) -> str | None:
         with psycopg.connect(SERVER_URL, connect_timeout=3, autocommit=True) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone():
                 conn.execute(f"CREATE DATABASE {database}")
+                if not _created:
+                    atexit.register(_drop_databases)
+                _created.add(database)
             return None
     except psycopg.Error as exc:
         return f"PostgreSQL at {SERVER_URL} does not answer: {exc}".strip()
@@ -35,8 +43,19 @@ def _drop(database: str, tables: list[str]) -> None:
         conn.execute(f"DROP TABLE IF EXISTS {', '.join(tables)}")
 
 
+def _drop_databases() -> None:
+    try:
+        with psycopg.connect(SERVER_URL, connect_timeout=3, autocommit=True) as conn:
+            for database in _created:
+                conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+    except psycopg.Error:
+        pass  # the server went away first: nothing left to keep tidy
+
+
 def fresh_store(kind: str, sqlite_file: Path, database: str, tables: list[str]) -> Iterator[str]:
-    """The URL of an empty store of `kind` ("sqlite" or "postgres") for one test."""
+    """The URL of an empty store of `kind` ("sqlite" or "postgres") for one test; `database`
+    is suffixed with this run's id."""
+    database += _RUN
     if kind == "sqlite":
         yield f"sqlite:///{sqlite_file}"
         return
