@@ -8,6 +8,7 @@ inserted event in one patient's history is evident from that history alone.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -53,13 +54,16 @@ class Ledgered(Aggregate):
         self.mutate(body_of(envelope))
 
     @classmethod
-    def open(cls, aggregate_id: object, envelope: str) -> Ledgered:
-        return cls._create(cls.Opened, id=aggregate_id, envelope=envelope, prev=FIRST_PREV)
+    def open(cls, aggregate_id: object, envelope: str, recorded_at: datetime) -> Ledgered:
+        return cls._create(
+            cls.Opened, id=aggregate_id, envelope=envelope, prev=FIRST_PREV, timestamp=recorded_at
+        )
 
-    def record(self, envelope: str, body: Event) -> None:
-        """Record an accepted envelope whose decoded body is `body`."""
+    def record(self, envelope: str, body: Event, recorded_at: datetime) -> None:
+        """Record an accepted envelope whose decoded body is `body`, received at `recorded_at`
+        (the time the ledger judged it by, so a verifier replays the same judgement)."""
         self._decoded = body
-        self.trigger_event(self.Recorded, envelope=envelope, prev=self.head)
+        self.trigger_event(self.Recorded, envelope=envelope, prev=self.head, timestamp=recorded_at)
 
     def mutate(self, body: Event) -> None:
         raise NotImplementedError

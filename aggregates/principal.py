@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from aggregates.base import Ledgered
 from aggregates.roles import OPEN_TO_AUTHORS, REASON_REQUIRED, allowed
+from ledger.decoding import CLOCK_SKEW
 from ledger.events import (
     BedsideIdentityVerified,
     CustodyTransferred,
@@ -23,6 +25,11 @@ from ledger.events import (
 )
 from ledger.keys import keyid_for
 from ledger.rejection import Rejected
+
+# How long after a routine rotation the replaced key may still sign what was in flight when
+# it was replaced, judged at the ledger's receipt time. Never after a revocation or a loss.
+# A constant, not a setting: a verifier replaying key state must know the value in force.
+ROTATION_GRACE = timedelta(minutes=10)
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://coi-ledger.example/principals")
 
@@ -48,6 +55,21 @@ class KeyState:
     valid_from: datetime
     valid_until: datetime | None = None  # superseded by rotation
     revoked_at: datetime | None = None
+    grace: timedelta = timedelta(0)  # after valid_until, for a routine rotation
+
+
+def valid_from_problem(valid_from: datetime, received_at: datetime) -> Rejected | None:
+    """A key may not claim validity from before the ledger heard of it (beyond the clock
+    skew): back-dating a key would let it sign what happened before it existed."""
+    if valid_from < received_at - CLOCK_SKEW:
+        return Rejected(
+            "valid_from_too_early",
+            f"valid_from {valid_from.isoformat()} is more than {int(CLOCK_SKEW.total_seconds() // 60)} "
+            f"minutes before the ledger received it ({received_at.isoformat()}); a key is valid "
+            "from when it is registered: leave valid_from out or set it to now or later",
+            "valid_from",
+        )
+    return None
 
 
 class Principal(Ledgered):
@@ -60,19 +82,25 @@ class Principal(Ledgered):
             self.kind: str = body.kind
             self.printed_name: str = body.printed_name
             self.roles: frozenset[str] = frozenset(body.roles)
+            self.registered_from: datetime = body.valid_from
+            self.revoked_at: datetime | None = None  # the principal as a whole
             self.keys: dict[str, KeyState] = {
                 keyid_for(body.principal_id, raw): KeyState(raw, body.valid_from)
             }
         elif isinstance(body, PrincipalKeyRotated):
+            grace = ROTATION_GRACE if body.routine else timedelta(0)
             for state in self.keys.values():
                 if state.valid_until is None:
-                    state.valid_until = body.valid_from
+                    state.valid_until, state.grace = body.valid_from, grace
             raw = public_key_raw(body.public_key)
             self.keys[keyid_for(self.principal_id, raw)] = KeyState(raw, body.valid_from)
         elif isinstance(body, PrincipalRevoked):
+            if body.keyid is None and self.revoked_at is None:
+                self.revoked_at = body.effective_at
             for keyid, state in self.keys.items():
                 if body.keyid in (None, keyid) and state.revoked_at is None:
                     state.revoked_at = body.effective_at
+                    state.grace = timedelta(0)
 
     def check(self, body: RegistryEvent) -> None:
         """Rules for a change to this (existing) principal."""
@@ -88,30 +116,76 @@ class Principal(Ledgered):
         if isinstance(body, PrincipalRevoked) and body.keyid and body.keyid not in self.keys:
             raise Rejected("unknown_key", f"{body.keyid} is not a key of {self.principal_id}", "keyid")
 
-    def key_problem(self, keyid: str, at: datetime) -> Rejected | None:
-        """Why this key may not sign an event that occurred at `at`, or None."""
-        state = self.keys[keyid]
-        if state.revoked_at is not None and at >= state.revoked_at:
-            return Rejected(
-                "key_revoked",
-                f"key {keyid} was revoked at {state.revoked_at.isoformat()}, "
-                f"before occurred_at {at.isoformat()}",
-                "signatures",
-            )
-        if at < state.valid_from:
+    def key_problem(self, keyid: str, occurred_at: datetime, received_at: datetime) -> Rejected | None:
+        """Why this key may not sign an event that occurred at `occurred_at` and reached the
+        ledger at `received_at`, or None. The key must be valid when the ledger receives the
+        envelope (the ledger is the clock of record: a signer cannot back-date its way past a
+        revocation), while the principal's registration and non-revocation are judged at
+        occurred_at (a late entry across a routine rotation is signed with the current key)."""
+        if occurred_at < self.registered_from:
             return Rejected(
                 "key_not_yet_valid",
-                f"key {keyid} is valid from {state.valid_from.isoformat()}, "
-                f"after occurred_at {at.isoformat()}",
+                f"{self.principal_id} is registered from {self.registered_from.isoformat()}, "
+                f"after occurred_at {occurred_at.isoformat()}",
                 "signatures",
             )
-        if state.valid_until is not None and at >= state.valid_until:
+        if self.revoked_at is not None and occurred_at >= self.revoked_at:
+            return Rejected(
+                "key_revoked",
+                f"{self.principal_id} was revoked at {self.revoked_at.isoformat()}, "
+                f"before occurred_at {occurred_at.isoformat()}",
+                "signatures",
+            )
+        state = self.keys[keyid]
+        if state.revoked_at is not None and received_at >= state.revoked_at:
+            return Rejected(
+                "key_revoked",
+                f"key {keyid} was revoked at {state.revoked_at.isoformat()}; "
+                f"the ledger received this at {received_at.isoformat()}",
+                "signatures",
+            )
+        if received_at < state.valid_from:
+            return Rejected(
+                "key_not_yet_valid",
+                f"key {keyid} is valid from {state.valid_from.isoformat()}; "
+                f"the ledger received this at {received_at.isoformat()}",
+                "signatures",
+            )
+        if state.valid_until is not None and received_at >= state.valid_until + state.grace:
             return Rejected(
                 "key_expired",
-                f"key {keyid} was replaced by rotation at {state.valid_until.isoformat()}",
+                f"key {keyid} was replaced by rotation at {state.valid_until.isoformat()}; "
+                "sign with the current key (a late entry keeps its own occurred_at)",
                 "signatures",
             )
         return None
+
+    def can_administer(self, revoking: PrincipalRevoked | None = None) -> bool:
+        """An administrator whose current key is not revoked (nor being revoked by `revoking`)."""
+        if "admin" not in self.roles:
+            return False
+        return any(
+            state.valid_until is None
+            and state.revoked_at is None
+            and not (revoking is not None and revoking.keyid in (None, keyid))
+            for keyid, state in self.keys.items()
+        )
+
+
+def revocation_problem(
+    body: PrincipalRevoked, target: Principal, administrators: Iterable[Principal]
+) -> Rejected | None:
+    """No revocation may leave the ledger without an administrator who can sign: nobody
+    could register, rotate or revoke anything ever again."""
+    if not target.can_administer() or target.can_administer(body):
+        return None
+    if any(a.principal_id != target.principal_id and a.can_administer() for a in administrators):
+        return None
+    return Rejected(
+        "last_administrator",
+        f"{target.principal_id} is the last administrator; register another one first",
+        "principal_id",
+    )
 
 
 def authorize(body: Event, signers: dict[str, Principal]) -> None:

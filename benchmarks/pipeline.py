@@ -330,9 +330,10 @@ def run(events: int, steady_rate: float, steady_events: int, ingests: int) -> Fi
         backlog, bulk, steady = work[:events], work[events : 2 * events], work[2 * events :]
         os.environ["COI_DATA_DIR"] = str(root / "coi-data")
         app = LedgerApplication(f"sqlite:///{root / 'coi-data' / 'ledger.sqlite'}")
-        assert all(
-            o.status == "accepted" for o in app.submit_many(cast.registrations(start - timedelta(days=10)))
-        )
+        # The ledger's clock, injected: it receives the cast when the cast says it registered.
+        registered_at = start - timedelta(days=10)
+        registrations = cast.registrations(registered_at)
+        assert all(o.status == "accepted" for o in app.submit_many(registrations, now=registered_at))
         app.close()
         base = len(cast.members)
         services = Services(root, bootstrap, topics)

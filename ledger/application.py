@@ -21,7 +21,14 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
-from aggregates.principal import Principal, authorize, principal_uuid, public_key_raw
+from aggregates.principal import (
+    Principal,
+    authorize,
+    principal_uuid,
+    public_key_raw,
+    revocation_problem,
+    valid_from_problem,
+)
 from aggregates.therapy import Therapy, therapy_uuid
 from ledger import events as ev
 from ledger.config import database_url, persistence_env
@@ -33,6 +40,14 @@ from ledger.store import ClaimRow
 from ledger.verifier import AheadVerifier, Job
 
 GENESIS = ("genesis", "administrator")  # claimed by the first administrator
+_PRINCIPAL_OPENED = f"{Principal.Opened.__module__}:{Principal.Opened.__qualname__}"
+
+Clock = Callable[[], datetime]
+_NEVER = datetime.min.replace(tzinfo=UTC)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Outcome(msgspec.Struct, omit_defaults=True):
@@ -58,6 +73,7 @@ class _Batch:
     verdicts: dict[int, dict[int, tuple[bytes, bool]]] = field(default_factory=dict)  # envelope, sig
     outcomes: list[tuple[Outcome, UUID | None, int]] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)
+    received: datetime = _NEVER  # the ledger's clock: recorded_at
     parsed: list[tuple[Opened, ev.Event] | Rejected] = field(default_factory=list)
     # the signature checks started by _prepare: (envelope, signature) places, public keys,
     # and what waits for the verdicts (no closure over the batch: that would be a cycle,
@@ -79,10 +95,15 @@ class LedgerApplication(Application):
     }
 
     def __init__(
-        self, url: str | None = None, batch_size: int = 50, verify_workers: int | None = None
+        self,
+        url: str | None = None,
+        batch_size: int = 50,
+        verify_workers: int | None = None,
+        clock: Clock = utc_now,
     ) -> None:
         super().__init__(env=persistence_env(url or database_url()))
         self.batch_size = batch_size
+        self.clock = clock  # the clock of record: receipt times, key validity, recorded_at
         self.verifier = AheadVerifier(verify_workers)
         self._top = self.recorder.max_notification_id() or 0  # the log's end as we last saw it
         self._principals: set[UUID] = set()  # principals this object has read
@@ -131,8 +152,8 @@ class LedgerApplication(Application):
         """Decode a batch and start checking its signatures by the keys known now. A key
         rotated, revoked or registered before the batch is decided is harmless: a verdict
         counts only for the public key it was made with, and key validity is decided later."""
-        at = now or datetime.now(UTC)
-        batch = _Batch(raws=raws, parsed=[self._parse(raw, at) for raw in raws])
+        at = now or self.clock()
+        batch = _Batch(raws=raws, received=at, parsed=[self._parse(raw, at) for raw in raws])
         jobs: list[Job] = []
         places: list[tuple[int, int]] = []
         for index, p in enumerate(batch.parsed):
@@ -315,12 +336,12 @@ class LedgerApplication(Application):
                 )  # fmt: skip
             if principal is None:
                 continue  # the genesis administrator is checked when it is created
-            problem = principal.key_problem(keyid, body.occurred_at)
+            problem = principal.key_problem(keyid, body.occurred_at, batch.received)
             if problem is not None:
                 raise problem
             signers[principal.principal_id] = principal
         if isinstance(body, ev.PrincipalRegistered) and not signers:
-            signers[body.principal_id] = self._new_genesis(body)
+            signers[body.principal_id] = self._new_genesis(body, batch.received)
         return signers
 
     def _principal(self, principal_id: str, batch: _Batch) -> Principal | None:
@@ -339,13 +360,16 @@ class LedgerApplication(Application):
         raw = public_key_raw(body.public_key)
         return raw if keyid == keyid_for(body.principal_id, raw) else None
 
-    def _new_genesis(self, body: ev.PrincipalRegistered) -> Principal:
+    def _new_genesis(self, body: ev.PrincipalRegistered, received: datetime) -> Principal:
         if "admin" not in body.roles or body.kind != "person":
             raise Rejected(
                 "no_administrator", "the first principal must be a person with the admin role", "roles"
             )
         if body.occurred_at < body.valid_from:
             raise Rejected("key_not_yet_valid", "valid_from is after occurred_at", "valid_from")
+        problem = valid_from_problem(body.valid_from, received)
+        if problem is not None:
+            raise problem
         # A provisional object to authorise against; the stored one is made from the envelope.
         principal = Principal.__new__(Principal)
         principal.mutate(body)
@@ -354,18 +378,40 @@ class LedgerApplication(Application):
     def _registry_change(
         self, body: ev.RegistryEvent, envelope: str, batch: _Batch, claims: list[ClaimRow]
     ) -> Aggregate:
+        if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated):
+            problem = valid_from_problem(body.valid_from, batch.received)
+            if problem is not None:
+                raise problem
         existing = self._principal(body.principal_id, batch)
         if isinstance(body, ev.PrincipalRegistered) and existing is None:
             if self._claimed(*GENESIS, batch) is None:
                 claims.append((*GENESIS, body.principal_id, ""))
-            return Principal.open(principal_uuid(body.principal_id), envelope)
+            return Principal.open(principal_uuid(body.principal_id), envelope, batch.received)
         if existing is None:
             raise Rejected(
                 "unknown_principal", f"principal {body.principal_id} is not registered", "principal_id"
             )
         existing.check(body)
-        existing.record(envelope, body)
+        if isinstance(body, ev.PrincipalRevoked):
+            problem = revocation_problem(body, existing, self._administrators(batch))
+            if problem is not None:
+                raise problem
+        existing.record(envelope, body, batch.received)
         return existing
+
+    def _administrators(self, batch: _Batch) -> Iterator[Principal]:
+        """Every principal with the admin role. Read only when an administrator is revoked,
+        which is rare: the registry keeps no index of roles."""
+        start = 1
+        while True:
+            found = self.recorder.select_notifications(start=start, limit=500, topics=[_PRINCIPAL_OPENED])
+            for n in found:
+                principal = self._get(n.originator_id, batch)
+                if isinstance(principal, Principal) and "admin" in principal.roles:
+                    yield principal
+            if len(found) < 500:
+                return
+            start = found[-1].id + 1
 
     def _journey_step(
         self,
@@ -385,10 +431,10 @@ class LedgerApplication(Application):
         if isinstance(body, ev.ManufacturingStarted):
             claims.append(self._claim("cartridge", body.cartridge_id, body.coi, batch))
         if therapy is None:
-            return Therapy.open(therapy_uuid(body.coi), envelope)
+            return Therapy.open(therapy_uuid(body.coi), envelope, batch.received)
         assert isinstance(therapy, Therapy)
         therapy.check(body, roles)
-        therapy.record(envelope, body)
+        therapy.record(envelope, body, batch.received)
         return therapy
 
     def _claim(

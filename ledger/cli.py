@@ -179,7 +179,7 @@ def cmd_principals_rotate(args: argparse.Namespace, out: TextIO) -> int:
     valid_from = args.valid_from or datetime.now(UTC)
     fields = {
         "type": "principal_key_rotated", "principal_id": pub.principal_id,
-        "public_key": pub.public_key, "valid_from": valid_from.isoformat(),
+        "public_key": pub.public_key, "valid_from": valid_from.isoformat(), "routine": args.routine,
     }  # fmt: skip
     return _admin_submit(args, fields, out)
 
@@ -448,6 +448,13 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--valid-from", type=_time, help="default: now")
         if name == "add":
             s.add_argument("--role", action="append", required=True, help="repeat for several roles")
+        if name == "rotate":
+            s.add_argument(
+                "--routine",
+                action="store_true",
+                help="a planned replacement, not a loss: the old key may still sign for a short "
+                "grace (10 minutes) after --valid-from, for envelopes already in flight",
+            )
         if name == "revoke":
             s.add_argument("--id", required=True, help="principal id")
             s.add_argument("--keyid", help="revoke one key only (default: every key)")

@@ -6,7 +6,6 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -14,7 +13,7 @@ import msgspec
 
 from ledger.application import LedgerApplication, Outcome
 from ledger.cast import Member
-from ledger.journeys import VARIANTS, Cast, Journey, Step
+from ledger.journeys import VARIANTS, Cast, Journey, Step, compressed_run
 from ledger.keys import key_file_for, load_key, write_key_file
 
 DEMO_PASSPHRASE = b"demo-passphrase"  # demo keys only, stated in the README
@@ -76,7 +75,7 @@ def run_demo(
     order: straight into `app` by default, or through Kafka when the pipeline runs."""
     send: Submit = submit or app.submit_many
     started = time.perf_counter()
-    now = datetime.now(UTC)
+    run = compressed_run(app.clock(), patients)
     if app.recorder.max_notification_id():
         if not (keys_dir / "cast.json").exists():
             raise DemoError(
@@ -87,7 +86,7 @@ def run_demo(
         registrations: list[bytes] = []
     else:
         cast = Cast()
-        registrations = cast.registrations(now - timedelta(days=40))
+        registrations = cast.registrations(run.registered_at)
     for outcome in send(registrations):
         if outcome.status != "accepted":
             raise DemoError(f"registering the demo principals failed: {outcome.message}")
@@ -95,10 +94,8 @@ def run_demo(
         keys_dir.mkdir(parents=True, exist_ok=True)
         save_cast(cast, keys_dir)
 
-    start = now - timedelta(days=30)
     journeys = [
-        Journey(cast, i, start + timedelta(minutes=7 * i), VARIANTS[i % len(VARIANTS)])
-        for i in range(patients)
+        Journey(cast, i, run.start(i), VARIANTS[i % len(VARIANTS)], run.hour) for i in range(patients)
     ]
     # Interleave the patients as live sites would; each patient's own steps stay in order.
     queues = [[(j, s) for s in j.steps()] for j in journeys]

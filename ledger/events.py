@@ -97,6 +97,9 @@ class PrincipalKeyRotated(Body, tag="principal_key_rotated"):
     principal_id: PrincipalId
     public_key: str
     valid_from: UtcTime
+    # A planned replacement (not a loss): envelopes in flight signed with the old key are
+    # still accepted for a short grace after valid_from.
+    routine: bool = False
 
 
 class PrincipalRevoked(Body, tag="principal_revoked"):

@@ -91,10 +91,50 @@ def _base36(n: int, width: int) -> str:
     return digits
 
 
-class Journey:
-    """One patient: enrolment at a hospital, manufacture at a factory, back for infusion."""
+# The longest variant lasts about 286 journey hours (12 days, from enrolment to infusion).
+JOURNEY_HOURS = 290
 
-    def __init__(self, cast: Cast, index: int, start: datetime, variant: str = "happy") -> None:
+
+@dataclass(frozen=True)
+class Timeline:
+    """When a compressed run happens: principals registered at `registered_at`, patient i
+    starting at `start(i)`, and one journey hour lasting `hour`."""
+
+    registered_at: datetime
+    first_start: datetime
+    stagger: timedelta
+    hour: timedelta
+
+    def start(self, index: int) -> datetime:
+        return self.first_start + index * self.stagger
+
+
+def compressed_run(now: datetime, patients: int = 1, span: timedelta = timedelta(minutes=2)) -> Timeline:
+    """Journeys that end by `now`, twelve days of each compressed into a fraction of `span`,
+    with the principals registered just before. The ledger judges keys at its own clock and
+    refuses a key valid from more than the clock skew before it receives the key's
+    registration, so a run dated weeks back could not be registered."""
+    registered_at = now - span - timedelta(seconds=5)
+    return Timeline(
+        registered_at=registered_at,
+        first_start=registered_at + timedelta(seconds=1),
+        stagger=span / 4 / max(patients, 1),
+        hour=span * 3 / 4 / JOURNEY_HOURS,
+    )
+
+
+class Journey:
+    """One patient: enrolment at a hospital, manufacture at a factory, back for infusion.
+    `hour` is how long one journey hour lasts (compressed runs: well under a second)."""
+
+    def __init__(
+        self,
+        cast: Cast,
+        index: int,
+        start: datetime,
+        variant: str = "happy",
+        hour: timedelta = timedelta(hours=1),
+    ) -> None:
         self.cast = cast
         self.variant = variant
         self.hospital = list(HOSPITALS)[index % 2]
@@ -106,10 +146,11 @@ class Journey:
         self.din = with_check(f"{fin}{year}{number % 10**6:06d}")
         self.salt = secrets.token_hex(16)
         self.clock = start
+        self.hour = hour
         self.tag = index
 
     def _at(self, hours: float) -> datetime:
-        self.clock += timedelta(hours=hours)
+        self.clock += hours * self.hour
         return self.clock
 
     def _step(
@@ -145,7 +186,7 @@ class Journey:
         collected = self._step(
             ev.ApheresisCollected, nurse, 3, din=self.din, product_code="S1234A00",
             collection_facility=self.din[:5], unit_id=bag, started_at=start,
-            ended_at=start + timedelta(hours=3), volume_ml=180.0,
+            ended_at=start + 3 * self.hour, volume_ml=180.0,
         )  # fmt: skip
         yield collected
         yield self._step(ev.LabelApplied, nurse, 0.1, label_id=f"L1-{self.coi}", unit_id=bag)
@@ -164,7 +205,7 @@ class Journey:
             began = self.clock
             yield self._step(
                 ev.ManufacturingStepCompleted, f"shuttle.{f}", 24, batch_id=batch, step=step,
-                started_at=began, ended_at=began + timedelta(hours=24),
+                started_at=began, ended_at=began + 24 * self.hour,
                 material_lots=[f"LOT-{step[:3].upper()}-7"],
             )  # fmt: skip
         yield self._step(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -290,7 +291,7 @@ class LedgerVerifier:
                 run.first_unsealed = None
         failure = self._check_chain(run, record, leaf, sequence)
         if failure is None:
-            failure = self._check_signers(run, record.envelope, opened, body, sequence, jobs)
+            failure = self._check_signers(run, record, opened, body, sequence, jobs)
         return failure
 
     @staticmethod
@@ -311,18 +312,21 @@ class LedgerVerifier:
     def _check_signers(
         self,
         run: _Run,
-        envelope: str,
+        record: Record,
         opened: Opened,
         body: ev.Event | _Header,
         sequence: int,
         jobs: list[TaggedJob],
     ) -> Failure | None:
+        """Each signature by a key the registry held, valid when the ledger received the
+        record (its recorded_at) for a principal registered at its occurred_at."""
         message = pae(PAYLOAD_TYPE, opened.body)
         signed = False
+        received = datetime.fromisoformat(record.recorded_at)
         for keyid, sig in opened.signatures:
             principal = run.principals.get(keyid.split(":", 1)[0])
             if principal is not None and keyid in principal.keys:
-                problem = principal.key_problem(keyid, body.occurred_at)
+                problem = principal.key_problem(keyid, body.occurred_at, received)
                 if problem is not None:
                     return Failure(sequence, f"{problem.code}: {problem.message}")
                 public = principal.keys[keyid].public_raw
@@ -339,8 +343,8 @@ class LedgerVerifier:
         if not signed:
             return Failure(sequence, "the stored envelope carries no signature")
         if isinstance(body, _REGISTRY):
-            run.registry.append(envelope)
-            self._apply_registry(run, body, envelope)
+            run.registry.append(record.envelope)
+            self._apply_registry(run, body, record.envelope)
         return None
 
     @staticmethod

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from ledger.application import LedgerApplication
-from ledger.journeys import Cast
+from ledger.journeys import Cast, compressed_run
 from ledger.logstore import TABLES as LOG_TABLES
 from ledger.store import CLAIMS_TABLE
 from tests.stores import fresh_store
@@ -34,13 +34,9 @@ def cast() -> Cast:
 
 
 @pytest.fixture
-def long_ago() -> datetime:
-    return datetime.now(UTC) - timedelta(days=40)
-
-
-@pytest.fixture
-def registered(app: LedgerApplication, cast: Cast, long_ago: datetime) -> LedgerApplication:
-    """A ledger whose principal registry holds the whole demo cast."""
-    outcomes = list(app.submit_many(cast.registrations(long_ago)))
+def registered(app: LedgerApplication, cast: Cast) -> LedgerApplication:
+    """A ledger whose principal registry holds the whole demo cast, registered just before
+    the compressed journeys of tests/support.py `new_journey`."""
+    outcomes = list(app.submit_many(cast.registrations(compressed_run(datetime.now(UTC)).registered_at)))
     assert [o.status for o in outcomes] == ["accepted"] * len(outcomes), outcomes
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -12,7 +12,7 @@ from aggregates.base import body_of
 from ledger.application import LedgerApplication, Outcome
 from ledger.cast import Member
 from ledger.dsse import sign
-from ledger.journeys import Cast, Journey, Step
+from ledger.journeys import Cast, Journey, Step, compressed_run
 
 
 def tag_of(step: Step) -> str:
@@ -39,7 +39,10 @@ def advance(app: LedgerApplication, journey: Journey, before: str | None = None)
 
 
 def new_journey(cast: Cast, variant: str = "happy", index: int = 0) -> Journey:
-    return Journey(cast, index, datetime.now(UTC) - timedelta(days=30), variant)
+    """A journey compressed into the last two minutes, after the `registered` fixture's cast;
+    starts staggered for indices up to 1000."""
+    run = compressed_run(datetime.now(UTC), patients=1000)
+    return Journey(cast, index, run.start(index), variant, run.hour)
 
 
 def body_dict(step_or_raw: Step | bytes) -> dict[str, Any]:

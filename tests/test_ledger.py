@@ -3,7 +3,7 @@ state that replays identically from the store."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 from eventsourcing.persistence import JSONTranscoder
@@ -12,7 +12,7 @@ from aggregates.therapy import Therapy, therapy_uuid
 from ledger import events as ev
 from ledger.application import LedgerApplication
 from ledger.cast import envelope
-from ledger.journeys import VARIANTS, Cast, Journey
+from ledger.journeys import VARIANTS, Cast
 from projections.history import history
 from tests.support import advance, new_journey, tag_of
 
@@ -106,7 +106,7 @@ def test_a_cartridge_carries_one_patient(registered: LedgerApplication, cast: Ca
     a, b = new_journey(cast, index=0), new_journey(cast, index=4)
     advance(registered, a, before="manufacturing_step_completed")
     remaining = advance(registered, b, before="manufacturing_started")
-    at = datetime.now(UTC) - timedelta(days=1)
+    at = datetime.now(UTC)
     start = envelope(
         ev.ManufacturingStarted, cast["shuttle.ssf"], at, coi=b.coi, batch_id=f"B-{b.coi}",
         shuttle_id="SHUTTLE-SSF-03", slot=2, cartridge_id=f"CART-{a.coi}", recipe_version="CD19-v4.2",
@@ -132,7 +132,7 @@ def test_history_shows_signatures_and_keeps_corrected_values(
 
 
 def test_journeys_of_many_patients_interleave(registered: LedgerApplication, cast: Cast) -> None:
-    journeys = [Journey(cast, i, datetime.now(UTC) - timedelta(days=30), "happy") for i in range(6)]
+    journeys = [new_journey(cast, "happy", i) for i in range(6)]
     queues = [list(j.steps()) for j in journeys]
     interleaved = [s for round_ in zip(*queues, strict=True) for s in round_]
     assert all(o.status == "accepted" for o in registered.submit_many(s.envelope for s in interleaved))
@@ -160,7 +160,7 @@ def test_a_consumed_bag_cannot_change_hands_and_decisions_cannot_be_corrected(
 ) -> None:
     journey = new_journey(cast)
     advance(registered, journey, before="manufacturing_step_completed")
-    at = datetime.now(UTC) - timedelta(hours=1)
+    at = datetime.now(UTC)
     moved = envelope(
         ev.CustodyTransferred, cast["recv.ssf"], at, (cast["courier.wc"],), coi=journey.coi,
         unit_ids=[f"BAG-{journey.coi}"], from_custodian="recv.ssf", to_custodian="courier.wc",

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -32,10 +32,11 @@ from ledger import ledgerkey
 from ledger.application import LedgerApplication
 from ledger.cast import Member, envelope
 from ledger.checkpoint import verify as verify_note
-from ledger.journeys import Cast, Journey, Step
+from ledger.journeys import Cast, Step, compressed_run
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
 from tests.pipeline_support import Stack, alive, children, wait_until
+from tests.support import new_journey
 
 M = TypeVar("M", bound=msgspec.Struct)
 
@@ -74,10 +75,7 @@ def test_keys_land_where_the_default_partitioner_puts_them(stack: Stack) -> None
 
 def journeys(cast: Cast, patients: int) -> list[Step]:
     """Every accepted step of `patients` journeys, interleaved as live sites send them."""
-    start = datetime.now(UTC) - timedelta(days=30)
-    queues = [
-        [s for s in Journey(cast, i, start, "happy").steps() if s.expect is None] for i in range(patients)
-    ]
+    queues = [[s for s in new_journey(cast, "happy", i).steps() if s.expect is None] for i in range(patients)]
     return [s for round_ in zip(*queues, strict=True) for s in round_]
 
 
@@ -96,7 +94,7 @@ def publisher(stack: Stack, resend_after: float = 30.0) -> SitePublisher:
 
 
 def register(stack: Stack, site: SitePublisher, cast: Cast) -> None:
-    ids = site.publish_many(cast.registrations(datetime.now(UTC) - timedelta(days=40)))
+    ids = site.publish_many(cast.registrations(compressed_run(datetime.now(UTC)).registered_at))
     entries = site.wait(ids, 90)
     # A string, not a tuple: pytest shortens the repr of anything else, and CI needs the logs.
     assert all(e.status == "accepted" for e in entries), f"{entries}\nstored: {stored(stack)}\n{stack.logs()}"
@@ -246,7 +244,7 @@ def test_bad_input_goes_to_the_rejected_topic_and_good_events_behind_it_pass(
     assert enrolled.status == "accepted"
     coi = msgspec.json.decode(base64.b64decode(msgspec.json.decode(steps[0].envelope)["payload"]))["coi"]
     stranger = Member.new("nurse.bdw", "Impostor", "person", ("collection",), "US-BDW")
-    at = datetime.now(UTC) - timedelta(hours=1)
+    at = datetime.now(UTC)
     good = envelope(ev.DeviationOpened, cast["nurse.bdw"], at, coi=coi, deviation_id="D-1",
                     description="smudged label", severity="minor")  # fmt: skip
     plain = {"payloadType": "text/plain", "payload": "", "signatures": []}

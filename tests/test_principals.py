@@ -1,9 +1,12 @@
-"""The principal registry: genesis, rotation and revocation replayed against occurred_at."""
+"""The principal registry: genesis, rotation and revocation; keys judged at the ledger's receipt
+time, registration and roles at occurred_at."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 
+from aggregates.principal import ROTATION_GRACE
 from ledger import events as ev
 from ledger.application import LedgerApplication
 from ledger.cast import Member, envelope, registration
@@ -14,7 +17,7 @@ NOW = datetime.now(UTC)
 
 
 def _label(member: Member, coi: str, din: str, at: datetime) -> bytes:
-    return envelope(ev.LabelPrinted, member, at, coi=coi, label_id=f"L-{at.timestamp()}", din=din)
+    return envelope(ev.LabelPrinted, member, at, coi=coi, label_id=f"L-{uuid.uuid4()}", din=din)
 
 
 def _enrol(app: LedgerApplication, cast: Cast) -> tuple[str, str]:
@@ -23,55 +26,115 @@ def _enrol(app: LedgerApplication, cast: Cast) -> tuple[str, str]:
     return journey.coi, journey.din
 
 
+def _rotation(cast: Cast, principal_id: str, at: datetime, routine: bool = False) -> tuple[Member, bytes]:
+    old = cast[principal_id]
+    new = Member.new(old.principal_id, old.printed_name, old.kind, old.roles, old.site)
+    raw = envelope(
+        ev.PrincipalKeyRotated, cast.admin, at, principal_id=principal_id, public_key=new.public_key,
+        valid_from=at, routine=routine,
+    )  # fmt: skip
+    return new, raw
+
+
 def test_the_first_principal_must_be_a_self_registered_administrator(app: LedgerApplication) -> None:
+    now = datetime.now(UTC)
     nurse = Member.new("nurse.x", "Nia Nurse", "person", ("collection",), "US-BDW")
-    assert app.submit(registration(nurse, nurse, NOW - timedelta(days=1))).code == "no_administrator"
+    assert app.submit(registration(nurse, nurse, now)).code == "no_administrator"
     admin = Member.new("admin.x", "Ada Admin", "person", ("admin",), "US-SSF")
-    assert app.submit(registration(admin, admin, NOW - timedelta(days=1))).status == "accepted"
+    assert app.submit(registration(admin, admin, now - timedelta(days=1))).code == "valid_from_too_early"
+    assert app.submit(registration(admin, admin, now)).status == "accepted"
     # Once there is an administrator nobody registers themselves.
     rogue = Member.new("admin.y", "Rogue", "person", ("admin",), "US-SSF")
-    assert app.submit(registration(rogue, rogue, NOW - timedelta(days=1))).code == "unknown_key"
+    assert app.submit(registration(rogue, rogue, now)).code == "unknown_key"
 
 
-def test_rotation_keeps_the_old_key_valid_for_what_it_signed_before(
+def test_a_key_is_judged_at_receipt_so_back_dating_cannot_pass_a_rotation(
     registered: LedgerApplication, cast: Cast
 ) -> None:
     coi, din = _enrol(registered, cast)
-    nurse = cast["nurse.bdw"]
-    rotated = Member.new(nurse.principal_id, nurse.printed_name, "person", nurse.roles, nurse.site)
-    switch = NOW - timedelta(days=2)
-    rotation = envelope(
-        ev.PrincipalKeyRotated, cast.admin, switch, principal_id=nurse.principal_id,
-        public_key=rotated.public_key, valid_from=switch,
-    )  # fmt: skip
+    now = datetime.now(UTC)
+    rotated, rotation = _rotation(cast, "nurse.bdw", now)
     assert registered.submit(rotation).status == "accepted"
-    # Events that occurred before the switch still verify with the old key ...
-    assert registered.submit(_label(nurse, coi, din, switch - timedelta(hours=1))).status == "accepted"
-    # ... after it the old key has expired and the new one signs.
-    assert registered.submit(_label(nurse, coi, din, switch + timedelta(hours=1))).code == "key_expired"
-    assert registered.submit(_label(rotated, coi, din, switch + timedelta(hours=1))).status == "accepted"
-    assert (
-        registered.submit(_label(rotated, coi, din, switch - timedelta(hours=1))).code == "key_not_yet_valid"
-    )
+    nurse = cast["nurse.bdw"]
+    # The replaced key cannot sign any more, even an event dated before the switch ...
+    assert registered.submit(_label(nurse, coi, din, now - timedelta(seconds=30))).code == "key_expired"
+    # ... while a late entry from before the switch is signed with the current key.
+    assert registered.submit(_label(rotated, coi, din, now - timedelta(seconds=30))).status == "accepted"
+    assert registered.submit(_label(rotated, coi, din, datetime.now(UTC))).status == "accepted"
 
 
-def test_revocation_needs_a_reason_and_applies_from_its_effective_time(
+def test_a_routine_rotation_leaves_the_old_key_a_short_grace(
+    registered: LedgerApplication, cast: Cast
+) -> None:
+    coi, din = _enrol(registered, cast)
+    now = datetime.now(UTC)
+    _, rotation = _rotation(cast, "nurse.bdw", now, routine=True)
+    assert registered.submit(rotation, now=now).status == "accepted"
+    nurse = cast["nurse.bdw"]
+    in_flight = _label(nurse, coi, din, now - timedelta(seconds=1))
+    late = _label(nurse, coi, din, now - timedelta(seconds=2))
+    assert registered.submit(in_flight, now=now + ROTATION_GRACE / 2).status == "accepted"
+    assert registered.submit(late, now=now + ROTATION_GRACE).code == "key_expired"
+
+
+def test_a_revoked_key_signs_nothing_more_whatever_date_it_writes(
     registered: LedgerApplication, cast: Cast
 ) -> None:
     coi, din = _enrol(registered, cast)
     nurse = cast["nurse.bdw"]
-    lost = NOW - timedelta(days=1)
-    body = {"principal_id": nurse.principal_id, "effective_at": lost}
-    assert registered.submit(envelope(ev.PrincipalRevoked, cast.admin, NOW, **body)).code == "reason_required"
-    revoke = envelope(ev.PrincipalRevoked, cast.admin, NOW, reason="laptop stolen", **body)
+    now = datetime.now(UTC)
+    body = {"principal_id": nurse.principal_id, "effective_at": now}
+    assert registered.submit(envelope(ev.PrincipalRevoked, cast.admin, now, **body)).code == "reason_required"
+    revoke = envelope(ev.PrincipalRevoked, cast.admin, now, reason="laptop stolen", **body)
     assert registered.submit(revoke).status == "accepted"
-    assert registered.submit(_label(nurse, coi, din, lost - timedelta(hours=1))).status == "accepted"
-    assert registered.submit(_label(nurse, coi, din, lost + timedelta(hours=1))).code == "key_revoked"
+    assert registered.submit(_label(nurse, coi, din, now - timedelta(seconds=20))).code == "key_revoked"
+    assert registered.submit(_label(nurse, coi, din, datetime.now(UTC))).code == "key_revoked"
+
+
+def test_a_revoked_sole_administrator_cannot_back_date_a_successor(app: LedgerApplication) -> None:
+    """The attack from the hardening review: the sole administrator, revoked, registered a
+    successor dated a minute before the revocation, who registered QA valid from a year ago."""
+    now = datetime.now(UTC)
+    admin = Member.new("admin.x", "Ada Admin", "person", ("admin",), "US-SSF")
+    second = Member.new("admin.z", "Zed Admin", "person", ("admin",), "US-SSF")
+    assert app.submit(registration(admin, admin, now - timedelta(minutes=3))).status == "accepted"
+    assert app.submit(registration(admin, second, now - timedelta(minutes=3))).status == "accepted"
+    revoke = envelope(
+        ev.PrincipalRevoked, second, now, principal_id="admin.x", effective_at=now, reason="left the company"
+    )
+    assert app.submit(revoke).status == "accepted"
+    successor = Member.new("admin.s", "Sly Successor", "person", ("admin",), "US-SSF")
+    back_dated = registration(admin, successor, now - timedelta(minutes=1))
+    assert app.submit(back_dated).code == "key_revoked"
+    qa = Member.new("qa.q", "Quick QA", "person", ("qa",), "US-SSF")
+    a_year_ago = envelope(
+        ev.PrincipalRegistered, second, now, principal_id=qa.principal_id, kind="person",
+        printed_name=qa.printed_name, roles=["qa"], public_key=qa.public_key,
+        valid_from=now - timedelta(days=365),
+    )  # fmt: skip
+    outcome = app.submit(a_year_ago)
+    assert (outcome.code, outcome.field) == ("valid_from_too_early", "valid_from")
+
+
+def test_the_last_administrator_cannot_be_revoked(app: LedgerApplication) -> None:
+    now = datetime.now(UTC)
+    admin = Member.new("admin.x", "Ada Admin", "person", ("admin",), "US-SSF")
+    assert app.submit(registration(admin, admin, now)).status == "accepted"
+    revoke = {"principal_id": "admin.x", "effective_at": now, "reason": "leaving"}
+    outcome = app.submit(envelope(ev.PrincipalRevoked, admin, now, **revoke))
+    assert (outcome.code, outcome.field) == ("last_administrator", "principal_id")
+    second = Member.new("admin.z", "Zed Admin", "person", ("admin",), "US-SSF")
+    assert app.submit(registration(admin, second, now)).status == "accepted"
+    assert app.submit(envelope(ev.PrincipalRevoked, admin, now, **revoke)).status == "accepted"
+    revoke_second = {"principal_id": "admin.z", "effective_at": now, "reason": "leaving too"}
+    assert (
+        app.submit(envelope(ev.PrincipalRevoked, second, now, **revoke_second)).code == "last_administrator"
+    )
 
 
 def test_only_administrators_change_the_registry(registered: LedgerApplication, cast: Cast) -> None:
     newcomer = Member.new("new.one", "New One", "person", ("qa",), "US-SSF")
-    raw = registration(cast["qa.ssf"], newcomer, NOW - timedelta(hours=1))
+    raw = registration(cast["qa.ssf"], newcomer, datetime.now(UTC))
     assert registered.submit(raw).code == "role_not_allowed"
 
 
@@ -101,15 +164,14 @@ def test_a_revocation_through_another_writer_counts_from_the_next_batch(
     coi, din = _enrol(registered, cast)
     other = LedgerApplication(store_url)  # a second ingest on the same store
     nurse = cast["nurse.bdw"]
-    assert (
-        other.submit(_label(nurse, coi, din, NOW - timedelta(hours=3))).status == "accepted"
-    )  # caches nurse
+    now = datetime.now(UTC)
+    assert other.submit(_label(nurse, coi, din, now)).status == "accepted"  # caches nurse
     revoke = envelope(
-        ev.PrincipalRevoked, cast.admin, NOW, principal_id=nurse.principal_id,
-        effective_at=NOW - timedelta(hours=2), reason="badge lost",
+        ev.PrincipalRevoked, cast.admin, now, principal_id=nurse.principal_id, effective_at=now,
+        reason="badge lost",
     )  # fmt: skip
     assert registered.submit(revoke).status == "accepted"
-    assert other.submit(_label(nurse, coi, din, NOW - timedelta(hours=1))).code == "key_revoked"
+    assert other.submit(_label(nurse, coi, din, now - timedelta(seconds=1))).code == "key_revoked"
 
 
 def test_a_key_changed_in_one_batch_counts_in_the_next_one_prepared_before_it(
@@ -120,31 +182,29 @@ def test_a_key_changed_in_one_batch_counts_in_the_next_one_prepared_before_it(
     rotation or a revocation stored in between."""
     coi, din = _enrol(registered, cast)
     nurse = cast["nurse.bdw"]
-    rotated = Member.new(nurse.principal_id, nurse.printed_name, "person", nurse.roles, nurse.site)
-    switch, lost = NOW - timedelta(days=2), NOW - timedelta(days=1)
+    now = datetime.now(UTC)
+    rotated, rotation = _rotation(cast, "nurse.bdw", now)
     registered.batch_size = 2
     outcomes = registered.submit_many(
         [
             # batch 1
-            envelope(
-                ev.PrincipalKeyRotated, cast.admin, switch, principal_id=nurse.principal_id,
-                public_key=rotated.public_key, valid_from=switch,
-            ),
-            _label(nurse, coi, din, switch - timedelta(hours=1)),
+            _label(nurse, coi, din, now),
+            rotation,
             # batch 2, prepared before batch 1 was stored
-            _label(rotated, coi, din, switch + timedelta(hours=1)),  # a key unknown then
-            _label(nurse, coi, din, switch + timedelta(hours=1)),  # checked by the old key
+            _label(rotated, coi, din, now),  # a key unknown then
+            _label(nurse, coi, din, now),  # checked by the old key
             # batch 3
+            _label(rotated, coi, din, now),
             envelope(
-                ev.PrincipalRevoked, cast.admin, NOW, principal_id=nurse.principal_id,
-                effective_at=lost, reason="laptop stolen",
+                ev.PrincipalRevoked, cast.admin, now, principal_id=nurse.principal_id,
+                effective_at=now, reason="laptop stolen",
             ),
-            _label(rotated, coi, din, lost - timedelta(hours=2)),
             # batch 4, prepared before batch 3 was stored
-            _label(rotated, coi, din, lost + timedelta(hours=1)),
-            _label(rotated, coi, din, lost - timedelta(hours=1)),
+            _label(rotated, coi, din, now - timedelta(seconds=1)),
+            _label(rotated, coi, din, now),
         ]
     )  # fmt: skip
     assert [o.code or o.status for o in outcomes] == [
-        "accepted", "accepted", "accepted", "key_expired", "accepted", "accepted", "key_revoked", "accepted",
+        "accepted", "accepted", "accepted", "key_expired",
+        "accepted", "accepted", "key_revoked", "key_revoked",
     ]  # fmt: skip

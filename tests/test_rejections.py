@@ -27,8 +27,8 @@ class World:
     product: str
     bag: str
 
-    def at(self, hours_ago: float = 1) -> datetime:
-        return datetime.now(UTC) - timedelta(hours=hours_ago)
+    def at(self, seconds_ago: float = 0) -> datetime:
+        return datetime.now(UTC) - timedelta(seconds=seconds_ago)
 
     def good(self) -> bytes:
         """A valid next event for this patient."""
@@ -60,20 +60,20 @@ def _revoked(w: World) -> bytes:
     temp = Member.new("temp.nurse", "Tess Temp", "person", ("collection",), "US-BDW")
     admin = w.cast.admin
     setup = [
-        envelope(ev.PrincipalRegistered, admin, w.at(48), principal_id=temp.principal_id, kind="person",
+        envelope(ev.PrincipalRegistered, admin, w.at(2), principal_id=temp.principal_id, kind="person",
                  printed_name=temp.printed_name, roles=["collection"], public_key=temp.public_key,
-                 valid_from=w.at(48)),
-        envelope(ev.PrincipalRevoked, admin, w.at(24), principal_id=temp.principal_id,
-                 effective_at=w.at(24), reason="badge lost"),
+                 valid_from=w.at(2)),
+        envelope(ev.PrincipalRevoked, admin, w.at(1), principal_id=temp.principal_id,
+                 effective_at=w.at(1), reason="badge lost"),
     ]  # fmt: skip
     assert [o.status for o in w.app.submit_many(setup)] == ["accepted", "accepted"]
-    return envelope(ev.LabelPrinted, temp, w.at(1), coi=w.journey.coi, label_id="L-temp", din=w.journey.din)
+    return envelope(ev.LabelPrinted, temp, w.at(), coi=w.journey.coi, label_id="L-temp", din=w.journey.din)
 
 
 def _not_yet_valid(w: World) -> bytes:
-    # The cast's keys became valid 40 days ago.
+    # The cast was registered a couple of minutes ago.
     return envelope(
-        ev.LabelPrinted, w.cast["nurse.bdw"], w.at(24 * 45), coi=w.journey.coi, label_id="L-old",
+        ev.LabelPrinted, w.cast["nurse.bdw"], w.at(3600), coi=w.journey.coi, label_id="L-old",
         din=w.journey.din,
     )  # fmt: skip
 

@@ -122,20 +122,18 @@ def test_two_swapped_rows(sealed: tuple[LedgerApplication, NoteSigner, RawStore]
     assert verify(app, signer).failure.sequence == 30  # type: ignore[union-attr]
 
 
-def test_a_forged_row_signed_by_an_unregistered_key(
-    sealed: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
-) -> None:
-    app, signer, raw = sealed
-    journey = new_journey(cast, index=5)
-    advance(app, journey, before="label_printed")  # enrolled: version 1, and not yet in the tree
-    rows = raw.sql("SELECT {seq}, originator_version, state FROM {table} ORDER BY {seq} DESC LIMIT 1")
-    sequence, version, state = rows[0]
+def _insert_next(raw: RawStore, coi: str, forged: str) -> int:
+    """Append `forged` to the patient's chain straight into the table, correctly chained and
+    recorded now; returns the sequence it gets."""
+    stream = therapy_uuid(coi)
+    stream_column = stream if raw.postgres else stream.hex
+    (version, state) = raw.sql(
+        "SELECT originator_version, state FROM {table} WHERE originator_id = ? "
+        "ORDER BY originator_version DESC LIMIT 1",
+        (stream_column,),
+    )[0]
     stored = msgspec.json.decode(bytes(state))
-    stream = therapy_uuid(journey.coi)
     head = record_hash(stream, version, stored["prev"], stored["timestamp"]["_data_"], stored["envelope"])
-    impostor = Member.new("nurse.bdw", "Noor Nurse BDW", "person", ("collection",), "US-BDW")
-    forged = envelope(ev.LabelPrinted, impostor, datetime.now(UTC) - timedelta(hours=1), coi=journey.coi,
-                      label_id="L-forged", din=journey.din).decode()  # fmt: skip
     state = msgspec.json.encode(
         {
             "timestamp": {"_type_": "datetime_iso", "_data_": datetime.now(UTC).isoformat()},
@@ -144,11 +142,44 @@ def test_a_forged_row_signed_by_an_unregistered_key(
         }
     )
     topic = "aggregates.base:Ledgered.Recorded"
-    stream_column = stream if raw.postgres else stream.hex
     raw.sql("INSERT INTO {table} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
             (stream_column, version + 1, topic, state))  # fmt: skip
+    return raw.last()
+
+
+def test_a_forged_row_signed_by_an_unregistered_key(
+    sealed: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
+) -> None:
+    app, signer, raw = sealed
+    journey = new_journey(cast, index=5)
+    advance(app, journey, before="label_printed")  # enrolled: version 1, and not yet in the tree
+    impostor = Member.new("nurse.bdw", "Noor Nurse BDW", "person", ("collection",), "US-BDW")
+    forged = envelope(ev.LabelPrinted, impostor, datetime.now(UTC), coi=journey.coi,
+                      label_id="L-forged", din=journey.din).decode()  # fmt: skip
+    sequence = _insert_next(raw, journey.coi, forged)
     failure = verify(app, signer).failure
-    assert failure is not None and failure.sequence == sequence + 1 and "registry" in failure.reason
+    assert failure is not None and failure.sequence == sequence and "registry" in failure.reason
+
+
+def test_a_row_signed_with_a_revoked_key_and_dated_before_the_revocation(
+    sealed: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
+) -> None:
+    """The back-dating attack, put straight into the table: the verifier judges the key at the
+    record's recorded_at, as the ledger does, not at the date the signer wrote."""
+    app, signer, raw = sealed
+    journey = new_journey(cast, index=5)
+    advance(app, journey, before="label_printed")
+    before = datetime.now(UTC)
+    revoke = envelope(
+        ev.PrincipalRevoked, cast.admin, before, principal_id="nurse.bdw",
+        effective_at=before + timedelta(milliseconds=1), reason="laptop stolen",
+    )  # fmt: skip
+    assert app.submit(revoke).status == "accepted"
+    forged = envelope(ev.LabelPrinted, cast["nurse.bdw"], before, coi=journey.coi,
+                      label_id="L-backdated", din=journey.din).decode()  # fmt: skip
+    sequence = _insert_next(raw, journey.coi, forged)
+    failure = verify(app, signer).failure
+    assert failure is not None and failure.sequence == sequence and "key_revoked" in failure.reason
 
 
 def test_the_tail_behind_the_latest_checkpoint_truncated(
