@@ -50,7 +50,14 @@ _TEXT_BAD = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]"
 _IDENT_BAD = re.compile("[\\s\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # A body can hold one of those only through an escape, a raw DEL, or the UTF-8 of a C1
 # control or a bidi override; most bodies have none and skip the walk over their strings.
-_SUSPECT = re.compile(rb"[\\\x7f]|\xc2[\x80-\x9f]|\xe2\x80[\xaa-\xae]|\xe2\x81[\xa6-\xa9]")
+_SUSPECT_UTF8 = re.compile(rb"\xc2[\x80-\x9f]|\xe2\x80[\xaa-\xae]|\xe2\x81[\xa6-\xa9]")
+
+
+def _suspect(body: bytes) -> bool:
+    # `in` and isascii() first: a regular expression over every body would cost as much as
+    # decoding it.
+    return b"\\" in body or b"\x7f" in body or (not body.isascii() and bool(_SUSPECT_UTF8.search(body)))
+
 
 _Rule = re.Pattern[str] | type
 """How to check a field: a string (or list of strings) against a pattern of what it may not
@@ -100,12 +107,14 @@ def _distinct_keys(top: object) -> int:
 
 def decode_body(body: bytes, now: datetime) -> Event:
     """Decode and sanity-check one body; raises Rejected naming the field and the reason."""
+    # Repeated keys first: the typed decoder would judge the body by the last of them.
     try:
-        top = _generic.decode(body)
+        repeated = repeated_key(body, _distinct_keys(_generic.decode(body)))
     except msgspec.DecodeError as exc:
         raise Rejected("malformed_json", f"payload is not valid JSON: {exc}") from None
-    # Repeated keys first: the typed decoder would judge the body by the last of them.
-    repeated = repeated_key(body, _distinct_keys(top))
+    except RecursionError:
+        # The typed decoder too recurses, to skip what comes before the `type` key.
+        raise Rejected("malformed_json", "payload nests deeper than any event body") from None
     if repeated is not None:
         raise Rejected("duplicate_key", f"the body gives the key {repeated!r} twice in one object", repeated)
     try:
@@ -114,7 +123,7 @@ def decode_body(body: bytes, now: datetime) -> Event:
         message = str(exc)
         code = next((c for text, c in _CODES if text in message), "invalid_value")
         raise Rejected(code, message, _field_of(message)) from None
-    if _SUSPECT.search(body):
+    if _suspect(body):
         _check_characters(event)
     if event.occurred_at > now + CLOCK_SKEW:
         raise Rejected(

@@ -5,18 +5,16 @@ So the ledger refuses them, at a cost it can afford on every envelope."""
 from __future__ import annotations
 
 import json
-import re
-
-_SPACED_KEY = re.compile(rb'"\s+:')
 
 
 def repeated_key(raw: bytes, distinct_keys: int) -> str | None:
     """The first key some object of `raw` (valid JSON) gives twice, or None. `distinct_keys`
     is how many keys all its objects hold once decoded, where a repeat counts once."""
-    # Without escapes a `"` only opens or closes a string, so `":` occurs once per key
-    # (and at a string value that starts with a colon, which merely leads to the exact
-    # check below); a key spaced from its colon also goes to the exact check.
-    if b"\\" not in raw and not _SPACED_KEY.search(raw) and raw.count(b'":') == distinct_keys:
+    # Without escapes a `"` only opens or closes a string, so once whitespace is gone `":`
+    # occurs once per key (and where a string value starts with a colon, or with
+    # whitespace and a colon, which merely leads to the exact check below). Faster than a
+    # regular expression or a search for each kind of whitespace after a `"`.
+    if b"\\" not in raw and raw.translate(None, b" \t\r\n").count(b'":') == distinct_keys:
         return None
     repeats: list[str] = []
 

@@ -151,6 +151,11 @@ def test_a_repeated_key_written_with_escapes_or_spaces_is_refused(journey: Journ
     assert _code(b'{"coi" :"CHW0451260059EM",' + raw[1:]) == "duplicate_key"
 
 
+def test_a_body_nested_too_deep_is_refused_not_a_crash(journey: Journey) -> None:
+    raw = msgspec.json.encode(body_dict(_step(journey, "label_printed")))
+    assert _code(b'{"colour":' + b"[" * 100_000 + b"]" * 100_000 + b"," + raw[1:]) == "malformed_json"
+
+
 def test_an_unsigned_decoy_payload_in_the_envelope_is_refused(journey: Journey) -> None:
     raw = _step(journey, "label_printed")
     decoy = base64.b64encode(b'{"type": "label_voided"}').decode()
