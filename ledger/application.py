@@ -35,8 +35,9 @@ from ledger.config import database_url, persistence_env
 from ledger.decoding import decode_body
 from ledger.dsse import PAYLOAD_TYPE, Opened, open_envelope, pae, verify
 from ledger.keys import keyid_for
+from ledger.records import header_of_body, payload_of
 from ledger.rejection import Rejected
-from ledger.store import ClaimRow
+from ledger.store import ClaimRow, DigestRow
 from ledger.verifier import AheadVerifier, Job
 
 GENESIS = ("genesis", "administrator")  # claimed by the first administrator
@@ -48,6 +49,12 @@ _NEVER = datetime.min.replace(tzinfo=UTC)
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+# An event id's claim holds the digest of the body its signatures sign, so any re-encoding
+# of a stored envelope (URL-safe base64, other spacing or key order) is a duplicate. Stores
+# written when it was the digest of the envelope bytes are rewritten once, on start.
+PAYLOAD_DIGESTS = "event-claims-digest-the-payload"
 
 
 class Outcome(msgspec.Struct, omit_defaults=True):
@@ -107,6 +114,8 @@ class LedgerApplication(Application):
         self.verifier = AheadVerifier(verify_workers)
         self._top = self.recorder.max_notification_id() or 0  # the log's end as we last saw it
         self._principals: set[UUID] = set()  # principals this object has read
+        if not self.recorder.migrated(PAYLOAD_DIGESTS):  # type: ignore[attr-defined]
+            self.recorder.set_event_digests(PAYLOAD_DIGESTS, list(self._payload_digests()))  # type: ignore[attr-defined]
 
     def start_workers(self) -> None:
         """Fork the signature-checking workers now, before the caller starts threads of its own
@@ -277,7 +286,7 @@ class LedgerApplication(Application):
     ) -> Aggregate | None:
         """The aggregate that records this envelope, None for an exact duplicate."""
         coi = getattr(body, "coi", None)
-        digest = hashlib.sha256(raw).hexdigest()
+        digest = hashlib.sha256(opened.body).hexdigest()
         signers = self._signers(opened, body, batch, verdicts)
 
         claimed = self._claimed("event", str(body.event_id), batch)
@@ -455,6 +464,12 @@ class LedgerApplication(Application):
         return self.recorder.claims([(kind, value)]).get((kind, value))  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ reading
+
+    def _payload_digests(self) -> Iterator[DigestRow]:
+        """(digest of the signed body, event id) of every stored envelope."""
+        for _, _, envelope in self.records():
+            body = payload_of(envelope)
+            yield hashlib.sha256(body).hexdigest(), str(header_of_body(body).event_id)
 
     def records(self, start: int = 1) -> Iterator[tuple[int, datetime, str]]:
         """(sequence, recorded_at, envelope) of every stored envelope, in log order (every

@@ -7,15 +7,19 @@ import re
 from datetime import datetime, timedelta
 
 import msgspec
+import msgspec.inspect as mi
 
-from ledger.events import Event
+from ledger.events import EVENT_TYPES, Event, Manifestation, Output
+from ledger.identifiers import KEYED_DIN_PATTERN
 from ledger.rejection import Rejected
+from ledger.strictjson import repeated_key
 
 # Site clocks may run a little ahead of ours; beyond this an event claims to come from
 # the future, which breaks "contemporaneous" (ALCOA+) and key-validity checks.
 CLOCK_SKEW = timedelta(minutes=5)
 
 _decoder = msgspec.json.Decoder(Event)
+_generic = msgspec.json.Decoder()
 _PATH = re.compile(r" - at `\$\.?([^`]*)`$")
 _NAMED = re.compile(r"field `([^`]+)`")
 
@@ -25,6 +29,7 @@ _CODES = (
     ("missing required field", "missing_field"),
     ("with a timezone component", "naive_timestamp"),
     ("invalid DIN", "invalid_din"),
+    (f"matching regex '{KEYED_DIN_PATTERN.pattern}'", "invalid_din"),
     ("at `$.type`", "unknown_event_type"),
     (", got `", "wrong_type"),
     ("Invalid RFC3339", "wrong_type"),
@@ -36,16 +41,90 @@ def _field_of(message: str) -> str | None:
     return match.group(1) if match else None
 
 
+# Free text may hold newlines and tabs, but no other C0 control, no C1 control and no bidi
+# override (which makes a printed record read otherwise than its bytes).
+_TEXT_BAD = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# An identifier holds neither a control character nor whitespace. Its pattern is `^...$` for
+# validators in other languages, and `$` also matches before a final newline: "X\n" would be
+# a second X.
+_IDENT_BAD = re.compile("[\\s\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+# A body can hold one of those only through an escape, a raw DEL, or the UTF-8 of a C1
+# control or a bidi override; most bodies have none and skip the walk over their strings.
+_SUSPECT_UTF8 = re.compile(rb"\xc2[\x80-\x9f]|\xe2\x80[\xaa-\xae]|\xe2\x81[\xa6-\xa9]")
+
+
+def _suspect(body: bytes) -> bool:
+    # `in` and isascii() first: a regular expression over every body would cost as much as
+    # decoding it.
+    return b"\\" in body or b"\x7f" in body or (not body.isascii() and bool(_SUSPECT_UTF8.search(body)))
+
+
+_Rule = re.Pattern[str] | type
+"""How to check a field: a string (or list of strings) against a pattern of what it may not
+contain; a Struct (or list of Structs) field by field."""
+
+
+def _rule(t: mi.Type) -> _Rule | None:
+    """Identifiers are the strings with a pattern; the other strings are free text."""
+    if isinstance(t, mi.Metadata | mi.ListType):
+        return _rule(t.type if isinstance(t, mi.Metadata) else t.item_type)
+    if isinstance(t, mi.UnionType):
+        return next((r for r in map(_rule, t.types) if r is not None), None)
+    if isinstance(t, mi.StrType):
+        return _TEXT_BAD if t.pattern is None else _IDENT_BAD
+    return t.cls if isinstance(t, mi.StructType) else None
+
+
+_RULES: dict[type, list[tuple[str, _Rule]]] = {
+    cls: [(f.name, r) for f in mi.type_info(cls).fields if (r := _rule(f.type)) is not None]  # type: ignore[attr-defined]
+    for cls in (*EVENT_TYPES.values(), Manifestation, Output)
+}
+
+
+def _check_characters(obj: msgspec.Struct, at: str = "") -> None:
+    for name, rule in _RULES[type(obj)]:
+        value = getattr(obj, name)
+        for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+            where = f"{at}{name}" if i is None else f"{at}{name}[{i}]"
+            if isinstance(item, msgspec.Struct):
+                _check_characters(item, f"{where}.")
+            elif isinstance(item, str) and isinstance(rule, re.Pattern) and (bad := rule.search(item)):
+                what = "free text may hold newlines and tabs but no other control character or bidi override"
+                if rule is _IDENT_BAD:
+                    what = "an identifier holds no control character and no whitespace"
+                raise Rejected(
+                    "control_character", f"{where} contains U+{ord(bad.group()):04X}: {what}", where
+                )
+
+
+def _distinct_keys(top: object) -> int:
+    """Keys of a decoded body's objects: the body and the objects in its lists (the schema
+    nests no deeper; keys deeper down, not counted, only lead to the exact check)."""
+    if not isinstance(top, dict):
+        return 0
+    return len(top) + sum(len(o) for v in top.values() if type(v) is list for o in v if type(o) is dict)
+
+
 def decode_body(body: bytes, now: datetime) -> Event:
     """Decode and sanity-check one body; raises Rejected naming the field and the reason."""
+    # Repeated keys first: the typed decoder would judge the body by the last of them.
+    try:
+        repeated = repeated_key(body, _distinct_keys(_generic.decode(body)))
+    except msgspec.DecodeError as exc:
+        raise Rejected("malformed_json", f"payload is not valid JSON: {exc}") from None
+    except RecursionError:
+        # The typed decoder too recurses, to skip what comes before the `type` key.
+        raise Rejected("malformed_json", "payload nests deeper than any event body") from None
+    if repeated is not None:
+        raise Rejected("duplicate_key", f"the body gives the key {repeated!r} twice in one object", repeated)
     try:
         event = _decoder.decode(body)
     except msgspec.ValidationError as exc:
         message = str(exc)
         code = next((c for text, c in _CODES if text in message), "invalid_value")
         raise Rejected(code, message, _field_of(message)) from None
-    except msgspec.DecodeError as exc:
-        raise Rejected("malformed_json", f"payload is not valid JSON: {exc}") from None
+    if _suspect(body):
+        _check_characters(event)
     if event.occurred_at > now + CLOCK_SKEW:
         raise Rejected(
             "future_timestamp",

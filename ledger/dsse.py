@@ -16,6 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from ledger.rejection import Rejected
+from ledger.strictjson import repeated_key
 
 PAYLOAD_TYPE = "application/vnd.coi-ledger.event+json"
 
@@ -90,6 +91,13 @@ def open_envelope(raw: bytes | str) -> Opened:
         raise Rejected("malformed_envelope", f"not a DSSE envelope: {exc}") from None
     except msgspec.DecodeError as exc:
         raise Rejected("malformed_json", f"envelope is not valid JSON: {exc}") from None
+    # Every field is required and no other is allowed, so the decoded envelope says how
+    # many keys its objects hold.
+    repeated = repeated_key(raw.encode() if isinstance(raw, str) else raw, 3 + 2 * len(envelope.signatures))
+    if repeated is not None:
+        raise Rejected(
+            "duplicate_key", f"the envelope gives the key {repeated!r} twice in one object", repeated
+        )
     if envelope.payloadType != PAYLOAD_TYPE:
         raise Rejected(
             "wrong_payload_type",
@@ -98,6 +106,14 @@ def open_envelope(raw: bytes | str) -> Opened:
         )
     if not envelope.signatures:
         raise Rejected("missing_signature", "the envelope carries no signature", "signatures")
+    keyids = [s.keyid for s in envelope.signatures]
+    for i, keyid in enumerate(keyids):
+        if keyid in keyids[:i]:
+            raise Rejected(
+                "repeated_signature",
+                f"key {keyid} signs this envelope twice; send one signature per key",
+                f"signatures[{i}].keyid",
+            )
     body = b64decode(envelope.payload, "payload")
     signatures = [
         (s.keyid, b64decode(s.sig, f"signatures[{i}].sig")) for i, s in enumerate(envelope.signatures)

@@ -13,7 +13,7 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from ledger.identifiers import COI_PATTERN, FIN_PATTERN, din_problem
+from ledger.identifiers import COI_PATTERN, FIN_PATTERN, KEYED_DIN_PATTERN, din_problem
 
 UtcTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 time with a zone (UTC)")]
 Coi = Annotated[
@@ -23,7 +23,7 @@ Coi = Annotated[
 Din = Annotated[
     str,
     Meta(
-        pattern=r"^[A-NP-Z1-9][0-9]{12}[0-9A-Z*]$",
+        pattern=KEYED_DIN_PATTERN.pattern,
         description="ISBT 128 DIN (13 characters) followed by its MOD 37-2 check character",
     ),
 ]
@@ -34,9 +34,12 @@ ProductCode = Annotated[
 Ident = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")]
 PrincipalId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$")]
 Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
-Text = Annotated[str, Meta(min_length=1, max_length=2000)]
 Units = Annotated[list[Ident], Meta(min_length=1, max_length=64)]
-Positive = Annotated[float, Meta(gt=0)]
+Site = Annotated[str, Meta(pattern=r"^[A-Z]{2,3}-[A-Z0-9]{2,8}$", description="e.g. US-SSF")]
+Text = Annotated[str, Meta(min_length=1, max_length=2000)]
+# Bags and doses are hundreds of millilitres; the bound keeps absurd numbers off the record.
+Millilitres = Annotated[float, Meta(gt=0, le=10_000)]
+Celsius = Annotated[float, Meta(ge=-273.15, le=200)]
 
 Meaning = Literal["performed", "reviewed", "approved", "witnessed", "verified", "released"]
 Role = Literal[
@@ -48,6 +51,12 @@ QcTest = Literal[
     "viability", "cell_count", "vcn", "rcl", "purity",
 ]  # fmt: skip
 Step = Literal["enrichment", "activation", "transduction", "expansion", "formulation", "harvest"]
+
+
+_NIL = UUID(int=0)
+PublicKey = Annotated[
+    str, Meta(pattern=r"^[A-Za-z0-9+/]{43}=$", description="base64 of the raw 32-byte Ed25519 key")
+]
 
 
 class Manifestation(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -64,7 +73,7 @@ class Body(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=
 
     event_id: UUID
     occurred_at: UtcTime
-    site: Annotated[str, Meta(pattern=r"^[A-Z]{2,3}-[A-Z0-9]{2,8}$", description="e.g. US-SSF")]
+    site: Site
     actor: PrincipalId
     reason: Text | None = None
     manifestations: list[Manifestation] = []
@@ -79,6 +88,9 @@ class Body(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=
                 if problem:
                     at = name if isinstance(value, str) else f"{name}[{i}]"
                     raise ValueError(f"invalid DIN: {problem} - at `$.{at}`")
+        for name in ("event_id", "corrects_event_id"):
+            if getattr(self, name, None) == _NIL:
+                raise ValueError(f"the nil UUID identifies no event - at `$.{name}`")
 
 
 # --- the principal registry (signed by an administrator) ---------------------------
@@ -89,13 +101,13 @@ class PrincipalRegistered(Body, tag="principal_registered"):
     kind: PrincipalKind
     printed_name: Text
     roles: Annotated[list[Role], Meta(min_length=1)]
-    public_key: Annotated[str, Meta(description="base64 of the raw 32-byte Ed25519 key")]
+    public_key: PublicKey
     valid_from: UtcTime
 
 
 class PrincipalKeyRotated(Body, tag="principal_key_rotated"):
     principal_id: PrincipalId
-    public_key: str
+    public_key: PublicKey
     valid_from: UtcTime
     # A planned replacement (not a loss): envelopes in flight signed with the old key are
     # still accepted for a short grace after valid_from.
@@ -105,7 +117,9 @@ class PrincipalKeyRotated(Body, tag="principal_key_rotated"):
 class PrincipalRevoked(Body, tag="principal_revoked"):
     principal_id: PrincipalId
     effective_at: UtcTime
-    keyid: str | None = None  # None revokes every key of the principal
+    keyid: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}:[0-9a-f]{16}$")] | None = (
+        None  # None revokes every key of the principal
+    )
 
 
 # --- the journey of one therapy (one COI) -------------------------------------------
@@ -119,7 +133,7 @@ class Enrolled(Journey, tag="enrolled"):
     patient_commitment: Annotated[Sha256Hex, Meta(description="SHA-256(salt || identifiers)")]
     order_id: Ident
     product: Text
-    treatment_site: str
+    treatment_site: Site
 
 
 class ApheresisCollected(Journey, tag="apheresis_collected"):
@@ -129,7 +143,7 @@ class ApheresisCollected(Journey, tag="apheresis_collected"):
     unit_id: Ident
     started_at: UtcTime
     ended_at: UtcTime
-    volume_ml: Positive
+    volume_ml: Millilitres
 
 
 class LabelPrinted(Journey, tag="label_printed"):
@@ -183,7 +197,7 @@ class ManufacturingStepCompleted(Journey, tag="manufacturing_step_completed"):
 class Output(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     unit_id: Ident
     product_code: ProductCode
-    volume_ml: Positive
+    volume_ml: Millilitres
 
 
 class ManufacturingCompleted(Journey, tag="manufacturing_completed"):
@@ -216,13 +230,13 @@ class ShipmentDispatched(Journey, tag="shipment_dispatched"):
     unit_ids: Units
     shipper_id: Ident
     data_logger_id: Ident
-    destination_site: str
+    destination_site: Site
 
 
 class TemperatureRecorded(Journey, tag="temperature_recorded"):
     shipment_id: Ident
     logger_id: Ident
-    celsius: float
+    celsius: Celsius
 
 
 class TemperatureExcursion(Journey, tag="temperature_excursion"):
@@ -230,9 +244,9 @@ class TemperatureExcursion(Journey, tag="temperature_excursion"):
 
     shipment_id: Ident
     logger_id: Ident
-    celsius: float
-    limit_celsius: float
-    duration_s: Annotated[int, Meta(ge=0)]
+    celsius: Celsius
+    limit_celsius: Celsius
+    duration_s: Annotated[int, Meta(ge=0, le=31 * 24 * 3600)]  # a month: longer than any shipment
 
 
 class ShipmentReceived(Journey, tag="shipment_received"):
@@ -279,8 +293,8 @@ class RecordCorrected(Journey, tag="record_corrected"):
 
     corrects_event_id: UUID
     field: Annotated[str, Meta(pattern=r"^[a-z_]{1,40}$")]
-    old_value: str
-    new_value: str
+    old_value: Annotated[str, Meta(max_length=2000)]
+    new_value: Annotated[str, Meta(max_length=2000)]
 
 
 RegistryEvent = Union[PrincipalRegistered, PrincipalKeyRotated, PrincipalRevoked]  # noqa: UP007

@@ -82,9 +82,19 @@ _payload = msgspec.json.Decoder(_Payload)
 _header = msgspec.json.Decoder(Header)
 
 
+def payload_of(envelope: str) -> bytes:
+    """The body bytes a stored envelope carries: what its signatures sign."""
+    return b64decode(_payload.decode(envelope).payload, "payload")
+
+
+def header_of_body(body: bytes) -> Header:
+    """The header of a stored body, without decoding the rest of it."""
+    return _header.decode(body)
+
+
 def header_of(envelope: str) -> Header:
-    """The header of a stored envelope's body, without decoding the rest of it."""
-    return _header.decode(b64decode(_payload.decode(envelope).payload, "payload"))
+    """The header of a stored envelope's body."""
+    return header_of_body(payload_of(envelope))
 
 
 def canonical(record: Record) -> bytes:

@@ -11,10 +11,10 @@ import pytest
 from ledger.application import LedgerApplication
 from ledger.journeys import Cast, compressed_run
 from ledger.logstore import TABLES as LOG_TABLES
-from ledger.store import CLAIMS_TABLE
+from ledger.store import CLAIMS_TABLE, SCHEMA_TABLE
 from tests.stores import fresh_store
 
-LEDGER_TABLES = [f"{LedgerApplication.name.lower()}_events", CLAIMS_TABLE, *LOG_TABLES]
+LEDGER_TABLES = [f"{LedgerApplication.name.lower()}_events", CLAIMS_TABLE, SCHEMA_TABLE, *LOG_TABLES]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

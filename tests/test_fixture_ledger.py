@@ -44,3 +44,13 @@ def test_resending_an_old_envelope_is_a_duplicate(old_ledger: Path) -> None:
     done = coi(old_ledger, "submit", "-", stdin=envelope + "\n")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "duplicate" in done.stdout
+
+
+def test_a_re_encoded_old_envelope_is_a_duplicate(old_ledger: Path) -> None:
+    """The old ledger's claims hold envelope digests until the first start migrates them."""
+    with sqlite3.connect(old_ledger / "coi-data" / "ledger.sqlite") as db:
+        (state,) = db.execute("SELECT state FROM stored_events WHERE rowid = 30").fetchone()
+    envelope = json.loads(json.loads(state)["envelope"])
+    done = coi(old_ledger, "submit", "-", stdin=json.dumps(envelope, indent=1).replace("\n", "") + "\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "duplicate" in done.stdout
