@@ -21,7 +21,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
-from aggregates.principal import Principal, authorize, principal_uuid, public_key_raw
+from aggregates.principal import Principal, authorize, check_registration, principal_uuid, public_key_raw
 from aggregates.therapy import Therapy, therapy_uuid
 from ledger import events as ev
 from ledger.config import database_url, persistence_env
@@ -356,6 +356,7 @@ class LedgerApplication(Application):
     ) -> Aggregate:
         existing = self._principal(body.principal_id, batch)
         if isinstance(body, ev.PrincipalRegistered) and existing is None:
+            check_registration(body)
             if self._claimed(*GENESIS, batch) is None:
                 claims.append((*GENESIS, body.principal_id, ""))
             return Principal.open(principal_uuid(body.principal_id), envelope)
