@@ -203,7 +203,7 @@ def _check_parties(body: Event, signers: dict[str, Principal]) -> None:
             raise Rejected("person_required", f"witness {body.witness} is a {witness.kind}", "witness")
         if not allowed(witness.roles, "bedside_identity_verified"):
             raise Rejected(
-                "role_not_allowed", f"witness {body.witness} has no role that may verify identity at the bedside",
+                "role_not_allowed", f"witness {body.witness} has no role that may witness a bedside check",
                 "witness",
             )  # fmt: skip
     if isinstance(body, CustodyTransferred):
