@@ -12,7 +12,14 @@ from functools import lru_cache
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 from aggregates.base import Ledgered
-from aggregates.roles import OPEN_TO_AUTHORS, REASON_REQUIRED, allowed
+from aggregates.roles import (
+    CUSTODIAN_ROLES,
+    OPEN_TO_AUTHORS,
+    PEOPLE_ONLY_EVENTS,
+    PEOPLE_ONLY_ROLES,
+    REASON_REQUIRED,
+    allowed,
+)
 from ledger.decoding import CLOCK_SKEW
 from ledger.events import (
     BedsideIdentityVerified,
@@ -188,6 +195,16 @@ def revocation_problem(
     )
 
 
+def check_registration(body: PrincipalRegistered) -> None:
+    """Rules for a new principal: the admin and qa roles are a person's."""
+    reserved = sorted(PEOPLE_ONLY_ROLES.intersection(body.roles))
+    if body.kind != "person" and reserved:
+        raise Rejected(
+            "person_required", f"a {body.kind} cannot hold the {', '.join(reserved)} role; only a person",
+            "kind",
+        )  # fmt: skip
+
+
 def authorize(body: Event, signers: dict[str, Principal]) -> None:
     """Authority checks that need only the signers: the actor signed, its role allows the
     event type, two-person steps carry both signatures, and every person's signature has
@@ -202,14 +219,25 @@ def authorize(body: Event, signers: dict[str, Principal]) -> None:
             f"{body.actor} has roles {sorted(actor.roles)}, none of which may sign {tag}",
             "type",
         )
+    if tag in PEOPLE_ONLY_EVENTS and actor.kind != "person":
+        raise Rejected(
+            "person_required", f"{tag} is signed by a person, {body.actor} is a {actor.kind}", "actor"
+        )
     if tag in REASON_REQUIRED and not body.reason:
         raise Rejected("reason_required", f"{tag} needs a reason", "reason")
     for name, cosigner in _cosigners(body):
         if cosigner not in signers:
             raise Rejected("missing_cosignature", f"{name} {cosigner} did not sign", name)
+    _check_parties(body, signers)
     manifested = {m.principal: m for m in body.manifestations}
     for pid, principal in signers.items():
         if principal.kind != "person":
+            if pid in manifested:
+                raise Rejected(
+                    "person_required",
+                    f"{pid} is a {principal.kind}: only a person signs with a manifestation",
+                    "manifestations",
+                )
             continue
         m = manifested.get(pid)
         if m is None:
@@ -238,3 +266,26 @@ def _cosigners(body: Event) -> list[tuple[str, str]]:
             raise Rejected("missing_cosignature", "the witness must be a second person", "witness")
         return [("witness", body.witness)]
     return []
+
+
+def _check_parties(body: Event, signers: dict[str, Principal]) -> None:
+    """The bedside witness is a treating person; custody goes only to a person who holds
+    material (the cosignature check has made sure both are signers)."""
+    if isinstance(body, BedsideIdentityVerified):
+        witness = signers[body.witness]
+        if witness.kind != "person":
+            raise Rejected("person_required", f"witness {body.witness} is a {witness.kind}", "witness")
+        if not allowed(witness.roles, "bedside_identity_verified"):
+            raise Rejected(
+                "role_not_allowed", f"witness {body.witness} has no role that may witness a bedside check",
+                "witness",
+            )  # fmt: skip
+    if isinstance(body, CustodyTransferred):
+        taker = signers[body.to_custodian]
+        if taker.kind != "person" or not CUSTODIAN_ROLES & taker.roles:
+            raise Rejected(
+                "not_a_custodian",
+                f"{body.to_custodian} ({taker.kind}, roles {sorted(taker.roles)}) cannot hold material: "
+                f"custody goes to a person with one of the roles {sorted(CUSTODIAN_ROLES)}",
+                "to_custodian",
+            )

@@ -22,7 +22,8 @@ ROLE_EVENTS: dict[str, frozenset[str]] = {
     ),
     "qc": frozenset({"qc_sample_taken", "qc_result_recorded"} | _OPERATIONS),
     "qa": frozenset(
-        {"disposition", "hold_placed", "hold_released", "deviation_closed", "record_corrected"}
+        {"disposition", "retest_authorised", "hold_placed", "hold_released", "deviation_closed",
+         "record_corrected"}
         | _OPERATIONS
     ),
     "treatment": frozenset(
@@ -38,8 +39,19 @@ OPEN_TO_AUTHORS = frozenset({"record_corrected"})
 
 # Events whose header `reason` is mandatory (Annex 11 §9: the reason for a change).
 REASON_REQUIRED = frozenset(
-    {"record_corrected", "label_voided", "hold_placed", "hold_released", "principal_revoked"}
-)
+    {"record_corrected", "label_voided", "hold_placed", "hold_released", "principal_revoked",
+     "retest_authorised"}
+)  # fmt: skip
+
+# Roles that carry a person's accountability (administration, QA judgement): never a device's.
+PEOPLE_ONLY_ROLES = frozenset({"admin", "qa"})
+
+# Decisions and checks that need a person, whatever roles the signer was registered with.
+PEOPLE_ONLY_EVENTS = frozenset({"disposition", "retest_authorised", "bedside_identity_verified"})
+
+# Roles whose holders physically hold material. Custody goes to people only: a Cell Shuttle
+# runs a batch while its material stays in the custody of the person who received it.
+CUSTODIAN_ROLES = frozenset({"collection", "courier", "manufacturing", "treatment"})
 
 
 def allowed(roles: frozenset[str] | set[str], event_type: str) -> bool:

@@ -9,6 +9,7 @@ each signed envelope becomes exactly one stored event in one per-patient chain.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import lru_cache
 from uuid import NAMESPACE_URL, UUID, uuid5
 
@@ -25,16 +26,53 @@ NAMESPACE = uuid5(NAMESPACE_URL, "https://coi-ledger.example/therapies")
 # The release panel: each must have a passing result before QA may release a batch.
 REQUIRED_QC = ("sterility", "mycoplasma", "endotoxin", "identity", "potency", "viability")
 
-# Fields that identify, or that the rules decided on: a wrong one means a wrong record,
-# handled by a deviation, never by editing it after the fact (the state the rules built from
-# it would silently disagree with the corrected value).
-PROTECTED_FIELDS = frozenset(
-    {"event_id", "type", "coi", "actor", "site", "occurred_at", "din", "unit_id", "unit_ids",
-     "batch_id", "sample_id", "shipment_id", "patient_commitment", "patient_proof", "input_unit_ids",
-     "outputs", "hold_id", "deviation_id", "manifestations", "from_custodian", "to_custodian",
-     "destination_site", "witness", "scanned_coi", "scanned_dins", "decision", "test", "passed",
-     "label_id", "cartridge_id", "collection_facility"}
-)  # fmt: skip
+# The only fields a correction may change: transcribed descriptions and times that no rule
+# decided on. Anything else (identifiers, parties, results, decisions, what the rules built
+# state from) is handled by a deviation, never by editing it after the fact.
+CORRECTABLE: dict[str, frozenset[str]] = {
+    "apheresis_collected": frozenset({"volume_ml", "started_at", "ended_at"}),
+    "custody_transferred": frozenset({"location", "condition"}),
+    "material_received": frozenset({"location", "condition"}),
+    "manufacturing_step_completed": frozenset({"started_at", "ended_at", "material_lots"}),
+    "qc_result_recorded": frozenset({"method"}),
+    "shipment_received": frozenset({"location", "condition"}),
+    "infused": frozenset({"thaw_started_at"}),
+    "deviation_opened": frozenset({"description"}),
+    "deviation_closed": frozenset({"outcome"}),
+}
+
+# Each step's place on the patient's timeline: the entities whose latest step it may not
+# precede, and those it moves on (names resolved by Therapy._entities). Temperature readings
+# move nothing: a logger read late still belongs to its transit window.
+TIMELINE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "apheresis_collected": (("coi",), ("unit_id",)),
+    "label_printed": (("coi",), ("label_id",)),
+    "label_applied": (("label_id", "unit_id"), ("label_id", "unit_id")),
+    "label_voided": (("label_id",), ("label_id",)),
+    "custody_transferred": (("unit_ids",), ("unit_ids",)),
+    "material_received": (("unit_ids",), ("unit_ids",)),
+    "manufacturing_started": (("input_unit_ids",), ("batch_id",)),
+    "manufacturing_step_completed": (("batch_id",), ("batch_id",)),
+    "manufacturing_completed": (("batch_id",), ("batch_id", "outputs")),
+    "qc_sample_taken": (("batch_id",), ("sample_id",)),
+    "qc_result_recorded": (("sample_id", "retest"), ("qc",)),
+    "retest_authorised": (("deviation_id",), ("retest",)),
+    "disposition": (("batch_id", "qc"), ("batch_id", "outputs")),
+    "shipment_dispatched": (("unit_ids",), ("unit_ids", "shipment_id")),
+    "temperature_recorded": (("shipment_id",), ()),
+    "temperature_excursion": (("shipment_id",), ()),
+    "shipment_received": (("shipment_id", "shipment_units"), ("shipment_units",)),
+    "bedside_identity_verified": (("unit_id",), ("unit_id",)),
+    "infused": (("unit_id",), ("unit_id",)),
+    "deviation_opened": (("coi", "batch_id"), ("deviation_id",)),
+    "deviation_closed": (("deviation_id",), ("deviation_id",)),
+    "hold_placed": (("coi",), ("hold_id",)),
+    "hold_released": (("hold_id",), ("hold_id",)),
+    "record_corrected": (("coi",), ()),
+}
+_KINDS = {"unit_id": "unit", "unit_ids": "unit", "input_unit_ids": "unit", "sample_id": "unit",
+          "label_id": "label", "batch_id": "batch", "shipment_id": "shipment",
+          "deviation_id": "deviation", "hold_id": "hold"}  # fmt: skip
 
 
 @lru_cache(maxsize=65536)
@@ -42,9 +80,14 @@ def therapy_uuid(coi: str) -> UUID:
     return uuid5(NAMESPACE, coi)
 
 
+def failure_deviation(event_id: UUID) -> str:
+    """The deviation an excursion or a failed release test opens, derived from its event id."""
+    return f"D-{event_id}"
+
+
 def excursion_ids(event_id: UUID) -> tuple[str, str]:
     """The hold and deviation a temperature excursion opens, derived from its event id."""
-    return f"H-{event_id}", f"D-{event_id}"
+    return f"H-{event_id}", failure_deviation(event_id)
 
 
 @dataclass
@@ -76,11 +119,23 @@ class Batch:
 
 
 @dataclass
+class Hold:
+    units: list[str]
+    start: datetime
+    end: datetime | None = None  # released
+
+    def covers(self, unit_id: str, at: datetime) -> bool:
+        """In force for this unit at `at`; an open hold blocks whatever follows it."""
+        return unit_id in self.units and (self.end is None or self.start <= at < self.end)
+
+
+@dataclass
 class Shipment:
     shipment_id: str
     unit_ids: list[str]
     destination_site: str
     status: str = "in_transit"  # received
+    received_at: datetime | None = None
 
 
 class Therapy(Ledgered):
@@ -95,14 +150,40 @@ class Therapy(Ledgered):
             self.labels: dict[str, tuple[str, str]] = {}  # label -> (din, status)
             self.batches: dict[str, Batch] = {}
             self.shipments: dict[str, Shipment] = {}
-            self.holds: dict[str, list[str]] = {}  # open holds -> units
-            self.closed_holds: set[str] = set()
+            self.holds: dict[str, Hold] = {}
             self.deviations: dict[str, tuple[str | None, bool]] = {}  # -> (batch, open)
+            self.qc_deviations: dict[str, tuple[str, str]] = {}  # opened by a failure -> (batch, test)
+            self.retests: dict[tuple[str, str], str] = {}  # (batch, test) authorised -> deviation
+            self.times: dict[tuple[str, str], datetime] = {("coi", body.coi): body.occurred_at}
+            self.notes: dict[UUID, list[str]] = {}  # event -> what the views must flag beside it
             self.bedside: dict[str, bool] = {}
             self.bodies: dict[UUID, ev.Event] = {}
             self.corrections: dict[tuple[UUID, str], str] = {}
         self.bodies[body.event_id] = body
         getattr(self, "_apply_" + _tag(body), _nothing)(body)
+        for key in self._entities(body, TIMELINE.get(_tag(body), ((), ()))[1]):
+            self.times[key] = body.occurred_at
+
+    def _entities(self, b: ev.Event, names: tuple[str, ...]) -> list[tuple[str, str]]:
+        """The (kind, id) of each entity `names` designate in `b` (see TIMELINE)."""
+        keys: list[tuple[str, str]] = []
+        batch_id = getattr(b, "batch_id", None)
+        for name in names:
+            if name == "coi":
+                keys.append(("coi", self.coi))
+            elif name == "qc":
+                keys.append(("qc", str(batch_id)))
+            elif name == "retest":
+                keys.append(("retest", f"{batch_id}/{getattr(b, 'test', '')}"))
+            elif name == "outputs":
+                keys += [("unit", u) for u in self.batches[str(batch_id)].outputs]
+            elif name == "shipment_units":
+                keys += [("unit", u) for u in self.shipments[getattr(b, "shipment_id", "")].unit_ids]
+            else:
+                value = getattr(b, name)
+                ids = value if isinstance(value, list) else [] if value is None else [value]
+                keys += [(_KINDS[name], i) for i in ids]
+        return keys
 
     # ------------------------------------------------------------------ checks
 
@@ -111,6 +192,15 @@ class Therapy(Ledgered):
         if isinstance(body, ev.Enrolled):
             raise Rejected("already_enrolled", f"{body.coi} is already enrolled", "coi")
         getattr(self, "_check_" + _tag(body), _nothing)(body, actor_roles)
+        for key in self._entities(body, TIMELINE[_tag(body)][0]):
+            since = self.times.get(key)
+            if since is not None and body.occurred_at < since:
+                raise Rejected(
+                    "before_prerequisite",
+                    f"occurred_at {body.occurred_at.isoformat()} is before the last step on "
+                    f"{key[0]} {key[1]} ({since.isoformat()}), which this step follows",
+                    "occurred_at",
+                )
 
     def _unit(self, unit_id: str, name: str = "unit_id") -> Unit:
         unit = self.units.get(unit_id)
@@ -118,11 +208,12 @@ class Therapy(Ledgered):
             raise Rejected("unknown_unit", f"unit {unit_id} is not part of {self.coi}", name)
         return unit
 
-    def _free(self, unit_ids: list[str], name: str = "unit_ids") -> list[Unit]:
-        """The units, each known and not on hold (holds block every downstream step)."""
+    def _free(self, unit_ids: list[str], at: datetime, name: str = "unit_ids") -> list[Unit]:
+        """The units, each known and not on hold at `at` nor now (holds block every
+        downstream step, and one released later still covers what happened inside it)."""
         units = [self._unit(u, name) for u in unit_ids]
         for unit in units:
-            holds = [h for h, held in self.holds.items() if unit.unit_id in held]
+            holds = [h for h, hold in self.holds.items() if hold.covers(unit.unit_id, at)]
             if holds:
                 raise Rejected(
                     "unit_on_hold",
@@ -168,8 +259,7 @@ class Therapy(Ledgered):
             raise Rejected(
                 "invalid_value", f"DIN {b.din} was not issued by facility {b.collection_facility}", "din"
             )
-        if b.ended_at < b.started_at:
-            raise Rejected("invalid_value", "ended_at is before started_at", "ended_at")
+        _span(b, "ended_at")
         self._new(b.unit_id, self.units, "unit_id")
 
     def _check_label_printed(self, b: ev.LabelPrinted, _: frozenset[str]) -> None:
@@ -186,7 +276,7 @@ class Therapy(Ledgered):
 
     def _check_label_applied(self, b: ev.LabelApplied, _: frozenset[str]) -> None:
         din = self._label(b.label_id)
-        unit = self._unit(b.unit_id)
+        unit = self._free([b.unit_id], b.occurred_at, "unit_id")[0]
         if unit.din is not None and unit.din != din:
             raise Rejected(
                 "identity_mismatch", f"label {b.label_id} is for DIN {din}, the unit is {unit.din}",
@@ -201,7 +291,7 @@ class Therapy(Ledgered):
             raise Rejected("not_custodian", "a transfer is signed off by the releasing custodian", "actor")
         if b.from_custodian == b.to_custodian:
             raise Rejected("invalid_value", "from and to custodian are the same", "to_custodian")
-        units = self._free(b.unit_ids)
+        units = self._free(b.unit_ids, b.occurred_at)
         for unit in units:
             if unit.consumed_by or unit.infused:
                 gone = f"went into {unit.consumed_by}" if unit.consumed_by else "was infused"
@@ -211,7 +301,7 @@ class Therapy(Ledgered):
         self._custodian(units, b.from_custodian, "from_custodian")
 
     def _check_material_received(self, b: ev.MaterialReceived, _: frozenset[str]) -> None:
-        units = self._free(b.unit_ids)
+        units = self._free(b.unit_ids, b.occurred_at)
         self._custodian(units, b.actor, "actor")
         if b.scanned_coi != self.coi:
             raise Rejected(
@@ -227,7 +317,7 @@ class Therapy(Ledgered):
 
     def _check_manufacturing_started(self, b: ev.ManufacturingStarted, _: frozenset[str]) -> None:
         self._new(b.batch_id, self.batches, "batch_id")
-        for unit in self._free(b.input_unit_ids, "input_unit_ids"):
+        for unit in self._free(b.input_unit_ids, b.occurred_at, "input_unit_ids"):
             if unit.received_site != b.site or unit.site != b.site:
                 raise Rejected(
                     "out_of_sequence",
@@ -244,8 +334,7 @@ class Therapy(Ledgered):
         self, b: ev.ManufacturingStepCompleted, _: frozenset[str]
     ) -> None:
         self._batch(b.batch_id, "in_progress")
-        if b.ended_at < b.started_at:
-            raise Rejected("invalid_value", "ended_at is before started_at", "ended_at")
+        _span(b, "ended_at")
 
     def _check_manufacturing_completed(self, b: ev.ManufacturingCompleted, _: frozenset[str]) -> None:
         self._batch(b.batch_id, "in_progress")
@@ -260,11 +349,36 @@ class Therapy(Ledgered):
         batch = self._batch(b.batch_id, "completed")
         if b.sample_id not in batch.samples:
             raise Rejected("unknown_unit", f"{b.sample_id} is not a sample of {b.batch_id}", "sample_id")
+        if b.test in batch.qc and (b.batch_id, b.test) not in self.retests:
+            raise Rejected(
+                "retest_not_authorised",
+                f"{b.batch_id} already has a {b.test} result; a retest counts only after QA's "
+                "retest_authorised under the deviation of the failure",
+                "test",
+            )
+
+    def _check_retest_authorised(self, b: ev.RetestAuthorised, _: frozenset[str]) -> None:
+        self._batch(b.batch_id, "completed")
+        _qa_signed(b, "authorising a retest")
+        if self.qc_deviations.get(b.deviation_id) != (b.batch_id, b.test):
+            raise Rejected(
+                "retest_not_authorised",
+                f"{b.deviation_id} is not the deviation a failed {b.test} test of {b.batch_id} opened",
+                "deviation_id",
+            )
 
     def _check_disposition(self, b: ev.Disposition, _: frozenset[str]) -> None:
         batch = self._batch(b.batch_id, "completed")
-        if not any(m.principal == b.actor for m in b.manifestations):
-            raise Rejected("missing_manifestation", "disposition needs QA's e-signature", "manifestations")
+        _qa_signed(b, "disposition")
+        self._free(batch.outputs, b.occurred_at, "batch_id")
+        if b.decision == "rejected":
+            return  # nothing may stop QA from rejecting a batch
+        missing = [t for t in REQUIRED_QC if t not in batch.qc]
+        if missing:
+            raise Rejected("qc_incomplete", f"no QC result yet for {', '.join(missing)}", "decision")
+        failed = sorted(t for t, passed in batch.qc.items() if not passed)
+        if failed:
+            raise Rejected("qc_failed", f"failed QC: {', '.join(failed)}; it cannot be released", "decision")
         open_devs = [
             d for d, (bid, is_open) in self.deviations.items() if is_open and bid in (None, b.batch_id)
         ]
@@ -272,20 +386,10 @@ class Therapy(Ledgered):
             raise Rejected(
                 "open_deviation", f"deviation {', '.join(open_devs)} must be closed first", "batch_id"
             )
-        self._free(batch.outputs, "batch_id")
-        if b.decision == "released":
-            missing = [t for t in REQUIRED_QC if t not in batch.qc]
-            if missing:
-                raise Rejected("qc_incomplete", f"no QC result yet for {', '.join(missing)}", "decision")
-            failed = sorted(t for t, passed in batch.qc.items() if not passed)
-            if failed:
-                raise Rejected(
-                    "qc_failed", f"failed QC: {', '.join(failed)}; it cannot be released", "decision"
-                )
 
     def _check_shipment_dispatched(self, b: ev.ShipmentDispatched, _: frozenset[str]) -> None:
         self._new(b.shipment_id, self.shipments, "shipment_id")
-        units = self._free(b.unit_ids)
+        units = self._free(b.unit_ids, b.occurred_at)
         for unit in units:
             status = self.batches[unit.batch_id].status if unit.batch_id else "not a product"
             if unit.kind != "product" or status != "released":
@@ -301,7 +405,16 @@ class Therapy(Ledgered):
         self._shipment(b.shipment_id, "in_transit")
 
     def _check_temperature_excursion(self, b: ev.TemperatureExcursion, _: frozenset[str]) -> None:
-        self._shipment(b.shipment_id, "in_transit")
+        # A logger is often read only at receipt: an excursion reported then is accepted, if it
+        # lies within the transit.
+        shipment = self.shipments.get(b.shipment_id)
+        if shipment is None:
+            raise Rejected("out_of_sequence", f"shipment {b.shipment_id} was not dispatched", "shipment_id")
+        if shipment.received_at is not None and b.occurred_at > shipment.received_at:
+            raise Rejected(
+                "out_of_sequence", f"shipment {b.shipment_id} was received before this excursion",
+                "occurred_at",
+            )  # fmt: skip
 
     def _check_shipment_received(self, b: ev.ShipmentReceived, _: frozenset[str]) -> None:
         shipment = self._shipment(b.shipment_id, "in_transit")
@@ -309,10 +422,10 @@ class Therapy(Ledgered):
             raise Rejected(
                 "invalid_value", f"shipment {b.shipment_id} is bound for {shipment.destination_site}", "site"
             )
-        self._custodian(self._free(shipment.unit_ids), b.actor, "actor")
+        self._custodian(self._free(shipment.unit_ids, b.occurred_at), b.actor, "actor")
 
-    def _received_product(self, unit_id: str, site: str) -> Unit:
-        unit = self._free([unit_id], "unit_id")[0]
+    def _received_product(self, unit_id: str, site: str, at: datetime) -> Unit:
+        unit = self._free([unit_id], at, "unit_id")[0]
         shipment = self.shipments.get(unit.shipment_id or "")
         if shipment is None or shipment.status != "received" or unit.received_site != site:
             raise Rejected("out_of_sequence", f"unit {unit_id} has not been received at {site}", "unit_id")
@@ -321,10 +434,10 @@ class Therapy(Ledgered):
         return unit
 
     def _check_bedside_identity_verified(self, b: ev.BedsideIdentityVerified, _: frozenset[str]) -> None:
-        self._received_product(b.unit_id, b.site)
+        self._received_product(b.unit_id, b.site, b.occurred_at)
 
     def _check_infused(self, b: ev.Infused, _: frozenset[str]) -> None:
-        self._received_product(b.unit_id, b.site)
+        self._received_product(b.unit_id, b.site, b.occurred_at)
         matched = self.bedside.get(b.unit_id)
         if matched is None:
             raise Rejected("identity_not_verified", f"no bedside identity check for {b.unit_id}", "unit_id")
@@ -346,17 +459,15 @@ class Therapy(Ledgered):
             raise Rejected("out_of_sequence", f"deviation {b.deviation_id} is not open", "deviation_id")
 
     def _check_hold_placed(self, b: ev.HoldPlaced, _: frozenset[str]) -> None:
-        self._new(b.hold_id, self.holds.keys() | self.closed_holds, "hold_id")
+        self._new(b.hold_id, self.holds, "hold_id")
         for unit_id in b.unit_ids:
             self._unit(unit_id, "unit_ids")
 
     def _check_hold_released(self, b: ev.HoldReleased, _: frozenset[str]) -> None:
-        if b.hold_id not in self.holds:
+        hold = self.holds.get(b.hold_id)
+        if hold is None or hold.end is not None:
             raise Rejected("out_of_sequence", f"hold {b.hold_id} is not open", "hold_id")
-        if not any(m.principal == b.actor for m in b.manifestations):
-            raise Rejected(
-                "missing_manifestation", "releasing a hold needs QA's e-signature", "manifestations"
-            )
+        _qa_signed(b, "releasing a hold")
 
     def _check_record_corrected(self, b: ev.RecordCorrected, roles: frozenset[str]) -> None:
         original = self.bodies.get(b.corrects_event_id)
@@ -367,11 +478,18 @@ class Therapy(Ledgered):
         tag = _tag(original)
         if "qa" not in roles and not allowed(roles, tag):
             raise Rejected("role_not_allowed", f"{b.actor} may not correct a {tag} record", "type")
-        if b.field in PROTECTED_FIELDS or b.field not in original.__struct_fields__:
+        correctable = CORRECTABLE.get(tag, frozenset())
+        if b.field not in correctable:
             raise Rejected(
-                "correction_not_allowed", f"{tag}.{b.field} cannot be corrected; open a deviation",
+                "not_correctable",
+                f"{tag}.{b.field} cannot be corrected (correctable: "
+                f"{', '.join(sorted(correctable)) or 'none'}); open a deviation",
                 "field",
-            )  # fmt: skip
+            )
+        if b.occurred_at < original.occurred_at:
+            raise Rejected(
+                "before_prerequisite", "a correction cannot precede the record it corrects", "occurred_at"
+            )
         current = self.corrections.get((b.corrects_event_id, b.field))
         if current is None:
             current = _text(getattr(original, b.field))
@@ -379,6 +497,18 @@ class Therapy(Ledgered):
             raise Rejected(
                 "stale_old_value", f"{tag}.{b.field} is {current!r}, not {b.old_value!r}", "old_value"
             )
+        _span(self._corrected(original, b.field, b.new_value), "new_value")
+
+    def _corrected(self, original: ev.Event, name: str, new_value: str) -> ev.Event:
+        """`original` with its corrections so far and this one, checked against its schema."""
+        fields = msgspec.to_builtins(original)
+        changes = {f: v for (e, f), v in self.corrections.items() if e == original.event_id}
+        for key, text in {**changes, name: new_value}.items():
+            fields[key] = text if isinstance(getattr(original, key), str) else _json_or_text(text)
+        try:
+            return msgspec.json.decode(msgspec.json.encode(fields), type=type(original))
+        except msgspec.ValidationError as exc:
+            raise Rejected("invalid_value", f"new_value for {name}: {exc}", "new_value") from None
 
     # --------------------------------------------------------------- mutations
 
@@ -430,7 +560,17 @@ class Therapy(Ledgered):
         )
 
     def _apply_qc_result_recorded(self, b: ev.QcResultRecorded) -> None:
-        self.batches[b.batch_id].qc[b.test] = b.passed  # the latest result counts (retest)
+        self.batches[b.batch_id].qc[b.test] = b.passed  # an authorised retest counts
+        self.retests.pop((b.batch_id, b.test), None)
+        if not b.passed and b.test in REQUIRED_QC:
+            deviation_id = failure_deviation(b.event_id)
+            self.deviations[deviation_id] = (b.batch_id, True)
+            self.qc_deviations[deviation_id] = (b.batch_id, b.test)
+            self.times[("deviation", deviation_id)] = b.occurred_at
+            self._note(b.event_id, f"failed release test: opened deviation {deviation_id}")
+
+    def _apply_retest_authorised(self, b: ev.RetestAuthorised) -> None:
+        self.retests[(b.batch_id, b.test)] = b.deviation_id
 
     def _apply_disposition(self, b: ev.Disposition) -> None:
         self.batches[b.batch_id].status = b.decision
@@ -443,12 +583,15 @@ class Therapy(Ledgered):
     def _apply_temperature_excursion(self, b: ev.TemperatureExcursion) -> None:
         hold_id, deviation_id = excursion_ids(b.event_id)
         units = self.shipments[b.shipment_id].unit_ids
-        self.holds[hold_id] = list(units)
         self.deviations[deviation_id] = (self.units[units[0]].batch_id, True)
+        self.times[("deviation", deviation_id)] = b.occurred_at
+        self._note(b.event_id, f"placed hold {hold_id} and opened deviation {deviation_id}")
+        self._place_hold(hold_id, units, b.occurred_at)
 
     def _apply_shipment_received(self, b: ev.ShipmentReceived) -> None:
         shipment = self.shipments[b.shipment_id]
         shipment.status = "received"
+        shipment.received_at = b.occurred_at
         for unit_id in shipment.unit_ids:
             self.units[unit_id].received_site = b.site
             self.units[unit_id].site = b.site
@@ -466,11 +609,22 @@ class Therapy(Ledgered):
         self.deviations[b.deviation_id] = (self.deviations[b.deviation_id][0], False)
 
     def _apply_hold_placed(self, b: ev.HoldPlaced) -> None:
-        self.holds[b.hold_id] = list(b.unit_ids)
+        self._place_hold(b.hold_id, list(b.unit_ids), b.occurred_at)
+
+    def _place_hold(self, hold_id: str, units: list[str], start: datetime) -> None:
+        """A hold reported late covers steps already recorded inside it: flag them."""
+        hold = self.holds[hold_id] = Hold(units, start)
+        for event_id, body in self.bodies.items():
+            names = TIMELINE.get(_tag(body), ((), ()))
+            touched = {i for kind, i in self._entities(body, names[0] + names[1]) if kind == "unit"}
+            if body.occurred_at >= start and any(hold.covers(u, body.occurred_at) for u in touched):
+                self._note(event_id, f"inside hold {hold_id}, which was reported later")
+
+    def _note(self, event_id: UUID, text: str) -> None:
+        self.notes.setdefault(event_id, []).append(text)
 
     def _apply_hold_released(self, b: ev.HoldReleased) -> None:
-        del self.holds[b.hold_id]
-        self.closed_holds.add(b.hold_id)
+        self.holds[b.hold_id].end = b.occurred_at
 
     def _apply_record_corrected(self, b: ev.RecordCorrected) -> None:
         self.corrections[(b.corrects_event_id, b.field)] = b.new_value
@@ -483,6 +637,26 @@ def _tag(body: ev.Event) -> str:
 def _text(value: object) -> str:
     """A field value as a correction names it: JSON text for non-strings."""
     return value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+
+def _span(b: ev.Event, name: str) -> None:
+    started, ended = getattr(b, "started_at", None), getattr(b, "ended_at", None)
+    if started is not None and ended is not None and ended < started:
+        raise Rejected("invalid_value", "ended_at is before started_at", name)
+
+
+def _qa_signed(b: ev.Event, what: str) -> None:
+    if not any(m.principal == b.actor for m in b.manifestations):
+        raise Rejected("missing_manifestation", f"{what} needs QA's e-signature", "manifestations")
+
+
+def _json_or_text(text: str) -> object:
+    """A non-string field's new value: JSON (a number, a list) or else the text itself
+    (a time written without quotes); the field's schema decides whether it fits."""
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return text
 
 
 def _nothing(*_: object) -> None:

@@ -24,6 +24,7 @@ from eventsourcing.persistence import IntegrityError, Recording
 from aggregates.principal import (
     Principal,
     authorize,
+    check_registration,
     principal_uuid,
     public_key_raw,
     revocation_problem,
@@ -393,6 +394,7 @@ class LedgerApplication(Application):
                 raise problem
         existing = self._principal(body.principal_id, batch)
         if isinstance(body, ev.PrincipalRegistered) and existing is None:
+            check_registration(body)
             if self._claimed(*GENESIS, batch) is None:
                 claims.append((*GENESIS, body.principal_id, ""))
             return Principal.open(principal_uuid(body.principal_id), envelope, batch.received)

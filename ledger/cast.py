@@ -21,6 +21,7 @@ from ledger.keys import keyid_for, public_raw
 # The meaning a person's signature carries, by event type (Part 11.50).
 MEANINGS: dict[str, str] = {
     "disposition": "approved",
+    "retest_authorised": "approved",
     "hold_released": "approved",
     "deviation_closed": "approved",
     "record_corrected": "reviewed",

@@ -256,6 +256,8 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
             print(f"      reason: {r.reason}", file=out)
         for c in r.corrections:
             print(f"      CORRECTED {c}", file=out)
+        for n in r.notes:
+            print(f"      FLAG: {n}", file=out)
     return EXIT_OK
 
 

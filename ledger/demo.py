@@ -20,7 +20,7 @@ DEMO_PASSPHRASE = b"demo-passphrase"  # demo keys only, stated in the README
 
 OUTCOMES = {
     "happy": "infused; a record corrected with reason",
-    "qc_failure": "batch rejected (sterility); shipment refused",
+    "qc_failure": "sterility failed -> deviation opened; batch rejected; shipment refused",
     "excursion": "excursion -> hold -> QA release -> infused",
     "identity_mismatch": "bedside mismatch: infusion blocked",
 }

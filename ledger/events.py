@@ -220,6 +220,14 @@ class QcResultRecorded(Journey, tag="qc_result_recorded"):
     passed: bool
 
 
+class RetestAuthorised(Journey, tag="retest_authorised"):
+    """QA allows one more result of `test` for the batch, under the deviation its failure opened."""
+
+    batch_id: Ident
+    deviation_id: Ident
+    test: QcTest
+
+
 class Disposition(Journey, tag="disposition"):
     batch_id: Ident
     decision: Literal["released", "rejected"]
@@ -301,7 +309,7 @@ RegistryEvent = Union[PrincipalRegistered, PrincipalKeyRotated, PrincipalRevoked
 JourneyEvent = Union[  # noqa: UP007
     Enrolled, ApheresisCollected, LabelPrinted, LabelApplied, LabelVoided,
     CustodyTransferred, MaterialReceived, ManufacturingStarted, ManufacturingStepCompleted,
-    ManufacturingCompleted, QcSampleTaken, QcResultRecorded, Disposition,
+    ManufacturingCompleted, QcSampleTaken, QcResultRecorded, RetestAuthorised, Disposition,
     ShipmentDispatched, TemperatureRecorded, TemperatureExcursion, ShipmentReceived,
     BedsideIdentityVerified, Infused, DeviationOpened, DeviationClosed,
     HoldPlaced, HoldReleased, RecordCorrected,

@@ -1,5 +1,7 @@
 """One therapy's history as an auditor reads it: every record, who signed it and what the
-signature means, with corrections shown beside the value they correct (old values stay)."""
+signature means, with corrections shown beside the value they correct (old values stay) and
+what the rules flagged on a record (a failed release test's deviation, a step inside a hold
+reported later)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from datetime import datetime
 import msgspec
 
 from aggregates.base import body_of
-from aggregates.therapy import therapy_uuid
+from aggregates.therapy import Therapy, therapy_uuid
 from ledger import events as ev
 from ledger.application import LedgerApplication
 
@@ -26,13 +28,20 @@ class HistoryRow(msgspec.Struct):
     signatures: list[str]
     reason: str | None = None
     corrections: list[str] = []
+    notes: list[str] = []
 
 
 def history(app: LedgerApplication, coi: str) -> list[HistoryRow]:
     """Rows in record order; empty when the COI is unknown."""
     rows: list[HistoryRow] = []
     by_event: dict[object, HistoryRow] = {}
-    for stored in app.events.get(therapy_uuid(coi)):
+    stored_events = list(app.events.get(therapy_uuid(coi)))
+    notes: dict[object, list[str]] = {}
+    if stored_events:
+        therapy = app.repository.get(therapy_uuid(coi))
+        assert isinstance(therapy, Therapy)
+        notes = dict(therapy.notes)
+    for stored in stored_events:
         body = body_of(stored.envelope)  # type: ignore[attr-defined]
         fields = msgspec.to_builtins(body)
         row = HistoryRow(
@@ -48,6 +57,7 @@ def history(app: LedgerApplication, coi: str) -> list[HistoryRow]:
                 for m in body.manifestations
             ],
             reason=body.reason,
+            notes=list(notes.get(body.event_id, [])),
         )
         rows.append(row)
         by_event[body.event_id] = row

@@ -23,10 +23,11 @@ def submit_all(app: LedgerApplication, raws: Iterable[bytes]) -> list[Outcome]:
     return list(app.submit_many(raws))
 
 
-def advance(app: LedgerApplication, journey: Journey, before: str | None = None) -> list[Step]:
-    """Submit the journey's steps up to (not including) the first of type `before`; every
-    step must have the outcome it expects. Returns the steps not yet submitted."""
-    steps = list(journey.steps())
+def advance(app: LedgerApplication, journey: Journey | list[Step], before: str | None = None) -> list[Step]:
+    """Submit the journey's steps (or these steps of a journey) up to (not including) the
+    first of type `before`; every step must have the outcome it expects. Returns the steps
+    not yet submitted."""
+    steps = list(journey.steps()) if isinstance(journey, Journey) else journey
     for i, step in enumerate(steps):
         if tag_of(step) == before:
             return steps[i:]
