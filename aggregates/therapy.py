@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import msgspec
@@ -18,6 +19,7 @@ from aggregates.base import Ledgered
 from aggregates.roles import allowed
 from ledger import events as ev
 from ledger.identifiers import din_fin
+from ledger.patient import bedside_signature_valid
 from ledger.rejection import Rejected
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://coi-ledger.example/therapies")
@@ -31,6 +33,7 @@ REQUIRED_QC = ("sterility", "mycoplasma", "endotoxin", "identity", "potency", "v
 PROTECTED_FIELDS = frozenset(
     {"event_id", "type", "coi", "actor", "site", "occurred_at", "din", "unit_id", "unit_ids",
      "batch_id", "sample_id", "shipment_id", "patient_commitment", "patient_proof", "input_unit_ids",
+     "patient_key", "patient_signature",
      "outputs", "hold_id", "deviation_id", "manifestations", "from_custodian", "to_custodian",
      "destination_site", "witness", "scanned_coi", "scanned_dins", "decision", "test", "passed",
      "label_id", "cartridge_id", "collection_facility"}
@@ -45,6 +48,12 @@ def therapy_uuid(coi: str) -> UUID:
 def excursion_ids(event_id: UUID) -> tuple[str, str]:
     """The hold and deviation a temperature excursion opens, derived from its event id."""
     return f"H-{event_id}", f"D-{event_id}"
+
+
+# How the last bedside check of a unit came out. "v0.1_proof": a stored v0.1 record whose proof
+# equalled the commitment; it replays as it was recorded but allows no new infusion, because
+# anyone reading the ledger could have copied that proof.
+BedsideMatch = Literal["signature", "v0.1_proof", "mismatch"]
 
 
 @dataclass
@@ -90,6 +99,7 @@ class Therapy(Ledgered):
         if isinstance(body, ev.Enrolled):
             self.coi = body.coi
             self.patient_commitment = body.patient_commitment
+            self.patient_key = body.patient_key
             self.treatment_site = body.treatment_site
             self.units: dict[str, Unit] = {}
             self.labels: dict[str, tuple[str, str]] = {}  # label -> (din, status)
@@ -98,13 +108,28 @@ class Therapy(Ledgered):
             self.holds: dict[str, list[str]] = {}  # open holds -> units
             self.closed_holds: set[str] = set()
             self.deviations: dict[str, tuple[str | None, bool]] = {}  # -> (batch, open)
-            self.bedside: dict[str, bool] = {}
+            self.bedside: dict[str, BedsideMatch] = {}
             self.bodies: dict[UUID, ev.Event] = {}
             self.corrections: dict[tuple[UUID, str], str] = {}
         self.bodies[body.event_id] = body
         getattr(self, "_apply_" + _tag(body), _nothing)(body)
 
     # ------------------------------------------------------------------ checks
+
+    @staticmethod
+    def check_enrolment(body: ev.Enrolled) -> None:
+        """Raise Rejected if a new enrolment lacks the patient key (stored ones are not asked)."""
+        if body.patient_commitment is not None:
+            raise Rejected(
+                "invalid_value",
+                "patient_commitment is no longer accepted: anyone reading the ledger could copy it "
+                "as the bedside proof; send patient_key (README: Patient keys)",
+                "patient_commitment",
+            )
+        if body.patient_key is None:
+            raise Rejected(
+                "missing_field", "enrolment registers the patient key (README: Patient keys)", "patient_key"
+            )
 
     def check(self, body: ev.JourneyEvent, actor_roles: frozenset[str]) -> None:
         """Raise Rejected if `body` may not be recorded next; change nothing."""
@@ -320,19 +345,48 @@ class Therapy(Ledgered):
             raise Rejected("out_of_sequence", f"unit {unit_id} was already infused", "unit_id")
         return unit
 
+    def _check_patient_key_registered(self, b: ev.PatientKeyRegistered, _: frozenset[str]) -> None:
+        if self.patient_key is not None:
+            raise Rejected(
+                "patient_key_exists", f"{self.coi} already has a patient key; it is registered once",
+                "patient_key",
+            )  # fmt: skip
+
     def _check_bedside_identity_verified(self, b: ev.BedsideIdentityVerified, _: frozenset[str]) -> None:
         self._received_product(b.unit_id, b.site)
+        if b.patient_proof is not None or b.patient_signature is None:
+            raise Rejected(
+                "patient_signature_required",
+                "a bedside check is proven by patient_signature, made with the key derived from the "
+                "wristband scan (README: Patient keys); the v0.1 patient_proof could be copied from "
+                "the ledger",
+                "patient_proof" if b.patient_proof is not None else "patient_signature",
+            )
+        if self.patient_key is None:
+            raise Rejected(
+                "patient_key_missing",
+                f"{self.coi} was enrolled before patient keys: register its key "
+                "(patient_key_registered) before the bedside check",
+                "patient_signature",
+            )
 
     def _check_infused(self, b: ev.Infused, _: frozenset[str]) -> None:
         self._received_product(b.unit_id, b.site)
         matched = self.bedside.get(b.unit_id)
         if matched is None:
             raise Rejected("identity_not_verified", f"no bedside identity check for {b.unit_id}", "unit_id")
-        if not matched:
+        if matched == "mismatch":
             raise Rejected(
                 "identity_mismatch",
                 f"the last bedside check of {b.unit_id} did not match the enrolled patient: "
                 "infusion is blocked",
+                "unit_id",
+            )
+        if matched == "v0.1_proof":
+            raise Rejected(
+                "identity_not_verified",
+                f"the bedside check of {b.unit_id} used the v0.1 proof, which can be copied from the "
+                "ledger: register the patient key and repeat the check with patient_signature",
                 "unit_id",
             )
 
@@ -453,8 +507,19 @@ class Therapy(Ledgered):
             self.units[unit_id].received_site = b.site
             self.units[unit_id].site = b.site
 
+    def _apply_patient_key_registered(self, b: ev.PatientKeyRegistered) -> None:
+        self.patient_key = b.patient_key
+
     def _apply_bedside_identity_verified(self, b: ev.BedsideIdentityVerified) -> None:
-        self.bedside[b.unit_id] = b.patient_proof == self.patient_commitment
+        # Both forms, since stored v0.1 records replay too; check() admits only signatures.
+        if b.patient_signature is not None:
+            ok = self.patient_key is not None and bedside_signature_valid(
+                self.patient_key, b.patient_signature, self.coi, b.unit_id, b.event_id
+            )
+            self.bedside[b.unit_id] = "signature" if ok else "mismatch"
+        else:
+            matched = b.patient_proof is not None and b.patient_proof == self.patient_commitment
+            self.bedside[b.unit_id] = "v0.1_proof" if matched else "mismatch"
 
     def _apply_infused(self, b: ev.Infused) -> None:
         self.units[b.unit_id].infused = True
