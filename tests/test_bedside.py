@@ -29,6 +29,7 @@ from ledger.patient import (
     sign_bedside,
 )
 from ledger.rejection import Rejected
+from projections.history import history
 from tests.support import advance, body_dict, new_journey, signed
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v0.1"
@@ -216,3 +217,14 @@ def test_a_stored_v01_match_still_replays_but_no_longer_allows_a_new_infusion(
     assert refused.value.code == "identity_not_verified"
     after = app.repository.get(therapy_uuid(OLD_HAPPY))  # the stored infusion still replays
     assert isinstance(after, Therapy) and after.units[f"P-{OLD_HAPPY}-1"].infused
+
+
+def test_history_shows_the_bedside_signature_and_no_empty_v01_fields(
+    registered: LedgerApplication, cast: Cast
+) -> None:
+    journey = new_journey(cast)
+    advance(registered, journey)
+    rows = {r.type: r for r in history(registered, journey.coi)}
+    assert "patient_key=" in rows["enrolled"].details
+    assert "patient_signature=" in rows["bedside_identity_verified"].details
+    assert "None" not in rows["enrolled"].details + rows["bedside_identity_verified"].details
