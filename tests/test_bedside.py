@@ -60,6 +60,8 @@ def test_key_derivation_matches_the_readme_vectors() -> None:
     message = bedside_message("CHW0451260059EM", "P-CHW0451260059EM-1", VECTOR_EVENT)
     assert message == VECTOR_MESSAGE
     assert sign_bedside(key, "CHW0451260059EM", "P-CHW0451260059EM-1", VECTOR_EVENT) == VECTOR_SIGNATURE
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert all(v in readme for v in (VECTOR_SEED, VECTOR_PUBLIC, VECTOR_SIGNATURE, str(VECTOR_EVENT)))
 
 
 def test_the_same_wristband_read_differently_derives_the_same_key() -> None:
