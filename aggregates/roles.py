@@ -6,7 +6,7 @@ _OPERATIONS = {"deviation_opened"}
 
 ROLE_EVENTS: dict[str, frozenset[str]] = {
     "admin": frozenset({"principal_registered", "principal_key_rotated", "principal_revoked"}),
-    "enrolment": frozenset({"enrolled"}),
+    "enrolment": frozenset({"enrolled", "patient_key_registered"}),
     "collection": frozenset(
         {"apheresis_collected", "label_printed", "label_applied", "label_voided",
          "custody_transferred", "hold_placed"} | _OPERATIONS

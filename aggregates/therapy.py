@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
+from typing import Literal
 from uuid import NAMESPACE_URL, UUID, uuid5
 
 import msgspec
@@ -19,6 +20,7 @@ from aggregates.base import Ledgered
 from aggregates.roles import allowed
 from ledger import events as ev
 from ledger.identifiers import din_fin
+from ledger.patient import bedside_signature_valid
 from ledger.rejection import Rejected
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://coi-ledger.example/therapies")
@@ -69,6 +71,7 @@ TIMELINE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "hold_placed": (("coi",), ("hold_id",)),
     "hold_released": (("hold_id",), ("hold_id",)),
     "record_corrected": (("coi",), ()),
+    "patient_key_registered": (("coi",), ()),
 }
 _KINDS = {"unit_id": "unit", "unit_ids": "unit", "input_unit_ids": "unit", "sample_id": "unit",
           "label_id": "label", "batch_id": "batch", "shipment_id": "shipment",
@@ -88,6 +91,12 @@ def failure_deviation(event_id: UUID) -> str:
 def excursion_ids(event_id: UUID) -> tuple[str, str]:
     """The hold and deviation a temperature excursion opens, derived from its event id."""
     return f"H-{event_id}", failure_deviation(event_id)
+
+
+# How the last bedside check of a unit came out. "v0.1_proof": a stored v0.1 record whose proof
+# equalled the commitment; it replays as it was recorded but allows no new infusion, because
+# anyone reading the ledger could have copied that proof.
+BedsideMatch = Literal["signature", "v0.1_proof", "mismatch"]
 
 
 @dataclass
@@ -145,6 +154,7 @@ class Therapy(Ledgered):
         if isinstance(body, ev.Enrolled):
             self.coi = body.coi
             self.patient_commitment = body.patient_commitment
+            self.patient_key = body.patient_key
             self.treatment_site = body.treatment_site
             self.units: dict[str, Unit] = {}
             self.labels: dict[str, tuple[str, str]] = {}  # label -> (din, status)
@@ -156,7 +166,7 @@ class Therapy(Ledgered):
             self.retests: dict[tuple[str, str], str] = {}  # (batch, test) authorised -> deviation
             self.times: dict[tuple[str, str], datetime] = {("coi", body.coi): body.occurred_at}
             self.notes: dict[UUID, list[str]] = {}  # event -> what the views must flag beside it
-            self.bedside: dict[str, bool] = {}
+            self.bedside: dict[str, BedsideMatch] = {}
             self.bodies: dict[UUID, ev.Event] = {}
             self.corrections: dict[tuple[UUID, str], str] = {}
         self.bodies[body.event_id] = body
@@ -186,6 +196,21 @@ class Therapy(Ledgered):
         return keys
 
     # ------------------------------------------------------------------ checks
+
+    @staticmethod
+    def check_enrolment(body: ev.Enrolled) -> None:
+        """Raise Rejected if a new enrolment lacks the patient key (stored ones are not asked)."""
+        if body.patient_commitment is not None:
+            raise Rejected(
+                "invalid_value",
+                "patient_commitment is no longer accepted: anyone reading the ledger could copy it "
+                "as the bedside proof; send patient_key (README: Patient keys)",
+                "patient_commitment",
+            )
+        if body.patient_key is None:
+            raise Rejected(
+                "missing_field", "enrolment registers the patient key (README: Patient keys)", "patient_key"
+            )
 
     def check(self, body: ev.JourneyEvent, actor_roles: frozenset[str]) -> None:
         """Raise Rejected if `body` may not be recorded next; change nothing."""
@@ -433,19 +458,48 @@ class Therapy(Ledgered):
             raise Rejected("out_of_sequence", f"unit {unit_id} was already infused", "unit_id")
         return unit
 
+    def _check_patient_key_registered(self, b: ev.PatientKeyRegistered, _: frozenset[str]) -> None:
+        if self.patient_key is not None:
+            raise Rejected(
+                "patient_key_exists", f"{self.coi} already has a patient key; it is registered once",
+                "patient_key",
+            )  # fmt: skip
+
     def _check_bedside_identity_verified(self, b: ev.BedsideIdentityVerified, _: frozenset[str]) -> None:
         self._received_product(b.unit_id, b.site, b.occurred_at)
+        if b.patient_proof is not None or b.patient_signature is None:
+            raise Rejected(
+                "patient_signature_required",
+                "a bedside check is proven by patient_signature, made with the key derived from the "
+                "wristband scan (README: Patient keys); the v0.1 patient_proof could be copied from "
+                "the ledger",
+                "patient_proof" if b.patient_proof is not None else "patient_signature",
+            )
+        if self.patient_key is None:
+            raise Rejected(
+                "patient_key_missing",
+                f"{self.coi} was enrolled before patient keys: register its key "
+                "(patient_key_registered) before the bedside check",
+                "patient_signature",
+            )
 
     def _check_infused(self, b: ev.Infused, _: frozenset[str]) -> None:
         self._received_product(b.unit_id, b.site, b.occurred_at)
         matched = self.bedside.get(b.unit_id)
         if matched is None:
             raise Rejected("identity_not_verified", f"no bedside identity check for {b.unit_id}", "unit_id")
-        if not matched:
+        if matched == "mismatch":
             raise Rejected(
                 "identity_mismatch",
                 f"the last bedside check of {b.unit_id} did not match the enrolled patient: "
                 "infusion is blocked",
+                "unit_id",
+            )
+        if matched == "v0.1_proof":
+            raise Rejected(
+                "identity_not_verified",
+                f"the bedside check of {b.unit_id} used the v0.1 proof, which can be copied from the "
+                "ledger: register the patient key and repeat the check with patient_signature",
                 "unit_id",
             )
 
@@ -596,8 +650,19 @@ class Therapy(Ledgered):
             self.units[unit_id].received_site = b.site
             self.units[unit_id].site = b.site
 
+    def _apply_patient_key_registered(self, b: ev.PatientKeyRegistered) -> None:
+        self.patient_key = b.patient_key
+
     def _apply_bedside_identity_verified(self, b: ev.BedsideIdentityVerified) -> None:
-        self.bedside[b.unit_id] = b.patient_proof == self.patient_commitment
+        # Both forms, since stored v0.1 records replay too; check() admits only signatures.
+        if b.patient_signature is not None:
+            ok = self.patient_key is not None and bedside_signature_valid(
+                self.patient_key, b.patient_signature, self.coi, b.unit_id, b.event_id
+            )
+            self.bedside[b.unit_id] = "signature" if ok else "mismatch"
+        else:
+            matched = b.patient_proof is not None and b.patient_proof == self.patient_commitment
+            self.bedside[b.unit_id] = "v0.1_proof" if matched else "mismatch"
 
     def _apply_infused(self, b: ev.Infused) -> None:
         self.units[b.unit_id].infused = True

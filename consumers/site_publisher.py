@@ -49,7 +49,9 @@ CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, coi, n);
 # (lost by the broker and resent, or stored but not yet relayed): such a refusal is held
 # until every earlier event of the patient is acknowledged. If they were all in the ledger
 # before the refusal, it stands; otherwise the held envelope is sent again.
-ORDER_DEPENDENT = frozenset({"out_of_sequence", "not_enrolled", "unknown_unit", "not_custodian"})
+ORDER_DEPENDENT = frozenset(
+    {"out_of_sequence", "not_enrolled", "unknown_unit", "not_custodian", "patient_key_missing"}
+)
 
 
 @dataclass(frozen=True)

@@ -442,6 +442,8 @@ class LedgerApplication(Application):
         if isinstance(body, ev.ManufacturingStarted):
             claims.append(self._claim("cartridge", body.cartridge_id, body.coi, batch))
         if therapy is None:
+            assert isinstance(body, ev.Enrolled)
+            Therapy.check_enrolment(body)
             return Therapy.open(therapy_uuid(body.coi), envelope, batch.received)
         assert isinstance(therapy, Therapy)
         therapy.check(body, roles)

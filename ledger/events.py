@@ -40,6 +40,25 @@ Text = Annotated[str, Meta(min_length=1, max_length=2000)]
 # Bags and doses are hundreds of millilitres; the bound keeps absurd numbers off the record.
 Millilitres = Annotated[float, Meta(gt=0, le=10_000)]
 Celsius = Annotated[float, Meta(ge=-273.15, le=200)]
+PatientKey = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9+/]{43}=$",
+        description="base64 of the raw 32-byte Ed25519 public key derived from the wristband and "
+        "the hospital's salt (README: Patient keys)",
+    ),
+]
+PatientSignature = Annotated[
+    str,
+    Meta(
+        pattern=r"^[A-Za-z0-9+/]{86}==$",
+        description="base64 Ed25519 signature by the patient key over the bedside message "
+        "(README: Patient keys); one that does not verify is recorded as a mismatch",
+    ),
+]
+V01Digest = Annotated[
+    str, Meta(pattern=r"^[0-9a-f]{64}$", description="v0.1 records only, refused in new ones")
+]
 
 Meaning = Literal["performed", "reviewed", "approved", "witnessed", "verified", "released"]
 Role = Literal[
@@ -130,10 +149,18 @@ class Journey(Body, kw_only=True):
 
 
 class Enrolled(Journey, tag="enrolled"):
-    patient_commitment: Annotated[Sha256Hex, Meta(description="SHA-256(salt || identifiers)")]
     order_id: Ident
     product: Text
     treatment_site: Site
+    patient_key: PatientKey | None = None  # required of new enrolments (aggregates/therapy.py)
+    # v0.1 records only: anyone reading the ledger could copy it as the bedside proof.
+    patient_commitment: V01Digest | None = None
+
+
+class PatientKeyRegistered(Journey, tag="patient_key_registered"):
+    """The patient key of a patient enrolled before keys existed (once, before infusion)."""
+
+    patient_key: PatientKey
 
 
 class ApheresisCollected(Journey, tag="apheresis_collected"):
@@ -266,8 +293,10 @@ class ShipmentReceived(Journey, tag="shipment_received"):
 
 class BedsideIdentityVerified(Journey, tag="bedside_identity_verified"):
     unit_id: Ident
-    patient_proof: Annotated[Sha256Hex, Meta(description="SHA-256(salt || wristband ids)")]
     witness: PrincipalId
+    patient_signature: PatientSignature | None = None  # required of new checks (therapy.py)
+    # v0.1 records only: it had to equal the enrolment's commitment, which anyone can read.
+    patient_proof: V01Digest | None = None
 
 
 class Infused(Journey, tag="infused"):
@@ -307,7 +336,7 @@ class RecordCorrected(Journey, tag="record_corrected"):
 
 RegistryEvent = Union[PrincipalRegistered, PrincipalKeyRotated, PrincipalRevoked]  # noqa: UP007
 JourneyEvent = Union[  # noqa: UP007
-    Enrolled, ApheresisCollected, LabelPrinted, LabelApplied, LabelVoided,
+    Enrolled, PatientKeyRegistered, ApheresisCollected, LabelPrinted, LabelApplied, LabelVoided,
     CustodyTransferred, MaterialReceived, ManufacturingStarted, ManufacturingStepCompleted,
     ManufacturingCompleted, QcSampleTaken, QcResultRecorded, RetestAuthorised, Disposition,
     ShipmentDispatched, TemperatureRecorded, TemperatureExcursion, ShipmentReceived,

@@ -7,7 +7,6 @@ after a failed bedside check).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import secrets
 import string
@@ -20,6 +19,7 @@ from aggregates.therapy import REQUIRED_QC, excursion_ids
 from ledger import events as ev
 from ledger.cast import Member, envelope, registration
 from ledger.identifiers import with_check
+from ledger.patient import Wristband, patient_private_key, patient_public_key, sign_bedside
 
 HOSPITALS = {"US-BDW": ("W0451", "Bridgewater NJ"), "JP-KAS": ("J0788", "Kashiwa")}
 FACTORIES = {"US-SSF": "South San Francisco", "NL-LEI": "Leiden"}
@@ -144,10 +144,15 @@ class Journey:
         number = next(_NUMBERS)
         self.coi = f"CH{fin}{year}{_base36(number, 6)}"
         self.din = with_check(f"{fin}{year}{number % 10**6:06d}")
-        self.salt = secrets.token_hex(16)
+        self.salt = secrets.token_bytes(16)  # the hospital's, never in the ledger
         self.clock = start
         self.hour = hour
         self.tag = index
+        self.wristband = self._wristband(index)
+
+    @staticmethod
+    def _wristband(n: int) -> Wristband:
+        return Wristband(f"MRN-{n:06d}", "Doe", f"Pat {n}", f"1970-01-{n % 28 + 1:02d}")
 
     def _at(self, hours: float) -> datetime:
         self.clock += hours * self.hour
@@ -155,25 +160,21 @@ class Journey:
 
     def _step(
         self, cls: type[ev.Body], actor: str, hours: float = 1, expect: str | None = None,
-        cosigners: tuple[str, ...] = (), **fields: object,
+        cosigners: tuple[str, ...] = (), event_id: uuid.UUID | None = None, **fields: object,
     ) -> Step:  # fmt: skip
         at = self._at(hours)
         members = tuple(self.cast[c] for c in cosigners)
-        event_id = uuid.uuid4()
+        event_id = event_id or uuid.uuid4()
         signed = envelope(cls, self.cast[actor], at, members, coi=self.coi, event_id=event_id, **fields)
         return Step(event_id, signed, expect)
-
-    def commitment(self, wristband: str) -> str:
-        return hashlib.sha256(f"{self.salt}|{wristband}".encode()).hexdigest()
 
     def steps(self) -> Iterator[Step]:
         h, f = self.hospital[3:].lower(), self.factory[3:].lower()
         nurse, recv, qa = f"nurse.{h}", f"recv.{f}", f"qa.{f}"
         bag, batch, product = f"BAG-{self.coi}", f"B-{self.coi}", f"P-{self.coi}-1"
         sample, shipment = f"S-{self.coi}", f"SH-{self.coi}"
-        wristband = f"MRN-{self.tag:06d}|1970-01-{self.tag % 28 + 1:02d}"
         yield self._step(
-            ev.Enrolled, f"coord.{h}", patient_commitment=self.commitment(wristband),
+            ev.Enrolled, f"coord.{h}", patient_key=patient_public_key(self.salt, self.wristband),
             order_id=f"ORD-{self.coi[-6:]}", product="autologous anti-CD19 CAR-T",
             treatment_site=self.hospital,
         )  # fmt: skip
@@ -259,12 +260,11 @@ class Journey:
             ev.ShipmentReceived, nurse, shipment_id=shipment, location="cell therapy lab",
             condition="intact, logger in range", logger_reviewed=True,
         )  # fmt: skip
-        if self.variant == "identity_mismatch":
-            wrong = self.commitment(f"MRN-{self.tag + 1:06d}|1970-01-01")
-            yield self._bedside(product, wrong, h)
+        if self.variant == "identity_mismatch":  # the nurse scans another patient's wristband
+            yield self._bedside(product, self._wristband(self.tag + 1), h)
             yield self._infusion(product, nurse, expect="identity_mismatch")
             return
-        yield self._bedside(product, self.commitment(wristband), h)
+        yield self._bedside(product, self.wristband, h)
         yield self._infusion(product, nurse)
         yield self._step(
             ev.RecordCorrected, qa, 24, corrects_event_id=collected.event_id, field="volume_ml",
@@ -291,10 +291,13 @@ class Journey:
             shipper_id="DRYSHIPPER-12", data_logger_id="LOG-77", destination_site=self.hospital,
         )  # fmt: skip
 
-    def _bedside(self, product: str, proof: str, h: str) -> Step:
+    def _bedside(self, product: str, scanned: Wristband, h: str) -> Step:
+        """The bedside device derives the key from the scan and the hospital's salt, and signs."""
+        event_id = uuid.uuid4()
+        signature = sign_bedside(patient_private_key(self.salt, scanned), self.coi, product, event_id)
         return self._step(
             ev.BedsideIdentityVerified, f"nurse.{h}", 48, None, (f"witness.{h}",), unit_id=product,
-            patient_proof=proof, witness=f"witness.{h}",
+            patient_signature=signature, witness=f"witness.{h}", event_id=event_id,
         )  # fmt: skip
 
     def _infusion(self, product: str, nurse: str, expect: str | None = None) -> Step:

@@ -51,7 +51,8 @@ def history(app: LedgerApplication, coi: str) -> list[HistoryRow]:
             type=fields["type"],
             site=body.site,
             actor=body.actor,
-            details=", ".join(f"{k}={v}" for k, v in fields.items() if k not in _HEADER),
+            # An absent optional field (e.g. a v0.1 field in a new record) says nothing.
+            details=", ".join(f"{k}={v}" for k, v in fields.items() if k not in _HEADER and v is not None),
             signatures=[
                 f"{m.printed_name} ({m.principal}) {m.meaning} {m.signed_at:%Y-%m-%d %H:%M:%SZ}"
                 for m in body.manifestations

@@ -47,8 +47,8 @@ def ledger(tmp_path: Path) -> Path:
 def _enrolment(tmp: Path) -> Path:
     body = {
         "type": "enrolled", "coi": "CHW04512600A0B1", "site": "US-BDW", "actor": "nurse.kim",
-        "patient_commitment": "ab" * 32, "order_id": "ORD-1", "product": "anti-CD19 CAR-T",
-        "treatment_site": "US-BDW",
+        "patient_key": base64.b64encode(bytes(32)).decode(), "order_id": "ORD-1",
+        "product": "anti-CD19 CAR-T", "treatment_site": "US-BDW",
     }  # fmt: skip
     path = tmp / "body.json"
     path.write_text(json.dumps(body))

@@ -1,0 +1,232 @@
+"""The bedside identity check: a per-patient key derived from a hospital-held salt and the
+wristband, so nothing the ledger holds lets anyone forge a match (README: Patient keys)."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from aggregates.base import body_of
+from aggregates.therapy import Therapy, therapy_uuid
+from ledger import events as ev
+from ledger.application import LedgerApplication
+from ledger.cast import envelope
+from ledger.demo import load_cast
+from ledger.journeys import Cast
+from ledger.patient import (
+    Wristband,
+    bedside_message,
+    canonical_identifiers,
+    patient_private_key,
+    patient_public_key,
+    sign_bedside,
+)
+from ledger.rejection import Rejected
+from projections.history import history
+from tests.support import advance, body_dict, new_journey, signed
+
+FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v0.1"
+OLD_MISMATCH = "CHJ0788260059EP"  # v0.1 demo: failed bedside check at Kashiwa, not infused
+OLD_HAPPY = "CHW0451260059EM"  # v0.1 demo: matched with the copyable proof, then infused
+
+# The README's test vectors (section "Patient keys"), asserted here so two vendors agree.
+VECTOR_WRISTBAND = Wristband(
+    mrn=" mrn-004711 ", family_name="Müller", given_name="Zoë  Anne", birth_date="1961-07-04"
+)
+VECTOR_SALT = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
+VECTOR_CANONICAL = "mrn=MRN-004711\nfamily_name=MüLLER\ngiven_name=ZOë ANNE\nbirth_date=1961-07-04"
+VECTOR_SEED = "cb4714ac5726b72bacdd7ae885798c82ea744230a03df9c093cf80a51f566cce"
+VECTOR_PUBLIC = "oyS+olb9EhkycF/6g0fDKtJvv75MF07d7P++N6u3qVE="
+VECTOR_EVENT = uuid.UUID("6f1c8a52-3b0e-4d7a-9f21-5c4e8b7d2a10")
+VECTOR_MESSAGE = (
+    b"coi-ledger bedside v1\nCHW0451260059EM\nP-CHW0451260059EM-1\n6f1c8a52-3b0e-4d7a-9f21-5c4e8b7d2a10"
+)
+VECTOR_SIGNATURE = "+CZ7AJAZnVfIzYLLeo52ydKzclRBAULs1EaUqQod72nA0h3Ihj/HyT8sGlMYi2Du48YaBYSTVINzxNpT8aFJBg=="
+
+
+def test_key_derivation_matches_the_readme_vectors() -> None:
+    canonical = canonical_identifiers(VECTOR_WRISTBAND)
+    assert canonical == VECTOR_CANONICAL.encode()
+    key = patient_private_key(VECTOR_SALT, VECTOR_WRISTBAND)
+    assert key.private_bytes_raw().hex() == VECTOR_SEED
+    assert patient_public_key(VECTOR_SALT, VECTOR_WRISTBAND) == VECTOR_PUBLIC
+    message = bedside_message("CHW0451260059EM", "P-CHW0451260059EM-1", VECTOR_EVENT)
+    assert message == VECTOR_MESSAGE
+    assert sign_bedside(key, "CHW0451260059EM", "P-CHW0451260059EM-1", VECTOR_EVENT) == VECTOR_SIGNATURE
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert all(v in readme for v in (VECTOR_SEED, VECTOR_PUBLIC, VECTOR_SIGNATURE, str(VECTOR_EVENT)))
+
+
+def test_the_same_wristband_read_differently_derives_the_same_key() -> None:
+    decomposed = Wristband(
+        mrn="MRN-004711", family_name="Mu\u0308ller", given_name="zoe\u0308\tanne", birth_date="1961-07-04"
+    )
+    assert patient_public_key(VECTOR_SALT, decomposed) == VECTOR_PUBLIC
+    other_salt = bytes(16)
+    assert patient_public_key(other_salt, VECTOR_WRISTBAND) != VECTOR_PUBLIC
+
+
+@pytest.mark.parametrize(
+    ("salt", "changes", "field"),
+    [
+        (bytes(15), {}, "salt"),
+        (bytes(16), {"mrn": "  "}, "mrn"),
+        (bytes(16), {"birth_date": "04/07/1961"}, "birth_date"),
+        (bytes(16), {"birth_date": "1961-02-30"}, "birth_date"),
+        (bytes(16), {"family_name": "M\x00ller"}, "family_name"),
+    ],
+)
+def test_bad_identifiers_or_salt_are_refused_naming_the_field(
+    salt: bytes, changes: dict[str, str], field: str
+) -> None:
+    fields = {"mrn": "MRN-1", "family_name": "Doe", "given_name": "Pat", "birth_date": "1970-01-01"}
+    with pytest.raises(Rejected) as refused:
+        patient_private_key(salt, Wristband(**(fields | changes)))
+    assert (refused.value.code, refused.value.field) == ("invalid_value", field)
+
+
+def test_the_ledger_holds_a_public_key_and_no_identifier(registered: LedgerApplication, cast: Cast) -> None:
+    journey = new_journey(cast)
+    advance(registered, journey)
+    stored = _stored(registered, journey.coi)
+    enrolment, bedside = (b for b in stored if b["type"] in ("enrolled", "bedside_identity_verified"))
+    assert enrolment["patient_key"] == patient_public_key(journey.salt, journey.wristband)
+    assert enrolment["patient_commitment"] is None and bedside["patient_proof"] is None
+    assert journey.wristband.mrn not in str(stored) and journey.salt.hex() not in str(stored)
+
+
+def test_new_records_must_use_the_patient_key(registered: LedgerApplication, cast: Cast) -> None:
+    journey = new_journey(cast)
+    rest = advance(registered, journey, before="bedside_identity_verified")
+    coord, nurse, witness = cast["coord.bdw"], cast["nurse.bdw"], cast["witness.bdw"]
+
+    enrolment = _stored(registered, journey.coi)[0]
+    for changes, field, code in (
+        ({"patient_key": None}, "patient_key", "missing_field"),
+        ({"patient_commitment": "ab" * 32}, "patient_commitment", "invalid_value"),
+    ):
+        body = {**enrolment, "event_id": str(uuid.uuid4()), "coi": "CHW0451260099ZZ", **changes}
+        outcome = registered.submit(signed({k: v for k, v in body.items() if v is not None}, coord))
+        assert (outcome.code, outcome.field) == (code, field), outcome
+
+    again = envelope(
+        ev.PatientKeyRegistered, coord, datetime.now(UTC), coi=journey.coi,
+        patient_key=patient_public_key(bytes(16), journey.wristband),
+    )  # fmt: skip
+    assert registered.submit(again).code == "patient_key_exists"
+
+    bedside = body_dict(rest[0])
+    old_form = {**bedside, "event_id": str(uuid.uuid4()), "patient_proof": "ab" * 32}
+    del old_form["patient_signature"]
+    outcome = registered.submit(signed(old_form, nurse, witness))
+    assert (outcome.code, outcome.field) == ("patient_signature_required", "patient_proof")
+
+
+def test_a_patient_signature_copied_into_another_bedside_record_is_a_mismatch(
+    registered: LedgerApplication, cast: Cast
+) -> None:
+    journey = new_journey(cast)
+    rest = advance(registered, journey, before="infused")
+    nurse, witness = cast["nurse.bdw"], cast["witness.bdw"]
+    stored = next(b for b in _stored(registered, journey.coi) if b["type"] == "bedside_identity_verified")
+    copied = {k: v for k, v in stored.items() if v is not None} | {"event_id": str(uuid.uuid4())}
+    assert registered.submit(signed(copied, nurse, witness)).status == "accepted"  # recorded...
+    assert registered.submit(rest[0].envelope).code == "identity_mismatch"  # ...as a mismatch
+
+
+def _stored(app: LedgerApplication, coi: str) -> list[dict[str, Any]]:
+    """The bodies of one patient's records, as anyone reading the ledger sees them."""
+    return [msgspec.to_builtins(b) for b in _bodies(app, coi)]
+
+
+# --- patients enrolled before the change (the v0.1 fixture ledger) ------------------
+
+
+@pytest.fixture
+def old(tmp_path: Path) -> Iterator[tuple[LedgerApplication, Cast]]:
+    shutil.copytree(FIXTURE, tmp_path / "data", ignore=shutil.ignore_patterns("README.md"))
+    app = LedgerApplication(f"sqlite:///{tmp_path / 'data' / 'ledger.sqlite'}")
+    yield app, load_cast(tmp_path / "data" / "demo-keys")
+    app.close()
+
+
+def _bodies(app: LedgerApplication, coi: str) -> list[ev.Event]:
+    return [body_of(e.envelope) for e in app.events.get(therapy_uuid(coi))]  # type: ignore[attr-defined]
+
+
+def _bedside(cast: Cast, coi: str, **proof: object) -> bytes:
+    return envelope(
+        ev.BedsideIdentityVerified, cast["nurse.kas"], datetime.now(UTC) - timedelta(minutes=10),
+        (cast["witness.kas"],), coi=coi, unit_id=f"P-{coi}-1", witness="witness.kas", **proof,
+    )  # fmt: skip
+
+
+def _infusion(cast: Cast, coi: str) -> bytes:
+    at = datetime.now(UTC) - timedelta(minutes=5)
+    return envelope(ev.Infused, cast["nurse.kas"], at, coi=coi, unit_id=f"P-{coi}-1", thaw_started_at=at)
+
+
+def test_a_commitment_copied_from_the_ledger_no_longer_unblocks_infusion(
+    old: tuple[LedgerApplication, Cast],
+) -> None:
+    """The reported attack: the demo's mismatch patient infused after copying the proof."""
+    app, cast = old
+    enrolment = _bodies(app, OLD_MISMATCH)[0]
+    assert isinstance(enrolment, ev.Enrolled)
+    forged = app.submit(_bedside(cast, OLD_MISMATCH, patient_proof=enrolment.patient_commitment))
+    assert (forged.code, forged.field) == ("patient_signature_required", "patient_proof")
+    assert app.submit(_infusion(cast, OLD_MISMATCH)).code == "identity_mismatch"
+
+
+def test_a_patient_enrolled_before_registers_a_key_then_is_infused(
+    old: tuple[LedgerApplication, Cast],
+) -> None:
+    app, cast = old
+    salt, wristband = bytes(range(16)), Wristband("MRN-000003", "Doe", "Pat", "1970-01-04")
+    key = patient_private_key(salt, wristband)
+    event_id = uuid.uuid4()
+    bedside = _bedside(
+        cast, OLD_MISMATCH, event_id=event_id,
+        patient_signature=sign_bedside(key, OLD_MISMATCH, f"P-{OLD_MISMATCH}-1", event_id),
+    )  # fmt: skip
+    assert app.submit(bedside).code == "patient_key_missing"
+    registration = envelope(
+        ev.PatientKeyRegistered, cast["coord.kas"], datetime.now(UTC) - timedelta(minutes=20),
+        coi=OLD_MISMATCH, patient_key=patient_public_key(salt, wristband),
+    )  # fmt: skip
+    assert app.submit(registration).status == "accepted"
+    assert app.submit(bedside).status == "accepted"
+    assert app.submit(_infusion(cast, OLD_MISMATCH)).status == "accepted"
+
+
+def test_a_stored_v01_match_still_replays_but_no_longer_allows_a_new_infusion(
+    old: tuple[LedgerApplication, Cast],
+) -> None:
+    app, _ = old
+    bodies = _bodies(app, OLD_HAPPY)
+    at = next(i for i, b in enumerate(bodies) if isinstance(b, ev.Infused))
+    before = app.repository.get(therapy_uuid(OLD_HAPPY), version=at)  # replayed up to the bedside check
+    assert isinstance(before, Therapy)
+    with pytest.raises(Rejected) as refused:
+        before.check(bodies[at], frozenset({"treatment"}))  # type: ignore[arg-type]
+    assert refused.value.code == "identity_not_verified"
+    after = app.repository.get(therapy_uuid(OLD_HAPPY))  # the stored infusion still replays
+    assert isinstance(after, Therapy) and after.units[f"P-{OLD_HAPPY}-1"].infused
+
+
+def test_history_shows_the_bedside_signature_and_no_empty_v01_fields(
+    registered: LedgerApplication, cast: Cast
+) -> None:
+    journey = new_journey(cast)
+    advance(registered, journey)
+    rows = {r.type: r for r in history(registered, journey.coi)}
+    assert "patient_key=" in rows["enrolled"].details
+    assert "patient_signature=" in rows["bedside_identity_verified"].details
+    assert "None" not in rows["enrolled"].details + rows["bedside_identity_verified"].details
