@@ -73,7 +73,7 @@ def _identify(envelope: bytes) -> tuple[str, str, str]:
     try:
         payload = msgspec.json.decode(envelope, type=dict[str, object]).get("payload")
         peek = msgspec.json.decode(b64decode(str(payload), "payload"), type=_Peek)
-    except (msgspec.MsgspecError, Rejected, UnicodeError, TypeError):
+    except (msgspec.MsgspecError, Rejected, UnicodeError, TypeError, RecursionError):
         return f"sha256:{digest}", "unreadable", digest
     event_id = peek.event_id or f"sha256:{digest}"
     # Registry changes (no COI) share one key, so the ledger takes them in the order sent.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import time
@@ -41,12 +42,26 @@ from ledger.keys import (
 from ledger.log import LogError, MerkleLog, settle
 from ledger.rejection import Rejected
 from ledger.verification import LedgerVerifier, Report, StateMismatchError
-from projections.history import history
+from projections.history import history, utc
 from projections.principals import principals
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# What a terminal would act on rather than show: C0 and C1 controls (line breaks, escape
+# sequences), line and paragraph separators, and the bidi marks and overrides that reorder text.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` for a terminal, with what it would act on written as a visible escape: text the
+    ledger holds was written by others and must not forge lines or rewrite the screen."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def _say(line: str, out: TextIO) -> None:
+    print(printable(line), file=out)
 
 
 class UsageError(Exception):
@@ -60,7 +75,10 @@ def _time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no time zone; write it like 2026-01-31T09:00:00Z")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} lies before year 1 in UTC") from None
 
 
 def _open_app() -> LedgerApplication:
@@ -95,11 +113,11 @@ def _new_passphrase(principal_id: str) -> bytes:
 def _print_outcome(line: int, o: Outcome, out: TextIO) -> None:
     if o.status == "rejected":
         where = f" [{o.field}]" if o.field else ""
-        print(f"{line}: rejected  {o.code}: {o.message}{where}", file=out)
+        _say(f"{line}: rejected  {o.code}: {o.message}{where}", out)
     elif o.status == "duplicate":
-        print(f"{line}: duplicate {o.type} {o.event_id} (already stored; nothing added)", file=out)
+        _say(f"{line}: duplicate {o.type} {o.event_id} (already stored; nothing added)", out)
     else:
-        print(f"{line}: accepted  seq={o.sequence} {o.type} {o.event_id}", file=out)
+        _say(f"{line}: accepted  seq={o.sequence} {o.type} {o.event_id}", out)
 
 
 def _admin_submit(args: argparse.Namespace, fields: dict[str, Any], out: TextIO) -> int:
@@ -195,18 +213,23 @@ def cmd_principals_revoke(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_principals_list(args: argparse.Namespace, out: TextIO) -> int:
     for p in principals(_open_app()):
-        print(f"{p.principal_id:<20} {p.kind:<11} {','.join(p.roles):<24} {p.printed_name}", file=out)
+        _say(f"{p.principal_id:<20} {p.kind:<11} {','.join(p.roles):<24} {p.printed_name}", out)
         for k in p.keys:
-            print(f"    {k}", file=out)
+            _say(f"    {k}", out)
     return EXIT_OK
 
 
 def cmd_sign(args: argparse.Namespace, out: TextIO) -> int:
-    source = sys.stdin.buffer.read() if args.body == "-" else Path(args.body).read_bytes()
+    try:
+        source = sys.stdin.buffer.read() if args.body == "-" else Path(args.body).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.body}: {exc.strerror}") from None
     try:
         body = msgspec.json.decode(source)
     except msgspec.DecodeError as exc:
         raise Rejected("malformed_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Rejected("malformed_json", "the body is nested too deeply to be an event") from None
     if not isinstance(body, dict):
         raise Rejected("malformed_json", "the body must be a JSON object")
     now = datetime.now(UTC)
@@ -245,17 +268,15 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     for r in rows:
         late = "  (entered late)" if (r.recorded_at - r.occurred_at).total_seconds() > 86400 else ""
-        print(
-            f"v{r.version:<3} {r.occurred_at:%Y-%m-%d %H:%M}Z {r.site:<7} {r.type:<28} {r.actor}{late}",
-            file=out,
-        )
-        print(f"      {r.details}", file=out)
+        when = utc(r.occurred_at, "%Y-%m-%d %H:%M")
+        _say(f"v{r.version:<3} {when} {r.site:<7} {r.type:<28} {r.actor}{late}", out)
+        _say(f"      {r.details}", out)
         for s in r.signatures:
-            print(f"      signed: {s}", file=out)
+            _say(f"      signed: {s}", out)
         if r.reason:
-            print(f"      reason: {r.reason}", file=out)
+            _say(f"      reason: {r.reason}", out)
         for c in r.corrections:
-            print(f"      CORRECTED {c}", file=out)
+            _say(f"      CORRECTED {c}", out)
     return EXIT_OK
 
 
@@ -320,7 +341,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
         f"{report.streams:,} aggregates{resumed}, in {seconds:.1f} s"
     )
     if report.failure is not None:
-        print(f"FAILED at {report.failure}", file=out)
+        _say(f"FAILED at {report.failure}", out)
         print(f"(checked before the failure: {summary})", file=out)
         return EXIT_FAILED
     print(f"OK: {summary}", file=out)
@@ -524,9 +545,9 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         return int(args.run(args, out or sys.stdout))
     except Rejected as exc:
         where = f" [{exc.field}]" if exc.field else ""
-        print(f"coi: rejected {exc.code}: {exc.message}{where}", file=sys.stderr)
+        _say(f"coi: rejected {exc.code}: {exc.message}{where}", sys.stderr)
     except (UsageError, ConfigError, KeyFileError, DemoError, NoteError, BrokerError) as exc:
-        print(f"coi: {exc}", file=sys.stderr)
+        _say(f"coi: {exc}", sys.stderr)
     except KeyboardInterrupt:
         print("coi: interrupted", file=sys.stderr)
         return 130

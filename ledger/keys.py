@@ -108,7 +108,16 @@ def ask_passphrase(prompt: str) -> bytes:
     env = os.environ.get(PASSPHRASE_ENV)
     if env:
         return env.encode()
-    return getpass.getpass(prompt).encode()
+    try:
+        # Without a terminal getpass reads standard input, which may be the body being signed.
+        with open("/dev/tty"):
+            pass
+    except OSError:
+        raise KeyFileError(f"no terminal to ask for the passphrase on; set {PASSPHRASE_ENV}") from None
+    try:
+        return getpass.getpass(prompt).encode()
+    except EOFError:
+        raise KeyFileError("no passphrase given") from None
 
 
 @dataclass(frozen=True)

@@ -70,7 +70,11 @@ def trusted(extra: list[Path] | None = None) -> list[NoteVerifier]:
     files = sorted(verifier_dir().glob("*.vkey")) if verifier_dir().exists() else []
     verifiers = []
     for path in [*files, *(extra or [])]:
-        for line in path.read_text().splitlines():
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise NoteError(f"cannot read the verifier key file {path}: {exc.strerror}") from None
+        for line in text.splitlines():
             if line.strip():
                 verifiers.append(NoteVerifier.decode(line))
     return verifiers

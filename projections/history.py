@@ -3,7 +3,7 @@ signature means, with corrections shown beside the value they correct (old value
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -13,6 +13,15 @@ from ledger import events as ev
 from ledger.application import LedgerApplication
 
 _HEADER = {"type", "event_id", "occurred_at", "site", "actor", "reason", "manifestations", "coi"}
+
+
+def utc(at: datetime, spec: str = "%Y-%m-%d %H:%M:%S") -> str:
+    """`at` in UTC with a Z, however the site wrote its zone; a time that has no UTC form
+    (the first hours of year 1 east of Greenwich) is shown as written."""
+    try:
+        return f"{at.astimezone(UTC):{spec}}Z"
+    except OverflowError:
+        return at.isoformat()
 
 
 class HistoryRow(msgspec.Struct):
@@ -44,7 +53,7 @@ def history(app: LedgerApplication, coi: str) -> list[HistoryRow]:
             actor=body.actor,
             details=", ".join(f"{k}={v}" for k, v in fields.items() if k not in _HEADER),
             signatures=[
-                f"{m.printed_name} ({m.principal}) {m.meaning} {m.signed_at:%Y-%m-%d %H:%M:%SZ}"
+                f"{m.printed_name} ({m.principal}) {m.meaning} {utc(m.signed_at)}"
                 for m in body.manifestations
             ],
             reason=body.reason,
