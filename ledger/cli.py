@@ -26,14 +26,16 @@ from ledger import ledgerkey
 from ledger.application import LedgerApplication, Outcome
 from ledger.cast import sign_json
 from ledger.checkpoint import NoteError
-from ledger.config import ConfigError, data_dir
+from ledger.config import ConfigError, data_dir, redact
 from ledger.demo import DemoError, run_demo
 from ledger.events import json_schema
+from ledger.files import ExposedFileError
 from ledger.keys import (
     PASSPHRASE_ENV,
     KeyFileError,
     LoadedKey,
     ask_passphrase,
+    check_passphrase,
     key_file_for,
     load_key,
     read_public,
@@ -103,8 +105,7 @@ def _lines(source: str) -> Iterator[bytes]:
 
 def _new_passphrase(principal_id: str) -> bytes:
     first = ask_passphrase(f"New passphrase for {principal_id}: ")
-    if len(first) < 8:
-        raise UsageError("a person's passphrase must have at least 8 characters")
+    check_passphrase(first, principal_id)
     if not os.environ.get(PASSPHRASE_ENV) and ask_passphrase("Repeat it: ") != first:
         raise UsageError("the passphrases differ")
     return first
@@ -426,7 +427,7 @@ def cmd_broker(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_projections_rebuild(args: argparse.Namespace, out: TextIO) -> int:
     store = ProjectionStore(projections_url())
     count = rebuild(_open_app(), store)
-    print(f"rebuilt the projections from {count:,} records into {projections_url()}", file=out)
+    print(f"rebuilt the projections from {count:,} records into {redact(projections_url())}", file=out)
     return EXIT_OK
 
 
@@ -546,8 +547,16 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except Rejected as exc:
         where = f" [{exc.field}]" if exc.field else ""
         _say(f"coi: rejected {exc.code}: {exc.message}{where}", sys.stderr)
-    except (UsageError, ConfigError, KeyFileError, DemoError, NoteError, BrokerError) as exc:
-        _say(f"coi: {exc}", sys.stderr)
+    except (
+        UsageError,
+        ConfigError,
+        KeyFileError,
+        DemoError,
+        NoteError,
+        BrokerError,
+        ExposedFileError,
+    ) as exc:
+        _say(f"coi: {redact(str(exc))}", sys.stderr)
     except KeyboardInterrupt:
         print("coi: interrupted", file=sys.stderr)
         return 130

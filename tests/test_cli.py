@@ -61,7 +61,7 @@ def test_init_writes_an_encrypted_private_key_only_its_owner_can_read(ledger: Pa
     key = ledger / "coi-data" / "keys" / "admin.jane.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     data = json.loads(key.read_text())
-    assert data["encrypted"] is True and "ENCRYPTED PRIVATE KEY" in data["private_key_pem"]
+    assert data["encrypted"] is True and data["sealed"]["kdf"] == "scrypt"
     again = coi(ledger, "init", "--admin", "admin.other", "--name", "Other")
     assert again.returncode == 2 and "already initialised" in again.stderr
 
