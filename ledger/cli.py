@@ -44,6 +44,7 @@ from ledger.keys import (
 from ledger.log import LogError, MerkleLog, settle
 from ledger.rejection import Rejected
 from ledger.verification import LedgerVerifier, Report, StateMismatchError
+from projections.custody import ProjectionError
 from projections.history import history, utc
 from projections.principals import principals
 from projections.rebuild import rebuild
@@ -426,7 +427,10 @@ def cmd_broker(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_projections_rebuild(args: argparse.Namespace, out: TextIO) -> int:
     store = ProjectionStore(projections_url())
-    count = rebuild(_open_app(), store)
+    try:
+        count = rebuild(_open_app(), store)
+    except ProjectionError as exc:
+        raise UsageError(f"cannot rebuild the projections: {exc}") from None
     print(f"rebuilt the projections from {count:,} records into {redact(projections_url())}", file=out)
     return EXIT_OK
 

@@ -16,6 +16,9 @@ import pytest
 
 from consumers.site_publisher import _identify
 from ledger import cli, merkle
+from ledger.application import LedgerApplication
+from ledger.journeys import Cast, Journey
+from tests.support import advance
 
 _SCRIPT = Path(sys.executable).parent / "coi"
 COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli"]
@@ -281,3 +284,15 @@ def test_publish_keys_deeply_nested_bytes_by_their_digest() -> None:
     deep = ('{"payload": ' + DEEP + "}").encode()
     event_id, key, digest = _identify(deep)
     assert (event_id, key) == (f"sha256:{digest}", "unreadable")
+
+
+def test_rebuild_names_a_record_whose_time_has_no_utc_form(tmp_path: Path) -> None:
+    # Collected in the first hour of year 1 at +23:00, i.e. before year 1 in UTC.
+    app = LedgerApplication(f"sqlite:///{tmp_path / 'coi-data' / 'ledger.sqlite'}")
+    cast = Cast()
+    start = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=23)))
+    assert all(o.status == "accepted" for o in app.submit_many(cast.registrations(start)))
+    advance(app, Journey(cast, 0, start), before="label_applied")
+    done = coi(tmp_path, "projections", "rebuild")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2 and "has no UTC form" in done.stderr and "sequence" in done.stderr
