@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from consumers.broker import bootstrap_servers
+from consumers.site_publisher import SitePublisher
+from consumers.topics import Topics
 from ledger.keys import KeyFileError, key_file_for, load_key, write_key_file
 from tests.test_cli import COI, coi
 
@@ -87,8 +90,17 @@ def test_a_private_key_readable_by_others_is_refused_with_the_fix(tmp_path: Path
     assert done.returncode == 2 and f"chmod 600 {ledger_key}" in done.stderr, done.stderr
 
 
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The usual default umask, which leaves new files readable by all: what coi writes must
+    not depend on it."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("usual_umask")
 def test_files_the_ledger_creates_are_its_owners_alone(tmp_path: Path) -> None:
-    os.umask(0o022)  # the usual default: what coi writes must not depend on it
     assert coi(tmp_path, "demo", "--patients", "1").returncode == 0
     assert coi(tmp_path, "projections", "rebuild").returncode == 0
     assert coi(tmp_path, "verify", "--incremental").returncode == 0
@@ -147,3 +159,11 @@ def test_configuration_errors_never_show_the_database_password(tmp_path: Path, u
     done = subprocess.run([*COI, "history", "X"], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert done.returncode == 2 and "COI_DATABASE_URL" in done.stderr, done.stderr
     assert "s3cr3t" not in done.stderr and "coi:***@" in done.stderr, done.stderr
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_the_site_outbox_is_its_owners_alone(tmp_path: Path) -> None:
+    outbox = tmp_path / "site" / "site-outbox.sqlite"
+    with bootstrap_servers() as address:
+        SitePublisher(address, Topics.from_env(), outbox).close()
+    assert _mode(outbox) == 0o600
