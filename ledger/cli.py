@@ -45,7 +45,8 @@ from ledger.log import LogError, MerkleLog, settle
 from ledger.rejection import Rejected
 from ledger.verification import LedgerVerifier, Report, StateMismatchError
 from projections.custody import ProjectionError
-from projections.history import history, utc
+from projections.display import MINUTE, utc
+from projections.history import history
 from projections.principals import principals
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
@@ -270,7 +271,7 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     for r in rows:
         late = "  (entered late)" if (r.recorded_at - r.occurred_at).total_seconds() > 86400 else ""
-        when = utc(r.occurred_at, "%Y-%m-%d %H:%M")
+        when = utc(r.occurred_at, MINUTE)
         _say(f"v{r.version:<3} {when} {r.site:<7} {r.type:<28} {r.actor}{late}", out)
         _say(f"      {r.details}", out)
         for s in r.signatures:

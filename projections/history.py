@@ -3,7 +3,7 @@ signature means, with corrections shown beside the value they correct (old value
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import msgspec
 
@@ -11,17 +11,9 @@ from aggregates.base import body_of
 from aggregates.therapy import therapy_uuid
 from ledger import events as ev
 from ledger.application import LedgerApplication
+from projections.display import utc
 
 _HEADER = {"type", "event_id", "occurred_at", "site", "actor", "reason", "manifestations", "coi"}
-
-
-def utc(at: datetime, spec: str = "%Y-%m-%d %H:%M:%S") -> str:
-    """`at` in UTC with a Z, however the site wrote its zone; a time that has no UTC form
-    (the first hours of year 1 east of Greenwich) is shown as written."""
-    try:
-        return f"{at.astimezone(UTC):{spec}}Z"
-    except OverflowError:
-        return at.isoformat()
 
 
 class HistoryRow(msgspec.Struct):

@@ -296,3 +296,32 @@ def test_rebuild_names_a_record_whose_time_has_no_utc_form(tmp_path: Path) -> No
     done = coi(tmp_path, "projections", "rebuild")
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 2 and "has no UTC form" in done.stderr and "sequence" in done.stderr
+
+
+def test_principals_list_shows_key_validity_in_utc(ledger: Path) -> None:
+    keys = ledger / "coi-data" / "keys"
+    made = coi(
+        ledger,
+        "keys",
+        "new",
+        "--principal",
+        "cellq.x",
+        "--name",
+        "Cell Q",
+        "--kind",
+        "device",
+        "--no-passphrase",
+    )
+    assert made.returncode == 0, made.stderr
+    tokyo = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
+    body = {
+        "type": "principal_registered", "site": "US-BDW", "actor": "admin.jane", "principal_id": "cellq.x",
+        "kind": "device", "printed_name": "Cell Q", "roles": ["qc"],
+        "public_key": json.loads((keys / "cellq.x.key.pub").read_text())["public_key"],
+        "valid_from": tokyo.astimezone(timezone(timedelta(hours=9))).isoformat(),
+    }  # fmt: skip
+    (ledger / "reg.json").write_text(json.dumps(body))
+    signed = coi(ledger, "sign", "--key", str(keys / "admin.jane.key"), str(ledger / "reg.json"))
+    assert coi(ledger, "submit", "-", stdin=signed.stdout).returncode == 0
+    listed = coi(ledger, "principals", "list").stdout
+    assert f"from {tokyo:%Y-%m-%d %H:%M}Z" in listed.split("cellq.x ", 1)[1], listed
