@@ -158,7 +158,7 @@ def key_file_for(
         kind=kind,
         keyid=keyid,
         public_key=base64.b64encode(raw).decode(),
-        encrypted=passphrase is not None,
+        encrypted=sealed is not None,
         version=2,
         private_key_pem=pem,
         sealed=sealed,
