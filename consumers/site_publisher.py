@@ -24,6 +24,7 @@ from consumers import kafka
 from consumers.messages import REGISTRY_KEY, LedgerRecord, Rejection
 from consumers.topics import Topics
 from ledger.dsse import b64decode
+from ledger.files import create_private
 from ledger.rejection import Rejected
 
 _SCHEMA = """
@@ -75,7 +76,7 @@ def _identify(envelope: bytes) -> tuple[str, str, str]:
     try:
         payload = msgspec.json.decode(envelope, type=dict[str, object]).get("payload")
         peek = msgspec.json.decode(b64decode(str(payload), "payload"), type=_Peek)
-    except (msgspec.MsgspecError, Rejected, UnicodeError, TypeError):
+    except (msgspec.MsgspecError, Rejected, UnicodeError, TypeError, RecursionError):
         return f"sha256:{digest}", "unreadable", digest
     event_id = peek.event_id or f"sha256:{digest}"
     # Registry changes (no COI) share one key, so the ledger takes them in the order sent.
@@ -86,7 +87,7 @@ class SitePublisher:
     def __init__(self, bootstrap: str, topics: Topics, outbox: Path, resend_after: float = 30.0) -> None:
         self.topics = topics
         self.resend_after = resend_after
-        outbox.parent.mkdir(parents=True, exist_ok=True)
+        create_private(outbox)  # it holds signed patient events
         self.db = sqlite3.connect(outbox, isolation_level=None)
         self.db.executescript(_SCHEMA)
         self.producer = kafka.producer(bootstrap)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 import time
@@ -25,14 +26,16 @@ from ledger import ledgerkey
 from ledger.application import LedgerApplication, Outcome
 from ledger.cast import sign_json
 from ledger.checkpoint import NoteError
-from ledger.config import ConfigError, data_dir
+from ledger.config import ConfigError, data_dir, redact
 from ledger.demo import DemoError, run_demo
 from ledger.events import json_schema
+from ledger.files import ExposedFileError
 from ledger.keys import (
     PASSPHRASE_ENV,
     KeyFileError,
     LoadedKey,
     ask_passphrase,
+    check_passphrase,
     key_file_for,
     load_key,
     read_public,
@@ -41,12 +44,28 @@ from ledger.keys import (
 from ledger.log import LogError, MerkleLog, settle
 from ledger.rejection import Rejected
 from ledger.verification import LedgerVerifier, Report, StateMismatchError
+from projections.custody import ProjectionError
+from projections.display import MINUTE, utc
 from projections.history import history
 from projections.principals import principals
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# What a terminal would act on rather than show: C0 and C1 controls (line breaks, escape
+# sequences), line and paragraph separators, and the bidi marks and overrides that reorder text.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """`text` for a terminal, with what it would act on written as a visible escape: text the
+    ledger holds was written by others and must not forge lines or rewrite the screen."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def _say(line: str, out: TextIO) -> None:
+    print(printable(line), file=out)
 
 
 class UsageError(Exception):
@@ -60,7 +79,10 @@ def _time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
     if value.tzinfo is None:
         raise argparse.ArgumentTypeError(f"{text!r} has no time zone; write it like 2026-01-31T09:00:00Z")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise argparse.ArgumentTypeError(f"{text!r} lies before year 1 in UTC") from None
 
 
 def _open_app() -> LedgerApplication:
@@ -85,8 +107,7 @@ def _lines(source: str) -> Iterator[bytes]:
 
 def _new_passphrase(principal_id: str) -> bytes:
     first = ask_passphrase(f"New passphrase for {principal_id}: ")
-    if len(first) < 8:
-        raise UsageError("a person's passphrase must have at least 8 characters")
+    check_passphrase(first, principal_id)
     if not os.environ.get(PASSPHRASE_ENV) and ask_passphrase("Repeat it: ") != first:
         raise UsageError("the passphrases differ")
     return first
@@ -95,11 +116,11 @@ def _new_passphrase(principal_id: str) -> bytes:
 def _print_outcome(line: int, o: Outcome, out: TextIO) -> None:
     if o.status == "rejected":
         where = f" [{o.field}]" if o.field else ""
-        print(f"{line}: rejected  {o.code}: {o.message}{where}", file=out)
+        _say(f"{line}: rejected  {o.code}: {o.message}{where}", out)
     elif o.status == "duplicate":
-        print(f"{line}: duplicate {o.type} {o.event_id} (already stored; nothing added)", file=out)
+        _say(f"{line}: duplicate {o.type} {o.event_id} (already stored; nothing added)", out)
     else:
-        print(f"{line}: accepted  seq={o.sequence} {o.type} {o.event_id}", file=out)
+        _say(f"{line}: accepted  seq={o.sequence} {o.type} {o.event_id}", out)
 
 
 def _admin_submit(args: argparse.Namespace, fields: dict[str, Any], out: TextIO) -> int:
@@ -195,18 +216,23 @@ def cmd_principals_revoke(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_principals_list(args: argparse.Namespace, out: TextIO) -> int:
     for p in principals(_open_app()):
-        print(f"{p.principal_id:<20} {p.kind:<11} {','.join(p.roles):<24} {p.printed_name}", file=out)
+        _say(f"{p.principal_id:<20} {p.kind:<11} {','.join(p.roles):<24} {p.printed_name}", out)
         for k in p.keys:
-            print(f"    {k}", file=out)
+            _say(f"    {k}", out)
     return EXIT_OK
 
 
 def cmd_sign(args: argparse.Namespace, out: TextIO) -> int:
-    source = sys.stdin.buffer.read() if args.body == "-" else Path(args.body).read_bytes()
+    try:
+        source = sys.stdin.buffer.read() if args.body == "-" else Path(args.body).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.body}: {exc.strerror}") from None
     try:
         body = msgspec.json.decode(source)
     except msgspec.DecodeError as exc:
         raise Rejected("malformed_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Rejected("malformed_json", "the body is nested too deeply to be an event") from None
     if not isinstance(body, dict):
         raise Rejected("malformed_json", "the body must be a JSON object")
     now = datetime.now(UTC)
@@ -245,19 +271,17 @@ def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     for r in rows:
         late = "  (entered late)" if (r.recorded_at - r.occurred_at).total_seconds() > 86400 else ""
-        print(
-            f"v{r.version:<3} {r.occurred_at:%Y-%m-%d %H:%M}Z {r.site:<7} {r.type:<28} {r.actor}{late}",
-            file=out,
-        )
-        print(f"      {r.details}", file=out)
+        when = utc(r.occurred_at, MINUTE)
+        _say(f"v{r.version:<3} {when} {r.site:<7} {r.type:<28} {r.actor}{late}", out)
+        _say(f"      {r.details}", out)
         for s in r.signatures:
-            print(f"      signed: {s}", file=out)
+            _say(f"      signed: {s}", out)
         if r.reason:
-            print(f"      reason: {r.reason}", file=out)
+            _say(f"      reason: {r.reason}", out)
         for c in r.corrections:
-            print(f"      CORRECTED {c}", file=out)
+            _say(f"      CORRECTED {c}", out)
         for n in r.notes:
-            print(f"      FLAG: {n}", file=out)
+            _say(f"      FLAG: {n}", out)
     return EXIT_OK
 
 
@@ -322,7 +346,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
         f"{report.streams:,} aggregates{resumed}, in {seconds:.1f} s"
     )
     if report.failure is not None:
-        print(f"FAILED at {report.failure}", file=out)
+        _say(f"FAILED at {report.failure}", out)
         print(f"(checked before the failure: {summary})", file=out)
         return EXIT_FAILED
     print(f"OK: {summary}", file=out)
@@ -406,8 +430,11 @@ def cmd_broker(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_projections_rebuild(args: argparse.Namespace, out: TextIO) -> int:
     store = ProjectionStore(projections_url())
-    count = rebuild(_open_app(), store)
-    print(f"rebuilt the projections from {count:,} records into {projections_url()}", file=out)
+    try:
+        count = rebuild(_open_app(), store)
+    except ProjectionError as exc:
+        raise UsageError(f"cannot rebuild the projections: {exc}") from None
+    print(f"rebuilt the projections from {count:,} records into {redact(projections_url())}", file=out)
     return EXIT_OK
 
 
@@ -533,9 +560,17 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         return int(args.run(args, out or sys.stdout))
     except Rejected as exc:
         where = f" [{exc.field}]" if exc.field else ""
-        print(f"coi: rejected {exc.code}: {exc.message}{where}", file=sys.stderr)
-    except (UsageError, ConfigError, KeyFileError, DemoError, NoteError, BrokerError) as exc:
-        print(f"coi: {exc}", file=sys.stderr)
+        _say(f"coi: rejected {exc.code}: {exc.message}{where}", sys.stderr)
+    except (
+        UsageError,
+        ConfigError,
+        KeyFileError,
+        DemoError,
+        NoteError,
+        BrokerError,
+        ExposedFileError,
+    ) as exc:
+        _say(f"coi: {redact(str(exc))}", sys.stderr)
     except KeyboardInterrupt:
         print("coi: interrupted", file=sys.stderr)
         return 130

@@ -7,14 +7,32 @@ COI_DATABASE_URL: `sqlite:///PATH` (default: ./coi-data/ledger.sqlite) or
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+from ledger.files import create_private
 
 DEFAULT_DATA_DIR = "coi-data"
 
 
 class ConfigError(Exception):
     """A setting that cannot be used; the message names it and says what is expected."""
+
+
+# The password in any URL's user part: scheme://user:PASSWORD@host.
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+_URL_SETTINGS = ("COI_DATABASE_URL", "COI_PROJECTIONS_URL")
+
+
+def redact(text: str) -> str:
+    """`text` fit for a message or a log: every URL's password, and the database passwords the
+    environment sets wherever else they appear (a driver may quote them), become ***."""
+    for name in _URL_SETTINGS:
+        password = urlsplit(os.environ.get(name, "")).password
+        for form in {password, unquote(password or "")} - {None, ""}:
+            text = text.replace(str(form), "***")
+    return _URL_PASSWORD.sub(r"\1***@", text)
 
 
 def data_dir() -> Path:
@@ -34,9 +52,9 @@ def persistence_env(url: str) -> dict[str, str]:
     if parts.scheme == "sqlite":
         path = unquote(parts.path.removeprefix("/")) if parts.netloc == "" else parts.netloc + parts.path
         if not path:
-            raise ConfigError(f"COI_DATABASE_URL {url!r}: expected sqlite:///path/to/ledger.sqlite")
+            raise ConfigError(f"COI_DATABASE_URL {redact(url)!r}: expected sqlite:///path/to/ledger.sqlite")
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            create_private(Path(path))
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,
@@ -46,7 +64,9 @@ def persistence_env(url: str) -> dict[str, str]:
         }
     if parts.scheme in ("postgres", "postgresql"):
         if not parts.hostname or not parts.path.strip("/"):
-            raise ConfigError(f"COI_DATABASE_URL {url!r}: expected postgresql://user@host:5432/dbname")
+            raise ConfigError(
+                f"COI_DATABASE_URL {redact(url)!r}: expected postgresql://user@host:5432/dbname"
+            )
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": parts.path.strip("/"),
@@ -60,7 +80,7 @@ def persistence_env(url: str) -> dict[str, str]:
             "APPLICATION_RECORDER_TOPIC": "ledger.store:PostgresLedgerRecorder",
             "TRANSCODER_TOPIC": TRANSCODER,
         }
-    raise ConfigError(f"COI_DATABASE_URL {url!r}: the scheme must be sqlite or postgresql")
+    raise ConfigError(f"COI_DATABASE_URL {redact(url)!r}: the scheme must be sqlite or postgresql")
 
 
 def checkpoint_policy() -> tuple[int, float]:

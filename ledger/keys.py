@@ -1,9 +1,13 @@
 """Ed25519 key files.
 
-A key file is one JSON document: the principal it belongs to, its keyid, the public key
-and the PKCS#8 PEM private key. A person's private key is encrypted with a passphrase
-(key file + passphrase = the two components of Part 11.200); device and site-system keys
-may be unencrypted files readable only by their owner (0600).
+A key file is one JSON document: the principal it belongs to, its keyid and public key, and
+the private key. A person's private key is encrypted with a passphrase (key file +
+passphrase = the two components of Part 11.200); device and site-system keys may be
+unencrypted (PKCS#8 PEM). Every key file is readable only by its owner (0600).
+
+Version 2 (written today) seals an encrypted key's raw 32-byte seed with ChaCha20-Poly1305
+under a key scrypt derives from the passphrase; version 1 files (PKCS#8 PEM, PBKDF2 with
+2,048 iterations, cheap to guess) are still read.
 """
 
 from __future__ import annotations
@@ -14,14 +18,27 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import msgspec
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from ledger.dsse import Signer
+from ledger.files import read_private, write_private
 
 PASSPHRASE_ENV = "COI_KEY_PASSPHRASE"  # noqa: S105 - the name of a variable
+
+# scrypt's cost: about 0.1-0.3 s and 32 MiB per guess. A file may ask for more work, within
+# bounds: below them a stolen file is cheap to guess, above them one file could make us spend
+# gigabytes of memory on a derivation.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
+_SCRYPT_BOUNDS = {"n": (2**15, 2**20), "r": (8, 32), "p": (1, 4)}
+
+MIN_PASSPHRASE, MIN_DISTINCT = 12, 6
 
 
 class PublicKeyFile(msgspec.Struct, forbid_unknown_fields=True):
@@ -34,14 +51,29 @@ class PublicKeyFile(msgspec.Struct, forbid_unknown_fields=True):
     public_key: str
 
 
-class KeyFile(msgspec.Struct, forbid_unknown_fields=True):
+class Sealed(msgspec.Struct, forbid_unknown_fields=True):
+    """A private key's seed encrypted under a passphrase (all bytes in base64)."""
+
+    kdf: Literal["scrypt"]
+    n: int
+    r: int
+    p: int
+    salt: str
+    aead: Literal["chacha20-poly1305"]
+    nonce: str
+    ciphertext: str  # seed and tag; the keyid is the associated data
+
+
+class KeyFile(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     principal_id: str
     printed_name: str
     kind: str
     keyid: str
     public_key: str
     encrypted: bool
-    private_key_pem: str
+    version: int = 1
+    private_key_pem: str | None = None  # version 1, and unencrypted keys
+    sealed: Sealed | None = None  # version 2 encrypted keys
 
 
 class KeyFileError(Exception):
@@ -57,33 +89,85 @@ def public_raw(key: Ed25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+def check_passphrase(passphrase: bytes, principal_id: str) -> None:
+    """A person's new passphrase: long, not one or two characters repeated, and not their own
+    id (NIST SP 800-63B 5.1.1.2). A few unrelated words make a good one."""
+    text = passphrase.decode("utf-8", "replace")
+    if len(text) < MIN_PASSPHRASE:
+        raise KeyFileError(
+            f"a passphrase needs at least {MIN_PASSPHRASE} characters; try a few unrelated words"
+        )
+    if len(set(text)) < MIN_DISTINCT:
+        raise KeyFileError(f"a passphrase needs at least {MIN_DISTINCT} different characters")
+    if principal_id.lower() in text.lower():
+        raise KeyFileError(f"a passphrase must not contain the principal id {principal_id}")
+
+
+def _scrypt(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=n, r=r, p=p).derive(passphrase)
+
+
+def _seal(seed: bytes, passphrase: bytes, keyid: str) -> Sealed:
+    salt, nonce = os.urandom(16), os.urandom(12)
+    key = _scrypt(passphrase, salt, SCRYPT_N, SCRYPT_R, SCRYPT_P)
+    ciphertext = ChaCha20Poly1305(key).encrypt(nonce, seed, keyid.encode())
+    b64 = base64.b64encode
+    return Sealed(
+        "scrypt", SCRYPT_N, SCRYPT_R, SCRYPT_P, b64(salt).decode(), "chacha20-poly1305",
+        b64(nonce).decode(), b64(ciphertext).decode(),
+    )  # fmt: skip
+
+
+def _unseal(sealed: Sealed, passphrase: bytes, keyid: str, path: Path) -> Ed25519PrivateKey:
+    for name, (low, high) in _SCRYPT_BOUNDS.items():
+        value = getattr(sealed, name)
+        if not low <= value <= high:
+            raise KeyFileError(f"{path}: sealed.{name} is {value}, outside {low}..{high}; not a coi key file")
+    try:
+        salt, nonce, ciphertext = (
+            base64.b64decode(v) for v in (sealed.salt, sealed.nonce, sealed.ciphertext)
+        )
+        key = _scrypt(passphrase, salt, sealed.n, sealed.r, sealed.p)
+        seed = ChaCha20Poly1305(key).decrypt(nonce, ciphertext, keyid.encode())
+        return Ed25519PrivateKey.from_private_bytes(seed)
+    except InvalidTag:
+        raise KeyFileError(f"{path}: cannot decrypt the private key; check the passphrase") from None
+    except ValueError as exc:  # bad base64, a nonce or seed of the wrong size
+        raise KeyFileError(f"{path}: the sealed private key is damaged ({exc})") from None
+
+
 def key_file_for(
     key: Ed25519PrivateKey, principal_id: str, printed_name: str, kind: str, passphrase: bytes | None
 ) -> KeyFile:
-    """The file form of a key; encrypted under `passphrase` when one is given."""
+    """The file form of a key; sealed under `passphrase` when one is given."""
     raw = public_raw(key)
-    encryption: serialization.KeySerializationEncryption = (
-        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
-    )
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    keyid = keyid_for(principal_id, raw)
+    pem = sealed = None
+    if passphrase:
+        seed = key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+        sealed = _seal(seed, passphrase, keyid)
+    else:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
     return KeyFile(
         principal_id=principal_id,
         printed_name=printed_name,
         kind=kind,
-        keyid=keyid_for(principal_id, raw),
+        keyid=keyid,
         public_key=base64.b64encode(raw).decode(),
-        encrypted=passphrase is not None,
-        private_key_pem=pem.decode(),
+        encrypted=sealed is not None,
+        version=2,
+        private_key_pem=pem,
+        sealed=sealed,
     )
 
 
 def write_key_file(path: Path, key_file: KeyFile) -> Path:
     """Writes FILE (private, 0600) and FILE.pub (public part, to hand to an administrator)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(msgspec.json.format(msgspec.json.encode(key_file)))
-    os.chmod(path, 0o600)
+    write_private(path, msgspec.json.format(msgspec.json.encode(key_file)))
     pub_path = path.with_name(path.name + ".pub")
     public = PublicKeyFile(
         key_file.principal_id, key_file.printed_name, key_file.kind, key_file.keyid, key_file.public_key
@@ -108,7 +192,16 @@ def ask_passphrase(prompt: str) -> bytes:
     env = os.environ.get(PASSPHRASE_ENV)
     if env:
         return env.encode()
-    return getpass.getpass(prompt).encode()
+    try:
+        # Without a terminal getpass reads standard input, which may be the body being signed.
+        with open("/dev/tty"):
+            pass
+    except OSError:
+        raise KeyFileError(f"no terminal to ask for the passphrase on; set {PASSPHRASE_ENV}") from None
+    try:
+        return getpass.getpass(prompt).encode()
+    except EOFError:
+        raise KeyFileError("no passphrase given") from None
 
 
 @dataclass(frozen=True)
@@ -124,19 +217,31 @@ class LoadedKey:
 def load_key(path: Path, passphrase: bytes | None = None) -> LoadedKey:
     """Loads a key file for signing, asking for the passphrase when it is encrypted."""
     try:
-        key_file = msgspec.json.decode(path.read_bytes(), type=KeyFile)
+        key_file = msgspec.json.decode(read_private(path), type=KeyFile)
     except (OSError, msgspec.DecodeError) as exc:
         raise KeyFileError(f"{path}: cannot read key file ({exc})") from None
     if key_file.encrypted and passphrase is None:
         passphrase = ask_passphrase(f"Passphrase for {key_file.principal_id} ({path}): ")
+    if key_file.sealed is not None and key_file.encrypted:
+        key = _unseal(key_file.sealed, passphrase or b"", key_file.keyid, path)
+    elif key_file.private_key_pem is not None and key_file.sealed is None:
+        key = _load_pem(key_file, passphrase, path)
+    else:
+        raise KeyFileError(f"{path}: expected either a sealed or a PEM private key, as `encrypted` says")
+    if base64.b64encode(public_raw(key)).decode() != key_file.public_key:
+        raise KeyFileError(f"{path}: the private key does not match the file's public_key")
+    return LoadedKey(
+        key_file.principal_id, key_file.printed_name, key_file.kind, Signer(keyid=key_file.keyid, key=key)
+    )
+
+
+def _load_pem(key_file: KeyFile, passphrase: bytes | None, path: Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(
-            key_file.private_key_pem.encode(), password=passphrase if key_file.encrypted else None
+            str(key_file.private_key_pem).encode(), password=passphrase if key_file.encrypted else None
         )
     except (ValueError, TypeError) as exc:
         raise KeyFileError(f"{path}: cannot decrypt the private key ({exc}); check the passphrase") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: not an Ed25519 key")
-    return LoadedKey(
-        key_file.principal_id, key_file.printed_name, key_file.kind, Signer(keyid=key_file.keyid, key=key)
-    )
+    return key

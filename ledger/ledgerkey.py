@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.checkpoint import NoteError, NoteSigner, NoteVerifier
 from ledger.config import data_dir
+from ledger.files import read_private, write_private
 
 DEFAULT_ORIGIN = "coi-ledger.local/log"
 
@@ -33,10 +34,7 @@ def verifier_dir() -> Path:
 
 
 def _write_private(path: Path, signer: NoteSigner) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(signer.encode() + "\n")
+    write_private(path, (signer.encode() + "\n").encode())
     folder = verifier_dir()
     folder.mkdir(parents=True, exist_ok=True)
     verifier = signer.verifier
@@ -48,7 +46,7 @@ def signer(create: bool = True) -> NoteSigner:
     path = key_path()
     if path.exists():
         try:
-            return NoteSigner.decode(path.read_text())
+            return NoteSigner.decode(read_private(path).decode())
         except (NoteError, ValueError) as exc:
             raise NoteError(f"{path}: {exc}") from None
     if not create:
@@ -70,7 +68,11 @@ def trusted(extra: list[Path] | None = None) -> list[NoteVerifier]:
     files = sorted(verifier_dir().glob("*.vkey")) if verifier_dir().exists() else []
     verifiers = []
     for path in [*files, *(extra or [])]:
-        for line in path.read_text().splitlines():
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise NoteError(f"cannot read the verifier key file {path}: {exc.strerror}") from None
+        for line in text.splitlines():
             if line.strip():
                 verifiers.append(NoteVerifier.decode(line))
     return verifiers

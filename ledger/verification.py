@@ -30,6 +30,7 @@ from ledger import checkpoint as notes
 from ledger import events as ev
 from ledger import merkle
 from ledger.dsse import PAYLOAD_TYPE, Opened, open_envelope, pae
+from ledger.files import write_private
 from ledger.keys import keyid_for
 from ledger.logstore import LogStore, StoredCheckpoint
 from ledger.records import FIRST_PREV, Record, canonical, row_record
@@ -139,8 +140,7 @@ class LedgerVerifier:
             failure = self._check_coverage(run, checkpoints)
         report.failure = failure
         if failure is None and run is not None and run.snapshot is not None and state_file is not None:
-            state_file.parent.mkdir(parents=True, exist_ok=True)
-            state_file.write_bytes(msgspec.json.encode(run.snapshot))
+            write_private(state_file, msgspec.json.encode(run.snapshot))
 
     def _first_sequence(self, leaf_index: int) -> int | None:
         return self.store.sequence(leaf_index)

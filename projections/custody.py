@@ -26,6 +26,10 @@ Record = tuple[int, datetime | str, str]
 _STATUS_KEPT_ON_TRANSFER = frozenset({"in_transit", "consumed", "infused"})
 
 
+class ProjectionError(Exception):
+    """A stored record the read models cannot hold; the message names it and says why."""
+
+
 class CurrentCustody(msgspec.Struct, frozen=True, kw_only=True):
     """Where one unit is now. Unit ids are unique within a COI, so (coi, unit_id) is the key."""
 
@@ -88,7 +92,13 @@ def project(record: Record, custody: CustodyReader) -> Changes:
     body = body_of(envelope)
     if not isinstance(body, ev.Journey):
         return Changes([], [])
-    moved = _moved(body, custody, _Now(sequence, _utc(body.occurred_at)))
+    try:
+        occurred_at = _utc(body.occurred_at)
+    except OverflowError:  # a zone east of UTC in the first hours of year 1
+        raise ProjectionError(
+            f"sequence {sequence}: occurred_at {body.occurred_at.isoformat()} has no UTC form (before year 1)"
+        ) from None
+    moved = _moved(body, custody, _Now(sequence, occurred_at))
     transfer = body if isinstance(body, ev.CustodyTransferred) else None
     timeline = [
         TimelineRow(
@@ -99,7 +109,7 @@ def project(record: Record, custody: CustodyReader) -> Changes:
             event_type=str(body.__struct_config__.tag),
             custodian=state.custodian,
             site=body.site,
-            occurred_at=_utc(body.occurred_at),
+            occurred_at=occurred_at,
             recorded_at=_utc(recorded_at),
             actor=body.actor,
             from_custodian=transfer.from_custodian if transfer else None,

@@ -13,6 +13,7 @@ from aggregates.base import body_of
 from aggregates.therapy import Therapy, therapy_uuid
 from ledger import events as ev
 from ledger.application import LedgerApplication
+from projections.display import utc
 
 _HEADER = {"type", "event_id", "occurred_at", "site", "actor", "reason", "manifestations", "coi"}
 
@@ -54,7 +55,7 @@ def history(app: LedgerApplication, coi: str) -> list[HistoryRow]:
             # An absent optional field (e.g. a v0.1 field in a new record) says nothing.
             details=", ".join(f"{k}={v}" for k, v in fields.items() if k not in _HEADER and v is not None),
             signatures=[
-                f"{m.printed_name} ({m.principal}) {m.meaning} {m.signed_at:%Y-%m-%d %H:%M:%SZ}"
+                f"{m.printed_name} ({m.principal}) {m.meaning} {utc(m.signed_at)}"
                 for m in body.manifestations
             ],
             reason=body.reason,

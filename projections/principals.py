@@ -8,6 +8,7 @@ from aggregates.base import body_of
 from aggregates.principal import Principal, principal_uuid
 from ledger import events as ev
 from ledger.application import LedgerApplication
+from projections.display import MINUTE, utc
 
 
 class PrincipalView(msgspec.Struct):
@@ -28,9 +29,9 @@ def principals(app: LedgerApplication) -> list[PrincipalView]:
         p = app.repository.get(principal_uuid(body.principal_id))
         assert isinstance(p, Principal)
         keys = [
-            f"{keyid} from {k.valid_from:%Y-%m-%d %H:%M}Z"
-            + (f" until {k.valid_until:%Y-%m-%d %H:%M}Z" if k.valid_until else "")
-            + (f" REVOKED {k.revoked_at:%Y-%m-%d %H:%M}Z" if k.revoked_at else "")
+            f"{keyid} from {utc(k.valid_from, MINUTE)}"
+            + (f" until {utc(k.valid_until, MINUTE)}" if k.valid_until else "")
+            + (f" REVOKED {utc(k.revoked_at, MINUTE)}" if k.revoked_at else "")
             for keyid, k in p.keys.items()
         ]
         views.append(PrincipalView(p.principal_id, p.kind, p.printed_name, sorted(p.roles), keys))

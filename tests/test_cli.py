@@ -9,11 +9,16 @@ import sqlite3
 import stat
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from ledger import merkle
+from consumers.site_publisher import _identify
+from ledger import cli, merkle
+from ledger.application import LedgerApplication
+from ledger.journeys import Cast, Journey
+from tests.support import advance
 
 _SCRIPT = Path(sys.executable).parent / "coi"
 COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli"]
@@ -59,7 +64,7 @@ def test_init_writes_an_encrypted_private_key_only_its_owner_can_read(ledger: Pa
     key = ledger / "coi-data" / "keys" / "admin.jane.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     data = json.loads(key.read_text())
-    assert data["encrypted"] is True and "ENCRYPTED PRIVATE KEY" in data["private_key_pem"]
+    assert data["encrypted"] is True and data["sealed"]["kdf"] == "scrypt"
     again = coi(ledger, "init", "--admin", "admin.other", "--name", "Other")
     assert again.returncode == 2 and "already initialised" in again.stderr
 
@@ -200,3 +205,123 @@ def test_checkpoint_prove_and_verify_from_the_command_line(tmp_path: Path) -> No
         )
     bad = coi(tmp_path, "verify")
     assert bad.returncode == 1 and bad.stdout.startswith("FAILED at sequence 12"), bad.stdout
+
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        ("missing file", "cannot read"),
+        ("deep JSON", "nested too deeply"),
+        ("no terminal", "COI_KEY_PASSPHRASE"),
+    ],
+)
+def test_sign_says_what_is_wrong_and_exits_2(ledger: Path, case: str, expected: str) -> None:
+    key = str(ledger / "coi-data" / "keys" / "nurse.kim.key")
+    (ledger / "deep.json").write_text(DEEP)
+    body = {"missing file": "nothing-here.json", "deep JSON": "deep.json"}.get(case, str(_enrolment(ledger)))
+    env = {**os.environ, "COI_DATA_DIR": str(ledger / "coi-data")}
+    if case == "no terminal":
+        env.pop("COI_KEY_PASSPHRASE", None)  # ... and no terminal to ask on: start_new_session
+    else:
+        env["COI_KEY_PASSPHRASE"] = "correct horse"
+    done = subprocess.run(
+        [*COI, "sign", "--key", key, body], capture_output=True, text=True, env=env, cwd=ledger,
+        stdin=subprocess.DEVNULL, start_new_session=True, timeout=120,
+    )  # fmt: skip
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2 and expected in done.stderr, done.stderr
+    assert done.stdout == ""
+
+
+def test_verify_with_a_missing_trusted_key_file_says_so(tmp_path: Path) -> None:
+    done = coi(tmp_path, "verify", "--trusted-key", "MISSING")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2 and "MISSING" in done.stderr and "cannot read" in done.stderr
+
+
+def test_a_time_outside_the_utc_calendar_is_a_usage_error(ledger: Path) -> None:
+    done = coi(
+        ledger, "principals", "revoke", "--admin-key", str(ledger / "coi-data" / "keys" / "admin.jane.key"),
+        "--id", "nurse.kim", "--reason", "left", "--site", "US-BDW",
+        "--effective-at", "0001-01-01T00:00:00+01:00",
+    )  # fmt: skip
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2 and "--effective-at" in done.stderr and "UTC" in done.stderr
+
+
+def test_history_escapes_what_others_wrote_and_shows_utc(ledger: Path) -> None:
+    body = json.loads(_enrolment(ledger).read_text())
+    # A forged signature line in free text, and a time written in Tokyo's zone.
+    body["product"] = "CAR-T\n      signed: Quinn QA SSF (qa.ssf) approved 2026-01-01 00:00:00Z"
+    tokyo = (
+        (datetime.now(UTC) + timedelta(seconds=1))
+        .replace(microsecond=0)
+        .astimezone(timezone(timedelta(hours=9)))
+    )
+    body["occurred_at"] = tokyo.isoformat()
+    (ledger / "body.json").write_text(json.dumps(body))
+    key = str(ledger / "coi-data" / "keys" / "nurse.kim.key")
+    signed = coi(ledger, "sign", "--key", key, str(ledger / "body.json"))
+    assert coi(ledger, "submit", "-", stdin=signed.stdout).returncode == 0
+    shown = coi(ledger, "history", body["coi"])
+    assert shown.returncode == 0, shown.stderr
+    signed_lines = [line for line in shown.stdout.splitlines() if "signed:" in line.split("=")[0]]
+    assert len(signed_lines) == 1 and "Kim Nurse (nurse.kim)" in signed_lines[0], shown.stdout
+    assert "CAR-T\\n      signed: Quinn QA" in shown.stdout
+    assert f"{tokyo.astimezone(UTC):%Y-%m-%d %H:%M}Z" in shown.stdout, shown.stdout
+
+
+def test_terminal_text_escapes_controls_and_bidi_overrides() -> None:
+    assert cli.printable("a\nb\x1b[2Kc\x9bd\u202ee\tf\u2028") == "a\\nb\\x1b[2Kc\\x9bd\\u202ee\\tf\\u2028"
+    assert cli.printable("Zoë Ngũgĩ, 山田") == "Zoë Ngũgĩ, 山田"
+
+
+def test_publish_keys_deeply_nested_bytes_by_their_digest() -> None:
+    # `coi publish` reads each line leniently to key it; the ledger then refuses it with a reason.
+    deep = ('{"payload": ' + DEEP + "}").encode()
+    event_id, key, digest = _identify(deep)
+    assert (event_id, key) == (f"sha256:{digest}", "unreadable")
+
+
+def test_rebuild_names_a_record_whose_time_has_no_utc_form(tmp_path: Path) -> None:
+    # Collected in the first hour of year 1 at +23:00, i.e. before year 1 in UTC.
+    app = LedgerApplication(f"sqlite:///{tmp_path / 'coi-data' / 'ledger.sqlite'}")
+    cast = Cast()
+    start = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=23)))
+    assert all(o.status == "accepted" for o in app.submit_many(cast.registrations(start)))
+    advance(app, Journey(cast, 0, start), before="label_applied")
+    done = coi(tmp_path, "projections", "rebuild")
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2 and "has no UTC form" in done.stderr and "sequence" in done.stderr
+
+
+def test_principals_list_shows_key_validity_in_utc(ledger: Path) -> None:
+    keys = ledger / "coi-data" / "keys"
+    made = coi(
+        ledger,
+        "keys",
+        "new",
+        "--principal",
+        "cellq.x",
+        "--name",
+        "Cell Q",
+        "--kind",
+        "device",
+        "--no-passphrase",
+    )
+    assert made.returncode == 0, made.stderr
+    tokyo = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
+    body = {
+        "type": "principal_registered", "site": "US-BDW", "actor": "admin.jane", "principal_id": "cellq.x",
+        "kind": "device", "printed_name": "Cell Q", "roles": ["qc"],
+        "public_key": json.loads((keys / "cellq.x.key.pub").read_text())["public_key"],
+        "valid_from": tokyo.astimezone(timezone(timedelta(hours=9))).isoformat(),
+    }  # fmt: skip
+    (ledger / "reg.json").write_text(json.dumps(body))
+    signed = coi(ledger, "sign", "--key", str(keys / "admin.jane.key"), str(ledger / "reg.json"))
+    assert coi(ledger, "submit", "-", stdin=signed.stdout).returncode == 0
+    listed = coi(ledger, "principals", "list").stdout
+    assert f"from {tokyo:%Y-%m-%d %H:%M}Z" in listed.split("cellq.x ", 1)[1], listed

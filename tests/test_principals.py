@@ -13,8 +13,6 @@ from ledger.cast import Member, envelope, registration
 from ledger.journeys import Cast
 from tests.support import advance, new_journey
 
-NOW = datetime.now(UTC)
-
 
 def _label(member: Member, coi: str, din: str, at: datetime) -> bytes:
     return envelope(ev.LabelPrinted, member, at, coi=coi, label_id=f"L-{uuid.uuid4()}", din=din)
@@ -143,7 +141,13 @@ def test_a_person_signature_without_its_manifestation_is_refused(
 ) -> None:
     coi, din = _enrol(registered, cast)
     raw = envelope(
-        ev.LabelPrinted, cast["nurse.bdw"], NOW, coi=coi, label_id="L-m", din=din, manifestations=[]
+        ev.LabelPrinted,
+        cast["nurse.bdw"],
+        datetime.now(UTC),
+        coi=coi,
+        label_id="L-m",
+        din=din,
+        manifestations=[],
     )
     assert registered.submit(raw).code == "missing_manifestation"
 
@@ -151,7 +155,7 @@ def test_a_person_signature_without_its_manifestation_is_refused(
 def test_a_two_person_step_needs_both_signatures(registered: LedgerApplication, cast: Cast) -> None:
     coi, _ = _enrol(registered, cast)
     raw = envelope(
-        ev.CustodyTransferred, cast["nurse.bdw"], NOW, coi=coi, unit_ids=["BAG-x"],
+        ev.CustodyTransferred, cast["nurse.bdw"], datetime.now(UTC), coi=coi, unit_ids=["BAG-x"],
         from_custodian="nurse.bdw", to_custodian="courier.wc", location="dock", condition="intact",
     )  # fmt: skip
     outcome = registered.submit(raw)

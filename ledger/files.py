@@ -1,0 +1,47 @@
+"""Files only their owner may read: private keys, the ledger's databases, verifier state.
+
+Modes are set when a file is created (0600), whatever the umask, and a private key that
+others can read is refused with the command that fixes it, as ssh does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from pathlib import Path
+
+PRIVATE = 0o600
+
+
+class ExposedFileError(Exception):
+    """A private file others can read or write; the message says how to fix it."""
+
+
+def create_private(path: Path) -> None:
+    """An empty file at `path`, 0600, unless one is there (SQLite then opens it, and gives
+    its journal and WAL files the database file's mode)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE))
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Writes `path` with mode 0600, also when it existed with a wider mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
+    with os.fdopen(fd, "wb") as out:
+        os.fchmod(fd, PRIVATE)
+        out.write(data)
+
+
+def read_private(path: Path) -> bytes:
+    """The bytes of a private key file, refused when group or others have any access to it."""
+    with path.open("rb") as f:
+        mode = stat.S_IMODE(os.fstat(f.fileno()).st_mode)
+        if mode & 0o077:
+            raise ExposedFileError(
+                f"{path} is a private key that others can access (mode {mode:04o}); "
+                f"make it its owner's alone: chmod 600 {path}"
+            )
+        return f.read()

@@ -1,0 +1,169 @@
+"""Key protection: how key files are encrypted, which passphrases are taken, who may read
+the files the ledger creates, and that no message shows a secret."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from consumers.broker import bootstrap_servers
+from consumers.site_publisher import SitePublisher
+from consumers.topics import Topics
+from ledger.keys import KeyFileError, key_file_for, load_key, write_key_file
+from tests.test_cli import COI, coi
+
+OLD_KEYS = Path(__file__).parent / "fixtures" / "ledger-v0.1" / "demo-keys"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_new_key_files_seal_the_seed_with_scrypt(tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    path = tmp_path / "qa.key"
+    write_key_file(path, key_file_for(key, "qa.x", "Quinn", "person", b"correct horse battery"))
+    data = json.loads(path.read_text())
+    assert data["version"] == 2 and "private_key_pem" not in data
+    sealed = data["sealed"]
+    assert sealed["kdf"] == "scrypt" and sealed["n"] >= 2**15 and sealed["aead"] == "chacha20-poly1305"
+    loaded = load_key(path, b"correct horse battery")
+    assert loaded.signer.keyid == data["keyid"]
+    with pytest.raises(KeyFileError, match="check the passphrase"):
+        load_key(path, b"correct horse batterz")
+
+
+def test_key_files_written_before_scrypt_still_load(tmp_path: Path) -> None:
+    old = tmp_path / "nurse.bdw.key"
+    shutil.copy(OLD_KEYS / "nurse.bdw.key", old)
+    old.chmod(0o600)
+    assert load_key(old, b"demo-passphrase").signer.keyid == json.loads(old.read_text())["keyid"]
+
+
+def test_a_key_file_that_asks_for_absurd_scrypt_work_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "qa.key"
+    write_key_file(
+        path, key_file_for(Ed25519PrivateKey.generate(), "qa.x", "Q", "person", b"correct horse b")
+    )
+    data = json.loads(path.read_text())
+    data["sealed"]["n"] = 2**40
+    path.write_text(json.dumps(data))
+    with pytest.raises(KeyFileError, match=r"sealed\.n"):
+        load_key(path, b"correct horse b")
+
+
+@pytest.mark.parametrize("weak", ["aaaaaaaa", "short pass", "abababababab", "nurse.kim-2026!"])
+def test_weak_passphrases_are_refused(tmp_path: Path, weak: str) -> None:
+    done = coi(tmp_path, "keys", "new", "--principal", "nurse.kim", "--name", "Kim", passphrase=weak)
+    assert done.returncode == 2 and "passphrase" in done.stderr, done.stderr
+    assert not (tmp_path / "coi-data" / "keys" / "nurse.kim.key").exists()
+
+
+def test_the_demo_passphrase_meets_the_policy(tmp_path: Path) -> None:
+    done = coi(
+        tmp_path, "keys", "new", "--principal", "nurse.kim", "--name", "Kim", passphrase="demo-passphrase"
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_private_key_readable_by_others_is_refused_with_the_fix(tmp_path: Path) -> None:
+    assert coi(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin").returncode == 0
+    key = tmp_path / "coi-data" / "keys" / "admin.jane.key"
+    key.chmod(0o644)
+    body = tmp_path / "body.json"
+    body.write_text("{}")
+    done = coi(tmp_path, "sign", "--key", str(key), str(body))
+    assert done.returncode == 2 and f"chmod 600 {key}" in done.stderr, done.stderr
+    assert coi(tmp_path, "checkpoint", "--sign").returncode == 0
+    ledger_key = tmp_path / "coi-data" / "ledger-key"
+    ledger_key.chmod(0o640)
+    done = coi(tmp_path, "checkpoint", "--sign")
+    assert done.returncode == 2 and f"chmod 600 {ledger_key}" in done.stderr, done.stderr
+
+
+@pytest.fixture
+def usual_umask() -> Iterator[None]:
+    """The usual default umask, which leaves new files readable by all: what coi writes must
+    not depend on it."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_files_the_ledger_creates_are_its_owners_alone(tmp_path: Path) -> None:
+    assert coi(tmp_path, "demo", "--patients", "1").returncode == 0
+    assert coi(tmp_path, "projections", "rebuild").returncode == 0
+    assert coi(tmp_path, "verify", "--incremental").returncode == 0
+    data = tmp_path / "coi-data"
+    private = [
+        data / "ledger.sqlite", data / "projections.sqlite", data / "ledger-key",
+        data / "verify-state.json", *(data / "demo-keys").glob("*.key"),
+    ]  # fmt: skip
+    assert {p.name: oct(_mode(p)) for p in private} == {p.name: "0o600" for p in private}
+
+
+@pytest.fixture
+def outsider() -> Iterator[str]:
+    """An unprivileged user, to test access itself (root reads any file whatever its mode)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run a command as another user; the mode-bit tests cover this run")
+    name = "coi-outsider"
+    if subprocess.run(["id", name], capture_output=True).returncode != 0:
+        if shutil.which("useradd") is None:
+            pytest.skip("no useradd on this machine to make an unprivileged user")
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", name], check=True)
+    yield name
+
+
+def test_another_user_cannot_read_the_ledger_or_its_keys(outsider: str) -> None:
+    # A folder the outsider may enter, so only the files' own modes stand in the way.
+    folder = Path(tempfile.mkdtemp(prefix="coi-access-"))
+    try:
+        folder.chmod(0o755)
+        assert coi(folder, "init", "--admin", "admin.jane", "--name", "Jane Admin").returncode == 0
+        assert coi(folder, "checkpoint", "--sign").returncode == 0
+        data = folder / "coi-data"
+        for path in data.rglob("*"):
+            if path.is_dir():
+                path.chmod(path.stat().st_mode | 0o055)  # let the outsider reach every file
+        for secret in (data / "ledger.sqlite", data / "ledger-key", data / "keys" / "admin.jane.key"):
+            read = subprocess.run(
+                ["su", outsider, "-c", f"cat {secret} > /dev/null"], capture_output=True, text=True
+            )
+            assert read.returncode != 0 and "Permission denied" in read.stderr, (secret, read.stderr)
+        public = data / "keys" / "admin.jane.key.pub"
+        assert subprocess.run(["su", outsider, "-c", f"cat {public}"], capture_output=True).returncode == 0
+    finally:
+        shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://coi:s3cr3t-Pw@/ledger",
+        "ftp://coi:s3cr3t-Pw@db.example/ledger",
+    ],
+)
+def test_configuration_errors_never_show_the_database_password(tmp_path: Path, url: str) -> None:
+    env = {**os.environ, "COI_DATABASE_URL": url, "COI_DATA_DIR": str(tmp_path / "coi-data")}
+    done = subprocess.run([*COI, "history", "X"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert done.returncode == 2 and "COI_DATABASE_URL" in done.stderr, done.stderr
+    assert "s3cr3t" not in done.stderr and "coi:***@" in done.stderr, done.stderr
+
+
+@pytest.mark.usefixtures("usual_umask")
+def test_the_site_outbox_is_its_owners_alone(tmp_path: Path) -> None:
+    outbox = tmp_path / "site" / "site-outbox.sqlite"
+    with bootstrap_servers() as address:
+        SitePublisher(address, Topics.from_env(), outbox).close()
+    assert _mode(outbox) == 0o600
