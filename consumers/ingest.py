@@ -37,7 +37,6 @@ class BrokerResetError(KafkaError):
     """The broker forgot this group's offsets; the service is recreated and reads again."""
 
 
-MAX_ENVELOPE_BYTES = 256 * 1024
 # An oversize input is rejected with this much of it (and its digest): the whole of it is
 # still on coi.site-events, and the rejection must fit in a Kafka message of its own.
 KEEP_OF_OVERSIZE = 64 * 1024
@@ -51,13 +50,11 @@ class Ingest:
         topics: Topics,
         group: str | None = None,
         max_records: int = 2000,
-        max_bytes: int = MAX_ENVELOPE_BYTES,
     ) -> None:
         self.app = app
         app.start_workers()  # before the Kafka clients start their threads
         self.topics = topics
         self.max_records = max_records
-        self.max_bytes = max_bytes
         # One group per environment: the topic prefix names it too.
         group = group or f"{topics.prefix}coi-ingest"
         try:
@@ -107,13 +104,14 @@ class Ingest:
             last.offset,
             hashlib.sha256(last.value or b"").digest(),
         )
-        sized = [m for m in messages if m.value is not None and len(m.value) <= self.max_bytes]
+        # The application refuses an oversize envelope (MAX_ENVELOPE_BYTES) before reading it.
+        valued = [m for m in messages if m.value is not None]
         outcomes = dict(
-            zip((id(m) for m in sized), self.app.submit_many(m.value for m in sized), strict=True)
+            zip((id(m) for m in valued), self.app.submit_many(m.value for m in valued), strict=True)
         )
         now = datetime.now(UTC).isoformat()
         for message in messages:
-            outcome = outcomes.get(id(message)) or _oversize(message, self.max_bytes)
+            outcome = outcomes.get(id(message)) or _NO_VALUE
             if outcome.status == "rejected":
                 self.rejected += 1
                 self.producer.send(
@@ -158,14 +156,7 @@ class Ingest:
                 log.warning("ingest: closing: %s", exc)
 
 
-def _oversize(message: ConsumerRecord, limit: int) -> Outcome:
-    if message.value is None:
-        return Outcome("rejected", code="malformed_envelope", message="the message has no value")
-    return Outcome(
-        "rejected",
-        code="oversize",
-        message=f"the message has {len(message.value)} bytes; envelopes are limited to {limit} bytes",
-    )
+_NO_VALUE = Outcome("rejected", code="malformed_envelope", message="the message has no value")
 
 
 def _rejection(message: ConsumerRecord, outcome: Outcome, now: str) -> bytes:
