@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -25,6 +26,12 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "fetch_max_wait_ms": 50,
 }
 
+
+# The largest message value the broker takes (Kafka's message.max.bytes is about 1 MB by
+# default); the producers refuse larger ones themselves instead of retrying them.
+MAX_MESSAGE_BYTES = int(os.environ.get("COI_KAFKA_MAX_MESSAGE_BYTES", "1000000"))
+# Room for a message's key and record headers within one request.
+_RECORD_OVERHEAD = 512
 
 # How long closing a client may take: a service leaving because the broker is gone must not
 # hang on it.
@@ -60,7 +67,7 @@ def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
         "linger_ms": 5,
         "retries": 5,
         "enable_idempotence": False,
-        "max_request_size": 4 << 20,
+        "max_request_size": MAX_MESSAGE_BYTES + _RECORD_OVERHEAD,
         # Batches of up to 1 MiB per partition: with the default 16 KiB, 1.5 KB records
         # fill a batch every ten sends and each wakes the sender thread and makes a request
         # (measured: 62 -> 27 µs of CPU per record; flush() still sends at once).

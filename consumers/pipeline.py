@@ -65,7 +65,7 @@ def factory(name: str, bootstrap: str) -> Callable[[], Service]:
             return Ingest(LedgerApplication(batch_size=INGEST_BATCH), bootstrap, topics)
         if name == "relay":
             return Relay(LedgerApplication(), bootstrap, topics)
-        return Projector(ProjectionStore(projections_url()), bootstrap, topics)
+        return Projector(ProjectionStore(projections_url()), LedgerApplication(), bootstrap, topics)
 
     return make
 

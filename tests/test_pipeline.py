@@ -141,6 +141,25 @@ def test_publish_ingest_relay_project_end_to_end(stack: Stack, cast: Cast) -> No
         assert base64.b64encode(signed.root).decode() == head.root_hash
 
 
+def test_a_record_over_the_brokers_message_limit_goes_by_reference_and_wedges_nothing(
+    stack: Stack, cast: Cast
+) -> None:
+    """The issue's 5.4 MB record made the relay retry MessageSizeTooLargeError for ever. Here
+    the relay's broker limit is small instead, so most records are over it: each goes on
+    coi.ledger by reference, and the projector reads it from the store."""
+    stack.start("ingest")
+    stack.start("relay", COI_KAFKA_MAX_MESSAGE_BYTES="1000")
+    stack.start("projector")
+    site = publisher(stack)
+    register(stack, site, cast)
+    steps = journeys(cast, 2)
+    entries = site.wait(site.publish_many(s.envelope for s in steps), 90)
+    assert all(e.status == "accepted" for e in entries), f"{entries}\n{stack.logs()}"
+    assert "by reference" in (stack.root / "relay.log").read_text()
+    projections = ProjectionStore(stack.projections_url)
+    wait_until(lambda: _caught_up(stack, projections), 60, "the projector", stack)
+
+
 def _caught_up(stack: Stack, projections: ProjectionStore) -> bool:
     rebuilt = ProjectionStore(f"sqlite:///{stack.root / f'probe-{uuid.uuid4().hex[:6]}.sqlite'}")
     rebuild(LedgerApplication(stack.ledger_url), rebuilt)
