@@ -19,7 +19,6 @@ import time
 from datetime import UTC, datetime
 
 import msgspec
-from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 
@@ -71,7 +70,7 @@ class Ingest:
             raise
         self.accepted = self.rejected = self.duplicates = 0
         self.bootstrap = bootstrap
-        self.last_seen: tuple[TopicPartition, int, bytes] | None = None
+        self.last_seen: kafka.Seen | None = None
         self.assigned: list[int] = []
         self.checked_at = time.monotonic()
 
@@ -98,12 +97,7 @@ class Ingest:
         messages = [m for batch in polled.values() for m in batch]
         if not messages:
             return 0
-        last = messages[-1]
-        self.last_seen = (
-            TopicPartition(last.topic, last.partition),
-            last.offset,
-            hashlib.sha256(last.value or b"").digest(),
-        )
+        self.last_seen = kafka.seen(messages[-1])
         # The application refuses an oversize envelope (MAX_ENVELOPE_BYTES) before reading it.
         valued = [m for m in messages if m.value is not None]
         outcomes = dict(
@@ -138,8 +132,8 @@ class Ingest:
         self.checked_at = time.monotonic()
         if self.last_seen is None:
             return
-        tp, offset, digest = self.last_seen
-        if not kafka.still_there(self.bootstrap, tp, offset, lambda v: hashlib.sha256(v).digest() == digest):
+        if kafka.lost(self.bootstrap, self.last_seen):
+            tp, offset, _ = self.last_seen
             raise BrokerResetError(f"the message at {tp} offset {offset} is gone: the broker lost its log")
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from functools import lru_cache
@@ -9,6 +10,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.cluster import ClusterMetadata
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 # Tansu (and small clusters) answer a first group join slowly with the default 5 minute
@@ -96,3 +98,22 @@ def still_there(bootstrap: str, tp: TopicPartition, offset: int, same: Callable[
     finally:
         probe.close(timeout_ms=2000)
     return bool(found) and found[0].offset == offset and found[0].value is not None and same(found[0].value)
+
+
+# Where a message was read and the digest of its value: enough to ask later whether the
+# broker still has it.
+Seen = tuple[TopicPartition, int, bytes]
+
+
+def seen(message: ConsumerRecord) -> Seen:
+    return TopicPartition(message.topic, message.partition), message.offset, _digest(message.value or b"")
+
+
+def lost(bootstrap: str, where: Seen) -> bool:
+    """Whether the message read at `where` is gone: the broker lost its log."""
+    tp, offset, digest = where
+    return not still_there(bootstrap, tp, offset, lambda v: _digest(v) == digest)
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()

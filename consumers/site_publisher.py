@@ -96,7 +96,7 @@ class SitePublisher:
         self.producer = kafka.producer(bootstrap)
         self.acks = KafkaConsumer(bootstrap_servers=bootstrap, **kafka.CONSUMER_DEFAULTS)
         self.assigned: set[str] = set()
-        self.last_seen: tuple[TopicPartition, int, bytes] | None = None  # to notice a broker reset
+        self.last_seen: kafka.Seen | None = None  # to notice a broker reset
 
     def publish(self, envelope: bytes) -> str:
         """Put one envelope in the outbox and send it; returns its event id (or digest id)."""
@@ -184,8 +184,7 @@ class SitePublisher:
         every receipt again at each resend kept a backlog from ever being acknowledged."""
         if self.last_seen is None:
             return
-        tp, offset, digest = self.last_seen
-        if not kafka.still_there(self.bootstrap, tp, offset, lambda v: hashlib.sha256(v).digest() == digest):
+        if kafka.lost(self.bootstrap, self.last_seen):
             self.last_seen = None
             self.acks.seek_to_beginning()
 
@@ -197,12 +196,7 @@ class SitePublisher:
         messages = [m for batch in polled.values() for m in batch]
         if not messages:
             return 0
-        last = messages[-1]
-        self.last_seen = (
-            TopicPartition(last.topic, last.partition),
-            last.offset,
-            hashlib.sha256(last.value).digest(),
-        )
+        self.last_seen = kafka.seen(messages[-1])
         with self._transaction():
             receipts = [
                 msgspec.json.decode(m.value, type=LedgerRecord)
