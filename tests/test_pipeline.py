@@ -419,3 +419,18 @@ def test_coi_up_runs_the_demo_and_publish_through_kafka_and_ctrl_c_stops_everyth
     assert not (tmp_path / "coi-data" / "pipeline.json").exists()
     with sqlite3.connect(tmp_path / "coi-data" / "ledger.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0] > 60  # 2 journeys
+
+
+def test_coi_up_backs_off_a_crashing_service_and_gives_up_loudly(tmp_path: Path, bootstrap: str) -> None:
+    """A service that crashes at once (here: a projection store URL it cannot use) is
+    restarted after a growing pause, and after repeated crashes `coi up` stops everything
+    and says why, instead of restarting it at once, for ever."""
+    env = {**os.environ, "COI_DATA_DIR": str(tmp_path / "coi-data"), "COI_TOPIC_PREFIX": "crash.",
+           "COI_KAFKA_BOOTSTRAP": bootstrap, "COI_PROJECTIONS_URL": "mysql://nowhere/x"}  # fmt: skip
+    env.pop("COI_DATABASE_URL", None)
+    up = subprocess.run([sys.executable, "-m", "ledger.cli", "up", "--ingests", "1"], env=env, cwd=tmp_path,
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert up.returncode == 1, up.stderr[-3000:]
+    assert "projector exited with 2; restarting it in 1 s" in up.stderr
+    assert "projector exited with 2; restarting it in 4 s" in up.stderr
+    assert "coi up: projector crashed 5 times in a row; giving up" in up.stderr
