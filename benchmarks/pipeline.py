@@ -71,6 +71,18 @@ def note(message: str) -> None:
 Work = list[tuple[bytes, bytes, str]]  # (key, envelope, event_id)
 
 
+def register_cast(root: Path, cast: Cast, registered_at: datetime) -> None:
+    """A fresh SQLite ledger under root/coi-data with the cast registered. The ledger's clock
+    is injected: it receives the cast when the cast says it registered (weeks back), so no
+    key claims validity from before its receipt."""
+    os.environ["COI_DATA_DIR"] = str(root / "coi-data")
+    app = LedgerApplication(f"sqlite:///{root / 'coi-data' / 'ledger.sqlite'}")
+    outcomes = list(app.submit_many(cast.registrations(registered_at), now=registered_at))
+    app.close()
+    if any(o.status != "accepted" for o in outcomes):
+        raise SystemExit(f"benchmark failed: registering the cast: {outcomes}")
+
+
 def build_workload(cast: Cast, events: int, start: datetime) -> Work:
     """Accepted steps of interleaved happy journeys (33 per patient), cut to `events`."""
     patients = -(-events // 33)
@@ -328,13 +340,7 @@ def run(events: int, steady_rate: float, steady_events: int, ingests: int) -> Fi
         note(f"building 2 x {events:,} + {steady_events:,} signed events (not timed) ...")
         work = build_workload(cast, 2 * events + steady_events, start)
         backlog, bulk, steady = work[:events], work[events : 2 * events], work[2 * events :]
-        os.environ["COI_DATA_DIR"] = str(root / "coi-data")
-        app = LedgerApplication(f"sqlite:///{root / 'coi-data' / 'ledger.sqlite'}")
-        # The ledger's clock, injected: it receives the cast when the cast says it registered.
-        registered_at = start - timedelta(days=10)
-        registrations = cast.registrations(registered_at)
-        assert all(o.status == "accepted" for o in app.submit_many(registrations, now=registered_at))
-        app.close()
+        register_cast(root, cast, start - timedelta(days=10))
         base = len(cast.members)
         services = Services(root, bootstrap, topics)
         ledger_db = root / "coi-data" / "ledger.sqlite"

@@ -19,7 +19,6 @@ import time
 from datetime import UTC, datetime
 
 import msgspec
-from kafka import TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 
@@ -37,7 +36,6 @@ class BrokerResetError(KafkaError):
     """The broker forgot this group's offsets; the service is recreated and reads again."""
 
 
-MAX_ENVELOPE_BYTES = 256 * 1024
 # An oversize input is rejected with this much of it (and its digest): the whole of it is
 # still on coi.site-events, and the rejection must fit in a Kafka message of its own.
 KEEP_OF_OVERSIZE = 64 * 1024
@@ -51,13 +49,11 @@ class Ingest:
         topics: Topics,
         group: str | None = None,
         max_records: int = 2000,
-        max_bytes: int = MAX_ENVELOPE_BYTES,
     ) -> None:
         self.app = app
         app.start_workers()  # before the Kafka clients start their threads
         self.topics = topics
         self.max_records = max_records
-        self.max_bytes = max_bytes
         # One group per environment: the topic prefix names it too.
         group = group or f"{topics.prefix}coi-ingest"
         try:
@@ -74,7 +70,7 @@ class Ingest:
             raise
         self.accepted = self.rejected = self.duplicates = 0
         self.bootstrap = bootstrap
-        self.last_seen: tuple[TopicPartition, int, bytes] | None = None
+        self.last_seen: kafka.Seen | None = None
         self.assigned: list[int] = []
         self.checked_at = time.monotonic()
 
@@ -101,19 +97,15 @@ class Ingest:
         messages = [m for batch in polled.values() for m in batch]
         if not messages:
             return 0
-        last = messages[-1]
-        self.last_seen = (
-            TopicPartition(last.topic, last.partition),
-            last.offset,
-            hashlib.sha256(last.value or b"").digest(),
-        )
-        sized = [m for m in messages if m.value is not None and len(m.value) <= self.max_bytes]
+        self.last_seen = kafka.seen(messages[-1])
+        # The application refuses an oversize envelope (MAX_ENVELOPE_BYTES) before reading it.
+        valued = [m for m in messages if m.value is not None]
         outcomes = dict(
-            zip((id(m) for m in sized), self.app.submit_many(m.value for m in sized), strict=True)
+            zip((id(m) for m in valued), self.app.submit_many(m.value for m in valued), strict=True)
         )
         now = datetime.now(UTC).isoformat()
         for message in messages:
-            outcome = outcomes.get(id(message)) or _oversize(message, self.max_bytes)
+            outcome = outcomes.get(id(message)) or _NO_VALUE
             if outcome.status == "rejected":
                 self.rejected += 1
                 self.producer.send(
@@ -140,8 +132,8 @@ class Ingest:
         self.checked_at = time.monotonic()
         if self.last_seen is None:
             return
-        tp, offset, digest = self.last_seen
-        if not kafka.still_there(self.bootstrap, tp, offset, lambda v: hashlib.sha256(v).digest() == digest):
+        if kafka.lost(self.bootstrap, self.last_seen):
+            tp, offset, _ = self.last_seen
             raise BrokerResetError(f"the message at {tp} offset {offset} is gone: the broker lost its log")
 
     def close(self) -> None:
@@ -158,14 +150,7 @@ class Ingest:
                 log.warning("ingest: closing: %s", exc)
 
 
-def _oversize(message: ConsumerRecord, limit: int) -> Outcome:
-    if message.value is None:
-        return Outcome("rejected", code="malformed_envelope", message="the message has no value")
-    return Outcome(
-        "rejected",
-        code="oversize",
-        message=f"the message has {len(message.value)} bytes; envelopes are limited to {limit} bytes",
-    )
+_NO_VALUE = Outcome("rejected", code="malformed_envelope", message="the message has no value")
 
 
 def _rejection(message: ConsumerRecord, outcome: Outcome, now: str) -> bytes:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.cluster import ClusterMetadata
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.partitioner.default import DefaultPartitioner, murmur2
 
 # Tansu (and small clusters) answer a first group join slowly with the default 5 minute
@@ -25,6 +28,12 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "fetch_max_wait_ms": 50,
 }
 
+
+# The largest message value the broker takes (Kafka's message.max.bytes is about 1 MB by
+# default); the producers refuse larger ones themselves instead of retrying them.
+MAX_MESSAGE_BYTES = int(os.environ.get("COI_KAFKA_MAX_MESSAGE_BYTES", "1000000"))
+# Room for a message's key and record headers within one request.
+_RECORD_OVERHEAD = 512
 
 # How long closing a client may take: a service leaving because the broker is gone must not
 # hang on it.
@@ -60,7 +69,7 @@ def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
         "linger_ms": 5,
         "retries": 5,
         "enable_idempotence": False,
-        "max_request_size": 4 << 20,
+        "max_request_size": MAX_MESSAGE_BYTES + _RECORD_OVERHEAD,
         # Batches of up to 1 MiB per partition: with the default 16 KiB, 1.5 KB records
         # fill a batch every ten sends and each wakes the sender thread and makes a request
         # (measured: 62 -> 27 µs of CPU per record; flush() still sends at once).
@@ -89,3 +98,22 @@ def still_there(bootstrap: str, tp: TopicPartition, offset: int, same: Callable[
     finally:
         probe.close(timeout_ms=2000)
     return bool(found) and found[0].offset == offset and found[0].value is not None and same(found[0].value)
+
+
+# Where a message was read and the digest of its value: enough to ask later whether the
+# broker still has it.
+Seen = tuple[TopicPartition, int, bytes]
+
+
+def seen(message: ConsumerRecord) -> Seen:
+    return TopicPartition(message.topic, message.partition), message.offset, _digest(message.value or b"")
+
+
+def lost(bootstrap: str, where: Seen) -> bool:
+    """Whether the message read at `where` is gone: the broker lost its log."""
+    tp, offset, digest = where
+    return not still_there(bootstrap, tp, offset, lambda v: _digest(v) == digest)
+
+
+def _digest(value: bytes) -> bytes:
+    return hashlib.sha256(value).digest()

@@ -10,8 +10,11 @@ import msgspec
 REGISTRY_KEY = "registry"
 
 
-class LedgerRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """An accepted record with its receipt, on coi.ledger (key: the COI, or REGISTRY_KEY)."""
+class LedgerRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """An accepted record with its receipt, on coi.ledger (key: the COI, or REGISTRY_KEY).
+
+    A record too large for the broker goes by reference: no `envelope`, but its
+    `envelope_sha256`; consumers read the envelope from the ledger by `sequence`."""
 
     sequence: int  # global sequence (the ledger's receipt)
     leaf_index: int  # its leaf in the Merkle log
@@ -20,10 +23,11 @@ class LedgerRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     version: int
     prev: str
     recorded_at: str
-    envelope: str  # the DSSE envelope exactly as received
+    envelope: str | None = None  # the DSSE envelope exactly as received
     event_id: str
     type: str
     coi: str | None = None
+    envelope_sha256: str | None = None  # hex, of the envelope's UTF-8 bytes: set when sent by reference
 
 
 class Rejection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

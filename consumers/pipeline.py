@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,13 @@ from ledger.config import data_dir
 from projections.store import ProjectionStore
 
 SERVICES = ("ingest", "relay", "projector")
+
+# A crashed service is restarted after 1, 2, 4, ... seconds (at most MAX_PAUSE_SECONDS);
+# after GIVE_UP_AFTER crashes in a row, each within STABLE_SECONDS of its start, `coi up`
+# stops: restarting at once, for ever, only filled the terminal with the same traceback.
+GIVE_UP_AFTER = 5
+STABLE_SECONDS = 60.0
+MAX_PAUSE_SECONDS = 30
 
 
 def runtime_file() -> Path:
@@ -65,7 +73,7 @@ def factory(name: str, bootstrap: str) -> Callable[[], Service]:
             return Ingest(LedgerApplication(batch_size=INGEST_BATCH), bootstrap, topics)
         if name == "relay":
             return Relay(LedgerApplication(), bootstrap, topics)
-        return Projector(ProjectionStore(projections_url()), bootstrap, topics)
+        return Projector(ProjectionStore(projections_url()), LedgerApplication(), bootstrap, topics)
 
     return make
 
@@ -90,8 +98,8 @@ def up(ingests: int = 2) -> int:
     stop = stop_on_signals()
     broker = None
     bootstrap = os.environ.get("COI_KAFKA_BOOTSTRAP")
+    data_dir().mkdir(parents=True, exist_ok=True)  # for pipeline.json, with a cluster too
     if not bootstrap:
-        data_dir().mkdir(parents=True, exist_ok=True)
         broker = TansuBroker(log=data_dir() / "broker.log").start()
         bootstrap = broker.bootstrap
         print(
@@ -106,7 +114,9 @@ def up(ingests: int = 2) -> int:
         return subprocess.Popen([sys.executable, "-m", "ledger.cli", "run", name], env=env)
 
     names = ["ingest"] * ingests + [s for s in SERVICES if s != "ingest"]
-    children = [start(name) for name in names]
+    children: list[subprocess.Popen[bytes] | None] = [start(name) for name in names]
+    started = [time.monotonic()] * len(names)
+    crashes = [0] * len(names)  # in a row: a run longer than STABLE_SECONDS starts the count again
     print(
         f"coi up: {ingests} ingest process(es) in one consumer group, relay and projector running "
         f"against {bootstrap}. In another terminal: coi demo, coi publish FILE, coi checkpoint. "
@@ -115,15 +125,34 @@ def up(ingests: int = 2) -> int:
     )
     try:
         while not stop.wait(1):
+            now = time.monotonic()
             for i, (name, child) in enumerate(zip(names, children, strict=True)):
-                if child.poll() is not None:
-                    print(f"coi up: {name} exited with {child.returncode}; restarting it", file=sys.stderr)
-                    children[i] = start(name)
+                if child is None:  # waiting out its pause
+                    if now >= started[i]:
+                        children[i], started[i] = start(name), now
+                    continue
+                if child.poll() is None:
+                    continue
+                crashes[i] = 1 if now - started[i] > STABLE_SECONDS else crashes[i] + 1
+                if crashes[i] >= GIVE_UP_AFTER:
+                    print(
+                        f"coi up: {name} crashed {crashes[i]} times in a row; giving up and stopping "
+                        f"everything (its last exit code: {child.returncode}; its log is above)",
+                        file=sys.stderr,
+                    )
+                    return 1
+                pause = min(2 ** (crashes[i] - 1), MAX_PAUSE_SECONDS)
+                print(
+                    f"coi up: {name} exited with {child.returncode}; restarting it in {pause} s",
+                    file=sys.stderr,
+                )
+                children[i], started[i] = None, now + pause
     finally:
-        for child in children:
+        running = [child for child in children if child is not None]
+        for child in running:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signal.SIGTERM)
-        for child in children:
+        for child in running:
             try:
                 child.wait(20)
             except subprocess.TimeoutExpired:

@@ -5,19 +5,25 @@ the projection database, written in the same transaction as the rows it derives 
 messages: a crash never skips or repeats an event. Records carry their global sequence, so
 a record seen twice (the relay republishing after a broker reset) changes nothing. After a
 broker that lost its log, `coi projections rebuild` re-derives the tables from the ledger.
+A record sent by reference (too large for the broker) is read from the ledger; a message
+that cannot be read at all is set aside with a log line, so it never stops the projector.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 
 import msgspec
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 
 from consumers import kafka
 from consumers.messages import LedgerRecord
 from consumers.topics import Topics
+from ledger.application import LedgerApplication
+from projections.custody import Record
 from projections.store import ProjectionStore
 
 log = logging.getLogger("coi.projector")
@@ -26,8 +32,16 @@ _decoder = msgspec.json.Decoder(LedgerRecord)
 
 
 class Projector:
-    def __init__(self, store: ProjectionStore, bootstrap: str, topics: Topics, name: str = "custody") -> None:
+    def __init__(
+        self,
+        store: ProjectionStore,
+        ledger: LedgerApplication,
+        bootstrap: str,
+        topics: Topics,
+        name: str = "custody",
+    ) -> None:
         self.store = store
+        self.ledger = ledger
         self.topics = topics
         self.name = name
         self.consumer: KafkaConsumer = kafka.consumer(bootstrap)
@@ -55,6 +69,7 @@ class Projector:
                     stop.wait(0.2)
         finally:  # also when leaving with an error: each retry makes a new consumer
             self.consumer.close(timeout_ms=int(kafka.CLOSE_SECONDS * 1000))
+            self.ledger.close()
 
     def step(self, timeout_ms: int = 500) -> int:
         self._assign()
@@ -63,10 +78,35 @@ class Projector:
         polled = self.consumer.poll(timeout_ms=timeout_ms, max_records=2000)
         records, positions = [], {}
         for tp, messages in polled.items():
-            for m in messages:
-                r = _decoder.decode(m.value)
-                records.append((r.sequence, r.recorded_at, r.envelope))
+            records += [r for r in map(self._record, messages) if r is not None]
             positions[tp.partition] = messages[-1].offset + 1
         if records:
             self.store.apply(records, positions, consumer=self.name, topic=self.topics.ledger)
         return len(records)
+
+    def _record(self, message: ConsumerRecord) -> Record | None:
+        """The record a message carries, or by reference from the ledger; None, logged, for
+        one that cannot be read."""
+        try:
+            r = _decoder.decode(message.value)
+        except (msgspec.MsgspecError, TypeError) as exc:
+            log.error(
+                "projector: %s:%d offset %d is not a ledger record (%s); set aside",
+                message.topic, message.partition, message.offset, exc,
+            )  # fmt: skip
+            return None
+        if r.envelope is not None:
+            return r.sequence, r.recorded_at, r.envelope
+        stored = next(self.ledger.records(r.sequence), None)
+        if stored is None or stored[0] != r.sequence or _sha256(stored[2]) != r.envelope_sha256:
+            log.error(
+                "projector: sequence %d came by reference, but the ledger holds no record of that "
+                "sequence and digest; set aside",
+                r.sequence,
+            )
+            return None
+        return r.sequence, r.recorded_at, stored[2]
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -12,6 +12,7 @@ publishes the whole log again, so sites waiting for receipts get them.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import threading
 import time
@@ -109,7 +110,7 @@ class Relay:
                 coi=header.coi,
             )
             key = (header.coi or REGISTRY_KEY).encode()
-            sent = self.producer.send(self.topics.ledger, key=key, value=msgspec.json.encode(message))
+            sent = self.producer.send(self.topics.ledger, key=key, value=_fitting(message))
         self.producer.flush()
         assert sent is not None
         landed = sent.get(timeout=30)
@@ -165,3 +166,18 @@ class Relay:
             self.producer.close(timeout=kafka.CLOSE_SECONDS)
         except KafkaError as exc:
             log.warning("relay: closing: %s", exc)
+
+
+def _fitting(message: LedgerRecord) -> bytes:
+    """The message, or, if it is over the broker's limit, the message by reference: one
+    record too large must not stop the relay and every receipt behind it."""
+    value = msgspec.json.encode(message)
+    if len(value) <= kafka.MAX_MESSAGE_BYTES or message.envelope is None:
+        return value
+    log.warning(
+        "relay: sequence %d is %d bytes with its envelope, over the broker's limit of %d "
+        "(COI_KAFKA_MAX_MESSAGE_BYTES): published by reference, consumers read it from the ledger",
+        message.sequence, len(value), kafka.MAX_MESSAGE_BYTES,
+    )  # fmt: skip
+    digest = hashlib.sha256(message.envelope.encode()).hexdigest()
+    return msgspec.json.encode(msgspec.structs.replace(message, envelope=None, envelope_sha256=digest))

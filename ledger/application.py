@@ -34,7 +34,7 @@ from aggregates.therapy import Therapy, therapy_uuid
 from ledger import events as ev
 from ledger.config import database_url, persistence_env
 from ledger.decoding import decode_body
-from ledger.dsse import PAYLOAD_TYPE, Opened, open_envelope, pae, verify
+from ledger.dsse import PAYLOAD_TYPE, Opened, check_size, open_envelope, pae, verify
 from ledger.keys import keyid_for
 from ledger.records import header_of_body, payload_of
 from ledger.rejection import Rejected
@@ -195,6 +195,7 @@ class LedgerApplication(Application):
     @staticmethod
     def _parse(raw: bytes, now: datetime) -> tuple[Opened, ev.Event] | Rejected:
         try:
+            check_size(raw)
             opened = open_envelope(raw)
             return opened, decode_body(opened.body, now)
         except Rejected as rejected:

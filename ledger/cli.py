@@ -389,12 +389,17 @@ def _through(publisher: SitePublisher, raws: list[bytes], timeout: float) -> lis
     outcomes = []
     for entry in publisher.wait(ids, timeout):
         if entry.status == "accepted":
-            outcomes.append(Outcome("accepted", entry.event_id, sequence=entry.sequence))
+            outcomes.append(Outcome("accepted", entry.event_id, entry.type, sequence=entry.sequence))
         elif entry.status == "rejected":
-            outcomes.append(Outcome("rejected", entry.event_id, code=entry.code, message=entry.message))
+            outcomes.append(
+                Outcome("rejected", entry.event_id, entry.type, code=entry.code, message=entry.message,
+                        field=entry.field)
+            )  # fmt: skip
         else:
             message = f"no receipt within {timeout:.0f} s; it stays in the outbox and is sent again"
-            outcomes.append(Outcome("rejected", entry.event_id, code="not_acknowledged", message=message))
+            outcomes.append(
+                Outcome("rejected", entry.event_id, entry.type, code="not_acknowledged", message=message)
+            )
     return outcomes
 
 

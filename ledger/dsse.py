@@ -20,6 +20,11 @@ from ledger.strictjson import repeated_key
 
 PAYLOAD_TYPE = "application/vnd.coi-ledger.event+json"
 
+# The largest envelope any entry takes (coi submit, the site publisher, the ingest). The
+# largest real one, a custody transfer of many units with every signature, is a few KiB;
+# a record much larger than this would not fit in a Kafka message with its receipt.
+MAX_ENVELOPE_BYTES = 256 * 1024
+
 
 class Signature(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     keyid: str
@@ -119,6 +124,16 @@ def open_envelope(raw: bytes | str) -> Opened:
         (s.keyid, b64decode(s.sig, f"signatures[{i}].sig")) for i, s in enumerate(envelope.signatures)
     ]
     return Opened(envelope=envelope, body=body, signatures=signatures)
+
+
+def check_size(raw: bytes) -> None:
+    """Refuse an envelope over MAX_ENVELOPE_BYTES at an entry, before anything reads it.
+    (Not in open_envelope: records stored before the limit must still open and verify.)"""
+    if len(raw) > MAX_ENVELOPE_BYTES:
+        raise Rejected(
+            "oversize",
+            f"the envelope has {len(raw)} bytes; envelopes are limited to {MAX_ENVELOPE_BYTES} bytes",
+        )
 
 
 @lru_cache(maxsize=4096)

@@ -3,11 +3,15 @@
 `apply` writes a batch of records and the consumer's next offsets in one transaction, so a
 projector that crashes resumes exactly after its last committed batch: nothing is skipped,
 and whatever Kafka delivers again is a no-op (a timeline row is keyed by sequence and unit;
-a current-custody row is replaced only by a record with a newer sequence).
+a current-custody row is replaced only by a record with a newer sequence). A record that
+cannot be projected (unreadable, or a value the database refuses) is set aside with a log
+line and the others are applied: no record the ledger holds may stop the projector or a
+rebuild.
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -18,7 +22,17 @@ import msgspec
 import psycopg
 
 from ledger.config import persistence_env
+from ledger.rejection import Rejected
 from projections.custody import CurrentCustody, Record, TimelineRow, project
+
+log = logging.getLogger("coi.projections")
+
+# What one record can cause: its bytes or body unreadable, a value the database refuses (a
+# NUL in PostgreSQL text). A lost connection is none of these and stops the batch.
+_UNPROJECTABLE = (
+    msgspec.MsgspecError, ValueError, TypeError, KeyError, AttributeError, Rejected,
+    psycopg.DataError, psycopg.IntegrityError, sqlite3.DataError, sqlite3.IntegrityError,
+)  # fmt: skip
 
 READ_MODELS = ("proj_custody_timeline", "proj_custody_current")
 TABLES = (*READ_MODELS, "proj_projector_tracking")
@@ -105,18 +119,43 @@ class ProjectionStore:
         topic: str = "",
     ) -> None:
         """Project the records in order and store `positions` (partition -> next offset: every
-        message before it is applied) as the consumer's in the topic, all in one transaction."""
+        message before it is applied) as the consumer's in the topic, all in one transaction.
+        A record that cannot be projected is set aside (logged) and the others are applied."""
         if positions and not (consumer and topic):
             raise ValueError("positions belong to a consumer and a topic: name both")
+        batch = list(records)  # an input that fails while being read fails the whole batch
+        try:
+            self._apply(batch, positions or {}, consumer, topic, careful=False)
+        except _UNPROJECTABLE:
+            # Again, each record in a savepoint of its own: no cost unless a batch fails.
+            self._apply(batch, positions or {}, consumer, topic, careful=True)
+
+    def _apply(
+        self, batch: list[Record], positions: Mapping[int, int], consumer: str, topic: str, careful: bool
+    ) -> None:
         with self._transaction() as cur:
-            for partition, offset in (positions or {}).items():
+            for partition, offset in positions.items():
                 cur.execute(self._sql(_UPSERT_POSITION), (consumer, topic, partition, offset))
             reader = _Reader(cur, self.postgres)
-            for record in records:
-                changes = project(record, reader)
-                if changes.timeline:
-                    cur.executemany(self._sql(_INSERT_TIMELINE), [self._values(r) for r in changes.timeline])
-                    cur.executemany(self._sql(_UPSERT_CURRENT), [self._values(r) for r in changes.current])
+            for record in batch:
+                if not careful:
+                    self._project(cur, reader, record)
+                    continue
+                try:
+                    with self._savepoint(cur):
+                        self._project(cur, reader, record)
+                except _UNPROJECTABLE as exc:
+                    log.error(
+                        "projections: sequence %s set aside, it cannot be projected (%s: %s); "
+                        "the projection goes on without its rows",
+                        record[0], type(exc).__name__, exc,
+                    )  # fmt: skip
+
+    def _project(self, cur: Any, reader: _Reader, record: Record) -> None:
+        changes = project(record, reader)
+        if changes.timeline:
+            cur.executemany(self._sql(_INSERT_TIMELINE), [self._values(r) for r in changes.timeline])
+            cur.executemany(self._sql(_UPSERT_CURRENT), [self._values(r) for r in changes.current])
 
     def positions(self, consumer: str, topic: str) -> dict[int, int]:
         """partition -> next offset, for the partitions the consumer has applied anything from."""
@@ -164,6 +203,22 @@ class ProjectionStore:
             cur.execute("ROLLBACK")
             raise
         cur.execute("COMMIT")
+
+    @contextmanager
+    def _savepoint(self, cur: Any) -> Iterator[None]:
+        """Within the open transaction: undo only what happens inside, if it fails."""
+        if self.postgres:
+            with self._conn.transaction():  # nested: a savepoint
+                yield
+            return
+        cur.execute("SAVEPOINT record")
+        try:
+            yield
+        except BaseException:
+            cur.execute("ROLLBACK TO record")
+            raise
+        finally:
+            cur.execute("RELEASE record")
 
     def _sql(self, sql: str) -> str:
         return _placeholders(sql, self.postgres)

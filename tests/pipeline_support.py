@@ -36,10 +36,13 @@ class Stack:
             "COI_CHECKPOINT_SECONDS": "2",
         }
 
-    def start(self, service: str) -> subprocess.Popen[bytes]:
+    def start(self, service: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self.root / f"{service}.log", "ab")  # noqa: SIM115 - lives with the child
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ledger.cli", "run", service], env=self.env, stdout=log, stderr=log
+            [sys.executable, "-m", "ledger.cli", "run", service],
+            env={**self.env, **env},
+            stdout=log,
+            stderr=log,
         )
         self.procs.setdefault(service, []).append(proc)
         return proc

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import atexit
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+
+from ledger.application import LedgerApplication
 
 # The server's `test` database is only the way in: the tests keep their tables in databases
 # of their own, so a benchmark or a local ledger in `test` cannot disturb them.
@@ -67,3 +71,35 @@ def fresh_store(kind: str, sqlite_file: Path, database: str, tables: list[str]) 
     _drop(database, tables)
     yield postgres_url(database)
     _drop(database, tables)
+
+
+class RawStore:
+    """The event store's rows, reached past the application as an attacker with SQL would."""
+
+    def __init__(self, url: str) -> None:
+        self.postgres = url.startswith("postgresql")
+        if self.postgres:
+            self.conn: Any = psycopg.connect(url, autocommit=True)
+            self.table, self.seq = f"{LedgerApplication.name.lower()}_events", "notification_id"
+        else:
+            self.conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+            self.table, self.seq = "stored_events", "rowid"
+
+    def sql(self, statement: str, params: tuple[object, ...] = ()) -> list[Any]:
+        statement = statement.format(table=self.table, seq=self.seq)
+        cursor = self.conn.execute(statement.replace("?", "%s") if self.postgres else statement, params)
+        return list(cursor.fetchall()) if cursor.description else []
+
+    COLUMNS = ("originator_id", "originator_version", "topic", "state")
+
+    def row(self, sequence: int) -> tuple[Any, ...]:
+        return tuple(
+            self.sql(f"SELECT {', '.join(self.COLUMNS)} FROM {{table}} WHERE {{seq}} = ?", (sequence,))[0]
+        )
+
+    def set_row(self, sequence: int, row: tuple[Any, ...]) -> None:
+        assignments = ", ".join(f"{c} = ?" for c in self.COLUMNS)
+        self.sql(f"UPDATE {{table}} SET {assignments} WHERE {{seq}} = ?", (*row, sequence))
+
+    def last(self) -> int:
+        return int(self.sql("SELECT MAX({seq}) FROM {table}")[0][0])

@@ -4,7 +4,9 @@ external cluster when COI_KAFKA_BOOTSTRAP is set, else testcontainers or Tansu).
 from __future__ import annotations
 
 import base64
+import io
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -27,16 +29,17 @@ from consumers.kafka import consumer
 from consumers.messages import Rejection, SignedCheckpoint
 from consumers.site_publisher import SitePublisher
 from consumers.topics import Topics
+from ledger import cli, ledgerkey
 from ledger import events as ev
-from ledger import ledgerkey
 from ledger.application import LedgerApplication
 from ledger.cast import Member, envelope
 from ledger.checkpoint import verify as verify_note
+from ledger.dsse import MAX_ENVELOPE_BYTES
 from ledger.journeys import Cast, Step, compressed_run
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
 from tests.pipeline_support import Stack, alive, children, wait_until
-from tests.support import new_journey
+from tests.support import body_dict, new_journey, signed
 
 M = TypeVar("M", bound=msgspec.Struct)
 
@@ -137,6 +140,25 @@ def test_publish_ingest_relay_project_end_to_end(stack: Stack, cast: Cast) -> No
         signed, _ = verify_note(head.note, trusted)
         assert (signed.origin, signed.size) == (head.origin, head.tree_size)
         assert base64.b64encode(signed.root).decode() == head.root_hash
+
+
+def test_a_record_over_the_brokers_message_limit_goes_by_reference_and_wedges_nothing(
+    stack: Stack, cast: Cast
+) -> None:
+    """The issue's 5.4 MB record made the relay retry MessageSizeTooLargeError for ever. Here
+    the relay's broker limit is small instead, so most records are over it: each goes on
+    coi.ledger by reference, and the projector reads it from the store."""
+    stack.start("ingest")
+    stack.start("relay", COI_KAFKA_MAX_MESSAGE_BYTES="1000")
+    stack.start("projector")
+    site = publisher(stack)
+    register(stack, site, cast)
+    steps = journeys(cast, 2)
+    entries = site.wait(site.publish_many(s.envelope for s in steps), 90)
+    assert all(e.status == "accepted" for e in entries), f"{entries}\n{stack.logs()}"
+    assert "by reference" in (stack.root / "relay.log").read_text()
+    projections = ProjectionStore(stack.projections_url)
+    wait_until(lambda: _caught_up(stack, projections), 60, "the projector", stack)
 
 
 def _caught_up(stack: Stack, projections: ProjectionStore) -> bool:
@@ -260,6 +282,10 @@ def test_bad_input_goes_to_the_rejected_topic_and_good_events_behind_it_pass(
         ),
     }
     ids = [site.publish(raw) for raw in bad.values()] + [site.publish(good)]
+    # The outbox refuses an oversize envelope without sending it; another producer may not.
+    raw_producer = kafka.producer(stack.bootstrap)
+    raw_producer.send(stack.topics.site_events, key=coi.encode(), value=bad["oversize"]).get(timeout=30)
+    raw_producer.close()
     entries = site.wait(ids, 90)
     assert [e.code for e in entries[:-1]] == list(bad), [(e.status, e.code, e.message) for e in entries]
     assert entries[-1].status == "accepted"
@@ -271,6 +297,59 @@ def test_bad_input_goes_to_the_rejected_topic_and_good_events_behind_it_pass(
     assert set(by_code) == set(bad)
     assert base64.b64decode(by_code["malformed_json"].original) == bad["malformed_json"]
     assert by_code["oversize"].original_size == len(bad["oversize"])
+
+
+def test_coi_publish_prints_each_outcome_with_its_type_and_field_and_refuses_oversize_unsent(
+    stack: Stack, cast: Cast, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack.start("ingest")
+    stack.start("relay")
+    site = publisher(stack)
+    register(stack, site, cast)
+    site.close()
+    enrolment = journeys(cast, 1)[0]
+    unknown_field = signed({**body_dict(enrolment), "event_id": str(uuid.uuid4()), "wristband": "x"},
+                           cast["nurse.bdw"])  # fmt: skip
+    oversize = b'{"payloadType": "' + b"x" * MAX_ENVELOPE_BYTES + b'"}'
+    lines = stack.root / "envelopes.jsonl"
+    lines.write_bytes(b"\n".join([enrolment.envelope, unknown_field, oversize]) + b"\n")
+    for name, value in stack.env.items():
+        monkeypatch.setenv(name, value)
+    out = io.StringIO()
+    assert cli.main(["publish", str(lines), "--wait", "90"], out) == 2, out.getvalue() + stack.logs()
+    printed = out.getvalue().splitlines()
+    assert re.fullmatch(r"1: accepted  seq=\d+ enrolled \S+", printed[0]), printed
+    assert printed[1].startswith("2: rejected  unknown_field: ") and printed[1].endswith("[wristband]"), (
+        printed
+    )
+    assert printed[2].startswith("3: rejected  oversize: "), printed
+    seen = consumer(stack.bootstrap, stack.topics.rejected)
+    rejections: list[Rejection] = []
+    wait_until(lambda: _drain(seen, rejections, Rejection) >= 1, 30, "the rejection on coi.rejected")
+    _drain(seen, rejections, Rejection)
+    seen.close()
+    assert [r.code for r in rejections] == ["unknown_field"]  # the oversize one was never sent
+
+
+def test_a_resend_neither_reads_the_receipts_again_nor_sends_what_was_refused(
+    stack: Stack, cast: Cast
+) -> None:
+    stack.start("ingest")
+    stack.start("relay")
+    site = publisher(stack, resend_after=0)
+    register(stack, site, cast)
+    steps = journeys(cast, 1)
+    refused = signed(
+        {**body_dict(steps[0]), "event_id": str(uuid.uuid4()), "wristband": "x"}, cast["nurse.bdw"]
+    )
+    assert [e.status for e in site.wait(site.publish_many([steps[0].envelope, refused]), 60)] == [
+        "accepted", "rejected"
+    ]  # fmt: skip
+    positions = {tp: site.acks.position(tp) for tp in site.acks.assignment()}
+    site.publish(steps[1].envelope)
+    assert site.resend_due() == 1  # the new one, not the refused one
+    assert {tp: site.acks.position(tp) for tp in site.acks.assignment()} == positions
+    assert site.wait([site.publish(steps[1].envelope)], 60)[0].status == "accepted"
 
 
 def _drain(kafka_consumer: object, into: list[M], kind: type[M]) -> int:
@@ -337,3 +416,18 @@ def test_coi_up_runs_the_demo_and_publish_through_kafka_and_ctrl_c_stops_everyth
     assert not (tmp_path / "coi-data" / "pipeline.json").exists()
     with sqlite3.connect(tmp_path / "coi-data" / "ledger.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0] > 60  # 2 journeys
+
+
+def test_coi_up_backs_off_a_crashing_service_and_gives_up_loudly(tmp_path: Path, bootstrap: str) -> None:
+    """A service that crashes at once (here: a projection store URL it cannot use) is
+    restarted after a growing pause, and after repeated crashes `coi up` stops everything
+    and says why, instead of restarting it at once, for ever."""
+    env = {**os.environ, "COI_DATA_DIR": str(tmp_path / "coi-data"), "COI_TOPIC_PREFIX": "crash.",
+           "COI_KAFKA_BOOTSTRAP": bootstrap, "COI_PROJECTIONS_URL": "mysql://nowhere/x"}  # fmt: skip
+    env.pop("COI_DATABASE_URL", None)
+    up = subprocess.run([sys.executable, "-m", "ledger.cli", "up", "--ingests", "1"], env=env, cwd=tmp_path,
+                        capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert up.returncode == 1, up.stderr[-3000:]
+    assert "projector exited with 2; restarting it in 1 s" in up.stderr
+    assert "projector exited with 2; restarting it in 4 s" in up.stderr
+    assert "coi up: projector crashed 5 times in a row; giving up" in up.stderr

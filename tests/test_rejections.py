@@ -15,6 +15,7 @@ import pytest
 from ledger import events as ev
 from ledger.application import LedgerApplication
 from ledger.cast import Member, envelope
+from ledger.dsse import MAX_ENVELOPE_BYTES
 from ledger.journeys import Cast, Journey
 from tests.support import advance, body_dict, new_journey, signed
 
@@ -89,6 +90,13 @@ def _bad_signature(w: World) -> bytes:
 def _envelope_with(w: World, **changes: object) -> bytes:
     env = msgspec.json.decode(w.good())
     env.update(changes)
+    return msgspec.json.encode(env)
+
+
+def _oversize(w: World) -> bytes:
+    """The issue's case: one valid signature repeated until the envelope passes the limit."""
+    env = msgspec.json.decode(w.good())
+    env["signatures"] *= MAX_ENVELOPE_BYTES // len(msgspec.json.encode(env["signatures"][0])) + 1
     return msgspec.json.encode(env)
 
 
@@ -169,6 +177,7 @@ CASES: dict[str, tuple[str, Callable[[World], bytes]]] = {
         ),
     ),
     "action on a held unit": ("unit_on_hold", _held),
+    "envelope over the size limit": ("oversize", _oversize),
     "duplicate with different bytes": ("duplicate_conflict", _conflict),
 }
 

@@ -3,14 +3,11 @@ must make verification fail naming the first affected sequence number."""
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import msgspec
-import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -23,39 +20,8 @@ from ledger.journeys import Cast
 from ledger.log import MerkleLog
 from ledger.records import record_hash
 from ledger.verification import LedgerVerifier, Report
+from tests.stores import RawStore
 from tests.support import advance, new_journey
-
-
-class RawStore:
-    """The event store's rows, reached past the application as an attacker with SQL would."""
-
-    def __init__(self, url: str) -> None:
-        self.postgres = url.startswith("postgresql")
-        if self.postgres:
-            self.conn: Any = psycopg.connect(url, autocommit=True)
-            self.table, self.seq = f"{LedgerApplication.name.lower()}_events", "notification_id"
-        else:
-            self.conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
-            self.table, self.seq = "stored_events", "rowid"
-
-    def sql(self, statement: str, params: tuple[object, ...] = ()) -> list[Any]:
-        statement = statement.format(table=self.table, seq=self.seq)
-        cursor = self.conn.execute(statement.replace("?", "%s") if self.postgres else statement, params)
-        return list(cursor.fetchall()) if cursor.description else []
-
-    COLUMNS = ("originator_id", "originator_version", "topic", "state")
-
-    def row(self, sequence: int) -> tuple[Any, ...]:
-        return tuple(
-            self.sql(f"SELECT {', '.join(self.COLUMNS)} FROM {{table}} WHERE {{seq}} = ?", (sequence,))[0]
-        )
-
-    def set_row(self, sequence: int, row: tuple[Any, ...]) -> None:
-        assignments = ", ".join(f"{c} = ?" for c in self.COLUMNS)
-        self.sql(f"UPDATE {{table}} SET {assignments} WHERE {{seq}} = ?", (*row, sequence))
-
-    def last(self) -> int:
-        return int(self.sql("SELECT MAX({seq}) FROM {table}")[0][0])
 
 
 @pytest.fixture
