@@ -44,7 +44,6 @@ from ledger.keys import (
 from ledger.log import LogError, MerkleLog, settle
 from ledger.rejection import Rejected
 from ledger.verification import LedgerVerifier, Report, StateMismatchError
-from projections.custody import ProjectionError
 from projections.display import MINUTE, utc
 from projections.history import history
 from projections.principals import principals
@@ -435,11 +434,15 @@ def cmd_broker(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_projections_rebuild(args: argparse.Namespace, out: TextIO) -> int:
     store = ProjectionStore(projections_url())
-    try:
-        count = rebuild(_open_app(), store)
-    except ProjectionError as exc:
-        raise UsageError(f"cannot rebuild the projections: {exc}") from None
-    print(f"rebuilt the projections from {count:,} records into {redact(projections_url())}", file=out)
+    done = rebuild(_open_app(), store)
+    print(f"rebuilt the projections from {done.records:,} records into {redact(projections_url())}", file=out)
+    for sequence, why in done.set_aside:
+        _say(f"coi: sequence {sequence} could not be projected and was set aside: {why}", sys.stderr)
+    if done.set_aside:
+        raise UsageError(
+            f"{len(done.set_aside)} records are missing from the projections; the ledger holds them "
+            "as stored: see coi history for their patients"
+        )
     return EXIT_OK
 
 

@@ -5,17 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import islice
 
+import msgspec
+
 from ledger.application import LedgerApplication
 from projections.store import ProjectionStore
 
 BATCH = 1000  # records per transaction
 
 
+class Rebuilt(msgspec.Struct, frozen=True):
+    records: int  # read from the ledger
+    set_aside: list[tuple[int, str]]  # (sequence, why) of each record that could not be projected
+
+
 def rebuild(
     app: LedgerApplication, store: ProjectionStore, progress: Callable[[int], None] | None = None
-) -> int:
-    """Empty the read models and project every stored record again, in log order; returns how
-    many records were read. `progress` is told the running count after each batch.
+) -> Rebuilt:
+    """Empty the read models and project every stored record again, in log order; a record
+    that cannot be projected is set aside and the rest go on. `progress` is told the running
+    count after each batch.
 
     Stop the live projector first: a record it applied meanwhile would be read back as the
     current state while older records are replayed. Its Kafka positions are kept, so it
@@ -23,9 +31,10 @@ def rebuild(
     store.reset()
     records = app.records()
     count = 0
+    aside: list[tuple[int, str]] = []
     while batch := list(islice(records, BATCH)):
-        store.apply(batch)
+        aside.extend(store.apply(batch))
         count += len(batch)
         if progress is not None:
             progress(count)
-    return count
+    return Rebuilt(count, aside)

@@ -23,14 +23,14 @@ import psycopg
 
 from ledger.config import persistence_env
 from ledger.rejection import Rejected
-from projections.custody import CurrentCustody, Record, TimelineRow, project
+from projections.custody import CurrentCustody, ProjectionError, Record, TimelineRow, project
 
 log = logging.getLogger("coi.projections")
 
 # What one record can cause: its bytes or body unreadable, a value the database refuses (a
 # NUL in PostgreSQL text). A lost connection is none of these and stops the batch.
 _UNPROJECTABLE = (
-    msgspec.MsgspecError, ValueError, TypeError, KeyError, AttributeError, Rejected,
+    msgspec.MsgspecError, ValueError, TypeError, KeyError, AttributeError, Rejected, ProjectionError,
     psycopg.DataError, psycopg.IntegrityError, sqlite3.DataError, sqlite3.IntegrityError,
 )  # fmt: skip
 
@@ -117,22 +117,24 @@ class ProjectionStore:
         *,
         consumer: str = "",
         topic: str = "",
-    ) -> None:
+    ) -> list[tuple[int, str]]:
         """Project the records in order and store `positions` (partition -> next offset: every
         message before it is applied) as the consumer's in the topic, all in one transaction.
-        A record that cannot be projected is set aside (logged) and the others are applied."""
+        A record that cannot be projected is set aside (logged) and the others are applied;
+        returns the (sequence, reason) of each record set aside."""
         if positions and not (consumer and topic):
             raise ValueError("positions belong to a consumer and a topic: name both")
         batch = list(records)  # an input that fails while being read fails the whole batch
         try:
-            self._apply(batch, positions or {}, consumer, topic, careful=False)
+            return self._apply(batch, positions or {}, consumer, topic, careful=False)
         except _UNPROJECTABLE:
             # Again, each record in a savepoint of its own: no cost unless a batch fails.
-            self._apply(batch, positions or {}, consumer, topic, careful=True)
+            return self._apply(batch, positions or {}, consumer, topic, careful=True)
 
     def _apply(
         self, batch: list[Record], positions: Mapping[int, int], consumer: str, topic: str, careful: bool
-    ) -> None:
+    ) -> list[tuple[int, str]]:
+        aside: list[tuple[int, str]] = []
         with self._transaction() as cur:
             for partition, offset in positions.items():
                 cur.execute(self._sql(_UPSERT_POSITION), (consumer, topic, partition, offset))
@@ -150,6 +152,8 @@ class ProjectionStore:
                         "the projection goes on without its rows",
                         record[0], type(exc).__name__, exc,
                     )  # fmt: skip
+                    aside.append((record[0], str(exc)))
+        return aside
 
     def _project(self, cur: Any, reader: _Reader, record: Record) -> None:
         changes = project(record, reader)

@@ -282,16 +282,19 @@ def test_terminal_text_escapes_controls_and_bidi_overrides() -> None:
 def test_publish_keys_deeply_nested_bytes_by_their_digest() -> None:
     # `coi publish` reads each line leniently to key it; the ledger then refuses it with a reason.
     deep = ('{"payload": ' + DEEP + "}").encode()
-    event_id, key, digest = _identify(deep)
+    event_id, key, digest, _ = _identify(deep)
     assert (event_id, key) == (f"sha256:{digest}", "unreadable")
 
 
 def test_rebuild_names_a_record_whose_time_has_no_utc_form(tmp_path: Path) -> None:
     # Collected in the first hour of year 1 at +23:00, i.e. before year 1 in UTC.
-    app = LedgerApplication(f"sqlite:///{tmp_path / 'coi-data' / 'ledger.sqlite'}")
+    start = datetime(1, 1, 1, 0, 10, tzinfo=timezone(timedelta(hours=23)))
+    # The ledger's clock, injected: the cast registered then, the journey a day later.
+    app = LedgerApplication(
+        f"sqlite:///{tmp_path / 'coi-data' / 'ledger.sqlite'}", clock=lambda: start + timedelta(days=1)
+    )
     cast = Cast()
-    start = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=23)))
-    assert all(o.status == "accepted" for o in app.submit_many(cast.registrations(start)))
+    assert all(o.status == "accepted" for o in app.submit_many(cast.registrations(start), now=start))
     advance(app, Journey(cast, 0, start), before="label_applied")
     done = coi(tmp_path, "projections", "rebuild")
     assert "Traceback" not in done.stderr, done.stderr
@@ -313,7 +316,7 @@ def test_principals_list_shows_key_validity_in_utc(ledger: Path) -> None:
         "--no-passphrase",
     )
     assert made.returncode == 0, made.stderr
-    tokyo = (datetime.now(UTC) - timedelta(hours=1)).replace(second=0, microsecond=0)
+    tokyo = (datetime.now(UTC) + timedelta(hours=1)).replace(second=0, microsecond=0)
     body = {
         "type": "principal_registered", "site": "US-BDW", "actor": "admin.jane", "principal_id": "cellq.x",
         "kind": "device", "printed_name": "Cell Q", "roles": ["qc"],

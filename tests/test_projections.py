@@ -61,7 +61,7 @@ def test_each_journey_leaves_its_units_where_the_therapy_says(
     registered: LedgerApplication, cast: Cast, projections: ProjectionStore
 ) -> None:
     journeys = _journeys(registered, cast)
-    assert rebuild(registered, projections) == len(list(registered.records()))
+    assert rebuild(registered, projections).records == len(list(registered.records()))
     snapshot = projections.snapshot()
     expected = {  # the product: custodian, status, site
         "happy": ("nurse", "infused", "hospital"),
@@ -199,7 +199,7 @@ def test_a_projector_that_crashes_resumes_from_its_positions_to_what_a_rebuild_g
         assert resumed.positions(CONSUMER, TOPIC) == {p: len(messages) for p, messages in log.items()}
         live = resumed.snapshot()
         assert len(live.current) == 3 * len(VARIANTS)
-        assert rebuild(registered, resumed) == len(records)
+        assert rebuild(registered, resumed).records == len(records)
         assert resumed.snapshot() == live
         # The rebuild keeps the positions: the projector carries on from where it stopped.
         assert resumed.positions(CONSUMER, TOPIC) == {p: len(messages) for p, messages in log.items()}
@@ -234,7 +234,7 @@ def test_a_record_that_cannot_be_projected_is_set_aside_and_the_rest_projected(
     with caplog.at_level(logging.ERROR, logger="coi.projections"):
         projections.apply([*registered.records(), unreadable])  # as the projector applies a batch
         live = projections.snapshot()
-        assert rebuild(registered, projections) == len(records)
+        assert rebuild(registered, projections).records == len(records)
     assert projections.snapshot() == live
     assert max(r.sequence for r in live.timeline) > bad  # it went on past the record
     assert f"sequence {unreadable[0]} set aside" in caplog.text
