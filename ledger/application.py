@@ -46,6 +46,7 @@ _PRINCIPAL_OPENED = f"{Principal.Opened.__module__}:{Principal.Opened.__qualname
 
 Clock = Callable[[], datetime]
 _NEVER = datetime.min.replace(tzinfo=UTC)
+_CONFLICT_RETRIES = 8  # one envelope retried against other writers before giving up
 
 
 def utc_now() -> datetime:
@@ -180,7 +181,7 @@ class LedgerApplication(Application):
         batch.pending = self.verifier.submit(jobs)
         return batch
 
-    def _finish(self, batch: _Batch, now: datetime | None, retried: bool = False) -> Iterator[Outcome]:
+    def _finish(self, batch: _Batch, now: datetime | None, retried: int = 0) -> Iterator[Outcome]:
         """Decide each envelope of a prepared batch in order and store the batch."""
         self._notice_other_writers()
         keys = [key for p in batch.parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
@@ -222,19 +223,20 @@ class LedgerApplication(Application):
         else:
             batch.outcomes.append((outcome, target.id, target.version))
 
-    def _flush(self, batch: _Batch, now: datetime | None, retried: bool = False) -> Iterator[Outcome]:
+    def _flush(self, batch: _Batch, now: datetime | None, retried: int = 0) -> Iterator[Outcome]:
         if batch.aggregates:
             try:
                 recordings = self._store(batch)
             except IntegrityError:
                 # Another writer stored a version or a claim this batch assumed free: forget
                 # what the batch assumed and take its envelopes again, one at a time, on
-                # fresh state (a concurrent duplicate then shows up as one).
+                # fresh state (a concurrent duplicate then shows up as one). A busy writer
+                # beside this one can win again, so a few times.
                 self._evict(batch)
-                if retried:
+                if retried >= _CONFLICT_RETRIES:
                     raise
                 for raw in batch.raws:
-                    yield from self._finish(self._prepare([raw], now), now, retried=True)
+                    yield from self._finish(self._prepare([raw], now), now, retried + 1)
                 return
             except BaseException:
                 self._evict(batch)  # cached aggregates hold changes that were not stored

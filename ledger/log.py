@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import IntegrityError
 
 from ledger import ledgerkey, merkle
 from ledger.checkpoint import Checkpoint, NoteSigner
@@ -24,6 +25,7 @@ from ledger.logstore import LogStore, StoredCheckpoint
 from ledger.records import canonical, row_record
 
 READ_CHUNK = 2000
+_CONFLICTS = 5  # attempts against concurrent integrators before giving up
 
 
 class LogError(Exception):
@@ -36,7 +38,22 @@ class MerkleLog:
         self.store = LogStore(app.recorder)
 
     def integrate(self, progress: Callable[[int], None] | None = None) -> int:
-        """Append every committed record not yet in the tree; returns the tree size."""
+        """Append every committed record not yet in the tree; returns the tree size.
+
+        Another integrator (the relay, a `coi submit` on the same ledger) may append the
+        same leaves first. They follow from the records alone, so its rows are the ones this
+        one would write: on such a conflict this one carries on from where the other got to."""
+        for _ in range(_CONFLICTS):
+            try:
+                return self._integrate(progress)
+            except IntegrityError:
+                continue
+        raise LogError(
+            f"the log tables kept changing under this integrator ({_CONFLICTS} conflicts): "
+            "stop the other writers of coi_leaves and run coi verify"
+        )
+
+    def _integrate(self, progress: Callable[[int], None] | None) -> int:
         size = self.store.size()
         edge = self.store.nodes(merkle.CompactRange.edge_keys(size))
         tree = merkle.CompactRange(size, [edge[k] for k in merkle.CompactRange.edge_keys(size)])
@@ -72,7 +89,14 @@ class MerkleLog:
                 )
         note = Checkpoint(origin, size, root).sign(signer)
         stored = StoredCheckpoint(size, root, note, datetime.now(UTC).isoformat())
-        self.store.add_checkpoint(stored)
+        try:
+            self.store.add_checkpoint(stored)
+        except IntegrityError:
+            # Another process checkpointed this very size first: same tree, same root.
+            theirs = self.store.latest_checkpoint()
+            if theirs is None or (theirs.size, theirs.root) != (size, root):
+                raise
+            return theirs
         return stored
 
     def due(self, every: int, seconds: float) -> bool:
