@@ -663,6 +663,9 @@ class Therapy(Ledgered):
         else:
             matched = b.patient_proof is not None and b.patient_proof == self.patient_commitment
             self.bedside[b.unit_id] = "v0.1_proof" if matched else "mismatch"
+        if self.bedside[b.unit_id] == "mismatch":
+            # Recorded, not refused: the views must not let it read as a check that passed.
+            self._note(b.event_id, "MISMATCH: the scan is not the patient enrolled under this COI")
 
     def _apply_infused(self, b: ev.Infused) -> None:
         self.units[b.unit_id].infused = True

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -55,3 +57,15 @@ def signed(body: dict[str, Any] | bytes, *signers: Member) -> bytes:
     """An envelope over exactly these body bytes (for bodies the Structs would refuse)."""
     raw = body if isinstance(body, bytes) else msgspec.json.encode(body)
     return sign(raw, [m.signer for m in signers])
+
+
+FIXTURE_LEDGER = Path(__file__).parent / "fixtures" / "ledger-v0.1"
+
+
+def copy_fixture_ledger(data: Path) -> Path:
+    """The ledger written by v0.1 (tests/fixtures/ledger-v0.1) copied to `data`, its private
+    keys made 0600 again (git keeps only 0644, and the ledger refuses keys others can read)."""
+    shutil.copytree(FIXTURE_LEDGER, data, ignore=shutil.ignore_patterns("README.md"))
+    for key in [data / "ledger-key", *(data / "demo-keys").glob("*.key")]:
+        key.chmod(0o600)
+    return data

@@ -3,7 +3,6 @@ wristband, so nothing the ledger holds lets anyone forge a match (README: Patien
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,9 +29,8 @@ from ledger.patient import (
 )
 from ledger.rejection import Rejected
 from projections.history import history
-from tests.support import advance, body_dict, new_journey, signed
+from tests.support import advance, body_dict, copy_fixture_ledger, new_journey, signed
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v0.1"
 OLD_MISMATCH = "CHJ0788260059EP"  # v0.1 demo: failed bedside check at Kashiwa, not infused
 OLD_HAPPY = "CHW0451260059EM"  # v0.1 demo: matched with the copyable proof, then infused
 
@@ -151,7 +149,7 @@ def _stored(app: LedgerApplication, coi: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def old(tmp_path: Path) -> Iterator[tuple[LedgerApplication, Cast]]:
-    shutil.copytree(FIXTURE, tmp_path / "data", ignore=shutil.ignore_patterns("README.md"))
+    copy_fixture_ledger(tmp_path / "data")
     app = LedgerApplication(f"sqlite:///{tmp_path / 'data' / 'ledger.sqlite'}")
     yield app, load_cast(tmp_path / "data" / "demo-keys")
     app.close()
@@ -230,3 +228,13 @@ def test_history_shows_the_bedside_signature_and_no_empty_v01_fields(
     assert "patient_key=" in rows["enrolled"].details
     assert "patient_signature=" in rows["bedside_identity_verified"].details
     assert "None" not in rows["enrolled"].details + rows["bedside_identity_verified"].details
+
+
+@pytest.mark.parametrize(("variant", "flags"), [("happy", []), ("identity_mismatch", ["MISMATCH:"])])
+def test_history_flags_a_bedside_mismatch(
+    registered: LedgerApplication, cast: Cast, variant: str, flags: list[str]
+) -> None:
+    journey = new_journey(cast, variant)
+    advance(registered, journey)
+    (bedside,) = [r for r in history(registered, journey.coi) if r.type == "bedside_identity_verified"]
+    assert [n.split(" ", 1)[0] for n in bedside.notes] == flags

@@ -4,24 +4,20 @@ verify and answer, and resending one of its envelopes stays a duplicate."""
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from tests.support import copy_fixture_ledger
 from tests.test_cli import coi
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ledger-v0.1"
 PATIENT = "CHW0451260059EM"  # the demo's happy patient, with a correction
 
 
 @pytest.fixture
 def old_ledger(tmp_path: Path) -> Path:
-    data = tmp_path / "coi-data"
-    shutil.copytree(FIXTURE, data, ignore=shutil.ignore_patterns("README.md"))
-    for key in [data / "ledger-key", *(data / "demo-keys").glob("*.key")]:
-        key.chmod(0o600)
+    copy_fixture_ledger(tmp_path / "coi-data")
     return tmp_path
 
 
