@@ -15,15 +15,16 @@ import msgspec
 from eventsourcing.domain import Aggregate
 
 from ledger.dsse import b64decode
-from ledger.events import Event
+from ledger.events import Event, StoredEvent
 from ledger.records import FIRST_PREV, record_hash
 
 _envelope = msgspec.json.Decoder(dict[str, object])
-_body = msgspec.json.Decoder(Event)
+_body = msgspec.json.Decoder(StoredEvent)
 
 
 def body_of(envelope: str) -> Event:
-    """The body of an envelope already accepted by the ledger (no re-verification)."""
+    """The body of an envelope already accepted by the ledger (no re-verification), read
+    under the constraints it was accepted with."""
     payload = _envelope.decode(envelope)["payload"]
     assert isinstance(payload, str)
     return _body.decode(b64decode(payload, "payload"))

@@ -7,7 +7,7 @@ errors. Site systems validate against the JSON Schema that `coi schema` prints.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 from uuid import UUID
 
 import msgspec
@@ -90,6 +90,7 @@ class Manifestation(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class Body(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Header common to every event."""
 
+    stored: ClassVar[bool] = False  # a Stored* class below: read back under the old rules
     event_id: UUID
     occurred_at: UtcTime
     site: Site
@@ -108,7 +109,7 @@ class Body(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=
                     at = name if isinstance(value, str) else f"{name}[{i}]"
                     raise ValueError(f"invalid DIN: {problem} - at `$.{at}`")
         for name in ("event_id", "corrects_event_id"):
-            if getattr(self, name, None) == _NIL:
+            if getattr(self, name, None) == _NIL and not self.stored:
                 raise ValueError(f"the nil UUID identifies no event - at `$.{name}`")
 
 
@@ -349,6 +350,43 @@ EVENT_TYPES: dict[str, type[Body]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
     for cls in (*RegistryEvent.__args__, *JourneyEvent.__args__)  # type: ignore[attr-defined]
 }
+
+
+# --- reading back what is stored ------------------------------------------------------
+#
+# A stored body was accepted under the rules of its day. Constraints added since (site
+# patterns, bounds on numbers, key patterns, the nil UUID) are checked at the door, when a
+# body is decoded for submission; replaying a record accepted before them must not fail, or
+# an old ledger's patient could never be loaded again. Each Stored* class is its event class
+# with those fields typed as they were; isinstance and `match` see the event class.
+
+_AS_ACCEPTED: dict[str, object] = {
+    "treatment_site": str, "destination_site": str, "volume_ml": float, "celsius": float,
+    "limit_celsius": float, "duration_s": int, "public_key": str, "keyid": str | None,
+    "old_value": str, "new_value": str,
+}  # fmt: skip
+
+
+class StoredOutput(Output, frozen=True):
+    volume_ml: float
+
+
+def _as_stored(cls: type[Body]) -> type[Body]:
+    as_accepted = {**_AS_ACCEPTED, "outputs": list[StoredOutput]}
+    defaults = dict(zip(reversed(cls.__struct_fields__), reversed(cls.__struct_defaults__), strict=False))
+    fields = [
+        (name, as_accepted[name], defaults[name]) if name in defaults else (name, as_accepted[name])
+        for name in cls.__struct_fields__
+        if name in as_accepted
+    ]
+    return msgspec.defstruct(  # type: ignore[no-any-return]
+        f"Stored{cls.__name__}", fields, bases=(cls,), tag=cls.__struct_config__.tag,
+        namespace={"stored": True}, frozen=True, forbid_unknown_fields=True,
+    )  # fmt: skip
+
+
+STORED_TYPES = tuple(_as_stored(cls) for cls in EVENT_TYPES.values())
+StoredEvent = Union[STORED_TYPES]  # type: ignore[valid-type]  # noqa: UP007
 
 
 def json_schema() -> dict[str, object]:

@@ -55,7 +55,7 @@ class _Header(msgspec.Struct):
 
 
 _header = msgspec.json.Decoder(_Header)
-_body = msgspec.json.Decoder(ev.Event)
+_body = msgspec.json.Decoder(ev.StoredEvent)  # as accepted then, not as the door checks now
 
 
 def _decode(body: bytes) -> ev.Event | _Header:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import msgspec
 import pytest
 from eventsourcing.persistence import JSONTranscoder
 
@@ -63,6 +64,14 @@ def test_a_duplicate_inside_one_batch_is_stored_once(registered: LedgerApplicati
     assert [o.status for o in registered.submit_many([raw, raw])] == ["accepted", "duplicate"]
 
 
+def _state(aggregate: object) -> dict[str, object]:
+    """An aggregate's state, its bodies by value: a replayed body is of the Stored* class of
+    the decided one (read under the rules it was accepted with), equal field by field."""
+    state = dict(vars(aggregate))
+    state["bodies"] = {k: msgspec.to_builtins(v) for k, v in state["bodies"].items()}
+    return state
+
+
 def test_state_replays_identically_from_the_store(
     store_url: str, registered: LedgerApplication, cast: Cast
 ) -> None:
@@ -73,7 +82,7 @@ def test_state_replays_identically_from_the_store(
     for j in journeys:
         live = registered.repository.get(therapy_uuid(j.coi))
         replayed = fresh.repository.get(therapy_uuid(j.coi))
-        assert vars(replayed) == vars(live)
+        assert _state(replayed) == _state(live)
 
 
 def test_stored_state_is_what_eventsourcings_own_json_encoder_writes(
@@ -150,7 +159,7 @@ def test_a_second_writer_with_stale_state_retries_on_fresh_state(
     # other's cached therapy is stale: its save conflicts, it re-reads and applies the rules again.
     outcomes = list(other.submit_many([steps[3].envelope, steps[4].envelope]))
     assert [o.status for o in outcomes] == ["duplicate", "accepted"]
-    assert vars(other.repository.get(therapy_uuid(journey.coi))) == vars(
+    assert _state(other.repository.get(therapy_uuid(journey.coi))) == _state(
         LedgerApplication(store_url).repository.get(therapy_uuid(journey.coi))
     )
 
