@@ -167,26 +167,29 @@ class Principal(Ledgered):
             )
         return None
 
-    def can_administer(self, revoking: PrincipalRevoked | None = None) -> bool:
-        """An administrator whose current key is not revoked (nor being revoked by `revoking`)."""
-        if "admin" not in self.roles:
+    def can_administer(self, at: datetime, revoking: PrincipalRevoked | None = None) -> bool:
+        """An administrator with a key that can sign at `at`, counting a key that `revoking`
+        would revoke as gone (a key valid only from later does not count: until then
+        nobody could use it)."""
+        if "admin" not in self.roles or (self.revoked_at is not None and self.revoked_at <= at):
             return False
         return any(
-            state.valid_until is None
-            and state.revoked_at is None
+            state.valid_from <= at
+            and (state.valid_until is None or at < state.valid_until)
+            and (state.revoked_at is None or at < state.revoked_at)
             and not (revoking is not None and revoking.keyid in (None, keyid))
             for keyid, state in self.keys.items()
         )
 
 
 def revocation_problem(
-    body: PrincipalRevoked, target: Principal, administrators: Iterable[Principal]
+    body: PrincipalRevoked, target: Principal, administrators: Iterable[Principal], at: datetime
 ) -> Rejected | None:
-    """No revocation may leave the ledger without an administrator who can sign: nobody
-    could register, rotate or revoke anything ever again."""
-    if not target.can_administer() or target.can_administer(body):
+    """No revocation received at `at` may leave the ledger without an administrator who can
+    sign then: nobody could register, rotate or revoke anything ever again."""
+    if not target.can_administer(at) or target.can_administer(at, body):
         return None
-    if any(a.principal_id != target.principal_id and a.can_administer() for a in administrators):
+    if any(a.principal_id != target.principal_id and a.can_administer(at) for a in administrators):
         return None
     return Rejected(
         "last_administrator",

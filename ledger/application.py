@@ -407,7 +407,7 @@ class LedgerApplication(Application):
             )
         existing.check(body)
         if isinstance(body, ev.PrincipalRevoked):
-            problem = revocation_problem(body, existing, self._administrators(batch))
+            problem = revocation_problem(body, existing, self._administrators(batch), batch.received)
             if problem is not None:
                 raise problem
         existing.record(envelope, body, batch.received)

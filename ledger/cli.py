@@ -43,6 +43,7 @@ from ledger.keys import (
 )
 from ledger.log import LogError, MerkleLog, settle
 from ledger.rejection import Rejected
+from ledger.strictjson import first_repeated_key
 from ledger.verification import LedgerVerifier, Report, StateMismatchError
 from projections.display import MINUTE, utc
 from projections.history import history
@@ -148,11 +149,20 @@ def _header(fields: dict[str, Any], actor: LoadedKey, site: str) -> dict[str, An
 # ---------------------------------------------------------------- commands
 
 
+def _new_key_path(out: str | None, principal: str, flag: str) -> Path:
+    """Where a new key file goes; never over an existing one, which may be a registered key
+    (for a rotation, write the new key beside it)."""
+    path = Path(out or data_dir() / "keys" / f"{principal}.key")
+    if path.exists():
+        raise UsageError(f"{path} exists and is never overwritten; write the new key with {flag} FILE")
+    return path
+
+
 def cmd_keys_new(args: argparse.Namespace, out: TextIO) -> int:
     if args.kind == "person" and args.no_passphrase:
         raise UsageError("a person's key must be encrypted (Part 11.200: key file + passphrase)")
     passphrase = None if args.no_passphrase else _new_passphrase(args.principal)
-    path = Path(args.out or data_dir() / "keys" / f"{args.principal}.key")
+    path = _new_key_path(args.out, args.principal, "--out")
     key_file = key_file_for(Ed25519PrivateKey.generate(), args.principal, args.name, args.kind, passphrase)
     pub = write_key_file(path, key_file)
     print(f"private key: {path} (mode 0600{', encrypted' if passphrase else ''})", file=out)
@@ -165,8 +175,8 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
     app = _open_app()
     if app.recorder.max_notification_id():
         raise UsageError("this ledger is already initialised; add people with coi principals add")
+    path = _new_key_path(args.key_out, args.admin, "--key-out")
     passphrase = _new_passphrase(args.admin)
-    path = Path(args.key_out or data_dir() / "keys" / f"{args.admin}.key")
     key_file = key_file_for(Ed25519PrivateKey.generate(), args.admin, args.name, "person", passphrase)
     write_key_file(path, key_file)
     admin = load_key(path, passphrase)
@@ -234,6 +244,9 @@ def cmd_sign(args: argparse.Namespace, out: TextIO) -> int:
         raise Rejected("malformed_json", "the body is nested too deeply to be an event") from None
     if not isinstance(body, dict):
         raise Rejected("malformed_json", "the body must be a JSON object")
+    repeated = first_repeated_key(source)  # a dict keeps the last value: sign nothing ambiguous
+    if repeated is not None:
+        raise Rejected("duplicate_key", f"the body gives the key {repeated!r} twice in one object", repeated)
     now = datetime.now(UTC)
     body.setdefault("event_id", str(uuid.uuid4()))
     body.setdefault("occurred_at", now.isoformat())
@@ -252,7 +265,11 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
         else:
             _print_outcome(line, outcome, out)
     print(", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
-    settle(app)
+    try:
+        settle(app)
+    except (ExposedFileError, KeyFileError, LogError, OSError) as exc:
+        # What was accepted is stored: the exit status must not say otherwise.
+        _say(f"coi: the records are stored, but no checkpoint was signed: {exc}", sys.stderr)
     return EXIT_USAGE if counts["rejected"] else EXIT_OK
 
 

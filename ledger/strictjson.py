@@ -16,6 +16,11 @@ def repeated_key(raw: bytes, distinct_keys: int) -> str | None:
     # regular expression or a search for each kind of whitespace after a `"`.
     if b"\\" not in raw and raw.translate(None, b" \t\r\n").count(b'":') == distinct_keys:
         return None
+    return first_repeated_key(raw)
+
+
+def first_repeated_key(raw: bytes) -> str | None:
+    """The first key some object of `raw` (valid JSON) gives twice, or None: the exact check."""
     repeats: list[str] = []
 
     def note_repeats(pairs: list[tuple[str, object]]) -> None:

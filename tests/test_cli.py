@@ -25,9 +25,9 @@ COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli
 
 
 def coi(
-    tmp: Path, *args: str, stdin: str | None = None, passphrase: str = "correct horse"
+    tmp: Path, *args: str, stdin: str | None = None, passphrase: str = "correct horse", **more: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase}
+    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase, **more}
     env.pop("COI_DATABASE_URL", None)
     return subprocess.run(
         [*COI, *args], input=stdin, capture_output=True, text=True, env=env, cwd=tmp, timeout=120
@@ -216,12 +216,20 @@ DEEP = "[" * 100_000 + "]" * 100_000
         ("missing file", "cannot read"),
         ("deep JSON", "nested too deeply"),
         ("no terminal", "COI_KEY_PASSPHRASE"),
+        ("repeated key", "duplicate_key"),
     ],
 )
 def test_sign_says_what_is_wrong_and_exits_2(ledger: Path, case: str, expected: str) -> None:
     key = str(ledger / "coi-data" / "keys" / "nurse.kim.key")
     (ledger / "deep.json").write_text(DEEP)
-    body = {"missing file": "nothing-here.json", "deep JSON": "deep.json"}.get(case, str(_enrolment(ledger)))
+    twice = (
+        _enrolment(ledger)
+        .read_text()
+        .replace('"order_id": "ORD-1"', '"order_id": "ORD-1", "order_id": "ORD-2"')
+    )
+    (ledger / "twice.json").write_text(twice)
+    files = {"missing file": "nothing-here.json", "deep JSON": "deep.json", "repeated key": "twice.json"}
+    body = files.get(case, str(_enrolment(ledger)))
     env = {**os.environ, "COI_DATA_DIR": str(ledger / "coi-data")}
     if case == "no terminal":
         env.pop("COI_KEY_PASSPHRASE", None)  # ... and no terminal to ask on: start_new_session
@@ -328,3 +336,22 @@ def test_principals_list_shows_key_validity_in_utc(ledger: Path) -> None:
     assert coi(ledger, "submit", "-", stdin=signed.stdout).returncode == 0
     listed = coi(ledger, "principals", "list").stdout
     assert f"from {tokyo:%Y-%m-%d %H:%M}Z" in listed.split("cellq.x ", 1)[1], listed
+
+
+def test_keys_new_never_overwrites_a_key_file(ledger: Path) -> None:
+    admin_key = ledger / "coi-data" / "keys" / "admin.jane.key"
+    before = admin_key.read_bytes()
+    done = coi(ledger, "keys", "new", "--principal", "admin.jane", "--name", "Jane Admin")
+    assert done.returncode == 2 and "never overwritten" in done.stderr, done.stderr
+    assert admin_key.read_bytes() == before
+
+
+def test_submit_reports_stored_work_as_stored_when_no_checkpoint_can_be_signed(ledger: Path) -> None:
+    signed = coi(
+        ledger, "sign", "--key", str(ledger / "coi-data" / "keys" / "nurse.kim.key"), str(_enrolment(ledger))
+    )
+    assert coi(ledger, "checkpoint", "--sign").returncode == 0  # the ledger key is made
+    (ledger / "coi-data" / "ledger-key").chmod(0o644)  # and now refused by the signer
+    done = coi(ledger, "submit", "-", stdin=signed.stdout, COI_CHECKPOINT_EVERY="1")
+    assert "accepted" in done.stdout and "no checkpoint was signed" in done.stderr, done.stderr
+    assert done.returncode == 0

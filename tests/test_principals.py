@@ -212,3 +212,22 @@ def test_a_key_changed_in_one_batch_counts_in_the_next_one_prepared_before_it(
         "accepted", "accepted", "accepted", "key_expired",
         "accepted", "accepted", "key_revoked", "key_revoked",
     ]  # fmt: skip
+
+
+def test_a_key_valid_only_later_does_not_keep_the_last_administrator(app: LedgerApplication) -> None:
+    """Rotating to a key valid from next year, then revoking the current one, would leave
+    nobody able to administer the registry until then."""
+    now = datetime.now(UTC)
+    admin = Member.new("admin.x", "Ada Admin", "person", ("admin",), "US-SSF")
+    assert app.submit(registration(admin, admin, now)).status == "accepted"
+    later = Member.new("admin.x", "Ada Admin", "person", ("admin",), "US-SSF")
+    rotation = envelope(
+        ev.PrincipalKeyRotated, admin, now, principal_id="admin.x", public_key=later.public_key,
+        valid_from=now + timedelta(days=180),
+    )  # fmt: skip
+    assert app.submit(rotation).status == "accepted"
+    revoke = envelope(
+        ev.PrincipalRevoked, admin, now, principal_id="admin.x", keyid=admin.signer.keyid,
+        effective_at=now, reason="lost laptop",
+    )  # fmt: skip
+    assert app.submit(revoke).code == "last_administrator"
