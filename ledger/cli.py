@@ -30,6 +30,7 @@ from ledger.config import ConfigError, data_dir, redact
 from ledger.demo import DemoError, run_demo
 from ledger.events import json_schema
 from ledger.files import ExposedFileError
+from ledger.identifiers import PRINCIPAL_ID_PATTERN
 from ledger.keys import (
     PASSPHRASE_ENV,
     KeyFileError,
@@ -159,6 +160,11 @@ def _new_key_path(out: str | None, principal: str, flag: str) -> Path:
 
 
 def cmd_keys_new(args: argparse.Namespace, out: TextIO) -> int:
+    if not PRINCIPAL_ID_PATTERN.fullmatch(args.principal):
+        raise UsageError(
+            f"--principal {args.principal!r}: a principal id is 2-64 of a-z, 0-9, '.', '_', '-', "
+            "starting with a letter or digit (e.g. nurse.kim)"
+        )
     if args.kind == "person" and args.no_passphrase:
         raise UsageError("a person's key must be encrypted (Part 11.200: key file + passphrase)")
     passphrase = None if args.no_passphrase else _new_passphrase(args.principal)
@@ -265,6 +271,8 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
         else:
             _print_outcome(line, outcome, out)
     print(", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
+    if not any(counts.values()):
+        raise UsageError(f"no envelope in {args.source}: coi submit reads one JSON envelope per line")
     try:
         settle(app)
     except (ExposedFileError, KeyFileError, LogError, OSError) as exc:

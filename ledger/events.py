@@ -13,7 +13,7 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from ledger.identifiers import COI_PATTERN, FIN_PATTERN, KEYED_DIN_PATTERN, din_problem
+from ledger.identifiers import COI_PATTERN, FIN_PATTERN, KEYED_DIN_PATTERN, PRINCIPAL_ID_PATTERN, din_problem
 
 UtcTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 time with a zone (UTC)")]
 Coi = Annotated[
@@ -32,7 +32,7 @@ ProductCode = Annotated[
     str, Meta(pattern=r"^S[0-9]{4}[A-Z0-9]{3}$", description="ISBT 128 cellular product code")
 ]
 Ident = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$")]
-PrincipalId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}$")]
+PrincipalId = Annotated[str, Meta(pattern=PRINCIPAL_ID_PATTERN.pattern)]
 Sha256Hex = Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]
 Units = Annotated[list[Ident], Meta(min_length=1, max_length=64)]
 Site = Annotated[str, Meta(pattern=r"^[A-Z]{2,3}-[A-Z0-9]{2,8}$", description="e.g. US-SSF")]

@@ -11,6 +11,7 @@ _MOD37_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ*"
 DIN_PATTERN = re.compile(r"^[A-NP-Z1-9][0-9]{4}[0-9]{2}[0-9]{6}$")
 FIN_PATTERN = re.compile(r"^[A-NP-Z1-9][0-9]{4}$")
 COI_PATTERN = re.compile(r"^CH[A-NP-Z1-9][0-9]{4}[0-9]{2}[A-Z0-9]{6}$")
+PRINCIPAL_ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,63}$")
 # A DIN as keyed in: the 13 characters and the check character, checked by din_problem.
 KEYED_DIN_PATTERN = re.compile(r"^[A-NP-Z1-9][0-9]{12}[0-9A-Z*]$")
 

@@ -355,3 +355,25 @@ def test_submit_reports_stored_work_as_stored_when_no_checkpoint_can_be_signed(l
     done = coi(ledger, "submit", "-", stdin=signed.stdout, COI_CHECKPOINT_EVERY="1")
     assert "accepted" in done.stdout and "no checkpoint was signed" in done.stderr, done.stderr
     assert done.returncode == 0
+
+
+def test_keys_new_refuses_a_principal_id_the_registry_would_refuse(tmp_path: Path) -> None:
+    done = coi(
+        tmp_path,
+        "keys",
+        "new",
+        "--principal",
+        "Bad Id",
+        "--name",
+        "Bad",
+        "--kind",
+        "device",
+        "--no-passphrase",
+    )
+    assert done.returncode == 2 and "--principal" in done.stderr, done.stderr
+    assert not (tmp_path / "coi-data" / "keys").exists()
+
+
+def test_submit_of_nothing_is_a_usage_error_not_a_success(ledger: Path) -> None:
+    done = coi(ledger, "submit", "-", stdin="")
+    assert done.returncode == 2 and "one JSON envelope per line" in done.stderr, done.stderr
