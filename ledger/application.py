@@ -354,7 +354,7 @@ class LedgerApplication(Application):
                 raise problem
             signers[principal.principal_id] = principal
         if isinstance(body, ev.PrincipalRegistered) and not signers:
-            signers[body.principal_id] = self._new_genesis(body, batch.received)
+            signers[body.principal_id] = self._new_genesis(body)
         return signers
 
     def _principal(self, principal_id: str, batch: _Batch) -> Principal | None:
@@ -373,16 +373,13 @@ class LedgerApplication(Application):
         raw = public_key_raw(body.public_key)
         return raw if keyid == keyid_for(body.principal_id, raw) else None
 
-    def _new_genesis(self, body: ev.PrincipalRegistered, received: datetime) -> Principal:
+    def _new_genesis(self, body: ev.PrincipalRegistered) -> Principal:
         if "admin" not in body.roles or body.kind != "person":
             raise Rejected(
                 "no_administrator", "the first principal must be a person with the admin role", "roles"
             )
         if body.occurred_at < body.valid_from:
             raise Rejected("key_not_yet_valid", "valid_from is after occurred_at", "valid_from")
-        problem = valid_from_problem(body.valid_from, received)
-        if problem is not None:
-            raise problem
         # A provisional object to authorise against; the stored one is made from the envelope.
         principal = Principal.__new__(Principal)
         principal.mutate(body)
