@@ -273,12 +273,17 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
     print(", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
     if not any(counts.values()):
         raise UsageError(f"no envelope in {args.source}: coi submit reads one JSON envelope per line")
+    _settle_stored(app)
+    return EXIT_USAGE if counts["rejected"] else EXIT_OK
+
+
+def _settle_stored(app: LedgerApplication) -> None:
+    """Apply the checkpoint policy after storing records. What was accepted is stored: a
+    checkpoint that cannot be signed is said, and must not turn the exit status to failure."""
     try:
         settle(app)
     except (ExposedFileError, KeyFileError, LogError, OSError) as exc:
-        # What was accepted is stored: the exit status must not say otherwise.
         _say(f"coi: the records are stored, but no checkpoint was signed: {exc}", sys.stderr)
-    return EXIT_USAGE if counts["rejected"] else EXIT_OK
 
 
 def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
@@ -386,7 +391,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     bootstrap = configured_bootstrap()
     if bootstrap is None:
         code = run_demo(app, args.patients, data_dir() / "demo-keys", out, prog)
-        settle(app)
+        _settle_stored(app)
         return code
     print(f"coi demo: sending the journeys through Kafka at {bootstrap}", file=sys.stderr)
     publisher = _publisher(bootstrap)
