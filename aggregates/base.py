@@ -14,9 +14,9 @@ from typing import Any
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from ledger.dsse import b64decode
-from ledger.events import Event, StoredEvent
-from ledger.records import FIRST_PREV, record_hash
+from ledger.transparency.records import FIRST_PREV, record_hash
+from ledger.wire.dsse import b64decode
+from ledger.wire.events import Event, StoredEvent
 
 _envelope = msgspec.json.Decoder(dict[str, object])
 _body = msgspec.json.Decoder(StoredEvent)

@@ -20,8 +20,8 @@ from aggregates.roles import (
     REASON_REQUIRED,
     allowed,
 )
-from ledger.decoding import CLOCK_SKEW
-from ledger.events import (
+from ledger.wire.decoding import CLOCK_SKEW
+from ledger.wire.events import (
     BedsideIdentityVerified,
     CustodyTransferred,
     Event,
@@ -30,8 +30,8 @@ from ledger.events import (
     PrincipalRevoked,
     RegistryEvent,
 )
-from ledger.keys import keyid_for
-from ledger.rejection import Rejected
+from ledger.wire.keys import keyid_for
+from ledger.wire.rejection import Rejected
 
 # How long after a routine rotation the replaced key may still sign what was in flight when
 # it was replaced, judged at the ledger's receipt time. Never after a revocation or a loss.

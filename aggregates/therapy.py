@@ -18,10 +18,10 @@ import msgspec
 
 from aggregates.base import Ledgered
 from aggregates.roles import allowed
-from ledger import events as ev
-from ledger.identifiers import din_fin
-from ledger.patient import bedside_signature_valid
-from ledger.rejection import Rejected
+from ledger.wire import events as ev
+from ledger.wire.identifiers import din_fin
+from ledger.wire.patient import bedside_signature_valid
+from ledger.wire.rejection import Rejected
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://coi-ledger.example/therapies")
 

@@ -43,11 +43,11 @@ from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
 from psycopg import sql
 
-from ledger.application import LedgerApplication, Outcome
-from ledger.config import persistence_env
-from ledger.dsse import PAYLOAD_TYPE, open_envelope, pae
-from ledger.journeys import VARIANTS, Cast, Journey
-from ledger.store import CLAIMS_TABLE
+from ledger.app.application import LedgerApplication, Outcome
+from ledger.app.config import persistence_env
+from ledger.demo.journeys import VARIANTS, Cast, Journey
+from ledger.store.recorders import CLAIMS_TABLE
+from ledger.wire.dsse import PAYLOAD_TYPE, open_envelope, pae
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_SHARE = 0.70  # the target, on SQLite: >= 70 % of the serial ceiling

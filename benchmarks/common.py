@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from eventsourcing.application import Application
 
-from ledger.verifier import Job, verify_slice
+from ledger.audit.signatures import Job, verify_slice
 
 
 class ParallelVerifier:

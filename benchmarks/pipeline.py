@@ -53,12 +53,12 @@ from kafka import TopicPartition
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import ParallelVerifier, machine_info, percentile, rate
-from consumers import kafka
 from consumers.broker import bootstrap_servers, ensure_topics
-from consumers.topics import Topics
-from ledger.application import LedgerApplication
-from ledger.dsse import PAYLOAD_TYPE, open_envelope, pae
-from ledger.journeys import Cast, Journey
+from ledger.app.application import LedgerApplication
+from ledger.demo.journeys import Cast, Journey
+from ledger.site import kafka
+from ledger.wire.dsse import PAYLOAD_TYPE, open_envelope, pae
+from ledger.wire.kafka_topics import Topics
 
 TARGET_INGEST = 5000.0
 TARGET_P99_S = 1.0

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import machine_info, rate
 from benchmarks.pipeline import Services, build_workload, note, register_cast, stored
 from consumers.broker import bootstrap_servers, ensure_topics
-from consumers.site_publisher import SitePublisher
-from consumers.topics import Topics
-from ledger.journeys import Cast
+from ledger.demo.journeys import Cast
+from ledger.site.publisher import SitePublisher
+from ledger.wire.kafka_topics import Topics
 
 TARGET_RATIO = 2.0
 

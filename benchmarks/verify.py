@@ -50,17 +50,17 @@ from common import ParallelVerifier, machine_info, opened, percentile, rate, spr
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregates.base import body_of
-from ledger import events as ev
-from ledger import merkle
-from ledger.application import LedgerApplication
-from ledger.checkpoint import NoteSigner, NoteVerifier
-from ledger.dsse import PAYLOAD_TYPE, open_envelope, pae
-from ledger.journeys import VARIANTS, Cast, Journey
-from ledger.keys import keyid_for
-from ledger.log import MerkleLog
-from ledger.logstore import TABLES, LogStore
-from ledger.verification import LedgerVerifier
-from ledger.verifier import BackgroundVerifier, Job
+from ledger.app.application import LedgerApplication
+from ledger.app.log import MerkleLog
+from ledger.audit.signatures import BackgroundVerifier, Job
+from ledger.audit.verification import LedgerVerifier
+from ledger.demo.journeys import VARIANTS, Cast, Journey
+from ledger.store.logstore import TABLES, LogStore
+from ledger.transparency import merkle
+from ledger.transparency.checkpoint import NoteSigner, NoteVerifier
+from ledger.wire import events as ev
+from ledger.wire.dsse import PAYLOAD_TYPE, open_envelope, pae
+from ledger.wire.keys import keyid_for
 
 TARGET_SHARE = 0.80  # full verification >= 80 % of the all-core signature ceiling
 TARGET_RSS_MIB = 1024  # peak RSS of the verification process < 1 GiB

@@ -21,7 +21,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from consumers.topics import Topics
+from ledger.wire.kafka_topics import Topics
 
 PARTITIONS = int(os.environ.get("COI_PARTITIONS", "4"))
 

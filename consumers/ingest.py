@@ -22,10 +22,10 @@ import msgspec
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 
-from consumers import kafka
-from consumers.messages import Rejection
-from consumers.topics import Topics
-from ledger.application import LedgerApplication, Outcome
+from ledger.app.application import LedgerApplication, Outcome
+from ledger.site import kafka
+from ledger.wire.kafka_topics import Topics
+from ledger.wire.messages import Rejection
 
 log = logging.getLogger("coi.ingest")
 

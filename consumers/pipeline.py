@@ -23,9 +23,9 @@ from consumers.ingest import Ingest
 from consumers.projector import Projector
 from consumers.relay import Relay
 from consumers.service import Service, configure_logging, run_forever, stop_on_signals
-from consumers.topics import Topics
-from ledger.application import LedgerApplication
-from ledger.config import data_dir
+from ledger.app.application import LedgerApplication
+from ledger.app.config import data_dir
+from ledger.wire.kafka_topics import Topics
 from projections.store import ProjectionStore
 
 SERVICES = ("ingest", "relay", "projector")

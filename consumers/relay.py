@@ -21,17 +21,17 @@ import msgspec
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from consumers import kafka
 from consumers.broker import ensure_topics
-from consumers.messages import REGISTRY_KEY, LedgerRecord, SignedCheckpoint
-from consumers.topics import Topics
-from ledger import ledgerkey
-from ledger.application import LedgerApplication
-from ledger.checkpoint import parse
-from ledger.config import checkpoint_policy
-from ledger.log import MerkleLog
-from ledger.logstore import RelayPosition
-from ledger.records import header_of, row_record
+from ledger.app import ledgerkey
+from ledger.app.application import LedgerApplication
+from ledger.app.config import checkpoint_policy
+from ledger.app.log import MerkleLog
+from ledger.site import kafka
+from ledger.store.logstore import RelayPosition
+from ledger.transparency.checkpoint import parse
+from ledger.transparency.records import header_of, row_record
+from ledger.wire.kafka_topics import Topics
+from ledger.wire.messages import REGISTRY_KEY, LedgerRecord, SignedCheckpoint
 
 log = logging.getLogger("coi.relay")
 _decoder = msgspec.json.Decoder(LedgerRecord)

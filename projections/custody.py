@@ -15,7 +15,7 @@ from typing import Protocol
 import msgspec
 
 from aggregates.base import body_of
-from ledger import events as ev
+from ledger.wire import events as ev
 
 # (sequence, recorded_at, envelope): recorded_at as LedgerApplication.records() yields it, or as the
 # ISO 8601 text a LedgerRecord carries on Kafka.

@@ -11,8 +11,8 @@ import msgspec
 
 from aggregates.base import body_of
 from aggregates.therapy import Therapy, therapy_uuid
-from ledger import events as ev
-from ledger.application import LedgerApplication
+from ledger.app.application import LedgerApplication
+from ledger.wire import events as ev
 from projections.display import utc
 
 _HEADER = {"type", "event_id", "occurred_at", "site", "actor", "reason", "manifestations", "coi"}

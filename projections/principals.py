@@ -6,8 +6,8 @@ import msgspec
 
 from aggregates.base import body_of
 from aggregates.principal import Principal, principal_uuid
-from ledger import events as ev
-from ledger.application import LedgerApplication
+from ledger.app.application import LedgerApplication
+from ledger.wire import events as ev
 from projections.display import MINUTE, utc
 
 

@@ -7,7 +7,7 @@ from itertools import islice
 
 import msgspec
 
-from ledger.application import LedgerApplication
+from ledger.app.application import LedgerApplication
 from projections.store import ProjectionStore
 
 BATCH = 1000  # records per transaction

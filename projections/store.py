@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import msgspec
 import psycopg
 
-from ledger.config import persistence_env
-from ledger.rejection import Rejected
+from ledger.app.config import persistence_env
+from ledger.wire.rejection import Rejected
 from projections.custody import CurrentCustody, ProjectionError, Record, TimelineRow, project
 
 log = logging.getLogger("coi.projections")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ledger.application import LedgerApplication
-from ledger.journeys import Cast, compressed_run
-from ledger.logstore import TABLES as LOG_TABLES
-from ledger.store import CLAIMS_TABLE, SCHEMA_TABLE
+from ledger.app.application import LedgerApplication
+from ledger.demo.journeys import Cast, compressed_run
+from ledger.store.logstore import TABLES as LOG_TABLES
+from ledger.store.recorders import CLAIMS_TABLE, SCHEMA_TABLE
 from tests.stores import fresh_store
 
 LEDGER_TABLES = [f"{LedgerApplication.name.lower()}_events", CLAIMS_TABLE, SCHEMA_TABLE, *LOG_TABLES]

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from consumers.topics import Topics
+from ledger.wire.kafka_topics import Topics
 
 
 class Stack:

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ledger.application import LedgerApplication
+from ledger.app.application import LedgerApplication
 
 # The server's `test` database is only the way in: the tests keep their tables in databases
 # of their own, so a benchmark or a local ledger in `test` cannot disturb them.

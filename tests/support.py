@@ -11,10 +11,10 @@ from typing import Any
 import msgspec
 
 from aggregates.base import body_of
-from ledger.application import LedgerApplication, Outcome
-from ledger.cast import Member
-from ledger.dsse import sign
-from ledger.journeys import Cast, Journey, Step, compressed_run
+from ledger.app.application import LedgerApplication, Outcome
+from ledger.demo.journeys import Cast, Journey, Step, compressed_run
+from ledger.site.signing import Member
+from ledger.wire.dsse import sign
 
 
 def tag_of(step: Step) -> str:

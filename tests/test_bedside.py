@@ -14,12 +14,12 @@ import pytest
 
 from aggregates.base import body_of
 from aggregates.therapy import Therapy, therapy_uuid
-from ledger import events as ev
-from ledger.application import LedgerApplication
-from ledger.cast import envelope
-from ledger.demo import load_cast
-from ledger.journeys import Cast
-from ledger.patient import (
+from ledger.app.application import LedgerApplication
+from ledger.demo.journeys import Cast
+from ledger.demo.run import load_cast
+from ledger.site.signing import envelope
+from ledger.wire import events as ev
+from ledger.wire.patient import (
     Wristband,
     bedside_message,
     canonical_identifiers,
@@ -27,7 +27,7 @@ from ledger.patient import (
     patient_public_key,
     sign_bedside,
 )
-from ledger.rejection import Rejected
+from ledger.wire.rejection import Rejected
 from projections.history import history
 from tests.support import advance, body_dict, copy_fixture_ledger, new_journey, signed
 

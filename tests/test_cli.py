@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from consumers.site_publisher import _identify
-from ledger import cli, merkle
-from ledger.application import LedgerApplication
-from ledger.journeys import Cast, Journey
+from ledger import cli
+from ledger.app.application import LedgerApplication
+from ledger.demo.journeys import Cast, Journey
+from ledger.site.publisher import _identify
+from ledger.transparency import merkle
 from tests.support import advance
 
 _SCRIPT = Path(sys.executable).parent / "coi"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import log
-from ledger.application import LedgerApplication
-from ledger.checkpoint import NoteSigner
-from ledger.journeys import Cast
-from ledger.log import MerkleLog
+from ledger.app import log
+from ledger.app.application import LedgerApplication
+from ledger.app.log import MerkleLog
+from ledger.demo.journeys import Cast
+from ledger.transparency.checkpoint import NoteSigner
 from tests.support import new_journey
 from tests.test_cli import COI
 

@@ -12,10 +12,10 @@ import pytest
 
 from aggregates.base import body_of
 from aggregates.therapy import failure_deviation
-from ledger import events as ev
-from ledger.application import LedgerApplication, Outcome
-from ledger.cast import Member, envelope, manifestations, registration
-from ledger.journeys import Cast, Journey, Step
+from ledger.app.application import LedgerApplication, Outcome
+from ledger.demo.journeys import Cast, Journey, Step
+from ledger.site.signing import Member, envelope, manifestations, registration
+from ledger.wire import events as ev
 from projections.history import history
 from tests.support import advance, body_dict, new_journey, signed, tag_of
 

@@ -4,10 +4,10 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.dsse import PAYLOAD_TYPE, Signer, open_envelope, pae, sign, verify
-from ledger.keys import public_raw
-from ledger.rejection import Rejected
-from ledger.verifier import AheadVerifier
+from ledger.audit.signatures import AheadVerifier
+from ledger.wire.dsse import PAYLOAD_TYPE, Signer, open_envelope, pae, sign, verify
+from ledger.wire.keys import public_raw
+from ledger.wire.rejection import Rejected
 
 
 def test_pae_matches_the_dsse_specification_example() -> None:

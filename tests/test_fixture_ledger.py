@@ -11,8 +11,8 @@ from uuid import UUID
 import msgspec
 import pytest
 
-from ledger.application import LedgerApplication
-from ledger.journeys import Cast
+from ledger.app.application import LedgerApplication
+from ledger.demo.journeys import Cast
 from projections.history import history
 from tests.stores import RawStore
 from tests.support import advance, body_dict, copy_fixture_ledger, new_journey, signed

@@ -1,6 +1,6 @@
 import pytest
 
-from ledger.identifiers import coi_problem, din_problem, mod37_2, with_check
+from ledger.wire.identifiers import coi_problem, din_problem, mod37_2, with_check
 
 
 @pytest.mark.parametrize(("din", "check"), [("G123498654321", "H"), ("W000009123456", "G")])

@@ -16,9 +16,9 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumers.broker import bootstrap_servers
-from consumers.site_publisher import SitePublisher
-from consumers.topics import Topics
-from ledger.keys import KeyFileError, key_file_for, load_key, write_key_file
+from ledger.site.publisher import SitePublisher
+from ledger.wire.kafka_topics import Topics
+from ledger.wire.keys import KeyFileError, key_file_for, load_key, write_key_file
 from tests.test_cli import COI, coi
 
 OLD_KEYS = Path(__file__).parent / "fixtures" / "ledger-v0.1" / "demo-keys"

@@ -10,10 +10,10 @@ import pytest
 from eventsourcing.persistence import JSONTranscoder
 
 from aggregates.therapy import Therapy, therapy_uuid
-from ledger import events as ev
-from ledger.application import LedgerApplication
-from ledger.cast import envelope
-from ledger.journeys import VARIANTS, Cast
+from ledger.app.application import LedgerApplication
+from ledger.demo.journeys import VARIANTS, Cast
+from ledger.site.signing import envelope
+from ledger.wire import events as ev
 from projections.history import history
 from tests.support import advance, new_journey, tag_of
 
@@ -88,7 +88,7 @@ def test_state_replays_identically_from_the_store(
 def test_stored_state_is_what_eventsourcings_own_json_encoder_writes(
     registered: LedgerApplication, cast: Cast
 ) -> None:
-    """The ledger writes event state with msgspec (ledger/transcoder.py); the rows must be the
+    """The ledger writes event state with msgspec (ledger/store/transcoder.py); the rows must be the
     very bytes eventsourcing's standard-library encoder writes, tagged datetimes included."""
     advance(registered, new_journey(cast))
     own = JSONTranscoder()

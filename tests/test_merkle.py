@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from ledger import merkle
+from ledger.transparency import merkle
 
 # certificate-transparency-go testdata: leaves and the roots of their prefixes.
 LEAVES = [bytes.fromhex(h) for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",

@@ -22,20 +22,21 @@ import pytest
 from kafka.errors import KafkaError
 from kafka.partitioner.default import DefaultPartitioner
 
-from consumers import kafka
 from consumers.broker import TansuBroker, bootstrap_servers, ensure_topics, free_port
 from consumers.ingest import Ingest
-from consumers.kafka import consumer
-from consumers.messages import Rejection, SignedCheckpoint
-from consumers.site_publisher import SitePublisher
-from consumers.topics import Topics
-from ledger import cli, ledgerkey
-from ledger import events as ev
-from ledger.application import LedgerApplication
-from ledger.cast import Member, envelope
-from ledger.checkpoint import verify as verify_note
-from ledger.dsse import MAX_ENVELOPE_BYTES
-from ledger.journeys import Cast, Step, compressed_run
+from ledger import cli
+from ledger.app import ledgerkey
+from ledger.app.application import LedgerApplication
+from ledger.demo.journeys import Cast, Step, compressed_run
+from ledger.site import kafka
+from ledger.site.kafka import consumer
+from ledger.site.publisher import SitePublisher
+from ledger.site.signing import Member, envelope
+from ledger.transparency.checkpoint import verify as verify_note
+from ledger.wire import events as ev
+from ledger.wire.dsse import MAX_ENVELOPE_BYTES
+from ledger.wire.kafka_topics import Topics
+from ledger.wire.messages import Rejection, SignedCheckpoint
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
 from tests.pipeline_support import Stack, alive, children, wait_until

@@ -7,10 +7,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 from aggregates.principal import ROTATION_GRACE
-from ledger import events as ev
-from ledger.application import LedgerApplication
-from ledger.cast import Member, envelope, registration
-from ledger.journeys import Cast
+from ledger.app.application import LedgerApplication
+from ledger.demo.journeys import Cast
+from ledger.site.signing import Member, envelope, registration
+from ledger.wire import events as ev
 from tests.support import advance, new_journey
 
 

@@ -13,8 +13,8 @@ import msgspec
 import pytest
 
 from aggregates.base import body_of
-from ledger.application import LedgerApplication
-from ledger.journeys import VARIANTS, Cast, Journey
+from ledger.app.application import LedgerApplication
+from ledger.demo.journeys import VARIANTS, Cast, Journey
 from projections.custody import CurrentCustody, Record, project
 from projections.rebuild import rebuild
 from projections.store import TABLES, ProjectionStore, Snapshot

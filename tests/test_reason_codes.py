@@ -6,12 +6,12 @@ import ast
 import re
 from pathlib import Path
 
-from ledger.decoding import _CODES
-from ledger.rejection import IN_FLIGHT_CODES
+from ledger.wire.decoding import _CODES
+from ledger.wire.rejection import IN_FLIGHT_CODES
 
 ROOT = Path(__file__).parent.parent
 SOURCES = [p for d in ("ledger", "aggregates", "consumers") for p in (ROOT / d).rglob("*.py")]
-# Codes made from a claim kind: f"{kind}_in_use" in ledger/application.py.
+# Codes made from a claim kind: f"{kind}_in_use" in ledger/app/application.py.
 CLAIMED = {"din_in_use", "cartridge_in_use"}
 
 

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import pytest
 
-from ledger import events as ev
-from ledger.application import LedgerApplication
-from ledger.cast import Member, envelope
-from ledger.dsse import MAX_ENVELOPE_BYTES
-from ledger.journeys import Cast, Journey
+from ledger.app.application import LedgerApplication
+from ledger.demo.journeys import Cast, Journey
+from ledger.site.signing import Member, envelope
+from ledger.wire import events as ev
+from ledger.wire.dsse import MAX_ENVELOPE_BYTES
 from tests.support import advance, body_dict, new_journey, signed
 
 

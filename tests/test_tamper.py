@@ -12,14 +12,14 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregates.therapy import therapy_uuid
-from ledger import events as ev
-from ledger.application import LedgerApplication
-from ledger.cast import Member, envelope
-from ledger.checkpoint import Checkpoint, NoteSigner
-from ledger.journeys import Cast
-from ledger.log import MerkleLog
-from ledger.records import record_hash
-from ledger.verification import LedgerVerifier, Report
+from ledger.app.application import LedgerApplication
+from ledger.app.log import MerkleLog
+from ledger.audit.verification import LedgerVerifier, Report
+from ledger.demo.journeys import Cast
+from ledger.site.signing import Member, envelope
+from ledger.transparency.checkpoint import Checkpoint, NoteSigner
+from ledger.transparency.records import record_hash
+from ledger.wire import events as ev
 from tests.stores import RawStore
 from tests.support import advance, new_journey
 

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 import msgspec
 import pytest
 
-from ledger import verification
-from ledger.application import LedgerApplication
-from ledger.journeys import Cast
-from ledger.log import MerkleLog
-from ledger.logstore import TABLES
-from ledger.verification import LedgerVerifier
-from ledger.verifier import BackgroundVerifier
+from ledger.app.application import LedgerApplication
+from ledger.app.log import MerkleLog
+from ledger.audit import verification
+from ledger.audit.signatures import BackgroundVerifier
+from ledger.audit.verification import LedgerVerifier
+from ledger.demo.journeys import Cast
+from ledger.store.logstore import TABLES
 from tests.support import advance, new_journey
 from tests.test_tamper import RawStore, _pg_url, _sqlite_url
 

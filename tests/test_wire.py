@@ -14,11 +14,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from ledger.application import PAYLOAD_DIGESTS, LedgerApplication
-from ledger.decoding import decode_body
-from ledger.dsse import open_envelope
-from ledger.journeys import Cast, Journey
-from ledger.rejection import Rejected
+from ledger.app.application import PAYLOAD_DIGESTS, LedgerApplication
+from ledger.demo.journeys import Cast, Journey
+from ledger.wire.decoding import decode_body
+from ledger.wire.dsse import open_envelope
+from ledger.wire.rejection import Rejected
 from tests.support import advance, body_dict, new_journey, signed
 
 

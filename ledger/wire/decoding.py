@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 import msgspec
 import msgspec.inspect as mi
 
-from ledger.events import EVENT_TYPES, Event, Manifestation, Output
-from ledger.identifiers import KEYED_DIN_PATTERN
-from ledger.rejection import Rejected
-from ledger.strictjson import repeated_key
+from ledger.wire.events import EVENT_TYPES, Event, Manifestation, Output
+from ledger.wire.identifiers import KEYED_DIN_PATTERN
+from ledger.wire.rejection import Rejected
+from ledger.wire.strictjson import repeated_key
 
 # Site clocks may run a little ahead of ours; beyond this an event claims to come from
 # the future, which breaks "contemporaneous" (ALCOA+) and key-validity checks.

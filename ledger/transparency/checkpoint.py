@@ -22,7 +22,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.keys import public_raw
+from ledger.wire.keys import public_raw
 
 ED25519 = b"\x01"
 DASH = "\u2014"  # the em dash that starts a signature line

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aggregates.therapy import REQUIRED_QC, excursion_ids
-from ledger import events as ev
-from ledger.cast import Member, envelope, registration
-from ledger.identifiers import with_check
-from ledger.patient import Wristband, patient_private_key, patient_public_key, sign_bedside
+from ledger.site.signing import Member, envelope, registration
+from ledger.wire import events as ev
+from ledger.wire.identifiers import with_check
+from ledger.wire.patient import Wristband, patient_private_key, patient_public_key, sign_bedside
 
 HOSPITALS = {"US-BDW": ("W0451", "Bridgewater NJ"), "JP-KAS": ("J0788", "Kashiwa")}
 FACTORIES = {"US-SSF": "South San Francisco", "NL-LEI": "Leiden"}

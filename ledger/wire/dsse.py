@@ -15,8 +15,8 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.rejection import Rejected
-from ledger.strictjson import repeated_key
+from ledger.wire.rejection import Rejected
+from ledger.wire.strictjson import repeated_key
 
 PAYLOAD_TYPE = "application/vnd.coi-ledger.event+json"
 

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 
-from ledger.dsse import verify
+from ledger.wire.dsse import verify
 
 # (raw public key, signature, signed message)
 Job = tuple[bytes, bytes, bytes]

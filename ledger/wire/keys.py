@@ -27,8 +27,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ledger.dsse import Signer
-from ledger.files import read_private, write_private
+from ledger.wire.dsse import Signer
+from ledger.wire.files import read_private, write_private
 
 PASSPHRASE_ENV = "COI_KEY_PASSPHRASE"  # noqa: S105 - the name of a variable
 

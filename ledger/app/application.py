@@ -2,7 +2,7 @@
 
 Each accepted envelope is stored verbatim as one event of one aggregate (a therapy, or a
 principal for registry changes); claims that keep event ids, DINs and cartridges globally
-unique are written in the same transaction (ledger/store.py). Appends are committed in
+unique are written in the same transaction (ledger/store/recorders.py). Appends are committed in
 batches: one transaction per batch.
 """
 
@@ -31,18 +31,18 @@ from aggregates.principal import (
     valid_from_problem,
 )
 from aggregates.therapy import Therapy, therapy_uuid
-from ledger import events as ev
-from ledger.config import database_url, persistence_env
-from ledger.decoding import decode_body
-from ledger.dsse import PAYLOAD_TYPE, Opened, check_size, open_envelope, pae, verify
-from ledger.keys import keyid_for
-from ledger.records import header_of_body, payload_of
-from ledger.rejection import Rejected
-from ledger.store import ClaimRow, DigestRow
-from ledger.verifier import AheadVerifier, Job
+from ledger.app.config import database_url, persistence_env
+from ledger.audit.signatures import AheadVerifier, Job
+from ledger.store.recorders import ClaimRow, DigestRow
+from ledger.store.topics import PRINCIPAL_OPENED
+from ledger.transparency.records import header_of_body, payload_of
+from ledger.wire import events as ev
+from ledger.wire.decoding import decode_body
+from ledger.wire.dsse import PAYLOAD_TYPE, Opened, check_size, open_envelope, pae, verify
+from ledger.wire.keys import keyid_for
+from ledger.wire.rejection import Rejected
 
 GENESIS = ("genesis", "administrator")  # claimed by the first administrator
-_PRINCIPAL_OPENED = f"{Principal.Opened.__module__}:{Principal.Opened.__qualname__}"
 
 Clock = Callable[[], datetime]
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -415,7 +415,7 @@ class LedgerApplication(Application):
         which is rare: the registry keeps no index of roles."""
         start = 1
         while True:
-            found = self.recorder.select_notifications(start=start, limit=500, topics=[_PRINCIPAL_OPENED])
+            found = self.recorder.select_notifications(start=start, limit=500, topics=[PRINCIPAL_OPENED])
             for n in found:
                 principal = self._get(n.originator_id, batch)
                 if isinstance(principal, Principal) and "admin" in principal.roles:

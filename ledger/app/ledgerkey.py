@@ -13,9 +13,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.checkpoint import NoteError, NoteSigner, NoteVerifier
-from ledger.config import data_dir
-from ledger.files import read_private, write_private
+from ledger.app.config import data_dir
+from ledger.transparency.checkpoint import NoteError, NoteSigner, NoteVerifier
+from ledger.wire.files import read_private, write_private
 
 DEFAULT_ORIGIN = "coi-ledger.local/log"
 

@@ -26,16 +26,16 @@ from eventsourcing.application import Application
 
 from aggregates.base import body_of
 from aggregates.principal import Principal, public_key_raw
-from ledger import checkpoint as notes
-from ledger import events as ev
-from ledger import merkle
-from ledger.dsse import PAYLOAD_TYPE, Opened, open_envelope, pae
-from ledger.files import write_private
-from ledger.keys import keyid_for
-from ledger.logstore import LogStore, StoredCheckpoint
-from ledger.records import FIRST_PREV, Record, canonical, row_record
-from ledger.rejection import Rejected
-from ledger.verifier import BackgroundVerifier, TaggedJob
+from ledger.audit.signatures import BackgroundVerifier, TaggedJob
+from ledger.store.logstore import LogStore, StoredCheckpoint
+from ledger.transparency import checkpoint as notes
+from ledger.transparency import merkle
+from ledger.transparency.records import FIRST_PREV, Record, canonical, row_record
+from ledger.wire import events as ev
+from ledger.wire.dsse import PAYLOAD_TYPE, Opened, open_envelope, pae
+from ledger.wire.files import write_private
+from ledger.wire.keys import keyid_for
+from ledger.wire.rejection import Rejected
 
 CHUNK = 4000
 _SELECT_LEAVES = "SELECT leaf_index, sequence FROM coi_leaves WHERE leaf_index >= ? AND leaf_index < ?"

@@ -18,11 +18,12 @@ from typing import Any
 from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError
 
-from ledger import ledgerkey, merkle
-from ledger.checkpoint import Checkpoint, NoteSigner
-from ledger.config import checkpoint_policy
-from ledger.logstore import LogStore, StoredCheckpoint
-from ledger.records import canonical, row_record
+from ledger.app import ledgerkey
+from ledger.app.config import checkpoint_policy
+from ledger.store.logstore import LogStore, StoredCheckpoint
+from ledger.transparency import merkle
+from ledger.transparency.checkpoint import Checkpoint, NoteSigner
+from ledger.transparency.records import canonical, row_record
 
 READ_CHUNK = 2000
 _CONFLICTS = 5  # attempts against concurrent integrators before giving up

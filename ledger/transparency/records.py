@@ -10,8 +10,8 @@ from uuid import UUID
 
 import msgspec
 
-from ledger.dsse import b64decode
-from ledger.merkle import leaf_hash
+from ledger.transparency.merkle import leaf_hash
+from ledger.wire.dsse import b64decode
 
 FIRST_PREV = "0" * 64  # the `prev` of an aggregate's first record
 

@@ -11,10 +11,10 @@ from typing import TextIO
 
 import msgspec
 
-from ledger.application import LedgerApplication, Outcome
-from ledger.cast import Member
-from ledger.journeys import VARIANTS, Cast, Journey, Step, compressed_run
-from ledger.keys import key_file_for, load_key, write_key_file
+from ledger.app.application import LedgerApplication, Outcome
+from ledger.demo.journeys import VARIANTS, Cast, Journey, Step, compressed_run
+from ledger.site.signing import Member
+from ledger.wire.keys import key_file_for, load_key, write_key_file
 
 DEMO_PASSPHRASE = b"demo-passphrase"  # demo keys only, stated in the README
 

@@ -20,12 +20,12 @@ import msgspec
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from consumers import kafka
-from consumers.messages import REGISTRY_KEY, LedgerRecord, Rejection
-from consumers.topics import Topics
-from ledger.dsse import b64decode, check_size
-from ledger.files import create_private
-from ledger.rejection import IN_FLIGHT_CODES, Rejected
+from ledger.site import kafka
+from ledger.wire.dsse import b64decode, check_size
+from ledger.wire.files import create_private
+from ledger.wire.kafka_topics import Topics
+from ledger.wire.messages import REGISTRY_KEY, LedgerRecord, Rejection
+from ledger.wire.rejection import IN_FLIGHT_CODES, Rejected
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (

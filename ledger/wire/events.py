@@ -13,7 +13,13 @@ from uuid import UUID
 import msgspec
 from msgspec import Meta
 
-from ledger.identifiers import COI_PATTERN, FIN_PATTERN, KEYED_DIN_PATTERN, PRINCIPAL_ID_PATTERN, din_problem
+from ledger.wire.identifiers import (
+    COI_PATTERN,
+    FIN_PATTERN,
+    KEYED_DIN_PATTERN,
+    PRINCIPAL_ID_PATTERN,
+    din_problem,
+)
 
 UtcTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 time with a zone (UTC)")]
 Coi = Annotated[

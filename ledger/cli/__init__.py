@@ -20,18 +20,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumers.broker import BrokerError
 from consumers.pipeline import SERVICES, broker_foreground, configured_bootstrap, projections_url, run_one, up
-from consumers.site_publisher import SitePublisher
-from consumers.topics import Topics
-from ledger import ledgerkey
-from ledger.application import LedgerApplication, Outcome
-from ledger.cast import sign_json
-from ledger.checkpoint import NoteError
-from ledger.config import ConfigError, data_dir, redact
-from ledger.demo import DemoError, run_demo
-from ledger.events import json_schema
-from ledger.files import ExposedFileError
-from ledger.identifiers import PRINCIPAL_ID_PATTERN
-from ledger.keys import (
+from ledger.app import ledgerkey
+from ledger.app.application import LedgerApplication, Outcome
+from ledger.app.config import ConfigError, data_dir, redact
+from ledger.app.log import LogError, MerkleLog, settle
+from ledger.audit.verification import LedgerVerifier, Report, StateMismatchError
+from ledger.demo.run import DemoError, run_demo
+from ledger.site.publisher import SitePublisher
+from ledger.site.signing import sign_json
+from ledger.transparency.checkpoint import NoteError
+from ledger.wire.events import json_schema
+from ledger.wire.files import ExposedFileError
+from ledger.wire.identifiers import PRINCIPAL_ID_PATTERN
+from ledger.wire.kafka_topics import Topics
+from ledger.wire.keys import (
     PASSPHRASE_ENV,
     KeyFileError,
     LoadedKey,
@@ -42,10 +44,8 @@ from ledger.keys import (
     read_public,
     write_key_file,
 )
-from ledger.log import LogError, MerkleLog, settle
-from ledger.rejection import Rejected
-from ledger.strictjson import first_repeated_key
-from ledger.verification import LedgerVerifier, Report, StateMismatchError
+from ledger.wire.rejection import Rejected
+from ledger.wire.strictjson import first_repeated_key
 from projections.display import MINUTE, utc
 from projections.history import history
 from projections.principals import principals
@@ -617,6 +617,3 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         return EXIT_OK
     return EXIT_USAGE
 
-
-if __name__ == "__main__":
-    sys.exit(main())

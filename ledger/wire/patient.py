@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ledger.dsse import verify
-from ledger.rejection import Rejected
+from ledger.wire.dsse import verify
+from ledger.wire.rejection import Rejected
 
 HKDF_INFO = b"coi-ledger patient key v1"
 BEDSIDE_CONTEXT = b"coi-ledger bedside v1"

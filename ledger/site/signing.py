@@ -13,10 +13,10 @@ from typing import Any, Protocol
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import events as ev
-from ledger.decoding import decode_body
-from ledger.dsse import Signer, sign
-from ledger.keys import keyid_for, public_raw
+from ledger.wire import events as ev
+from ledger.wire.decoding import decode_body
+from ledger.wire.dsse import Signer, sign
+from ledger.wire.keys import keyid_for, public_raw
 
 # The meaning a person's signature carries, by event type (Part 11.50).
 MEANINGS: dict[str, str] = {

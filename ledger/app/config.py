@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ledger.files import create_private
+from ledger.wire.files import create_private
 
 DEFAULT_DATA_DIR = "coi-data"
 
@@ -43,7 +43,8 @@ def database_url() -> str:
     return os.environ.get("COI_DATABASE_URL") or f"sqlite:///{data_dir() / 'ledger.sqlite'}"
 
 
-TRANSCODER = "ledger.transcoder:StateTranscoder"
+TRANSCODER = "ledger.store.transcoder:StateTranscoder"
+MAPPER = "ledger.store.topics:LedgerMapper"
 
 
 def persistence_env(url: str) -> dict[str, str]:
@@ -59,8 +60,9 @@ def persistence_env(url: str) -> dict[str, str]:
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "10",
-            "APPLICATION_RECORDER_TOPIC": "ledger.store:SQLiteLedgerRecorder",
+            "APPLICATION_RECORDER_TOPIC": "ledger.store.recorders:SQLiteLedgerRecorder",
             "TRANSCODER_TOPIC": TRANSCODER,
+            "MAPPER_TOPIC": MAPPER,
         }
     if parts.scheme in ("postgres", "postgresql"):
         if not parts.hostname or not parts.path.strip("/"):
@@ -77,8 +79,9 @@ def persistence_env(url: str) -> dict[str, str]:
             # The claims table is written by the recorder's in-transaction hook, which
             # eventsourcing bypasses when it inserts through database functions.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
-            "APPLICATION_RECORDER_TOPIC": "ledger.store:PostgresLedgerRecorder",
+            "APPLICATION_RECORDER_TOPIC": "ledger.store.recorders:PostgresLedgerRecorder",
             "TRANSCODER_TOPIC": TRANSCODER,
+            "MAPPER_TOPIC": MAPPER,
         }
     raise ConfigError(f"COI_DATABASE_URL {redact(url)!r}: the scheme must be sqlite or postgresql")
 
