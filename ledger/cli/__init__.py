@@ -616,4 +616,3 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
         sys.stderr.close()
         return EXIT_OK
     return EXIT_USAGE
-
