@@ -24,8 +24,10 @@ from uuid import UUID
 import msgspec
 from eventsourcing.application import Application
 
-from aggregates.base import body_of
-from aggregates.principal import Principal, public_key_raw
+from aggregates import principal
+from aggregates.base import ClaimsTable, body_of
+from aggregates.policy import RULES_VERSION, Policy
+from aggregates.principal import GENESIS, PrincipalState, genesis_problem, key_problem, signing_key
 from ledger.audit.signatures import BackgroundVerifier, TaggedJob
 from ledger.store.logstore import LogStore, StoredCheckpoint
 from ledger.transparency import checkpoint as notes
@@ -34,10 +36,12 @@ from ledger.transparency.records import FIRST_PREV, Record, canonical, row_recor
 from ledger.wire import events as ev
 from ledger.wire.dsse import PAYLOAD_TYPE, Opened, open_envelope, pae
 from ledger.wire.files import write_private
-from ledger.wire.keys import keyid_for
 from ledger.wire.rejection import Rejected
 
 CHUNK = 4000
+# Key validity is judged by the rules this code knows (the policy records that make it the
+# policy in force at each record's place are read by the policy replay).
+_POLICY = Policy(version=RULES_VERSION)
 _SELECT_LEAVES = "SELECT leaf_index, sequence FROM coi_leaves WHERE leaf_index >= ? AND leaf_index < ?"
 _SELECT_NODES = "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?"
 _REGISTRY = (ev.PrincipalRegistered, ev.PrincipalKeyRotated, ev.PrincipalRevoked)
@@ -101,7 +105,7 @@ class _Run:
     tree: merkle.CompactRange
     streams: dict[str, tuple[int, str]]
     registry: list[str]
-    principals: dict[str, Principal] = field(default_factory=dict)
+    principals: dict[str, PrincipalState] = field(default_factory=dict)
     last_sequence: int = 0
     first_unsealed: int | None = None  # the first record after the last checkpoint that matched
     snapshot: State | None = None
@@ -323,21 +327,24 @@ class LedgerVerifier:
         message = pae(PAYLOAD_TYPE, opened.body)
         signed = False
         received = datetime.fromisoformat(record.recorded_at)
+        # The first administrator claims the genesis when it registers (as the ledger does).
+        claims = ClaimsTable({GENESIS: next(iter(run.principals))} if run.principals else {})
         for keyid, sig in opened.signatures:
-            principal = run.principals.get(keyid.split(":", 1)[0])
-            if principal is not None and keyid in principal.keys:
-                problem = principal.key_problem(keyid, body.occurred_at, received)
-                if problem is not None:
-                    return Failure(sequence, f"{problem.code}: {problem.message}")
-                public = principal.keys[keyid].public_raw
-            elif not run.principals and isinstance(body, ev.PrincipalRegistered):
-                public = _genesis_key(body, keyid)  # the self-registered first administrator
-                if public is None:
+            state = run.principals.get(keyid.split(":", 1)[0])
+            public = signing_key(state, body, keyid, claims)
+            if public is None:
+                if not run.principals:
                     return Failure(sequence, "the first record is not a self-signed administrator")
-            else:
                 return Failure(
                     sequence, f"signed by key {keyid}, which the registry did not hold at that point"
                 )
+            if state is None:
+                assert isinstance(body, ev.PrincipalRegistered)  # a genesis key: see signing_key
+                problem = genesis_problem(body)
+            else:
+                problem = key_problem(state, keyid, body.occurred_at, received, _POLICY)
+            if problem is not None:
+                return Failure(sequence, f"{problem.code}: {problem.message}")
             jobs.append((sequence, public, sig, message))
             signed = True
         if not signed:
@@ -350,11 +357,7 @@ class LedgerVerifier:
     @staticmethod
     def _apply_registry(run: _Run, body: ev.Event, envelope: str) -> None:
         assert isinstance(body, _REGISTRY)
-        principal = run.principals.get(body.principal_id)
-        if principal is None:
-            principal = Principal.__new__(Principal)
-            run.principals[body.principal_id] = principal
-        principal.mutate(body)
+        run.principals[body.principal_id] = principal.evolve(run.principals.get(body.principal_id), body)
 
     def _snapshot(self, run: _Run, roots: dict[int, bytes]) -> None:
         if run.tree.size not in roots:
@@ -391,11 +394,3 @@ class StateMismatchError(Exception):
 
 def _forged(sequence: int) -> Failure:
     return Failure(sequence, "a signature does not verify over the stored envelope")
-
-
-def _genesis_key(body: ev.PrincipalRegistered, keyid: str) -> bytes | None:
-    try:
-        raw = public_key_raw(body.public_key)
-    except Rejected:
-        return None
-    return raw if keyid == keyid_for(body.principal_id, raw) and body.actor == body.principal_id else None
