@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
@@ -48,7 +49,7 @@ class Ledgered(Aggregate):
         self.mutate(body_of(envelope))
 
     @classmethod
-    def open(cls, aggregate_id: object, envelope: str, recorded_at: datetime) -> Ledgered:
+    def open(cls, aggregate_id: UUID, envelope: str, recorded_at: datetime) -> Ledgered:
         return cls._create(
             cls.Opened, id=aggregate_id, envelope=envelope, prev=FIRST_PREV, timestamp=recorded_at
         )

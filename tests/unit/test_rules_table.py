@@ -48,7 +48,7 @@ def _qa() -> list[ev.Manifestation]:
     return [ev.Manifestation("qa.ssf", "Quinn QA SSF", at(16), "approved")]
 
 
-def _step(n: float, cls: type[ev.Body], actor: str, site: str, **fields: Any) -> Any:
+def _step(n: float, cls: type[Any], actor: str, site: str, **fields: Any) -> Any:
     return cls(
         event_id=UUID(int=1000 + int(n * 10)), occurred_at=at(n), site=site, actor=actor, coi=COI, **fields
     )
@@ -172,7 +172,7 @@ def _registered(pid: str, *roles: str, kind: str = "person", **changes: Any) -> 
     return ev.PrincipalRegistered(**(fields | changes))
 
 
-def _registry(cls: type[ev.Body], pid: str, **fields: Any) -> Any:
+def _registry(cls: type[Any], pid: str, **fields: Any) -> Any:
     return cls(
         event_id=UUID(int=10),
         occurred_at=RECEIVED,
@@ -404,7 +404,7 @@ def test_the_rotation_grace_is_the_policys() -> None:
 # ------------------------------------------------------------------ exhaustiveness
 
 
-def _bare(cls: type[ev.Body]) -> Any:
+def _bare(cls: type[Any]) -> Any:
     """An instance with no values: enough for a class pattern, nothing more."""
     return cls(**dict.fromkeys(cls.__struct_fields__))
 
@@ -426,11 +426,12 @@ def test_every_journey_body_has_its_own_rule_and_change_in_the_therapy(cls: type
 def test_every_registry_body_is_the_principals_and_never_the_therapys(cls: type[ev.Body]) -> None:
     with pytest.raises(AssertionError):
         therapy._match(_bare(cls))
-    fields = {
+    samples: dict[str, dict[str, Any]] = {
         "principal_registered": {},
         "principal_key_rotated": {"public_key": PATIENT_KEY, "valid_from": RECEIVED},
         "principal_revoked": {"effective_at": RECEIVED, "keyid": None},
-    }[str(cls.__struct_config__.tag)]
+    }
+    fields = samples[str(cls.__struct_config__.tag)]
     sample = _registered("nurse.bdw", "qc") if not fields else _registry(cls, "nurse.bdw", **fields)
     state = principal.evolve(None if not fields else copy_of(NURSE), sample)
     assert state.principal_id == "nurse.bdw"
