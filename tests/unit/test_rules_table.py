@@ -419,6 +419,8 @@ def test_every_journey_body_has_its_own_rule_and_change_in_the_therapy(cls: type
     tag = cls.__struct_config__.tag
     assert (decide.__name__, evolve.__name__) == (f"_decide_{tag}", f"_evolve_{tag}")
     with pytest.raises(AssertionError):
+        principal.decide(None, _bare(cls), ctx())
+    with pytest.raises(AssertionError):
         principal.evolve(None, _bare(cls))
 
 
