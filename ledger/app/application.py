@@ -75,12 +75,11 @@ class Outcome(msgspec.Struct, omit_defaults=True):
 
 @dataclass
 class _Claims:
-    """The rules' claims port over the claims table and a batch's own claims (the tables of
-    the batch, not the batch: a reference back would be a cycle)."""
+    """The rules' claims port: a batch's own claims, then those it looked up, then the table."""
 
     recorder: Any
-    pending: dict[tuple[str, str], ClaimRow]
-    known: dict[tuple[str, str], tuple[str, str] | None]
+    pending: dict[tuple[str, str], ClaimRow] = field(default_factory=dict)  # made by the batch
+    known: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)  # looked up
 
     def claimed(self, kind: str, value: str) -> tuple[str, str] | None:
         """(owner, digest) of a claimed value, this batch's claims included."""
@@ -111,9 +110,8 @@ class _Registry:
 class _Batch:
     """Aggregates changed by a batch of envelopes, saved in one transaction."""
 
+    claims: _Claims  # the claims the batch makes and consults
     aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
-    claims: dict[tuple[str, str], ClaimRow] = field(default_factory=dict)
-    known: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)  # looked up
     verdicts: dict[int, dict[int, tuple[bytes, bool]]] = field(default_factory=dict)  # envelope, sig
     outcomes: list[tuple[Outcome, UUID | None, int]] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)
@@ -125,7 +123,6 @@ class _Batch:
     places: list[tuple[int, int]] = field(default_factory=list)
     publics: list[bytes] = field(default_factory=list)
     pending: Callable[[], list[bool]] = list
-    claims_port: _Claims | None = None
 
 
 class LedgerApplication(Application):
@@ -202,8 +199,8 @@ class LedgerApplication(Application):
         rotated, revoked or registered before the batch is decided is harmless: a verdict
         counts only for the public key it was made with, and key validity is decided later."""
         at = now or self.clock()
-        batch = _Batch(raws=raws, received=at, parsed=[self._parse(raw, at) for raw in raws])
-        batch.claims_port = _Claims(self.recorder, batch.claims, batch.known)
+        parsed = [self._parse(raw, at) for raw in raws]
+        batch = _Batch(_Claims(self.recorder), raws=raws, received=at, parsed=parsed)
         jobs: list[Job] = []
         places: list[tuple[int, int]] = []
         for index, p in enumerate(batch.parsed):
@@ -226,7 +223,7 @@ class LedgerApplication(Application):
         self._notice_other_writers()
         keys = [key for p in batch.parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
         found = self.recorder.claims(keys)  # type: ignore[attr-defined]
-        batch.known.update((key, found.get(key)) for key in keys)
+        batch.claims.known = {key: found.get(key) for key in keys}
         for (index, i), public, ok in zip(batch.places, batch.publics, batch.pending(), strict=True):
             batch.verdicts.setdefault(index, {})[i] = (public, ok)
         for index, (raw, p) in enumerate(zip(batch.raws, batch.parsed, strict=True)):
@@ -299,7 +296,7 @@ class LedgerApplication(Application):
         for aggregate in batch.aggregates.values():
             processing.events.extend(aggregate.collect_events())
             processing.aggregates[aggregate.id] = aggregate
-        processing.saved_kwargs["claims"] = list(batch.claims.values())
+        processing.saved_kwargs["claims"] = list(batch.claims.pending.values())
         recordings = self._record(processing)
         self._notify(recordings)
         return recordings
@@ -333,7 +330,7 @@ class LedgerApplication(Application):
         digest = hashlib.sha256(opened.body).hexdigest()
         signers = self._signers(opened, body, batch, verdicts)
 
-        claimed = self._claimed("event", str(body.event_id), batch)
+        claimed = batch.claims.claimed("event", str(body.event_id))
         if claimed is not None:
             if claimed[1] != digest:
                 raise Rejected(
@@ -355,7 +352,7 @@ class LedgerApplication(Application):
             roles = {pid: signer.roles for pid, signer in signers.items()}
             target = self._journey_step(body, roles, envelope, batch, claims)
         for claim in claims:
-            batch.claims[claim[:2]] = claim
+            batch.claims.pending[claim[:2]] = claim
         batch.aggregates[target.id] = target
         return target
 
@@ -364,12 +361,11 @@ class LedgerApplication(Application):
     ) -> dict[str, PrincipalState]:
         """Verify every signature (or take the batch's verdict for it, if made with the same key)
         and the key's state (aggregates/principal.py); return the signers."""
-        assert batch.claims_port is not None
         signers: dict[str, PrincipalState] = {}
         for i, (keyid, sig) in enumerate(opened.signatures):
             stream = self._principal(keyid.split(":", 1)[0], batch)
             state = None if stream is None else stream.state
-            public = signing_key(state, body, keyid, batch.claims_port)
+            public = signing_key(state, body, keyid, batch.claims)
             if public is None:
                 raise Rejected(
                     ReasonCode.UNKNOWN_KEY,
@@ -414,14 +410,13 @@ class LedgerApplication(Application):
     def _registry_change(
         self, body: ev.RegistryEvent, envelope: str, batch: _Batch, claims: list[ClaimRow]
     ) -> Aggregate:
-        assert batch.claims_port is not None
         existing = self._principal(body.principal_id, batch)
-        ctx = Context(batch.received, self.policy, batch.claims_port, _Registry(self, batch))
+        ctx = Context(batch.received, self.policy, batch.claims, _Registry(self, batch))
         problem = principal.decide(None if existing is None else existing.state, body, ctx)
         if problem is not None:
             raise problem
         if existing is None:
-            if batch.claims_port.owner(*GENESIS) is None:
+            if batch.claims.owner(*GENESIS) is None:
                 claims.append((*GENESIS, body.principal_id, ""))
             return Principal.open(principal_uuid(body.principal_id), envelope, batch.received)
         existing.record(envelope, body, batch.received)
@@ -449,10 +444,9 @@ class LedgerApplication(Application):
         batch: _Batch,
         claims: list[ClaimRow],
     ) -> Aggregate:
-        assert batch.claims_port is not None
         stream = self._get(therapy_uuid(body.coi), batch)
         assert stream is None or isinstance(stream, Therapy)
-        ctx = Context(batch.received, self.policy, batch.claims_port, _NO_REGISTRY, roles)
+        ctx = Context(batch.received, self.policy, batch.claims, _NO_REGISTRY, roles)
         problem = therapy.decide(None if stream is None else stream.state, body, ctx)
         if problem is not None:
             raise problem
@@ -464,10 +458,6 @@ class LedgerApplication(Application):
             return Therapy.open(therapy_uuid(body.coi), envelope, batch.received)
         stream.record(envelope, body, batch.received)
         return stream
-
-    def _claimed(self, kind: str, value: str, batch: _Batch) -> tuple[str, str] | None:
-        assert batch.claims_port is not None
-        return batch.claims_port.claimed(kind, value)
 
     # ------------------------------------------------------------------ reading
 
