@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from ledger.store.sql import POSTGRES_SCHEMES, sqlite_path
 from ledger.wire.files import create_private
 
 DEFAULT_DATA_DIR = "coi-data"
@@ -51,7 +52,7 @@ def persistence_env(url: str) -> dict[str, str]:
     """The eventsourcing environment for a database URL."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        path = unquote(parts.path.removeprefix("/")) if parts.netloc == "" else parts.netloc + parts.path
+        path = sqlite_path(url)
         if not path:
             raise ConfigError(f"COI_DATABASE_URL {redact(url)!r}: expected sqlite:///path/to/ledger.sqlite")
         if path != ":memory:":
@@ -64,7 +65,7 @@ def persistence_env(url: str) -> dict[str, str]:
             "TRANSCODER_TOPIC": TRANSCODER,
             "MAPPER_TOPIC": MAPPER,
         }
-    if parts.scheme in ("postgres", "postgresql"):
+    if parts.scheme in POSTGRES_SCHEMES:
         if not parts.hostname or not parts.path.strip("/"):
             raise ConfigError(
                 f"COI_DATABASE_URL {redact(url)!r}: expected postgresql://user@host:5432/dbname"

@@ -20,7 +20,8 @@ from eventsourcing.persistence import IntegrityError
 
 from ledger.app import ledgerkey
 from ledger.app.config import checkpoint_policy
-from ledger.store.logstore import LogStore, StoredCheckpoint
+from ledger.audit.source import StoredCheckpoint
+from ledger.store.logstore import LogStore
 from ledger.transparency import merkle
 from ledger.transparency.checkpoint import Checkpoint, NoteSigner
 from ledger.transparency.records import canonical, row_record

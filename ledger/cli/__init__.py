@@ -22,12 +22,14 @@ from consumers.broker import BrokerError
 from consumers.pipeline import SERVICES, broker_foreground, configured_bootstrap, projections_url, run_one, up
 from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication, Outcome
-from ledger.app.config import ConfigError, data_dir, redact
+from ledger.app.config import ConfigError, data_dir, database_url, redact
 from ledger.app.log import LogError, MerkleLog, settle
+from ledger.audit.source import SchemaError
 from ledger.audit.verification import LedgerVerifier, Report, StateMismatchError
 from ledger.demo.run import DemoError, run_demo
 from ledger.site.publisher import SitePublisher
 from ledger.site.signing import sign_json
+from ledger.store.sources import open_source
 from ledger.transparency.checkpoint import NoteError
 from ledger.wire.events import json_schema
 from ledger.wire.files import ExposedFileError
@@ -347,11 +349,21 @@ def cmd_prove(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _open_source() -> Any:
+    """The ledger's records, read-only: verifying never creates or alters anything."""
+    try:
+        return open_source(database_url())
+    except SchemaError:
+        raise
+    except Exception as exc:  # the driver's own message says which server and why
+        raise ConfigError(f"cannot open the ledger store ({exc}); check COI_DATABASE_URL") from None
+
+
 def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
-    app = _open_app()
     trusted = ledgerkey.trusted([Path(p) for p in args.trusted_key])
     if not trusted:
         raise UsageError("no trusted ledger keys: pass --trusted-key FILE (a .vkey file from the ledger)")
+    source = _open_source()
     started = time.perf_counter()
     last = [started]
 
@@ -365,7 +377,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
 
     state = data_dir() / "verify-state.json" if args.incremental else None
     try:
-        report = LedgerVerifier(app, trusted, progress).run(state)
+        report = LedgerVerifier(source, trusted, progress).run(state)
     except StateMismatchError as exc:
         raise UsageError(str(exc)) from None
     seconds = time.perf_counter() - started
@@ -602,6 +614,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except (
         UsageError,
         ConfigError,
+        SchemaError,
         KeyFileError,
         DemoError,
         NoteError,

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.rows import tuple_row
+
+from ledger.audit.source import StoredCheckpoint
 
 TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints", "coi_relay")
 
@@ -41,14 +42,6 @@ class RelayPosition(NamedTuple):
     probe_partition: int
     probe_offset: int
     probe_sequence: int
-
-
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    size: int
-    root: bytes
-    note: str
-    signed_at: str
 
 
 _SELECT_RECORDS = (
