@@ -13,20 +13,14 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.app.application import LedgerApplication
-from ledger.app.log import MerkleLog
-from ledger.demo.journeys import Cast, compressed_run
-from ledger.transparency.checkpoint import NoteSigner
 from tests.conftest import LEDGER_TABLES
 from tests.stores import SERVER_URL, fresh_store
-from tests.support import advance, new_journey
+from tests.support import sealed_ledger
 from tests.test_cli import COI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,15 +37,7 @@ def verify(folder: Path, key: Path, url: str) -> subprocess.CompletedProcess[str
 def _fill(url: str, folder: Path) -> tuple[Path, int]:
     """Two patients' journeys under a signed checkpoint; returns the verifier key file (mode
     0644, readable by anyone) and the number of records."""
-    app = LedgerApplication(url)
-    cast = Cast()
-    registrations = cast.registrations(compressed_run(datetime.now(UTC)).registered_at)
-    assert all(o.status == "accepted" for o in app.submit_many(registrations))
-    for i in range(2):
-        advance(app, new_journey(cast, index=i))
-    signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
-    size = MerkleLog(app).checkpoint(signer, signer.name).size
-    app.close()
+    signer, size = sealed_ledger(url)
     key = folder / "ledger.vkey"
     key.write_text(signer.verifier.encode() + "\n")
     key.chmod(0o644)

@@ -7,17 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.app.application import LedgerApplication
-from ledger.app.log import MerkleLog
-from ledger.demo.journeys import Cast, compressed_run
 from ledger.transparency.checkpoint import NoteSigner
-from tests.support import advance, new_journey
+from tests.support import sealed_ledger
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKED = ("eventsourcing", "psycopg", "psycopg_pool", "kafka")
@@ -113,17 +108,8 @@ print(json.dumps({
 def small_ledger(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, NoteSigner, int]:
     """A registered cast and two patients' journeys under a signed checkpoint, in SQLite."""
     path = tmp_path_factory.mktemp("standalone") / "ledger.sqlite"
-    app = LedgerApplication(f"sqlite:///{path}")
-    cast = Cast()
-
-    registrations = cast.registrations(compressed_run(datetime.now(UTC)).registered_at)
-    assert all(o.status == "accepted" for o in app.submit_many(registrations))
-    for i in range(2):
-        advance(app, new_journey(cast, index=i))
-    signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
-    checkpoint = MerkleLog(app).checkpoint(signer, signer.name)
-    app.close()
-    return path, signer, checkpoint.size
+    signer, size = sealed_ledger(f"sqlite:///{path}")
+    return path, signer, size
 
 
 def _verify_alone(ledger: tuple[Path, NoteSigner, int], allowed: tuple[str, ...]) -> dict[str, object]:
