@@ -449,7 +449,7 @@ def merkle_appends(db: Path, url: str, folder: Path, latest: tuple[int, bytes]) 
     started = time.perf_counter()
     with sqlite3.connect(db) as source, sqlite3.connect(copy) as target:
         source.backup(target)
-        target.executescript("".join(f"DROP TABLE {t};" for t in TABLES))
+        target.executescript("".join(f"DELETE FROM {t};" for t in TABLES))
     copied = time.perf_counter() - started
     try:
         with ledger(f"sqlite:///{copy}") as app:

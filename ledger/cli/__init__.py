@@ -88,10 +88,11 @@ def _time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} lies before year 1 in UTC") from None
 
 
-def _open_app() -> LedgerApplication:
+def _open_app(writer: bool = True) -> LedgerApplication:
+    """The ledger; a writer migrates it on start, a reader (writer=False) changes nothing."""
     try:
-        return LedgerApplication()
-    except ConfigError:
+        return LedgerApplication(writer=writer)
+    except (ConfigError, SchemaError):
         raise
     except Exception as exc:  # the driver's own message says which server and why
         raise ConfigError(f"cannot open the ledger store ({exc}); check COI_DATABASE_URL") from None
@@ -232,7 +233,7 @@ def cmd_principals_revoke(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_principals_list(args: argparse.Namespace, out: TextIO) -> int:
-    for p in principals(_open_app()):
+    for p in principals(_open_app(writer=False)):
         _say(f"{p.principal_id:<20} {p.kind:<11} {','.join(p.roles):<24} {p.printed_name}", out)
         for k in p.keys:
             _say(f"    {k}", out)
@@ -294,7 +295,7 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
-    rows = history(_open_app(), args.coi)
+    rows = history(_open_app(writer=False), args.coi)
     if not rows:
         raise UsageError(f"{args.coi} has no records in this ledger")
     if args.json:
@@ -334,7 +335,7 @@ def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_prove(args: argparse.Namespace, out: TextIO) -> int:
-    log = MerkleLog(_open_app())
+    log = MerkleLog(_open_app(writer=False))
     try:
         if args.consistency:
             old, new = args.consistency
@@ -476,7 +477,7 @@ def cmd_broker(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_projections_rebuild(args: argparse.Namespace, out: TextIO) -> int:
     store = ProjectionStore(projections_url())
-    done = rebuild(_open_app(), store)
+    done = rebuild(_open_app(writer=False), store)
     print(f"rebuilt the projections from {done.records:,} records into {redact(projections_url())}", file=out)
     for sequence, why in done.set_aside:
         _say(f"coi: sequence {sequence} could not be projected and was set aside: {why}", sys.stderr)
@@ -597,6 +598,10 @@ def parser() -> argparse.ArgumentParser:
     prj.add_parser("rebuild", help="rebuild the projection tables from the ledger").set_defaults(
         run=cmd_projections_rebuild
     )
+
+    from ledger.cli import migrate
+
+    migrate.add_parser(sub)
 
     s = sub.add_parser("demo", help="run realistic journeys across the four sites")
     s.add_argument("--patients", type=int, default=8)

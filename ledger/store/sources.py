@@ -5,8 +5,7 @@ in read-only transactions, so a SELECT-only role or a read-only copy of the file
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -14,12 +13,17 @@ from urllib.parse import quote, urlsplit
 import psycopg
 
 from ledger.audit.source import Chunk, SchemaError, StoredCheckpoint
-from ledger.store.sql import POSTGRES_SCHEMES, is_postgres, placeholders, sqlite_path
+from ledger.store.sql import (
+    POSTGRES_EVENTS,
+    POSTGRES_SCHEMES,
+    SQLITE_EVENTS,
+    is_postgres,
+    placeholders,
+    reading,
+    sqlite_path,
+)
 from ledger.transparency.records import Record, row_record
 
-# The events tables eventsourcing names for the ledger application (LedgerApplication.name).
-SQLITE_EVENTS = "stored_events"
-POSTGRES_EVENTS = "coiledger_events"
 LOG_TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints")
 
 _RECORDS = (
@@ -61,19 +65,8 @@ class SqlSource:
     def close(self) -> None:
         self.conn.close()
 
-    @contextmanager
-    def _reading(self) -> Iterator[Any]:
-        """One read transaction: every query in it sees the same state of the tables."""
-        if self.postgres:
-            with self.conn.transaction(), self.conn.cursor() as c:
-                yield c
-            return
-        c = self.conn.cursor()
-        c.execute("BEGIN")
-        try:
-            yield c
-        finally:
-            c.execute("ROLLBACK")
+    def _reading(self) -> AbstractContextManager[Any]:
+        return reading(self.conn, self.postgres)
 
     def checkpoints(self) -> list[StoredCheckpoint]:
         with self._reading() as c:
