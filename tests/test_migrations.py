@@ -4,6 +4,7 @@ readers never create or alter anything (they say "run coi migrate" when they can
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,22 @@ def test_the_projection_store_migrates_on_start_once(tmp_path: Path) -> None:
     again = ProjectionStore(url)
     assert again.migrations == []
     again.close()
+
+
+def test_two_writers_starting_together_apply_each_migration_once(store_url: str) -> None:
+    start = threading.Barrier(2)
+    applied: list[list[str]] = []
+
+    def writer() -> None:
+        start.wait()
+        app = LedgerApplication(store_url)
+        applied.append(app.migrations)
+        app.close()
+
+    threads = [threading.Thread(target=writer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(applied) == 2  # neither failed
+    assert sorted(applied, key=len) == [[], [m.name for m in LEDGER]]
