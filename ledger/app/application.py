@@ -113,9 +113,10 @@ class LedgerApplication(Application):
         names what it applied); a reader changes nothing, and refuses a store it cannot read
         (SchemaError: run coi migrate, or coi init)."""
         url = url or database_url()
+        env = persistence_env(url, writer)  # checks the URL first
         if not writer:
             open_source(url).close()
-        super().__init__(env=persistence_env(url, writer))
+        super().__init__(env=env)
         # The event store's own table first, under the same lock as the migrations.
         self.migrations = migrate_ledger(url, self.recorder.create_table) if writer else []
         self.batch_size = batch_size

@@ -15,7 +15,6 @@ import psycopg
 from ledger.audit.source import Chunk, SchemaError, StoredCheckpoint
 from ledger.store.sql import (
     POSTGRES_EVENTS,
-    POSTGRES_SCHEMES,
     SQLITE_EVENTS,
     is_postgres,
     placeholders,
@@ -113,9 +112,7 @@ def open_source(url: str) -> SqlSource:
     if is_postgres(url):
         return _postgres(url)
     if urlsplit(url).scheme != "sqlite":
-        raise SchemaError(
-            f"COI_DATABASE_URL {url!r}: the scheme must be sqlite or {' or '.join(POSTGRES_SCHEMES)}"
-        )
+        raise SchemaError(f"COI_DATABASE_URL {url!r}: the scheme must be sqlite or postgresql")
     return _sqlite(sqlite_path(url))
 
 
