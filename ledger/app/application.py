@@ -36,10 +36,11 @@ from aggregates.principal import (
 from aggregates.therapy import therapy_uuid
 from ledger.app.config import database_url, persistence_env
 from ledger.audit.signatures import AheadVerifier, Job
-from ledger.store.recorders import ClaimRow, DigestRow
+from ledger.store.migrations import PAYLOAD_DIGESTS, migrate_ledger
+from ledger.store.recorders import ClaimRow
+from ledger.store.sources import open_source
 from ledger.store.streams import Principal, Therapy
 from ledger.store.topics import PRINCIPAL_OPENED
-from ledger.transparency.records import header_of_body, payload_of
 from ledger.wire import events as ev
 from ledger.wire.decoding import decode_body
 from ledger.wire.dsse import PAYLOAD_TYPE, Opened, check_size, open_envelope, pae, verify
@@ -54,10 +55,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-# An event id's claim holds the digest of the body its signatures sign, so any re-encoding
-# of a stored envelope (URL-safe base64, other spacing or key order) is a duplicate. Stores
-# written when it was the digest of the envelope bytes are rewritten once, on start.
-PAYLOAD_DIGESTS = "event-claims-digest-the-payload"
+__all__ = ["PAYLOAD_DIGESTS", "LedgerApplication", "Outcome"]
 
 
 class Outcome(msgspec.Struct, omit_defaults=True):
@@ -142,8 +140,18 @@ class LedgerApplication(Application):
         batch_size: int = 50,
         verify_workers: int | None = None,
         clock: Clock = utc_now,
+        writer: bool = True,
     ) -> None:
-        super().__init__(env=persistence_env(url or database_url()))
+        """A writer migrates the store on start (ledger/store/migrations.py: `migrations`
+        names what it applied); a reader changes nothing, and refuses a store it cannot read
+        (SchemaError: run coi migrate, or coi init)."""
+        url = url or database_url()
+        env = persistence_env(url, writer)  # checks the URL first
+        if not writer:
+            open_source(url).close()
+        super().__init__(env=env)
+        # The event store's own table first, under the same lock as the migrations.
+        self.migrations = migrate_ledger(url, self.recorder.create_table) if writer else []
         self.batch_size = batch_size
         self.clock = clock  # the clock of record: receipt times, key validity, recorded_at
         self.verifier = AheadVerifier(verify_workers)
@@ -151,8 +159,6 @@ class LedgerApplication(Application):
         self._principals: set[UUID] = set()  # principals this object has read
         # The rules new records are judged by (aggregates/policy.py).
         self.policy = Policy(version=RULES_VERSION)
-        if not self.recorder.migrated(PAYLOAD_DIGESTS):  # type: ignore[attr-defined]
-            self.recorder.set_event_digests(PAYLOAD_DIGESTS, list(self._payload_digests()))  # type: ignore[attr-defined]
 
     def start_workers(self) -> None:
         """Fork the signature-checking workers now, before the caller starts threads of its own
@@ -460,12 +466,6 @@ class LedgerApplication(Application):
         return stream
 
     # ------------------------------------------------------------------ reading
-
-    def _payload_digests(self) -> Iterator[DigestRow]:
-        """(digest of the signed body, event id) of every stored envelope."""
-        for _, _, envelope in self.records():
-            body = payload_of(envelope)
-            yield hashlib.sha256(body).hexdigest(), str(header_of_body(body).event_id)
 
     def records(self, start: int = 1) -> Iterator[tuple[int, datetime, str]]:
         """(sequence, recorded_at, envelope) of every stored envelope, in log order (every
