@@ -123,12 +123,20 @@ class Principal(Ledgered):
         if isinstance(body, PrincipalRevoked) and body.keyid and body.keyid not in self.keys:
             raise Rejected("unknown_key", f"{body.keyid} is not a key of {self.principal_id}", "keyid")
 
-    def key_problem(self, keyid: str, occurred_at: datetime, received_at: datetime) -> Rejected | None:
+    def key_problem(
+        self,
+        keyid: str,
+        occurred_at: datetime,
+        received_at: datetime,
+        rotation_grace: timedelta | None = None,
+    ) -> Rejected | None:
         """Why this key may not sign an event that occurred at `occurred_at` and reached the
         ledger at `received_at`, or None. The key must be valid when the ledger receives the
         envelope (the ledger is the clock of record: a signer cannot back-date its way past a
         revocation), while the principal's registration and non-revocation are judged at
-        occurred_at (a late entry across a routine rotation is signed with the current key)."""
+        occurred_at (a late entry across a routine rotation is signed with the current key).
+        `rotation_grace`: the grace of the policy in force for a key replaced by a routine
+        rotation (None: ROTATION_GRACE, the grace before policy records)."""
         if occurred_at < self.registered_from:
             return Rejected(
                 "key_not_yet_valid",
@@ -158,7 +166,8 @@ class Principal(Ledgered):
                 f"the ledger received this at {received_at.isoformat()}",
                 "signatures",
             )
-        if state.valid_until is not None and received_at >= state.valid_until + state.grace:
+        grace = rotation_grace if state.grace and rotation_grace is not None else state.grace
+        if state.valid_until is not None and received_at >= state.valid_until + grace:
             return Rejected(
                 "key_expired",
                 f"key {keyid} was replaced by rotation at {state.valid_until.isoformat()}; "

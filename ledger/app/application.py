@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
@@ -21,6 +21,8 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
+from aggregates.policy import LEGACY, Policy, PolicyContext, PolicyState, judging, policy_of
+from aggregates.policy import decide as decide_policy
 from aggregates.principal import (
     Principal,
     authorize,
@@ -33,6 +35,7 @@ from aggregates.principal import (
 from aggregates.therapy import Therapy, therapy_uuid
 from ledger.app.config import database_url, persistence_env
 from ledger.audit.signatures import AheadVerifier, Job
+from ledger.store.policy_stream import POLICY_STREAM, PolicyStream
 from ledger.store.recorders import ClaimRow, DigestRow
 from ledger.store.topics import PRINCIPAL_OPENED
 from ledger.transparency.records import header_of_body, payload_of
@@ -90,6 +93,8 @@ class _Batch:
     places: list[tuple[int, int]] = field(default_factory=list)
     publics: list[bytes] = field(default_factory=list)
     pending: Callable[[], list[bool]] = list
+    # the policy the batch's records are judged by (refused: the log is under newer rules)
+    policy: Policy | Rejected = LEGACY
 
 
 class LedgerApplication(Application):
@@ -157,6 +162,8 @@ class LedgerApplication(Application):
                 with contextlib.suppress(KeyError):
                     self.repository.cache.get(principal_id, evict=True)
             self._principals.clear()
+            with contextlib.suppress(KeyError):
+                self.repository.cache.get(POLICY_STREAM, evict=True)  # a policy record, too
         self._top = top
 
     def _prepare(self, raws: list[bytes], now: datetime | None) -> _Batch:
@@ -164,7 +171,8 @@ class LedgerApplication(Application):
         rotated, revoked or registered before the batch is decided is harmless: a verdict
         counts only for the public key it was made with, and key validity is decided later."""
         at = now or self.clock()
-        batch = _Batch(raws=raws, received=at, parsed=[self._parse(raw, at) for raw in raws])
+        skew = self.policy_in_force().policy.skew
+        batch = _Batch(raws=raws, received=at, parsed=[self._parse(raw, at, skew) for raw in raws])
         jobs: list[Job] = []
         places: list[tuple[int, int]] = []
         for index, p in enumerate(batch.parsed):
@@ -184,6 +192,7 @@ class LedgerApplication(Application):
     def _finish(self, batch: _Batch, now: datetime | None, retried: int = 0) -> Iterator[Outcome]:
         """Decide each envelope of a prepared batch in order and store the batch."""
         self._notice_other_writers()
+        batch.policy = judging(self.policy_in_force(batch).policy)
         keys = [key for p in batch.parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
         found = self.recorder.claims(keys)  # type: ignore[attr-defined]
         batch.known = {key: found.get(key) for key in keys}
@@ -194,11 +203,11 @@ class LedgerApplication(Application):
         yield from self._flush(batch, now, retried)
 
     @staticmethod
-    def _parse(raw: bytes, now: datetime) -> tuple[Opened, ev.Event] | Rejected:
+    def _parse(raw: bytes, now: datetime, skew: timedelta) -> tuple[Opened, ev.Event] | Rejected:
         try:
             check_size(raw)
             opened = open_envelope(raw)
-            return opened, decode_body(opened.body, now)
+            return opened, decode_body(opened.body, now, skew)
         except Rejected as rejected:
             return rejected
 
@@ -305,10 +314,14 @@ class LedgerApplication(Application):
             return None
 
         authorize(body, signers)
+        if isinstance(batch.policy, Rejected):
+            raise batch.policy
         envelope = raw.decode()
         claims: list[ClaimRow] = [("event", str(body.event_id), coi or "registry", digest)]
         if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked):
             target = self._registry_change(body, envelope, batch, claims)
+        elif isinstance(body, ev.PolicyAdopted):
+            target = self._policy_change(body, signers, envelope, batch)
         else:
             target = self._journey_step(body, signers[body.actor].roles, envelope, batch, claims)
         for claim in claims:
@@ -349,7 +362,8 @@ class LedgerApplication(Application):
                 )  # fmt: skip
             if principal is None:
                 continue  # the genesis administrator is checked when it is created
-            problem = principal.key_problem(keyid, body.occurred_at, batch.received)
+            grace = batch.policy.rotation_grace if isinstance(batch.policy, Policy) else None
+            problem = principal.key_problem(keyid, body.occurred_at, batch.received, grace)
             if problem is not None:
                 raise problem
             signers[principal.principal_id] = principal
@@ -424,6 +438,34 @@ class LedgerApplication(Application):
                 return
             start = found[-1].id + 1
 
+    # ------------------------------------------------------------------ policy
+
+    def policy_in_force(self, batch: _Batch | None = None) -> PolicyState:
+        """The policy in force (LEGACY before the first policy record), this batch's records
+        included; cached like the principals, and forgotten when another writer appends."""
+        found = self._get(POLICY_STREAM, batch or _Batch())
+        return found.state if isinstance(found, PolicyStream) else PolicyState()
+
+    def _policy_change(
+        self, body: ev.PolicyAdopted, signers: dict[str, Principal], envelope: str, batch: _Batch
+    ) -> Aggregate:
+        """A new boundary, by the rules of aggregates/policy.py; from the next record of the
+        batch on, its settings are in force."""
+        at = batch.received
+        admins = frozenset(pid for pid, p in signers.items() if "admin" in p.roles)
+        ctx = PolicyContext(admins, sum(1 for a in self._administrators(batch) if a.can_administer(at)))
+        stream = self._get(POLICY_STREAM, batch)
+        state = stream.state if isinstance(stream, PolicyStream) else PolicyState()
+        problem = decide_policy(state, body, ctx)
+        if problem is not None:
+            raise problem
+        if isinstance(stream, PolicyStream):
+            stream.record(envelope, body, at)
+        else:
+            stream = PolicyStream.open(POLICY_STREAM, envelope, at)
+        batch.policy = judging(policy_of(body))
+        return stream
+
     def _journey_step(
         self,
         body: ev.JourneyEvent,
@@ -475,12 +517,13 @@ class LedgerApplication(Application):
             body = payload_of(envelope)
             yield hashlib.sha256(body).hexdigest(), str(header_of_body(body).event_id)
 
-    def records(self, start: int = 1) -> Iterator[tuple[int, datetime, str]]:
-        """(sequence, recorded_at, envelope) of every stored envelope, in log order (every
-        stored event is one envelope: the claims index lives outside the event store)."""
+    def records(self, start: int = 1, topics: list[str] | None = None) -> Iterator[tuple[int, datetime, str]]:
+        """(sequence, recorded_at, envelope) of every stored envelope (of the events filed
+        under `topics`, if given), in log order (every stored event is one envelope: the
+        claims index lives outside the event store)."""
         decoder = msgspec.json.Decoder(dict[str, object])
         while True:
-            notifications = self.recorder.select_notifications(start=start, limit=500)
+            notifications = self.recorder.select_notifications(start=start, limit=500, topics=topics or ())
             if not notifications:
                 return
             for n in notifications:

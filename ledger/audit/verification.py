@@ -25,6 +25,9 @@ import msgspec
 from eventsourcing.application import Application
 
 from aggregates.base import body_of
+from aggregates.policy import Policy, PolicyContext, PolicyState
+from aggregates.policy import decide as decide_policy
+from aggregates.policy import evolve as evolve_policy
 from aggregates.principal import Principal, public_key_raw
 from ledger.audit.signatures import BackgroundVerifier, TaggedJob
 from ledger.store.logstore import LogStore, StoredCheckpoint
@@ -42,6 +45,7 @@ _SELECT_LEAVES = "SELECT leaf_index, sequence FROM coi_leaves WHERE leaf_index >
 _SELECT_NODES = "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?"
 _REGISTRY = (ev.PrincipalRegistered, ev.PrincipalKeyRotated, ev.PrincipalRevoked)
 _REGISTRY_TAGS = frozenset(t.__struct_config__.tag for t in _REGISTRY)
+_DECODED_TAGS = _REGISTRY_TAGS | {ev.PolicyAdopted.__struct_config__.tag}
 
 
 class _Header(msgspec.Struct):
@@ -59,9 +63,9 @@ _body = msgspec.json.Decoder(ev.StoredEvent)  # as accepted then, not as the doo
 
 
 def _decode(body: bytes) -> ev.Event | _Header:
-    """Registry records in full, to replay key state; the others' header."""
+    """Registry and policy records in full, to replay key state and policy; the others' header."""
     header = _header.decode(body)
-    return _body.decode(body) if header.type in _REGISTRY_TAGS else header
+    return _body.decode(body) if header.type in _DECODED_TAGS else header
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,7 @@ class State(msgspec.Struct):
     edge: list[str]
     streams: dict[str, tuple[int, str]]
     registry: list[str]  # the registry envelopes, in order, to rebuild key state
+    policies: list[str] = []  # the policy envelopes, in order, to rebuild the policy in force
 
 
 @dataclass
@@ -102,6 +107,8 @@ class _Run:
     streams: dict[str, tuple[int, str]]
     registry: list[str]
     principals: dict[str, Principal] = field(default_factory=dict)
+    policy: PolicyState = field(default_factory=PolicyState)  # in force at the current record
+    policies: list[str] = field(default_factory=list)
     last_sequence: int = 0
     first_unsealed: int | None = None  # the first record after the last checkpoint that matched
     snapshot: State | None = None
@@ -180,6 +187,8 @@ class LedgerVerifier:
         )
         for envelope in run.registry:
             self._apply_registry(run, body_of(envelope), envelope)
+        for envelope in state.policies:
+            _replay_policy(run, envelope)
         report.resumed_from = state.size
         report.leaves = state.size
         return run
@@ -292,6 +301,8 @@ class LedgerVerifier:
         failure = self._check_chain(run, record, leaf, sequence)
         if failure is None:
             failure = self._check_signers(run, record, opened, body, sequence, jobs)
+        if failure is None and isinstance(body, ev.PolicyAdopted):
+            failure = _check_policy(run, record, opened, body, sequence)
         return failure
 
     @staticmethod
@@ -326,7 +337,7 @@ class LedgerVerifier:
         for keyid, sig in opened.signatures:
             principal = run.principals.get(keyid.split(":", 1)[0])
             if principal is not None and keyid in principal.keys:
-                problem = principal.key_problem(keyid, body.occurred_at, received)
+                problem = _key_problem(run.policy.policy, principal, keyid, body.occurred_at, received)
                 if problem is not None:
                     return Failure(sequence, f"{problem.code}: {problem.message}")
                 public = principal.keys[keyid].public_raw
@@ -366,6 +377,7 @@ class LedgerVerifier:
             edge=[h.hex() for h in run.tree.edge],
             streams=dict(run.streams),
             registry=list(run.registry),
+            policies=list(run.policies),
         )
 
     def _check_coverage(self, run: _Run, checkpoints: list[StoredCheckpoint]) -> Failure | None:
@@ -399,3 +411,40 @@ def _genesis_key(body: ev.PrincipalRegistered, keyid: str) -> bytes | None:
     except Rejected:
         return None
     return raw if keyid == keyid_for(body.principal_id, raw) and body.actor == body.principal_id else None
+
+
+# ---------------------------------------------------------------- the policy in force
+
+
+def _key_problem(
+    policy: Policy, principal: Principal, keyid: str, occurred_at: datetime, recorded_at: datetime
+) -> Rejected | None:
+    """Before the first boundary (version 0) keys were judged at occurred_at, the rule before
+    "Hardening"; from version 1 on, at the ledger's receipt, with the rotation grace in force."""
+    if policy.version == 0:
+        return principal.key_problem(keyid, occurred_at, occurred_at)
+    return principal.key_problem(keyid, occurred_at, recorded_at, policy.rotation_grace)
+
+
+def _check_policy(
+    run: _Run, record: Record, opened: Opened, body: ev.PolicyAdopted, sequence: int
+) -> Failure | None:
+    """A boundary is replayed by the rules that accepted it (aggregates/policy.py): a version
+    lower than the one in force, a setting out of bounds or a missing administrator fails."""
+    received = datetime.fromisoformat(record.recorded_at)
+    signers = {keyid.split(":", 1)[0] for keyid, _ in opened.signatures}
+    admins = frozenset(p for p in signers if "admin" in run.principals[p].roles)
+    ctx = PolicyContext(admins, sum(1 for p in run.principals.values() if p.can_administer(received)))
+    problem = decide_policy(run.policy, body, ctx)
+    if problem is not None:
+        return Failure(sequence, f"policy record refused: {problem.code}: {problem.message}")
+    run.policy = evolve_policy(run.policy, body)
+    run.policies.append(record.envelope)
+    return None
+
+
+def _replay_policy(run: _Run, envelope: str) -> None:
+    body = body_of(envelope)
+    assert isinstance(body, ev.PolicyAdopted)
+    run.policy = evolve_policy(run.policy, body)
+    run.policies.append(envelope)
