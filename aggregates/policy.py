@@ -78,7 +78,8 @@ def show(value: timedelta | int) -> str:
         return str(value)
     seconds = int(value.total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds and seconds % size == 0:
+        # days from two on: a day reads as 24h, as the defaults are written
+        if seconds and seconds % size == 0 and (unit != "d" or seconds >= 2 * size):
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
 

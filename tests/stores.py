@@ -8,13 +8,17 @@ import atexit
 import os
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import msgspec
 import psycopg
 import pytest
 
 from ledger.app.application import LedgerApplication
+from ledger.transparency.records import record_hash
 
 # The server's `test` database is only the way in: the tests keep their tables in databases
 # of their own, so a benchmark or a local ledger in `test` cannot disturb them.
@@ -103,3 +107,25 @@ class RawStore:
 
     def last(self) -> int:
         return int(self.sql("SELECT MAX({seq}) FROM {table}")[0][0])
+
+    def append(self, stream: UUID, envelope: str, topic: str) -> int:
+        """Append `envelope` to `stream` straight into the table, correctly chained and recorded
+        now, as an insider with SQL could; returns the sequence it gets."""
+        column = stream if self.postgres else stream.hex
+        (version, state) = self.sql(
+            "SELECT originator_version, state FROM {table} WHERE originator_id = ? "
+            "ORDER BY originator_version DESC LIMIT 1",
+            (column,),
+        )[0]
+        stored = msgspec.json.decode(bytes(state))
+        head = record_hash(stream, version, stored["prev"], stored["timestamp"]["_data_"], stored["envelope"])
+        state = msgspec.json.encode(
+            {
+                "timestamp": {"_type_": "datetime_iso", "_data_": datetime.now(UTC).isoformat()},
+                "envelope": envelope,
+                "prev": head,
+            }
+        )
+        self.sql("INSERT INTO {table} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
+                 (column, version + 1, topic, state))  # fmt: skip
+        return self.last()
