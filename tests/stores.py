@@ -108,9 +108,9 @@ class RawStore:
     def last(self) -> int:
         return int(self.sql("SELECT MAX({seq}) FROM {table}")[0][0])
 
-    def append(self, stream: UUID, envelope: str, topic: str) -> int:
+    def append(self, stream: UUID, envelope: str, topic: str, recorded_at: datetime | None = None) -> int:
         """Append `envelope` to `stream` straight into the table, correctly chained and recorded
-        now, as an insider with SQL could; returns the sequence it gets."""
+        at `recorded_at` (now), as an insider with SQL could; returns the sequence it gets."""
         column = stream if self.postgres else stream.hex
         (version, state) = self.sql(
             "SELECT originator_version, state FROM {table} WHERE originator_id = ? "
@@ -121,7 +121,10 @@ class RawStore:
         head = record_hash(stream, version, stored["prev"], stored["timestamp"]["_data_"], stored["envelope"])
         state = msgspec.json.encode(
             {
-                "timestamp": {"_type_": "datetime_iso", "_data_": datetime.now(UTC).isoformat()},
+                "timestamp": {
+                    "_type_": "datetime_iso",
+                    "_data_": (recorded_at or datetime.now(UTC)).isoformat(),
+                },
                 "envelope": envelope,
                 "prev": head,
             }

@@ -14,13 +14,16 @@ import pytest
 
 import aggregates.policy
 from aggregates.policy import RULES_VERSION, Policy
+from aggregates.principal import principal_uuid
 from ledger.app.application import LedgerApplication, Outcome
 from ledger.audit.verification import LedgerVerifier
 from ledger.cli.policy import view
 from ledger.demo.journeys import Cast
-from ledger.site.signing import Member, adoption, registration
+from ledger.site.signing import Member, adoption, envelope, registration
 from ledger.store.policy_stream import POLICY_STREAM
+from ledger.wire import events as ev
 from tests.stores import RawStore
+from tests.test_principals import _rotation
 
 
 def _adopt(
@@ -115,6 +118,38 @@ def test_the_skew_in_force_decides_what_is_from_the_future(registered: LedgerApp
     assert ahead(9).status == "accepted"
     assert _adopt(registered, [cast.admin], Policy(RULES_VERSION, skew=timedelta(0))).status == "accepted"
     assert ahead(1).code == "future_timestamp"
+
+
+def test_the_rotation_grace_in_force_decides_how_long_a_replaced_key_signs(
+    registered: LedgerApplication, cast: Cast, store_url: str
+) -> None:
+    now = datetime.now(UTC)
+    grace = Policy(RULES_VERSION, rotation_grace=timedelta(minutes=2))
+    assert _adopt(registered, [cast.admin], grace, now).status == "accepted"
+    _, rotation = _rotation(cast, cast.admin.principal_id, now, routine=True)
+    assert registered.submit(rotation, now=now).status == "accepted"
+
+    def signed_by_the_old_key(after: timedelta) -> Outcome:
+        member = Member.new(f"qa.after{after.seconds}", "After QA", "person", ("qa",), "US-SSF")
+        return registered.submit(registration(cast.admin, member, now + after), now=now + after)
+
+    assert signed_by_the_old_key(timedelta(minutes=1)).status == "accepted"
+    assert signed_by_the_old_key(timedelta(minutes=3)).code == "key_expired"  # the default grace is 10m
+    assert LedgerVerifier(registered, []).run().failure is None
+
+    # What the ledger refused, written into the table: the verifier judges by the same grace.
+    later = now + timedelta(minutes=3)
+    forged = envelope(ev.PrincipalRevoked, cast.admin, later, principal_id="nurse.bdw", effective_at=later,
+                      reason="by hand").decode()  # fmt: skip
+    raw = RawStore(store_url)
+    try:
+        sequence = raw.append(
+            principal_uuid("nurse.bdw"), forged, "aggregates.principal:Principal.Recorded", later
+        )
+    finally:
+        raw.conn.close()
+    failure = LedgerVerifier(registered, []).run().failure
+    assert failure is not None and failure.sequence == sequence and "key_expired" in failure.reason
 
 
 def test_the_verifier_refuses_a_decrease_written_into_the_table(
