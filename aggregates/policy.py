@@ -72,7 +72,7 @@ def field_name(setting: Setting) -> str:
     return f"{setting.name}_seconds" if isinstance(setting.default, timedelta) else setting.name
 
 
-def show(value: timedelta | int) -> str:
+def written(value: timedelta | int) -> str:
     """A setting's value as the duration syntax writes it (`5m`, `24h`, `90s`), or the count."""
     if not isinstance(value, timedelta):
         return str(value)
@@ -89,8 +89,8 @@ def bounds_problem(setting: Setting, value: timedelta | int) -> str | None:
     if setting.lowest <= value <= setting.highest:  # type: ignore[operator]
         return None
     return (
-        f"{setting.name} {show(value)} is outside its bounds "
-        f"{show(setting.lowest)}..{show(setting.highest)} (fixed in aggregates/policy.py)"
+        f"{setting.name} {written(value)} is outside its bounds "
+        f"{written(setting.lowest)}..{written(setting.highest)} (fixed in aggregates/policy.py)"
     )
 
 

@@ -171,6 +171,8 @@ class LedgerApplication(Application):
         rotated, revoked or registered before the batch is decided is harmless: a verdict
         counts only for the public key it was made with, and key validity is decided later."""
         at = now or self.clock()
+        # The skew in force as this batch is read: a policy record in the batch before it
+        # counts from the next batch on.
         skew = self.policy_in_force().policy.skew
         batch = _Batch(raws=raws, received=at, parsed=[self._parse(raw, at, skew) for raw in raws])
         jobs: list[Job] = []

@@ -3,6 +3,10 @@
 For every record, in global sequence order: its bytes against the Merkle leaf committed for
 it, every site signature against the key state (replayed from the registry records before
 it) at its `occurred_at`, and its chain link to the previous record of the same aggregate.
+Each record is judged by the policy in force at its place (aggregates/policy.py): the policy
+records are replayed by the rules that accepted them, so a lowered version fails, and key
+validity is judged at occurred_at before the first boundary (version 0) and at recorded_at,
+with the rotation grace in force, from version 1 on.
 The tree is recomputed from the records; every stored node and every checkpoint root must
 match, and every checkpoint must carry a valid signature by a trusted ledger key. The first
 record that fails is named. Incremental mode resumes from the last checkpoint a previous run

@@ -18,8 +18,8 @@ from aggregates.policy import (
     fields_of,
     parse_setting,
     seeded,
-    show,
     with_settings,
+    written,
 )
 
 
@@ -51,10 +51,8 @@ def add_parser(subparsers: Any) -> None:
     s.add_argument("--version", type=int, required=True, help="the rules version: never lower than in force")
     for setting in SETTINGS:
         what = "duration, e.g. 5m, 24h, 30s" if setting.name != "lock_threshold" else "a count"
-        s.add_argument(
-            _flag(setting),
-            help=f"{what}; bounds {show(setting.lowest)}..{show(setting.highest)} (default: as in force)",
-        )
+        bounds = f"{written(setting.lowest)}..{written(setting.highest)}"
+        s.add_argument(_flag(setting), help=f"{what}; bounds {bounds} (default: as in force)")
     s.add_argument("--reason", required=True, help="why the policy changes (recorded, signed)")
     s.add_argument(
         "--key", action="append", required=True, help="an administrator's key file; twice once two exist"
@@ -87,7 +85,7 @@ def view(app: Any) -> PolicyView:
             if since[s.name] is None or getattr(adopted.policy, s.name) != getattr(state.policy, s.name):
                 since[s.name] = seq
         state, sequence, recorded_at = adopted, seq, at
-    settings = [SettingView(s.name, show(getattr(state.policy, s.name)), since[s.name]) for s in SETTINGS]
+    settings = [SettingView(s.name, written(getattr(state.policy, s.name)), since[s.name]) for s in SETTINGS]
     return PolicyView(
         state.policy.version, sequence, recorded_at, list(state.signed_by), state.reason, settings
     )

@@ -11,16 +11,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 import aggregates.policy
 from aggregates.policy import RULES_VERSION, Policy
 from aggregates.principal import principal_uuid
 from ledger.app.application import LedgerApplication, Outcome
+from ledger.app.log import MerkleLog
 from ledger.audit.verification import LedgerVerifier
 from ledger.cli.policy import view
 from ledger.demo.journeys import Cast
 from ledger.site.signing import Member, adoption, envelope, registration
 from ledger.store.policy_stream import POLICY_STREAM
+from ledger.transparency.checkpoint import NoteSigner
 from ledger.wire import events as ev
 from tests.stores import RawStore
 from tests.test_principals import _rotation
@@ -166,6 +169,26 @@ def test_the_verifier_refuses_a_decrease_written_into_the_table(
     failure = LedgerVerifier(registered, []).run().failure
     assert failure is not None and failure.sequence == sequence
     assert "policy_downgrade" in failure.reason
+
+
+def test_an_incremental_verify_resumes_with_the_policy_in_force(
+    registered: LedgerApplication, cast: Cast, store_url: str, newer_rules: int, tmp_path: Path
+) -> None:
+    assert _adopt(registered, [cast.admin], Policy(newer_rules)).status == "accepted"
+    signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
+    MerkleLog(registered).checkpoint(signer, signer.name)
+    state = tmp_path / "verify-state.json"
+    assert LedgerVerifier(registered, [signer.verifier]).run(state).failure is None
+    lower = adoption([cast.admin], Policy(newer_rules - 1), datetime.now(UTC), "by hand").decode()
+    raw = RawStore(store_url)
+    try:
+        sequence = raw.append(POLICY_STREAM, lower, "coi:policy.recorded")
+    finally:
+        raw.conn.close()
+    report = LedgerVerifier(registered, [signer.verifier]).run(state)
+    assert report.resumed_from > 0
+    assert report.failure is not None and report.failure.sequence == sequence
+    assert "policy_downgrade" in report.failure.reason
 
 
 def _coi(tmp: Path, url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
