@@ -9,6 +9,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -34,6 +35,20 @@ def _adopt(
 ) -> Outcome:
     at = at or datetime.now(UTC)
     return app.submit(adoption(admins, policy, at, "tested"), now=at)
+
+
+def _by_hand(store_url: str, stream: UUID, envelope: str, topic: str, at: datetime | None = None) -> int:
+    """Append a record to `stream` with SQL, past the rules, as an insider could."""
+    raw = RawStore(store_url)
+    try:
+        return raw.append(stream, envelope, topic, at)
+    finally:
+        raw.conn.close()
+
+
+def _lower_by_hand(store_url: str, cast: Cast, version: int) -> int:
+    lower = adoption([cast.admin], Policy(version), datetime.now(UTC), "by hand").decode()
+    return _by_hand(store_url, POLICY_STREAM, lower, "coi:policy.recorded")
 
 
 @pytest.fixture
@@ -144,13 +159,9 @@ def test_the_rotation_grace_in_force_decides_how_long_a_replaced_key_signs(
     later = now + timedelta(minutes=3)
     forged = envelope(ev.PrincipalRevoked, cast.admin, later, principal_id="nurse.bdw", effective_at=later,
                       reason="by hand").decode()  # fmt: skip
-    raw = RawStore(store_url)
-    try:
-        sequence = raw.append(
-            principal_uuid("nurse.bdw"), forged, "aggregates.principal:Principal.Recorded", later
-        )
-    finally:
-        raw.conn.close()
+    sequence = _by_hand(
+        store_url, principal_uuid("nurse.bdw"), forged, "aggregates.principal:Principal.Recorded", later
+    )
     failure = LedgerVerifier(registered, []).run().failure
     assert failure is not None and failure.sequence == sequence and "key_expired" in failure.reason
 
@@ -160,12 +171,7 @@ def test_the_verifier_refuses_a_decrease_written_into_the_table(
 ) -> None:
     assert _adopt(registered, [cast.admin], Policy(newer_rules)).status == "accepted"
     assert LedgerVerifier(registered, []).run().failure is None
-    lower = adoption([cast.admin], Policy(newer_rules - 1), datetime.now(UTC), "by hand").decode()
-    raw = RawStore(store_url)
-    try:
-        sequence = raw.append(POLICY_STREAM, lower, "coi:policy.recorded")
-    finally:
-        raw.conn.close()
+    sequence = _lower_by_hand(store_url, cast, newer_rules - 1)
     failure = LedgerVerifier(registered, []).run().failure
     assert failure is not None and failure.sequence == sequence
     assert "policy_downgrade" in failure.reason
@@ -179,12 +185,7 @@ def test_an_incremental_verify_resumes_with_the_policy_in_force(
     MerkleLog(registered).checkpoint(signer, signer.name)
     state = tmp_path / "verify-state.json"
     assert LedgerVerifier(registered, [signer.verifier]).run(state).failure is None
-    lower = adoption([cast.admin], Policy(newer_rules - 1), datetime.now(UTC), "by hand").decode()
-    raw = RawStore(store_url)
-    try:
-        sequence = raw.append(POLICY_STREAM, lower, "coi:policy.recorded")
-    finally:
-        raw.conn.close()
+    sequence = _lower_by_hand(store_url, cast, newer_rules - 1)
     report = LedgerVerifier(registered, [signer.verifier]).run(state)
     assert report.resumed_from > 0
     assert report.failure is not None and report.failure.sequence == sequence
