@@ -301,14 +301,18 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
-    rows = history(_open_app(), args.coi)
+    from ledger.cli.policy import late_entry_after
+
+    app = _open_app()
+    rows = history(app, args.coi)
+    late_after = late_entry_after(app)
     if not rows:
         raise UsageError(f"{args.coi} has no records in this ledger")
     if args.json:
         out.write(msgspec.json.encode(rows).decode() + "\n")
         return EXIT_OK
     for r in rows:
-        late = "  (entered late)" if (r.recorded_at - r.occurred_at).total_seconds() > 86400 else ""
+        late = "  (entered late)" if r.recorded_at - r.occurred_at > late_after(r.recorded_at) else ""
         when = utc(r.occurred_at, MINUTE)
         _say(f"v{r.version:<3} {when} {r.site:<7} {r.type:<28} {r.actor}{late}", out)
         _say(f"      {r.details}", out)

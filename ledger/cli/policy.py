@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import argparse
+import bisect
 import sys
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 
 import msgspec
@@ -17,6 +18,7 @@ from aggregates.policy import (
     Setting,
     fields_of,
     parse_setting,
+    policy_of,
     seeded,
     with_settings,
     written,
@@ -89,6 +91,28 @@ def view(app: Any) -> PolicyView:
     return PolicyView(
         state.policy.version, sequence, recorded_at, list(state.signed_by), state.reason, settings
     )
+
+
+def late_entry_after(app: Any) -> Callable[[datetime], timedelta]:
+    """The `late_entry_after` in force when the ledger recorded something at a given time."""
+    from aggregates.base import body_of
+    from aggregates.policy import LEGACY
+    from ledger.store.topics import POLICY_TOPICS
+    from ledger.wire.events import PolicyAdopted
+
+    times: list[datetime] = []
+    values: list[timedelta] = []
+    for _, at, envelope in app.records(topics=POLICY_TOPICS):
+        body = body_of(envelope)
+        assert isinstance(body, PolicyAdopted)
+        times.append(at)
+        values.append(policy_of(body).late_entry_after)
+
+    def in_force(recorded_at: datetime) -> timedelta:
+        i = bisect.bisect_right(times, recorded_at)
+        return values[i - 1] if i else LEGACY.late_entry_after
+
+    return in_force
 
 
 def _show(args: argparse.Namespace, out: TextIO) -> int:

@@ -20,7 +20,7 @@ from aggregates.principal import principal_uuid
 from ledger.app.application import LedgerApplication, Outcome
 from ledger.app.log import MerkleLog
 from ledger.audit.verification import LedgerVerifier
-from ledger.cli.policy import view
+from ledger.cli.policy import late_entry_after, view
 from ledger.demo.journeys import Cast
 from ledger.site.signing import Member, adoption, envelope, registration
 from ledger.store.policy_stream import POLICY_STREAM
@@ -70,6 +70,17 @@ def test_adopted_settings_are_shown_with_the_boundary_they_hold_from(
     settings = {s.name: (s.value, s.since_sequence) for s in shown.settings}
     assert settings["skew"] == ("10m", outcome.sequence)
     assert settings["rotation_grace"] == ("10m", first.sequence)  # unchanged since the first boundary
+
+
+def test_late_entries_are_judged_by_the_setting_in_force_when_recorded(
+    registered: LedgerApplication, cast: Cast
+) -> None:
+    at = datetime.now(UTC) + timedelta(seconds=1)
+    hour = Policy(RULES_VERSION, late_entry_after=timedelta(hours=1))
+    assert _adopt(registered, [cast.admin], hour, at).status == "accepted"
+    late_after = late_entry_after(registered)
+    assert late_after(at - timedelta(days=1)) == timedelta(hours=24)  # before any boundary
+    assert late_after(at) == timedelta(hours=1)
 
 
 def test_a_lower_version_is_refused(registered: LedgerApplication, cast: Cast, newer_rules: int) -> None:
