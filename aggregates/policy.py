@@ -104,11 +104,12 @@ def fields_of(policy: Policy) -> dict[str, int]:
 
 
 def policy_of(body: PolicyAdopted) -> Policy:
+    """The policy a policy record adopts."""
     values: dict[str, timedelta | int] = {}
     for s in SETTINGS:
         raw = getattr(body, field_name(s))
         values[s.name] = timedelta(seconds=raw) if isinstance(s.default, timedelta) else raw
-    return Policy(body.version, **values)  # type: ignore[arg-type]
+    return with_settings(Policy(body.version), values)
 
 
 _DURATION = re.compile(r"([0-9]{1,7})([smhd])")
