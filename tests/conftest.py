@@ -36,7 +36,7 @@ def cast() -> Cast:
 @pytest.fixture
 def registered(app: LedgerApplication, cast: Cast) -> LedgerApplication:
     """A ledger whose principal registry holds the whole demo cast, registered just before
-    the compressed journeys of tests/support.py `new_journey`."""
-    outcomes = list(app.submit_many(cast.registrations(compressed_run(datetime.now(UTC)).registered_at)))
+    the compressed journeys of tests/support.py `new_journey`, and the first policy boundary."""
+    outcomes = list(app.submit_many(cast.setup(compressed_run(datetime.now(UTC)).registered_at)))
     assert [o.status for o in outcomes] == ["accepted"] * len(outcomes), outcomes
     return app

@@ -8,9 +8,12 @@ import atexit
 import os
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
+import msgspec
 import psycopg
 import pytest
 
@@ -18,6 +21,7 @@ from ledger.app.application import LedgerApplication
 from ledger.audit.verification import LedgerVerifier, Report
 from ledger.store.sources import open_source
 from ledger.transparency.checkpoint import NoteVerifier
+from ledger.transparency.records import record_hash
 
 # The server's `test` database is only the way in: the tests keep their tables in databases
 # of their own, so a benchmark or a local ledger in `test` cannot disturb them.
@@ -107,6 +111,31 @@ class RawStore:
     def last(self) -> int:
         return int(self.sql("SELECT MAX({seq}) FROM {table}")[0][0])
 
+    def append(self, stream: UUID, envelope: str, topic: str, recorded_at: datetime | None = None) -> int:
+        """Append `envelope` to `stream` straight into the table, correctly chained and recorded
+        at `recorded_at` (now), as an insider with SQL could; returns the sequence it gets."""
+        column = stream if self.postgres else stream.hex
+        (version, state) = self.sql(
+            "SELECT originator_version, state FROM {table} WHERE originator_id = ? "
+            "ORDER BY originator_version DESC LIMIT 1",
+            (column,),
+        )[0]
+        stored = msgspec.json.decode(bytes(state))
+        head = record_hash(stream, version, stored["prev"], stored["timestamp"]["_data_"], stored["envelope"])
+        state = msgspec.json.encode(
+            {
+                "timestamp": {
+                    "_type_": "datetime_iso",
+                    "_data_": (recorded_at or datetime.now(UTC)).isoformat(),
+                },
+                "envelope": envelope,
+                "prev": head,
+            }
+        )
+        self.sql("INSERT INTO {table} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
+                 (column, version + 1, topic, state))  # fmt: skip
+        return self.last()
+
 
 def ledger_url(app: LedgerApplication) -> str:
     """The database URL an application was opened on."""
@@ -119,10 +148,11 @@ def ledger_url(app: LedgerApplication) -> str:
     return f"sqlite:///{e.get('SQLITE_DBNAME')}"
 
 
-def verify_ledger(app: LedgerApplication, trusted: list[NoteVerifier]) -> Report:
-    """`coi verify`'s check of an application's ledger, through the read-only source."""
+def verify_ledger(app: LedgerApplication, trusted: list[NoteVerifier], state: Path | None = None) -> Report:
+    """`coi verify`'s check of an application's ledger, through the read-only source
+    (incrementally, from and to the `state` file, if given)."""
     source = open_source(ledger_url(app))
     try:
-        return LedgerVerifier(source, trusted).run()
+        return LedgerVerifier(source, trusted).run(state)
     finally:
         source.close()

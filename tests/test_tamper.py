@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -18,7 +17,6 @@ from ledger.audit.verification import Report
 from ledger.demo.journeys import Cast
 from ledger.site.signing import Member, envelope
 from ledger.transparency.checkpoint import Checkpoint, NoteSigner
-from ledger.transparency.records import record_hash
 from ledger.wire import events as ev
 from tests.stores import RawStore, ledger_url, verify_ledger
 from tests.support import advance, new_journey
@@ -82,26 +80,7 @@ def test_two_swapped_rows(sealed: tuple[LedgerApplication, NoteSigner, RawStore]
 def _insert_next(raw: RawStore, coi: str, forged: str) -> int:
     """Append `forged` to the patient's chain straight into the table, correctly chained and
     recorded now; returns the sequence it gets."""
-    stream = therapy_uuid(coi)
-    stream_column = stream if raw.postgres else stream.hex
-    (version, state) = raw.sql(
-        "SELECT originator_version, state FROM {table} WHERE originator_id = ? "
-        "ORDER BY originator_version DESC LIMIT 1",
-        (stream_column,),
-    )[0]
-    stored = msgspec.json.decode(bytes(state))
-    head = record_hash(stream, version, stored["prev"], stored["timestamp"]["_data_"], stored["envelope"])
-    state = msgspec.json.encode(
-        {
-            "timestamp": {"_type_": "datetime_iso", "_data_": datetime.now(UTC).isoformat()},
-            "envelope": forged,
-            "prev": head,
-        }
-    )
-    topic = "aggregates.base:Ledgered.Recorded"
-    raw.sql("INSERT INTO {table} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
-            (stream_column, version + 1, topic, state))  # fmt: skip
-    return raw.last()
+    return raw.append(therapy_uuid(coi), forged, "aggregates.base:Ledgered.Recorded")
 
 
 def test_a_forged_row_signed_by_an_unregistered_key(

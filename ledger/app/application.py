@@ -12,7 +12,7 @@ import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -23,11 +23,13 @@ from eventsourcing.persistence import IntegrityError, Recording
 
 from aggregates import principal, therapy
 from aggregates.base import Administrators, Context
-from aggregates.policy import RULES_VERSION, Policy
+from aggregates.policy import LEGACY, Policy, PolicyContext, PolicyState, judging, policy_of
+from aggregates.policy import decide as decide_policy
 from aggregates.principal import (
     GENESIS,
     PrincipalState,
     authorize,
+    can_administer,
     genesis_problem,
     key_problem,
     principal_uuid,
@@ -39,7 +41,7 @@ from ledger.audit.signatures import AheadVerifier, Job
 from ledger.store.migrations import PAYLOAD_DIGESTS, migrate_ledger
 from ledger.store.recorders import ClaimRow
 from ledger.store.sources import open_source
-from ledger.store.streams import Principal, Therapy
+from ledger.store.streams import POLICY_STREAM, PolicyStream, Principal, Therapy
 from ledger.store.topics import PRINCIPAL_OPENED
 from ledger.wire import events as ev
 from ledger.wire.decoding import decode_body
@@ -121,6 +123,8 @@ class _Batch:
     places: list[tuple[int, int]] = field(default_factory=list)
     publics: list[bytes] = field(default_factory=list)
     pending: Callable[[], list[bool]] = list
+    # the policy the batch's records are judged by (refused: the log is under newer rules)
+    policy: Policy | Rejected = LEGACY
 
 
 class LedgerApplication(Application):
@@ -158,7 +162,6 @@ class LedgerApplication(Application):
         self._top = self.recorder.max_notification_id() or 0  # the log's end as we last saw it
         self._principals: set[UUID] = set()  # principals this object has read
         # The rules new records are judged by (aggregates/policy.py).
-        self.policy = Policy(version=RULES_VERSION)
 
     def start_workers(self) -> None:
         """Fork the signature-checking workers now, before the caller starts threads of its own
@@ -198,6 +201,8 @@ class LedgerApplication(Application):
                 with contextlib.suppress(KeyError):
                     self.repository.cache.get(principal_id, evict=True)
             self._principals.clear()
+            with contextlib.suppress(KeyError):
+                self.repository.cache.get(POLICY_STREAM, evict=True)  # a policy record, too
         self._top = top
 
     def _prepare(self, raws: list[bytes], now: datetime | None) -> _Batch:
@@ -205,7 +210,10 @@ class LedgerApplication(Application):
         rotated, revoked or registered before the batch is decided is harmless: a verdict
         counts only for the public key it was made with, and key validity is decided later."""
         at = now or self.clock()
-        parsed = [self._parse(raw, at) for raw in raws]
+        # The skew in force as this batch is read: a policy record in the batch before it
+        # counts from the next batch on.
+        skew = self.policy_in_force().policy.skew
+        parsed = [self._parse(raw, at, skew) for raw in raws]
         batch = _Batch(_Claims(self.recorder), raws=raws, received=at, parsed=parsed)
         jobs: list[Job] = []
         places: list[tuple[int, int]] = []
@@ -227,6 +235,7 @@ class LedgerApplication(Application):
     def _finish(self, batch: _Batch, now: datetime | None, retried: int = 0) -> Iterator[Outcome]:
         """Decide each envelope of a prepared batch in order and store the batch."""
         self._notice_other_writers()
+        batch.policy = judging(self.policy_in_force(batch).policy)
         keys = [key for p in batch.parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
         found = self.recorder.claims(keys)  # type: ignore[attr-defined]
         batch.claims.known = {key: found.get(key) for key in keys}
@@ -237,11 +246,11 @@ class LedgerApplication(Application):
         yield from self._flush(batch, now, retried)
 
     @staticmethod
-    def _parse(raw: bytes, now: datetime) -> tuple[Opened, ev.Event] | Rejected:
+    def _parse(raw: bytes, now: datetime, skew: timedelta) -> tuple[Opened, ev.Event] | Rejected:
         try:
             check_size(raw)
             opened = open_envelope(raw)
-            return opened, decode_body(opened.body, now)
+            return opened, decode_body(opened.body, now, skew)
         except Rejected as rejected:
             return rejected
 
@@ -354,6 +363,8 @@ class LedgerApplication(Application):
         claims: list[ClaimRow] = [("event", str(body.event_id), coi or "registry", digest)]
         if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked):
             target = self._registry_change(body, envelope, batch, claims)
+        elif isinstance(body, ev.PolicyAdopted):
+            target = self._policy_change(body, signers, envelope, batch)
         else:
             roles = {pid: signer.roles for pid, signer in signers.items()}
             target = self._journey_step(body, roles, envelope, batch, claims)
@@ -394,7 +405,7 @@ class LedgerApplication(Application):
                 )
             if state is None:
                 continue  # the genesis administrator, judged below
-            problem = key_problem(state, keyid, body.occurred_at, batch.received, self.policy)
+            problem = key_problem(state, keyid, body.occurred_at, batch.received, _judging(batch))
             if problem is not None:
                 raise problem
             signers[state.principal_id] = state
@@ -417,7 +428,7 @@ class LedgerApplication(Application):
         self, body: ev.RegistryEvent, envelope: str, batch: _Batch, claims: list[ClaimRow]
     ) -> Aggregate:
         existing = self._principal(body.principal_id, batch)
-        ctx = Context(batch.received, self.policy, batch.claims, _Registry(self, batch))
+        ctx = Context(batch.received, _judging(batch), batch.claims, _Registry(self, batch))
         problem = principal.decide(None if existing is None else existing.state, body, ctx)
         if problem is not None:
             raise problem
@@ -442,6 +453,34 @@ class LedgerApplication(Application):
                 return
             start = found[-1].id + 1
 
+    # ------------------------------------------------------------------ policy
+
+    def policy_in_force(self, batch: _Batch | None = None) -> PolicyState:
+        """The policy in force (LEGACY before the first policy record), this batch's records
+        included; cached like the principals, and forgotten when another writer appends."""
+        found = self._get(POLICY_STREAM, batch or _Batch(_Claims(self.recorder)))
+        return found.state if isinstance(found, PolicyStream) else PolicyState()
+
+    def _policy_change(
+        self, body: ev.PolicyAdopted, signers: dict[str, PrincipalState], envelope: str, batch: _Batch
+    ) -> Aggregate:
+        """A new boundary, by the rules of aggregates/policy.py; from the next record of the
+        batch on, its settings are in force."""
+        at = batch.received
+        admins = frozenset(pid for pid, p in signers.items() if "admin" in p.roles)
+        ctx = PolicyContext(admins, sum(1 for a in self._administrators(batch) if can_administer(a, at)))
+        stream = self._get(POLICY_STREAM, batch)
+        state = stream.state if isinstance(stream, PolicyStream) else PolicyState()
+        problem = decide_policy(state, body, ctx)
+        if problem is not None:
+            raise problem
+        if isinstance(stream, PolicyStream):
+            stream.record(envelope, body, at)
+        else:
+            stream = PolicyStream.open(POLICY_STREAM, envelope, at)
+        batch.policy = judging(policy_of(body))
+        return stream
+
     def _journey_step(
         self,
         body: ev.JourneyEvent,
@@ -452,7 +491,7 @@ class LedgerApplication(Application):
     ) -> Aggregate:
         stream = self._get(therapy_uuid(body.coi), batch)
         assert stream is None or isinstance(stream, Therapy)
-        ctx = Context(batch.received, self.policy, batch.claims, _NO_REGISTRY, roles)
+        ctx = Context(batch.received, _judging(batch), batch.claims, _NO_REGISTRY, roles)
         problem = therapy.decide(None if stream is None else stream.state, body, ctx)
         if problem is not None:
             raise problem
@@ -467,12 +506,13 @@ class LedgerApplication(Application):
 
     # ------------------------------------------------------------------ reading
 
-    def records(self, start: int = 1) -> Iterator[tuple[int, datetime, str]]:
-        """(sequence, recorded_at, envelope) of every stored envelope, in log order (every
-        stored event is one envelope: the claims index lives outside the event store)."""
+    def records(self, start: int = 1, topics: list[str] | None = None) -> Iterator[tuple[int, datetime, str]]:
+        """(sequence, recorded_at, envelope) of every stored envelope (of the events filed
+        under `topics`, if given), in log order (every stored event is one envelope: the
+        claims index lives outside the event store)."""
         decoder = msgspec.json.Decoder(dict[str, object])
         while True:
-            notifications = self.recorder.select_notifications(start=start, limit=500)
+            notifications = self.recorder.select_notifications(start=start, limit=500, topics=topics or ())
             if not notifications:
                 return
             for n in notifications:
@@ -484,6 +524,14 @@ class LedgerApplication(Application):
 
 
 _NO_REGISTRY = Administrators()  # a journey step consults no administrator
+
+
+def _judging(batch: _Batch) -> Policy:
+    """The policy this batch's records are judged by; refused as a whole when the log is under
+    newer rules than this code knows."""
+    if isinstance(batch.policy, Rejected):
+        raise batch.policy
+    return batch.policy
 
 
 def _chunks(raws: Iterable[bytes], most: int) -> Iterator[list[bytes]]:

@@ -3,6 +3,10 @@
 For every record, in global sequence order: its bytes against the Merkle leaf committed for
 it, every site signature against the key state (replayed from the registry records before
 it) at its `occurred_at`, and its chain link to the previous record of the same aggregate.
+Each record is judged by the policy in force at its place (aggregates/policy.py): the policy
+records are replayed by the rules that accepted them, so a lowered version fails, and key
+validity is judged at occurred_at before the first boundary (version 0) and at recorded_at,
+with the rotation grace in force, from version 1 on.
 The tree is recomputed from the records; every stored node and every checkpoint root must
 match, and every checkpoint must carry a valid signature by a trusted ledger key. The first
 record that fails is named. Incremental mode resumes from the last checkpoint a previous run
@@ -25,8 +29,17 @@ import msgspec
 
 from aggregates import principal
 from aggregates.base import ClaimsTable
-from aggregates.policy import RULES_VERSION, Policy
-from aggregates.principal import GENESIS, PrincipalState, genesis_problem, key_problem, signing_key
+from aggregates.policy import Policy, PolicyContext, PolicyState
+from aggregates.policy import decide as decide_policy
+from aggregates.policy import evolve as evolve_policy
+from aggregates.principal import (
+    GENESIS,
+    PrincipalState,
+    can_administer,
+    genesis_problem,
+    key_problem,
+    signing_key,
+)
 from ledger.audit.signatures import BackgroundVerifier, TaggedJob
 from ledger.audit.source import RecordSource, StoredCheckpoint
 from ledger.transparency import checkpoint as notes
@@ -38,11 +51,9 @@ from ledger.wire.files import write_private
 from ledger.wire.rejection import Rejected
 
 CHUNK = 4000
-# Key validity is judged by the rules this code knows (the policy records that make it the
-# policy in force at each record's place are read by the policy replay).
-_POLICY = Policy(version=RULES_VERSION)
 _REGISTRY = (ev.PrincipalRegistered, ev.PrincipalKeyRotated, ev.PrincipalRevoked)
 _REGISTRY_TAGS = frozenset(t.__struct_config__.tag for t in _REGISTRY)
+_DECODED_TAGS = _REGISTRY_TAGS | {ev.PolicyAdopted.__struct_config__.tag}
 
 
 class _Header(msgspec.Struct):
@@ -60,9 +71,9 @@ _body = msgspec.json.Decoder(ev.StoredEvent)  # as accepted then, not as the doo
 
 
 def _decode(body: bytes) -> ev.Event | _Header:
-    """Registry records in full, to replay key state; the others' header."""
+    """Registry and policy records in full, to replay key state and policy; the others' header."""
     header = _header.decode(body)
-    return _body.decode(body) if header.type in _REGISTRY_TAGS else header
+    return _body.decode(body) if header.type in _DECODED_TAGS else header
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,7 @@ class State(msgspec.Struct):
     edge: list[str]
     streams: dict[str, tuple[int, str]]
     registry: list[str]  # the registry envelopes, in order, to rebuild key state
+    policies: list[str] = []  # the policy envelopes, in order, to rebuild the policy in force
 
 
 @dataclass
@@ -103,6 +115,8 @@ class _Run:
     streams: dict[str, tuple[int, str]]
     registry: list[str]
     principals: dict[str, PrincipalState] = field(default_factory=dict)
+    policy: PolicyState = field(default_factory=PolicyState)  # in force at the current record
+    policies: list[str] = field(default_factory=list)
     last_sequence: int = 0
     first_unsealed: int | None = None  # the first record after the last checkpoint that matched
     snapshot: State | None = None
@@ -176,6 +190,8 @@ class LedgerVerifier:
         )
         for envelope in run.registry:
             self._apply_registry(run, _body.decode(payload_of(envelope)), envelope)
+        for envelope in state.policies:
+            _replay_policy(run, envelope)
         report.resumed_from = state.size
         report.leaves = state.size
         return run
@@ -267,6 +283,8 @@ class LedgerVerifier:
         failure = self._check_chain(run, record, leaf, sequence)
         if failure is None:
             failure = self._check_signers(run, record, opened, body, sequence, jobs)
+        if failure is None and isinstance(body, ev.PolicyAdopted):
+            failure = _check_policy(run, record, opened, body, sequence)
         return failure
 
     @staticmethod
@@ -313,7 +331,7 @@ class LedgerVerifier:
                 assert isinstance(body, ev.PrincipalRegistered)  # a genesis key: see signing_key
                 problem = genesis_problem(body)
             else:
-                problem = key_problem(state, keyid, body.occurred_at, received, _POLICY)
+                problem = _key_problem(run.policy.policy, state, keyid, body.occurred_at, received)
             if problem is not None:
                 return Failure(sequence, f"{problem.code}: {problem.message}")
             jobs.append((sequence, public, sig, message))
@@ -340,6 +358,7 @@ class LedgerVerifier:
             edge=[h.hex() for h in run.tree.edge],
             streams=dict(run.streams),
             registry=list(run.registry),
+            policies=list(run.policies),
         )
 
     def _check_coverage(self, run: _Run, checkpoints: list[StoredCheckpoint]) -> Failure | None:
@@ -366,3 +385,38 @@ class StateMismatchError(Exception):
 
 def _forged(sequence: int) -> Failure:
     return Failure(sequence, "a signature does not verify over the stored envelope")
+
+
+# ---------------------------------------------------------------- the policy in force
+
+
+def _key_problem(
+    policy: Policy, state: PrincipalState, keyid: str, occurred_at: datetime, recorded_at: datetime
+) -> Rejected | None:
+    """Before the first boundary (version 0) keys were judged at occurred_at, the rule before
+    "Hardening"; from version 1 on, at the ledger's receipt, with the rotation grace in force."""
+    return key_problem(state, keyid, occurred_at, occurred_at if policy.version == 0 else recorded_at, policy)
+
+
+def _check_policy(
+    run: _Run, record: Record, opened: Opened, body: ev.PolicyAdopted, sequence: int
+) -> Failure | None:
+    """A boundary is replayed by the rules that accepted it (aggregates/policy.py): a version
+    lower than the one in force, a setting out of bounds or a missing administrator fails."""
+    received = datetime.fromisoformat(record.recorded_at)
+    signers = {keyid.split(":", 1)[0] for keyid, _ in opened.signatures}
+    admins = frozenset(p for p in signers if "admin" in run.principals[p].roles)
+    ctx = PolicyContext(admins, sum(1 for p in run.principals.values() if can_administer(p, received)))
+    problem = decide_policy(run.policy, body, ctx)
+    if problem is not None:
+        return Failure(sequence, f"policy record refused: {problem.code}: {problem.message}")
+    run.policy = evolve_policy(run.policy, body)
+    run.policies.append(record.envelope)
+    return None
+
+
+def _replay_policy(run: _Run, envelope: str) -> None:
+    body = _body.decode(payload_of(envelope))
+    assert isinstance(body, ev.PolicyAdopted)
+    run.policy = evolve_policy(run.policy, body)
+    run.policies.append(envelope)

@@ -127,14 +127,17 @@ def _print_outcome(line: int, o: Outcome, out: TextIO) -> None:
         _say(f"{line}: accepted  seq={o.sequence} {o.type} {o.event_id}", out)
 
 
-def _admin_submit(args: argparse.Namespace, fields: dict[str, Any], out: TextIO) -> int:
-    """Sign a registry change with the administrator's key and append it."""
+def _admin_submit(
+    args: argparse.Namespace, fields: dict[str, Any], out: TextIO, keys: list[str] | None = None
+) -> int:
+    """Sign a registry or policy change with the administrators' keys (`keys`, else
+    --admin-key; the first is the actor) and append it."""
     site = args.site or os.environ.get("COI_SITE")
     if not site:
         raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
-    admin = load_key(Path(args.admin_key))
-    body = _header(fields, admin, site)
-    outcome = _open_app().submit(sign_json(body, [admin], datetime.now(UTC)))
+    admins = [load_key(Path(k)) for k in keys or [args.admin_key]]
+    body = _header(fields, admins[0], site)
+    outcome = _open_app().submit(sign_json(body, admins, datetime.now(UTC)))
     _print_outcome(1, outcome, out)
     return EXIT_OK if outcome.status != "rejected" else EXIT_USAGE
 
@@ -181,6 +184,9 @@ def cmd_keys_new(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
+    from ledger.cli.policy import first_boundary
+
+    boundary = first_boundary(os.environ)  # a bad COI_SKEW ... stops init before anything is written
     app = _open_app()
     if app.recorder.max_notification_id():
         raise UsageError("this ledger is already initialised; add people with coi principals add")
@@ -197,6 +203,9 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
     }  # fmt: skip
     outcome = app.submit(sign_json(_header(fields, admin, args.site), [admin], now))
     _print_outcome(1, outcome, out)
+    if outcome.status == "accepted":
+        outcome = app.submit(sign_json(_header(boundary, admin, args.site), [admin], datetime.now(UTC)))
+        _print_outcome(2, outcome, out)
     print(f"ledger:            {app.env.get('SQLITE_DBNAME') or app.env.get('POSTGRES_DBNAME')}", file=out)
     print(f"administrator key: {path} (encrypted)", file=out)
     return EXIT_OK if outcome.status == "accepted" else EXIT_FAILED
@@ -295,14 +304,18 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
-    rows = history(_open_app(writer=False), args.coi)
+    from ledger.cli.policy import late_entry_after
+
+    app = _open_app(writer=False)
+    rows = history(app, args.coi)
+    late_after = late_entry_after(app)
     if not rows:
         raise UsageError(f"{args.coi} has no records in this ledger")
     if args.json:
         out.write(msgspec.json.encode(rows).decode() + "\n")
         return EXIT_OK
     for r in rows:
-        late = "  (entered late)" if (r.recorded_at - r.occurred_at).total_seconds() > 86400 else ""
+        late = "  (entered late)" if r.recorded_at - r.occurred_at > late_after(r.recorded_at) else ""
         when = utc(r.occurred_at, MINUTE)
         _say(f"v{r.version:<3} {when} {r.site:<7} {r.type:<28} {r.actor}{late}", out)
         _say(f"      {r.details}", out)
@@ -602,6 +615,9 @@ def parser() -> argparse.ArgumentParser:
     from ledger.cli import migrate
 
     migrate.add_parser(sub)
+    from ledger.cli import policy
+
+    policy.add_parser(sub)
 
     s = sub.add_parser("demo", help="run realistic journeys across the four sites")
     s.add_argument("--patients", type=int, default=8)

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from aggregates.policy import RULES_VERSION, Policy
 from aggregates.therapy import REQUIRED_QC, excursion_ids
-from ledger.site.signing import Member, envelope, registration
+from ledger.site.signing import Member, adoption, envelope, registration
 from ledger.wire import events as ev
 from ledger.wire.identifiers import with_check
 from ledger.wire.patient import Wristband, patient_private_key, patient_public_key, sign_bedside
@@ -75,6 +76,15 @@ class Cast:
 
     def registrations(self, at: datetime) -> list[bytes]:
         return [registration(self.admin, m, at) for m in self.members.values()]
+
+    def adoption(self, at: datetime, policy: Policy | None = None) -> bytes:
+        """The first boundary (aggregates/policy.py), signed by every administrator of the cast."""
+        admins = [m for m in self.members.values() if "admin" in m.roles]
+        return adoption(admins, policy or Policy(RULES_VERSION), at, "the rules of this code from the start")
+
+    def setup(self, at: datetime) -> list[bytes]:
+        """A new ledger's first records: the cast, then the first boundary."""
+        return [*self.registrations(at), self.adoption(at)]
 
 
 # Each journey takes the next number: unique within a process (random draws collide by the

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from aggregates.policy import Policy, fields_of
 from ledger.wire import events as ev
 from ledger.wire.decoding import decode_body
 from ledger.wire.dsse import Signer, sign
@@ -114,6 +115,14 @@ def registration(admin: Member, member: Member, at: datetime) -> bytes:
         roles=list(member.roles),
         public_key=member.public_key,
         valid_from=at,
+    )
+
+
+def adoption(admins: Sequence[Member], policy: Policy, at: datetime, reason: str) -> bytes:
+    """A policy record (a boundary) adopting `policy`, signed by every one of `admins`."""
+    first, *others = admins
+    return envelope(
+        ev.PolicyAdopted, first, at, tuple(others), version=policy.version, reason=reason, **fields_of(policy)
     )
 
 

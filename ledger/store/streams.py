@@ -1,5 +1,5 @@
-"""The aggregates as eventsourcing stores them: one stream per therapy and per principal,
-each stored event one verbatim signed envelope, chained.
+"""The aggregates as eventsourcing stores them: one stream per therapy and per principal, and
+one of the policy records, each stored event one verbatim signed envelope, chained.
 
 Thin adapters: the state and the rules are the plain ones in `aggregates/`; an adapter only
 applies `evolve` to each envelope it records or replays. Each event also carries `prev`, the
@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from aggregates import principal, therapy
+from aggregates import policy, principal, therapy
 from aggregates.base import body_of
 from ledger.transparency.records import FIRST_PREV, record_hash
-from ledger.wire.events import Event, JourneyEvent, RegistryEvent
+from ledger.wire.events import Event, JourneyEvent, PolicyAdopted, RegistryEvent
 
 
 class Ledgered(Aggregate):
@@ -104,3 +104,25 @@ class Principal(Ledgered):
 
     def mutate(self, body: RegistryEvent) -> None:
         self.state = principal.evolve(self.state, body)
+
+
+POLICY_STREAM = uuid5(NAMESPACE_URL, "https://coi-ledger.example/policy")
+
+
+class PolicyStream(Ledgered):
+    """Every policy record of the ledger, in log order; `state` is the policy in force
+    (aggregates/policy.py)."""
+
+    TOPIC = "coi:policy"
+
+    class Created(Aggregate.Created):  # eventsourcing's own, never stored by the ledger
+        TOPIC = "coi:policy.created"
+
+    class Opened(Ledgered.Opened):
+        TOPIC = "coi:policy.opened"
+
+    class Recorded(Ledgered.Recorded):
+        TOPIC = "coi:policy.recorded"
+
+    def mutate(self, body: PolicyAdopted) -> None:
+        self.state = policy.evolve(self.state or policy.PolicyState(), body)

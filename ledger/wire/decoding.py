@@ -15,7 +15,8 @@ from ledger.wire.rejection import ReasonCode, Rejected
 from ledger.wire.strictjson import repeated_key
 
 # Site clocks may run a little ahead of ours; beyond this an event claims to come from
-# the future, which breaks "contemporaneous" (ALCOA+) and key-validity checks.
+# the future, which breaks "contemporaneous" (ALCOA+) and key-validity checks. The ledger
+# passes the skew of the policy in force; this is the default (aggregates/policy.py).
 CLOCK_SKEW = timedelta(minutes=5)
 
 _decoder = msgspec.json.Decoder(Event)
@@ -105,8 +106,9 @@ def _distinct_keys(top: object) -> int:
     return len(top) + sum(len(o) for v in top.values() if type(v) is list for o in v if type(o) is dict)
 
 
-def decode_body(body: bytes, now: datetime) -> Event:
-    """Decode and sanity-check one body; raises Rejected naming the field and the reason."""
+def decode_body(body: bytes, now: datetime, skew: timedelta = CLOCK_SKEW) -> Event:
+    """Decode and sanity-check one body; raises Rejected naming the field and the reason.
+    `skew`: how far occurred_at may lie ahead of `now` (the ledger applies the policy in force)."""
     # Repeated keys first: the typed decoder would judge the body by the last of them.
     try:
         repeated = repeated_key(body, _distinct_keys(_generic.decode(body)))
@@ -127,11 +129,11 @@ def decode_body(body: bytes, now: datetime) -> Event:
         raise Rejected(code, message, _field_of(message)) from None
     if _suspect(body):
         _check_characters(event)
-    if event.occurred_at > now + CLOCK_SKEW:
+    if event.occurred_at > now + skew:
         raise Rejected(
             ReasonCode.FUTURE_TIMESTAMP,
             f"occurred_at {event.occurred_at.isoformat()} is more than "
-            f"{int(CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the ledger clock "
+            f"{int(skew.total_seconds())} seconds ahead of the ledger clock "
             f"({now.isoformat()}); check the site system's clock",
             "occurred_at",
         )

@@ -148,6 +148,24 @@ class PrincipalRevoked(Body, tag="principal_revoked"):
     )
 
 
+# --- the acceptance policy (signed by administrators) ------------------------------------
+
+# Whole seconds; the bound only keeps absurd numbers off the record: each setting's own
+# bounds are in aggregates/policy.py, where the rules check them.
+Seconds = Annotated[int, Meta(ge=0, le=2**31)]
+
+
+class PolicyAdopted(Body, tag="policy_adopted"):
+    """A boundary in the log: from here on, records are judged by rules `version` with these
+    settings (README: Policy). The header `reason` is mandatory."""
+
+    version: Annotated[int, Meta(ge=1, le=2**31)]
+    skew_seconds: Seconds
+    rotation_grace_seconds: Seconds
+    late_entry_after_seconds: Seconds
+    lock_threshold: Annotated[int, Meta(ge=0, le=2**31)]
+
+
 # --- the journey of one therapy (one COI) -------------------------------------------
 
 
@@ -359,11 +377,11 @@ JourneyEvent = Union[  # noqa: UP007
     HoldPlaced, HoldReleased, RecordCorrected,
     TreatmentSiteChanged,
 ]  # fmt: skip
-Event = Union[RegistryEvent, JourneyEvent]  # noqa: UP007
+Event = Union[RegistryEvent, PolicyAdopted, JourneyEvent]  # noqa: UP007
 
 EVENT_TYPES: dict[str, type[Body]] = {
     cls.__struct_config__.tag: cls  # type: ignore[misc]
-    for cls in (*RegistryEvent.__args__, *JourneyEvent.__args__)  # type: ignore[attr-defined]
+    for cls in (*RegistryEvent.__args__, PolicyAdopted, *JourneyEvent.__args__)  # type: ignore[attr-defined]
 }
 
 

@@ -72,6 +72,9 @@ class ReasonCode(StrEnum):
     UNKNOWN_EVENT = "unknown_event"
     NOT_CORRECTABLE = "not_correctable"
     STALE_OLD_VALUE = "stale_old_value"
+    # the acceptance policy
+    POLICY_DOWNGRADE = "policy_downgrade"
+    POLICY_VERSION_UNKNOWN = "policy_version_unknown"
     # duplicates
     DUPLICATE_CONFLICT = "duplicate_conflict"
 

@@ -16,7 +16,7 @@ from uuid import UUID
 import msgspec
 import pytest
 
-from aggregates import principal, therapy
+from aggregates import policy, principal, therapy
 from aggregates.base import Administrators, ClaimsTable, Context
 from aggregates.policy import LEGACY, RULES_VERSION, Policy
 from aggregates.principal import KeyState, PrincipalState
@@ -24,6 +24,7 @@ from aggregates.therapy import REQUIRED_QC, TherapyState
 from ledger.wire import events as ev
 from ledger.wire.keys import keyid_for
 from ledger.wire.rejection import ReasonCode, Rejected
+from tests.unit.test_policy_rules import POLICY_ROWS
 from tests.unit.test_wire_table import WIRE
 
 T0 = datetime(2026, 1, 1, 8, tzinfo=UTC)
@@ -413,6 +414,7 @@ ALL_TYPES = (*ev.EVENT_TYPES.values(), *ev.STORED_TYPES)  # a Stored* class is m
 # (the ignores: mypy does not see a Union alias's __args__)
 JOURNEY_TYPES = [c for c in ALL_TYPES if issubclass(c, ev.JourneyEvent.__args__)]  # type: ignore[attr-defined]
 REGISTRY_TYPES = [c for c in ALL_TYPES if issubclass(c, ev.RegistryEvent.__args__)]  # type: ignore[attr-defined]
+POLICY_TYPES = [c for c in ALL_TYPES if issubclass(c, ev.PolicyAdopted)]
 
 
 @pytest.mark.parametrize("cls", JOURNEY_TYPES, ids=lambda c: c.__name__)
@@ -441,9 +443,23 @@ def test_every_registry_body_is_the_principals_and_never_the_therapys(cls: type[
     assert state.principal_id == "nurse.bdw"
 
 
+@pytest.mark.parametrize("cls", POLICY_TYPES, ids=lambda c: c.__name__)
+def test_a_policy_body_is_the_policys_and_never_the_therapys_or_a_principals(cls: type[ev.Body]) -> None:
+    with pytest.raises(AssertionError):
+        therapy._match(_bare(cls))
+    with pytest.raises(AssertionError):
+        principal.decide(None, _bare(cls), ctx())
+    with pytest.raises(AssertionError):
+        principal.evolve(None, _bare(cls))
+    adopted = cls(**{**dict.fromkeys(cls.__struct_fields__), "version": RULES_VERSION, "skew_seconds": 60,
+                     "rotation_grace_seconds": 60, "late_entry_after_seconds": 3600, "lock_threshold": 3,
+                     "manifestations": []})  # fmt: skip
+    assert policy.evolve(policy.PolicyState(), adopted).policy.skew == timedelta(minutes=1)
+
+
 def test_every_body_type_belongs_to_an_aggregate() -> None:
     """A new body type needs its aggregate's decide and evolve, and its place above."""
-    assert set(JOURNEY_TYPES) | set(REGISTRY_TYPES) == set(ALL_TYPES)
+    assert set(JOURNEY_TYPES) | set(REGISTRY_TYPES) | set(POLICY_TYPES) == set(ALL_TYPES)
 
 
 # ------------------------------------------------------------------ every code asserted
@@ -462,7 +478,7 @@ def _asserted_elsewhere(code: ReasonCode) -> bool:
 
 
 def test_every_reason_code_is_asserted_by_a_test() -> None:
-    tabled = {row.code for row in ROWS} | {row[3] for row in WIRE}
+    tabled = {row.code for row in ROWS} | {row[3] for row in WIRE} | {row[3] for row in POLICY_ROWS}
     assert {c for c in ReasonCode if c not in tabled and not _asserted_elsewhere(c)} == set()
     # Only what the rules cannot give is left to the tests with a ledger.
     assert {c for c in ReasonCode if c not in tabled} == {
