@@ -1,8 +1,12 @@
-"""Building blocks for the tests: journeys advanced to a given step, hand-made envelopes."""
+"""Building blocks for the tests: journeys advanced to a given step, hand-made envelopes, the
+fixture ledger, and `coi` run as a user runs it."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,3 +73,21 @@ def copy_fixture_ledger(data: Path) -> Path:
     for key in [data / "ledger-key", *(data / "demo-keys").glob("*.key")]:
         key.chmod(0o600)
     return data
+
+
+_SCRIPT = Path(sys.executable).parent / "coi"
+COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli"]
+
+
+def coi(
+    tmp: Path, *args: str, stdin: str | None = None, passphrase: str = "correct horse", **more: str
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase, **more}
+    env.pop("COI_DATABASE_URL", None)
+    return subprocess.run(
+        [*COI, *args], input=stdin, capture_output=True, text=True, env=env, cwd=tmp, timeout=120
+    )
+
+
+# Nesting far beyond any parser's recursion limit.
+DEEP = "[" * 100_000 + "]" * 100_000

@@ -9,7 +9,7 @@ from pathlib import Path
 from ledger.wire.decoding import _CODES
 from ledger.wire.rejection import IN_FLIGHT_CODES
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 SOURCES = [p for d in ("ledger", "aggregates", "consumers") for p in (ROOT / d).rglob("*.py")]
 # Codes made from a claim kind: f"{kind}_in_use" in ledger/app/application.py.
 CLAIMED = {"din_in_use", "cartridge_in_use"}

@@ -17,8 +17,8 @@ from ledger.audit.signatures import BackgroundVerifier
 from ledger.audit.verification import LedgerVerifier
 from ledger.demo.journeys import Cast
 from ledger.store.logstore import TABLES
+from tests.integration.test_tamper import RawStore, _pg_url, _sqlite_url
 from tests.support import advance, new_journey
-from tests.test_tamper import RawStore, _pg_url, _sqlite_url
 
 CHUNKS = [1, 3, 4000]  # a record per chunk, a few, everything in one
 

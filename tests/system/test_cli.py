@@ -8,31 +8,15 @@ import os
 import sqlite3
 import stat
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from ledger import cli
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast, Journey
-from ledger.site.publisher import _identify
 from ledger.transparency import merkle
-from tests.support import advance
-
-_SCRIPT = Path(sys.executable).parent / "coi"
-COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli"]
-
-
-def coi(
-    tmp: Path, *args: str, stdin: str | None = None, passphrase: str = "correct horse", **more: str
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase, **more}
-    env.pop("COI_DATABASE_URL", None)
-    return subprocess.run(
-        [*COI, *args], input=stdin, capture_output=True, text=True, env=env, cwd=tmp, timeout=120
-    )
+from tests.support import COI, DEEP, advance, coi
 
 
 @pytest.fixture
@@ -208,9 +192,6 @@ def test_checkpoint_prove_and_verify_from_the_command_line(tmp_path: Path) -> No
     assert bad.returncode == 1 and bad.stdout.startswith("FAILED at sequence 12"), bad.stdout
 
 
-DEEP = "[" * 100_000 + "]" * 100_000
-
-
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -281,18 +262,6 @@ def test_history_escapes_what_others_wrote_and_shows_utc(ledger: Path) -> None:
     assert len(signed_lines) == 1 and "Kim Nurse (nurse.kim)" in signed_lines[0], shown.stdout
     assert "CAR-T\\n      signed: Quinn QA" in shown.stdout
     assert f"{tokyo.astimezone(UTC):%Y-%m-%d %H:%M}Z" in shown.stdout, shown.stdout
-
-
-def test_terminal_text_escapes_controls_and_bidi_overrides() -> None:
-    assert cli.printable("a\nb\x1b[2Kc\x9bd\u202ee\tf\u2028") == "a\\nb\\x1b[2Kc\\x9bd\\u202ee\\tf\\u2028"
-    assert cli.printable("Zoë Ngũgĩ, 山田") == "Zoë Ngũgĩ, 山田"
-
-
-def test_publish_keys_deeply_nested_bytes_by_their_digest() -> None:
-    # `coi publish` reads each line leniently to key it; the ledger then refuses it with a reason.
-    deep = ('{"payload": ' + DEEP + "}").encode()
-    event_id, key, digest, _ = _identify(deep)
-    assert (event_id, key) == (f"sha256:{digest}", "unreadable")
 
 
 def test_rebuild_names_a_record_whose_time_has_no_utc_form(tmp_path: Path) -> None:
