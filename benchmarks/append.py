@@ -46,6 +46,7 @@ from psycopg import sql
 from ledger.app.application import LedgerApplication, Outcome
 from ledger.app.config import persistence_env
 from ledger.demo.journeys import VARIANTS, Cast, Journey
+from ledger.store import topics
 from ledger.store.recorders import CLAIMS_TABLE
 from ledger.wire.dsse import PAYLOAD_TYPE, open_envelope, pae
 
@@ -269,6 +270,12 @@ class Blob(Aggregate):
     @event("Recorded")
     def record(self, payload: str) -> None:
         self.payload = payload
+
+
+# The ledger's mapper files only the classes named in ledger/store/topics.py; the stand-in is
+# filed beside them under names of its own, so the ceiling pays for the same mapper.
+for _cls in (Blob.Opened, Blob.Recorded):  # type: ignore[attr-defined]
+    topics.NAMES[_cls] = f"benchmarks.append:{_cls.__qualname__}"
 
 
 class RawAppend(Application):

@@ -97,7 +97,7 @@ class Projector:
             return None
         if r.envelope is not None:
             return r.sequence, r.recorded_at, r.envelope
-        stored = next(self.ledger.transparency.records(r.sequence), None)
+        stored = next(self.ledger.records(r.sequence), None)
         if stored is None or stored[0] != r.sequence or _sha256(stored[2]) != r.envelope_sha256:
             log.error(
                 "projector: sequence %d came by reference, but the ledger holds no record of that "
