@@ -55,6 +55,7 @@ from ledger.app.log import MerkleLog
 from ledger.audit.signatures import BackgroundVerifier, Job
 from ledger.audit.verification import LedgerVerifier
 from ledger.demo.journeys import VARIANTS, Cast, Journey
+from ledger.demo.kit import interleave
 from ledger.store.logstore import TABLES, LogStore
 from ledger.transparency import merkle
 from ledger.transparency.checkpoint import NoteSigner, NoteVerifier
@@ -131,8 +132,7 @@ def _generate(
                 queue.put(f"a journey ends in the future ({journey.clock.isoformat()})")
                 return
             index += 1
-        # A prefix of the round-robin order holds a prefix of each patient's journey: all valid.
-        chunk = [e for round_ in itertools.zip_longest(*queues) for e in round_ if e is not None]
+        chunk = interleave(queues)
         queue.put((len(queues), chunk))
         produced += len(chunk)
     queue.put(None)

@@ -15,6 +15,7 @@ import pytest
 
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast, Journey
+from ledger.demo.kit import ManualClock, register_cast
 from ledger.transparency import merkle
 from tests.support import COI, DEEP, advance, coi
 
@@ -268,11 +269,11 @@ def test_rebuild_names_a_record_whose_time_has_no_utc_form(tmp_path: Path) -> No
     # Collected in the first hour of year 1 at +23:00, i.e. before year 1 in UTC.
     start = datetime(1, 1, 1, 0, 10, tzinfo=timezone(timedelta(hours=23)))
     # The ledger's clock, injected: the cast registered then, the journey a day later.
-    app = LedgerApplication(
-        f"sqlite:///{tmp_path / 'coi-data' / 'ledger.sqlite'}", clock=lambda: start + timedelta(days=1)
-    )
+    clock = ManualClock(start)
+    app = LedgerApplication(f"sqlite:///{tmp_path / 'coi-data' / 'ledger.sqlite'}", clock=clock)
     cast = Cast()
-    assert all(o.status == "accepted" for o in app.submit_many(cast.registrations(start), now=start))
+    register_cast(app, cast, start)
+    clock.advance(timedelta(days=1))
     advance(app, Journey(cast, 0, start), before="label_applied")
     done = coi(tmp_path, "projections", "rebuild")
     assert "Traceback" not in done.stderr, done.stderr
