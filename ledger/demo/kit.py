@@ -14,14 +14,22 @@ from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast, Journey, Step
 
 T = TypeVar("T")
-_GAP = object()
 
 
 def interleave(queues: Iterable[Iterable[T]]) -> list[T]:
     """Round robin over the queues, each queue's own order kept: patients' steps as live sites
     send them. Any prefix of the result holds a prefix of every queue, so it stays valid."""
-    rounds = itertools.zip_longest(*queues, fillvalue=_GAP)
-    return [item for round_ in rounds for item in round_ if item is not _GAP]  # type: ignore[misc]
+    pending = [iter(q) for q in queues]
+    merged: list[T] = []
+    while pending:
+        still = []
+        for queue in pending:
+            for item in queue:  # its next item, if any
+                merged.append(item)
+                still.append(queue)
+                break
+        pending = still
+    return merged
 
 
 def cohort(
