@@ -3,6 +3,8 @@ fixture ledger, and `coi` run as a user runs it."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import shutil
 import subprocess
@@ -15,6 +17,7 @@ from typing import Any
 import msgspec
 
 from aggregates.base import body_of
+from ledger import cli
 from ledger.app.application import LedgerApplication, Outcome
 from ledger.demo.journeys import Cast, Journey, Step, compressed_run
 from ledger.site.signing import Member
@@ -79,14 +82,42 @@ _SCRIPT = Path(sys.executable).parent / "coi"
 COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli"]
 
 
+def _coi_env(tmp: Path, passphrase: str, more: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase, **more}
+    env.pop("COI_DATABASE_URL", None)
+    return env
+
+
 def coi(
     tmp: Path, *args: str, stdin: str | None = None, passphrase: str = "correct horse", **more: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase, **more}
-    env.pop("COI_DATABASE_URL", None)
+    """`coi ARGS` as a process, in `tmp` with its data in tmp/coi-data."""
     return subprocess.run(
-        [*COI, *args], input=stdin, capture_output=True, text=True, env=env, cwd=tmp, timeout=120
-    )
+        [*COI, *args], input=stdin, capture_output=True, text=True, env=_coi_env(tmp, passphrase, more),
+        cwd=tmp, timeout=120,
+    )  # fmt: skip
+
+
+def coi_here(
+    tmp: Path, *args: str, stdin: str | None = None, passphrase: str = "correct horse", **more: str
+) -> subprocess.CompletedProcess[str]:
+    """`coi ARGS` as `coi` runs it (same environment, folder and streams) inside this process:
+    for the steps a test needs done rather than tested, without a process start each."""
+    saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(_coi_env(tmp, passphrase, more))
+        os.chdir(tmp)
+        sys.stdin = io.TextIOWrapper(io.BytesIO((stdin or "").encode()))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.stdin = saved_stdin
+    return subprocess.CompletedProcess(["coi", *args], code, out.getvalue(), err.getvalue())
 
 
 # Nesting far beyond any parser's recursion limit.

@@ -17,17 +17,20 @@ from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast, Journey
 from ledger.demo.kit import ManualClock, register_cast
 from ledger.transparency import merkle
-from tests.support import COI, DEEP, advance, coi
+from tests.support import COI, DEEP, advance, coi, coi_here
 
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
-    """A ledger with an administrator and one registered nurse (key files in coi-data/keys)."""
-    done = coi(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin")
+    """A ledger with an administrator and one registered nurse (key files in coi-data/keys),
+    made in-process: what the tests below run as processes is what they test."""
+    done = coi_here(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin")
     assert done.returncode == 0, done.stderr
-    assert coi(tmp_path, "keys", "new", "--principal", "nurse.kim", "--name", "Kim Nurse").returncode == 0
+    assert (
+        coi_here(tmp_path, "keys", "new", "--principal", "nurse.kim", "--name", "Kim Nurse").returncode == 0
+    )
     keys = tmp_path / "coi-data" / "keys"
-    added = coi(
+    added = coi_here(
         tmp_path, "principals", "add", "--admin-key", str(keys / "admin.jane.key"),
         "--public-key", str(keys / "nurse.kim.key.pub"), "--role", "enrolment", "--site", "US-BDW",
     )  # fmt: skip
