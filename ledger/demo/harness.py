@@ -61,20 +61,20 @@ class Services:
         finally:
             app.close()
 
-    def start(self, *names: str, stop_at: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *more: str, stop_at: str | None = None, **env: str) -> subprocess.Popen[bytes]:
         """Start each named service (`coi run NAME`, output to root/NAME.log); returns the last.
         With `stop_at`, each stops itself at that point (see STOP_AT) until killed."""
         if stop_at:
             env[STOP_AT] = stop_at
-        for name in names:
-            log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
+        for service in (name, *more):
+            log = open(self.root / f"{service}.log", "ab")  # noqa: SIM115 - lives with the child
             proc = subprocess.Popen(
-                [sys.executable, "-m", "ledger.cli", "run", name],
+                [sys.executable, "-m", "ledger.cli", "run", service],
                 env={**self.env, **env},
                 stdout=log,
                 stderr=log,
             )
-            self.procs.append((name, proc))
+            self.procs.append((service, proc))
         return proc
 
     def kill(self, proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
