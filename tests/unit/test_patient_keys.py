@@ -3,10 +3,14 @@ identifiers, no ledger."""
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
+from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ledger.wire.patient import (
     Wristband,
@@ -22,28 +26,14 @@ from ledger.wire.rejection import Rejected
 VECTOR_WRISTBAND = Wristband(
     mrn=" mrn-004711 ", family_name="Müller", given_name="Zoë  Anne", birth_date="1961-07-04"
 )
-
-
 VECTOR_SALT = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
-
-
 VECTOR_CANONICAL = "mrn=MRN-004711\nfamily_name=MüLLER\ngiven_name=ZOë ANNE\nbirth_date=1961-07-04"
-
-
 VECTOR_SEED = "cb4714ac5726b72bacdd7ae885798c82ea744230a03df9c093cf80a51f566cce"
-
-
 VECTOR_PUBLIC = "oyS+olb9EhkycF/6g0fDKtJvv75MF07d7P++N6u3qVE="
-
-
 VECTOR_EVENT = uuid.UUID("6f1c8a52-3b0e-4d7a-9f21-5c4e8b7d2a10")
-
-
 VECTOR_MESSAGE = (
     b"coi-ledger bedside v1\nCHW0451260059EM\nP-CHW0451260059EM-1\n6f1c8a52-3b0e-4d7a-9f21-5c4e8b7d2a10"
 )
-
-
 VECTOR_SIGNATURE = "+CZ7AJAZnVfIzYLLeo52ydKzclRBAULs1EaUqQod72nA0h3Ihj/HyT8sGlMYi2Du48YaBYSTVINzxNpT8aFJBg=="
 
 
@@ -86,3 +76,32 @@ def test_bad_identifiers_or_salt_are_refused_naming_the_field(
     with pytest.raises(Rejected) as refused:
         patient_private_key(salt, Wristband(**(fields | changes)))
     assert (refused.value.code, refused.value.field) == ("invalid_value", field)
+
+
+# Words as a wristband or a keyboard gives them: letters, digits and punctuation, any script.
+_word = st.text(st.characters(categories=("L", "N", "P")), min_size=1, max_size=6)
+_space = st.sampled_from([" ", "  ", "\t", "\n", "\u00a0", "\u2003"])
+
+
+@st.composite
+def _read_differently(draw: st.DrawFn, words: list[str]) -> str:
+    """The same words as another reader gives them: ASCII letters in either case, other
+    whitespace runs around and between them, characters decomposed (NFD)."""
+    flipped = [
+        "".join(c.swapcase() if c.isascii() and draw(st.booleans()) else c for c in word) for word in words
+    ]
+    spaced = draw(_space).join(flipped)
+    return unicodedata.normalize("NFD", draw(_space) + spaced + draw(_space))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(_word, min_size=1, max_size=3), min_size=3, max_size=3), st.dates(), st.data())
+def test_a_wristband_read_differently_gives_the_same_identifiers_and_key(
+    names: list[list[str]], born: date, draw: st.DataObject
+) -> None:
+    fields = [" ".join(words) for words in names]
+    reread = [draw.draw(_read_differently(words)) for words in names]
+    first = Wristband(*fields, birth_date=born.isoformat())
+    second = Wristband(*reread, birth_date=f" {born.isoformat()}\t")
+    assert canonical_identifiers(second) == canonical_identifiers(first)
+    assert patient_public_key(VECTOR_SALT, second) == patient_public_key(VECTOR_SALT, first)
