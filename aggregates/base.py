@@ -1,22 +1,27 @@
-"""Aggregates whose every stored event is one verbatim signed envelope, chained.
+"""What every aggregate's rules share: the context a decision is made in, the claims port,
+and the body of a stored envelope.
 
-State is derived only from the envelope bytes, so what the ledger stores is exactly what
-the site signed: replaying the store re-derives the state an auditor sees. Each event also
-carries `prev`, the hash of the aggregate's previous record, so an omitted, reordered or
-inserted event in one patient's history is evident from that history alone.
+The rules are plain functions over plain state (no store, no clock, no signing): the ledger
+and a standalone verifier run the same code over the same records and reach the same verdicts.
+State is derived only from the envelope bytes, so what the ledger stores is exactly what the
+site signed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
-from eventsourcing.domain import Aggregate
 
-from ledger.transparency.records import FIRST_PREV, record_hash
+from aggregates.policy import Policy
 from ledger.wire.dsse import b64decode
 from ledger.wire.events import Event, StoredEvent
+
+if TYPE_CHECKING:
+    from aggregates.principal import PrincipalState
 
 _envelope = msgspec.json.Decoder(dict[str, object])
 _body = msgspec.json.Decoder(StoredEvent)
@@ -30,41 +35,49 @@ def body_of(envelope: str) -> Event:
     return _body.decode(b64decode(payload, "payload"))
 
 
-class Ledgered(Aggregate):
-    """Base of the ledger's aggregates: `check` decides, `mutate` applies."""
+class Claims(Protocol):
+    """Values that are unique across the whole ledger (a DIN, a cartridge, the genesis
+    administrator): who holds each, whatever patient or batch of envelopes claimed it."""
 
-    class Opened(Aggregate.Created):
-        envelope: str
-        prev: str
+    def owner(self, kind: str, value: str) -> str | None:
+        """The owner of a claimed value (a COI, a principal id), None when it is free."""
+        ...
 
-    class Recorded(Aggregate.Event):
-        envelope: str
-        prev: str
 
-        def apply(self, aggregate: Any) -> None:
-            assert isinstance(aggregate, Ledgered)
-            aggregate.head = record_hash(
-                aggregate.id, self.originator_version, self.prev, self.timestamp, self.envelope
-            )
-            # When recording, the caller has just decoded this very envelope; replay decodes.
-            body = aggregate.__dict__.pop("_decoded", None)
-            aggregate.mutate(body if body is not None else body_of(self.envelope))
+class Registry(Protocol):
+    """The principal registry as the rules consult it beyond the signers."""
 
-    def __init__(self, envelope: str, prev: str) -> None:
-        self.head = record_hash(self.id, self.version, prev, self.created_on, envelope)
-        self.mutate(body_of(envelope))
+    def administrators(self) -> Iterable[PrincipalState]:
+        """Every principal with the admin role (read only when an administrator is revoked)."""
+        ...
 
-    @classmethod
-    def open(cls, aggregate_id: object, envelope: str, recorded_at: datetime) -> Ledgered:
-        return cls._create(
-            cls.Opened, id=aggregate_id, envelope=envelope, prev=FIRST_PREV, timestamp=recorded_at
-        )
 
-    def record(self, envelope: str, body: Event, recorded_at: datetime) -> None:
-        """Record an accepted envelope whose decoded body is `body`, received at `recorded_at`
-        (the time the ledger judged it by, so a verifier replays the same judgement)."""
-        self._decoded = body
-        self.trigger_event(self.Recorded, envelope=envelope, prev=self.head, timestamp=recorded_at)
+@dataclass(frozen=True)
+class ClaimsTable:
+    """Claims held in memory: a verifier's replay, or a test's."""
 
-    def mutate(self, body: Event) -> None:
-        raise NotImplementedError
+    owners: Mapping[tuple[str, str], str] = field(default_factory=dict)
+
+    def owner(self, kind: str, value: str) -> str | None:
+        return self.owners.get((kind, value))
+
+
+@dataclass(frozen=True)
+class Administrators:
+    """A registry given as the list of its administrators."""
+
+    principals: tuple[PrincipalState, ...] = ()
+
+    def administrators(self) -> Iterable[PrincipalState]:
+        return self.principals
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a decision may consult besides the aggregate's own state."""
+
+    received_at: datetime  # the ledger's clock of record: the record's recorded_at
+    policy: Policy  # the rules version and settings in force at the record's place
+    claims: Claims = ClaimsTable()
+    registry: Registry = Administrators()
+    roles: Mapping[str, frozenset[str]] = field(default_factory=dict)  # each signer's roles

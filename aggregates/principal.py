@@ -1,17 +1,24 @@
-"""Principals (people, devices, site systems), their keys and roles, event-sourced so that
-"who was allowed to sign what, when" can be replayed."""
+"""Principals (people, devices, site systems), their keys and roles: "who was allowed to sign
+what, when", replayable from the registry records alone.
+
+Plain rules over plain state: `decide` judges a registry change, `evolve` applies one, and
+`key_problem`, `genesis_key` and `authorize` judge the signers of any record. The ledger and
+the verifier both use them, so key state and the genesis rule exist once.
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import assert_never
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-from aggregates.base import Ledgered
+from aggregates.base import Claims, Context
+from aggregates.policy import Policy
 from aggregates.roles import (
     CUSTODIAN_ROLES,
     OPEN_TO_AUTHORS,
@@ -20,7 +27,6 @@ from aggregates.roles import (
     REASON_REQUIRED,
     allowed,
 )
-from ledger.wire.decoding import CLOCK_SKEW
 from ledger.wire.events import (
     BedsideIdentityVerified,
     CustodyTransferred,
@@ -31,14 +37,13 @@ from ledger.wire.events import (
     RegistryEvent,
 )
 from ledger.wire.keys import keyid_for
-from ledger.wire.rejection import Rejected
-
-# How long after a routine rotation the replaced key may still sign what was in flight when
-# it was replaced, judged at the ledger's receipt time. Never after a revocation or a loss.
-# A constant, not a setting: a verifier replaying key state must know the value in force.
-ROTATION_GRACE = timedelta(minutes=10)
+from ledger.wire.rejection import ReasonCode, Rejected
 
 NAMESPACE = uuid5(NAMESPACE_URL, "https://coi-ledger.example/principals")
+
+# The claim the first administrator makes: while it is free, a self-signed registration of an
+# administrator is the one record the registry cannot vouch for.
+GENESIS = ("genesis", "administrator")
 
 
 @lru_cache(maxsize=65536)
@@ -52,7 +57,7 @@ def public_key_raw(text: str) -> bytes:
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 32:
-        raise Rejected("invalid_value", "public_key must be base64 of 32 raw bytes", "public_key")
+        raise Rejected(ReasonCode.INVALID_VALUE, "public_key must be base64 of 32 raw bytes", "public_key")
     return raw
 
 
@@ -62,182 +67,283 @@ class KeyState:
     valid_from: datetime
     valid_until: datetime | None = None  # superseded by rotation
     revoked_at: datetime | None = None
-    grace: timedelta = timedelta(0)  # after valid_until, for a routine rotation
+    # Replaced by a routine rotation: it may still sign for the policy's rotation grace after
+    # valid_until. Never after a revocation or a loss.
+    routine: bool = False
 
 
-def valid_from_problem(valid_from: datetime, received_at: datetime) -> Rejected | None:
+@dataclass
+class PrincipalState:
+    """A person, device or site system: its roles and every key it ever had."""
+
+    principal_id: str
+    kind: str
+    printed_name: str
+    roles: frozenset[str]
+    registered_from: datetime
+    keys: dict[str, KeyState] = field(default_factory=dict)
+    revoked_at: datetime | None = None  # the principal as a whole
+
+
+# ------------------------------------------------------------------ registry changes
+
+
+def decide(state: PrincipalState | None, body: RegistryEvent, ctx: Context) -> Rejected | None:
+    """Why this change to the principal `state` (None: not registered) may not be recorded."""
+    match body:
+        case PrincipalRegistered():
+            return _valid_from_problem(body.valid_from, ctx) or (
+                Rejected(
+                    ReasonCode.PRINCIPAL_EXISTS,
+                    f"principal {body.principal_id} is already registered",
+                    "principal_id",
+                )
+                if state is not None
+                else registration_problem(body)
+            )
+        case PrincipalKeyRotated():
+            problem = _valid_from_problem(body.valid_from, ctx)
+            if problem is not None or state is None:
+                return problem or _unknown(body.principal_id)
+            raw = public_key_raw(body.public_key)
+            if keyid_for(state.principal_id, raw) in state.keys:
+                return Rejected(ReasonCode.INVALID_VALUE, "that key was already registered", "public_key")
+            return None
+        case PrincipalRevoked():
+            if state is None:
+                return _unknown(body.principal_id)
+            if body.keyid and body.keyid not in state.keys:
+                return Rejected(
+                    ReasonCode.UNKNOWN_KEY, f"{body.keyid} is not a key of {state.principal_id}", "keyid"
+                )
+            return revocation_problem(body, state, ctx.registry.administrators(), ctx.received_at)
+        case _:
+            assert_never(body)
+
+
+def evolve(state: PrincipalState | None, body: RegistryEvent) -> PrincipalState:
+    """The principal after `body`. Changes `state` in place (and returns it): the ledger keeps
+    one state per principal and copies would cost more than the rules."""
+    match body:
+        case PrincipalRegistered():
+            raw = public_key_raw(body.public_key)
+            return PrincipalState(
+                body.principal_id,
+                body.kind,
+                body.printed_name,
+                frozenset(body.roles),
+                body.valid_from,
+                {keyid_for(body.principal_id, raw): KeyState(raw, body.valid_from)},
+            )
+        case PrincipalKeyRotated():
+            assert state is not None, "a rotation of a principal never registered"
+            for key in state.keys.values():
+                if key.valid_until is None:
+                    key.valid_until, key.routine = body.valid_from, body.routine
+            raw = public_key_raw(body.public_key)
+            state.keys[keyid_for(state.principal_id, raw)] = KeyState(raw, body.valid_from)
+            return state
+        case PrincipalRevoked():
+            assert state is not None, "a revocation of a principal never registered"
+            if body.keyid is None and state.revoked_at is None:
+                state.revoked_at = body.effective_at
+            for keyid, key in state.keys.items():
+                if body.keyid in (None, keyid) and key.revoked_at is None:
+                    key.revoked_at, key.routine = body.effective_at, False
+            return state
+        case _:
+            assert_never(body)
+
+
+def _unknown(principal_id: str) -> Rejected:
+    return Rejected(
+        ReasonCode.UNKNOWN_PRINCIPAL, f"principal {principal_id} is not registered", "principal_id"
+    )
+
+
+def _valid_from_problem(valid_from: datetime, ctx: Context) -> Rejected | None:
     """A key may not claim validity from before the ledger heard of it (beyond the clock
     skew): back-dating a key would let it sign what happened before it existed."""
-    if valid_from < received_at - CLOCK_SKEW:
+    skew = ctx.policy.skew
+    if valid_from < ctx.received_at - skew:
         return Rejected(
-            "valid_from_too_early",
-            f"valid_from {valid_from.isoformat()} is more than {int(CLOCK_SKEW.total_seconds() // 60)} "
-            f"minutes before the ledger received it ({received_at.isoformat()}); a key is valid "
+            ReasonCode.VALID_FROM_TOO_EARLY,
+            f"valid_from {valid_from.isoformat()} is more than {int(skew.total_seconds() // 60)} "
+            f"minutes before the ledger received it ({ctx.received_at.isoformat()}); a key is valid "
             "from when it is registered: leave valid_from out or set it to now or later",
             "valid_from",
         )
     return None
 
 
-class Principal(Ledgered):
-    """A person, device or site system: its roles and every key it ever had."""
-
-    def mutate(self, body: Event) -> None:
-        if isinstance(body, PrincipalRegistered):
-            raw = public_key_raw(body.public_key)
-            self.principal_id: str = body.principal_id
-            self.kind: str = body.kind
-            self.printed_name: str = body.printed_name
-            self.roles: frozenset[str] = frozenset(body.roles)
-            self.registered_from: datetime = body.valid_from
-            self.revoked_at: datetime | None = None  # the principal as a whole
-            self.keys: dict[str, KeyState] = {
-                keyid_for(body.principal_id, raw): KeyState(raw, body.valid_from)
-            }
-        elif isinstance(body, PrincipalKeyRotated):
-            grace = ROTATION_GRACE if body.routine else timedelta(0)
-            for state in self.keys.values():
-                if state.valid_until is None:
-                    state.valid_until, state.grace = body.valid_from, grace
-            raw = public_key_raw(body.public_key)
-            self.keys[keyid_for(self.principal_id, raw)] = KeyState(raw, body.valid_from)
-        elif isinstance(body, PrincipalRevoked):
-            if body.keyid is None and self.revoked_at is None:
-                self.revoked_at = body.effective_at
-            for keyid, state in self.keys.items():
-                if body.keyid in (None, keyid) and state.revoked_at is None:
-                    state.revoked_at = body.effective_at
-                    state.grace = timedelta(0)
-
-    def check(self, body: RegistryEvent) -> None:
-        """Rules for a change to this (existing) principal."""
-        if isinstance(body, PrincipalRegistered):
-            raise Rejected(
-                "principal_exists", f"principal {body.principal_id} is already registered",
-                "principal_id",
-            )  # fmt: skip
-        if isinstance(body, PrincipalKeyRotated):
-            raw = public_key_raw(body.public_key)
-            if keyid_for(self.principal_id, raw) in self.keys:
-                raise Rejected("invalid_value", "that key was already registered", "public_key")
-        if isinstance(body, PrincipalRevoked) and body.keyid and body.keyid not in self.keys:
-            raise Rejected("unknown_key", f"{body.keyid} is not a key of {self.principal_id}", "keyid")
-
-    def key_problem(self, keyid: str, occurred_at: datetime, received_at: datetime) -> Rejected | None:
-        """Why this key may not sign an event that occurred at `occurred_at` and reached the
-        ledger at `received_at`, or None. The key must be valid when the ledger receives the
-        envelope (the ledger is the clock of record: a signer cannot back-date its way past a
-        revocation), while the principal's registration and non-revocation are judged at
-        occurred_at (a late entry across a routine rotation is signed with the current key)."""
-        if occurred_at < self.registered_from:
-            return Rejected(
-                "key_not_yet_valid",
-                f"{self.principal_id} is registered from {self.registered_from.isoformat()}, "
-                f"after occurred_at {occurred_at.isoformat()}",
-                "signatures",
-            )
-        if self.revoked_at is not None and occurred_at >= self.revoked_at:
-            return Rejected(
-                "key_revoked",
-                f"{self.principal_id} was revoked at {self.revoked_at.isoformat()}, "
-                f"before occurred_at {occurred_at.isoformat()}",
-                "signatures",
-            )
-        state = self.keys[keyid]
-        if state.revoked_at is not None and received_at >= state.revoked_at:
-            return Rejected(
-                "key_revoked",
-                f"key {keyid} was revoked at {state.revoked_at.isoformat()}; "
-                f"the ledger received this at {received_at.isoformat()}",
-                "signatures",
-            )
-        if received_at < state.valid_from:
-            return Rejected(
-                "key_not_yet_valid",
-                f"key {keyid} is valid from {state.valid_from.isoformat()}; "
-                f"the ledger received this at {received_at.isoformat()}",
-                "signatures",
-            )
-        if state.valid_until is not None and received_at >= state.valid_until + state.grace:
-            return Rejected(
-                "key_expired",
-                f"key {keyid} was replaced by rotation at {state.valid_until.isoformat()}; "
-                "sign with the current key (a late entry keeps its own occurred_at)",
-                "signatures",
-            )
-        return None
-
-    def can_administer(self, at: datetime, revoking: PrincipalRevoked | None = None) -> bool:
-        """An administrator with a key that can sign at `at`, counting a key that `revoking`
-        would revoke as gone (a key valid only from later does not count: until then
-        nobody could use it)."""
-        if "admin" not in self.roles or (self.revoked_at is not None and self.revoked_at <= at):
-            return False
-        return any(
-            state.valid_from <= at
-            and (state.valid_until is None or at < state.valid_until)
-            and (state.revoked_at is None or at < state.revoked_at)
-            and not (revoking is not None and revoking.keyid in (None, keyid))
-            for keyid, state in self.keys.items()
+def registration_problem(body: PrincipalRegistered) -> Rejected | None:
+    """Rules for a new principal: the admin and qa roles are a person's."""
+    reserved = sorted(PEOPLE_ONLY_ROLES.intersection(body.roles))
+    if body.kind != "person" and reserved:
+        return Rejected(
+            ReasonCode.PERSON_REQUIRED,
+            f"a {body.kind} cannot hold the {', '.join(reserved)} role; only a person",
+            "kind",
         )
+    return None
+
+
+def can_administer(state: PrincipalState, at: datetime, revoking: PrincipalRevoked | None = None) -> bool:
+    """An administrator with a key that can sign at `at`, counting a key that `revoking`
+    would revoke as gone (a key valid only from later does not count: until then nobody
+    could use it)."""
+    if "admin" not in state.roles or (state.revoked_at is not None and state.revoked_at <= at):
+        return False
+    return any(
+        key.valid_from <= at
+        and (key.valid_until is None or at < key.valid_until)
+        and (key.revoked_at is None or at < key.revoked_at)
+        and not (revoking is not None and revoking.keyid in (None, keyid))
+        for keyid, key in state.keys.items()
+    )
 
 
 def revocation_problem(
-    body: PrincipalRevoked, target: Principal, administrators: Iterable[Principal], at: datetime
+    body: PrincipalRevoked, target: PrincipalState, administrators: Iterable[PrincipalState], at: datetime
 ) -> Rejected | None:
     """No revocation received at `at` may leave the ledger without an administrator who can
     sign then: nobody could register, rotate or revoke anything ever again."""
-    if not target.can_administer(at) or target.can_administer(at, body):
+    if not can_administer(target, at) or can_administer(target, at, body):
         return None
-    if any(a.principal_id != target.principal_id and a.can_administer(at) for a in administrators):
+    if any(a.principal_id != target.principal_id and can_administer(a, at) for a in administrators):
         return None
     return Rejected(
-        "last_administrator",
+        ReasonCode.LAST_ADMINISTRATOR,
         f"{target.principal_id} is the last administrator; register another one first",
         "principal_id",
     )
 
 
-def check_registration(body: PrincipalRegistered) -> None:
-    """Rules for a new principal: the admin and qa roles are a person's."""
-    reserved = sorted(PEOPLE_ONLY_ROLES.intersection(body.roles))
-    if body.kind != "person" and reserved:
-        raise Rejected(
-            "person_required", f"a {body.kind} cannot hold the {', '.join(reserved)} role; only a person",
-            "kind",
-        )  # fmt: skip
+# ------------------------------------------------------------------ signers of any record
 
 
-def authorize(body: Event, signers: dict[str, Principal]) -> None:
+def genesis_key(body: object, keyid: str, claims: Claims) -> bytes | None:
+    """The public key of a self-signed first administrator, while no administrator exists:
+    the one key the registry cannot vouch for. None for any other body or key."""
+    if not isinstance(body, PrincipalRegistered) or body.actor != body.principal_id:
+        return None
+    if claims.owner(*GENESIS) is not None:
+        return None
+    try:
+        raw = public_key_raw(body.public_key)
+    except Rejected:
+        return None
+    return raw if keyid == keyid_for(body.principal_id, raw) else None
+
+
+def genesis_problem(body: PrincipalRegistered) -> Rejected | None:
+    """The first principal registers itself: a person administrator, valid when it signs."""
+    if "admin" not in body.roles or body.kind != "person":
+        return Rejected(
+            ReasonCode.NO_ADMINISTRATOR, "the first principal must be a person with the admin role", "roles"
+        )
+    if body.occurred_at < body.valid_from:
+        return Rejected(ReasonCode.KEY_NOT_YET_VALID, "valid_from is after occurred_at", "valid_from")
+    return None
+
+
+def signing_key(state: PrincipalState | None, body: object, keyid: str, claims: Claims) -> bytes | None:
+    """The public key `keyid` names for this body: one its principal (`state`) holds, or the
+    genesis administrator's own; None when the registry holds no such key."""
+    if state is None:
+        return genesis_key(body, keyid, claims)
+    key = state.keys.get(keyid)
+    return None if key is None else key.public_raw
+
+
+def key_problem(
+    state: PrincipalState, keyid: str, occurred_at: datetime, received_at: datetime, policy: Policy
+) -> Rejected | None:
+    """Why this key may not sign an event that occurred at `occurred_at` and reached the
+    ledger at `received_at`, or None. The key must be valid when the ledger receives the
+    envelope (the ledger is the clock of record: a signer cannot back-date its way past a
+    revocation), while the principal's registration and non-revocation are judged at
+    occurred_at (a late entry across a routine rotation is signed with the current key)."""
+    if occurred_at < state.registered_from:
+        return Rejected(
+            ReasonCode.KEY_NOT_YET_VALID,
+            f"{state.principal_id} is registered from {state.registered_from.isoformat()}, "
+            f"after occurred_at {occurred_at.isoformat()}",
+            "signatures",
+        )
+    if state.revoked_at is not None and occurred_at >= state.revoked_at:
+        return Rejected(
+            ReasonCode.KEY_REVOKED,
+            f"{state.principal_id} was revoked at {state.revoked_at.isoformat()}, "
+            f"before occurred_at {occurred_at.isoformat()}",
+            "signatures",
+        )
+    key = state.keys[keyid]
+    if key.revoked_at is not None and received_at >= key.revoked_at:
+        return Rejected(
+            ReasonCode.KEY_REVOKED,
+            f"key {keyid} was revoked at {key.revoked_at.isoformat()}; "
+            f"the ledger received this at {received_at.isoformat()}",
+            "signatures",
+        )
+    if received_at < key.valid_from:
+        return Rejected(
+            ReasonCode.KEY_NOT_YET_VALID,
+            f"key {keyid} is valid from {key.valid_from.isoformat()}; "
+            f"the ledger received this at {received_at.isoformat()}",
+            "signatures",
+        )
+    grace = policy.rotation_grace if key.routine else timedelta(0)
+    if key.valid_until is not None and received_at >= key.valid_until + grace:
+        return Rejected(
+            ReasonCode.KEY_EXPIRED,
+            f"key {keyid} was replaced by rotation at {key.valid_until.isoformat()}; "
+            "sign with the current key (a late entry keeps its own occurred_at)",
+            "signatures",
+        )
+    return None
+
+
+def authorize(body: Event, signers: Mapping[str, PrincipalState]) -> Rejected | None:
     """Authority checks that need only the signers: the actor signed, its role allows the
     event type, two-person steps carry both signatures, and every person's signature has
     its Part 11 manifestation (printed name, time, meaning) inside the signed body."""
+    try:
+        _authorize(body, signers)
+    except Rejected as rejected:
+        return rejected
+    return None
+
+
+def _authorize(body: Event, signers: Mapping[str, PrincipalState]) -> None:
     tag = type(body).__struct_config__.tag
     actor = signers.get(body.actor)
     if actor is None:
-        raise Rejected("actor_not_signer", f"actor {body.actor} did not sign the envelope", "actor")
+        raise Rejected(ReasonCode.ACTOR_NOT_SIGNER, f"actor {body.actor} did not sign the envelope", "actor")
     if not allowed(actor.roles, str(tag)) and tag not in OPEN_TO_AUTHORS:
         raise Rejected(
-            "role_not_allowed",
+            ReasonCode.ROLE_NOT_ALLOWED,
             f"{body.actor} has roles {sorted(actor.roles)}, none of which may sign {tag}",
             "type",
         )
     if tag in PEOPLE_ONLY_EVENTS and actor.kind != "person":
         raise Rejected(
-            "person_required", f"{tag} is signed by a person, {body.actor} is a {actor.kind}", "actor"
+            ReasonCode.PERSON_REQUIRED,
+            f"{tag} is signed by a person, {body.actor} is a {actor.kind}",
+            "actor",
         )
     if tag in REASON_REQUIRED and not body.reason:
-        raise Rejected("reason_required", f"{tag} needs a reason", "reason")
+        raise Rejected(ReasonCode.REASON_REQUIRED, f"{tag} needs a reason", "reason")
     for name, cosigner in _cosigners(body):
         if cosigner not in signers:
-            raise Rejected("missing_cosignature", f"{name} {cosigner} did not sign", name)
+            raise Rejected(ReasonCode.MISSING_COSIGNATURE, f"{name} {cosigner} did not sign", name)
     _check_parties(body, signers)
     manifested = {m.principal: m for m in body.manifestations}
     for pid, principal in signers.items():
         if principal.kind != "person":
             if pid in manifested:
                 raise Rejected(
-                    "person_required",
+                    ReasonCode.PERSON_REQUIRED,
                     f"{pid} is a {principal.kind}: only a person signs with a manifestation",
                     "manifestations",
                 )
@@ -245,19 +351,19 @@ def authorize(body: Event, signers: dict[str, Principal]) -> None:
         m = manifested.get(pid)
         if m is None:
             raise Rejected(
-                "missing_manifestation",
+                ReasonCode.MISSING_MANIFESTATION,
                 f"{pid} signed as a person but the body has no manifestation for them",
                 "manifestations",
             )
         if m.printed_name != principal.printed_name:
             raise Rejected(
-                "manifestation_mismatch",
+                ReasonCode.MANIFESTATION_MISMATCH,
                 f"printed_name {m.printed_name!r} is not the registered name of {pid}",
                 "manifestations",
             )
     for pid in manifested.keys() - signers.keys():
         raise Rejected(
-            "manifestation_mismatch", f"manifestation for {pid}, who did not sign", "manifestations"
+            ReasonCode.MANIFESTATION_MISMATCH, f"manifestation for {pid}, who did not sign", "manifestations"
         )
 
 
@@ -266,28 +372,31 @@ def _cosigners(body: Event) -> list[tuple[str, str]]:
         return [("from_custodian", body.from_custodian), ("to_custodian", body.to_custodian)]
     if isinstance(body, BedsideIdentityVerified):
         if body.witness == body.actor:
-            raise Rejected("missing_cosignature", "the witness must be a second person", "witness")
+            raise Rejected(ReasonCode.MISSING_COSIGNATURE, "the witness must be a second person", "witness")
         return [("witness", body.witness)]
     return []
 
 
-def _check_parties(body: Event, signers: dict[str, Principal]) -> None:
+def _check_parties(body: Event, signers: Mapping[str, PrincipalState]) -> None:
     """The bedside witness is a treating person; custody goes only to a person who holds
     material (the cosignature check has made sure both are signers)."""
     if isinstance(body, BedsideIdentityVerified):
         witness = signers[body.witness]
         if witness.kind != "person":
-            raise Rejected("person_required", f"witness {body.witness} is a {witness.kind}", "witness")
+            raise Rejected(
+                ReasonCode.PERSON_REQUIRED, f"witness {body.witness} is a {witness.kind}", "witness"
+            )
         if not allowed(witness.roles, "bedside_identity_verified"):
             raise Rejected(
-                "role_not_allowed", f"witness {body.witness} has no role that may witness a bedside check",
+                ReasonCode.ROLE_NOT_ALLOWED,
+                f"witness {body.witness} has no role that may witness a bedside check",
                 "witness",
-            )  # fmt: skip
+            )
     if isinstance(body, CustodyTransferred):
         taker = signers[body.to_custodian]
         if taker.kind != "person" or not CUSTODIAN_ROLES & taker.roles:
             raise Rejected(
-                "not_a_custodian",
+                ReasonCode.NOT_A_CUSTODIAN,
                 f"{body.to_custodian} ({taker.kind}, roles {sorted(taker.roles)}) cannot hold material: "
                 f"custody goes to a person with one of the roles {sorted(CUSTODIAN_ROLES)}",
                 "to_custodian",

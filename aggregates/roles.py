@@ -6,7 +6,7 @@ _OPERATIONS = {"deviation_opened"}
 
 ROLE_EVENTS: dict[str, frozenset[str]] = {
     "admin": frozenset({"principal_registered", "principal_key_rotated", "principal_revoked"}),
-    "enrolment": frozenset({"enrolled", "patient_key_registered"}),
+    "enrolment": frozenset({"enrolled", "patient_key_registered", "treatment_site_changed"}),
     "collection": frozenset(
         {"apheresis_collected", "label_printed", "label_applied", "label_voided",
          "custody_transferred", "hold_placed"} | _OPERATIONS
@@ -40,7 +40,7 @@ OPEN_TO_AUTHORS = frozenset({"record_corrected"})
 # Events whose header `reason` is mandatory (Annex 11 §9: the reason for a change).
 REASON_REQUIRED = frozenset(
     {"record_corrected", "label_voided", "hold_placed", "hold_released", "principal_revoked",
-     "retest_authorised"}
+     "retest_authorised", "treatment_site_changed"}
 )  # fmt: skip
 
 # Roles that carry a person's accountability (administration, QA judgement): never a device's.

@@ -4,7 +4,7 @@ On an SQLite ledger of N records (default 1,000,000) it measures, on the same ma
 in the same run:
 
   * build: sign + submit + integrate, records/s (information only);
-  * full verification: `LedgerVerifier(app, [ledger key]).run()` over the whole ledger, in a
+  * full verification: `LedgerVerifier(source, [ledger key]).run()` over the whole ledger, in a
     fresh process (so its peak RSS is its own), next to the all-core Ed25519 ceiling:
     `ParallelVerifier.verify_all` over the ledger's own signatures / signatures per envelope;
   * Merkle appends: `merkle.CompactRange.append` in memory over the stored leaf hashes, and
@@ -57,6 +57,7 @@ from ledger.audit.verification import LedgerVerifier
 from ledger.demo.journeys import VARIANTS, Cast, Journey
 from ledger.demo.kit import interleave
 from ledger.store.logstore import TABLES, LogStore
+from ledger.store.sources import open_source
 from ledger.transparency import merkle
 from ledger.transparency.checkpoint import NoteSigner, NoteVerifier
 from ledger.wire import events as ev
@@ -328,7 +329,7 @@ class VerifyRun:
     checkpoints: int
     streams: int
     peak_rss_mib: float  # VmHWM: this process's peak since exec (imports included)
-    start_rss_mib: float  # VmRSS after imports and opening the application, before run()
+    start_rss_mib: float  # VmRSS after imports and opening the record source, before run()
     workers: int  # the verifier's signature worker processes
     worker_peak_mib: float  # the largest one's peak RSS (ru_maxrss of the reaped children)
 
@@ -349,17 +350,17 @@ def child_verify(url: str, trusted: str, profile: bool = False, skip_signatures:
             last[0] = time.perf_counter()
             note(f"  verify: {getattr(report, 'records', 0):,} records")
 
-    app = LedgerApplication(url)
+    source = open_source(url)  # read-only, as `coi verify` reads
     try:
         gc.collect()
         start_rss = _status_mib("VmRSS")
         started = time.perf_counter()
         profiler = cProfile.Profile() if profile else None
-        verify = LedgerVerifier(app, [verifier], progress).run
+        verify = LedgerVerifier(source, [verifier], progress).run
         report = profiler.runcall(verify) if profiler else verify()
         seconds = time.perf_counter() - started
     finally:
-        app.close()
+        source.close()
     peak = _status_mib("VmHWM")
     # The workers are forked from this process and reaped when run() returns; their ru_maxrss
     # counts the pages they share with it, so the sum below is an upper bound.
@@ -448,7 +449,7 @@ def merkle_appends(db: Path, url: str, folder: Path, latest: tuple[int, bytes]) 
     started = time.perf_counter()
     with sqlite3.connect(db) as source, sqlite3.connect(copy) as target:
         source.backup(target)
-        target.executescript("".join(f"DROP TABLE {t};" for t in TABLES))
+        target.executescript("".join(f"DELETE FROM {t};" for t in TABLES))
     copied = time.perf_counter() - started
     try:
         with ledger(f"sqlite:///{copy}") as app:

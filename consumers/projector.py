@@ -23,13 +23,11 @@ from consumers.service import stop_point
 from ledger.app.application import LedgerApplication
 from ledger.site import kafka
 from ledger.wire.kafka_topics import Topics
-from ledger.wire.messages import LedgerRecord
+from ledger.wire.messages import LedgerRecord, decode
 from projections.custody import Record
 from projections.store import ProjectionStore
 
 log = logging.getLogger("coi.projector")
-
-_decoder = msgspec.json.Decoder(LedgerRecord)
 
 
 class Projector:
@@ -90,7 +88,7 @@ class Projector:
         """The record a message carries, or by reference from the ledger; None, logged, for
         one that cannot be read."""
         try:
-            r = _decoder.decode(message.value)
+            r = decode(message.value, LedgerRecord)  # a newer format stops the projector
         except (msgspec.MsgspecError, TypeError) as exc:
             log.error(
                 "projector: %s:%d offset %d is not a ledger record (%s); set aside",

@@ -31,10 +31,9 @@ from ledger.store.logstore import RelayPosition
 from ledger.transparency.checkpoint import parse
 from ledger.transparency.records import header_of, row_record
 from ledger.wire.kafka_topics import Topics
-from ledger.wire.messages import REGISTRY_KEY, LedgerRecord, SignedCheckpoint
+from ledger.wire.messages import REGISTRY_KEY, LedgerRecord, SignedCheckpoint, decode
 
 log = logging.getLogger("coi.relay")
-_decoder = msgspec.json.Decoder(LedgerRecord)
 
 CHUNK = 2000
 RESET_CHECK_SECONDS = 5.0
@@ -148,7 +147,7 @@ class Relay:
             self.bootstrap,
             tp,
             position.probe_offset,
-            lambda v: _decoder.decode(v).sequence == position.probe_sequence,
+            lambda v: decode(v, LedgerRecord).sequence == position.probe_sequence,
         ):
             return
         log.warning(

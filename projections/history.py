@@ -10,8 +10,9 @@ from datetime import datetime
 import msgspec
 
 from aggregates.base import body_of
-from aggregates.therapy import Therapy, therapy_uuid
+from aggregates.therapy import therapy_uuid
 from ledger.app.application import LedgerApplication
+from ledger.store.streams import Therapy
 from ledger.wire import events as ev
 from projections.display import utc
 
@@ -41,7 +42,7 @@ def history(app: LedgerApplication, coi: str) -> list[HistoryRow]:
     if stored_events:
         therapy = app.repository.get(therapy_uuid(coi))
         assert isinstance(therapy, Therapy)
-        notes = dict(therapy.notes)
+        notes = dict(therapy.state.notes)
     for stored in stored_events:
         body = body_of(stored.envelope)  # type: ignore[attr-defined]
         fields = msgspec.to_builtins(body)

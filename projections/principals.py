@@ -5,8 +5,9 @@ from __future__ import annotations
 import msgspec
 
 from aggregates.base import body_of
-from aggregates.principal import Principal, principal_uuid
+from aggregates.principal import principal_uuid
 from ledger.app.application import LedgerApplication
+from ledger.store.streams import Principal
 from ledger.wire import events as ev
 from projections.display import MINUTE, utc
 
@@ -26,8 +27,9 @@ def principals(app: LedgerApplication) -> list[PrincipalView]:
         body = body_of(envelope)
         if not isinstance(body, ev.PrincipalRegistered):
             continue
-        p = app.repository.get(principal_uuid(body.principal_id))
-        assert isinstance(p, Principal)
+        stream = app.repository.get(principal_uuid(body.principal_id))
+        assert isinstance(stream, Principal)
+        p = stream.state
         keys = [
             f"{keyid} from {utc(k.valid_from, MINUTE)}"
             + (f" until {utc(k.valid_until, MINUTE)}" if k.valid_until else "")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -22,6 +22,8 @@ import msgspec
 import psycopg
 
 from ledger.app.config import persistence_env
+from ledger.store.migrations import Migration, ddl, migrate
+from ledger.store.sql import writing
 from ledger.wire.rejection import Rejected
 from projections.custody import CurrentCustody, ProjectionError, Record, TimelineRow, project
 
@@ -57,6 +59,8 @@ _DDL = (
     # One unit's timeline; the batch and shipment lookups below stay within one COI too.
     "CREATE INDEX IF NOT EXISTS proj_custody_timeline_unit ON proj_custody_timeline (coi, unit_id, sequence)",
 )
+# Recorded in coi_schema of the projections' database (which may be the ledger's).
+MIGRATIONS = (Migration("custody-projection-tables", ddl(*_DDL)),)
 
 _INSERT_TIMELINE = """INSERT INTO proj_custody_timeline
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sequence, unit_id) DO NOTHING"""
@@ -105,7 +109,7 @@ class ProjectionStore:
             # Autocommit, so that _transaction alone decides where a transaction begins and ends.
             path = persistence_env(url)["SQLITE_DBNAME"]
             self._conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-        self._create()
+        self.migrations = migrate(self._conn, self.postgres, MIGRATIONS)  # a writer: migrates on start
 
     def close(self) -> None:
         self._conn.close()
@@ -173,7 +177,7 @@ class ProjectionStore:
         with self._transaction() as cur:
             for table in READ_MODELS:
                 cur.execute(f"DROP TABLE IF EXISTS {table}")
-        self._create()
+            ddl(*_DDL)(cur, self.postgres)  # the tables as the migrations left them
 
     def snapshot(self) -> Snapshot:
         timeline = self._conn.execute(_SELECT_TIMELINE).fetchall()
@@ -184,29 +188,10 @@ class ProjectionStore:
 
     # ------------------------------------------------------------------ internals
 
-    def _create(self) -> None:
-        types = (
-            {"int": "BIGINT", "time": "TIMESTAMPTZ"} if self.postgres else {"int": "INTEGER", "time": "TEXT"}
-        )
-        with self._transaction() as cur:
-            for ddl in _DDL:
-                cur.execute(ddl.format(**types))
-
-    @contextmanager
-    def _transaction(self) -> Iterator[Any]:
-        if self.postgres:
-            with self._conn.transaction(), self._conn.cursor() as cur:
-                yield cur
-            return
-        cur = self._conn.cursor()
-        # IMMEDIATE: take the write lock now, so the reads within see what the writes will build on.
-        cur.execute("BEGIN IMMEDIATE")
-        try:
-            yield cur
-        except BaseException:
-            cur.execute("ROLLBACK")
-            raise
-        cur.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[Any]:
+        # IMMEDIATE on SQLite: take the write lock now, so the reads within see what the writes
+        # will build on.
+        return writing(self._conn, self.postgres)
 
     @contextmanager
     def _savepoint(self, cur: Any) -> Iterator[None]:

@@ -15,6 +15,9 @@ import psycopg
 import pytest
 
 from ledger.app.application import LedgerApplication
+from ledger.audit.verification import LedgerVerifier, Report
+from ledger.store.sources import open_source
+from ledger.transparency.checkpoint import NoteVerifier
 
 # The server's `test` database is only the way in: the tests keep their tables in databases
 # of their own, so a benchmark or a local ledger in `test` cannot disturb them.
@@ -103,3 +106,23 @@ class RawStore:
 
     def last(self) -> int:
         return int(self.sql("SELECT MAX({seq}) FROM {table}")[0][0])
+
+
+def ledger_url(app: LedgerApplication) -> str:
+    """The database URL an application was opened on."""
+    e = app.env
+    if e.get("POSTGRES_DBNAME"):
+        return (
+            f"postgresql://{e.get('POSTGRES_USER')}@{e.get('POSTGRES_HOST')}:{e.get('POSTGRES_PORT')}"
+            f"/{e.get('POSTGRES_DBNAME')}"
+        )
+    return f"sqlite:///{e.get('SQLITE_DBNAME')}"
+
+
+def verify_ledger(app: LedgerApplication, trusted: list[NoteVerifier]) -> Report:
+    """`coi verify`'s check of an application's ledger, through the read-only source."""
+    source = open_source(ledger_url(app))
+    try:
+        return LedgerVerifier(source, trusted).run()
+    finally:
+        source.close()

@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregates.base import body_of
 from ledger import cli
 from ledger.app.application import LedgerApplication, Outcome
+from ledger.app.log import MerkleLog
 from ledger.demo.journeys import Cast, Journey, Step, compressed_run
 from ledger.site.signing import Member
+from ledger.transparency.checkpoint import NoteSigner
 from ledger.wire.dsse import sign
 
 
@@ -122,3 +125,18 @@ def coi_here(
 
 # Nesting far beyond any parser's recursion limit.
 DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def sealed_ledger(url: str, patients: int = 2) -> tuple[NoteSigner, int]:
+    """A new ledger at `url`: the demo cast registered and `patients` journeys under a signed
+    checkpoint. Returns the checkpoint's signer and its tree size."""
+    app = LedgerApplication(url)
+    cast = Cast()
+    registrations = cast.registrations(compressed_run(datetime.now(UTC)).registered_at)
+    assert all(o.status == "accepted" for o in app.submit_many(registrations))
+    for i in range(patients):
+        advance(app, new_journey(cast, index=i))
+    signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
+    size = MerkleLog(app).checkpoint(signer, signer.name).size
+    app.close()
+    return signer, size

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -21,28 +21,30 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
+from aggregates import principal, therapy
+from aggregates.base import Administrators, Context
+from aggregates.policy import RULES_VERSION, Policy
 from aggregates.principal import (
-    Principal,
+    GENESIS,
+    PrincipalState,
     authorize,
-    check_registration,
+    genesis_problem,
+    key_problem,
     principal_uuid,
-    public_key_raw,
-    revocation_problem,
-    valid_from_problem,
+    signing_key,
 )
-from aggregates.therapy import Therapy, therapy_uuid
+from aggregates.therapy import therapy_uuid
 from ledger.app.config import database_url, persistence_env
 from ledger.audit.signatures import AheadVerifier, Job
-from ledger.store.recorders import ClaimRow, DigestRow
+from ledger.store.migrations import PAYLOAD_DIGESTS, migrate_ledger
+from ledger.store.recorders import ClaimRow
+from ledger.store.sources import open_source
+from ledger.store.streams import Principal, Therapy
 from ledger.store.topics import PRINCIPAL_OPENED
-from ledger.transparency.records import header_of_body, payload_of
 from ledger.wire import events as ev
 from ledger.wire.decoding import decode_body
 from ledger.wire.dsse import PAYLOAD_TYPE, Opened, check_size, open_envelope, pae, verify
-from ledger.wire.keys import keyid_for
-from ledger.wire.rejection import Rejected
-
-GENESIS = ("genesis", "administrator")  # claimed by the first administrator
+from ledger.wire.rejection import ReasonCode, Rejected
 
 Clock = Callable[[], datetime]
 _NEVER = datetime.min.replace(tzinfo=UTC)
@@ -53,10 +55,7 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-# An event id's claim holds the digest of the body its signatures sign, so any re-encoding
-# of a stored envelope (URL-safe base64, other spacing or key order) is a duplicate. Stores
-# written when it was the digest of the envelope bytes are rewritten once, on start.
-PAYLOAD_DIGESTS = "event-claims-digest-the-payload"
+__all__ = ["PAYLOAD_DIGESTS", "LedgerApplication", "Outcome"]
 
 
 class Outcome(msgspec.Struct, omit_defaults=True):
@@ -73,12 +72,44 @@ class Outcome(msgspec.Struct, omit_defaults=True):
 
 
 @dataclass
+class _Claims:
+    """The rules' claims port: a batch's own claims, then those it looked up, then the table."""
+
+    recorder: Any
+    pending: dict[tuple[str, str], ClaimRow] = field(default_factory=dict)  # made by the batch
+    known: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)  # looked up
+
+    def claimed(self, kind: str, value: str) -> tuple[str, str] | None:
+        """(owner, digest) of a claimed value, this batch's claims included."""
+        pending = self.pending.get((kind, value))
+        if pending is not None:
+            return pending[2], pending[3]
+        if (kind, value) in self.known:
+            return self.known[(kind, value)]
+        return self.recorder.claims([(kind, value)]).get((kind, value))  # type: ignore[no-any-return]
+
+    def owner(self, kind: str, value: str) -> str | None:
+        found = self.claimed(kind, value)
+        return None if found is None else found[0]
+
+
+@dataclass
+class _Registry:
+    """The rules' registry port: the administrators, read from the store when a rule asks."""
+
+    app: LedgerApplication
+    batch: _Batch
+
+    def administrators(self) -> Iterator[PrincipalState]:
+        return self.app._administrators(self.batch)
+
+
+@dataclass
 class _Batch:
     """Aggregates changed by a batch of envelopes, saved in one transaction."""
 
+    claims: _Claims  # the claims the batch makes and consults
     aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
-    claims: dict[tuple[str, str], ClaimRow] = field(default_factory=dict)
-    known: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict)  # looked up
     verdicts: dict[int, dict[int, tuple[bytes, bool]]] = field(default_factory=dict)  # envelope, sig
     outcomes: list[tuple[Outcome, UUID | None, int]] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)
@@ -109,15 +140,25 @@ class LedgerApplication(Application):
         batch_size: int = 50,
         verify_workers: int | None = None,
         clock: Clock = utc_now,
+        writer: bool = True,
     ) -> None:
-        super().__init__(env=persistence_env(url or database_url()))
+        """A writer migrates the store on start (ledger/store/migrations.py: `migrations`
+        names what it applied); a reader changes nothing, and refuses a store it cannot read
+        (SchemaError: run coi migrate, or coi init)."""
+        url = url or database_url()
+        env = persistence_env(url, writer)  # checks the URL first
+        if not writer:
+            open_source(url).close()
+        super().__init__(env=env)
+        # The event store's own table first, under the same lock as the migrations.
+        self.migrations = migrate_ledger(url, self.recorder.create_table) if writer else []
         self.batch_size = batch_size
         self.clock = clock  # the clock of record: receipt times, key validity, recorded_at
         self.verifier = AheadVerifier(verify_workers)
         self._top = self.recorder.max_notification_id() or 0  # the log's end as we last saw it
         self._principals: set[UUID] = set()  # principals this object has read
-        if not self.recorder.migrated(PAYLOAD_DIGESTS):  # type: ignore[attr-defined]
-            self.recorder.set_event_digests(PAYLOAD_DIGESTS, list(self._payload_digests()))  # type: ignore[attr-defined]
+        # The rules new records are judged by (aggregates/policy.py).
+        self.policy = Policy(version=RULES_VERSION)
 
     def start_workers(self) -> None:
         """Fork the signature-checking workers now, before the caller starts threads of its own
@@ -164,7 +205,8 @@ class LedgerApplication(Application):
         rotated, revoked or registered before the batch is decided is harmless: a verdict
         counts only for the public key it was made with, and key validity is decided later."""
         at = now or self.clock()
-        batch = _Batch(raws=raws, received=at, parsed=[self._parse(raw, at) for raw in raws])
+        parsed = [self._parse(raw, at) for raw in raws]
+        batch = _Batch(_Claims(self.recorder), raws=raws, received=at, parsed=parsed)
         jobs: list[Job] = []
         places: list[tuple[int, int]] = []
         for index, p in enumerate(batch.parsed):
@@ -173,9 +215,10 @@ class LedgerApplication(Application):
             opened, _ = p
             message = pae(PAYLOAD_TYPE, opened.body)
             for i, (keyid, sig) in enumerate(opened.signatures):
-                principal = self._principal(keyid.split(":", 1)[0], batch)
-                if principal is not None and keyid in principal.keys:
-                    jobs.append((principal.keys[keyid].public_raw, sig, message))
+                signer = self._principal(keyid.split(":", 1)[0], batch)
+                key = None if signer is None else signer.state.keys.get(keyid)
+                if key is not None:
+                    jobs.append((key.public_raw, sig, message))
                     places.append((index, i))
         batch.places, batch.publics = places, [job[0] for job in jobs]
         batch.pending = self.verifier.submit(jobs)
@@ -186,7 +229,7 @@ class LedgerApplication(Application):
         self._notice_other_writers()
         keys = [key for p in batch.parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
         found = self.recorder.claims(keys)  # type: ignore[attr-defined]
-        batch.known = {key: found.get(key) for key in keys}
+        batch.claims.known = {key: found.get(key) for key in keys}
         for (index, i), public, ok in zip(batch.places, batch.publics, batch.pending(), strict=True):
             batch.verdicts.setdefault(index, {})[i] = (public, ok)
         for index, (raw, p) in enumerate(zip(batch.raws, batch.parsed, strict=True)):
@@ -259,7 +302,7 @@ class LedgerApplication(Application):
         for aggregate in batch.aggregates.values():
             processing.events.extend(aggregate.collect_events())
             processing.aggregates[aggregate.id] = aggregate
-        processing.saved_kwargs["claims"] = list(batch.claims.values())
+        processing.saved_kwargs["claims"] = list(batch.claims.pending.values())
         recordings = self._record(processing)
         self._notify(recordings)
         return recordings
@@ -293,47 +336,48 @@ class LedgerApplication(Application):
         digest = hashlib.sha256(opened.body).hexdigest()
         signers = self._signers(opened, body, batch, verdicts)
 
-        claimed = self._claimed("event", str(body.event_id), batch)
+        claimed = batch.claims.claimed("event", str(body.event_id))
         if claimed is not None:
             if claimed[1] != digest:
                 raise Rejected(
-                    "duplicate_conflict",
+                    ReasonCode.DUPLICATE_CONFLICT,
                     f"event_id {body.event_id} was already recorded with different content; "
                     "give a new event a new event_id",
                     "event_id",
                 )
             return None
 
-        authorize(body, signers)
+        problem = authorize(body, signers)
+        if problem is not None:
+            raise problem
         envelope = raw.decode()
         claims: list[ClaimRow] = [("event", str(body.event_id), coi or "registry", digest)]
         if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked):
             target = self._registry_change(body, envelope, batch, claims)
         else:
-            target = self._journey_step(body, signers[body.actor].roles, envelope, batch, claims)
+            roles = {pid: signer.roles for pid, signer in signers.items()}
+            target = self._journey_step(body, roles, envelope, batch, claims)
         for claim in claims:
-            batch.claims[claim[:2]] = claim
+            batch.claims.pending[claim[:2]] = claim
         batch.aggregates[target.id] = target
         return target
 
     def _signers(
         self, opened: Opened, body: ev.Event, batch: _Batch, verdicts: dict[int, tuple[bytes, bool]]
-    ) -> dict[str, Principal]:
+    ) -> dict[str, PrincipalState]:
         """Verify every signature (or take the batch's verdict for it, if made with the same key)
-        and the key's state at occurred_at; return the signers."""
-        signers: dict[str, Principal] = {}
+        and the key's state (aggregates/principal.py); return the signers."""
+        signers: dict[str, PrincipalState] = {}
         for i, (keyid, sig) in enumerate(opened.signatures):
-            principal = self._principal(keyid.split(":", 1)[0], batch)
-            genesis = self._genesis_key(body, keyid, batch) if principal is None else None
-            if genesis is not None:
-                public = genesis
-            elif principal is not None and keyid in principal.keys:
-                public = principal.keys[keyid].public_raw
-            else:
+            stream = self._principal(keyid.split(":", 1)[0], batch)
+            state = None if stream is None else stream.state
+            public = signing_key(state, body, keyid, batch.claims)
+            if public is None:
                 raise Rejected(
-                    "unknown_key", f"key {keyid!r} is not registered; register it with coi principals",
+                    ReasonCode.UNKNOWN_KEY,
+                    f"key {keyid!r} is not registered; register it with coi principals",
                     f"signatures[{i}].keyid",
-                )  # fmt: skip
+                )
             verdict = verdicts.get(i)
             # The PAE message only for a signature the batch has no verdict for (a key
             # registered or rotated within it): _prepare already built it for the others.
@@ -344,17 +388,22 @@ class LedgerApplication(Application):
             )
             if not ok:
                 raise Rejected(
-                    "bad_signature", f"signature by {keyid} does not verify over this payload",
+                    ReasonCode.BAD_SIGNATURE,
+                    f"signature by {keyid} does not verify over this payload",
                     f"signatures[{i}].sig",
-                )  # fmt: skip
-            if principal is None:
-                continue  # the genesis administrator is checked when it is created
-            problem = principal.key_problem(keyid, body.occurred_at, batch.received)
+                )
+            if state is None:
+                continue  # the genesis administrator, judged below
+            problem = key_problem(state, keyid, body.occurred_at, batch.received, self.policy)
             if problem is not None:
                 raise problem
-            signers[principal.principal_id] = principal
+            signers[state.principal_id] = state
         if isinstance(body, ev.PrincipalRegistered) and not signers:
-            signers[body.principal_id] = self._new_genesis(body)
+            problem = genesis_problem(body)
+            if problem is not None:
+                raise problem
+            # A provisional state to authorise against; the stored one is made from the envelope.
+            signers[body.principal_id] = principal.evolve(None, body)
         return signers
 
     def _principal(self, principal_id: str, batch: _Batch) -> Principal | None:
@@ -364,62 +413,31 @@ class LedgerApplication(Application):
             return found
         return None
 
-    def _genesis_key(self, body: ev.Event, keyid: str, batch: _Batch) -> bytes | None:
-        """The self-signed first administrator is the one key the registry cannot vouch for."""
-        if not isinstance(body, ev.PrincipalRegistered) or body.actor != body.principal_id:
-            return None
-        if self._claimed(*GENESIS, batch) is not None:
-            return None
-        raw = public_key_raw(body.public_key)
-        return raw if keyid == keyid_for(body.principal_id, raw) else None
-
-    def _new_genesis(self, body: ev.PrincipalRegistered) -> Principal:
-        if "admin" not in body.roles or body.kind != "person":
-            raise Rejected(
-                "no_administrator", "the first principal must be a person with the admin role", "roles"
-            )
-        if body.occurred_at < body.valid_from:
-            raise Rejected("key_not_yet_valid", "valid_from is after occurred_at", "valid_from")
-        # A provisional object to authorise against; the stored one is made from the envelope.
-        principal = Principal.__new__(Principal)
-        principal.mutate(body)
-        return principal
-
     def _registry_change(
         self, body: ev.RegistryEvent, envelope: str, batch: _Batch, claims: list[ClaimRow]
     ) -> Aggregate:
-        if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated):
-            problem = valid_from_problem(body.valid_from, batch.received)
-            if problem is not None:
-                raise problem
         existing = self._principal(body.principal_id, batch)
-        if isinstance(body, ev.PrincipalRegistered) and existing is None:
-            check_registration(body)
-            if self._claimed(*GENESIS, batch) is None:
+        ctx = Context(batch.received, self.policy, batch.claims, _Registry(self, batch))
+        problem = principal.decide(None if existing is None else existing.state, body, ctx)
+        if problem is not None:
+            raise problem
+        if existing is None:
+            if batch.claims.owner(*GENESIS) is None:
                 claims.append((*GENESIS, body.principal_id, ""))
             return Principal.open(principal_uuid(body.principal_id), envelope, batch.received)
-        if existing is None:
-            raise Rejected(
-                "unknown_principal", f"principal {body.principal_id} is not registered", "principal_id"
-            )
-        existing.check(body)
-        if isinstance(body, ev.PrincipalRevoked):
-            problem = revocation_problem(body, existing, self._administrators(batch), batch.received)
-            if problem is not None:
-                raise problem
         existing.record(envelope, body, batch.received)
         return existing
 
-    def _administrators(self, batch: _Batch) -> Iterator[Principal]:
+    def _administrators(self, batch: _Batch) -> Iterator[PrincipalState]:
         """Every principal with the admin role. Read only when an administrator is revoked,
         which is rare: the registry keeps no index of roles."""
         start = 1
         while True:
             found = self.recorder.select_notifications(start=start, limit=500, topics=[PRINCIPAL_OPENED])
             for n in found:
-                principal = self._get(n.originator_id, batch)
-                if isinstance(principal, Principal) and "admin" in principal.roles:
-                    yield principal
+                stream = self._get(n.originator_id, batch)
+                if isinstance(stream, Principal) and "admin" in stream.state.roles:
+                    yield stream.state
             if len(found) < 500:
                 return
             start = found[-1].id + 1
@@ -427,53 +445,27 @@ class LedgerApplication(Application):
     def _journey_step(
         self,
         body: ev.JourneyEvent,
-        roles: frozenset[str],
+        roles: dict[str, frozenset[str]],
         envelope: str,
         batch: _Batch,
         claims: list[ClaimRow],
     ) -> Aggregate:
-        therapy = self._get(therapy_uuid(body.coi), batch)
-        if therapy is None and not isinstance(body, ev.Enrolled):
-            raise Rejected("not_enrolled", f"{body.coi} has not been enrolled", "coi")
+        stream = self._get(therapy_uuid(body.coi), batch)
+        assert stream is None or isinstance(stream, Therapy)
+        ctx = Context(batch.received, self.policy, batch.claims, _NO_REGISTRY, roles)
+        problem = therapy.decide(None if stream is None else stream.state, body, ctx)
+        if problem is not None:
+            raise problem
         if isinstance(body, ev.ApheresisCollected):
-            claims.append(self._claim("din", body.din, body.coi, batch))
-        if isinstance(body, ev.LabelPrinted):
-            self._claim("din", body.din, body.coi, batch, same_owner_ok=True)
+            claims.append(("din", body.din, body.coi, ""))
         if isinstance(body, ev.ManufacturingStarted):
-            claims.append(self._claim("cartridge", body.cartridge_id, body.coi, batch))
-        if therapy is None:
-            assert isinstance(body, ev.Enrolled)
-            Therapy.check_enrolment(body)
+            claims.append(("cartridge", body.cartridge_id, body.coi, ""))
+        if stream is None:
             return Therapy.open(therapy_uuid(body.coi), envelope, batch.received)
-        assert isinstance(therapy, Therapy)
-        therapy.check(body, roles)
-        therapy.record(envelope, body, batch.received)
-        return therapy
-
-    def _claim(
-        self, kind: str, value: str, owner: str, batch: _Batch, same_owner_ok: bool = False
-    ) -> ClaimRow:
-        existing = self._claimed(kind, value, batch)
-        if existing is not None and not (same_owner_ok and existing[0] == owner):
-            raise Rejected(f"{kind}_in_use", f"{kind} {value} already belongs to {existing[0]}", kind)
-        return (kind, value, owner, "")
-
-    def _claimed(self, kind: str, value: str, batch: _Batch) -> tuple[str, str] | None:
-        """(owner, digest) of a claimed value, this batch's claims included."""
-        pending = batch.claims.get((kind, value))
-        if pending is not None:
-            return pending[2], pending[3]
-        if (kind, value) in batch.known:
-            return batch.known[(kind, value)]
-        return self.recorder.claims([(kind, value)]).get((kind, value))  # type: ignore[attr-defined]
+        stream.record(envelope, body, batch.received)
+        return stream
 
     # ------------------------------------------------------------------ reading
-
-    def _payload_digests(self) -> Iterator[DigestRow]:
-        """(digest of the signed body, event id) of every stored envelope."""
-        for _, _, envelope in self.records():
-            body = payload_of(envelope)
-            yield hashlib.sha256(body).hexdigest(), str(header_of_body(body).event_id)
 
     def records(self, start: int = 1) -> Iterator[tuple[int, datetime, str]]:
         """(sequence, recorded_at, envelope) of every stored envelope, in log order (every
@@ -489,6 +481,9 @@ class LedgerApplication(Application):
                 assert isinstance(stamp, dict)
                 yield n.id, datetime.fromisoformat(str(stamp["_data_"])), str(state["envelope"])
             start = notifications[-1].id + 1
+
+
+_NO_REGISTRY = Administrators()  # a journey step consults no administrator
 
 
 def _chunks(raws: Iterable[bytes], most: int) -> Iterator[list[bytes]]:

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from ledger.store.sql import POSTGRES_SCHEMES, sqlite_path
 from ledger.wire.files import create_private
 
 DEFAULT_DATA_DIR = "coi-data"
@@ -47,24 +48,27 @@ TRANSCODER = "ledger.store.transcoder:StateTranscoder"
 MAPPER = "ledger.store.topics:LedgerMapper"
 
 
-def persistence_env(url: str) -> dict[str, str]:
-    """The eventsourcing environment for a database URL."""
+def persistence_env(url: str, writer: bool = True) -> dict[str, str]:
+    """The eventsourcing environment for a database URL. A writer makes the SQLite file when
+    missing; a reader makes nothing. eventsourcing never makes its table on its own: the
+    application does, with the migrations (ledger/store/migrations.py)."""
     parts = urlsplit(url)
     if parts.scheme == "sqlite":
-        path = unquote(parts.path.removeprefix("/")) if parts.netloc == "" else parts.netloc + parts.path
+        path = sqlite_path(url)
         if not path:
             raise ConfigError(f"COI_DATABASE_URL {redact(url)!r}: expected sqlite:///path/to/ledger.sqlite")
-        if path != ":memory:":
+        if path != ":memory:" and writer:
             create_private(Path(path))
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,
             "SQLITE_LOCK_TIMEOUT": "10",
+            "CREATE_TABLE": "n",
             "APPLICATION_RECORDER_TOPIC": "ledger.store.recorders:SQLiteLedgerRecorder",
             "TRANSCODER_TOPIC": TRANSCODER,
             "MAPPER_TOPIC": MAPPER,
         }
-    if parts.scheme in ("postgres", "postgresql"):
+    if parts.scheme in POSTGRES_SCHEMES:
         if not parts.hostname or not parts.path.strip("/"):
             raise ConfigError(
                 f"COI_DATABASE_URL {redact(url)!r}: expected postgresql://user@host:5432/dbname"
@@ -79,6 +83,7 @@ def persistence_env(url: str) -> dict[str, str]:
             # The claims table is written by the recorder's in-transaction hook, which
             # eventsourcing bypasses when it inserts through database functions.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
+            "CREATE_TABLE": "n",
             "APPLICATION_RECORDER_TOPIC": "ledger.store.recorders:PostgresLedgerRecorder",
             "TRANSCODER_TOPIC": TRANSCODER,
             "MAPPER_TOPIC": MAPPER,

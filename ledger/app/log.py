@@ -3,30 +3,33 @@
 Records commit first (the event store is the system of record and gives each its global
 sequence); the integrator then appends them, in sequence order, as leaves of an RFC 6962
 tree whose perfect subtrees it stores, and the checkpointer signs tree heads. One
-integrator runs per ledger; it resumes from the tables, which can always be rebuilt from
-the records.
+integrator writes at a time, by construction: each chunk of leaves, and each checkpoint, is
+written holding the log's lock (LogStore.integrating); a second integrator (the relay and a
+`coi submit` on one ledger) waits for it, says so, and carries on from where the first got
+to. The tables can always be rebuilt from the records.
 """
 
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError
 
 from ledger.app import ledgerkey
 from ledger.app.config import checkpoint_policy
-from ledger.store.logstore import LogStore, StoredCheckpoint
+from ledger.audit.source import StoredCheckpoint
+from ledger.store.logstore import LockTimeoutError, LogStore
 from ledger.transparency import merkle
 from ledger.transparency.checkpoint import Checkpoint, NoteSigner
 from ledger.transparency.records import canonical, row_record
 
 READ_CHUNK = 2000
-_CONFLICTS = 5  # attempts against concurrent integrators before giving up
+log = logging.getLogger("coi.log")
 
 
 class LogError(Exception):
@@ -34,71 +37,72 @@ class LogError(Exception):
 
 
 class MerkleLog:
-    def __init__(self, app: Application) -> None:
+    def __init__(self, app: Application, waiting: Callable[[], None] | None = None) -> None:
         self.app = app
         self.store = LogStore(app.recorder)
+        self.waiting = waiting or _say_waiting
 
     def integrate(self, progress: Callable[[int], None] | None = None) -> int:
         """Append every committed record not yet in the tree; returns the tree size.
 
-        Another integrator (the relay, a `coi submit` on the same ledger) may append the
-        same leaves first. They follow from the records alone, so its rows are the ones this
-        one would write: on such a conflict this one carries on from where the other got to."""
-        for _ in range(_CONFLICTS):
-            try:
-                return self._integrate(progress)
-            except IntegrityError:
-                continue
-        raise LogError(
-            f"the log tables kept changing under this integrator ({_CONFLICTS} conflicts): "
-            "stop the other writers of coi_leaves and run coi verify"
-        )
-
-    def _integrate(self, progress: Callable[[int], None] | None) -> int:
-        size = self.store.size()
-        edge = self.store.nodes(merkle.CompactRange.edge_keys(size))
-        tree = merkle.CompactRange(size, [edge[k] for k in merkle.CompactRange.edge_keys(size)])
-        after = self.store.last_sequence()
-        while rows := self.store.records(after, READ_CHUNK):
+        Each chunk's leaves are computed outside the lock (the ingest keeps writing records
+        meanwhile) and appended holding it, if the tree is still the one they extend: another
+        integrator may have appended first, and then this one carries on from its leaves
+        (they follow from the records alone: they are the ones this one would write)."""
+        tree = merkle.CompactRange()
+        while True:
+            size, after = self.store.size(), self.store.last_sequence()
+            if size != tree.size:
+                keys = merkle.CompactRange.edge_keys(size)
+                edge = self.store.nodes(keys)
+                tree = merkle.CompactRange(size, [edge[k] for k in keys])
+            rows = self.store.records(after, READ_CHUNK)
+            if not rows:
+                return tree.size
             leaves, nodes = [], []
             for row in rows:
                 nodes.extend(tree.append(merkle.leaf_hash(canonical(row_record(row)))))
                 leaves.append((tree.size - 1, row[0]))
-            self.store.append(leaves, nodes)
-            after = rows[-1][0]
-            if progress:
+            try:
+                with self.store.integrating(self.waiting) as c:
+                    if self.store.size(c) != size:
+                        tree = merkle.CompactRange()  # overtaken: start from the tables again
+                        continue
+                    self.store.append(leaves, nodes, c)
+            except LockTimeoutError as exc:
+                raise LogError(f"the Merkle log is not integrated: {exc}") from None
+            if progress:  # outside the lock: the caller may do anything, integrate included
                 progress(tree.size)
-        return tree.size
 
     def root(self, size: int) -> bytes:
         return merkle.root(size, self.store.nodes)
 
     def checkpoint(self, signer: NoteSigner, origin: str) -> StoredCheckpoint:
         """Integrate and sign the current tree head, unless the latest checkpoint already
-        covers it. Refuses to sign a head that is not consistent with the latest one."""
-        size = self.integrate()
-        latest = self.store.latest_checkpoint()
-        if latest is not None and latest.size == size:
-            return latest
-        root = self.root(size)
-        if latest is not None:
-            proof = merkle.consistency_proof(latest.size, size, self.store.nodes)
-            if not merkle.verify_consistency(latest.size, size, latest.root, root, proof):
-                raise LogError(
-                    f"the tree of size {size} is not consistent with the checkpoint at {latest.size}: "
-                    "refusing to sign; run coi verify"
-                )
-        note = Checkpoint(origin, size, root).sign(signer)
-        stored = StoredCheckpoint(size, root, note, datetime.now(UTC).isoformat())
+        covers it. Refuses to sign a head that is not consistent with the latest one. Signed
+        and stored holding the log's lock: no two checkpoints of one size."""
+        self.integrate()
         try:
-            self.store.add_checkpoint(stored)
-        except IntegrityError:
-            # Another process checkpointed this very size first: same tree, same root.
-            theirs = self.store.latest_checkpoint()
-            if theirs is None or (theirs.size, theirs.root) != (size, root):
-                raise
-            return theirs
-        return stored
+            with self.store.integrating(self.waiting) as c:
+                size = self.store.size(c)
+                latest = self.store.latest_checkpoint(c)
+                if latest is not None and latest.size == size:
+                    return latest
+                nodes = lambda keys: self.store.nodes(keys, c)  # noqa: E731 - within this transaction
+                root = merkle.root(size, nodes)
+                if latest is not None:
+                    proof = merkle.consistency_proof(latest.size, size, nodes)
+                    if not merkle.verify_consistency(latest.size, size, latest.root, root, proof):
+                        raise LogError(
+                            f"the tree of size {size} is not consistent with the checkpoint at "
+                            f"{latest.size}: refusing to sign; run coi verify"
+                        )
+                note = Checkpoint(origin, size, root).sign(signer)
+                stored = StoredCheckpoint(size, root, note, datetime.now(UTC).isoformat())
+                self.store.add_checkpoint(stored, c)
+                return stored
+        except LockTimeoutError as exc:
+            raise LogError(f"no checkpoint signed: {exc}") from None
 
     def due(self, every: int, seconds: float) -> bool:
         """A checkpoint is due every `every` records or `seconds` seconds with new records."""
@@ -165,6 +169,10 @@ class MerkleLog:
             "first_checkpoint": first.note,
             "second_checkpoint": second.note,
         }
+
+
+def _say_waiting() -> None:
+    log.warning("another integrator holds the Merkle log (the relay, or another coi command); waiting for it")
 
 
 def _b64(h: bytes) -> str:

@@ -9,7 +9,8 @@ record that fails is named. Incremental mode resumes from the last checkpoint a 
 verified, kept in a state file outside the database.
 
 Records are read and checked in chunks on the calling thread; worker processes verify the
-signatures of one chunk while the next is read.
+signatures of one chunk while the next is read. They come from a record source
+(ledger/audit/source.py): the verifier imports no database driver and no event store.
 """
 
 from __future__ import annotations
@@ -19,27 +20,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import msgspec
-from eventsourcing.application import Application
 
-from aggregates.base import body_of
-from aggregates.principal import Principal, public_key_raw
+from aggregates import principal
+from aggregates.base import ClaimsTable
+from aggregates.policy import RULES_VERSION, Policy
+from aggregates.principal import GENESIS, PrincipalState, genesis_problem, key_problem, signing_key
 from ledger.audit.signatures import BackgroundVerifier, TaggedJob
-from ledger.store.logstore import LogStore, StoredCheckpoint
+from ledger.audit.source import RecordSource, StoredCheckpoint
 from ledger.transparency import checkpoint as notes
 from ledger.transparency import merkle
-from ledger.transparency.records import FIRST_PREV, Record, canonical, row_record
+from ledger.transparency.records import FIRST_PREV, Record, canonical, payload_of
 from ledger.wire import events as ev
 from ledger.wire.dsse import PAYLOAD_TYPE, Opened, open_envelope, pae
 from ledger.wire.files import write_private
-from ledger.wire.keys import keyid_for
 from ledger.wire.rejection import Rejected
 
 CHUNK = 4000
-_SELECT_LEAVES = "SELECT leaf_index, sequence FROM coi_leaves WHERE leaf_index >= ? AND leaf_index < ?"
-_SELECT_NODES = "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?"
+# Key validity is judged by the rules this code knows (the policy records that make it the
+# policy in force at each record's place are read by the policy replay).
+_POLICY = Policy(version=RULES_VERSION)
 _REGISTRY = (ev.PrincipalRegistered, ev.PrincipalKeyRotated, ev.PrincipalRevoked)
 _REGISTRY_TAGS = frozenset(t.__struct_config__.tag for t in _REGISTRY)
 
@@ -101,7 +102,7 @@ class _Run:
     tree: merkle.CompactRange
     streams: dict[str, tuple[int, str]]
     registry: list[str]
-    principals: dict[str, Principal] = field(default_factory=dict)
+    principals: dict[str, PrincipalState] = field(default_factory=dict)
     last_sequence: int = 0
     first_unsealed: int | None = None  # the first record after the last checkpoint that matched
     snapshot: State | None = None
@@ -110,17 +111,15 @@ class _Run:
 class LedgerVerifier:
     def __init__(
         self,
-        app: Application,
+        source: RecordSource,
         trusted: list[notes.NoteVerifier],
         progress: Callable[[Report], None] | None = None,
         workers: int | None = None,
     ) -> None:
-        self.app = app
-        self.store = LogStore(app.recorder)
+        self.source = source
         self.trusted = trusted
         self.progress = progress
         self.workers = workers
-        self._sql = [self.store.sql(q) for q in (_SELECT_LEAVES, _SELECT_NODES)]
 
     def run(self, state_file: Path | None = None) -> Report:
         report = Report()
@@ -130,7 +129,7 @@ class LedgerVerifier:
     # ------------------------------------------------------------------ steps
 
     def _run(self, report: Report, state_file: Path | None) -> None:
-        checkpoints = list(self.store.checkpoints())
+        checkpoints = self.source.checkpoints()
         report.checkpoints = len(checkpoints)
         failure = self._check_notes(checkpoints)
         run = self._resume(state_file, checkpoints, report) if failure is None else None
@@ -142,9 +141,6 @@ class LedgerVerifier:
         if failure is None and run is not None and run.snapshot is not None and state_file is not None:
             write_private(state_file, msgspec.json.encode(run.snapshot))
 
-    def _first_sequence(self, leaf_index: int) -> int | None:
-        return self.store.sequence(leaf_index)
-
     def _check_notes(self, checkpoints: list[StoredCheckpoint]) -> Failure | None:
         previous = 0
         for stored in checkpoints:
@@ -152,11 +148,11 @@ class LedgerVerifier:
                 parsed, _ = notes.verify(stored.note, self.trusted)
             except notes.NoteError as exc:
                 return Failure(
-                    self._first_sequence(previous), f"checkpoint at tree size {stored.size}: {exc}"
+                    self.source.leaf_sequence(previous), f"checkpoint at tree size {stored.size}: {exc}"
                 )
             if (parsed.size, parsed.root) != (stored.size, stored.root):
                 return Failure(
-                    self._first_sequence(previous),
+                    self.source.leaf_sequence(previous),
                     f"checkpoint at tree size {stored.size}: its row does not match its signed note",
                 )
             previous = stored.size
@@ -179,7 +175,7 @@ class LedgerVerifier:
             last_sequence=state.last_sequence,
         )
         for envelope in run.registry:
-            self._apply_registry(run, body_of(envelope), envelope)
+            self._apply_registry(run, _body.decode(payload_of(envelope)), envelope)
         report.resumed_from = state.size
         report.leaves = state.size
         return run
@@ -194,7 +190,7 @@ class LedgerVerifier:
         signatures = BackgroundVerifier(self.workers)
         try:
             while True:
-                rows, leaves, stored_nodes = self._read(run.last_sequence, run.tree.size)
+                rows, leaves, stored_nodes = self.source.chunk(run.last_sequence, run.tree.size, CHUNK)
                 jobs: list[TaggedJob] = []
                 failure = None
                 for row in rows:
@@ -222,37 +218,16 @@ class LedgerVerifier:
         finally:
             signatures.close()
 
-    def _read(self, after: int, start: int) -> tuple[list[Any], dict[int, int], list[dict[int, bytes]]]:
-        """In one read transaction: the next chunk of records after sequence `after`, the
-        leaves from leaf `start` on that commit to them (leaf index -> sequence), and the
-        stored nodes those leaves complete (index -> hash, by level).
-
-        Straight from the tables, as plain tuples: eventsourcing's select_notifications (a
-        UUID and a Notification per row), sqlite3.Row and a transaction per query cost more
-        than the queries themselves."""
-        select_leaves, select_nodes = self._sql
-        with self.store.reading() as c:
-            c.execute(self.store.select_records, (after, CHUNK))
-            rows = c.fetchall()
-            stop = start + len(rows)
-            c.execute(select_leaves, (start, stop))
-            leaves = dict(c.fetchall())
-            stored_nodes = []
-            for level in range(stop.bit_length()):
-                c.execute(select_nodes, (level, start >> level, (stop >> level) - 1))
-                stored_nodes.append(dict(c.fetchall()))
-        return rows, leaves, stored_nodes
-
     def _check_one(
         self,
         run: _Run,
-        row: tuple[int, UUID | str, int, bytes],
+        row: Any,
         leaves: dict[int, int],
         stored_nodes: list[dict[int, bytes]],
         roots: dict[int, bytes],
         jobs: list[TaggedJob],
     ) -> Failure | None:
-        sequence = row[0]
+        sequence = self.source.sequence(row)
         index = run.tree.size
         expected = leaves.get(index)
         if expected is not None and expected != sequence:
@@ -262,7 +237,7 @@ class LedgerVerifier:
                 )
             return Failure(sequence, f"record not in the log: leaf {index} commits to sequence {expected}")
         try:
-            record = row_record(row)
+            record = self.source.record(row)
             opened = open_envelope(record.envelope)
             body = _decode(opened.body)
         except (msgspec.MsgspecError, Rejected, KeyError, ValueError) as exc:
@@ -323,21 +298,24 @@ class LedgerVerifier:
         message = pae(PAYLOAD_TYPE, opened.body)
         signed = False
         received = datetime.fromisoformat(record.recorded_at)
+        # The first administrator claims the genesis when it registers (as the ledger does).
+        claims = ClaimsTable({GENESIS: next(iter(run.principals))} if run.principals else {})
         for keyid, sig in opened.signatures:
-            principal = run.principals.get(keyid.split(":", 1)[0])
-            if principal is not None and keyid in principal.keys:
-                problem = principal.key_problem(keyid, body.occurred_at, received)
-                if problem is not None:
-                    return Failure(sequence, f"{problem.code}: {problem.message}")
-                public = principal.keys[keyid].public_raw
-            elif not run.principals and isinstance(body, ev.PrincipalRegistered):
-                public = _genesis_key(body, keyid)  # the self-registered first administrator
-                if public is None:
+            state = run.principals.get(keyid.split(":", 1)[0])
+            public = signing_key(state, body, keyid, claims)
+            if public is None:
+                if not run.principals:
                     return Failure(sequence, "the first record is not a self-signed administrator")
-            else:
                 return Failure(
                     sequence, f"signed by key {keyid}, which the registry did not hold at that point"
                 )
+            if state is None:
+                assert isinstance(body, ev.PrincipalRegistered)  # a genesis key: see signing_key
+                problem = genesis_problem(body)
+            else:
+                problem = key_problem(state, keyid, body.occurred_at, received, _POLICY)
+            if problem is not None:
+                return Failure(sequence, f"{problem.code}: {problem.message}")
             jobs.append((sequence, public, sig, message))
             signed = True
         if not signed:
@@ -350,11 +328,7 @@ class LedgerVerifier:
     @staticmethod
     def _apply_registry(run: _Run, body: ev.Event, envelope: str) -> None:
         assert isinstance(body, _REGISTRY)
-        principal = run.principals.get(body.principal_id)
-        if principal is None:
-            principal = Principal.__new__(Principal)
-            run.principals[body.principal_id] = principal
-        principal.mutate(body)
+        run.principals[body.principal_id] = principal.evolve(run.principals.get(body.principal_id), body)
 
     def _snapshot(self, run: _Run, roots: dict[int, bytes]) -> None:
         if run.tree.size not in roots:
@@ -371,14 +345,15 @@ class LedgerVerifier:
     def _check_coverage(self, run: _Run, checkpoints: list[StoredCheckpoint]) -> Failure | None:
         """Every checkpoint must be covered by records; leaves beyond the records are missing."""
         size = run.tree.size
-        stored_size = self.store.size()
+        stored_size = self.source.size()
         if stored_size > size:
             return Failure(
-                self.store.sequence(size), f"record missing: leaf {size} commits to it but no row is left"
+                self.source.leaf_sequence(size),
+                f"record missing: leaf {size} commits to it but no row is left",
             )
         if checkpoints and checkpoints[-1].size > size:
             return Failure(
-                self.store.sequence(size),
+                self.source.leaf_sequence(size),
                 f"the log holds {size} records but a signed checkpoint commits to {checkpoints[-1].size}: "
                 "records were removed from its tail",
             )
@@ -391,11 +366,3 @@ class StateMismatchError(Exception):
 
 def _forged(sequence: int) -> Failure:
     return Failure(sequence, "a signature does not verify over the stored envelope")
-
-
-def _genesis_key(body: ev.PrincipalRegistered, keyid: str) -> bytes | None:
-    try:
-        raw = public_key_raw(body.public_key)
-    except Rejected:
-        return None
-    return raw if keyid == keyid_for(body.principal_id, raw) and body.actor == body.principal_id else None

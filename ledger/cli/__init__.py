@@ -22,12 +22,14 @@ from consumers.broker import BrokerError
 from consumers.pipeline import SERVICES, broker_foreground, configured_bootstrap, projections_url, run_one, up
 from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication, Outcome
-from ledger.app.config import ConfigError, data_dir, redact
+from ledger.app.config import ConfigError, data_dir, database_url, redact
 from ledger.app.log import LogError, MerkleLog, settle
+from ledger.audit.source import SchemaError
 from ledger.audit.verification import LedgerVerifier, Report, StateMismatchError
 from ledger.demo.run import DemoError, run_demo
 from ledger.site.publisher import SitePublisher
 from ledger.site.signing import sign_json
+from ledger.store.sources import open_source
 from ledger.transparency.checkpoint import NoteError
 from ledger.wire.events import json_schema
 from ledger.wire.files import ExposedFileError
@@ -86,10 +88,11 @@ def _time(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"{text!r} lies before year 1 in UTC") from None
 
 
-def _open_app() -> LedgerApplication:
+def _open_app(writer: bool = True) -> LedgerApplication:
+    """The ledger; a writer migrates it on start, a reader (writer=False) changes nothing."""
     try:
-        return LedgerApplication()
-    except ConfigError:
+        return LedgerApplication(writer=writer)
+    except (ConfigError, SchemaError):
         raise
     except Exception as exc:  # the driver's own message says which server and why
         raise ConfigError(f"cannot open the ledger store ({exc}); check COI_DATABASE_URL") from None
@@ -230,7 +233,7 @@ def cmd_principals_revoke(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_principals_list(args: argparse.Namespace, out: TextIO) -> int:
-    for p in principals(_open_app()):
+    for p in principals(_open_app(writer=False)):
         _say(f"{p.principal_id:<20} {p.kind:<11} {','.join(p.roles):<24} {p.printed_name}", out)
         for k in p.keys:
             _say(f"    {k}", out)
@@ -292,7 +295,7 @@ def cmd_schema(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_history(args: argparse.Namespace, out: TextIO) -> int:
-    rows = history(_open_app(), args.coi)
+    rows = history(_open_app(writer=False), args.coi)
     if not rows:
         raise UsageError(f"{args.coi} has no records in this ledger")
     if args.json:
@@ -332,7 +335,7 @@ def cmd_checkpoint(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_prove(args: argparse.Namespace, out: TextIO) -> int:
-    log = MerkleLog(_open_app())
+    log = MerkleLog(_open_app(writer=False))
     try:
         if args.consistency:
             old, new = args.consistency
@@ -347,11 +350,21 @@ def cmd_prove(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _open_source() -> Any:
+    """The ledger's records, read-only: verifying never creates or alters anything."""
+    try:
+        return open_source(database_url())
+    except SchemaError:
+        raise
+    except Exception as exc:  # the driver's own message says which server and why
+        raise ConfigError(f"cannot open the ledger store ({exc}); check COI_DATABASE_URL") from None
+
+
 def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
-    app = _open_app()
     trusted = ledgerkey.trusted([Path(p) for p in args.trusted_key])
     if not trusted:
         raise UsageError("no trusted ledger keys: pass --trusted-key FILE (a .vkey file from the ledger)")
+    source = _open_source()
     started = time.perf_counter()
     last = [started]
 
@@ -365,7 +378,7 @@ def cmd_verify(args: argparse.Namespace, out: TextIO) -> int:
 
     state = data_dir() / "verify-state.json" if args.incremental else None
     try:
-        report = LedgerVerifier(app, trusted, progress).run(state)
+        report = LedgerVerifier(source, trusted, progress).run(state)
     except StateMismatchError as exc:
         raise UsageError(str(exc)) from None
     seconds = time.perf_counter() - started
@@ -464,7 +477,7 @@ def cmd_broker(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_projections_rebuild(args: argparse.Namespace, out: TextIO) -> int:
     store = ProjectionStore(projections_url())
-    done = rebuild(_open_app(), store)
+    done = rebuild(_open_app(writer=False), store)
     print(f"rebuilt the projections from {done.records:,} records into {redact(projections_url())}", file=out)
     for sequence, why in done.set_aside:
         _say(f"coi: sequence {sequence} could not be projected and was set aside: {why}", sys.stderr)
@@ -586,6 +599,10 @@ def parser() -> argparse.ArgumentParser:
         run=cmd_projections_rebuild
     )
 
+    from ledger.cli import migrate
+
+    migrate.add_parser(sub)
+
     s = sub.add_parser("demo", help="run realistic journeys across the four sites")
     s.add_argument("--patients", type=int, default=8)
     s.set_defaults(run=cmd_demo)
@@ -602,6 +619,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
     except (
         UsageError,
         ConfigError,
+        SchemaError,
         KeyFileError,
         DemoError,
         NoteError,

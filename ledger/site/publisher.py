@@ -24,7 +24,7 @@ from ledger.site import kafka
 from ledger.wire.dsse import b64decode, check_size
 from ledger.wire.files import create_private
 from ledger.wire.kafka_topics import Topics
-from ledger.wire.messages import REGISTRY_KEY, LedgerRecord, Rejection
+from ledger.wire.messages import REGISTRY_KEY, LedgerRecord, Rejection, decode
 from ledger.wire.rejection import IN_FLIGHT_CODES, Rejected
 
 _SCHEMA = """
@@ -199,11 +199,7 @@ class SitePublisher:
             return 0
         self.last_seen = kafka.seen(messages[-1])
         with self._transaction():
-            receipts = [
-                msgspec.json.decode(m.value, type=LedgerRecord)
-                for m in messages
-                if m.topic == self.topics.ledger
-            ]
+            receipts = [decode(m.value, LedgerRecord) for m in messages if m.topic == self.topics.ledger]
             cursor = self.db.executemany(
                 "UPDATE outbox SET status = 'accepted', sequence = ?, recorded_at = ?, code = NULL, "
                 "message = NULL, field = NULL WHERE event_id = ? AND status != 'accepted'",
@@ -212,7 +208,7 @@ class SitePublisher:
             done = max(cursor.rowcount, 0)
             for m in messages:
                 if m.topic != self.topics.ledger:
-                    done += self._refused(msgspec.json.decode(m.value, type=Rejection))
+                    done += self._refused(decode(m.value, Rejection))
         return done
 
     def _assign(self) -> None:

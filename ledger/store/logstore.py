@@ -6,31 +6,28 @@
 - coi_relay: how far each relay has published the log to Kafka
 
 They are written by the log integrator after records commit, and can be rebuilt from the
-records at any time (drop them and integrate again).
+records at any time (drop them and integrate again). The migrations make them
+(ledger/store/migrations.py). One integrator writes them at a time:
+`integrating` is a transaction holding the log's lock (a PostgreSQL advisory lock, SQLite's
+write lock), and whoever waits for it is told.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLITE3_DEFAULT_LOCK_TIMEOUT
 from psycopg.rows import tuple_row
 
-TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints", "coi_relay")
+from ledger.audit.source import StoredCheckpoint
+from ledger.store.sql import LOG_LOCK_KEY, placeholders
 
-_DDL = (
-    "CREATE TABLE IF NOT EXISTS coi_leaves (leaf_index {int} PRIMARY KEY, sequence {int} NOT NULL UNIQUE)",
-    "CREATE TABLE IF NOT EXISTS coi_nodes (level {int} NOT NULL, idx {int} NOT NULL, hash {blob} NOT NULL, "
-    "PRIMARY KEY (level, idx))",
-    "CREATE TABLE IF NOT EXISTS coi_checkpoints (tree_size {int} PRIMARY KEY, root {blob} NOT NULL, "
-    "note TEXT NOT NULL, signed_at TEXT NOT NULL)",
-    "CREATE TABLE IF NOT EXISTS coi_relay (name TEXT PRIMARY KEY, next_leaf {int} NOT NULL, "
-    "probe_partition {int} NOT NULL, probe_offset {int} NOT NULL, probe_sequence {int} NOT NULL)",
-)
+TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints", "coi_relay")
 
 
 class RelayPosition(NamedTuple):
@@ -43,28 +40,20 @@ class RelayPosition(NamedTuple):
     probe_sequence: int
 
 
-@dataclass(frozen=True)
-class StoredCheckpoint:
-    size: int
-    root: bytes
-    note: str
-    signed_at: str
-
-
 _SELECT_RECORDS = (
     "SELECT {sequence}, originator_id, originator_version, state FROM {table} "
     "WHERE {sequence} > ? ORDER BY {sequence} LIMIT ?"
 )
 
 
+class LockTimeoutError(Exception):
+    """Another integrator held the log's lock for longer than this one would wait."""
+
+
 class LogStore:
     def __init__(self, recorder: ApplicationRecorder) -> None:
         self.datastore: Any = recorder.datastore  # type: ignore[attr-defined]
         self.postgres = isinstance(recorder, PostgresApplicationRecorder)
-        types = {"int": "BIGINT", "blob": "BYTEA"} if self.postgres else {"int": "INTEGER", "blob": "BLOB"}
-        with self._tx(commit=True) as c:
-            for ddl in _DDL:
-                c.execute(ddl.format(**types))
         events: str = recorder.events_table_name  # type: ignore[attr-defined]
         if self.postgres:
             table = f'"{self.datastore.schema}"."{events}"'
@@ -77,56 +66,104 @@ class LogStore:
 
     def sql(self, text: str) -> str:
         """`text` with the engine's placeholders (written with `?`)."""
-        return text.replace("?", "%s") if self.postgres else text
+        return placeholders(text, self.postgres)
+
+    @staticmethod
+    def _plain(c: Any, postgres: bool) -> Any:
+        """`c` with rows as plain tuples: sqlite3.Row (or a dict per row) costs more than
+        reading the row."""
+        if postgres:
+            c.row_factory = tuple_row
+        else:
+            c.sqlite_cursor.row_factory = None  # the sqlite3.Cursor in eventsourcing's wrapper
+        return c
 
     @contextmanager
     def reading(self) -> Iterator[Any]:
-        """A read transaction whose rows are plain tuples: sqlite3.Row (or a dict per row)
-        costs more than reading the row."""
+        """A read transaction whose rows are plain tuples."""
         with self._tx(commit=False) as c:
-            if self.postgres:
-                c.row_factory = tuple_row
-            else:
-                c.sqlite_cursor.row_factory = None  # the sqlite3.Cursor in eventsourcing's wrapper
-            yield c
+            yield self._plain(c, self.postgres)
 
-    def records(self, after: int, limit: int) -> list[tuple[int, Any, int, bytes]]:
+    @contextmanager
+    def integrating(self, waiting: Callable[[], None]) -> Iterator[Any]:
+        """A write transaction holding the log's lock, rows as plain tuples. When another
+        integrator holds it, `waiting()` is called and this one waits for it (on SQLite, whose
+        lock is its one writer, for the store's lock timeout: LockTimeoutError after)."""
+        if self.postgres:
+            with self._tx(commit=True) as c:
+                c.execute("SELECT pg_try_advisory_xact_lock(%s) AS got", (LOG_LOCK_KEY,))
+                if not c.fetchone()["got"]:
+                    waiting()
+                    c.execute("SELECT pg_advisory_xact_lock(%s)", (LOG_LOCK_KEY,))
+                yield self._plain(c, True)
+            return
+        wait_seconds = self.datastore.pool.lock_timeout or SQLITE3_DEFAULT_LOCK_TIMEOUT
+        with self.datastore.get_connection(commit=True) as conn:
+            db: sqlite3.Connection = conn._sqlite_conn  # BEGIN IMMEDIATE needs the sqlite3 connection
+            try:
+                db.execute("PRAGMA busy_timeout = 0")
+                try:
+                    db.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError:
+                    waiting()
+                    db.execute(f"PRAGMA busy_timeout = {int(wait_seconds * 1000)}")
+                    try:
+                        db.execute("BEGIN IMMEDIATE")
+                    except sqlite3.OperationalError as exc:
+                        raise LockTimeoutError(
+                            f"another writer held the ledger for over {wait_seconds:.0f} s ({exc})"
+                        ) from None
+            finally:
+                db.execute(f"PRAGMA busy_timeout = {int(wait_seconds * 1000)}")
+            try:
+                yield self._plain(conn.cursor(), False)
+            except BaseException:
+                db.rollback()
+                raise
+            db.commit()
+
+    def _rows(self, query: str, params: Sequence[object] = (), c: Any = None) -> list[Any]:
+        """Rows as tuples, in `c` (a transaction of `reading` or `integrating`) or a read
+        transaction of their own."""
+        if c is None:
+            with self.reading() as mine:
+                return self._rows(query, params, mine)
+        c.execute(self.sql(query), params)
+        return list(c.fetchall())
+
+    def records(self, after: int, limit: int, c: Any = None) -> list[tuple[int, Any, int, bytes]]:
         """Up to `limit` stored events after global sequence `after`, in order: (sequence,
         originator id, version, state). Straight from the events table: eventsourcing's
         select_notifications makes a UUID and a Notification per row, which cost more than
         the query."""
-        with self.reading() as c:
-            c.execute(self.select_records, (after, limit))
-            return list(c.fetchall())
-
-    def _rows(self, query: str, params: Sequence[object] = ()) -> list[Any]:
-        with self._tx(commit=False) as c:
-            c.execute(self.sql(query), params)
-            return list(c.fetchall())
+        if c is None:
+            with self.reading() as mine:
+                return self.records(after, limit, mine)
+        c.execute(self.select_records, (after, limit))
+        return list(c.fetchall())
 
     # --------------------------------------------------------------- leaves
 
-    def size(self) -> int:
-        row = self._rows("SELECT MAX(leaf_index) AS m FROM coi_leaves")[0]
-        return 0 if row["m"] is None else int(row["m"]) + 1
+    def size(self, c: Any = None) -> int:
+        (top,) = self._rows("SELECT MAX(leaf_index) FROM coi_leaves", (), c)[0]
+        return 0 if top is None else int(top) + 1
 
-    def last_sequence(self) -> int:
-        row = self._rows("SELECT MAX(sequence) AS m FROM coi_leaves")[0]
-        return int(row["m"] or 0)
+    def last_sequence(self, c: Any = None) -> int:
+        (top,) = self._rows("SELECT MAX(sequence) FROM coi_leaves", (), c)[0]
+        return int(top or 0)
 
-    def append(self, leaves: list[tuple[int, int]], nodes: list[tuple[int, int, bytes]]) -> None:
-        """Leaves (index, sequence) and the perfect nodes they complete, in one transaction."""
-        with self._tx(commit=True) as c:
-            c.executemany(self.sql("INSERT INTO coi_leaves VALUES (?, ?)"), leaves)
-            c.executemany(self.sql("INSERT INTO coi_nodes VALUES (?, ?, ?)"), nodes)
+    def append(self, leaves: list[tuple[int, int]], nodes: list[tuple[int, int, bytes]], c: Any) -> None:
+        """Leaves (index, sequence) and the perfect nodes they complete, in `c` (integrating)."""
+        c.executemany(self.sql("INSERT INTO coi_leaves VALUES (?, ?)"), leaves)
+        c.executemany(self.sql("INSERT INTO coi_nodes VALUES (?, ?, ?)"), nodes)
 
     def leaf_index(self, sequence: int) -> int | None:
         rows = self._rows("SELECT leaf_index FROM coi_leaves WHERE sequence = ?", (sequence,))
-        return int(rows[0]["leaf_index"]) if rows else None
+        return int(rows[0][0]) if rows else None
 
     def sequence(self, leaf_index: int) -> int | None:
         rows = self._rows("SELECT sequence FROM coi_leaves WHERE leaf_index = ?", (leaf_index,))
-        return int(rows[0]["sequence"]) if rows else None
+        return int(rows[0][0]) if rows else None
 
     def leaves(self, start: int, stop: int) -> list[tuple[int, int]]:
         """(leaf index, sequence) for leaf indexes in [start, stop), in order."""
@@ -135,55 +172,52 @@ class LogStore:
             "ORDER BY leaf_index",
             (start, stop),
         )
-        return [(int(r["leaf_index"]), int(r["sequence"])) for r in rows]
+        return [(int(i), int(s)) for i, s in rows]
 
     # ---------------------------------------------------------------- nodes
 
-    def nodes(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    def nodes(self, keys: list[tuple[int, int]], c: Any = None) -> dict[tuple[int, int], bytes]:
         """The stored nodes among `keys` (level, index), in one query."""
         if not keys:
             return {}
         # OR'ed equalities: both engines answer each from the primary key index.
         where = " OR ".join(["(level = ? AND idx = ?)"] * len(keys))
         query = "SELECT level, idx, hash FROM coi_nodes WHERE " + where  # noqa: S608 - placeholders only
-        rows = self._rows(query, [x for k in keys for x in k])
-        return {(int(r["level"]), int(r["idx"])): bytes(r["hash"]) for r in rows}
+        rows = self._rows(query, [x for k in keys for x in k], c)
+        return {(int(level), int(idx)): bytes(h) for level, idx, h in rows}
 
     def node_range(self, level: int, first: int, last: int) -> dict[int, bytes]:
         rows = self._rows(
             "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?", (level, first, last)
         )
-        return {int(r["idx"]): bytes(r["hash"]) for r in rows}
+        return {int(i): bytes(h) for i, h in rows}
 
     # ----------------------------------------------------------- checkpoints
 
-    def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
-        with self._tx(commit=True) as c:
-            c.execute(
-                self.sql("INSERT INTO coi_checkpoints VALUES (?, ?, ?, ?)"),
-                (checkpoint.size, checkpoint.root, checkpoint.note, checkpoint.signed_at),
-            )
+    def add_checkpoint(self, checkpoint: StoredCheckpoint, c: Any) -> None:
+        """In `c` (integrating)."""
+        c.execute(
+            self.sql("INSERT INTO coi_checkpoints VALUES (?, ?, ?, ?)"),
+            (checkpoint.size, checkpoint.root, checkpoint.note, checkpoint.signed_at),
+        )
 
     def checkpoints(self, after: int = -1) -> list[StoredCheckpoint]:
         """The checkpoints of trees larger than `after`, smallest first. (The relay asks every
         step for the new ones: one a thousand records adds up over a ledger's life.)"""
         return self._checkpoints("WHERE tree_size > ? ORDER BY tree_size", after)
 
-    def latest_checkpoint(self) -> StoredCheckpoint | None:
-        found = self._checkpoints("ORDER BY tree_size DESC LIMIT 1")
+    def latest_checkpoint(self, c: Any = None) -> StoredCheckpoint | None:
+        found = self._checkpoints("ORDER BY tree_size DESC LIMIT 1", c=c)
         return found[0] if found else None
 
     def checkpoint(self, size: int) -> StoredCheckpoint | None:
         found = self._checkpoints("WHERE tree_size = ?", size)
         return found[0] if found else None
 
-    def _checkpoints(self, clause: str, *params: object) -> list[StoredCheckpoint]:
+    def _checkpoints(self, clause: str, *params: object, c: Any = None) -> list[StoredCheckpoint]:
         query = f"SELECT tree_size, root, note, signed_at FROM coi_checkpoints {clause}"  # noqa: S608 - our clauses
-        rows = self._rows(query, params)
-        return [
-            StoredCheckpoint(int(r["tree_size"]), bytes(r["root"]), str(r["note"]), str(r["signed_at"]))
-            for r in rows
-        ]
+        rows = self._rows(query, params, c)
+        return [StoredCheckpoint(int(s), bytes(r), str(n), str(t)) for s, r, n, t in rows]
 
     # ---------------------------------------------------------------- relay
 
@@ -194,10 +228,7 @@ class LogStore:
         )
         if not rows:
             return RelayPosition(0, -1, -1, -1)
-        r = rows[0]
-        return RelayPosition(
-            int(r["next_leaf"]), int(r["probe_partition"]), int(r["probe_offset"]), int(r["probe_sequence"])
-        )
+        return RelayPosition(*(int(v) for v in rows[0]))
 
     def set_relay_position(self, name: str, position: RelayPosition) -> None:
         with self._tx(commit=True) as c:

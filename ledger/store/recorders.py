@@ -4,13 +4,13 @@ transaction as the events.
 A claim makes a value globally unique (an event id, a DIN, a cartridge) and remembers who
 owns it and, for event ids, the digest of the envelope that claimed it. It is an index, not
 a record: every claim can be re-derived from the stored envelopes, so the event store stays
-the one log of records and its notification ids number only records.
+the one log of records and its notification ids number only records. The claims table is
+made by the migrations (ledger/store/migrations.py), not here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
@@ -20,24 +20,15 @@ from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-CLAIMS_TABLE = "coi_claims"
-# The one-off rewrites of stored data that have run on this store, by name.
-SCHEMA_TABLE = "coi_schema"
-_SCHEMA_COLUMNS = "(name TEXT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL)"
-_SQLITE_MIGRATED = f"INSERT INTO {SCHEMA_TABLE} VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING name"  # noqa: S608
-_SET_DIGEST = f"UPDATE {CLAIMS_TABLE} SET digest = ? WHERE kind = 'event' AND value = ?"  # noqa: S608
+from ledger.store.migrations import CLAIMS_TABLE, SCHEMA_TABLE
+
+__all__ = ["CLAIMS_TABLE", "SCHEMA_TABLE", "ClaimRow", "PostgresLedgerRecorder", "SQLiteLedgerRecorder"]
+
 _SQLITE_INSERT = f"INSERT INTO {CLAIMS_TABLE} VALUES (?, ?, ?, ?)"  # noqa: S608 - constant table name
 _SQLITE_SELECT = f"SELECT value, owner, digest FROM {CLAIMS_TABLE} WHERE kind = ? AND value IN "  # noqa: S608
 
 # (kind, value, owner, digest)
 ClaimRow = tuple[str, str, str, str]
-# (digest, event id)
-DigestRow = tuple[str, str]
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
 
 # The WAL is copied into the database every 10,000 pages (40 MiB) instead of SQLite's 1,000:
 # with batches of 500 envelopes one commit in five paid for that copy and its extra fsync
@@ -55,26 +46,6 @@ def _by_kind(keys: Sequence[tuple[str, str]]) -> dict[str, list[str]]:
 class SQLiteLedgerRecorder(SQLiteApplicationRecorder):
     def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name)
-
-    def construct_create_table_statements(self) -> list[str]:
-        return [
-            *super().construct_create_table_statements(),
-            f"CREATE TABLE IF NOT EXISTS {CLAIMS_TABLE} (kind TEXT NOT NULL, value TEXT NOT NULL, "
-            "owner TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (kind, value))",
-            f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} {_SCHEMA_COLUMNS}",
-        ]
-
-    def migrated(self, name: str) -> bool:
-        with self.datastore.transaction(commit=False) as c:
-            c.execute(f"SELECT 1 FROM {SCHEMA_TABLE} WHERE name = ?", (name,))  # noqa: S608
-            return c.fetchone() is not None
-
-    def set_event_digests(self, migration: str, rows: Sequence[DigestRow]) -> None:
-        """Set the digests of event claims, as the migration `migration`, unless it ran already."""
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(_SQLITE_MIGRATED, (migration, _now()))
-            if c.fetchone() is not None:
-                c.executemany(_SET_DIGEST, rows)
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -103,21 +74,6 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore, *, events_table_name: str = "stored_events") -> None:
         super().__init__(datastore, events_table_name=events_table_name)
         table = Identifier(self.datastore.schema, CLAIMS_TABLE)
-        self.sql_create_statements.append(
-            SQL(
-                "CREATE TABLE IF NOT EXISTS {} (kind text NOT NULL, value text NOT NULL, "
-                "owner text NOT NULL, digest text NOT NULL, PRIMARY KEY (kind, value))"
-            ).format(table)
-        )
-        schema = Identifier(self.datastore.schema, SCHEMA_TABLE)
-        self.sql_create_statements.append(
-            SQL(f"CREATE TABLE IF NOT EXISTS {{}} {_SCHEMA_COLUMNS}").format(schema)
-        )
-        self._select_migration = SQL("SELECT 1 FROM {} WHERE name = %s").format(schema)
-        self._insert_migration = SQL(
-            "INSERT INTO {} VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING name"
-        ).format(schema)
-        self._set_digest = SQL("UPDATE {} SET digest = %s WHERE kind = 'event' AND value = %s").format(table)
         self._insert_claims = SQL("INSERT INTO {} VALUES (%s, %s, %s, %s)").format(table)
         self._select_claims = SQL(
             "SELECT kind, value, owner, digest FROM {} "
@@ -139,16 +95,3 @@ class PostgresLedgerRecorder(PostgresApplicationRecorder):
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._select_claims, (kinds, values), prepare=True)
             return {(row["kind"], row["value"]): (row["owner"], row["digest"]) for row in curs.fetchall()}
-
-    def migrated(self, name: str) -> bool:
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select_migration, (name,))
-            return curs.fetchone() is not None
-
-    def set_event_digests(self, migration: str, rows: Sequence[DigestRow]) -> None:
-        """Set the digests of event claims, as the migration `migration`, unless it ran already
-        (a second writer starting at the same time waits for the first one's row, then skips)."""
-        with self.datastore.transaction(commit=True) as curs:
-            curs.execute(self._insert_migration, (migration, _now()))
-            if curs.fetchone() is not None:
-                curs.executemany(self._set_digest, rows)

@@ -13,10 +13,10 @@ from typing import Any
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import register_topic
 
-from aggregates.principal import Principal
-from aggregates.therapy import Therapy
+from ledger.store.streams import Principal, Therapy
 
-# name -> class. The names are those the first ledgers were written with (ledger v0.1).
+# name -> class. The names are those the first ledgers were written with (ledger v0.1), when
+# the classes lived in aggregates/; the classes carry them as their TOPIC too.
 STORED: dict[str, type[Any]] = {
     "aggregates.therapy:Therapy.Opened": Therapy.Opened,
     "aggregates.therapy:Therapy.Recorded": Therapy.Recorded,

@@ -11,7 +11,7 @@ import msgspec.inspect as mi
 
 from ledger.wire.events import EVENT_TYPES, Event, Manifestation, Output
 from ledger.wire.identifiers import KEYED_DIN_PATTERN
-from ledger.wire.rejection import Rejected
+from ledger.wire.rejection import ReasonCode, Rejected
 from ledger.wire.strictjson import repeated_key
 
 # Site clocks may run a little ahead of ours; beyond this an event claims to come from
@@ -25,14 +25,14 @@ _NAMED = re.compile(r"field `([^`]+)`")
 
 # (substring of msgspec's message, reason code), first match wins.
 _CODES = (
-    ("unknown field", "unknown_field"),
-    ("missing required field", "missing_field"),
-    ("with a timezone component", "naive_timestamp"),
-    ("invalid DIN", "invalid_din"),
-    (f"matching regex '{KEYED_DIN_PATTERN.pattern}'", "invalid_din"),
-    ("at `$.type`", "unknown_event_type"),
-    (", got `", "wrong_type"),
-    ("Invalid RFC3339", "wrong_type"),
+    ("unknown field", ReasonCode.UNKNOWN_FIELD),
+    ("missing required field", ReasonCode.MISSING_FIELD),
+    ("with a timezone component", ReasonCode.NAIVE_TIMESTAMP),
+    ("invalid DIN", ReasonCode.INVALID_DIN),
+    (f"matching regex '{KEYED_DIN_PATTERN.pattern}'", ReasonCode.INVALID_DIN),
+    ("at `$.type`", ReasonCode.UNKNOWN_EVENT_TYPE),
+    (", got `", ReasonCode.WRONG_TYPE),
+    ("Invalid RFC3339", ReasonCode.WRONG_TYPE),
 )
 
 
@@ -93,7 +93,7 @@ def _check_characters(obj: msgspec.Struct, at: str = "") -> None:
                 if rule is _IDENT_BAD:
                     what = "an identifier holds no control character and no whitespace"
                 raise Rejected(
-                    "control_character", f"{where} contains U+{ord(bad.group()):04X}: {what}", where
+                    ReasonCode.CONTROL_CHARACTER, f"{where} contains U+{ord(bad.group()):04X}: {what}", where
                 )
 
 
@@ -111,23 +111,25 @@ def decode_body(body: bytes, now: datetime) -> Event:
     try:
         repeated = repeated_key(body, _distinct_keys(_generic.decode(body)))
     except msgspec.DecodeError as exc:
-        raise Rejected("malformed_json", f"payload is not valid JSON: {exc}") from None
+        raise Rejected(ReasonCode.MALFORMED_JSON, f"payload is not valid JSON: {exc}") from None
     except RecursionError:
         # The typed decoder too recurses, to skip what comes before the `type` key.
-        raise Rejected("malformed_json", "payload nests deeper than any event body") from None
+        raise Rejected(ReasonCode.MALFORMED_JSON, "payload nests deeper than any event body") from None
     if repeated is not None:
-        raise Rejected("duplicate_key", f"the body gives the key {repeated!r} twice in one object", repeated)
+        raise Rejected(
+            ReasonCode.DUPLICATE_KEY, f"the body gives the key {repeated!r} twice in one object", repeated
+        )
     try:
         event = _decoder.decode(body)
     except msgspec.ValidationError as exc:
         message = str(exc)
-        code = next((c for text, c in _CODES if text in message), "invalid_value")
+        code = next((c for text, c in _CODES if text in message), ReasonCode.INVALID_VALUE)
         raise Rejected(code, message, _field_of(message)) from None
     if _suspect(body):
         _check_characters(event)
     if event.occurred_at > now + CLOCK_SKEW:
         raise Rejected(
-            "future_timestamp",
+            ReasonCode.FUTURE_TIMESTAMP,
             f"occurred_at {event.occurred_at.isoformat()} is more than "
             f"{int(CLOCK_SKEW.total_seconds() // 60)} minutes ahead of the ledger clock "
             f"({now.isoformat()}); check the site system's clock",

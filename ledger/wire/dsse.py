@@ -15,7 +15,7 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.wire.rejection import Rejected
+from ledger.wire.rejection import ReasonCode, Rejected
 from ledger.wire.strictjson import repeated_key
 
 PAYLOAD_TYPE = "application/vnd.coi-ledger.event+json"
@@ -68,7 +68,7 @@ def b64decode(text: str, field: str) -> bytes:
     try:
         return binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError) as exc:
-        raise Rejected("bad_base64", f"{field} is not valid base64 ({exc})", field) from None
+        raise Rejected(ReasonCode.BAD_BASE64, f"{field} is not valid base64 ({exc})", field) from None
 
 
 _URLSAFE_TO_STD = str.maketrans("-_", "+/")
@@ -93,29 +93,29 @@ def open_envelope(raw: bytes | str) -> Opened:
     try:
         envelope = _envelope_decoder.decode(raw)
     except msgspec.ValidationError as exc:
-        raise Rejected("malformed_envelope", f"not a DSSE envelope: {exc}") from None
+        raise Rejected(ReasonCode.MALFORMED_ENVELOPE, f"not a DSSE envelope: {exc}") from None
     except msgspec.DecodeError as exc:
-        raise Rejected("malformed_json", f"envelope is not valid JSON: {exc}") from None
+        raise Rejected(ReasonCode.MALFORMED_JSON, f"envelope is not valid JSON: {exc}") from None
     # Every field is required and no other is allowed, so the decoded envelope says how
     # many keys its objects hold.
     repeated = repeated_key(raw.encode() if isinstance(raw, str) else raw, 3 + 2 * len(envelope.signatures))
     if repeated is not None:
         raise Rejected(
-            "duplicate_key", f"the envelope gives the key {repeated!r} twice in one object", repeated
+            ReasonCode.DUPLICATE_KEY, f"the envelope gives the key {repeated!r} twice in one object", repeated
         )
     if envelope.payloadType != PAYLOAD_TYPE:
         raise Rejected(
-            "wrong_payload_type",
+            ReasonCode.WRONG_PAYLOAD_TYPE,
             f"payloadType is {envelope.payloadType!r}, expected {PAYLOAD_TYPE!r}",
             "payloadType",
         )
     if not envelope.signatures:
-        raise Rejected("missing_signature", "the envelope carries no signature", "signatures")
+        raise Rejected(ReasonCode.MISSING_SIGNATURE, "the envelope carries no signature", "signatures")
     keyids = [s.keyid for s in envelope.signatures]
     for i, keyid in enumerate(keyids):
         if keyid in keyids[:i]:
             raise Rejected(
-                "repeated_signature",
+                ReasonCode.REPEATED_SIGNATURE,
                 f"key {keyid} signs this envelope twice; send one signature per key",
                 f"signatures[{i}].keyid",
             )
@@ -131,7 +131,7 @@ def check_size(raw: bytes) -> None:
     (Not in open_envelope: records stored before the limit must still open and verify.)"""
     if len(raw) > MAX_ENVELOPE_BYTES:
         raise Rejected(
-            "oversize",
+            ReasonCode.OVERSIZE,
             f"the envelope has {len(raw)} bytes; envelopes are limited to {MAX_ENVELOPE_BYTES} bytes",
         )
 

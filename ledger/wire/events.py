@@ -170,6 +170,14 @@ class PatientKeyRegistered(Journey, tag="patient_key_registered"):
     patient_key: PatientKey
 
 
+class TreatmentSiteChanged(Journey, tag="treatment_site_changed"):
+    """The patient moves to another hospital: shipments, bedside checks and infusions from
+    now on are at `treatment_site`. Signed under the enrolment role with QA's e-signature,
+    with a reason."""
+
+    treatment_site: Site
+
+
 class ApheresisCollected(Journey, tag="apheresis_collected"):
     din: Din
     product_code: ProductCode
@@ -349,6 +357,7 @@ JourneyEvent = Union[  # noqa: UP007
     ShipmentDispatched, TemperatureRecorded, TemperatureExcursion, ShipmentReceived,
     BedsideIdentityVerified, Infused, DeviationOpened, DeviationClosed,
     HoldPlaced, HoldReleased, RecordCorrected,
+    TreatmentSiteChanged,
 ]  # fmt: skip
 Event = Union[RegistryEvent, JourneyEvent]  # noqa: UP007
 

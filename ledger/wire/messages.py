@@ -3,7 +3,11 @@ COI) on coi.site-events; everything else is one of these msgspec Structs as JSON
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
+
+from ledger.wire.version import WIRE_FORMAT
 
 # The Kafka key of everything without a COI (principal registry changes): one key, so one
 # partition, so they stay in order.
@@ -28,6 +32,7 @@ class LedgerRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     type: str
     coi: str | None = None
     envelope_sha256: str | None = None  # hex, of the envelope's UTF-8 bytes: set when sent by reference
+    format: int = WIRE_FORMAT
 
 
 class Rejection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -45,6 +50,7 @@ class Rejection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     field: str | None = None
     event_id: str | None = None
     coi: str | None = None
+    format: int = WIRE_FORMAT
 
 
 class SignedCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -54,3 +60,30 @@ class SignedCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tree_size: int
     root_hash: str  # base64
     note: str  # the C2SP signed note, verbatim
+    format: int = WIRE_FORMAT
+
+
+class NewerFormatError(ValueError):
+    """A message in a newer wire format than this program reads."""
+
+
+class _Format(msgspec.Struct):
+    format: int = 1  # absent: written before versions existed
+
+
+_format = msgspec.json.Decoder(_Format)
+M = TypeVar("M", LedgerRecord, Rejection, SignedCheckpoint)
+
+
+def decode(raw: bytes, kind: type[M]) -> M:
+    """`raw` as a `kind`, refusing a newer format before its fields (which this program may
+    not know) are read. Raises msgspec's errors for a message that is not one."""
+    written = _format.decode(raw).format
+    if written > WIRE_FORMAT:
+        raise NewerFormatError(
+            f"a {kind.__name__} in wire format {written}, newer than this program reads "
+            f"(up to {WIRE_FORMAT}): upgrade coi-ledger"
+        )
+    message = msgspec.json.decode(raw, type=kind)
+    # A message without the field is of the first format, not of this one.
+    return message if message.format == written else msgspec.structs.replace(message, format=written)

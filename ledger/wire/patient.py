@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ledger.wire.dsse import verify
-from ledger.wire.rejection import Rejected
+from ledger.wire.rejection import ReasonCode, Rejected
 
 HKDF_INFO = b"coi-ledger patient key v1"
 BEDSIDE_CONTEXT = b"coi-ledger bedside v1"
@@ -45,9 +45,9 @@ def _canonical_value(name: str, value: str) -> str:
     # platform maps case the same way.
     text = " ".join(unicodedata.normalize("NFC", value).split()).translate(_LOWER_ASCII)
     if not text:
-        raise Rejected("invalid_value", f"{name} is empty", name)
+        raise Rejected(ReasonCode.INVALID_VALUE, f"{name} is empty", name)
     if any(unicodedata.category(c) == "Cc" for c in text):
-        raise Rejected("invalid_value", f"{name} contains a control character", name)
+        raise Rejected(ReasonCode.INVALID_VALUE, f"{name} contains a control character", name)
     return text
 
 
@@ -65,7 +65,9 @@ def canonical_identifiers(wristband: Wristband) -> bytes:
     for name in wristband.__struct_fields__:
         value = _canonical_value(name, getattr(wristband, name))
         if name == "birth_date" and not _is_date(value):
-            raise Rejected("invalid_value", f"birth_date {value!r} is not a calendar date YYYY-MM-DD", name)
+            raise Rejected(
+                ReasonCode.INVALID_VALUE, f"birth_date {value!r} is not a calendar date YYYY-MM-DD", name
+            )
         lines.append(f"{name}={value}")
     return "\n".join(lines).encode()
 
@@ -74,7 +76,9 @@ def patient_private_key(salt: bytes, wristband: Wristband) -> Ed25519PrivateKey:
     """HKDF-SHA256(ikm = canonical identifiers, salt, info = HKDF_INFO, 32 bytes) as the seed."""
     if len(salt) < MIN_SALT_BYTES:
         raise Rejected(
-            "invalid_value", f"salt must be at least {MIN_SALT_BYTES} random bytes (128 bits)", "salt"
+            ReasonCode.INVALID_VALUE,
+            f"salt must be at least {MIN_SALT_BYTES} random bytes (128 bits)",
+            "salt",
         )
     seed = HKDF(hashes.SHA256(), 32, salt, HKDF_INFO).derive(canonical_identifiers(wristband))
     return Ed25519PrivateKey.from_private_bytes(seed)

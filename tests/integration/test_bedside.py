@@ -12,12 +12,15 @@ from typing import Any
 import msgspec
 import pytest
 
-from aggregates.base import body_of
-from aggregates.therapy import Therapy, therapy_uuid
+from aggregates import therapy
+from aggregates.base import Context, body_of
+from aggregates.policy import RULES_VERSION, Policy
+from aggregates.therapy import therapy_uuid
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast
 from ledger.demo.run import load_cast
 from ledger.site.signing import envelope
+from ledger.store.streams import Therapy
 from ledger.wire import events as ev
 from ledger.wire.patient import (
     Wristband,
@@ -25,7 +28,6 @@ from ledger.wire.patient import (
     patient_public_key,
     sign_bedside,
 )
-from ledger.wire.rejection import Rejected
 from projections.history import history
 from tests.support import advance, body_dict, copy_fixture_ledger, new_journey, signed
 
@@ -155,11 +157,13 @@ def test_a_stored_v01_match_still_replays_but_no_longer_allows_a_new_infusion(
     at = next(i for i, b in enumerate(bodies) if isinstance(b, ev.Infused))
     before = app.repository.get(therapy_uuid(OLD_HAPPY), version=at)  # replayed up to the bedside check
     assert isinstance(before, Therapy)
-    with pytest.raises(Rejected) as refused:
-        before.check(bodies[at], frozenset({"treatment"}))  # type: ignore[arg-type]
-    assert refused.value.code == "identity_not_verified"
+    infusion = bodies[at]
+    assert isinstance(infusion, ev.Infused)
+    now = Context(infusion.occurred_at, Policy(version=RULES_VERSION))
+    refused = therapy.decide(before.state, infusion, now)
+    assert refused is not None and refused.code == "identity_not_verified"
     after = app.repository.get(therapy_uuid(OLD_HAPPY))  # the stored infusion still replays
-    assert isinstance(after, Therapy) and after.units[f"P-{OLD_HAPPY}-1"].infused
+    assert isinstance(after, Therapy) and after.state.units[f"P-{OLD_HAPPY}-1"].infused
 
 
 def test_history_shows_the_bedside_signature_and_no_empty_v01_fields(

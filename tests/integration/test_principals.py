@@ -6,7 +6,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from aggregates.principal import ROTATION_GRACE
+from aggregates.policy import LEGACY
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast
 from ledger.site.signing import Member, envelope, registration
@@ -71,8 +71,9 @@ def test_a_routine_rotation_leaves_the_old_key_a_short_grace(
     nurse = cast["nurse.bdw"]
     in_flight = _label(nurse, coi, din, now - timedelta(seconds=1))
     late = _label(nurse, coi, din, now - timedelta(seconds=2))
-    assert registered.submit(in_flight, now=now + ROTATION_GRACE / 2).status == "accepted"
-    assert registered.submit(late, now=now + ROTATION_GRACE).code == "key_expired"
+    grace = LEGACY.rotation_grace  # the default setting
+    assert registered.submit(in_flight, now=now + grace / 2).status == "accepted"
+    assert registered.submit(late, now=now + grace).code == "key_expired"
 
 
 def test_a_revoked_key_signs_nothing_more_whatever_date_it_writes(

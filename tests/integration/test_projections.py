@@ -15,6 +15,7 @@ import pytest
 from aggregates.base import body_of
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import VARIANTS, Cast, Journey
+from ledger.store.migrations import SCHEMA_TABLE
 from projections.custody import CurrentCustody, Record
 from projections.rebuild import rebuild
 from projections.store import TABLES, ProjectionStore, Snapshot
@@ -28,7 +29,7 @@ CONSUMER, TOPIC = "custody-projector", "coi.ledger"
 def projection_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """An empty projection store of each kind."""
     yield from fresh_store(
-        request.param, tmp_path / "projections.sqlite", "coi_projection_tests", list(TABLES)
+        request.param, tmp_path / "projections.sqlite", "coi_projection_tests", [*TABLES, SCHEMA_TABLE]
     )
 
 

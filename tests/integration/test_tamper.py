@@ -14,13 +14,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aggregates.therapy import therapy_uuid
 from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog
-from ledger.audit.verification import LedgerVerifier, Report
+from ledger.audit.verification import Report
 from ledger.demo.journeys import Cast
 from ledger.site.signing import Member, envelope
 from ledger.transparency.checkpoint import Checkpoint, NoteSigner
 from ledger.transparency.records import record_hash
 from ledger.wire import events as ev
-from tests.stores import RawStore
+from tests.stores import RawStore, ledger_url, verify_ledger
 from tests.support import advance, new_journey
 
 
@@ -36,22 +36,13 @@ def sealed(
     log.checkpoint(signer, signer.name)
     advance(registered, new_journey(cast, index=3))
     log.checkpoint(signer, signer.name)
-    raw = RawStore((registered.env.get("POSTGRES_DBNAME") and _pg_url(registered)) or _sqlite_url(registered))
+    raw = RawStore(ledger_url(registered))
     yield registered, signer, raw
     raw.conn.close()
 
 
-def _sqlite_url(app: LedgerApplication) -> str:
-    return f"sqlite:///{app.env.get('SQLITE_DBNAME')}"
-
-
-def _pg_url(app: LedgerApplication) -> str:
-    e = app.env
-    return f"postgresql://{e.get('POSTGRES_USER')}@{e.get('POSTGRES_HOST')}:{e.get('POSTGRES_PORT')}/{e.get('POSTGRES_DBNAME')}"
-
-
 def verify(app: LedgerApplication, signer: NoteSigner) -> Report:
-    return LedgerVerifier(app, [signer.verifier]).run()
+    return verify_ledger(app, [signer.verifier])
 
 
 def test_an_untouched_ledger_verifies(sealed: tuple[LedgerApplication, NoteSigner, RawStore]) -> None:

@@ -14,10 +14,9 @@ from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog
 from ledger.audit import verification
 from ledger.audit.signatures import BackgroundVerifier
-from ledger.audit.verification import LedgerVerifier
 from ledger.demo.journeys import Cast
 from ledger.store.logstore import TABLES
-from tests.integration.test_tamper import RawStore, _pg_url, _sqlite_url
+from tests.stores import RawStore, ledger_url, verify_ledger
 from tests.support import advance, new_journey
 
 CHUNKS = [1, 3, 4000]  # a record per chunk, a few, everything in one
@@ -29,13 +28,13 @@ def ledger(registered: LedgerApplication, cast: Cast) -> Iterator[tuple[LedgerAp
     for i in range(2):
         advance(registered, new_journey(cast, index=i))
     MerkleLog(registered).integrate()
-    raw = RawStore((registered.env.get("POSTGRES_DBNAME") and _pg_url(registered)) or _sqlite_url(registered))
+    raw = RawStore(ledger_url(registered))
     yield registered, raw
     raw.conn.close()
 
 
 def verify(app: LedgerApplication) -> verification.Report:
-    return LedgerVerifier(app, []).run()  # no checkpoints to check
+    return verify_ledger(app, [])  # no checkpoints to check
 
 
 def forge_signature(app: LedgerApplication, raw: RawStore, sequence: int) -> None:

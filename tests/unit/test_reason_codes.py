@@ -1,4 +1,5 @@
-"""The README's reason-code table and the codes the code can give agree both ways."""
+"""The README's reason-code table and the ReasonCode enum agree both ways, and every code is
+one the code can give."""
 
 from __future__ import annotations
 
@@ -6,13 +7,10 @@ import ast
 import re
 from pathlib import Path
 
-from ledger.wire.decoding import _CODES
-from ledger.wire.rejection import IN_FLIGHT_CODES
+from ledger.wire.rejection import IN_FLIGHT_CODES, ReasonCode
 
 ROOT = Path(__file__).parents[2]
-SOURCES = [p for d in ("ledger", "aggregates", "consumers") for p in (ROOT / d).rglob("*.py")]
-# Codes made from a claim kind: f"{kind}_in_use" in ledger/app/application.py.
-CLAIMED = {"din_in_use", "cartridge_in_use"}
+SOURCES = [p for d in ("ledger", "aggregates", "consumers", "projections") for p in (ROOT / d).rglob("*.py")]
 
 
 def _table() -> dict[str, str]:
@@ -27,21 +25,22 @@ def _table() -> dict[str, str]:
     return rows
 
 
-def _raised() -> set[str]:
-    codes = {code for _, code in _CODES} | CLAIMED
+def _used() -> set[str]:
+    """The members the code names (`ReasonCode.X`) outside the enum itself."""
+    used = set()
     for path in SOURCES:
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Rejected" and node.args:
-                first = node.args[0]
-                if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                    codes.add(first.value)
-    return codes
+            if isinstance(node, ast.Attribute) and getattr(node.value, "id", None) == "ReasonCode":
+                used.add(ReasonCode[node.attr].value)
+    return used
 
 
-def test_every_code_the_ledger_gives_is_in_the_readme_and_no_other() -> None:
-    table = _table()
-    assert _raised() - table.keys() == set(), "codes missing from the README table"
-    assert table.keys() - _raised() == set(), "codes in the README that nothing gives"
+def test_the_readme_lists_every_code_of_the_enum_and_no_other() -> None:
+    assert _table().keys() == {code.value for code in ReasonCode}
+
+
+def test_every_code_is_one_the_code_can_give() -> None:
+    assert {code.value for code in ReasonCode} - _used() == set(), "codes nothing gives"
 
 
 def test_the_held_codes_are_the_ones_the_site_outbox_holds() -> None:

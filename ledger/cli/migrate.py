@@ -1,0 +1,33 @@
+"""`coi migrate`: apply the pending migrations of the ledger's tables and of the projection
+tables, and say what was applied (or "up to date"). Every writer does the same on start;
+readers never do, and point here when a store is older than they read."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def add_parser(subparsers: Any) -> None:
+    s = subparsers.add_parser("migrate", help="bring the ledger's and the projections' tables up to date")
+    s.set_defaults(run=lambda args, out: run(args))
+
+
+def run(args: argparse.Namespace) -> int:
+    # Imported here: `coi --help` need not load the event store.
+    from consumers.pipeline import projections_url
+    from ledger.app.application import LedgerApplication
+    from ledger.app.config import database_url, redact
+    from projections.store import ProjectionStore
+
+    ledger = LedgerApplication()
+    applied = {redact(database_url()): ledger.migrations}
+    ledger.close()
+    projections = ProjectionStore(projections_url())
+    applied[f"projections at {redact(projections_url())}"] = projections.migrations
+    projections.close()
+    for where, names in applied.items():
+        said = ", ".join(f"applied {name}" for name in names) if names else "up to date"
+        print(f"{where}: {said}", file=sys.stdout)
+    return 0

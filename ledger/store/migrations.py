@@ -1,0 +1,147 @@
+"""Ordered, named migrations of the tables the ledger owns beside the event store (claims,
+Merkle log) and of the projection tables, recorded in `coi_schema` (name, applied_at) of the
+database they ran on.
+
+Writers migrate on start (`coi init`, `submit`, `demo`, the services), and `coi migrate` does
+it for operators; readers never do: they read what is there or say "run coi migrate". A
+migration runs once per database, inside one transaction with the others pending, holding a
+lock, so two writers starting together apply each once. Append new migrations at the end;
+never rename or reorder one that has shipped (a name is what a database remembers)."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import psycopg
+
+from ledger.store.sql import (
+    MIGRATION_LOCK_KEY,
+    POSTGRES_EVENTS,
+    SQLITE_EVENTS,
+    is_postgres,
+    placeholders,
+    sqlite_path,
+    writing,
+)
+from ledger.transparency.records import header_of_body, payload_of
+
+SCHEMA_TABLE = "coi_schema"
+CLAIMS_TABLE = "coi_claims"
+PAYLOAD_DIGESTS = "event-claims-digest-the-payload"  # the name under which it first shipped
+_SCHEMA_DDL = (
+    f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (name TEXT NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL)"
+)
+# Column types by engine, for DDL written with {int}, {blob}, {time}.
+_TYPES = {
+    True: {"int": "BIGINT", "blob": "BYTEA", "time": "TIMESTAMPTZ"},
+    False: {"int": "INTEGER", "blob": "BLOB", "time": "TEXT"},
+}
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    run: Callable[[Any, bool], None]  # (cursor, postgres) within the migrating transaction
+
+
+def ddl(*statements: str) -> Callable[[Any, bool], None]:
+    """A migration that runs `statements` (with {int}, {blob}, {time} for the engine's types)."""
+
+    def run(c: Any, postgres: bool) -> None:
+        for statement in statements:
+            c.execute(statement.format(**_TYPES[postgres]))
+
+    return run
+
+
+class _Stored(msgspec.Struct):
+    envelope: str
+
+
+def _payload_digests(c: Any, postgres: bool) -> None:
+    """An event id's claim holds the digest of the body its signatures sign, so any
+    re-encoding of a stored envelope (URL-safe base64, other spacing or key order) is a
+    duplicate. Stores written when it was the digest of the envelope bytes are rewritten."""
+    events = POSTGRES_EVENTS if postgres else SQLITE_EVENTS
+    c.execute(f"SELECT state FROM {events}")  # noqa: S608 - constant table name
+    decoder = msgspec.json.Decoder(_Stored)
+    rows = []
+    for (state,) in c.fetchall():
+        body = payload_of(decoder.decode(bytes(state)).envelope)
+        rows.append((hashlib.sha256(body).hexdigest(), str(header_of_body(body).event_id)))
+    update = f"UPDATE {CLAIMS_TABLE} SET digest = ? WHERE kind = 'event' AND value = ?"  # noqa: S608
+    c.executemany(placeholders(update, postgres), rows)
+
+
+# After the event store's own table, which eventsourcing creates for writers.
+LEDGER = (
+    Migration(
+        "claims-table",
+        ddl(
+            f"CREATE TABLE IF NOT EXISTS {CLAIMS_TABLE} (kind TEXT NOT NULL, value TEXT NOT NULL, "
+            "owner TEXT NOT NULL, digest TEXT NOT NULL, PRIMARY KEY (kind, value))"
+        ),
+    ),
+    Migration(PAYLOAD_DIGESTS, _payload_digests),
+    Migration(
+        "merkle-log-tables",
+        ddl(
+            "CREATE TABLE IF NOT EXISTS coi_leaves (leaf_index {int} PRIMARY KEY, "
+            "sequence {int} NOT NULL UNIQUE)",
+            "CREATE TABLE IF NOT EXISTS coi_nodes (level {int} NOT NULL, idx {int} NOT NULL, "
+            "hash {blob} NOT NULL, PRIMARY KEY (level, idx))",
+            "CREATE TABLE IF NOT EXISTS coi_checkpoints (tree_size {int} PRIMARY KEY, "
+            "root {blob} NOT NULL, note TEXT NOT NULL, signed_at TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS coi_relay (name TEXT PRIMARY KEY, next_leaf {int} NOT NULL, "
+            "probe_partition {int} NOT NULL, probe_offset {int} NOT NULL, probe_sequence {int} NOT NULL)",
+        ),
+    ),
+)
+
+
+def migrate(
+    conn: Any, postgres: bool, migrations: Sequence[Migration], first: Callable[[], None] = lambda: None
+) -> list[str]:
+    """Apply the migrations not yet recorded, in order, in one transaction; returns their
+    names. `conn` is a sqlite3 connection with isolation_level=None, or a psycopg one.
+    `first` runs before them on a connection of its own (eventsourcing making its table): on
+    PostgreSQL under the same lock, so writers starting together do not race in the catalog;
+    on SQLite before taking the write lock, which it would wait for."""
+    if not postgres:
+        first()
+    with writing(conn, postgres, MIGRATION_LOCK_KEY) as c:
+        if postgres:
+            first()
+        c.execute(_SCHEMA_DDL)
+        c.execute(f"SELECT name FROM {SCHEMA_TABLE}")  # noqa: S608 - constant table name
+        done = {name for (name,) in c.fetchall()}
+        applied = []
+        for migration in migrations:
+            if migration.name in done:
+                continue
+            migration.run(c, postgres)
+            c.execute(
+                placeholders(f"INSERT INTO {SCHEMA_TABLE} VALUES (?, ?)", postgres),  # noqa: S608
+                (migration.name, datetime.now(UTC).isoformat()),
+            )
+            applied.append(migration.name)
+    return applied
+
+
+def migrate_ledger(url: str, event_store: Callable[[], None]) -> list[str]:
+    """Migrate the ledger's tables at a database URL, after `event_store` made the event
+    store's own table."""
+    if is_postgres(url):
+        with psycopg.connect(url, autocommit=True) as pg:
+            return migrate(pg, True, LEDGER, event_store)
+    db = sqlite3.connect(sqlite_path(url), timeout=10, isolation_level=None)
+    try:
+        return migrate(db, False, LEDGER, event_store)
+    finally:
+        db.close()

@@ -1,0 +1,155 @@
+"""Read-only record sources over a ledger's tables (ledger/audit/source.py): what `coi verify`
+reads. They never create, alter or write anything: SQLite is opened `mode=ro`, PostgreSQL
+in read-only transactions, so a SELECT-only role or a read-only copy of the file is enough."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import psycopg
+
+from ledger.audit.source import Chunk, SchemaError, StoredCheckpoint
+from ledger.store.sql import (
+    POSTGRES_EVENTS,
+    SQLITE_EVENTS,
+    is_postgres,
+    placeholders,
+    reading,
+    sqlite_path,
+)
+from ledger.transparency.records import Record, row_record
+
+LOG_TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints")
+
+_RECORDS = (
+    "SELECT {sequence}, originator_id, originator_version, state FROM {table} "
+    "WHERE {sequence} > ? ORDER BY {sequence} LIMIT ?"
+)
+_LEAVES = "SELECT leaf_index, sequence FROM coi_leaves WHERE leaf_index >= ? AND leaf_index < ?"
+_NODES = "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?"
+_CHECKPOINTS = "SELECT tree_size, root, note, signed_at FROM coi_checkpoints ORDER BY tree_size"
+_SIZE = "SELECT MAX(leaf_index) FROM coi_leaves"
+_LEAF = "SELECT sequence FROM coi_leaves WHERE leaf_index = ?"
+
+Row = tuple[int, Any, int, bytes]  # sequence, originator id, version, state
+
+
+class SqlSource:
+    """The records of a ledger in SQLite or PostgreSQL, read and never written."""
+
+    def __init__(self, conn: Any, postgres: bool, tables: set[str]) -> None:
+        self.conn = conn
+        self.postgres = postgres
+        events = POSTGRES_EVENTS if postgres else SQLITE_EVENTS
+        missing = [t for t in (events, *LOG_TABLES) if t not in tables]
+        if events in missing:
+            raise SchemaError(
+                "no ledger in this database (no events table): run coi init, or check COI_DATABASE_URL"
+            )
+        if missing:
+            raise SchemaError(
+                f"the ledger is older than this coi reads (no {', '.join(missing)}): run coi migrate"
+            )
+        sequence = "notification_id" if postgres else "rowid"
+        self._records = self._sql(_RECORDS.format(sequence=sequence, table=events))
+        self._leaves, self._nodes, self._leaf = (self._sql(q) for q in (_LEAVES, _NODES, _LEAF))
+
+    def _sql(self, text: str) -> str:
+        return placeholders(text, self.postgres)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _reading(self) -> AbstractContextManager[Any]:
+        return reading(self.conn, self.postgres)
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        with self._reading() as c:
+            c.execute(_CHECKPOINTS)
+            return [StoredCheckpoint(int(s), bytes(r), str(n), str(t)) for s, r, n, t in c.fetchall()]
+
+    def chunk(self, after: int, start: int, limit: int) -> Chunk:
+        with self._reading() as c:
+            c.execute(self._records, (after, limit))
+            rows = c.fetchall()
+            stop = start + len(rows)
+            c.execute(self._leaves, (start, stop))
+            leaves = dict(c.fetchall())
+            nodes = []
+            for level in range(stop.bit_length()):
+                c.execute(self._nodes, (level, start >> level, (stop >> level) - 1))
+                nodes.append(dict(c.fetchall()))
+        return Chunk(rows, leaves, nodes)
+
+    @staticmethod
+    def sequence(row: Row) -> int:
+        return row[0]
+
+    @staticmethod
+    def record(row: Row) -> Record:
+        return row_record(row)
+
+    def size(self) -> int:
+        with self._reading() as c:
+            c.execute(_SIZE)
+            (top,) = c.fetchone()
+        return 0 if top is None else int(top) + 1
+
+    def leaf_sequence(self, leaf_index: int) -> int | None:
+        with self._reading() as c:
+            c.execute(self._leaf, (leaf_index,))
+            row = c.fetchone()
+        return None if row is None else int(row[0])
+
+
+def open_source(url: str) -> SqlSource:
+    """The read-only source at a ledger's database URL; SchemaError when there is no ledger
+    there (or one too old), OSError-like driver errors when it cannot be reached."""
+    if is_postgres(url):
+        return _postgres(url)
+    if urlsplit(url).scheme != "sqlite":
+        raise SchemaError(f"COI_DATABASE_URL {url!r}: the scheme must be sqlite or postgresql")
+    return _sqlite(sqlite_path(url))
+
+
+def _postgres(url: str) -> SqlSource:
+    conn = psycopg.connect(url, options="-c default_transaction_read_only=on -c TimeZone=UTC")
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    with conn.transaction():
+        found = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        ).fetchall()
+    return SqlSource(conn, True, {name for (name,) in found})
+
+
+def _sqlite(path: str) -> SqlSource:
+    file = Path(path)
+    if not file.is_file():
+        raise SchemaError(f"no ledger at {path}: run coi init, or check COI_DATABASE_URL")
+    uri = f"file:{quote(str(file.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    try:
+        tables = _sqlite_tables(conn)
+    except sqlite3.OperationalError:
+        # A WAL database opened read-only needs its -shm file, which a reader who may not write
+        # the folder cannot create. With no WAL content left (checkpointed), the file alone is
+        # the whole database: read it as immutable.
+        conn.close()
+        wal = Path(f"{file}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise SchemaError(
+                f"{path} is in WAL mode with pages not yet checkpointed, and this user cannot open it "
+                "read-only: checkpoint it first (PRAGMA wal_checkpoint(TRUNCATE)), or let this user "
+                "write its folder"
+            ) from None
+        conn = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        tables = _sqlite_tables(conn)
+    return SqlSource(conn, False, tables)
+
+
+def _sqlite_tables(conn: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

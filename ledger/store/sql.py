@@ -1,0 +1,70 @@
+"""The small SQL layer the ledger's own tables share (claims, Merkle log, projections):
+database URLs, the two engines' differences, and the integration lock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+POSTGRES_SCHEMES = ("postgres", "postgresql")
+# pg_advisory_xact_lock's key for "integrating the Merkle log" (any fixed 64-bit number
+# the ledger's database uses for nothing else): b"coi-log!" as an integer.
+LOG_LOCK_KEY = int.from_bytes(b"coi-log!", "big", signed=True)
+MIGRATION_LOCK_KEY = int.from_bytes(b"coi-mig!", "big", signed=True)
+# The events tables eventsourcing names for the ledger application (LedgerApplication.name).
+SQLITE_EVENTS = "stored_events"
+POSTGRES_EVENTS = "coiledger_events"
+
+
+def is_postgres(url: str) -> bool:
+    return urlsplit(url).scheme in POSTGRES_SCHEMES
+
+
+def sqlite_path(url: str) -> str:
+    """The file of a `sqlite:///PATH` URL ("" when it names none)."""
+    parts = urlsplit(url)
+    return unquote(parts.path.removeprefix("/")) if parts.netloc == "" else parts.netloc + parts.path
+
+
+def placeholders(text: str, postgres: bool) -> str:
+    """`text` (written with `?`) with the engine's placeholders."""
+    return text.replace("?", "%s") if postgres else text
+
+
+@contextmanager
+def reading(conn: Any, postgres: bool) -> Iterator[Any]:
+    """One read transaction on a DB-API connection in autocommit mode (sqlite3 with
+    isolation_level=None, or psycopg): every query in it sees the same state."""
+    if postgres:
+        with conn.transaction(), conn.cursor() as c:
+            yield c
+        return
+    c = conn.cursor()
+    c.execute("BEGIN")
+    try:
+        yield c
+    finally:
+        c.execute("ROLLBACK")
+
+
+@contextmanager
+def writing(conn: Any, postgres: bool, lock: int | None = None) -> Iterator[Any]:
+    """One write transaction on such a connection, committed unless it raises. SQLite takes
+    its write lock at once (BEGIN IMMEDIATE), so what is read within is what the writes build
+    on; on PostgreSQL `lock` names an advisory lock held until the end."""
+    if postgres:
+        with conn.transaction(), conn.cursor() as c:
+            if lock is not None:
+                c.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+            yield c
+        return
+    c = conn.cursor()
+    c.execute("BEGIN IMMEDIATE")
+    try:
+        yield c
+    except BaseException:
+        c.execute("ROLLBACK")
+        raise
+    c.execute("COMMIT")
