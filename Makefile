@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-unit lint clean
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -18,8 +18,13 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
 
+# Every tier (pytest's testpaths: tests/unit, tests/integration, tests/system).
 test: lint
 	$(PY) -m pytest
+
+# The fast tier alone: no database, no broker, no process (seconds).
+test-unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit -q
 
 clean:
 	rm -rf $(VENV) coi-data

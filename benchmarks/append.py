@@ -45,7 +45,8 @@ from psycopg import sql
 
 from ledger.app.application import LedgerApplication, Outcome
 from ledger.app.config import persistence_env
-from ledger.demo.journeys import VARIANTS, Cast, Journey
+from ledger.demo.journeys import VARIANTS, Cast
+from ledger.demo.kit import cohort, register_cast, workload
 from ledger.store.recorders import CLAIMS_TABLE, SCHEMA_TABLE
 from ledger.wire.dsse import PAYLOAD_TYPE, open_envelope, pae
 
@@ -82,28 +83,15 @@ def build_workload(events: int) -> Workload:
     started = time.perf_counter()
     cast = Cast()
     now = datetime.now(UTC)
-    queues: list[list[bytes]] = []
-    total = 0
     # Journeys have 24-36 accepted steps, so events // 24 bounds the patients needed and
-    # their start times stay within START_SPREAD. Generate patients until there are enough.
-    estimate = max(1, events // 24)
-    spacing = min(timedelta(minutes=7), START_SPREAD / estimate)
-    latest = now - JOURNEY_START
-    index = 0
-    while total < events:
-        journey = Journey(
-            cast, index, now - JOURNEY_START + spacing * min(index, estimate), VARIANTS[index % len(VARIANTS)]
-        )
-        steps = [s.envelope for s in journey.steps() if s.expect is None]
-        latest = max(latest, journey.clock)
-        queues.append(steps)
-        total += len(steps)
-        index += 1
+    # their start times stay within START_SPREAD.
+    spacing = min(timedelta(minutes=7), START_SPREAD / max(1, events // 24))
+    steps = workload(cohort(cast, now - JOURNEY_START, spacing, VARIANTS), events)
+    journeys = {journey.coi: journey for journey, _ in steps}
+    latest = max(journey.clock for journey in journeys.values())
     if latest > now:
         raise SystemExit(f"workload error: a journey ends in the future ({latest.isoformat()})")
-    # A prefix of the round-robin order holds a prefix of each patient's journey: all valid.
-    interleaved = [e for round_ in itertools.zip_longest(*queues) for e in round_ if e is not None]
-    envelopes = interleaved[:events]
+    envelopes = [step.envelope for _, step in steps]
     opened = [open_envelope(e) for e in envelopes]
     keys = {m.signer.keyid: m.key.public_key() for m in cast.members.values()}
     signed = [(keys[k], sig, pae(PAYLOAD_TYPE, o.body)) for o in opened for k, sig in o.signatures]
@@ -111,7 +99,7 @@ def build_workload(events: int) -> Workload:
         cast=cast,
         registered_at=now - JOURNEY_START - timedelta(days=10),
         envelopes=envelopes,
-        patients=len(queues),
+        patients=len(journeys),
         avg_signatures=statistics.fmean(len(o.signatures) for o in opened),
         avg_envelope_bytes=statistics.fmean(len(e) for e in envelopes),
         avg_body_bytes=statistics.fmean(len(o.body) for o in opened),
@@ -180,17 +168,9 @@ class LedgerRun:
     rss_scope: str
 
 
-def register(app: LedgerApplication, work: Workload) -> None:
-    # The ledger's clock, injected: it receives the cast when the cast says it registered
-    # (weeks back), so no key claims validity from before its receipt.
-    for outcome in app.submit_many(work.cast.registrations(work.registered_at), now=work.registered_at):
-        if outcome.status != "accepted":
-            raise SystemExit(f"benchmark failed: registering the cast: {outcome.message}")
-
-
 def run_ledger(url: str, work: Workload, batch_size: int) -> LedgerRun:
     with opened(lambda: LedgerApplication(url, batch_size=batch_size)) as app:
-        register(app, work)
+        register_cast(app, work.cast, work.registered_at)
         gc.collect()
         scope = reset_peak_rss()
         outcomes = []
@@ -224,7 +204,7 @@ def check_outcomes(outcomes: list[Outcome], expected: int) -> None:
 def profile_ledger(url: str, work: Workload, batch_size: int, top: int = 25) -> str:
     """cProfile of one submit_many run on a fresh store; top functions by cumulative time."""
     with opened(lambda: LedgerApplication(url, batch_size=batch_size)) as app:
-        register(app, work)
+        register_cast(app, work.cast, work.registered_at)
         profiler = cProfile.Profile()
         outcomes = profiler.runcall(lambda: list(app.submit_many(work.envelopes)))
     check_outcomes(outcomes, len(work.envelopes))

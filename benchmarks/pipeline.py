@@ -32,12 +32,7 @@ would keep busy at the CPU per event measured.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import itertools
 import os
-import signal
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,14 +49,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import ParallelVerifier, machine_info, percentile, rate
 from consumers.broker import bootstrap_servers, ensure_topics
-from ledger.app.application import LedgerApplication
-from ledger.demo.journeys import Cast, Journey
+from ledger.demo.harness import Services, wait_until
+from ledger.demo.journeys import Cast
+from ledger.demo.kit import cohort, workload
 from ledger.site import kafka
 from ledger.wire.dsse import PAYLOAD_TYPE, open_envelope, pae
 from ledger.wire.kafka_topics import Topics
 
 TARGET_INGEST = 5000.0
 TARGET_P99_S = 1.0
+POLL = 0.02  # seconds between looks at the stores: bounds the error of every timing
 
 
 def note(message: str) -> None:
@@ -71,143 +68,40 @@ def note(message: str) -> None:
 Work = list[tuple[bytes, bytes, str]]  # (key, envelope, event_id)
 
 
-def register_cast(root: Path, cast: Cast, registered_at: datetime) -> None:
-    """A fresh SQLite ledger under root/coi-data with the cast registered. The ledger's clock
-    is injected: it receives the cast when the cast says it registered (weeks back), so no
-    key claims validity from before its receipt."""
-    os.environ["COI_DATA_DIR"] = str(root / "coi-data")
-    app = LedgerApplication(f"sqlite:///{root / 'coi-data' / 'ledger.sqlite'}")
-    outcomes = list(app.submit_many(cast.registrations(registered_at), now=registered_at))
-    app.close()
-    if any(o.status != "accepted" for o in outcomes):
-        raise SystemExit(f"benchmark failed: registering the cast: {outcomes}")
-
-
 def build_workload(cast: Cast, events: int, start: datetime) -> Work:
-    """Accepted steps of interleaved happy journeys (33 per patient), cut to `events`."""
-    patients = -(-events // 33)
-    queues = []
-    for i in range(patients):
-        journey = Journey(cast, i, start + timedelta(minutes=i % 5000), "happy")
-        queues.append(
-            [(journey.coi.encode(), s.envelope, str(s.event_id)) for s in journey.steps() if s.expect is None]
-        )
-    mixed = [item for round_ in itertools.zip_longest(*queues) for item in round_ if item is not None]
-    return mixed[:events]
-
-
-class Services:
-    def __init__(self, root: Path, bootstrap: str, topics: Topics) -> None:
-        self.root = root
-        self.env = {
-            **os.environ,
-            "COI_DATA_DIR": str(root / "coi-data"),
-            "COI_DATABASE_URL": f"sqlite:///{root / 'coi-data' / 'ledger.sqlite'}",
-            "COI_PROJECTIONS_URL": f"sqlite:///{root / 'coi-data' / 'projections.sqlite'}",
-            "COI_KAFKA_BOOTSTRAP": bootstrap,
-            "COI_TOPIC_PREFIX": topics.prefix,
-        }
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
-
-    def start(self, *names: str) -> None:
-        for name in names:
-            log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - lives with the child
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "ledger.cli", "run", name], env=self.env, stdout=log, stderr=log
-            )
-            self.procs.append((name, proc))
-
-    def peak_mib(self) -> dict[str, float]:
-        """The largest peak among each service's processes (their workers not counted)."""
-        peaks: dict[str, float] = {}
-        for name, proc in self.procs:
-            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    peaks[name] = max(peaks.get(name, 0.0), int(line.split()[1]) / 1024)
-        return peaks
-
-    def cpu_seconds(self) -> dict[str, float]:
-        """User + system CPU of each service with its worker processes, of the broker when it
-        is our child (the local Tansu), and of this process (the producer and the watchers)."""
-        owner = {proc.pid: name for name, proc in self.procs}
-        cpu = {name: 0.0 for name, _ in self.procs}
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            with contextlib.suppress(OSError):
-                text = stat.read_text()
-                pid, parent = int(stat.parent.name), int(text.rsplit(")", 1)[1].split()[1])
-                name = owner.get(pid) or owner.get(parent)
-                if name is None and parent == os.getpid() and "tansu" in text:
-                    name = "broker"
-                if name is not None:
-                    cpu[name] = cpu.get(name, 0.0) + _cpu_of(pid)
-        cpu["bench"] = _cpu_of(os.getpid())
-        return cpu
-
-    def stop(self) -> None:
-        for _, proc in self.procs:
-            proc.send_signal(signal.SIGTERM)
-        for _, proc in self.procs:
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def _cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def stored(db: Path) -> int:
-    with sqlite3.connect(db) as conn:
-        try:
-            return int(conn.execute("SELECT MAX(rowid) FROM stored_events").fetchone()[0] or 0)
-        except sqlite3.OperationalError:
-            return 0
-
-
-def projected(db: Path) -> dict[int, int]:
-    """partition -> the projector's next offset in coi.ledger."""
-    with sqlite3.connect(db) as conn:
-        try:
-            return dict(conn.execute("SELECT partition, next_offset FROM proj_projector_tracking").fetchall())
-        except sqlite3.OperationalError:
-            return {}
+    """Accepted steps of interleaved happy journeys (33 per patient, one starting each
+    minute), cut to `events`."""
+    steps = workload(cohort(cast, start, timedelta(minutes=1)), events)
+    return [(journey.coi.encode(), step.envelope, str(step.event_id)) for journey, step in steps]
 
 
 def sustained(count: Callable[[], int], total: int, cpu: Callable[[], float]) -> tuple[float, float]:
     """Events/s while `count` goes from 10% to 90% of `total` (leaving out the group join
     and the tail), sampled every 20 ms, and the cores `cpu` (CPU seconds) kept busy then."""
     low, high = 0.1 * total, 0.9 * total
-    wait_for(lambda: count() >= low, 900, "the ingest's first tenth")
+    wait_until(lambda: count() >= low, 900, "the ingest's first tenth", every=POLL)
     started, at_start, cpu_start = time.monotonic(), count(), cpu()
-    wait_for(lambda: count() >= high, 900, "the ingest's ninth tenth")
+    wait_until(lambda: count() >= high, 900, "the ingest's ninth tenth", every=POLL)
     ended, at_end, cpu_end = time.monotonic(), count(), cpu()
-    wait_for(lambda: count() >= total, 300, "the ingest to store everything")
+    wait_until(lambda: count() >= total, 300, "the ingest to store everything", every=POLL)
     return (at_end - at_start) / (ended - started), (cpu_end - cpu_start) / (ended - started)
 
 
-def wait_projected(db: Path, watch: LedgerWatch, work: Work) -> float:
+def wait_projected(services: Services, watch: LedgerWatch, work: Work) -> float:
     """When the projector passed every event of `work` (once the relay published them all)."""
     last = {event_id for _, _, event_id in work[-200:]}
-    wait_for(lambda: last <= watch.landed.keys(), 600, "the relay")
-    wait_for(lambda: all(event_id in watch.landed for _, _, event_id in work), 60, "the relay")
+    wait_until(lambda: last <= watch.landed.keys(), 600, "the relay", every=POLL)
+    wait_until(lambda: all(event_id in watch.landed for _, _, event_id in work), 60, "the relay", every=POLL)
     ends: dict[int, int] = {}
     for _, _, event_id in work:
         partition, offset = watch.landed[event_id]
         ends[partition] = max(ends.get(partition, 0), offset + 1)
-    return wait_for(
-        lambda: all(projected(db).get(p, 0) >= end for p, end in ends.items()), 600, "the projector"
+    return wait_until(
+        lambda: all(services.projected().get(p, 0) >= end for p, end in ends.items()),
+        600,
+        "the projector",
+        every=POLL,
     )
-
-
-def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> float:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return time.monotonic()
-        time.sleep(0.02)
-    raise SystemExit(f"timed out after {seconds:.0f} s waiting for {what}")
 
 
 class _EventId(msgspec.Struct):
@@ -249,15 +143,15 @@ class LedgerWatch(threading.Thread):
 class ProjectionWatch(threading.Thread):
     """Polls the projector's stored positions; records when each (partition, offset) passed."""
 
-    def __init__(self, db: Path) -> None:
+    def __init__(self, services: Services) -> None:
         super().__init__(daemon=True)
-        self.db = db
+        self.services = services
         self.history: list[tuple[float, dict[int, int]]] = []
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.history.append((time.monotonic(), projected(self.db)))
+            self.history.append((time.monotonic(), self.services.projected()))
             time.sleep(0.02)
 
     def passed_at(self, partition: int, offset: int) -> float | None:
@@ -340,11 +234,8 @@ def run(events: int, steady_rate: float, steady_events: int, ingests: int) -> Fi
         note(f"building 2 x {events:,} + {steady_events:,} signed events (not timed) ...")
         work = build_workload(cast, 2 * events + steady_events, start)
         backlog, bulk, steady = work[:events], work[events : 2 * events], work[2 * events :]
-        register_cast(root, cast, start - timedelta(days=10))
-        base = len(cast.members)
         services = Services(root, bootstrap, topics)
-        ledger_db = root / "coi-data" / "ledger.sqlite"
-        projection_db = root / "coi-data" / "projections.sqlite"
+        base = services.register(cast, start - timedelta(days=10))
         watch = LedgerWatch(bootstrap, topics.ledger)
         watch.start()
         producer = kafka.producer(bootstrap, linger_ms=20, batch_size=256 * 1024)
@@ -355,13 +246,13 @@ def run(events: int, steady_rate: float, steady_events: int, ingests: int) -> Fi
         producer.flush()
         services.start(*["ingest"] * ingests)
         figures.ingest_alone, figures.ingest_alone_cores = sustained(
-            lambda: stored(ledger_db) - base, len(backlog), lambda: sum(services.cpu_seconds().values())
+            lambda: services.stored() - base, len(backlog), lambda: sum(services.cpu_seconds().values())
         )
 
         note("relay and projector: catching up on what the ingest stored ...")
         began = time.monotonic()
         services.start("relay", "projector")
-        figures.catch_up_s = wait_projected(projection_db, watch, backlog) - began
+        figures.catch_up_s = wait_projected(services, watch, backlog) - began
 
         note(f"all together: producing {len(bulk):,} events while the three services run ...")
         cpu_before = services.cpu_seconds()
@@ -370,12 +261,14 @@ def run(events: int, steady_rate: float, steady_events: int, ingests: int) -> Fi
             producer.send(topics.site_events, key=key, value=raw)
         producer.flush()
         total = base + len(backlog) + len(bulk)
-        done = wait_for(lambda: stored(ledger_db) >= total, 900, "the ingest to store everything")
+        done = wait_until(
+            lambda: services.stored() >= total, 900, "the ingest to store everything", every=POLL
+        )
         figures.ingest_s = done - began
-        figures.end_to_end_s = wait_projected(projection_db, watch, bulk) - began
+        figures.end_to_end_s = wait_projected(services, watch, bulk) - began
         figures.cpu = {k: v - cpu_before.get(k, 0.0) for k, v in services.cpu_seconds().items()}
         note(f"latency: {len(steady):,} events at {steady_rate:,.0f}/s ...")
-        projections = ProjectionWatch(projection_db)
+        projections = ProjectionWatch(services)
         projections.start()
         sent_at: dict[str, float] = {}
         began = time.monotonic()
@@ -390,7 +283,12 @@ def run(events: int, steady_rate: float, steady_events: int, ingests: int) -> Fi
                 producer.flush()
         producer.flush()
         figures.steady_rate = len(steady) / (time.monotonic() - began)
-        wait_for(lambda: all(e in watch.landed for e in sent_at), 120, "the steady events on coi.ledger")
+        wait_until(
+            lambda: all(e in watch.landed for e in sent_at),
+            120,
+            "the steady events on coi.ledger",
+            every=POLL,
+        )
         time.sleep(2)
         projections.stop.set()
         projections.join()

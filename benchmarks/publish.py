@@ -30,9 +30,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import machine_info, rate
-from benchmarks.pipeline import Services, build_workload, note, register_cast, stored
+from benchmarks.pipeline import note
 from consumers.broker import bootstrap_servers, ensure_topics
+from ledger.demo.harness import Services
 from ledger.demo.journeys import Cast
+from ledger.demo.kit import cohort, workload
 from ledger.site.publisher import SitePublisher
 from ledger.wire.kafka_topics import Topics
 
@@ -48,17 +50,15 @@ def run(events: int, ingests: int) -> tuple[float, float, int]:
         cast = Cast()
         start = datetime.now(UTC) - timedelta(days=30)
         note(f"building {events:,} signed events (not timed) ...")
-        raws = [raw for _, raw, _ in build_workload(cast, events, start)]
-        register_cast(root, cast, start - timedelta(days=10))
-        ledger_db = root / "coi-data" / "ledger.sqlite"
-        total = len(cast.members) + len(raws)
+        raws = [step.envelope for _, step in workload(cohort(cast, start, timedelta(minutes=1)), events)]
         services = Services(root, bootstrap, topics)
+        total = services.register(cast, start - timedelta(days=10)) + len(raws)
         services.start(*["ingest"] * ingests, "relay")
         site = SitePublisher(bootstrap, topics, root / "outbox.sqlite", resend_after=15)
         stored_at: list[float] = []
 
         def watch() -> None:
-            while stored(ledger_db) < total:
+            while services.stored() < total:
                 time.sleep(0.05)
             stored_at.append(time.monotonic())
 

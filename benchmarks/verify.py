@@ -55,6 +55,7 @@ from ledger.app.log import MerkleLog
 from ledger.audit.signatures import BackgroundVerifier, Job
 from ledger.audit.verification import LedgerVerifier
 from ledger.demo.journeys import VARIANTS, Cast, Journey
+from ledger.demo.kit import interleave
 from ledger.store.logstore import TABLES, LogStore
 from ledger.store.sources import open_source
 from ledger.transparency import merkle
@@ -132,8 +133,7 @@ def _generate(
                 queue.put(f"a journey ends in the future ({journey.clock.isoformat()})")
                 return
             index += 1
-        # A prefix of the round-robin order holds a prefix of each patient's journey: all valid.
-        chunk = [e for round_ in itertools.zip_longest(*queues) for e in round_ if e is not None]
+        chunk = interleave(queues)
         queue.put((len(queues), chunk))
         produced += len(chunk)
     queue.put(None)
@@ -145,7 +145,7 @@ def build(url: str, records: int, signer: NoteSigner, checkpoint_every: int) -> 
     `checkpoint_every` records and at the end."""
     cast = Cast()
     now = datetime.now(UTC)
-    registrations = cast.registrations(now - REGISTERED)
+    registrations = cast.setup(now - REGISTERED)  # the cast, then the first policy boundary
     needed = records - len(registrations)
     context = multiprocessing.get_context("fork")  # the cast's private keys stay in memory
     queue: multiprocessing.Queue[tuple[int, list[bytes]] | str | None] = context.Queue(maxsize=3)

@@ -22,6 +22,7 @@ import msgspec
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 
+from consumers.service import stop_point
 from ledger.app.application import LedgerApplication, Outcome
 from ledger.site import kafka
 from ledger.wire.kafka_topics import Topics
@@ -103,6 +104,7 @@ class Ingest:
         outcomes = dict(
             zip((id(m) for m in valued), self.app.submit_many(m.value for m in valued), strict=True)
         )
+        stop_point("ingest.saved")
         now = datetime.now(UTC).isoformat()
         for message in messages:
             outcome = outcomes.get(id(message)) or _NO_VALUE

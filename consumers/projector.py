@@ -19,6 +19,7 @@ import msgspec
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
+from consumers.service import stop_point
 from ledger.app.application import LedgerApplication
 from ledger.site import kafka
 from ledger.wire.kafka_topics import Topics
@@ -80,6 +81,7 @@ class Projector:
             positions[tp.partition] = messages[-1].offset + 1
         if records:
             self.store.apply(records, positions, consumer=self.name, topic=self.topics.ledger)
+            stop_point("projector.applied")
         return len(records)
 
     def _record(self, message: ConsumerRecord) -> Record | None:

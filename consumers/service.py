@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -18,6 +19,23 @@ from consumers.broker import BrokerError
 from ledger.wire.messages import NewerFormatError
 
 log = logging.getLogger("coi.service")
+
+
+# A test hook: COI_STOP_AT=NAME, or NAME:N for the Nth pass, makes the service stop itself
+# (SIGSTOP) at the named point, so a test kills it exactly there, not at a moment a sleep
+# picks. Points: ingest.saved (a poll stored, its offsets not yet committed), projector.applied.
+_STOP_AT = os.environ.get("COI_STOP_AT", "")
+_passes: dict[str, int] = {}
+
+
+def stop_point(name: str) -> None:
+    if not _STOP_AT.startswith(name):
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    point, _, nth = _STOP_AT.partition(":")
+    if point == name and _passes[name] == int(nth or 1):
+        log.info("%s: stopping here (COI_STOP_AT)", name)
+        os.kill(os.getpid(), signal.SIGSTOP)
 
 
 class Service(Protocol):

@@ -10,6 +10,7 @@ import pytest
 
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast, compressed_run
+from ledger.demo.kit import register_cast
 from ledger.store.logstore import TABLES as LOG_TABLES
 from ledger.store.recorders import CLAIMS_TABLE, SCHEMA_TABLE
 from tests.stores import fresh_store
@@ -37,6 +38,5 @@ def cast() -> Cast:
 def registered(app: LedgerApplication, cast: Cast) -> LedgerApplication:
     """A ledger whose principal registry holds the whole demo cast, registered just before
     the compressed journeys of tests/support.py `new_journey`, and the first policy boundary."""
-    outcomes = list(app.submit_many(cast.setup(compressed_run(datetime.now(UTC)).registered_at)))
-    assert [o.status for o in outcomes] == ["accepted"] * len(outcomes), outcomes
+    register_cast(app, cast, compressed_run(datetime.now(UTC)).registered_at)
     return app

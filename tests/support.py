@@ -1,8 +1,14 @@
-"""Building blocks for the tests: journeys advanced to a given step, hand-made envelopes."""
+"""Building blocks for the tests: journeys advanced to a given step, hand-made envelopes, the
+fixture ledger, and `coi` run as a user runs it."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,9 +18,11 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregates.base import body_of
+from ledger import cli
 from ledger.app.application import LedgerApplication, Outcome
 from ledger.app.log import MerkleLog
 from ledger.demo.journeys import Cast, Journey, Step, compressed_run
+from ledger.demo.kit import register_cast
 from ledger.site.signing import Member
 from ledger.transparency.checkpoint import NoteSigner
 from ledger.wire.dsse import sign
@@ -74,13 +82,58 @@ def copy_fixture_ledger(data: Path) -> Path:
     return data
 
 
+_SCRIPT = Path(sys.executable).parent / "coi"
+COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli"]
+
+
+def _coi_env(tmp: Path, passphrase: str, more: dict[str, str]) -> dict[str, str]:
+    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase, **more}
+    env.pop("COI_DATABASE_URL", None)
+    return env
+
+
+def coi(
+    tmp: Path, *args: str, stdin: str | None = None, passphrase: str = "correct horse", **more: str
+) -> subprocess.CompletedProcess[str]:
+    """`coi ARGS` as a process, in `tmp` with its data in tmp/coi-data."""
+    return subprocess.run(
+        [*COI, *args], input=stdin, capture_output=True, text=True, env=_coi_env(tmp, passphrase, more),
+        cwd=tmp, timeout=120,
+    )  # fmt: skip
+
+
+def coi_here(
+    tmp: Path, *args: str, stdin: str | None = None, passphrase: str = "correct horse", **more: str
+) -> subprocess.CompletedProcess[str]:
+    """`coi ARGS` as `coi` runs it (same environment, folder and streams) inside this process:
+    for the steps a test needs done rather than tested, without a process start each."""
+    saved_env, saved_cwd, saved_stdin = dict(os.environ), os.getcwd(), sys.stdin
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        os.environ.clear()
+        os.environ.update(_coi_env(tmp, passphrase, more))
+        os.chdir(tmp)
+        sys.stdin = io.TextIOWrapper(io.BytesIO((stdin or "").encode()))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli.main(list(args))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved_env)
+        os.chdir(saved_cwd)
+        sys.stdin = saved_stdin
+    return subprocess.CompletedProcess(["coi", *args], code, out.getvalue(), err.getvalue())
+
+
+# Nesting far beyond any parser's recursion limit.
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
 def sealed_ledger(url: str, patients: int = 2) -> tuple[NoteSigner, int]:
-    """A new ledger at `url`: the demo cast registered and `patients` journeys under a signed
-    checkpoint. Returns the checkpoint's signer and its tree size."""
+    """A new ledger at `url`: the demo cast registered, the first policy boundary and
+    `patients` journeys under a signed checkpoint. Returns the checkpoint's signer and its tree size."""
     app = LedgerApplication(url)
     cast = Cast()
-    registrations = cast.registrations(compressed_run(datetime.now(UTC)).registered_at)
-    assert all(o.status == "accepted" for o in app.submit_many(registrations))
+    register_cast(app, cast, compressed_run(datetime.now(UTC)).registered_at)
     for i in range(patients):
         advance(app, new_journey(cast, index=i))
     signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())

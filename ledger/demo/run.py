@@ -12,7 +12,8 @@ from typing import TextIO
 import msgspec
 
 from ledger.app.application import LedgerApplication, Outcome
-from ledger.demo.journeys import VARIANTS, Cast, Journey, Step, compressed_run
+from ledger.demo.journeys import VARIANTS, Cast, Step, compressed_run
+from ledger.demo.kit import cohort, workload
 from ledger.site.signing import Member
 from ledger.wire.keys import key_file_for, load_key, write_key_file
 
@@ -95,12 +96,11 @@ def run_demo(
         keys_dir.mkdir(parents=True, exist_ok=True)
         save_cast(cast, keys_dir)
 
-    journeys = [
-        Journey(cast, i, run.start(i), VARIANTS[i % len(VARIANTS)], run.hour) for i in range(patients)
-    ]
-    # Interleave the patients as live sites would; each patient's own steps stay in order.
-    queues = [[(j, s) for s in j.steps()] for j in journeys]
-    tagged = [item for round_ in itertools.zip_longest(*queues) for item in round_ if item is not None]
+    journeys = list(
+        itertools.islice(cohort(cast, run.first_start, run.stagger, VARIANTS, run.hour), patients)
+    )
+    # Interleaved as live sites would send them, the refusals the rules require included.
+    tagged = workload(journeys, accepted_only=False)
     tally: dict[str, Counter[str]] = {j.coi: Counter() for j in journeys}
     surprises: list[str] = []
     steps: list[Step] = [s for _, s in tagged]

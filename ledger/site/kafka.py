@@ -35,6 +35,11 @@ MAX_MESSAGE_BYTES = int(os.environ.get("COI_KAFKA_MAX_MESSAGE_BYTES", "1000000")
 # Room for a message's key and record headers within one request.
 _RECORD_OVERHEAD = 512
 
+# How long a new client waits for a first answer from the bootstrap servers (kafka-python's
+# default); a service retries with backoff after it (consumers/service.py). Named so a test
+# that expects no broker can shorten it instead of waiting it out.
+BOOTSTRAP_TIMEOUT_MS = 30_000
+
 # How long closing a client may take: a service leaving because the broker is gone must not
 # hang on it.
 CLOSE_SECONDS = 5.0
@@ -77,11 +82,16 @@ def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
         "partitioner": KeyPartitioner(),
     }
     settings.update(overrides)
-    return KafkaProducer(bootstrap_servers=bootstrap, **settings)
+    return KafkaProducer(bootstrap_servers=bootstrap, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS, **settings)
 
 
 def consumer(bootstrap: str, *topics: str, group: str | None = None, **overrides: Any) -> KafkaConsumer:
-    settings = {**CONSUMER_DEFAULTS, "group_id": group, **overrides}
+    settings = {
+        **CONSUMER_DEFAULTS,
+        "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
+        "group_id": group,
+        **overrides,
+    }
     return KafkaConsumer(*topics, bootstrap_servers=bootstrap, **settings)
 
 

@@ -8,41 +8,29 @@ import os
 import sqlite3
 import stat
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from ledger import cli
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast, Journey
-from ledger.site.publisher import _identify
+from ledger.demo.kit import ManualClock, register_cast
 from ledger.transparency import merkle
-from tests.support import advance
-
-_SCRIPT = Path(sys.executable).parent / "coi"
-COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli"]
-
-
-def coi(
-    tmp: Path, *args: str, stdin: str | None = None, passphrase: str = "correct horse", **more: str
-) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase, **more}
-    env.pop("COI_DATABASE_URL", None)
-    return subprocess.run(
-        [*COI, *args], input=stdin, capture_output=True, text=True, env=env, cwd=tmp, timeout=120
-    )
+from tests.support import COI, DEEP, advance, coi, coi_here
 
 
 @pytest.fixture
 def ledger(tmp_path: Path) -> Path:
-    """A ledger with an administrator and one registered nurse (key files in coi-data/keys)."""
-    done = coi(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin")
+    """A ledger with an administrator and one registered nurse (key files in coi-data/keys),
+    made in-process: what the tests below run as processes is what they test."""
+    done = coi_here(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin")
     assert done.returncode == 0, done.stderr
-    assert coi(tmp_path, "keys", "new", "--principal", "nurse.kim", "--name", "Kim Nurse").returncode == 0
+    assert (
+        coi_here(tmp_path, "keys", "new", "--principal", "nurse.kim", "--name", "Kim Nurse").returncode == 0
+    )
     keys = tmp_path / "coi-data" / "keys"
-    added = coi(
+    added = coi_here(
         tmp_path, "principals", "add", "--admin-key", str(keys / "admin.jane.key"),
         "--public-key", str(keys / "nurse.kim.key.pub"), "--role", "enrolment", "--site", "US-BDW",
     )  # fmt: skip
@@ -208,9 +196,6 @@ def test_checkpoint_prove_and_verify_from_the_command_line(tmp_path: Path) -> No
     assert bad.returncode == 1 and bad.stdout.startswith("FAILED at sequence 12"), bad.stdout
 
 
-DEEP = "[" * 100_000 + "]" * 100_000
-
-
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -283,27 +268,15 @@ def test_history_escapes_what_others_wrote_and_shows_utc(ledger: Path) -> None:
     assert f"{tokyo.astimezone(UTC):%Y-%m-%d %H:%M}Z" in shown.stdout, shown.stdout
 
 
-def test_terminal_text_escapes_controls_and_bidi_overrides() -> None:
-    assert cli.printable("a\nb\x1b[2Kc\x9bd\u202ee\tf\u2028") == "a\\nb\\x1b[2Kc\\x9bd\\u202ee\\tf\\u2028"
-    assert cli.printable("Zoë Ngũgĩ, 山田") == "Zoë Ngũgĩ, 山田"
-
-
-def test_publish_keys_deeply_nested_bytes_by_their_digest() -> None:
-    # `coi publish` reads each line leniently to key it; the ledger then refuses it with a reason.
-    deep = ('{"payload": ' + DEEP + "}").encode()
-    event_id, key, digest, _ = _identify(deep)
-    assert (event_id, key) == (f"sha256:{digest}", "unreadable")
-
-
 def test_rebuild_names_a_record_whose_time_has_no_utc_form(tmp_path: Path) -> None:
     # Collected in the first hour of year 1 at +23:00, i.e. before year 1 in UTC.
     start = datetime(1, 1, 1, 0, 10, tzinfo=timezone(timedelta(hours=23)))
     # The ledger's clock, injected: the cast registered then, the journey a day later.
-    app = LedgerApplication(
-        f"sqlite:///{tmp_path / 'coi-data' / 'ledger.sqlite'}", clock=lambda: start + timedelta(days=1)
-    )
+    clock = ManualClock(start)
+    app = LedgerApplication(f"sqlite:///{tmp_path / 'coi-data' / 'ledger.sqlite'}", clock=clock)
     cast = Cast()
-    assert all(o.status == "accepted" for o in app.submit_many(cast.registrations(start), now=start))
+    register_cast(app, cast, start)
+    clock.advance(timedelta(days=1))
     advance(app, Journey(cast, 0, start), before="label_applied")
     done = coi(tmp_path, "projections", "rebuild")
     assert "Traceback" not in done.stderr, done.stderr

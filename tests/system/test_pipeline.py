@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import os
 import re
 import signal
@@ -19,15 +20,15 @@ from typing import TypeVar
 
 import msgspec
 import pytest
-from kafka.errors import KafkaError
 from kafka.partitioner.default import DefaultPartitioner
 
 from consumers.broker import TansuBroker, bootstrap_servers, ensure_topics, free_port
-from consumers.ingest import Ingest
 from ledger import cli
 from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication
+from ledger.demo.harness import Services, alive, children, stopped, wait_until
 from ledger.demo.journeys import Cast, Step, compressed_run
+from ledger.demo.kit import cohort, workload
 from ledger.site import kafka
 from ledger.site.kafka import consumer
 from ledger.site.publisher import SitePublisher
@@ -39,8 +40,7 @@ from ledger.wire.kafka_topics import Topics
 from ledger.wire.messages import Rejection, SignedCheckpoint
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
-from tests.pipeline_support import Stack, alive, children, wait_until
-from tests.support import body_dict, new_journey, signed
+from tests.support import body_dict, signed
 
 M = TypeVar("M", bound=msgspec.Struct)
 
@@ -52,14 +52,14 @@ def bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture
-def stack(tmp_path: Path, bootstrap: str) -> Iterator[Stack]:
-    s = Stack(tmp_path, bootstrap, f"t{uuid.uuid4().hex[:8]}.")
+def stack(tmp_path: Path, bootstrap: str) -> Iterator[Services]:
+    s = Services(tmp_path, bootstrap, Topics(f"t{uuid.uuid4().hex[:8]}."), COI_CHECKPOINT_SECONDS="2")
     ensure_topics(bootstrap, s.topics)
     yield s
-    s.stop_all()
+    s.stop()
 
 
-def test_keys_land_where_the_default_partitioner_puts_them(stack: Stack) -> None:
+def test_keys_land_where_the_default_partitioner_puts_them(stack: Services) -> None:
     """The ledger's producers cache the key hash; a patient's events must still land on the
     partition any other Kafka client would choose for that COI."""
     ours = kafka.producer(stack.bootstrap)
@@ -78,44 +78,48 @@ def test_keys_land_where_the_default_partitioner_puts_them(stack: Stack) -> None
 
 
 def journeys(cast: Cast, patients: int) -> list[Step]:
-    """Every accepted step of `patients` journeys, interleaved as live sites send them."""
-    queues = [[s for s in new_journey(cast, "happy", i).steps() if s.expect is None] for i in range(patients)]
-    return [s for round_ in zip(*queues, strict=True) for s in round_]
+    """Every accepted step of `patients` happy journeys (those of tests/support.py
+    `new_journey`), interleaved as live sites send them."""
+    run = compressed_run(datetime.now(UTC), patients=1000)
+    happy = cohort(cast, run.first_start, run.stagger, hour=run.hour)
+    return [s for _, s in workload(itertools.islice(happy, patients))]
 
 
-def stored(stack: Stack) -> int:
-    with sqlite3.connect(stack.ledger_url.removeprefix("sqlite:///")) as db:
-        try:
-            return int(db.execute("SELECT COUNT(*) FROM stored_events").fetchone()[0])
-        except sqlite3.OperationalError:
-            return 0
-
-
-def publisher(stack: Stack, resend_after: float = 30.0) -> SitePublisher:
+def publisher(stack: Services, resend_after: float = 30.0) -> SitePublisher:
     return SitePublisher(
         stack.bootstrap, stack.topics, stack.root / "outbox.sqlite", resend_after=resend_after
     )
 
 
-def register(stack: Stack, site: SitePublisher, cast: Cast) -> None:
+def registered(stack: Services, cast: Cast, resend_after: float = 30.0) -> SitePublisher:
+    """A site publisher through which the cast has been registered (the ingest and relay run)."""
+    site = publisher(stack, resend_after)
     ids = site.publish_many(cast.registrations(compressed_run(datetime.now(UTC)).registered_at))
     entries = site.wait(ids, 90)
     # A string, not a tuple: pytest shortens the repr of anything else, and CI needs the logs.
-    assert all(e.status == "accepted" for e in entries), f"{entries}\nstored: {stored(stack)}\n{stack.logs()}"
+    assert all(e.status == "accepted" for e in entries), (
+        f"{entries}\nstored: {stack.stored()}\n{stack.logs()}"
+    )
+    return site
 
 
-def assert_exactly_once(stack: Stack, steps: list[Step], registrations: int) -> None:
+def ingesting(stack: Services, cast: Cast, resend_after: float = 30.0) -> SitePublisher:
+    """The ingest and relay started, and the cast registered through a site publisher."""
+    stack.start("ingest", "relay")
+    return registered(stack, cast, resend_after)
+
+
+def assert_exactly_once(stack: Services, steps: list[Step], registrations: int) -> None:
     app = LedgerApplication(stack.ledger_url)
     envelopes = [env for _, _, env in app.records()]
     assert len(envelopes) == len(set(envelopes)) == registrations + len(steps)
     assert {s.envelope.decode() for s in steps} <= set(envelopes)
 
 
-def test_publish_ingest_relay_project_end_to_end(stack: Stack, cast: Cast) -> None:
+def test_publish_ingest_relay_project_end_to_end(stack: Services, cast: Cast) -> None:
     for service in ("ingest", "relay", "projector"):
         stack.start(service)
-    site = publisher(stack)
-    register(stack, site, cast)
+    site = registered(stack, cast)
     steps = journeys(cast, 3)
     entries = site.wait(site.publish_many(s.envelope for s in steps), 120)
     assert all(e.status == "accepted" and e.sequence for e in entries), stack.logs()
@@ -128,7 +132,7 @@ def test_publish_ingest_relay_project_end_to_end(stack: Stack, cast: Cast) -> No
     rebuild(LedgerApplication(stack.ledger_url), rebuilt)
     assert live == rebuilt.snapshot()
     # The relay signs tree heads by policy (every 2 s here) and publishes each one once.
-    total = stored(stack)
+    total = stack.stored()
     seen = consumer(stack.bootstrap, stack.topics.checkpoints)
     heads: list[SignedCheckpoint] = []
     wait_until(lambda: _drain(seen, heads, SignedCheckpoint) > 0 and heads[-1].tree_size == total, 30,
@@ -144,7 +148,7 @@ def test_publish_ingest_relay_project_end_to_end(stack: Stack, cast: Cast) -> No
 
 
 def test_a_record_over_the_brokers_message_limit_goes_by_reference_and_wedges_nothing(
-    stack: Stack, cast: Cast
+    stack: Services, cast: Cast
 ) -> None:
     """The issue's 5.4 MB record made the relay retry MessageSizeTooLargeError for ever. Here
     the relay's broker limit is small instead, so most records are over it: each goes on
@@ -152,8 +156,7 @@ def test_a_record_over_the_brokers_message_limit_goes_by_reference_and_wedges_no
     stack.start("ingest")
     stack.start("relay", COI_KAFKA_MAX_MESSAGE_BYTES="1000")
     stack.start("projector")
-    site = publisher(stack)
-    register(stack, site, cast)
+    site = registered(stack, cast)
     steps = journeys(cast, 2)
     entries = site.wait(site.publish_many(s.envelope for s in steps), 90)
     assert all(e.status == "accepted" for e in entries), f"{entries}\n{stack.logs()}"
@@ -162,79 +165,70 @@ def test_a_record_over_the_brokers_message_limit_goes_by_reference_and_wedges_no
     wait_until(lambda: _caught_up(stack, projections), 60, "the projector", stack)
 
 
-def _caught_up(stack: Stack, projections: ProjectionStore) -> bool:
+def _caught_up(stack: Services, projections: ProjectionStore) -> bool:
     rebuilt = ProjectionStore(f"sqlite:///{stack.root / f'probe-{uuid.uuid4().hex[:6]}.sqlite'}")
     rebuild(LedgerApplication(stack.ledger_url), rebuilt)
     return projections.snapshot() == rebuilt.snapshot()
 
 
-def test_ingest_killed_mid_batch_stores_every_event_exactly_once(stack: Stack, cast: Cast) -> None:
-    site = publisher(stack)
+def test_ingest_killed_mid_batch_stores_every_event_exactly_once(stack: Services, cast: Cast) -> None:
     first = stack.start("ingest")
     stack.start("relay")  # receipts for the registrations
-    register(stack, site, cast)
+    site = registered(stack, cast)
     stack.kill(first, signal.SIGTERM)
-    # A backlog of about 3,300 events: the ingest stores 5,000 and more a second, and the kill
-    # must come while it is still at work.
-    steps = journeys(cast, 100)
+    # A backlog larger than one poll (2,000 messages): the ingest stops itself once it has
+    # stored its first poll, before it commits the offsets, and is killed there.
+    steps = journeys(cast, 70)
     site.publish_many(s.envelope for s in steps)
-    before = stored(stack)
-    busy = stack.start("ingest")
-    wait_until(lambda: stored(stack) > before + 50, 60, "a first batch stored", stack, every=0.01)
+    before = stack.stored()
+    busy = stack.start("ingest", stop_at="ingest.saved")
+    wait_until(lambda: stopped(busy.pid), 60, "the ingest to stop after its first stored poll", stack)
     workers = children(busy.pid)  # its signature-checking processes
     assert workers
-    stack.kill(busy, signal.SIGKILL)  # in the middle of its work
-    assert stored(stack) < before + len(steps)
+    assert before < stack.stored() < before + len(steps)
+    stack.kill(busy, signal.SIGKILL)  # stored, not committed
     wait_until(lambda: not any(alive(pid) for pid in workers), 10, "its workers to exit with it", stack)
     stack.start("ingest")
-    wait_until(lambda: stored(stack) == len(cast.members) + len(steps), 120, "every event stored", stack)
+    wait_until(lambda: stack.stored() == len(cast.members) + len(steps), 120, "every event stored", stack)
     assert_exactly_once(stack, steps, len(cast.members))
 
 
-def test_a_killed_signature_worker_is_replaced_and_nothing_is_lost(stack: Stack, cast: Cast) -> None:
-    site = publisher(stack)
+def test_a_killed_signature_worker_is_replaced_and_nothing_is_lost(stack: Services, cast: Cast) -> None:
     first = stack.start("ingest")
     stack.start("relay")
-    register(stack, site, cast)
+    site = registered(stack, cast)
     stack.kill(first, signal.SIGTERM)
     steps = journeys(cast, 3)  # a backlog: its batches are large enough for the workers
     site.publish_many(s.envelope for s in steps)
     ingest = stack.start("ingest")
     wait_until(lambda: bool(children(ingest.pid)), 30, "its signature workers", stack)
     os.kill(children(ingest.pid)[0], signal.SIGKILL)  # as the OOM killer would
-    wait_until(lambda: stored(stack) == len(cast.members) + len(steps), 120, "every event stored", stack)
+    wait_until(lambda: stack.stored() == len(cast.members) + len(steps), 120, "every event stored", stack)
     assert ingest.poll() is None, "the service recovers by itself"
     assert_exactly_once(stack, steps, len(cast.members))
 
 
-def test_an_ingest_that_finds_no_broker_leaves_no_workers_behind(tmp_path: Path) -> None:
-    before = set(children(os.getpid()))
-    app = LedgerApplication(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
-    with pytest.raises(KafkaError):
-        Ingest(app, f"127.0.0.1:{free_port()}", Topics("nobroker."))
-    assert not [pid for pid in children(os.getpid()) if pid not in before and alive(pid)]
-
-
-def test_projector_killed_midway_equals_a_full_rebuild(stack: Stack, cast: Cast) -> None:
+def test_projector_killed_midway_equals_a_full_rebuild(stack: Services, cast: Cast) -> None:
     for service in ("ingest", "relay"):
         stack.start(service)
-    site = publisher(stack)
-    register(stack, site, cast)
+    site = registered(stack, cast)
     steps = journeys(cast, 8)
     site.wait(site.publish_many(s.envelope for s in steps), 120)
-    projector = stack.start("projector")
+    projector = stack.start("projector", stop_at="projector.applied")
     projections = ProjectionStore(stack.projections_url)
-    wait_until(lambda: len(projections.snapshot().timeline) > 10, 60, "the projector to start", stack)
+    wait_until(
+        lambda: stopped(projector.pid), 60, "the projector to stop after its first applied poll", stack
+    )
+    assert stack.projected()  # its positions, stored with the rows
     stack.kill(projector, signal.SIGKILL)
     stack.start("projector")
     wait_until(lambda: _caught_up(stack, projections), 90, "the projector to catch up", stack)
 
 
-def test_two_ingest_consumers_share_partitions_and_keep_per_patient_order(stack: Stack, cast: Cast) -> None:
-    stack.start("ingest")
-    stack.start("relay")
-    site = publisher(stack)
-    register(stack, site, cast)
+def test_two_ingest_consumers_share_partitions_and_keep_per_patient_order(
+    stack: Services, cast: Cast
+) -> None:
+    site = ingesting(stack, cast)
     steps = journeys(cast, 16)
     half = len(steps) // 2
     ids = site.publish_many(s.envelope for s in steps[:half])
@@ -260,12 +254,9 @@ def test_two_ingest_consumers_share_partitions_and_keep_per_patient_order(stack:
 
 
 def test_bad_input_goes_to_the_rejected_topic_and_good_events_behind_it_pass(
-    stack: Stack, cast: Cast
+    stack: Services, cast: Cast
 ) -> None:
-    stack.start("ingest")
-    stack.start("relay")
-    site = publisher(stack)
-    register(stack, site, cast)
+    site = ingesting(stack, cast)
     steps = journeys(cast, 1)
     enrolled = site.wait([site.publish(steps[0].envelope)], 60)[0]
     assert enrolled.status == "accepted"
@@ -305,12 +296,9 @@ def test_bad_input_goes_to_the_rejected_topic_and_good_events_behind_it_pass(
 
 
 def test_coi_publish_prints_each_outcome_with_its_type_and_field_and_refuses_oversize_unsent(
-    stack: Stack, cast: Cast, monkeypatch: pytest.MonkeyPatch
+    stack: Services, cast: Cast, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack.start("ingest")
-    stack.start("relay")
-    site = publisher(stack)
-    register(stack, site, cast)
+    site = ingesting(stack, cast)
     site.close()
     enrolment = journeys(cast, 1)[0]
     unknown_field = signed({**body_dict(enrolment), "event_id": str(uuid.uuid4()), "wristband": "x"},
@@ -337,12 +325,9 @@ def test_coi_publish_prints_each_outcome_with_its_type_and_field_and_refuses_ove
 
 
 def test_a_resend_neither_reads_the_receipts_again_nor_sends_what_was_refused(
-    stack: Stack, cast: Cast
+    stack: Services, cast: Cast
 ) -> None:
-    stack.start("ingest")
-    stack.start("relay")
-    site = publisher(stack, resend_after=0)
-    register(stack, site, cast)
+    site = ingesting(stack, cast, resend_after=0)
     steps = journeys(cast, 1)
     refused = signed(
         {**body_dict(steps[0]), "event_id": str(uuid.uuid4()), "wristband": "x"}, cast["nurse.bdw"]
@@ -368,16 +353,13 @@ def test_broker_restart_loses_messages_and_the_outbox_makes_the_ledger_whole(
 ) -> None:
     port = free_port()
     broker = TansuBroker(port=port, log=tmp_path / "broker.log").start()
-    stack = Stack(tmp_path, broker.bootstrap, "restart.")
+    stack = Services(tmp_path, broker.bootstrap, Topics("restart."), COI_CHECKPOINT_SECONDS="2")
     try:
         ensure_topics(broker.bootstrap, stack.topics)
-        stack.start("ingest")
-        stack.start("relay")
-        site = publisher(stack, resend_after=3)
-        register(stack, site, cast)
+        site = ingesting(stack, cast, resend_after=3)
         steps = journeys(cast, 8)
         ids = site.publish_many(s.envelope for s in steps[: len(steps) // 2])
-        wait_until(lambda: stored(stack) > len(cast.members) + 10, 60, "a first part stored", stack)
+        wait_until(lambda: stack.stored() > len(cast.members) + 10, 60, "a first part stored", stack)
         broker.stop()  # Tansu keeps messages in memory only: whatever was in flight is gone
         broker = TansuBroker(port=port, log=tmp_path / "broker.log").start()
         ensure_topics(broker.bootstrap, stack.topics)
@@ -387,7 +369,7 @@ def test_broker_restart_loses_messages_and_the_outbox_makes_the_ledger_whole(
         assert not missing, f"{missing[:3]}\n{stack.logs()}"
         assert_exactly_once(stack, steps, len(cast.members))
     finally:
-        stack.stop_all()
+        stack.stop()
         broker.stop()
 
 

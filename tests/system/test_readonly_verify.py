@@ -20,10 +20,9 @@ import pytest
 
 from tests.conftest import LEDGER_TABLES
 from tests.stores import SERVER_URL, fresh_store
-from tests.support import sealed_ledger
-from tests.test_cli import COI
+from tests.support import COI, sealed_ledger
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 UNPRIVILEGED = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
 
 

@@ -12,6 +12,7 @@ from eventsourcing.persistence import JSONTranscoder
 from aggregates.therapy import therapy_uuid
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import VARIANTS, Cast
+from ledger.demo.kit import interleave
 from ledger.site.signing import envelope
 from ledger.store.streams import Therapy
 from ledger.wire import events as ev
@@ -146,8 +147,7 @@ def test_history_shows_signatures_and_keeps_corrected_values(
 
 def test_journeys_of_many_patients_interleave(registered: LedgerApplication, cast: Cast) -> None:
     journeys = [new_journey(cast, "happy", i) for i in range(6)]
-    queues = [list(j.steps()) for j in journeys]
-    interleaved = [s for round_ in zip(*queues, strict=True) for s in round_]
+    interleaved = interleave(j.steps() for j in journeys)
     assert all(o.status == "accepted" for o in registered.submit_many(s.envelope for s in interleaved))
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ledger.wire.rejection import IN_FLIGHT_CODES, ReasonCode
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).parents[2]
 SOURCES = [p for d in ("ledger", "aggregates", "consumers", "projections") for p in (ROOT / d).rglob("*.py")]
 
 

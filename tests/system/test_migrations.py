@@ -15,8 +15,7 @@ from ledger.audit.source import SchemaError
 from ledger.store.migrations import LEDGER, PAYLOAD_DIGESTS
 from ledger.transparency.checkpoint import NoteSigner
 from projections.store import MIGRATIONS, ProjectionStore
-from tests.support import copy_fixture_ledger
-from tests.test_cli import coi
+from tests.support import coi, copy_fixture_ledger
 
 PATIENT = "CHW0451260059EM"  # in the fixture ledger
 

@@ -14,7 +14,7 @@ import pytest
 from ledger.transparency.checkpoint import NoteSigner
 from tests.support import sealed_ledger
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ("eventsourcing", "psycopg", "psycopg_pool", "kafka")
 
 # Run in the child: block the imports, read the ledger with sqlite3 alone, verify it.

@@ -1,0 +1,51 @@
+"""The v0.1 fixture ledger through the coi command: verify, history, resent envelopes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.support import coi, copy_fixture_ledger
+
+
+@pytest.fixture
+def old_ledger(tmp_path: Path) -> Path:
+    copy_fixture_ledger(tmp_path / "coi-data")
+    return tmp_path
+
+
+def test_the_old_ledger_verifies(old_ledger: Path) -> None:
+    done = coi(old_ledger, "verify")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: 146 records" in done.stdout
+
+
+def test_the_old_ledger_answers_history(old_ledger: Path) -> None:
+    done = coi(old_ledger, "history", PATIENT)
+    assert done.returncode == 0, done.stderr
+    assert "record_corrected" in done.stdout and "apheresis_collected" in done.stdout
+
+
+def test_resending_an_old_envelope_is_a_duplicate(old_ledger: Path) -> None:
+    with sqlite3.connect(old_ledger / "coi-data" / "ledger.sqlite") as db:
+        (state,) = db.execute("SELECT state FROM stored_events WHERE rowid = 30").fetchone()
+    envelope = json.loads(state)["envelope"]
+    done = coi(old_ledger, "submit", "-", stdin=envelope + "\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "duplicate" in done.stdout
+
+
+def test_a_re_encoded_old_envelope_is_a_duplicate(old_ledger: Path) -> None:
+    """The old ledger's claims hold envelope digests until the first start migrates them."""
+    with sqlite3.connect(old_ledger / "coi-data" / "ledger.sqlite") as db:
+        (state,) = db.execute("SELECT state FROM stored_events WHERE rowid = 30").fetchone()
+    envelope = json.loads(json.loads(state)["envelope"])
+    done = coi(old_ledger, "submit", "-", stdin=json.dumps(envelope, indent=1).replace("\n", "") + "\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "duplicate" in done.stdout
+
+
+PATIENT = "CHW0451260059EM"  # the demo's happy patient, with a correction
