@@ -100,15 +100,18 @@ class _Dropped:
 
 
 def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
-    """Run `coi` with `argv` (default: the process's arguments), its output to `out` (default:
-    standard output); returns the exit code."""
-    argv = sys.argv[1:] if argv is None else argv
+    """Run `coi` with `argv` (default: the process's arguments), its output (help included) to
+    `out` (default: standard output); returns the exit code."""
+    with contextlib.redirect_stdout(out) if out is not None else contextlib.nullcontext():
+        return _run(sys.argv[1:] if argv is None else argv)
+
+
+def _run(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)  # `coi` itself takes -h only
     args = parser(command).parse_args(argv)
     group: ModuleType = args.coi_group
     try:
-        with contextlib.redirect_stdout(out) if out is not None else contextlib.nullcontext():
-            return int(group.run(args))
+        return int(group.run(args))
     except KeyboardInterrupt:
         print("coi: interrupted", file=sys.stderr)
         return 130
