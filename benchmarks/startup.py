@@ -86,11 +86,11 @@ def main() -> int:
     bare = statistics.median(wall["python -c pass"])
     print(f"\n    seconds over {args.runs} runs each, interleaved; target: median wall < {TARGET_SECONDS} s")
     print(f"    {'command':<28} {'median':>8} {'min':>8} {'max':>8} {'- python':>9} {'cpu p50':>8}  target")
-    for label, seconds in wall.items():
-        median = statistics.median(seconds)
+    for label, runs in wall.items():
+        median = statistics.median(runs)
         verdict = ("PASS" if median < TARGET_SECONDS else "MISS") if label.startswith("coi") else "ceiling"
         print(
-            f"    {label:<28} {median:>8.3f} {min(seconds):>8.3f} {max(seconds):>8.3f} "
+            f"    {label:<28} {median:>8.3f} {min(runs):>8.3f} {max(runs):>8.3f} "
             f"{median - bare:>+9.3f} {statistics.median(cpu[label]):>8.3f}  {verdict}"
         )
     return 0
