@@ -26,18 +26,19 @@ if TYPE_CHECKING:
 
 __all__ = ["main", "parser", "printable"]
 
-# The command groups, in the order `coi --help` lists them: registering one is one line here.
+# The command groups, in the order `coi --help` lists them: each a module of this package
+# and the commands it adds. Registering a group is one line here.
 GROUPS = (
-    "records",
-    "keys",
-    "principals",
-    "schema",
-    "history",
-    "verify",
-    "publish",
-    "services",
-    "projections",
-    "demo",
+    ("records", "init", "sign", "submit"),
+    ("keys", "keys"),
+    ("principals", "principals"),
+    ("schema", "schema"),
+    ("history", "history"),
+    ("verify", "checkpoint", "prove", "verify"),
+    ("publish", "publish"),
+    ("services", "up", "run", "broker"),
+    ("projections", "projections"),
+    ("demo", "demo"),
 )
 
 # Errors whose message says what to do: printed as `coi: MESSAGE` with exit 2, never a
@@ -60,12 +61,14 @@ def _raised(exc: BaseException, module: str, name: str) -> bool:
 
 
 def parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The whole tree, or, given the command being run, that command in full and the others
-    listed only (their name and help, as `coi --help` shows them): argparse spends most of a
+    """The whole tree; or, for the command being run, only its group, that command in full and
+    the group's others listed; for no command or an unknown one, every command listed (its
+    name and help, what `coi --help` and argparse's error show). argparse spends most of a
     short command's start building parsers it will not use."""
     p = argparse.ArgumentParser(prog="coi", description="Chain-of-identity and custody ledger.")
     sub = p.add_subparsers(dest="command", required=True)
-    for name in GROUPS:
+    owner = [group for group in GROUPS if command in group[1:]]
+    for name, *_ in owner or GROUPS:
         group = importlib.import_module(f"{__name__}.{name}")
         before = set(sub.choices)
         group.add_parser(sub if command is None else _Listing(sub, command))
@@ -107,7 +110,7 @@ def main(argv: list[str] | None = None, out: TextIO | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
-    command = next((a for a in argv if not a.startswith("-")), None)  # `coi` itself takes -h only
+    command = next((a for a in argv if not a.startswith("-")), "")  # `coi` itself takes -h only
     args = parser(command).parse_args(argv)
     group: ModuleType = args.coi_group
     try:
