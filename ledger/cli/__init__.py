@@ -4,10 +4,11 @@ Exit codes: 0 ok, 1 a check failed (verification, or an outcome that was not the
 one), 2 usage or input error (including rejected submissions).
 
 A group module `ledger/cli/NAME.py` has `add_parser(subparsers) -> None`, which adds its
-commands, and `run(args) -> int`, which runs any of them, writing to `sys.stdout`. Building
-the parser imports every group, so a group imports only the standard library and
-`ledger.cli.common` at module level, and what its commands need inside `run`: `coi --help`
-and `coi schema` then start without the event store, the database drivers or Kafka.
+commands, and `run(args) -> int`, which runs any of them, writing to `sys.stdout`; it is
+registered in GROUPS. `coi --help` imports every group to list their commands, so a group
+imports only what ledger/cli/common.py allows at module level, and what its commands need
+inside `run`: `coi --help` and `coi schema` then start without the event store, the
+database drivers or Kafka (benchmarks/startup.py times them).
 """
 
 from __future__ import annotations
