@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, open_app, say
 
@@ -73,6 +72,7 @@ def _prove(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    import time
     from pathlib import Path
 
     from ledger.app import ledgerkey
