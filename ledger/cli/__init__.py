@@ -81,7 +81,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
 
 class _Formatter(argparse.HelpFormatter):
     """argparse's help layout, with the terminal's width found without importing shutil
-    (argparse does, with bz2 and lzma, for every parser it makes: 5 ms of `coi schema`)."""
+    (argparse imports it, with bz2 and lzma, to ask: 5 ms of `coi schema`)."""
 
     def __init__(self, prog: str, **kwargs: Any) -> None:
         if kwargs.get("width") is None:
