@@ -4,16 +4,20 @@ identity, and `--format` on the commands whose output is data."""
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib
 import io
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from ledger import cli
+from ledger.demo.journeys import VARIANTS, Cast, Journey
 from ledger.wire.events import SCHEMA_ID
 from ledger.wire.version import WIRE_FORMAT
 
@@ -60,6 +64,26 @@ def test_schema_says_which_schema_and_which_wire_format_it_is() -> None:
     assert schema["$id"] == SCHEMA_ID == f"https://coi-ledger.example/schemas/event/v{WIRE_FORMAT}.json"
     assert schema["x-wire-format"] == WIRE_FORMAT == 1
     assert schema["discriminator"]["propertyName"] == "type" and "$defs" in schema
+
+
+def test_site_systems_can_validate_every_demo_body_against_the_printed_schema(cast: Cast) -> None:
+    """What a site system in another language does: a standard 2020-12 validator, the schema
+    as `coi schema` prints it ($id and $refs resolved as any validator resolves them)."""
+    out = io.StringIO()
+    assert cli.main(["schema"], out) == 0
+    validator = Draft202012Validator(json.loads(out.getvalue()))
+    validator.check_schema(validator.schema)
+    start = datetime.now(UTC) - timedelta(days=30)
+    envelopes = [*cast.registrations(start - timedelta(days=1))]
+    for index, variant in enumerate(VARIANTS):
+        envelopes += [step.envelope for step in Journey(cast, index, start, variant).steps()]
+    bodies = [json.loads(base64.b64decode(json.loads(e)["payload"])) for e in envelopes]
+    for body in bodies:
+        assert not list(validator.iter_errors(body)), body
+    assert len({body["type"] for body in bodies}) >= 20  # most event types, not one
+    enrolment = next(body for body in bodies if body["type"] == "enrolled")
+    assert not validator.is_valid({**enrolment, "wristband": "MRN-000001"})
+    assert not validator.is_valid({**enrolment, "type": "enroled"})
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
