@@ -13,9 +13,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from ledger.wire.events import PolicyAdopted
 from ledger.wire.rejection import ReasonCode, Rejected
+
+if TYPE_CHECKING:  # only annotations: `coi policy`'s flags read SETTINGS without the wire Structs
+    from ledger.wire.events import PolicyAdopted
 
 # The newest version of the rules this code enforces. Raise it, and gate the new rule with
 # `policy.version >= N`, whenever a rule tightens: records accepted before stay valid.

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from consumers import SERVICES
 from consumers.broker import TansuBroker, ensure_topics
 from consumers.ingest import Ingest
 from consumers.projector import Projector
@@ -27,8 +28,6 @@ from ledger.app.application import LedgerApplication
 from ledger.app.config import data_dir
 from ledger.wire.kafka_topics import Topics
 from projections.store import ProjectionStore
-
-SERVICES = ("ingest", "relay", "projector")
 
 # A crashed service is restarted after 1, 2, 4, ... seconds (at most MAX_PAUSE_SECONDS);
 # after GIVE_UP_AFTER crashes in a row, each within STABLE_SECONDS of its start, `coi up`

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+
+from ledger.cli.common import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ledger.cli.common import Subparsers
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Subparsers) -> None:
     s = subparsers.add_parser("migrate", help="bring the ledger's and the projections' tables up to date")
-    s.set_defaults(run=lambda args, out: run(args))
 
 
 def run(args: argparse.Namespace) -> int:

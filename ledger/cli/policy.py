@@ -4,47 +4,26 @@
 from __future__ import annotations
 
 import argparse
-import bisect
+import os
 import sys
-from collections.abc import Callable, Mapping
-from datetime import datetime, timedelta
-from typing import Any, TextIO
 
-import msgspec
+from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError, open_app, say
 
-from aggregates.policy import (
-    SETTINGS,
-    Policy,
-    Setting,
-    fields_of,
-    parse_setting,
-    policy_of,
-    seeded,
-    with_settings,
-    written,
-)
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
-
-class SettingView(msgspec.Struct):
-    name: str
-    value: str  # as `coi policy set` writes it: 5m, 24h, 5
-    since_sequence: int | None  # the first record of the run of boundaries that kept this value
-
-
-class PolicyView(msgspec.Struct):
-    version: int
-    sequence: int | None  # the boundary in force; None: no policy record yet (version 0)
-    recorded_at: datetime | None
-    signed_by: list[str]
-    reason: str | None
-    settings: list[SettingView]
+    from aggregates.policy import Setting
+    from ledger.cli.common import Subparsers
 
 
 def _flag(setting: Setting) -> str:
     return "--" + setting.name.replace("_", "-")
 
 
-def add_parser(subparsers: Any) -> None:
+def add_parser(subparsers: Subparsers) -> None:
+    from aggregates.policy import SETTINGS, written
+
     group = subparsers.add_parser("policy", help="the rules version and settings in force")
     commands = group.add_subparsers(dest="policy_command", required=True)
     s = commands.add_parser("show", help="the policy in force: version, settings, since when, by whom")
@@ -60,85 +39,39 @@ def add_parser(subparsers: Any) -> None:
         "--key", action="append", required=True, help="an administrator's key file; twice once two exist"
     )
     s.add_argument("--site", help="site where the administrators act (or COI_SITE)")
-    group.set_defaults(run=lambda args, out: run(args, out))
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
-    out = out or sys.stdout
-    if args.policy_command == "show":
-        return _show(args, out)
-    return _set(args, out)
+def run(args: argparse.Namespace) -> int:
+    return _show(args) if args.policy_command == "show" else _set(args)
 
 
-def view(app: Any) -> PolicyView:
-    """The policy in force with, for each setting, the boundary from which its value holds."""
-    from aggregates.base import body_of
-    from aggregates.policy import PolicyState, evolve
-    from ledger.store.topics import POLICY_TOPICS
-    from ledger.wire.events import PolicyAdopted
+def _show(args: argparse.Namespace) -> int:
+    import msgspec
 
-    state, sequence, recorded_at = PolicyState(), None, None
-    since: dict[str, int | None] = {s.name: None for s in SETTINGS}
-    for seq, at, envelope in app.records(topics=POLICY_TOPICS):
-        body = body_of(envelope)
-        assert isinstance(body, PolicyAdopted)
-        adopted = evolve(state, body)
-        for s in SETTINGS:
-            if since[s.name] is None or getattr(adopted.policy, s.name) != getattr(state.policy, s.name):
-                since[s.name] = seq
-        state, sequence, recorded_at = adopted, seq, at
-    settings = [SettingView(s.name, written(getattr(state.policy, s.name)), since[s.name]) for s in SETTINGS]
-    return PolicyView(
-        state.policy.version, sequence, recorded_at, list(state.signed_by), state.reason, settings
-    )
+    from projections.policy import view
 
-
-def late_entry_after(app: Any) -> Callable[[datetime], timedelta]:
-    """The `late_entry_after` in force when the ledger recorded something at a given time."""
-    from aggregates.base import body_of
-    from aggregates.policy import LEGACY
-    from ledger.store.topics import POLICY_TOPICS
-    from ledger.wire.events import PolicyAdopted
-
-    times: list[datetime] = []
-    values: list[timedelta] = []
-    for _, at, envelope in app.records(topics=POLICY_TOPICS):
-        body = body_of(envelope)
-        assert isinstance(body, PolicyAdopted)
-        times.append(at)
-        values.append(policy_of(body).late_entry_after)
-
-    def in_force(recorded_at: datetime) -> timedelta:
-        i = bisect.bisect_right(times, recorded_at)
-        return values[i - 1] if i else LEGACY.late_entry_after
-
-    return in_force
-
-
-def _show(args: argparse.Namespace, out: TextIO) -> int:
-    from ledger.cli import _open_app, _say
-
-    v = view(_open_app())
+    v = view(open_app(writer=False))
     if args.format == "json":
-        out.write(msgspec.json.encode(v).decode() + "\n")
-        return 0
+        sys.stdout.write(msgspec.json.encode(v).decode() + "\n")
+        return EXIT_OK
     if v.sequence is None:
-        print("version 0 in force: no policy record yet (the rules before issue 10)", file=out)
+        print("version 0 in force: no policy record yet (the rules before issue 10)")
     else:
         assert v.recorded_at is not None
-        _say(f"version {v.version} in force from sequence {v.sequence} ({v.recorded_at.isoformat()})", out)
-        _say(f"signed by {', '.join(v.signed_by)}; reason: {v.reason}", out)
+        say(f"version {v.version} in force from sequence {v.sequence} ({v.recorded_at.isoformat()})")
+        say(f"signed by {', '.join(v.signed_by)}; reason: {v.reason}")
     for s in v.settings:
         since = f"since sequence {s.since_sequence}" if s.since_sequence is not None else "default"
-        print(f"  {s.name:<18} {s.value:>6}  {since}", file=out)
-    return 0
+        print(f"  {s.name:<18} {s.value:>6}  {since}")
+    return EXIT_OK
 
 
-def _set(args: argparse.Namespace, out: TextIO) -> int:
-    from ledger.cli import UsageError, _admin_submit, _open_app
+def _set(args: argparse.Namespace) -> int:
+    from aggregates.policy import SETTINGS, Policy, fields_of, parse_setting, with_settings
+    from ledger.cli.principals import admin_submit
+    from projections.policy import view
 
-    in_force = view(_open_app())
-    policy = Policy(args.version)
+    in_force = view(open_app(writer=False))
     values = {}
     for s, shown in zip(SETTINGS, in_force.settings, strict=True):
         given = getattr(args, s.name)
@@ -147,14 +80,14 @@ def _set(args: argparse.Namespace, out: TextIO) -> int:
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     fields = {"type": "policy_adopted", "version": args.version, "reason": args.reason}
-    return _admin_submit(args, {**fields, **fields_of(with_settings(policy, values))}, out, args.key)
+    return admin_submit(args, {**fields, **fields_of(with_settings(Policy(args.version), values))}, args.key)
 
 
-def first_boundary(environ: Mapping[str, str]) -> dict[str, Any]:
+def first_boundary(environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
     """The body fields of the boundary `coi init` writes after the genesis administrator: this
     code's rules, with the settings COI_SKEW, COI_ROTATION_GRACE, COI_LATE_ENTRY_AFTER and
     COI_LOCK_THRESHOLD give (defaults otherwise). Raises UsageError naming a bad variable."""
-    from ledger.cli import UsageError
+    from aggregates.policy import fields_of, seeded
 
     try:
         policy = seeded(environ)

@@ -19,14 +19,14 @@ from aggregates.policy import RULES_VERSION, Policy
 from aggregates.principal import principal_uuid
 from ledger.app.application import LedgerApplication, Outcome
 from ledger.app.log import MerkleLog
-from ledger.cli.policy import late_entry_after, view
 from ledger.demo.journeys import Cast
 from ledger.site.signing import Member, adoption, envelope, registration
 from ledger.store.streams import POLICY_STREAM
 from ledger.transparency.checkpoint import NoteSigner
 from ledger.wire import events as ev
+from projections.policy import late_entry_after, view
 from tests.stores import RawStore, verify_ledger
-from tests.test_principals import _rotation
+from tests.integration.test_principals import _rotation
 
 
 def _adopt(

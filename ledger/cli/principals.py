@@ -1,0 +1,129 @@
+"""`coi principals add|rotate|revoke|list`: the registry, changed under an administrator's signature."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ledger.cli.common import (
+    EXIT_OK,
+    EXIT_USAGE,
+    TYPE_CHECKING,
+    UsageError,
+    add_format,
+    header,
+    now,
+    open_app,
+    print_outcomes,
+    say,
+    utc_time,
+)
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ledger.cli.common import Subparsers
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    prn = subparsers.add_parser("principals", help="register, rotate, revoke, list")
+    prs = prn.add_subparsers(dest="principals_command", required=True)
+    for name in ("add", "rotate", "revoke"):
+        s = prs.add_parser(name)
+        s.add_argument("--admin-key", required=True, help="the administrator's key file")
+        s.add_argument("--site", help="site where the administrator acts (or COI_SITE)")
+        if name in ("add", "rotate"):
+            s.add_argument("--public-key", required=True, help="the .pub file from coi keys new")
+            s.add_argument("--valid-from", type=utc_time, help="default: now")
+        if name == "add":
+            s.add_argument("--role", action="append", required=True, help="repeat for several roles")
+        if name == "rotate":
+            s.add_argument(
+                "--routine",
+                action="store_true",
+                help="a planned replacement, not a loss: the old key may still sign for a short "
+                "grace (10 minutes) after --valid-from, for envelopes already in flight",
+            )
+        if name == "revoke":
+            s.add_argument("--id", required=True, help="principal id")
+            s.add_argument("--keyid", help="revoke one key only (default: every key)")
+            s.add_argument("--effective-at", type=utc_time, help="default: now")
+            s.add_argument("--reason", required=True)
+    add_format(prs.add_parser("list"))
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.principals_command == "list":
+        return _list(args)
+    fields = {"add": _add, "rotate": _rotate, "revoke": _revoke}[args.principals_command](args)
+    return admin_submit(args, fields)
+
+
+def _add(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from ledger.wire.keys import read_public
+
+    pub = read_public(Path(args.public_key))
+    valid_from = args.valid_from or now()
+    return {
+        "type": "principal_registered", "principal_id": pub.principal_id, "kind": pub.kind,
+        "printed_name": pub.printed_name, "roles": args.role, "public_key": pub.public_key,
+        "valid_from": valid_from.isoformat(),
+    }  # fmt: skip
+
+
+def _rotate(args: argparse.Namespace) -> dict[str, Any]:
+    from pathlib import Path
+
+    from ledger.wire.keys import read_public
+
+    pub = read_public(Path(args.public_key))
+    valid_from = args.valid_from or now()
+    return {
+        "type": "principal_key_rotated", "principal_id": pub.principal_id,
+        "public_key": pub.public_key, "valid_from": valid_from.isoformat(), "routine": args.routine,
+    }  # fmt: skip
+
+
+def _revoke(args: argparse.Namespace) -> dict[str, Any]:
+    effective_at = args.effective_at or now()
+    return {
+        "type": "principal_revoked", "principal_id": args.id, "effective_at": effective_at.isoformat(),
+        "keyid": args.keyid, "reason": args.reason,
+    }  # fmt: skip
+
+
+def admin_submit(args: argparse.Namespace, fields: dict[str, Any], keys: list[str] | None = None) -> int:
+    """Sign a registry or policy change with the administrators' keys (`keys`, else
+    --admin-key; the first is the actor) and append it."""
+    from pathlib import Path
+
+    from ledger.site.signing import sign_json
+    from ledger.wire.keys import load_key
+
+    site = args.site or os.environ.get("COI_SITE")
+    if not site:
+        raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
+    admins = [load_key(Path(k)) for k in keys or [args.admin_key]]
+    body = header(fields, admins[0], site)
+    outcome = open_app().submit(sign_json(body, admins, now()))
+    print_outcomes([outcome], "table")
+    return EXIT_OK if outcome.status != "rejected" else EXIT_USAGE
+
+
+def _list(args: argparse.Namespace) -> int:
+    import msgspec
+
+    from projections.principals import principals
+
+    views = principals(open_app(writer=False))
+    if args.format == "json":
+        sys.stdout.write(msgspec.json.encode(views).decode() + "\n")
+        return EXIT_OK
+    for p in views:
+        say(f"{p.principal_id:<20} {p.kind:<11} {','.join(p.roles):<24} {p.printed_name}")
+        for k in p.keys:
+            say(f"    {k}")
+    return EXIT_OK

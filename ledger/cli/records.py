@@ -1,0 +1,124 @@
+"""`coi init`, `coi sign`, `coi submit`: creating the ledger, signing a body, appending envelopes."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ledger.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    TYPE_CHECKING,
+    UsageError,
+    add_format,
+    header,
+    lines,
+    new_key_path,
+    new_passphrase,
+    now,
+    open_app,
+    print_outcomes,
+    settle_stored,
+)
+
+if TYPE_CHECKING:
+    from ledger.cli.common import Subparsers
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    s = subparsers.add_parser("init", help="create the ledger and its first administrator")
+    s.add_argument("--admin", required=True, help="principal id, e.g. admin.jane")
+    s.add_argument("--name", required=True, help="printed name, shown with every signature")
+    s.add_argument("--site", default="US-SSF", help="site code of the administrator")
+    s.add_argument("--key-out", help="where to write the key (default: coi-data/keys/ID.key)")
+
+    s = subparsers.add_parser("sign", help="wrap a JSON body into a signed DSSE envelope")
+    s.add_argument("--key", action="append", required=True, help="repeat for two-person steps")
+    s.add_argument("--meaning", help="signature meaning for people (default by event type)")
+    s.add_argument("body", help="JSON file, or - for standard input")
+
+    s = subparsers.add_parser("submit", help="append signed envelopes (one JSON per line)")
+    s.add_argument("source", help="file of envelopes, or - for standard input")
+    add_format(s, json_alias=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"init": _init, "sign": _sign, "submit": _submit}[args.command](args)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger.cli.policy import first_boundary
+    from ledger.site.signing import sign_json
+    from ledger.wire.keys import key_file_for, load_key, write_key_file
+
+    boundary = first_boundary()  # a bad COI_SKEW ... stops init before anything is written
+    app = open_app()
+    if app.recorder.max_notification_id():
+        raise UsageError("this ledger is already initialised; add people with coi principals add")
+    path = new_key_path(args.key_out, args.admin, "--key-out")
+    passphrase = new_passphrase(args.admin)
+    key_file = key_file_for(Ed25519PrivateKey.generate(), args.admin, args.name, "person", passphrase)
+    write_key_file(path, key_file)
+    admin = load_key(path, passphrase)
+    signed_at = now()
+    fields = {
+        "type": "principal_registered", "principal_id": args.admin, "kind": "person",
+        "printed_name": args.name, "roles": ["admin"], "public_key": key_file.public_key,
+        "valid_from": signed_at.isoformat(),
+    }  # fmt: skip
+    outcome = app.submit(sign_json(header(fields, admin, args.site), [admin], signed_at))
+    outcomes = [outcome]
+    if outcome.status == "accepted":  # then the first boundary: this code's rules from the start
+        outcome = app.submit(sign_json(header(boundary, admin, args.site), [admin], now()))
+        outcomes.append(outcome)
+    print_outcomes(outcomes, "table")
+    print(f"ledger:            {app.env.get('SQLITE_DBNAME') or app.env.get('POSTGRES_DBNAME')}")
+    print(f"administrator key: {path} (encrypted)")
+    return EXIT_OK if outcome.status == "accepted" else EXIT_FAILED
+
+
+def _sign(args: argparse.Namespace) -> int:
+    import uuid
+    from pathlib import Path
+
+    import msgspec
+
+    from ledger.site.signing import sign_json
+    from ledger.wire.keys import load_key
+    from ledger.wire.rejection import Rejected
+    from ledger.wire.strictjson import first_repeated_key
+
+    try:
+        source = sys.stdin.buffer.read() if args.body == "-" else Path(args.body).read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.body}: {exc.strerror}") from None
+    try:
+        body = msgspec.json.decode(source)
+    except msgspec.DecodeError as exc:
+        raise Rejected("malformed_json", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise Rejected("malformed_json", "the body is nested too deeply to be an event") from None
+    if not isinstance(body, dict):
+        raise Rejected("malformed_json", "the body must be a JSON object")
+    repeated = first_repeated_key(source)  # a dict keeps the last value: sign nothing ambiguous
+    if repeated is not None:
+        raise Rejected("duplicate_key", f"the body gives the key {repeated!r} twice in one object", repeated)
+    signed_at = now()
+    body.setdefault("event_id", str(uuid.uuid4()))
+    body.setdefault("occurred_at", signed_at.isoformat())
+    keys = [load_key(Path(k)) for k in args.key]
+    sys.stdout.write(sign_json(body, keys, signed_at, args.meaning).decode() + "\n")
+    return EXIT_OK
+
+
+def _submit(args: argparse.Namespace) -> int:
+    app = open_app()
+    counts = print_outcomes(app.submit_many(lines(args.source)), args.format)
+    print(", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
+    if not any(counts.values()):
+        raise UsageError(f"no envelope in {args.source}: coi submit reads one JSON envelope per line")
+    settle_stored(app)
+    return EXIT_USAGE if counts["rejected"] else EXIT_OK
