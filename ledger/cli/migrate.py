@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: Subparsers) -> None:
-    s = subparsers.add_parser("migrate", help="bring the ledger's and the projections' tables up to date")
+    subparsers.add_parser("migrate", help="bring the ledger's and the projections' tables up to date")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -25,8 +25,8 @@ from ledger.store.streams import POLICY_STREAM
 from ledger.transparency.checkpoint import NoteSigner
 from ledger.wire import events as ev
 from projections.policy import late_entry_after, view
-from tests.stores import RawStore, verify_ledger
 from tests.integration.test_principals import _rotation
+from tests.stores import RawStore, verify_ledger
 
 
 def _adopt(
