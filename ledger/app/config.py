@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from ledger.store.sql import POSTGRES_SCHEMES, sqlite_path
+from ledger.store.sql import POSTGRES_SCHEMES, sqlite_path, write_ahead
 from ledger.wire.files import create_private
 
 DEFAULT_DATA_DIR = "coi-data"
@@ -59,6 +59,7 @@ def persistence_env(url: str, writer: bool = True) -> dict[str, str]:
             raise ConfigError(f"COI_DATABASE_URL {redact(url)!r}: expected sqlite:///path/to/ledger.sqlite")
         if path != ":memory:" and writer:
             create_private(Path(path))
+            write_ahead(path)
         return {
             "PERSISTENCE_MODULE": "eventsourcing.sqlite",
             "SQLITE_DBNAME": path,

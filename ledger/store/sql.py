@@ -3,8 +3,10 @@ database URLs, the two engines' differences, and the integration lock."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -26,6 +28,23 @@ def sqlite_path(url: str) -> str:
     """The file of a `sqlite:///PATH` URL ("" when it names none)."""
     parts = urlsplit(url)
     return unquote(parts.path.removeprefix("/")) if parts.netloc == "" else parts.netloc + parts.path
+
+
+def write_ahead(path: str, seconds: float = 10.0) -> None:
+    """Put an SQLite file in WAL mode before eventsourcing opens it. eventsourcing asks for
+    WAL on each connection it makes, and switching a new file takes an exclusive lock that
+    SQLite does not wait for, busy timeout or not: two writers starting together on a new
+    file would see "database is locked". Once switched, the mode stays and asking is free."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with closing(sqlite3.connect(path, timeout=seconds)) as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def placeholders(text: str, postgres: bool) -> str:
