@@ -17,6 +17,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 
 # Every tier (pytest's testpaths: tests/unit, tests/integration, tests/system).
 test: lint

@@ -89,6 +89,7 @@ def written(value: timedelta | int) -> str:
 
 def bounds_problem(setting: Setting, value: timedelta | int) -> str | None:
     """Why `value` is out of the setting's bounds, or None."""
+    # (value and bounds are of the setting's one type: both durations or both counts)
     if setting.lowest <= value <= setting.highest:  # type: ignore[operator]
         return None
     return (

@@ -9,7 +9,7 @@ each signed envelope becomes exactly one stored event in one per-patient chain.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -357,8 +357,8 @@ def _custodian(s: TherapyState, units: list[Unit], who: str, name: str) -> None:
             )
 
 
-def _new(s: TherapyState, value: str, existing: object, name: str) -> None:
-    if value in existing:  # type: ignore[operator]
+def _new(s: TherapyState, value: str, existing: Container[str], name: str) -> None:
+    if value in existing:
         raise Rejected(ReasonCode.DUPLICATE_ID, f"{name} {value} is already used in {s.coi}", name)
 
 

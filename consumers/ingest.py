@@ -16,6 +16,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import msgspec
@@ -33,7 +34,7 @@ log = logging.getLogger("coi.ingest")
 RESET_CHECK_SECONDS = 5.0
 
 
-class BrokerResetError(KafkaError):
+class BrokerResetError(KafkaError):  # type: ignore[misc]  # kafka-python ships no types
     """The broker forgot this group's offsets; the service is recreated and reads again."""
 
 
@@ -140,7 +141,7 @@ class Ingest:
 
     def close(self) -> None:
         """Each client in turn, each within a bound (the broker may be gone)."""
-        closing = (
+        closing: tuple[Callable[[], object], ...] = (
             lambda: self.producer.flush(timeout=kafka.CLOSE_SECONDS),
             lambda: self.consumer.close(timeout_ms=int(kafka.CLOSE_SECONDS * 1000)),
             lambda: self.producer.close(timeout=kafka.CLOSE_SECONDS),

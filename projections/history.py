@@ -40,11 +40,12 @@ def history(app: LedgerApplication, coi: str) -> list[HistoryRow]:
     stored_events = list(app.events.get(therapy_uuid(coi)))
     notes: dict[object, list[str]] = {}
     if stored_events:
-        therapy = app.repository.get(therapy_uuid(coi))
+        therapy: object = app.repository.get(therapy_uuid(coi))
         assert isinstance(therapy, Therapy)
         notes = dict(therapy.state.notes)
     for stored in stored_events:
-        body = body_of(stored.envelope)  # type: ignore[attr-defined]
+        assert isinstance(stored, Therapy.Opened | Therapy.Recorded)
+        body = body_of(stored.envelope)
         fields = msgspec.to_builtins(body)
         row = HistoryRow(
             version=stored.originator_version,

@@ -27,7 +27,7 @@ def principals(app: LedgerApplication) -> list[PrincipalView]:
         body = body_of(envelope)
         if not isinstance(body, ev.PrincipalRegistered):
             continue
-        stream = app.repository.get(principal_uuid(body.principal_id))
+        stream: object = app.repository.get(principal_uuid(body.principal_id))
         assert isinstance(stream, Principal)
         p = stream.state
         keys = [

@@ -88,7 +88,7 @@ class _Claims:
             return pending[2], pending[3]
         if (kind, value) in self.known:
             return self.known[(kind, value)]
-        return self.recorder.claims([(kind, value)]).get((kind, value))  # type: ignore[no-any-return]
+        return self.recorder.claims([(kind, value)]).get((kind, value))  # type: ignore[no-any-return]  # the ledger's recorders (ledger/store/recorders.py) add claims()
 
     def owner(self, kind: str, value: str) -> str | None:
         found = self.claimed(kind, value)
@@ -127,7 +127,7 @@ class _Batch:
     policy: Policy | Rejected = LEGACY
 
 
-class LedgerApplication(Application):
+class LedgerApplication(Application[UUID]):
     name = "CoiLedger"
     # Cached aggregates are kept current by this object's own writes; another writer (a
     # second ingest in the group) is noticed per batch (see _notice_other_writers). Deep
@@ -155,7 +155,8 @@ class LedgerApplication(Application):
             open_source(url).close()
         super().__init__(env=env)
         # The event store's own table first, under the same lock as the migrations.
-        self.migrations = migrate_ledger(url, self.recorder.create_table) if writer else []
+        # (create_table: the SQL recorders' own; eventsourcing's base class does not declare it)
+        self.migrations = migrate_ledger(url, self.recorder.create_table) if writer else []  # type: ignore[attr-defined]
         self.batch_size = batch_size
         self.clock = clock  # the clock of record: receipt times, key validity, recorded_at
         self.verifier = AheadVerifier(verify_workers)
@@ -237,7 +238,7 @@ class LedgerApplication(Application):
         self._notice_other_writers()
         batch.policy = judging(self.policy_in_force(batch).policy)
         keys = [key for p in batch.parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
-        found = self.recorder.claims(keys)  # type: ignore[attr-defined]
+        found = self.recorder.claims(keys)  # type: ignore[attr-defined]  # the ledger's recorders add claims()
         batch.claims.known = {key: found.get(key) for key in keys}
         for (index, i), public, ok in zip(batch.places, batch.publics, batch.pending(), strict=True):
             batch.verdicts.setdefault(index, {})[i] = (public, ok)
@@ -446,7 +447,7 @@ class LedgerApplication(Application):
         while True:
             found = self.recorder.select_notifications(start=start, limit=500, topics=[PRINCIPAL_OPENED])
             for n in found:
-                stream = self._get(n.originator_id, batch)
+                stream = self._get(UUID(str(n.originator_id)), batch)
                 if isinstance(stream, Principal) and "admin" in stream.state.roles:
                     yield stream.state
             if len(found) < 500:

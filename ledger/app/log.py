@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.application import Application
 
@@ -37,7 +38,7 @@ class LogError(Exception):
 
 
 class MerkleLog:
-    def __init__(self, app: Application, waiting: Callable[[], None] | None = None) -> None:
+    def __init__(self, app: Application[UUID], waiting: Callable[[], None] | None = None) -> None:
         self.app = app
         self.store = LogStore(app.recorder)
         self.waiting = waiting or _say_waiting
@@ -179,7 +180,7 @@ def _b64(h: bytes) -> str:
     return base64.b64encode(h).decode()
 
 
-def settle(app: Application) -> StoredCheckpoint | None:
+def settle(app: Application[UUID]) -> StoredCheckpoint | None:
     """Integrate new records and sign a checkpoint when the policy says one is due."""
     log = MerkleLog(app)
     log.integrate()

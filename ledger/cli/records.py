@@ -88,7 +88,7 @@ def _sign(args: argparse.Namespace) -> int:
 
     from ledger.site.signing import sign_json
     from ledger.wire.keys import load_key
-    from ledger.wire.rejection import Rejected
+    from ledger.wire.rejection import ReasonCode, Rejected
     from ledger.wire.strictjson import first_repeated_key
 
     try:
@@ -98,14 +98,16 @@ def _sign(args: argparse.Namespace) -> int:
     try:
         body = msgspec.json.decode(source)
     except msgspec.DecodeError as exc:
-        raise Rejected("malformed_json", f"the body is not valid JSON: {exc}") from None
+        raise Rejected(ReasonCode.MALFORMED_JSON, f"the body is not valid JSON: {exc}") from None
     except RecursionError:
-        raise Rejected("malformed_json", "the body is nested too deeply to be an event") from None
+        raise Rejected(ReasonCode.MALFORMED_JSON, "the body is nested too deeply to be an event") from None
     if not isinstance(body, dict):
-        raise Rejected("malformed_json", "the body must be a JSON object")
+        raise Rejected(ReasonCode.MALFORMED_JSON, "the body must be a JSON object")
     repeated = first_repeated_key(source)  # a dict keeps the last value: sign nothing ambiguous
     if repeated is not None:
-        raise Rejected("duplicate_key", f"the body gives the key {repeated!r} twice in one object", repeated)
+        raise Rejected(
+            ReasonCode.DUPLICATE_KEY, f"the body gives the key {repeated!r} twice in one object", repeated
+        )
     signed_at = now()
     body.setdefault("event_id", str(uuid.uuid4()))
     body.setdefault("occurred_at", signed_at.isoformat())

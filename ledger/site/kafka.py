@@ -47,10 +47,10 @@ CLOSE_SECONDS = 5.0
 
 @lru_cache(maxsize=65536)
 def _key_hash(key: bytes) -> int:
-    return murmur2(key) & 0x7FFFFFFF
+    return int(murmur2(key)) & 0x7FFFFFFF
 
 
-class KeyPartitioner(DefaultPartitioner):  # type: ignore[misc]
+class KeyPartitioner(DefaultPartitioner):  # type: ignore[misc]  # kafka-python ships no types
     """The default partitioner's choice for a key (murmur2, as the Java clients), with the
     hash cached: a patient's events share their key, and kafka-python's pure-Python murmur2
     was a tenth of the relay's time."""
@@ -62,7 +62,7 @@ class KeyPartitioner(DefaultPartitioner):  # type: ignore[misc]
         partitions = cluster.partitions_for_topic(topic)
         if serialized_key is None or not partitions:
             return int(super().partition(topic, key, serialized_key, value, serialized_value, cluster))
-        return sorted(partitions)[_key_hash(bytes(serialized_key)) % len(partitions)]
+        return int(sorted(partitions)[_key_hash(bytes(serialized_key)) % len(partitions)])
 
 
 def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:

@@ -81,7 +81,7 @@ def manifestations(
             principal=m.principal_id,
             printed_name=m.printed_name,
             signed_at=at,
-            meaning="witnessed"  # type: ignore[arg-type]
+            meaning="witnessed"  # type: ignore[arg-type]  # MEANINGS values are meanings; mypy sees str
             if m.principal_id == witness
             else meaning or MEANINGS.get(tag, "performed"),
         )

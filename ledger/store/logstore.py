@@ -17,7 +17,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -52,6 +52,7 @@ class LockTimeoutError(Exception):
 
 class LogStore:
     def __init__(self, recorder: ApplicationRecorder) -> None:
+        # datastore and events_table_name: the SQL recorders' own, not the base class's
         self.datastore: Any = recorder.datastore  # type: ignore[attr-defined]
         self.postgres = isinstance(recorder, PostgresApplicationRecorder)
         events: str = recorder.events_table_name  # type: ignore[attr-defined]
@@ -62,7 +63,7 @@ class LogStore:
             self.select_records = _SELECT_RECORDS.format(sequence="rowid", table=events)
 
     def _tx(self, commit: bool) -> AbstractContextManager[Any]:
-        return self.datastore.transaction(commit=commit)
+        return cast(AbstractContextManager[Any], self.datastore.transaction(commit=commit))
 
     def sql(self, text: str) -> str:
         """`text` with the engine's placeholders (written with `?`)."""

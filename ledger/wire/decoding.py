@@ -76,9 +76,15 @@ def _rule(t: mi.Type) -> _Rule | None:
     return t.cls if isinstance(t, mi.StructType) else None
 
 
+def _fields(cls: type[msgspec.Struct]) -> tuple[mi.Field, ...]:
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    return info.fields
+
+
+_CHECKED: tuple[type[msgspec.Struct], ...] = (*EVENT_TYPES.values(), Manifestation, Output)
 _RULES: dict[type, list[tuple[str, _Rule]]] = {
-    cls: [(f.name, r) for f in mi.type_info(cls).fields if (r := _rule(f.type)) is not None]  # type: ignore[attr-defined]
-    for cls in (*EVENT_TYPES.values(), Manifestation, Output)
+    cls: [(f.name, r) for f in _fields(cls) if (r := _rule(f.type)) is not None] for cls in _CHECKED
 }
 
 

@@ -8,7 +8,7 @@ errors. Site systems validate against the JSON Schema that `coi schema` prints.
 # annotation string again each time it builds a decoder or the JSON Schema (that was half
 # the time of `coi schema`); evaluated once, when the classes are made, they cost nothing later.
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union, cast
 from uuid import UUID
 
 import msgspec
@@ -124,7 +124,7 @@ class Body(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=
 # --- the principal registry (signed by an administrator) ---------------------------
 
 
-class PrincipalRegistered(Body, tag="principal_registered"):
+class PrincipalRegistered(Body, frozen=True, tag="principal_registered"):
     principal_id: PrincipalId
     kind: PrincipalKind
     printed_name: Text
@@ -133,7 +133,7 @@ class PrincipalRegistered(Body, tag="principal_registered"):
     valid_from: UtcTime
 
 
-class PrincipalKeyRotated(Body, tag="principal_key_rotated"):
+class PrincipalKeyRotated(Body, frozen=True, tag="principal_key_rotated"):
     principal_id: PrincipalId
     public_key: PublicKey
     valid_from: UtcTime
@@ -142,7 +142,7 @@ class PrincipalKeyRotated(Body, tag="principal_key_rotated"):
     routine: bool = False
 
 
-class PrincipalRevoked(Body, tag="principal_revoked"):
+class PrincipalRevoked(Body, frozen=True, tag="principal_revoked"):
     principal_id: PrincipalId
     effective_at: UtcTime
     keyid: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}:[0-9a-f]{16}$")] | None = (
@@ -157,7 +157,7 @@ class PrincipalRevoked(Body, tag="principal_revoked"):
 Seconds = Annotated[int, Meta(ge=0, le=2**31)]
 
 
-class PolicyAdopted(Body, tag="policy_adopted"):
+class PolicyAdopted(Body, frozen=True, tag="policy_adopted"):
     """A boundary in the log: from here on, records are judged by rules `version` with these
     settings (README: Policy). The header `reason` is mandatory."""
 
@@ -171,11 +171,11 @@ class PolicyAdopted(Body, tag="policy_adopted"):
 # --- the journey of one therapy (one COI) -------------------------------------------
 
 
-class Journey(Body, kw_only=True):
+class Journey(Body, frozen=True, kw_only=True):
     coi: Coi
 
 
-class Enrolled(Journey, tag="enrolled"):
+class Enrolled(Journey, frozen=True, tag="enrolled"):
     order_id: Ident
     product: Text
     treatment_site: Site
@@ -184,13 +184,13 @@ class Enrolled(Journey, tag="enrolled"):
     patient_commitment: V01Digest | None = None
 
 
-class PatientKeyRegistered(Journey, tag="patient_key_registered"):
+class PatientKeyRegistered(Journey, frozen=True, tag="patient_key_registered"):
     """The patient key of a patient enrolled before keys existed (once, before infusion)."""
 
     patient_key: PatientKey
 
 
-class TreatmentSiteChanged(Journey, tag="treatment_site_changed"):
+class TreatmentSiteChanged(Journey, frozen=True, tag="treatment_site_changed"):
     """The patient moves to another hospital: shipments, bedside checks and infusions from
     now on are at `treatment_site`. Signed under the enrolment role with QA's e-signature,
     with a reason."""
@@ -198,7 +198,7 @@ class TreatmentSiteChanged(Journey, tag="treatment_site_changed"):
     treatment_site: Site
 
 
-class ApheresisCollected(Journey, tag="apheresis_collected"):
+class ApheresisCollected(Journey, frozen=True, tag="apheresis_collected"):
     din: Din
     product_code: ProductCode
     collection_facility: Fin
@@ -208,21 +208,21 @@ class ApheresisCollected(Journey, tag="apheresis_collected"):
     volume_ml: Millilitres
 
 
-class LabelPrinted(Journey, tag="label_printed"):
+class LabelPrinted(Journey, frozen=True, tag="label_printed"):
     label_id: Ident
     din: Din
 
 
-class LabelApplied(Journey, tag="label_applied"):
+class LabelApplied(Journey, frozen=True, tag="label_applied"):
     label_id: Ident
     unit_id: Ident
 
 
-class LabelVoided(Journey, tag="label_voided"):
+class LabelVoided(Journey, frozen=True, tag="label_voided"):
     label_id: Ident
 
 
-class CustodyTransferred(Journey, tag="custody_transferred"):
+class CustodyTransferred(Journey, frozen=True, tag="custody_transferred"):
     unit_ids: Units
     from_custodian: PrincipalId
     to_custodian: PrincipalId
@@ -230,7 +230,7 @@ class CustodyTransferred(Journey, tag="custody_transferred"):
     condition: Text
 
 
-class MaterialReceived(Journey, tag="material_received"):
+class MaterialReceived(Journey, frozen=True, tag="material_received"):
     unit_ids: Units
     location: Text
     condition: Text
@@ -238,7 +238,7 @@ class MaterialReceived(Journey, tag="material_received"):
     scanned_dins: list[Din] = []
 
 
-class ManufacturingStarted(Journey, tag="manufacturing_started"):
+class ManufacturingStarted(Journey, frozen=True, tag="manufacturing_started"):
     batch_id: Ident
     shuttle_id: Ident
     slot: Annotated[int, Meta(ge=1, le=16)]
@@ -247,7 +247,7 @@ class ManufacturingStarted(Journey, tag="manufacturing_started"):
     input_unit_ids: Units
 
 
-class ManufacturingStepCompleted(Journey, tag="manufacturing_step_completed"):
+class ManufacturingStepCompleted(Journey, frozen=True, tag="manufacturing_step_completed"):
     batch_id: Ident
     step: Step
     started_at: UtcTime
@@ -262,17 +262,17 @@ class Output(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     volume_ml: Millilitres
 
 
-class ManufacturingCompleted(Journey, tag="manufacturing_completed"):
+class ManufacturingCompleted(Journey, frozen=True, tag="manufacturing_completed"):
     batch_id: Ident
     outputs: Annotated[list[Output], Meta(min_length=1, max_length=16)]
 
 
-class QcSampleTaken(Journey, tag="qc_sample_taken"):
+class QcSampleTaken(Journey, frozen=True, tag="qc_sample_taken"):
     batch_id: Ident
     sample_id: Ident
 
 
-class QcResultRecorded(Journey, tag="qc_result_recorded"):
+class QcResultRecorded(Journey, frozen=True, tag="qc_result_recorded"):
     batch_id: Ident
     sample_id: Ident
     test: QcTest
@@ -282,7 +282,7 @@ class QcResultRecorded(Journey, tag="qc_result_recorded"):
     passed: bool
 
 
-class RetestAuthorised(Journey, tag="retest_authorised"):
+class RetestAuthorised(Journey, frozen=True, tag="retest_authorised"):
     """QA allows one more result of `test` for the batch, under the deviation its failure opened."""
 
     batch_id: Ident
@@ -290,12 +290,12 @@ class RetestAuthorised(Journey, tag="retest_authorised"):
     test: QcTest
 
 
-class Disposition(Journey, tag="disposition"):
+class Disposition(Journey, frozen=True, tag="disposition"):
     batch_id: Ident
     decision: Literal["released", "rejected"]
 
 
-class ShipmentDispatched(Journey, tag="shipment_dispatched"):
+class ShipmentDispatched(Journey, frozen=True, tag="shipment_dispatched"):
     shipment_id: Ident
     unit_ids: Units
     shipper_id: Ident
@@ -303,13 +303,13 @@ class ShipmentDispatched(Journey, tag="shipment_dispatched"):
     destination_site: Site
 
 
-class TemperatureRecorded(Journey, tag="temperature_recorded"):
+class TemperatureRecorded(Journey, frozen=True, tag="temperature_recorded"):
     shipment_id: Ident
     logger_id: Ident
     celsius: Celsius
 
 
-class TemperatureExcursion(Journey, tag="temperature_excursion"):
+class TemperatureExcursion(Journey, frozen=True, tag="temperature_excursion"):
     """Places a hold on the shipment's units and opens a deviation (ids derived from event_id)."""
 
     shipment_id: Ident
@@ -319,14 +319,14 @@ class TemperatureExcursion(Journey, tag="temperature_excursion"):
     duration_s: Annotated[int, Meta(ge=0, le=31 * 24 * 3600)]  # a month: longer than any shipment
 
 
-class ShipmentReceived(Journey, tag="shipment_received"):
+class ShipmentReceived(Journey, frozen=True, tag="shipment_received"):
     shipment_id: Ident
     location: Text
     condition: Text
     logger_reviewed: bool
 
 
-class BedsideIdentityVerified(Journey, tag="bedside_identity_verified"):
+class BedsideIdentityVerified(Journey, frozen=True, tag="bedside_identity_verified"):
     unit_id: Ident
     witness: PrincipalId
     patient_signature: PatientSignature | None = None  # required of new checks (therapy.py)
@@ -334,33 +334,33 @@ class BedsideIdentityVerified(Journey, tag="bedside_identity_verified"):
     patient_proof: V01Digest | None = None
 
 
-class Infused(Journey, tag="infused"):
+class Infused(Journey, frozen=True, tag="infused"):
     unit_id: Ident
     thaw_started_at: UtcTime
 
 
-class DeviationOpened(Journey, tag="deviation_opened"):
+class DeviationOpened(Journey, frozen=True, tag="deviation_opened"):
     deviation_id: Ident
     description: Text
     severity: Literal["minor", "major", "critical"]
     batch_id: Ident | None = None
 
 
-class DeviationClosed(Journey, tag="deviation_closed"):
+class DeviationClosed(Journey, frozen=True, tag="deviation_closed"):
     deviation_id: Ident
     outcome: Text
 
 
-class HoldPlaced(Journey, tag="hold_placed"):
+class HoldPlaced(Journey, frozen=True, tag="hold_placed"):
     hold_id: Ident
     unit_ids: Units
 
 
-class HoldReleased(Journey, tag="hold_released"):
+class HoldReleased(Journey, frozen=True, tag="hold_released"):
     hold_id: Ident
 
 
-class RecordCorrected(Journey, tag="record_corrected"):
+class RecordCorrected(Journey, frozen=True, tag="record_corrected"):
     """A correction: the old value stays in the original record and is repeated here."""
 
     corrects_event_id: UUID
@@ -382,7 +382,8 @@ JourneyEvent = Union[  # noqa: UP007
 Event = Union[RegistryEvent, PolicyAdopted, JourneyEvent]  # noqa: UP007
 
 EVENT_TYPES: dict[str, type[Body]] = {
-    cls.__struct_config__.tag: cls  # type: ignore[misc]
+    cls.__struct_config__.tag: cls
+    # (mypy does not see a Union alias's __args__)
     for cls in (*RegistryEvent.__args__, PolicyAdopted, *JourneyEvent.__args__)  # type: ignore[attr-defined]
 }
 
@@ -414,10 +415,11 @@ def _as_stored(cls: type[Body]) -> type[Body]:
         for name in cls.__struct_fields__
         if name in as_accepted
     ]
-    return msgspec.defstruct(  # type: ignore[no-any-return]
+    stored = cast("type[Body]", msgspec.defstruct(
         f"Stored{cls.__name__}", fields, bases=(cls,), tag=cls.__struct_config__.tag,
         namespace={"stored": True}, frozen=True, forbid_unknown_fields=True,
-    )  # fmt: skip
+    ))  # fmt: skip
+    return stored
 
 
 STORED_TYPES = tuple(_as_stored(cls) for cls in EVENT_TYPES.values())
