@@ -46,6 +46,9 @@ NAMESPACE = uuid5(NAMESPACE_URL, "https://coi-ledger.example/principals")
 GENESIS = ("genesis", "administrator")
 
 
+_NO_GRACE = timedelta(0)  # a key replaced other than by a routine rotation
+
+
 @lru_cache(maxsize=65536)
 def principal_uuid(principal_id: str) -> UUID:
     return uuid5(NAMESPACE, principal_id)
@@ -293,8 +296,9 @@ def key_problem(
             f"the ledger received this at {received_at.isoformat()}",
             "signatures",
         )
-    grace = policy.rotation_grace if key.routine else timedelta(0)
-    if key.valid_until is not None and received_at >= key.valid_until + grace:
+    if key.valid_until is not None and received_at >= key.valid_until + (
+        policy.rotation_grace if key.routine else _NO_GRACE
+    ):
         return Rejected(
             ReasonCode.KEY_EXPIRED,
             f"key {keyid} was replaced by rotation at {key.valid_until.isoformat()}; "

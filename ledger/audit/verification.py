@@ -29,7 +29,7 @@ import msgspec
 
 from aggregates import principal
 from aggregates.base import ClaimsTable
-from aggregates.policy import Policy, PolicyContext, PolicyState
+from aggregates.policy import PolicyContext, PolicyState
 from aggregates.policy import decide as decide_policy
 from aggregates.policy import evolve as evolve_policy
 from aggregates.principal import (
@@ -115,6 +115,7 @@ class _Run:
     streams: dict[str, tuple[int, str]]
     registry: list[str]
     principals: dict[str, PrincipalState] = field(default_factory=dict)
+    claims: ClaimsTable = field(default_factory=ClaimsTable)  # the genesis, once claimed
     policy: PolicyState = field(default_factory=PolicyState)  # in force at the current record
     policies: list[str] = field(default_factory=list)
     last_sequence: int = 0
@@ -316,11 +317,13 @@ class LedgerVerifier:
         message = pae(PAYLOAD_TYPE, opened.body)
         signed = False
         received = datetime.fromisoformat(record.recorded_at)
-        # The first administrator claims the genesis when it registers (as the ledger does).
-        claims = ClaimsTable({GENESIS: next(iter(run.principals))} if run.principals else {})
+        policy = run.policy.policy
+        # Before the first boundary (version 0) keys were judged at occurred_at, the rule
+        # before "Hardening"; from version 1 on, at the ledger's receipt.
+        judged_at = body.occurred_at if policy.version == 0 else received
         for keyid, sig in opened.signatures:
             state = run.principals.get(keyid.split(":", 1)[0])
-            public = signing_key(state, body, keyid, claims)
+            public = signing_key(state, body, keyid, run.claims)
             if public is None:
                 if not run.principals:
                     return Failure(sequence, "the first record is not a self-signed administrator")
@@ -331,7 +334,7 @@ class LedgerVerifier:
                 assert isinstance(body, ev.PrincipalRegistered)  # a genesis key: see signing_key
                 problem = genesis_problem(body)
             else:
-                problem = _key_problem(run.policy.policy, state, keyid, body.occurred_at, received)
+                problem = key_problem(state, keyid, body.occurred_at, judged_at, policy)
             if problem is not None:
                 return Failure(sequence, f"{problem.code}: {problem.message}")
             jobs.append((sequence, public, sig, message))
@@ -346,6 +349,8 @@ class LedgerVerifier:
     @staticmethod
     def _apply_registry(run: _Run, body: ev.Event, envelope: str) -> None:
         assert isinstance(body, _REGISTRY)
+        if not run.principals:  # the first administrator claims the genesis, as the ledger does
+            run.claims = ClaimsTable({GENESIS: body.principal_id})
         run.principals[body.principal_id] = principal.evolve(run.principals.get(body.principal_id), body)
 
     def _snapshot(self, run: _Run, roots: dict[int, bytes]) -> None:
@@ -388,14 +393,6 @@ def _forged(sequence: int) -> Failure:
 
 
 # ---------------------------------------------------------------- the policy in force
-
-
-def _key_problem(
-    policy: Policy, state: PrincipalState, keyid: str, occurred_at: datetime, recorded_at: datetime
-) -> Rejected | None:
-    """Before the first boundary (version 0) keys were judged at occurred_at, the rule before
-    "Hardening"; from version 1 on, at the ledger's receipt, with the rotation grace in force."""
-    return key_problem(state, keyid, occurred_at, occurred_at if policy.version == 0 else recorded_at, policy)
 
 
 def _check_policy(
