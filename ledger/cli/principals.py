@@ -17,6 +17,7 @@ from ledger.cli.common import (
     open_app,
     print_outcomes,
     say,
+    settle_stored,
     utc_time,
 )
 
@@ -43,7 +44,8 @@ def add_parser(subparsers: Subparsers) -> None:
                 "--routine",
                 action="store_true",
                 help="a planned replacement, not a loss: the old key may still sign for a short "
-                "grace (10 minutes) after --valid-from, for envelopes already in flight",
+                "grace (the policy's rotation_grace, 10 minutes by default) after --valid-from, for "
+                "envelopes already in flight",
             )
         if name == "revoke":
             s.add_argument("--id", required=True, help="principal id")
@@ -108,8 +110,11 @@ def admin_submit(args: argparse.Namespace, fields: dict[str, Any], keys: list[st
         raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
     admins = [load_key(Path(k)) for k in keys or [args.admin_key]]
     body = header(fields, admins[0], site)
-    outcome = open_app().submit(sign_json(body, admins, now()))
+    app = open_app()
+    outcome = app.submit(sign_json(body, admins, now()))
     print_outcomes([outcome], "table")
+    if outcome.status == "accepted":  # into the Merkle log, as coi submit does
+        settle_stored(app)
     return EXIT_OK if outcome.status != "rejected" else EXIT_USAGE
 
 

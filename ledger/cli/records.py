@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from ledger.cli.common import (
@@ -30,7 +31,7 @@ def add_parser(subparsers: Subparsers) -> None:
     s = subparsers.add_parser("init", help="create the ledger and its first administrator")
     s.add_argument("--admin", required=True, help="principal id, e.g. admin.jane")
     s.add_argument("--name", required=True, help="printed name, shown with every signature")
-    s.add_argument("--site", default="US-SSF", help="site code of the administrator")
+    s.add_argument("--site", help="site where the administrator acts, e.g. US-SSF (or COI_SITE)")
     s.add_argument("--key-out", help="where to write the key (default: coi-data/keys/ID.key)")
 
     s = subparsers.add_parser("sign", help="wrap a JSON body into a signed DSSE envelope")
@@ -55,6 +56,9 @@ def _init(args: argparse.Namespace) -> int:
     from ledger.wire.keys import key_file_for, load_key, write_key_file
 
     boundary = first_boundary()  # a bad COI_SKEW ... stops init before anything is written
+    site = args.site or os.environ.get("COI_SITE")
+    if not site:
+        raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
     app = open_app()
     if app.recorder.max_notification_id():
         raise UsageError("this ledger is already initialised; add people with coi principals add")
@@ -69,12 +73,14 @@ def _init(args: argparse.Namespace) -> int:
         "printed_name": args.name, "roles": ["admin"], "public_key": key_file.public_key,
         "valid_from": signed_at.isoformat(),
     }  # fmt: skip
-    outcome = app.submit(sign_json(header(fields, admin, args.site), [admin], signed_at))
+    outcome = app.submit(sign_json(header(fields, admin, site), [admin], signed_at))
     outcomes = [outcome]
     if outcome.status == "accepted":  # then the first boundary: this code's rules from the start
-        outcome = app.submit(sign_json(header(boundary, admin, args.site), [admin], now()))
+        outcome = app.submit(sign_json(header(boundary, admin, site), [admin], now()))
         outcomes.append(outcome)
     print_outcomes(outcomes, "table")
+    if outcome.status == "accepted":  # the first checkpoint: a verifier has a key to trust at once
+        settle_stored(app)
     print(f"ledger:            {app.env.get('SQLITE_DBNAME') or app.env.get('POSTGRES_DBNAME')}")
     print(f"administrator key: {path} (encrypted)")
     return EXIT_OK if outcome.status == "accepted" else EXIT_FAILED

@@ -24,6 +24,7 @@ MEANINGS: dict[str, str] = {
     "disposition": "approved",
     "retest_authorised": "approved",
     "hold_released": "approved",
+    "treatment_site_changed": "approved",
     "deviation_closed": "approved",
     "record_corrected": "reviewed",
     "bedside_identity_verified": "verified",

@@ -50,11 +50,19 @@ class NoteVerifier:
 
     @classmethod
     def decode(cls, text: str) -> NoteVerifier:
+        if text.lstrip().startswith("PRIVATE+KEY+"):
+            # Say what it is and show none of it: the rest is the signing key's seed.
+            raise NoteError(
+                "this is the ledger's private signing key, not a verifier key: give the .vkey file "
+                "(the ledger writes it beside the key, in coi-data/ledger-keys/)"
+            )
         try:
             name, hex_id, b64 = text.strip().split("+", 2)  # names never contain "+"
             raw = base64.b64decode(b64, validate=True)
         except (ValueError, binascii.Error):
-            raise NoteError(f"not a verifier key (name+keyid+base64): {text.strip()[:60]!r}") from None
+            raise NoteError(
+                "not a verifier key: expected one line NAME+KEYID+BASE64 (a .vkey file)"
+            ) from None
         if raw[:1] != ED25519 or len(raw) != 33:
             raise NoteError(f"verifier key for {name!r} is not an Ed25519 key")
         verifier = cls(name, raw[1:])

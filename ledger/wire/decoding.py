@@ -135,6 +135,9 @@ def decode_body(body: bytes, now: datetime, skew: timedelta = CLOCK_SKEW) -> Eve
         raise Rejected(code, message, _field_of(message)) from None
     if _suspect(body):
         _check_characters(event)
+    if event.reason is not None and not event.reason.strip():
+        # A reason is what Annex 11 asks a change to carry: blank is none at all.
+        raise Rejected(ReasonCode.INVALID_VALUE, "reason is blank: say why", "reason")
     if event.occurred_at > now + skew:
         raise Rejected(
             ReasonCode.FUTURE_TIMESTAMP,

@@ -24,7 +24,7 @@ from tests.support import COI, DEEP, advance, coi, coi_here
 def ledger(tmp_path: Path) -> Path:
     """A ledger with an administrator and one registered nurse (key files in coi-data/keys),
     made in-process: what the tests below run as processes is what they test."""
-    done = coi_here(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin")
+    done = coi_here(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF")
     assert done.returncode == 0, done.stderr
     assert (
         coi_here(tmp_path, "keys", "new", "--principal", "nurse.kim", "--name", "Kim Nurse").returncode == 0
@@ -54,7 +54,7 @@ def test_init_writes_an_encrypted_private_key_only_its_owner_can_read(ledger: Pa
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     data = json.loads(key.read_text())
     assert data["encrypted"] is True and data["sealed"]["kdf"] == "scrypt"
-    again = coi(ledger, "init", "--admin", "admin.other", "--name", "Other")
+    again = coi(ledger, "init", "--admin", "admin.other", "--name", "Other", "--site", "US-SSF")
     assert again.returncode == 2 and "already initialised" in again.stderr
 
 
@@ -351,3 +351,18 @@ def test_keys_new_refuses_a_principal_id_the_registry_would_refuse(tmp_path: Pat
 def test_submit_of_nothing_is_a_usage_error_not_a_success(ledger: Path) -> None:
     done = coi(ledger, "submit", "-", stdin="")
     assert done.returncode == 2 and "one JSON envelope per line" in done.stderr, done.stderr
+
+
+def test_init_asks_where_the_administrator_acts_and_leaves_a_ledger_a_verifier_can_check_at_once(
+    tmp_path: Path,
+) -> None:
+    nowhere = coi_here(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin")
+    assert nowhere.returncode == 2 and "--site" in nowhere.stderr, nowhere.stderr
+    done = coi_here(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF")
+    assert done.returncode == 0, done.stderr
+    (vkey,) = (tmp_path / "coi-data" / "ledger-keys").glob("*.vkey")  # the first checkpoint's key
+    verified = coi(tmp_path, "verify", "--trusted-key", str(vkey))
+    assert verified.returncode == 0 and "OK" in verified.stdout, verified.stdout + verified.stderr
+    wrong = coi(tmp_path, "verify", "--trusted-key", str(tmp_path / "coi-data" / "ledger-key"))
+    assert wrong.returncode == 2 and "private signing key" in wrong.stderr, wrong.stderr
+    assert "PRIVATE" not in wrong.stderr

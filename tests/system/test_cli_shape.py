@@ -141,7 +141,7 @@ def test_data_as_json_with_format_and_the_old_json_alias(
     monkeypatch.setenv("COI_KEY_PASSPHRASE", "correct horse")
     monkeypatch.delenv("COI_DATABASE_URL", raising=False)
     keys = tmp_path / "coi-data" / "keys"
-    assert _coi("init", "--admin", "admin.jane", "--name", "Jane Admin")[0] == 0
+    assert _coi("init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF")[0] == 0
     assert _coi("keys", "new", "--principal", "nurse.ito", "--name", "Ito Nurse")[0] == 0
     assert _coi(
         "principals", "add", "--admin-key", str(keys / "admin.jane.key"), "--site", "US-BDW",

@@ -33,7 +33,10 @@ def test_the_demo_passphrase_meets_the_policy(tmp_path: Path) -> None:
 
 
 def test_a_private_key_readable_by_others_is_refused_with_the_fix(tmp_path: Path) -> None:
-    assert coi(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin").returncode == 0
+    assert (
+        coi(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF").returncode
+        == 0
+    )
     key = tmp_path / "coi-data" / "keys" / "admin.jane.key"
     key.chmod(0o644)
     body = tmp_path / "body.json"
@@ -87,7 +90,12 @@ def test_another_user_cannot_read_the_ledger_or_its_keys(outsider: str) -> None:
     folder = Path(tempfile.mkdtemp(prefix="coi-access-"))
     try:
         folder.chmod(0o755)
-        assert coi(folder, "init", "--admin", "admin.jane", "--name", "Jane Admin").returncode == 0
+        assert (
+            coi(
+                folder, "init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF"
+            ).returncode
+            == 0
+        )
         assert coi(folder, "checkpoint", "--sign").returncode == 0
         data = folder / "coi-data"
         for path in data.rglob("*"):
