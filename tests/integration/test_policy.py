@@ -210,32 +210,13 @@ def _coi(tmp: Path, url: str, *args: str, **env: str) -> subprocess.CompletedPro
     )
 
 
+INIT = ("init", "--admin", "admin.jane", "--name", "Jane Admin")  # at COI_SITE
+
+
 def test_coi_init_seeds_and_coi_policy_sets_and_shows(tmp_path: Path, store_url: str) -> None:
-    bad = _coi(
-        tmp_path,
-        store_url,
-        "init",
-        "--admin",
-        "admin.jane",
-        "--name",
-        "Jane Admin",
-        "--site",
-        "US-SSF",
-        COI_SKEW="5 min",
-    )
+    bad = _coi(tmp_path, store_url, *INIT, COI_SKEW="5 min")
     assert bad.returncode == 2 and "COI_SKEW" in bad.stderr
-    done = _coi(
-        tmp_path,
-        store_url,
-        "init",
-        "--admin",
-        "admin.jane",
-        "--name",
-        "Jane Admin",
-        "--site",
-        "US-SSF",
-        COI_SKEW="2m",
-    )
+    done = _coi(tmp_path, store_url, *INIT, COI_SKEW="2m")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2: accepted  seq=2 policy_adopted" in done.stdout
     key = str(tmp_path / "coi-data" / "keys" / "admin.jane.key")
