@@ -25,7 +25,18 @@ from eventsourcing.sqlite import SQLITE3_DEFAULT_LOCK_TIMEOUT
 from psycopg.rows import tuple_row
 
 from ledger.audit.source import StoredCheckpoint
-from ledger.store.sql import LOG_LOCK_KEY, placeholders
+from ledger.store.sql import (
+    CHECKPOINTS,
+    LEAF_RANGE,
+    LEAF_SEQUENCE,
+    LOG_LOCK_KEY,
+    LOG_TOP,
+    NODE_RANGE,
+    log_size,
+    placeholders,
+    records_after,
+    stored_checkpoints,
+)
 
 TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints", "coi_relay")
 
@@ -40,12 +51,6 @@ class RelayPosition(NamedTuple):
     probe_sequence: int
 
 
-_SELECT_RECORDS = (
-    "SELECT {sequence}, originator_id, originator_version, state FROM {table} "
-    "WHERE {sequence} > ? ORDER BY {sequence} LIMIT ?"
-)
-
-
 class LockTimeoutError(Exception):
     """Another integrator held the log's lock for longer than this one would wait."""
 
@@ -56,11 +61,8 @@ class LogStore:
         self.datastore: Any = recorder.datastore  # type: ignore[attr-defined]
         self.postgres = isinstance(recorder, PostgresApplicationRecorder)
         events: str = recorder.events_table_name  # type: ignore[attr-defined]
-        if self.postgres:
-            table = f'"{self.datastore.schema}"."{events}"'
-            self.select_records = self.sql(_SELECT_RECORDS.format(sequence="notification_id", table=table))
-        else:
-            self.select_records = _SELECT_RECORDS.format(sequence="rowid", table=events)
+        table = f'"{self.datastore.schema}"."{events}"' if self.postgres else events
+        self.select_records = records_after(table, self.postgres)
 
     def _tx(self, commit: bool) -> AbstractContextManager[Any]:
         return cast(AbstractContextManager[Any], self.datastore.transaction(commit=commit))
@@ -146,8 +148,8 @@ class LogStore:
     # --------------------------------------------------------------- leaves
 
     def size(self, c: Any = None) -> int:
-        (top,) = self._rows("SELECT MAX(leaf_index) FROM coi_leaves", (), c)[0]
-        return 0 if top is None else int(top) + 1
+        (top,) = self._rows(LOG_TOP, (), c)[0]
+        return log_size(top)
 
     def last_sequence(self, c: Any = None) -> int:
         (top,) = self._rows("SELECT MAX(sequence) FROM coi_leaves", (), c)[0]
@@ -163,16 +165,12 @@ class LogStore:
         return int(rows[0][0]) if rows else None
 
     def sequence(self, leaf_index: int) -> int | None:
-        rows = self._rows("SELECT sequence FROM coi_leaves WHERE leaf_index = ?", (leaf_index,))
+        rows = self._rows(LEAF_SEQUENCE, (leaf_index,))
         return int(rows[0][0]) if rows else None
 
     def leaves(self, start: int, stop: int) -> list[tuple[int, int]]:
         """(leaf index, sequence) for leaf indexes in [start, stop), in order."""
-        rows = self._rows(
-            "SELECT leaf_index, sequence FROM coi_leaves WHERE leaf_index >= ? AND leaf_index < ? "
-            "ORDER BY leaf_index",
-            (start, stop),
-        )
+        rows = self._rows(LEAF_RANGE, (start, stop))
         return [(int(i), int(s)) for i, s in rows]
 
     # ---------------------------------------------------------------- nodes
@@ -188,9 +186,7 @@ class LogStore:
         return {(int(level), int(idx)): bytes(h) for level, idx, h in rows}
 
     def node_range(self, level: int, first: int, last: int) -> dict[int, bytes]:
-        rows = self._rows(
-            "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?", (level, first, last)
-        )
+        rows = self._rows(NODE_RANGE, (level, first, last))
         return {int(i): bytes(h) for i, h in rows}
 
     # ----------------------------------------------------------- checkpoints
@@ -216,9 +212,7 @@ class LogStore:
         return found[0] if found else None
 
     def _checkpoints(self, clause: str, *params: object, c: Any = None) -> list[StoredCheckpoint]:
-        query = f"SELECT tree_size, root, note, signed_at FROM coi_checkpoints {clause}"  # noqa: S608 - our clauses
-        rows = self._rows(query, params, c)
-        return [StoredCheckpoint(int(s), bytes(r), str(n), str(t)) for s, r, n, t in rows]
+        return stored_checkpoints(self._rows(f"{CHECKPOINTS} {clause}", params, c))
 
     # ---------------------------------------------------------------- relay
 

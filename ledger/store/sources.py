@@ -14,26 +14,24 @@ import psycopg
 
 from ledger.audit.source import Chunk, SchemaError, StoredCheckpoint
 from ledger.store.sql import (
+    CHECKPOINTS,
+    LEAF_RANGE,
+    LEAF_SEQUENCE,
+    LOG_TOP,
+    NODE_RANGE,
     POSTGRES_EVENTS,
     SQLITE_EVENTS,
     is_postgres,
+    log_size,
     placeholders,
     reading,
+    records_after,
     sqlite_path,
+    stored_checkpoints,
 )
 from ledger.transparency.records import Record, row_record
 
 LOG_TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints")
-
-_RECORDS = (
-    "SELECT {sequence}, originator_id, originator_version, state FROM {table} "
-    "WHERE {sequence} > ? ORDER BY {sequence} LIMIT ?"
-)
-_LEAVES = "SELECT leaf_index, sequence FROM coi_leaves WHERE leaf_index >= ? AND leaf_index < ?"
-_NODES = "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?"
-_CHECKPOINTS = "SELECT tree_size, root, note, signed_at FROM coi_checkpoints ORDER BY tree_size"
-_SIZE = "SELECT MAX(leaf_index) FROM coi_leaves"
-_LEAF = "SELECT sequence FROM coi_leaves WHERE leaf_index = ?"
 
 Row = tuple[int, Any, int, bytes]  # sequence, originator id, version, state
 
@@ -54,9 +52,10 @@ class SqlSource:
             raise SchemaError(
                 f"the ledger is older than this coi reads (no {', '.join(missing)}): run coi migrate"
             )
-        sequence = "notification_id" if postgres else "rowid"
-        self._records = self._sql(_RECORDS.format(sequence=sequence, table=events))
-        self._leaves, self._nodes, self._leaf = (self._sql(q) for q in (_LEAVES, _NODES, _LEAF))
+        self._records = records_after(events, postgres)
+        self._leaves, self._nodes, self._leaf = (
+            self._sql(q) for q in (LEAF_RANGE, NODE_RANGE, LEAF_SEQUENCE)
+        )
 
     def _sql(self, text: str) -> str:
         return placeholders(text, self.postgres)
@@ -69,8 +68,8 @@ class SqlSource:
 
     def checkpoints(self) -> list[StoredCheckpoint]:
         with self._reading() as c:
-            c.execute(_CHECKPOINTS)
-            return [StoredCheckpoint(int(s), bytes(r), str(n), str(t)) for s, r, n, t in c.fetchall()]
+            c.execute(CHECKPOINTS + " ORDER BY tree_size")
+            return stored_checkpoints(c.fetchall())
 
     def chunk(self, after: int, start: int, limit: int) -> Chunk:
         with self._reading() as c:
@@ -95,9 +94,9 @@ class SqlSource:
 
     def size(self) -> int:
         with self._reading() as c:
-            c.execute(_SIZE)
+            c.execute(LOG_TOP)
             (top,) = c.fetchone()
-        return 0 if top is None else int(top) + 1
+        return log_size(top)
 
     def leaf_sequence(self, leaf_index: int) -> int | None:
         with self._reading() as c:

@@ -10,6 +10,8 @@ from contextlib import closing, contextmanager
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from ledger.audit.source import StoredCheckpoint
+
 POSTGRES_SCHEMES = ("postgres", "postgresql")
 # pg_advisory_xact_lock's key for "integrating the Merkle log" (any fixed 64-bit number
 # the ledger's database uses for nothing else): b"coi-log!" as an integer.
@@ -45,6 +47,38 @@ def write_ahead(path: str, seconds: float = 10.0) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.01)
+
+
+# Reading the log: what the integrator (logstore.py) and the read-only sources (sources.py)
+# both ask, written with `?` (see `placeholders`).
+LEAF_RANGE = (
+    "SELECT leaf_index, sequence FROM coi_leaves WHERE leaf_index >= ? AND leaf_index < ? ORDER BY leaf_index"
+)
+LEAF_SEQUENCE = "SELECT sequence FROM coi_leaves WHERE leaf_index = ?"
+LOG_TOP = "SELECT MAX(leaf_index) FROM coi_leaves"
+NODE_RANGE = "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?"
+CHECKPOINTS = "SELECT tree_size, root, note, signed_at FROM coi_checkpoints"
+
+
+def records_after(table: str, postgres: bool) -> str:
+    """Up to N stored events after a global sequence, in order: (sequence, originator id,
+    version, state), straight from eventsourcing's events table `table`."""
+    sequence = "notification_id" if postgres else "rowid"
+    return placeholders(
+        f"SELECT {sequence}, originator_id, originator_version, state FROM {table} "  # noqa: S608 - our names
+        f"WHERE {sequence} > ? ORDER BY {sequence} LIMIT ?",
+        postgres,
+    )
+
+
+def log_size(top: Any) -> int:
+    """The log's size from LOG_TOP's answer (NULL: empty)."""
+    return 0 if top is None else int(top) + 1
+
+
+def stored_checkpoints(rows: list[Any]) -> list[StoredCheckpoint]:
+    """CHECKPOINTS' rows as checkpoints."""
+    return [StoredCheckpoint(int(s), bytes(r), str(n), str(t)) for s, r, n, t in rows]
 
 
 def placeholders(text: str, postgres: bool) -> str:
