@@ -17,13 +17,15 @@ import sys
 # take any constant of this name as true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
     from datetime import datetime
     from pathlib import Path
-    from typing import Any, Protocol, TextIO
+    from typing import Any, Protocol, TextIO, TypeVar
 
     from ledger.app.application import LedgerApplication, Outcome
     from ledger.wire.keys import LoadedKey
+
+    T = TypeVar("T")
 
     class Subparsers(Protocol):
         """What a group's `add_parser` is given: argparse's subparsers, or the listing of them."""
@@ -88,11 +90,17 @@ def add_format(parser: argparse.ArgumentParser, *, json_alias: bool = False) -> 
 def open_app(writer: bool = True) -> LedgerApplication:
     """The ledger; a writer migrates it on start, a reader (writer=False) changes nothing."""
     from ledger.app.application import LedgerApplication
+
+    return opened(lambda: LedgerApplication(writer=writer))
+
+
+def opened(opening: Callable[[], T]) -> T:
+    """What `opening` opens on the ledger store; a driver's failure said as what to check."""
     from ledger.app.config import ConfigError
     from ledger.audit.source import SchemaError
 
     try:
-        return LedgerApplication(writer=writer)
+        return opening()
     except (ConfigError, SchemaError):
         raise
     except Exception as exc:  # the driver's own message says which server and why

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, open_app, say
+from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, open_app, opened, say
 
 if TYPE_CHECKING:
     from ledger.audit.source import RecordSource
@@ -116,13 +116,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _open_source() -> RecordSource:
     """The ledger's records, read-only: verifying never creates or alters anything."""
-    from ledger.app.config import ConfigError, database_url
-    from ledger.audit.source import SchemaError
+    from ledger.app.config import database_url
     from ledger.store.sources import open_source
 
-    try:
-        return open_source(database_url())
-    except SchemaError:
-        raise
-    except Exception as exc:  # the driver's own message says which server and why
-        raise ConfigError(f"cannot open the ledger store ({exc}); check COI_DATABASE_URL") from None
+    return opened(lambda: open_source(database_url()))
