@@ -407,13 +407,17 @@ def _check_policy(
     problem = decide_policy(run.policy, body, ctx)
     if problem is not None:
         return Failure(sequence, f"policy record refused: {problem.code}: {problem.message}")
-    run.policy = evolve_policy(run.policy, body)
-    run.policies.append(record.envelope)
+    _adopt(run, body, record.envelope)
     return None
 
 
 def _replay_policy(run: _Run, envelope: str) -> None:
+    """A boundary verified before (an incremental run's state)."""
     body = _body.decode(payload_of(envelope))
     assert isinstance(body, ev.PolicyAdopted)
+    _adopt(run, body, envelope)
+
+
+def _adopt(run: _Run, body: ev.PolicyAdopted, envelope: str) -> None:
     run.policy = evolve_policy(run.policy, body)
-    run.policies.append(envelope)
+    run.policies.append(envelope)  # kept in the incremental state
