@@ -25,7 +25,7 @@ from consumers.broker import ensure_topics
 from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication
 from ledger.app.config import checkpoint_policy
-from ledger.app.log import MerkleLog
+from ledger.app.log import MerkleLog, sign
 from ledger.site import kafka
 from ledger.store.logstore import RelayPosition
 from ledger.transparency.checkpoint import parse
@@ -48,9 +48,8 @@ class Relay:
         self.name = name
         self.log = MerkleLog(app)
         self.producer = kafka.producer(bootstrap)
-        self.signer = ledgerkey.signer()
-        self.origin = ledgerkey.origin()
         self.checked_at = 0.0
+        self.keyless = False  # said once: this relay found no ledger key
 
     def run(self, stop: threading.Event) -> None:
         log.info("relay: publishing the log to %s and %s", self.topics.ledger, self.topics.checkpoints)
@@ -79,8 +78,19 @@ class Relay:
         sent = self._publish_records(size)
         every, seconds = checkpoint_policy()
         if self.log.due(every, seconds):
-            self.log.checkpoint(self.signer, self.origin)
+            self._sign()
         return sent + self._publish_checkpoints()
+
+    def _sign(self) -> None:
+        """The relay is the pipeline's one signer; without the key here it still publishes."""
+        try:
+            sign(self.log)
+        except ledgerkey.NoLedgerKeyError as exc:
+            if not self.keyless:
+                log.warning("relay: %s; publishing records without checkpoints", exc)
+            self.keyless = True
+            return
+        self.keyless = False
 
     def _publish_records(self, size: int) -> int:
         position = self.log.store.relay_position(self.name)

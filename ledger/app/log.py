@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -26,7 +26,7 @@ from ledger.app.config import checkpoint_policy
 from ledger.audit.source import StoredCheckpoint
 from ledger.store.logstore import LockTimeoutError, LogStore
 from ledger.transparency import merkle
-from ledger.transparency.checkpoint import Checkpoint, NoteSigner
+from ledger.transparency.checkpoint import Checkpoint, NoteSigner, parse
 from ledger.transparency.records import canonical, row_record
 
 READ_CHUNK = 2000
@@ -78,10 +78,12 @@ class MerkleLog:
     def root(self, size: int) -> bytes:
         return merkle.root(size, self.store.nodes)
 
-    def checkpoint(self, signer: NoteSigner, origin: str) -> StoredCheckpoint:
+    def checkpoint(self, signer: NoteSigner | Sequence[NoteSigner], origin: str) -> StoredCheckpoint:
         """Integrate and sign the current tree head, unless the latest checkpoint already
         covers it. Refuses to sign a head that is not consistent with the latest one. Signed
-        and stored holding the log's lock: no two checkpoints of one size."""
+        (by every signer given: a rotation's old and new key) and stored holding the log's
+        lock: no two checkpoints of one size."""
+        signers = [signer] if isinstance(signer, NoteSigner) else list(signer)
         self.integrate()
         try:
             with self.store.integrating(self.waiting) as c:
@@ -98,7 +100,7 @@ class MerkleLog:
                             f"the tree of size {size} is not consistent with the checkpoint at "
                             f"{latest.size}: refusing to sign; run coi verify"
                         )
-                note = Checkpoint(origin, size, root).sign(signer)
+                note = Checkpoint(origin, size, root).sign(*signers)
                 stored = StoredCheckpoint(size, root, note, datetime.now(UTC).isoformat())
                 self.store.add_checkpoint(stored, c)
                 return stored
@@ -181,10 +183,24 @@ def _b64(h: bytes) -> str:
 
 
 def settle(app: Application[UUID]) -> StoredCheckpoint | None:
-    """Integrate new records and sign a checkpoint when the policy says one is due."""
+    """Integrate new records and sign a checkpoint when the policy says one is due (raises
+    ledgerkey.NoLedgerKeyError, after integrating, when one is due and no key is here)."""
     log = MerkleLog(app)
     log.integrate()
     every, seconds = checkpoint_policy()
     if log.due(every, seconds):
-        return log.checkpoint(ledgerkey.signer(), ledgerkey.origin())
+        return sign(log)
     return None
+
+
+def sign(log: MerkleLog) -> StoredCheckpoint:
+    """A checkpoint signed with this host's key for the log (and the retiring key while a
+    rotation is not yet cosigned); ledgerkey.NoLedgerKeyError when this host holds none."""
+    origin = ledgerkey.origin(log.store)
+    signers = ledgerkey.signers(origin)
+    ledgerkey.publish(log.store, signers)
+    stored = log.checkpoint(signers, origin)
+    signed_by = {kid for _, kid, _ in parse(stored.note)[2]}
+    if len(signers) > 1 and all(s.verifier.key_id in signed_by for s in signers):
+        ledgerkey.retire(origin)
+    return stored

@@ -37,6 +37,7 @@ GROUPS = (
     ("schema", "schema"),
     ("history", "history"),
     ("verify", "checkpoint", "prove", "verify"),
+    ("trust", "trust"),
     ("publish", "publish"),
     ("services", "up", "run", "broker"),
     ("projections", "projections"),
@@ -57,6 +58,8 @@ SAID_ERRORS = (
     ("ledger.transparency.checkpoint", "NoteError"),
     ("consumers.broker", "BrokerError"),
     ("ledger.wire.files", "ExposedFileError"),
+    ("ledger.audit.trust", "TrustError"),
+    ("ledger.app.ledgerkey", "NoLedgerKeyError"),
 )
 
 

@@ -8,8 +8,8 @@ import sys
 from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, open_app, opened, say
 
 if TYPE_CHECKING:
-    from ledger.audit.source import RecordSource
     from ledger.audit.verification import Report
+    from ledger.store.sources import SqlSource
     from ledger.cli.common import Subparsers
 
 
@@ -25,7 +25,14 @@ def add_parser(subparsers: Subparsers) -> None:
 
     s = subparsers.add_parser("verify", help="re-check every signature, chain link, leaf and checkpoint")
     s.add_argument("--incremental", action="store_true", help="start from the last verified checkpoint")
-    s.add_argument("--trusted-key", action="append", default=[], help="extra ledger verifier key file")
+    s.add_argument(
+        "--trusted-key", action="append", default=[], help="the ledger's verifier key file (.vkey); repeatable"
+    )
+    s.add_argument(
+        "--trust-on-first-use",
+        action="store_true",
+        help="with no trusted key for the log, trust the keys that sign its first checkpoint now",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,20 +41,27 @@ def run(args: argparse.Namespace) -> int:
 
 def _checkpoint(args: argparse.Namespace) -> int:
     from ledger.app import ledgerkey
-    from ledger.app.log import MerkleLog, settle
+    from ledger.app.log import MerkleLog, settle, sign
 
     app = open_app()
     log = MerkleLog(app)
     if args.rotate_key:
-        new = ledgerkey.rotate()
-        print(f"new ledger key {new.verifier.encode()}; earlier checkpoints stay verifiable", file=sys.stderr)
+        new = ledgerkey.rotate(log.store)
+        print(
+            f"new ledger key {new.verifier.encode()}; the next checkpoint is signed by the old key too, "
+            "so verifiers that trust it learn the new one",
+            file=sys.stderr,
+        )
     if args.rotate_key or args.sign:
-        log.checkpoint(ledgerkey.signer(), ledgerkey.origin())
+        sign(log)
     else:
-        settle(app)
+        try:
+            settle(app)
+        except ledgerkey.NoLedgerKeyError as exc:
+            print(f"coi: {exc}; the log is integrated", file=sys.stderr)
     latest = log.store.latest_checkpoint()
     if latest is None:
-        raise UsageError("the ledger has no records yet, so no checkpoint")
+        raise UsageError("the ledger has no signed checkpoint yet")
     sys.stdout.write(latest.note)
     return EXIT_OK
 
@@ -76,14 +90,21 @@ def _verify(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from ledger.app import ledgerkey
-    from ledger.app.config import data_dir
     from ledger.audit.verification import LedgerVerifier, StateMismatchError
+    from ledger.cli.trust import first_use, keep_learned, roots_for, state_file
 
-    trusted = ledgerkey.trusted([Path(p) for p in args.trusted_key])
-    if not trusted:
-        raise UsageError("no trusted ledger keys: pass --trusted-key FILE (a .vkey file from the ledger)")
     source = _open_source()
+    roots = roots_for(source, [Path(p) for p in args.trusted_key])
+    if not roots.keys:
+        if not args.trust_on_first_use:
+            say(
+                f"FAILED: no trusted key for the log {roots.origin} ({roots.described}). Get its verifier "
+                "key (.vkey) from the ledger's operator by a channel you trust, then coi trust add FILE "
+                "(or pass --trusted-key FILE); or accept the key it has now with --trust-on-first-use"
+            )
+            return EXIT_FAILED
+        first_use(source, roots)
+    print(f"trusted roots: {roots.described}")
     started = time.perf_counter()
     last = [started]
 
@@ -95,9 +116,9 @@ def _verify(args: argparse.Namespace) -> int:
             rate = report.records / max(now - started, 1e-9)
             print(f"verified {report.records:,} records ({rate:,.0f}/s)", file=sys.stderr)
 
-    state = data_dir() / "verify-state.json" if args.incremental else None
+    state = state_file(roots.origin) if args.incremental else None
     try:
-        report = LedgerVerifier(source, trusted, progress).run(state)
+        report = LedgerVerifier(source, roots.keys, progress).run(state)
     except StateMismatchError as exc:
         raise UsageError(str(exc)) from None
     seconds = time.perf_counter() - started
@@ -110,11 +131,12 @@ def _verify(args: argparse.Namespace) -> int:
         say(f"FAILED at {report.failure}")
         print(f"(checked before the failure: {summary})")
         return EXIT_FAILED
+    keep_learned(roots)
     print(f"OK: {summary}")
     return EXIT_OK
 
 
-def _open_source() -> RecordSource:
+def _open_source() -> SqlSource:
     """The ledger's records, read-only: verifying never creates or alters anything."""
     from ledger.app.config import database_url
     from ledger.store.sources import open_source

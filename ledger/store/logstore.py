@@ -4,8 +4,10 @@
 - coi_nodes: every perfect subtree root (level 0 = leaf hashes)
 - coi_checkpoints: signed tree heads, one per tree size
 - coi_relay: how far each relay has published the log to Kafka
+- coi_origin: the log's name, the origin line of its checkpoints (one row)
+- coi_ledger_keys: the verifier keys of every key that signed its checkpoints
 
-They are written by the log integrator after records commit, and can be rebuilt from the
+The first four are written by the log integrator after records commit, and can be rebuilt from the
 records at any time (drop them and integrate again). The migrations make them
 (ledger/store/migrations.py). One integrator writes them at a time:
 `integrating` is a transaction holding the log's lock (a PostgreSQL advisory lock, SQLite's
@@ -17,6 +19,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
 from eventsourcing.persistence import ApplicationRecorder
@@ -27,6 +30,8 @@ from psycopg.rows import tuple_row
 from ledger.audit.source import StoredCheckpoint
 from ledger.store.sql import (
     CHECKPOINTS,
+    LEDGER_KEYS,
+    LOG_ORIGIN,
     LEAF_RANGE,
     LEAF_SEQUENCE,
     LOG_LOCK_KEY,
@@ -38,7 +43,7 @@ from ledger.store.sql import (
     stored_checkpoints,
 )
 
-TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints", "coi_relay")
+TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints", "coi_relay", "coi_origin", "coi_ledger_keys")
 
 
 class RelayPosition(NamedTuple):
@@ -213,6 +218,32 @@ class LogStore:
 
     def _checkpoints(self, clause: str, *params: object, c: Any = None) -> list[StoredCheckpoint]:
         return stored_checkpoints(self._rows(f"{CHECKPOINTS} {clause}", params, c))
+
+    # --------------------------------------------------------------- identity
+
+    def origin(self) -> str | None:
+        rows = self._rows(LOG_ORIGIN)
+        return str(rows[0][0]) if rows else None
+
+    def claim_origin(self, proposed: str) -> str:
+        """The log's origin: `proposed` when it has none yet, else the one it has (two
+        writers creating one ledger together agree on the first)."""
+        with self._tx(commit=True) as tx:
+            c = self._plain(tx, self.postgres)
+            c.execute(self.sql("INSERT INTO coi_origin VALUES (1, ?) ON CONFLICT DO NOTHING"), (proposed,))
+            c.execute(LOG_ORIGIN)
+            return str(c.fetchone()[0])
+
+    def ledger_keys(self) -> list[str]:
+        return [str(v) for (v,) in self._rows(LEDGER_KEYS)]
+
+    def add_ledger_keys(self, vkeys: list[str]) -> None:
+        """Publish the verifier keys that sign (or signed) the log's checkpoints."""
+        with self._tx(commit=True) as c:
+            c.executemany(
+                self.sql("INSERT INTO coi_ledger_keys VALUES (?, ?) ON CONFLICT DO NOTHING"),
+                [(v, datetime.now(UTC).isoformat()) for v in vkeys],
+            )
 
     # ---------------------------------------------------------------- relay
 

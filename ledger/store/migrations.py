@@ -21,11 +21,14 @@ import msgspec
 import psycopg
 
 from ledger.store.sql import (
+    CHECKPOINTS,
+    DEFAULT_ORIGIN,
     MIGRATION_LOCK_KEY,
     POSTGRES_EVENTS,
     SQLITE_EVENTS,
     is_postgres,
     placeholders,
+    note_origin,
     sqlite_path,
     writing,
 )
@@ -79,6 +82,23 @@ def _payload_digests(c: Any, postgres: bool) -> None:
     c.executemany(placeholders(update, postgres), rows)
 
 
+def _log_identity(c: Any, postgres: bool) -> None:
+    """The log's origin, stored with it so every command finds it, and the verifier keys it
+    signs with. A ledger older than this keeps the origin its checkpoints carry (the old
+    default when it has none); a new one gets its own when it is created (ledger/app/ledgerkey.py)."""
+    ddl(
+        "CREATE TABLE IF NOT EXISTS coi_origin (one {int} PRIMARY KEY CHECK (one = 1), origin TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS coi_ledger_keys (vkey TEXT PRIMARY KEY, added_at TEXT NOT NULL)",
+    )(c, postgres)
+    c.execute(f"SELECT 1 FROM {POSTGRES_EVENTS if postgres else SQLITE_EVENTS} LIMIT 1")  # noqa: S608
+    if c.fetchone() is None:
+        return
+    c.execute(f"{CHECKPOINTS} ORDER BY tree_size DESC LIMIT 1")
+    latest = c.fetchone()
+    origin = note_origin(str(latest[2])) if latest is not None else DEFAULT_ORIGIN
+    c.execute(placeholders("INSERT INTO coi_origin VALUES (1, ?)", postgres), (origin,))
+
+
 # After the event store's own table, which eventsourcing creates for writers.
 LEDGER = (
     Migration(
@@ -102,6 +122,7 @@ LEDGER = (
             "probe_partition {int} NOT NULL, probe_offset {int} NOT NULL, probe_sequence {int} NOT NULL)",
         ),
     ),
+    Migration("log-origin-and-keys", _log_identity),
 )
 
 

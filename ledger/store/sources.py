@@ -15,14 +15,18 @@ import psycopg
 from ledger.audit.source import Chunk, SchemaError, StoredCheckpoint
 from ledger.store.sql import (
     CHECKPOINTS,
+    DEFAULT_ORIGIN,
     LEAF_RANGE,
+    LEDGER_KEYS,
     LEAF_SEQUENCE,
     LOG_TOP,
+    LOG_ORIGIN,
     NODE_RANGE,
     POSTGRES_EVENTS,
     SQLITE_EVENTS,
     is_postgres,
     log_size,
+    note_origin,
     placeholders,
     reading,
     records_after,
@@ -42,6 +46,7 @@ class SqlSource:
     def __init__(self, conn: Any, postgres: bool, tables: set[str]) -> None:
         self.conn = conn
         self.postgres = postgres
+        self.tables = tables
         events = POSTGRES_EVENTS if postgres else SQLITE_EVENTS
         missing = [t for t in (events, *LOG_TABLES) if t not in tables]
         if events in missing:
@@ -70,6 +75,27 @@ class SqlSource:
         with self._reading() as c:
             c.execute(CHECKPOINTS + " ORDER BY tree_size")
             return stored_checkpoints(c.fetchall())
+
+    def origin(self) -> str:
+        """The log's name: as stored with it, else (a ledger older than that, not migrated)
+        the origin of its latest checkpoint, else the old default."""
+        with self._reading() as c:
+            if "coi_origin" in self.tables:
+                c.execute(LOG_ORIGIN)
+                row = c.fetchone()
+                if row is not None:
+                    return str(row[0])
+            c.execute(CHECKPOINTS + " ORDER BY tree_size DESC LIMIT 1")
+            latest = c.fetchone()
+        return note_origin(str(latest[2])) if latest is not None else DEFAULT_ORIGIN
+
+    def ledger_keys(self) -> list[str]:
+        """The verifier keys the ledger says it signed with: candidates to learn, never roots."""
+        if "coi_ledger_keys" not in self.tables:
+            return []
+        with self._reading() as c:
+            c.execute(LEDGER_KEYS)
+            return [str(v) for (v,) in c.fetchall()]
 
     def chunk(self, after: int, start: int, limit: int) -> Chunk:
         with self._reading() as c:

@@ -58,6 +58,17 @@ LEAF_SEQUENCE = "SELECT sequence FROM coi_leaves WHERE leaf_index = ?"
 LOG_TOP = "SELECT MAX(leaf_index) FROM coi_leaves"
 NODE_RANGE = "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?"
 CHECKPOINTS = "SELECT tree_size, root, note, signed_at FROM coi_checkpoints"
+# The log's name (its checkpoints' origin line) and every key it signed with (verifier keys:
+# what a verifier may learn from, never what it trusts: see ledger/audit/roots.py).
+LOG_ORIGIN = "SELECT origin FROM coi_origin"
+LEDGER_KEYS = "SELECT vkey FROM coi_ledger_keys ORDER BY added_at, vkey"
+# The origin of ledgers made before each had its own (and of their checkpoints).
+DEFAULT_ORIGIN = "coi-ledger.local/log"
+
+
+def note_origin(note: str) -> str:
+    """A checkpoint note's origin: its first line."""
+    return note.split("\n", 1)[0]
 
 
 def records_after(table: str, postgres: bool) -> str:
