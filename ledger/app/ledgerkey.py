@@ -58,6 +58,11 @@ def _retiring_path(log_origin: str) -> Path:
     return path.with_name(path.name + ".retiring")
 
 
+def _write(path: Path, key: NoteSigner) -> None:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the signer's folder: its alone
+    write_private(path, (key.encode() + "\n").encode())
+
+
 def _read(path: Path) -> NoteSigner:
     try:
         return NoteSigner.decode(read_private(path).decode())
@@ -93,7 +98,7 @@ def create(store: LogStore) -> NoteSigner:
         made = signer(log_origin)
     except NoLedgerKeyError:
         made = NoteSigner(log_origin, Ed25519PrivateKey.generate())
-        write_private(key_path(log_origin), (made.encode() + "\n").encode())
+        _write(key_path(log_origin), made)
     publish(store, [made])
     TrustStore().add(log_origin, made.verifier)
     return made
@@ -103,9 +108,9 @@ def rotate(store: LogStore) -> NoteSigner:
     """A new signing key; the old one signs with it until a checkpoint carries both."""
     log_origin = origin(store)
     old = signer(log_origin)
-    write_private(_retiring_path(log_origin), (old.encode() + "\n").encode())
+    _write(_retiring_path(log_origin), old)
     made = NoteSigner(log_origin, Ed25519PrivateKey.generate())
-    write_private(key_path(log_origin), (made.encode() + "\n").encode())
+    _write(key_path(log_origin), made)
     publish(store, [made])  # verifiers learn it from the checkpoint both keys sign
     return made
 
@@ -130,7 +135,7 @@ def _move_old_keys(log_origin: str) -> None:
     if moved.name != log_origin:
         return  # not this log's key: leave it for the operator
     target = key_path(log_origin)
-    write_private(target, (moved.encode() + "\n").encode())
+    _write(target, moved)
     old.unlink()
     print(f"coi: moved the ledger key from {old} to {target} (it must not live beside the data)", file=sys.stderr)
     trust = TrustStore()

@@ -11,6 +11,7 @@ says so: it proves only that the log has not changed keys since, not who signed 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,21 +30,18 @@ class Roots:
     first_use: list[NoteVerifier] = field(default_factory=list)  # trusted on first use this run
 
 
-def choose(origin: str, files: list[Path], store: TrustStore) -> Roots:
-    """The roots for the log `origin`, from the first place that gives any."""
-    if files:
-        return _from_files(origin, files, "--trusted-key")
+def choose(files: list[Path], store: TrustStore, origin: Callable[[], str]) -> Roots:
+    """The roots for the log named by `origin()`, from the first place that gives any (key
+    files are read before the log is asked its name, so a bad file is said first)."""
     listed = [Path(p) for p in os.environ.get("COI_TRUSTED_KEYS", "").split(":") if p]
-    if listed:
-        return _from_files(origin, listed, "COI_TRUSTED_KEYS")
-    keys = store.keys(origin)
+    how = "--trusted-key" if files else "COI_TRUSTED_KEYS"
+    if files or listed:
+        keys = [k for path in files or listed for k in read_keys(path)]
+        return Roots(origin(), keys, f"{how}: {', '.join(str(p) for p in files or listed)}")
+    name = origin()
+    keys = store.keys(name)
     ids = ", ".join(k.key_id.hex() for k in keys) or "none"
-    return Roots(origin, keys, f"trust store {store.path}, origin {origin}: key ids {ids}", store)
-
-
-def _from_files(origin: str, files: list[Path], how: str) -> Roots:
-    keys = [k for path in files for k in read_keys(path)]
-    return Roots(origin, keys, f"{how}: {', '.join(str(p) for p in files)}")
+    return Roots(name, keys, f"trust store {store.path}, origin {name}: key ids {ids}", store)
 
 
 def first_use(origin: str, first_note: str, published: list[str]) -> list[NoteVerifier]:

@@ -9,6 +9,7 @@ import sys
 from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError, add_format, say
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from pathlib import Path
 
     from ledger.audit.roots import Roots
@@ -69,14 +70,20 @@ def run(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ coi verify's roots
 
 
-def roots_for(source: SqlSource, files: list[Path]) -> Roots:
-    """The roots for the ledger `source` holds, with every key they let it learn."""
+def roots_for(files: list[Path], source: Callable[[], SqlSource]) -> tuple[Roots, SqlSource]:
+    """The roots for the ledger `source()` opens, with every key they let it learn."""
     from ledger.audit.roots import choose, learn
     from ledger.audit.trust import TrustStore
 
-    roots = choose(source.origin(), files, TrustStore())
-    learn(roots, [(c.size, c.note) for c in source.checkpoints()], source.ledger_keys())
-    return roots
+    opened: list[SqlSource] = []
+
+    def origin() -> str:
+        opened.append(source())
+        return opened[0].origin()
+
+    roots = choose(files, TrustStore(), origin)
+    learn(roots, [(c.size, c.note) for c in opened[0].checkpoints()], opened[0].ledger_keys())
+    return roots, opened[0]
 
 
 def first_use(source: SqlSource, roots: Roots) -> None:
@@ -115,12 +122,18 @@ def keep_learned(roots: Roots) -> None:
 
     for key in roots.first_use:
         if roots.store is not None and roots.store.add(roots.origin, key):
-            say(f"TRUSTED ON FIRST USE: log {roots.origin}, {fingerprint(key)}, recorded in {roots.store.path}")
+            say(
+                f"TRUSTED ON FIRST USE: log {roots.origin}, {fingerprint(key)}, recorded in {roots.store.path}",
+                sys.stderr,
+            )
     for key, size in roots.learned:
         where = ""
         if roots.store is not None and roots.store.add(roots.origin, key):
             where = f"; added to {roots.store.path}"
-        say(f"learned: log {roots.origin}, {fingerprint(key)}, cosigned by a trusted key at size {size}{where}")
+        say(
+            f"learned: log {roots.origin}, {fingerprint(key)}, cosigned by a trusted key at size {size}{where}",
+            sys.stderr,
+        )
 
 
 def state_file(origin: str) -> Path:

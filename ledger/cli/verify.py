@@ -93,8 +93,7 @@ def _verify(args: argparse.Namespace) -> int:
     from ledger.audit.verification import LedgerVerifier, StateMismatchError
     from ledger.cli.trust import first_use, keep_learned, roots_for, state_file
 
-    source = _open_source()
-    roots = roots_for(source, [Path(p) for p in args.trusted_key])
+    roots, source = roots_for([Path(p) for p in args.trusted_key], _open_source)
     if not roots.keys:
         if not args.trust_on_first_use:
             say(
@@ -104,7 +103,7 @@ def _verify(args: argparse.Namespace) -> int:
             )
             return EXIT_FAILED
         first_use(source, roots)
-    print(f"trusted roots: {roots.described}")
+    print(f"coi verify: trusted roots: {roots.described}", file=sys.stderr)
     started = time.perf_counter()
     last = [started]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import coi, copy_fixture_ledger
+from tests.support import FIXTURE_VKEY, coi, copy_fixture_ledger
 
 
 @pytest.fixture
@@ -18,7 +18,7 @@ def old_ledger(tmp_path: Path) -> Path:
 
 
 def test_the_old_ledger_verifies(old_ledger: Path) -> None:
-    done = coi(old_ledger, "verify")
+    done = coi(old_ledger, "verify", "--trusted-key", str(FIXTURE_VKEY))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK: 146 records" in done.stdout
 
