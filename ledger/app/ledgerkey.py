@@ -125,6 +125,13 @@ def publish(store: LogStore, keys: list[NoteSigner]) -> None:
     store.add_ledger_keys([k.verifier.encode() for k in keys])
 
 
+def move_old_keys(store: LogStore) -> None:
+    """What every writer does on start: keys at the old place are moved (see _move_old_keys)."""
+    log_origin = store.origin()
+    if log_origin is not None:
+        _move_old_keys(log_origin)
+
+
 def _move_old_keys(log_origin: str) -> None:
     """Once: a key at the old place beside the data (coi-data/ledger-key) goes to the signer's
     folder, and the verifier keys beside it (coi-data/ledger-keys/) into the trust store."""

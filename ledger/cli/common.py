@@ -91,7 +91,13 @@ def open_app(writer: bool = True) -> LedgerApplication:
     """The ledger; a writer migrates it on start, a reader (writer=False) changes nothing."""
     from ledger.app.application import LedgerApplication
 
-    return opened(lambda: LedgerApplication(writer=writer))
+    app = opened(lambda: LedgerApplication(writer=writer))
+    if writer:  # once: a signing key found beside the data goes where it belongs
+        from ledger.app.ledgerkey import move_old_keys
+        from ledger.store.logstore import LogStore
+
+        move_old_keys(LogStore(app.recorder))
+    return app
 
 
 def opened(opening: Callable[[], T]) -> T:
