@@ -144,7 +144,10 @@ def _move_old_keys(log_origin: str) -> None:
     target = key_path(log_origin)
     _write(target, moved)
     old.unlink()
-    print(f"coi: moved the ledger key from {old} to {target} (it must not live beside the data)", file=sys.stderr)
+    print(
+        f"coi: moved the ledger key from {old} to {target} (it must not live beside the data)",
+        file=sys.stderr,
+    )
     trust = TrustStore()
     keys = [moved.verifier]
     folder = data_dir() / "ledger-keys"
@@ -153,6 +156,9 @@ def _move_old_keys(log_origin: str) -> None:
         file.unlink()
     for key in keys:
         if trust.add(log_origin, key):
-            print(f"coi: TRUSTED for {log_origin}: {fingerprint(key)} (moved into {trust.path})", file=sys.stderr)
+            print(
+                f"coi: TRUSTED for {log_origin}: {fingerprint(key)} (moved into {trust.path})",
+                file=sys.stderr,
+            )
     if folder.exists() and not any(folder.iterdir()):
         folder.rmdir()

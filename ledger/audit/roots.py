@@ -81,4 +81,3 @@ def _signs(note: str, key: NoteVerifier) -> bool:
     except notes.NoteError:
         return False
     return True
-

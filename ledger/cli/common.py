@@ -192,6 +192,9 @@ def settle_stored(app: LedgerApplication) -> None:
     try:
         settle(app)
     except NoLedgerKeyError as exc:
-        say(f"coi: {exc}: the records are stored and in the Merkle log; the host with the key signs", sys.stderr)
+        say(
+            f"coi: {exc}: the records are stored and in the Merkle log; the host with the key signs",
+            sys.stderr,
+        )
     except (ExposedFileError, KeyFileError, LogError, NoteError, OSError) as exc:
         say(f"coi: the records are stored, but no checkpoint was signed: {exc}", sys.stderr)

@@ -35,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
         from ledger.store.logstore import LogStore
 
         made = ledgerkey.create(LogStore(app.recorder))
-        print(f"coi demo: a new log {made.name}, key {made.verifier.key_id.hex()} (in your trust store)", file=sys.stderr)
+        print(
+            f"coi demo: a new log {made.name}, key {made.verifier.key_id.hex()} (in your trust store)",
+            file=sys.stderr,
+        )
     bootstrap = configured_bootstrap()
     if bootstrap is None:
         code = run_demo(app, args.patients, data_dir() / "demo-keys", sys.stdout, prog)

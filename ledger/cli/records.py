@@ -100,7 +100,7 @@ def _new_ledger_key(app: LedgerApplication) -> str:
     made = ledgerkey.create(store)
     return (
         f"log origin:        {made.name}\n"
-        f"ledger key:        {ledgerkey.key_path(made.name)} (signs checkpoints; keep it off the data folder)\n"
+        f"ledger key:        {ledgerkey.key_path(made.name)} (signs checkpoints; not in the data folder)\n"
         f"trusted by you:    key {made.verifier.key_id.hex()} in {TrustStore().path}; give others "
         f"{made.verifier.encode()}"
     )

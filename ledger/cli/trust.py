@@ -123,7 +123,8 @@ def keep_learned(roots: Roots) -> None:
     for key in roots.first_use:
         if roots.store is not None and roots.store.add(roots.origin, key):
             say(
-                f"TRUSTED ON FIRST USE: log {roots.origin}, {fingerprint(key)}, recorded in {roots.store.path}",
+                f"TRUSTED ON FIRST USE: log {roots.origin}, {fingerprint(key)}; "
+                f"recorded in {roots.store.path}",
                 sys.stderr,
             )
     for key, size in roots.learned:
@@ -131,7 +132,8 @@ def keep_learned(roots: Roots) -> None:
         if roots.store is not None and roots.store.add(roots.origin, key):
             where = f"; added to {roots.store.path}"
         say(
-            f"learned: log {roots.origin}, {fingerprint(key)}, cosigned by a trusted key at size {size}{where}",
+            f"learned: log {roots.origin}, {fingerprint(key)}, "
+            f"cosigned by a trusted key at size {size}{where}",
             sys.stderr,
         )
 

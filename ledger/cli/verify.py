@@ -9,8 +9,8 @@ from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, o
 
 if TYPE_CHECKING:
     from ledger.audit.verification import Report
-    from ledger.store.sources import SqlSource
     from ledger.cli.common import Subparsers
+    from ledger.store.sources import SqlSource
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -26,7 +26,10 @@ def add_parser(subparsers: Subparsers) -> None:
     s = subparsers.add_parser("verify", help="re-check every signature, chain link, leaf and checkpoint")
     s.add_argument("--incremental", action="store_true", help="start from the last verified checkpoint")
     s.add_argument(
-        "--trusted-key", action="append", default=[], help="the ledger's verifier key file (.vkey); repeatable"
+        "--trusted-key",
+        action="append",
+        default=[],
+        help="the ledger's verifier key file (.vkey); repeatable",
     )
     s.add_argument(
         "--trust-on-first-use",

@@ -30,11 +30,11 @@ from psycopg.rows import tuple_row
 from ledger.audit.source import StoredCheckpoint
 from ledger.store.sql import (
     CHECKPOINTS,
-    LEDGER_KEYS,
-    LOG_ORIGIN,
     LEAF_RANGE,
     LEAF_SEQUENCE,
+    LEDGER_KEYS,
     LOG_LOCK_KEY,
+    LOG_ORIGIN,
     LOG_TOP,
     NODE_RANGE,
     log_size,

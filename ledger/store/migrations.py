@@ -27,8 +27,8 @@ from ledger.store.sql import (
     POSTGRES_EVENTS,
     SQLITE_EVENTS,
     is_postgres,
-    placeholders,
     note_origin,
+    placeholders,
     sqlite_path,
     writing,
 )

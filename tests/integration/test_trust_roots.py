@@ -59,17 +59,25 @@ def _plant(tmp: Path, raw: RawStore, attacker: NoteSigner) -> None:
     folder = tmp / "coi-data" / "ledger-keys"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{attacker.verifier.key_id.hex()}.vkey").write_text(attacker.verifier.encode() + "\n")
-    raw.sql("INSERT INTO coi_ledger_keys VALUES (?, ?)", (attacker.verifier.encode(), datetime.now(UTC).isoformat()))
+    raw.sql(
+        "INSERT INTO coi_ledger_keys VALUES (?, ?)",
+        (attacker.verifier.encode(), datetime.now(UTC).isoformat()),
+    )
 
 
 def test_the_ledger_verifies_against_the_trust_store(ledger: tuple[str, NoteSigner], tmp_path: Path) -> None:
     url, genuine = ledger
     code, out = _verify(tmp_path, url)
     assert code == 0 and "OK:" in out, out
-    assert f"trust store {TrustStore().path}, origin {genuine.name}: key ids {genuine.verifier.key_id.hex()}" in out
+    assert (
+        f"trust store {TrustStore().path}, origin {genuine.name}: key ids {genuine.verifier.key_id.hex()}"
+        in out
+    )
 
 
-def test_a_planted_key_with_every_checkpoint_re_signed_fails(ledger: tuple[str, NoteSigner], tmp_path: Path) -> None:
+def test_a_planted_key_with_every_checkpoint_re_signed_fails(
+    ledger: tuple[str, NoteSigner], tmp_path: Path
+) -> None:
     url, genuine = ledger
     attacker = NoteSigner(genuine.name, Ed25519PrivateKey.generate())
     raw = RawStore(url)
@@ -103,9 +111,17 @@ def test_a_rewritten_record_finds_no_ledger_key_beside_the_data_and_a_key_of_its
     stream, version, topic, state = raw.row(20)
     state = bytes(state)
     at = state.index(b"payload") + 30
-    raw.set_row(20, (stream, version, topic, state[:at] + (b"A" if state[at : at + 1] != b"A" else b"B") + state[at + 1 :]))
+    raw.set_row(
+        20,
+        (
+            stream,
+            version,
+            topic,
+            state[:at] + (b"A" if state[at : at + 1] != b"A" else b"B") + state[at + 1 :],
+        ),
+    )
     for table in ("coi_checkpoints", "coi_nodes", "coi_leaves"):
-        raw.sql(f"DELETE FROM {table}")  # noqa: S608 - constant names
+        raw.sql(f"DELETE FROM {table}")
     _plant(tmp_path, raw, attacker)
     raw.conn.close()
     app = LedgerApplication(url)
@@ -164,7 +180,9 @@ def test_where_no_key_is_the_log_is_integrated_and_not_signed(
     app = LedgerApplication(url)
     advance(app, new_journey(cast, index=2))
     app.close()
-    done = coi(tmp_path, "checkpoint", COI_DATABASE_URL=url, COI_SIGNER_DIR=str(elsewhere), COI_CHECKPOINT_EVERY="1")
+    done = coi(
+        tmp_path, "checkpoint", COI_DATABASE_URL=url, COI_SIGNER_DIR=str(elsewhere), COI_CHECKPOINT_EVERY="1"
+    )
     assert done.returncode == 0 and "not signed: no ledger key here" in done.stderr, done.stderr
     asked = coi(tmp_path, "checkpoint", "--sign", COI_DATABASE_URL=url, COI_SIGNER_DIR=str(elsewhere))
     assert asked.returncode == 2 and "not signed: no ledger key here" in asked.stderr, asked.stderr

@@ -57,7 +57,11 @@ def test_trust_add_list_remove(tmp_path: Path) -> None:
     assert gone.returncode == 2 and "coi trust list" in gone.stderr
     private = next((Path(TrustStore().path.parent) / "signer").glob("*.key"))
     refused = coi(tmp_path, "trust", "add", str(private))
-    assert refused.returncode == 2 and "private signing key" in refused.stderr and "PRIVATE" not in refused.stderr
+    assert (
+        refused.returncode == 2
+        and "private signing key" in refused.stderr
+        and "PRIVATE" not in refused.stderr
+    )
 
 
 def test_trusted_keys_from_the_environment(tmp_path: Path) -> None:
@@ -65,7 +69,9 @@ def test_trusted_keys_from_the_environment(tmp_path: Path) -> None:
     (entry,) = json.loads(coi(tmp_path, "trust", "list", "--format", "json").stdout)
     vkey = tmp_path / "ledger.vkey"
     vkey.write_text(entry["verifier_key"] + "\n")
-    done = coi(tmp_path, "verify", COI_CONFIG_DIR=str(tmp_path / "empty"), COI_TRUSTED_KEYS=f"/nowhere-else:{vkey}")
+    done = coi(
+        tmp_path, "verify", COI_CONFIG_DIR=str(tmp_path / "empty"), COI_TRUSTED_KEYS=f"/nowhere-else:{vkey}"
+    )
     assert done.returncode == 2 and "/nowhere-else" in done.stderr  # every file named is read
     done = coi(tmp_path, "verify", COI_CONFIG_DIR=str(tmp_path / "empty"), COI_TRUSTED_KEYS=str(vkey))
     assert done.returncode == 0 and f"COI_TRUSTED_KEYS: {vkey}" in done.stderr, done.stdout + done.stderr
@@ -78,7 +84,9 @@ def test_each_new_ledger_is_a_new_log(tmp_path: Path) -> None:
     shutil.rmtree(tmp_path / "coi-data")
     assert coi_here(tmp_path, "demo", "--patients", "1").returncode == 0
     second = _origin(tmp_path)
-    assert first != second and first.startswith("coi-ledger.local/") and second.startswith("coi-ledger.local/")
+    assert (
+        first != second and first.startswith("coi-ledger.local/") and second.startswith("coi-ledger.local/")
+    )
     assert {e.origin for e in TrustStore().entries()} == {first, second}
     assert coi(tmp_path, "verify").returncode == 0
 
@@ -115,4 +123,6 @@ def test_keys_at_the_old_place_are_moved_once_with_a_message(tmp_path: Path, con
     once = coi(tmp_path, "checkpoint", "--sign")
     assert once.returncode == 0 and "moved" not in once.stderr
     verified = coi(tmp_path, "verify")
-    assert verified.returncode == 0 and "OK: 146 records" in verified.stdout, verified.stdout + verified.stderr
+    assert verified.returncode == 0 and "OK: 146 records" in verified.stdout, (
+        verified.stdout + verified.stderr
+    )

@@ -35,4 +35,7 @@ def test_only_the_relay_mounts_the_signing_key() -> None:
 
 def test_the_relay_keeps_the_shared_settings() -> None:
     services = _services()
-    assert services["relay"]["environment"]["COI_DATABASE_URL"] == services["ingest"]["environment"]["COI_DATABASE_URL"]
+    assert (
+        services["relay"]["environment"]["COI_DATABASE_URL"]
+        == services["ingest"]["environment"]["COI_DATABASE_URL"]
+    )
