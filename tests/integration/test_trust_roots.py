@@ -20,7 +20,7 @@ from ledger.demo.kit import register_cast
 from ledger.store.logstore import LogStore
 from ledger.transparency.checkpoint import NoteSigner, parse
 from tests.stores import RawStore
-from tests.support import advance, coi, new_journey
+from tests.support import advance, coi, new_journey, sealed_ledger
 
 
 @pytest.fixture
@@ -190,3 +190,27 @@ def test_where_no_key_is_the_log_is_integrated_and_not_signed(
     assert before.sql("SELECT COUNT(*) FROM coi_checkpoints")[0][0] == checkpoints
     assert before.sql("SELECT MAX(leaf_index) FROM coi_leaves")[0][0] + 1 == before.last()  # integrated
     before.conn.close()
+
+
+def test_a_ledger_older_than_its_origin_keeps_the_origin_of_its_checkpoints(store_url: str) -> None:
+    signer, _ = sealed_ledger(store_url, patients=1)  # signs as "coi-ledger.test/log"
+    raw = RawStore(store_url)
+    raw.sql("DROP TABLE coi_origin")
+    raw.sql("DROP TABLE coi_ledger_keys")
+    raw.sql("DELETE FROM coi_schema WHERE name = 'log-origin-and-keys'")
+    raw.conn.close()
+    app = LedgerApplication(store_url)  # a writer migrates
+    assert app.migrations == ["log-origin-and-keys"]
+    assert ledgerkey.origin(LogStore(app.recorder)) == signer.name
+    app.close()
+
+
+def test_a_new_ledger_gets_an_origin_of_its_own_once(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    app = LedgerApplication(store_url)
+    store = LogStore(app.recorder)
+    assert store.origin() is None
+    made = ledgerkey.origin(store)
+    assert made.startswith("coi-ledger.local/") and made != "coi-ledger.local/log"
+    monkeypatch.setenv("COI_LOG_ORIGIN", "coi-ledger.example/eu")
+    assert ledgerkey.origin(store) == made  # stored with the ledger: later settings change nothing
+    app.close()
