@@ -5,10 +5,8 @@ covered it, and signs the ledger's checkpoints anew. On SQLite and on PostgreSQL
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import datetime, timedelta
 from pathlib import Path
 
-import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -54,25 +52,6 @@ def verify(app: LedgerApplication, signer: NoteSigner, saved: Path | None = None
         source.close()
 
 
-def _resign_everything(app: LedgerApplication, raw: RawStore, signer: NoteSigner) -> None:
-    """What the attacker does after editing records: rebuild the Merkle log from them and sign
-    it with the ledger's key, which sits beside the database."""
-    for table in ("coi_checkpoints", "coi_nodes", "coi_leaves"):
-        raw.sql(f"DELETE FROM {table}")
-    MerkleLog(app).checkpoint(signer, signer.name)
-
-
-def _cut_tail(raw: RawStore, size: int) -> None:
-    """Remove the leaves from `size` on, their records, the nodes over them and the
-    checkpoints that covered them."""
-    (first_cut,) = raw.sql("SELECT sequence FROM coi_leaves WHERE leaf_index = ?", (size,))[0]
-    raw.sql("DELETE FROM {table} WHERE {seq} >= ?", (first_cut,))
-    raw.sql("DELETE FROM coi_leaves WHERE leaf_index >= ?", (size,))
-    for level in range(size.bit_length() + 1):
-        raw.sql("DELETE FROM coi_nodes WHERE level = ? AND idx >= ?", (level, size >> level))
-    raw.sql("DELETE FROM coi_checkpoints WHERE tree_size > ?", (size,))
-
-
 def test_an_untouched_ledger_matches_its_saved_checkpoints(sealed: Sealed, tmp_path: Path) -> None:
     app, signer, _, _ = sealed
     report = verify(app, signer, tmp_path / "saved")
@@ -82,13 +61,8 @@ def test_an_untouched_ledger_matches_its_saved_checkpoints(sealed: Sealed, tmp_p
 
 def test_a_rewritten_record_with_every_checkpoint_re_signed(sealed: Sealed, tmp_path: Path) -> None:
     app, signer, raw, (first, second) = sealed
-    last = raw.last()  # the last record of its aggregate: no later link to mend
-    stream, version, topic, state = raw.row(last)
-    stored = msgspec.json.decode(bytes(state))
-    moved = datetime.fromisoformat(stored["timestamp"]["_data_"]) + timedelta(seconds=1)
-    stored["timestamp"]["_data_"] = moved.isoformat()
-    raw.set_row(last, (stream, version, topic, msgspec.json.encode(stored)))
-    _resign_everything(app, raw, signer)
+    raw.rewrite_last_record()
+    raw.resign_log(app, signer)
     assert verify(app, signer).failure is None  # the ledger's own checkpoints hide it
     failure = verify(app, signer, tmp_path / "saved").failure
     assert failure is not None
@@ -101,7 +75,7 @@ def test_a_rewritten_record_with_every_checkpoint_re_signed(sealed: Sealed, tmp_
 def test_the_tail_cut_with_the_checkpoints_that_covered_it(sealed: Sealed, tmp_path: Path) -> None:
     app, signer, raw, (first, second) = sealed
     first_cut = MerkleLog(app).store.sequence(first.size)
-    _cut_tail(raw, first.size)
+    raw.cut_log_tail(first.size)
     assert verify(app, signer).failure is None  # nothing inside the ledger shows it
     failure = verify(app, signer, tmp_path / "saved").failure
     assert failure is not None and failure.sequence == first_cut
@@ -115,7 +89,7 @@ def test_the_tail_cut_and_grown_again_to_a_second_root_for_one_size(
     sealed: Sealed, cast: Cast, tmp_path: Path
 ) -> None:
     app, signer, raw, (first, second) = sealed
-    _cut_tail(raw, first.size)
+    raw.cut_log_tail(first.size)
     advance(app, new_journey(cast, index=7))
     advance(app, new_journey(cast, index=8))
     MerkleLog(app).checkpoint(signer, signer.name)
