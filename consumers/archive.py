@@ -111,12 +111,14 @@ class Archive:
         )
         return kept
 
-    def check_size(self, origin: str, size: int, where: str) -> None:
-        """A log now `size` leaves long must not be shorter than a note kept for it."""
+    def check_size(self, origin: str, size: int, where: str, current: Kept | None) -> None:
+        """A log now `size` leaves long (its latest checkpoint kept as `current`) must not be
+        shorter than a note kept for it."""
         latest = self.latest(origin)
         if latest is not None and size < latest.checkpoint.size:
+            now = f" (its latest checkpoint: {current.path})" if current is not None else ""
             raise ForkError(
-                f"rollback: {where} holds {size} leaves of {origin} but the checkpoint kept in "
+                f"rollback: {where} holds {size} leaves of {origin}{now} but the checkpoint kept in "
                 f"{latest.path} commits to {latest.checkpoint.size}"
             )
 

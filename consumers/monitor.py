@@ -53,11 +53,12 @@ class LedgerPoller:
 
     def step(self) -> None:
         stored = self.source.checkpoints()
+        current = None
         for checkpoint in stored:
-            self.archive.keep(checkpoint.note, self._prover(checkpoint.size))
+            current = self.archive.keep(checkpoint.note, self._prover(checkpoint.size))
         origin = parse(stored[-1].note)[0].origin if stored else self._only_origin()
         if origin is not None:
-            self.archive.check_size(origin, self.source.size(), self.where)
+            self.archive.check_size(origin, self.source.size(), self.where, current)
 
     def _prover(self, size: int) -> Prove:
         # LookupError when the ledger no longer holds the nodes: the archive counts it a failure.
