@@ -11,19 +11,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
+import sqlite3
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
+import psycopg
 from kafka import TopicPartition
 
 from consumers.archive import Archive, ForkError, Prove
 from consumers.broker import ensure_topics
 from consumers.service import configure_logging, run_forever, stop_on_signals
+from ledger.app.config import ConfigError
 from ledger.site import kafka
-from ledger.store.sources import SqlSource, open_source
+from ledger.store.sources import SqlSource
 from ledger.transparency import merkle
 from ledger.transparency.checkpoint import NoteVerifier, parse
 from ledger.wire.kafka_topics import Topics
@@ -46,8 +51,9 @@ class Options:
 class LedgerPoller:
     """Reads the ledger's checkpoints and holds each to the archive, proofs from its tree."""
 
-    def __init__(self, source: SqlSource, archive: Archive, where: str) -> None:
-        self.source = source
+    def __init__(self, connect: Callable[[], SqlSource], archive: Archive, where: str) -> None:
+        self.connect = connect
+        self.source = connect()  # the first failure to open it is the caller's to report
         self.archive = archive
         self.where = where
 
@@ -69,11 +75,25 @@ class LedgerPoller:
         return next(iter(self.archive.logs)) if len(self.archive.logs) == 1 else None
 
     def run(self, stop: threading.Event, interval: float) -> None:
+        """Polls until `stop`; a database that goes away is waited for, as a broker is."""
         log.info("monitor: polling %s every %.0f s", self.where, interval)
         while True:
-            self.step()
+            try:
+                self.step()
+            except (sqlite3.Error, psycopg.Error, ConfigError) as exc:
+                log.warning("monitor: cannot read %s (%s); trying again in %.0f s", self.where, exc, interval)
+                self._reconnect()
             if stop.wait(interval):
                 return
+
+    def _reconnect(self) -> None:
+        with contextlib.suppress(sqlite3.Error, psycopg.Error):
+            self.source.close()
+        with contextlib.suppress(sqlite3.Error, psycopg.Error, ConfigError):
+            self.source = self.connect()
+
+    def close(self) -> None:
+        self.source.close()
 
 
 class TopicFollower:
@@ -118,17 +138,18 @@ class TopicFollower:
         self.archive.keep(message.note, prove)
 
 
-def run(options: Options, bootstrap: str | None, poll_url: str | None) -> int:
-    """The monitor in the foreground until SIGINT/SIGTERM (or, with `once`, what is there);
-    1 on a fork or a rollback."""
+def run(options: Options, bootstrap: str | None, poll: Callable[[], SqlSource] | None) -> int:
+    """The monitor in the foreground until SIGINT/SIGTERM (or, with `once`, what is there),
+    following the broker at `bootstrap`, or polling the ledger `poll` opens; 1 on a fork or a
+    rollback."""
     configure_logging()
     stop = stop_on_signals()
     try:
         archive = Archive(options.state, options.trusted)  # a fork kept before still stands
         kept = sum(len(sizes) for sizes in archive.logs.values())
         log.info("monitor: %d checkpoints kept in %s", kept, options.state)
-        if poll_url is not None:
-            _poll(archive, poll_url, options, stop)
+        if poll is not None:
+            _poll(archive, poll, options, stop)
         else:
             assert bootstrap is not None
             _follow(archive, bootstrap, options, stop)
@@ -138,16 +159,17 @@ def run(options: Options, bootstrap: str | None, poll_url: str | None) -> int:
     return 0
 
 
-def _poll(archive: Archive, url: str, options: Options, stop: threading.Event) -> None:
-    source = open_source(url)
-    poller = LedgerPoller(source, archive, "the ledger")
+def _poll(
+    archive: Archive, connect: Callable[[], SqlSource], options: Options, stop: threading.Event
+) -> None:
+    poller = LedgerPoller(connect, archive, "the ledger")
     try:
         if options.once:
             poller.step()
         else:
             poller.run(stop, options.interval)
     finally:
-        source.close()
+        poller.close()
 
 
 def _follow(archive: Archive, bootstrap: str, options: Options, stop: threading.Event) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from consumers import SERVICES
-from ledger.cli.common import TYPE_CHECKING, UsageError
+from ledger.cli.common import TYPE_CHECKING, UsageError, opened
 
 if TYPE_CHECKING:
     from ledger.cli.common import Subparsers
@@ -53,6 +53,7 @@ def _monitor(args: argparse.Namespace) -> int:
     from consumers.archive import ArchiveError
     from consumers.pipeline import configured_bootstrap
     from ledger.app.config import database_url
+    from ledger.store.sources import SqlSource, open_source
     from ledger.transparency.checkpoint import NoteError, NoteVerifier
 
     if not args.state:
@@ -73,7 +74,11 @@ def _monitor(args: argparse.Namespace) -> int:
     if not args.poll and bootstrap is None:
         raise UsageError("set COI_KAFKA_BOOTSTRAP to the Kafka cluster (or start `coi up`), or use --poll")
     options = monitor.Options(Path(args.state), trusted, args.once, args.interval)
+
+    def connect() -> SqlSource:  # read-only, as coi verify reads
+        return opened(lambda: open_source(database_url()))
+
     try:
-        return monitor.run(options, bootstrap, database_url() if args.poll else None)
+        return monitor.run(options, bootstrap, connect if args.poll else None)
     except ArchiveError as exc:
         raise UsageError(str(exc)) from None

@@ -128,6 +128,27 @@ def test_polling_catches_history_rewritten_and_re_signed(
     assert f"is not consistent with the one kept at {second.size}" in done.stderr
 
 
+def test_a_running_monitor_keeps_new_checkpoints_and_stops_at_a_rollback(
+    polled: tuple, store_url: str, cast: Cast, tmp_path: Path
+) -> None:
+    app, signer, raw, (first, second) = polled
+    command = [*COI, "run", "monitor", "--state", str(tmp_path / "kept"), "--trusted-key",
+               str(tmp_path / "ledger.vkey"), "--poll", "--interval", "0.2"]  # fmt: skip
+    env = {**os.environ, "COI_DATA_DIR": str(tmp_path / "coi-data"), "COI_DATABASE_URL": store_url}
+    with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as running:
+        try:
+            third = grow(app, cast, signer, range(3, 4))
+            wait_until(lambda: len(kept(tmp_path)) == 3, 30, f"the checkpoint at {third.size} kept")
+            raw.cut_log_tail(first.size)
+            assert running.wait(30) == 1
+        finally:
+            running.kill()
+        assert running.stderr is not None
+        said = running.stderr.read()
+    assert f"at tree size {third.size}" in said and f"consistent with size {second.size}" in said
+    assert f"rollback: the ledger holds {first.size} leaves" in said
+
+
 def test_the_monitor_needs_a_trusted_key_and_a_state_dir(tmp_path: Path) -> None:
     done = subprocess.run([*COI, "run", "monitor", "--state", str(tmp_path / "kept"), "--poll"],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
