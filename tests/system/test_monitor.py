@@ -149,6 +149,31 @@ def test_a_running_monitor_keeps_new_checkpoints_and_stops_at_a_rollback(
     assert f"rollback: the ledger holds {first.size} leaves" in said
 
 
+def test_verify_holds_the_ledger_to_the_monitors_archive(
+    polled: tuple, store_url: str, tmp_path: Path
+) -> None:
+    _, _, raw, (first, second) = polled
+    env = {**os.environ, "COI_DATA_DIR": str(tmp_path / "coi-data"), "COI_DATABASE_URL": store_url}
+
+    def verify(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*COI, "verify", "--trusted-key", str(tmp_path / "ledger.vkey"), *args],
+                              capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+
+    done = verify("--checkpoints", str(tmp_path / "kept"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 checkpoints saved outside it" in done.stdout
+    (tmp_path / "empty").mkdir()
+    done = verify("--checkpoints", str(tmp_path / "empty"))
+    assert done.returncode == 2 and "no saved checkpoints (*.note)" in done.stderr
+    first_cut = int(raw.sql("SELECT sequence FROM coi_leaves WHERE leaf_index = ?", (first.size,))[0][0])
+    raw.cut_log_tail(first.size)
+    assert verify().returncode == 0  # the ledger alone shows nothing
+    done = verify("--checkpoints", str(tmp_path / "kept"))
+    assert done.returncode == 1
+    assert f"FAILED at sequence {first_cut}: the ledger holds {first.size} records" in done.stdout
+    assert f".{second.size:012d}.note) commits to {second.size}" in done.stdout
+
+
 def test_the_monitor_needs_a_trusted_key_and_a_state_dir(tmp_path: Path) -> None:
     done = subprocess.run([*COI, "run", "monitor", "--state", str(tmp_path / "kept"), "--poll"],
                           capture_output=True, text=True, timeout=60)  # fmt: skip
