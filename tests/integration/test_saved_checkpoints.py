@@ -115,3 +115,20 @@ def test_a_saved_note_no_trusted_key_signed_is_refused(sealed: Sealed, tmp_path:
     forged.write_text(Checkpoint(signer.name, first.size, first.root).sign(stranger))
     with pytest.raises(NoteError, match=f"{forged}: no signature by a trusted ledger key"):
         read_saved([forged], [signer.verifier])
+
+
+def test_an_incremental_run_walks_from_the_start_for_notes_it_cannot_recompute(
+    sealed: Sealed, tmp_path: Path
+) -> None:
+    app, signer, _, (_, second) = sealed
+    state = tmp_path / "verify-state.json"
+    source = open_source(ledger_url(app))
+    try:
+        assert LedgerVerifier(source, [signer.verifier]).run(state).failure is None
+        notes = read_saved([tmp_path / "saved"], [signer.verifier])
+        report = LedgerVerifier(source, [signer.verifier], saved=notes).run(state)
+        assert report.failure is None and report.saved == 2
+        assert report.resumed_from == 0  # both saved sizes lie at or below the verified one
+        assert LedgerVerifier(source, [signer.verifier]).run(state).resumed_from == second.size
+    finally:
+        source.close()
