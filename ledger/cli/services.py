@@ -22,9 +22,17 @@ def add_parser(subparsers: Subparsers) -> None:
         "monitor", "keep every checkpoint outside the ledger; exit 1 on a fork or rollback"
     )
     m.add_argument("--state", metavar="DIR", help="the append-only directory of kept notes")
-    m.add_argument("--trusted-key", action="append", default=[], metavar="FILE", help="ledger verifier key file (repeatable)")
+    m.add_argument(
+        "--trusted-key",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="ledger verifier key file (repeatable)",
+    )
     m.add_argument("--poll", action="store_true", help="read the ledger (read-only), not coi.checkpoints")
-    m.add_argument("--interval", type=float, default=5.0, metavar="S", help="seconds between polls (default 5)")
+    m.add_argument(
+        "--interval", type=float, default=5.0, metavar="S", help="seconds between polls (default 5)"
+    )
     m.add_argument("--once", action="store_true", help="process what is there now, then stop")
     s = subparsers.add_parser("broker", help="run the local Tansu broker in the foreground")
     s.add_argument("--port", type=int, default=9092)
