@@ -44,8 +44,18 @@ def monitor(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[st
         [*COI, "run", "monitor", "--state", str(tmp / "kept"), "--trusted-key", str(tmp / "ledger.vkey"),
          "--once", *args],
         capture_output=True, text=True, timeout=120, cwd=tmp,
-        env={**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), **env},
+        env={**os.environ, **homes(tmp), **env},
     )  # fmt: skip
+
+
+def homes(tmp: Path) -> dict[str, str]:
+    """The data folder, and the per-user directories (trust store, signer) in tmp, never the
+    real home."""
+    return {
+        "COI_DATA_DIR": str(tmp / "coi-data"),
+        "COI_CONFIG_DIR": str(tmp / "config"),
+        "COI_SIGNER_DIR": str(tmp / "signer"),
+    }
 
 
 def kept(tmp: Path) -> list[str]:
@@ -134,7 +144,7 @@ def test_a_running_monitor_keeps_new_checkpoints_and_stops_at_a_rollback(
     app, signer, raw, (first, second) = polled
     command = [*COI, "run", "monitor", "--state", str(tmp_path / "kept"), "--trusted-key",
                str(tmp_path / "ledger.vkey"), "--poll", "--interval", "0.2"]  # fmt: skip
-    env = {**os.environ, "COI_DATA_DIR": str(tmp_path / "coi-data"), "COI_DATABASE_URL": store_url}
+    env = {**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url}
     with subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True) as running:
         try:
             third = grow(app, cast, signer, range(3, 4))
@@ -153,7 +163,7 @@ def test_verify_holds_the_ledger_to_the_monitors_archive(
     polled: tuple, store_url: str, tmp_path: Path
 ) -> None:
     _, _, raw, (first, second) = polled
-    env = {**os.environ, "COI_DATA_DIR": str(tmp_path / "coi-data"), "COI_DATABASE_URL": store_url}
+    env = {**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url}
 
     def verify(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*COI, "verify", "--trusted-key", str(tmp_path / "ledger.vkey"), *args],
@@ -194,7 +204,7 @@ def bootstrap() -> Iterator[str]:
 def test_following_the_relay_on_the_broker(
     tmp_path: Path, bootstrap: str, cast: Cast, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    stack = Services(tmp_path, bootstrap, Topics(f"t{uuid.uuid4().hex[:8]}."))
+    stack = Services(tmp_path, bootstrap, Topics(f"t{uuid.uuid4().hex[:8]}."), **homes(tmp_path))
     ensure_topics(bootstrap, stack.topics)
     for name, value in stack.env.items():
         monkeypatch.setenv(name, value)
