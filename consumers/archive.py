@@ -106,9 +106,10 @@ class Archive:
                     f"consistent with the one kept at {old.size} ({latest.path})"
                 )
         kept = self._write(note, checkpoint)
-        log.info(
-            "monitor: kept %s at tree size %d in %s, %s", checkpoint.origin, checkpoint.size, kept.path, how
-        )
+        log.log(
+            logging.WARNING if how.startswith("NOT") else logging.INFO,
+            "monitor: kept %s at tree size %d in %s, %s", checkpoint.origin, checkpoint.size, kept.path, how,
+        )  # fmt: skip
         return kept
 
     def check_size(self, origin: str, size: int, where: str, current: Kept | None) -> None:
