@@ -36,6 +36,14 @@ def add_parser(subparsers: Subparsers) -> None:
         action="store_true",
         help="with no trusted key for the log, trust the keys that sign its first checkpoint now",
     )
+    s.add_argument(
+        "--checkpoints",
+        action="append",
+        default=[],
+        metavar="DIR|FILE",
+        help="checkpoints saved outside the ledger (a note file, or a directory of *.note, e.g. the "
+        "monitor's): the ledger must give the same root at each one's size",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,6 +101,7 @@ def _verify(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from ledger.audit.saved import read_saved
     from ledger.audit.verification import LedgerVerifier, StateMismatchError
     from ledger.cli.trust import first_use, keep_learned, roots_for, state_file
 
@@ -107,6 +116,9 @@ def _verify(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         first_use(source, roots)
     print(f"coi verify: trusted roots: {roots.described}", file=sys.stderr)
+    saved = read_saved([Path(p) for p in args.checkpoints], roots.keys)
+    if args.checkpoints and not saved:
+        raise UsageError(f"no saved checkpoints (*.note) in {', '.join(args.checkpoints)}")
     started = time.perf_counter()
     last = [started]
 
@@ -120,13 +132,14 @@ def _verify(args: argparse.Namespace) -> int:
 
     state = state_file(roots.origin) if args.incremental else None
     try:
-        report = LedgerVerifier(source, roots.keys, progress).run(state)
+        report = LedgerVerifier(source, roots.keys, progress, saved=saved).run(state)
     except StateMismatchError as exc:
         raise UsageError(str(exc)) from None
     seconds = time.perf_counter() - started
     resumed = f", resumed after {report.resumed_from:,} verified leaves" if report.resumed_from else ""
+    kept = f", {report.saved} checkpoints saved outside it" if report.saved else ""
     summary = (
-        f"{report.records:,} records, {report.leaves:,} leaves, {report.checkpoints} checkpoints, "
+        f"{report.records:,} records, {report.leaves:,} leaves, {report.checkpoints} checkpoints{kept}, "
         f"{report.streams:,} aggregates{resumed}, in {seconds:.1f} s"
     )
     if report.failure is not None:

@@ -38,6 +38,7 @@ from ledger.store.sql import (
     LOG_TOP,
     NODE_RANGE,
     log_size,
+    nodes_among,
     placeholders,
     records_after,
     stored_checkpoints,
@@ -184,10 +185,7 @@ class LogStore:
         """The stored nodes among `keys` (level, index), in one query."""
         if not keys:
             return {}
-        # OR'ed equalities: both engines answer each from the primary key index.
-        where = " OR ".join(["(level = ? AND idx = ?)"] * len(keys))
-        query = "SELECT level, idx, hash FROM coi_nodes WHERE " + where  # noqa: S608 - placeholders only
-        rows = self._rows(query, [x for k in keys for x in k], c)
+        rows = self._rows(nodes_among(len(keys)), [x for k in keys for x in k], c)
         return {(int(level), int(idx)): bytes(h) for level, idx, h in rows}
 
     def node_range(self, level: int, first: int, last: int) -> dict[int, bytes]:

@@ -71,6 +71,13 @@ def note_origin(note: str) -> str:
     return note.split("\n", 1)[0]
 
 
+def nodes_among(count: int) -> str:
+    """The stored nodes among `count` (level, index) pairs, in one query: OR'ed equalities,
+    which both engines answer each from the primary key index."""
+    where = " OR ".join(["(level = ? AND idx = ?)"] * count)
+    return "SELECT level, idx, hash FROM coi_nodes WHERE " + where  # noqa: S608 - placeholders only
+
+
 def records_after(table: str, postgres: bool) -> str:
     """Up to N stored events after a global sequence, in order: (sequence, originator id,
     version, state), straight from eventsourcing's events table `table`."""
