@@ -53,14 +53,16 @@ def first_use(origin: str, first_note: str, published: list[str]) -> list[NoteVe
 def learn(roots: Roots, checkpoint_notes: list[tuple[int, str]], published: list[str]) -> None:
     """Adds to `roots` each published key that cosigns, with a key already trusted, a checkpoint
     (size, note), oldest first, so a chain of rotations is followed."""
-    candidates = _candidates(roots.origin, published)
+    candidates = [k for k in _candidates(roots.origin, published) if k not in roots.keys]
     for size, note in checkpoint_notes:
+        if not candidates:
+            return  # nothing left to learn: no signature to check (a log has a checkpoint per 1000 records)
         if not any(_signs(note, k) for k in roots.keys):
             continue
-        for key in candidates:
-            if key not in roots.keys and _signs(note, key):
-                roots.keys.append(key)
-                roots.learned.append((key, size))
+        for key in [k for k in candidates if _signs(note, k)]:
+            roots.keys.append(key)
+            roots.learned.append((key, size))
+            candidates.remove(key)
 
 
 def _candidates(origin: str, published: list[str]) -> list[NoteVerifier]:
