@@ -50,6 +50,7 @@ class Relay:
         self.producer = kafka.producer(bootstrap)
         self.signer = ledgerkey.signer()
         self.origin = ledgerkey.origin()
+        self.memory = ledgerkey.memory()
         self.checked_at = 0.0
 
     def run(self, stop: threading.Event) -> None:
@@ -79,7 +80,7 @@ class Relay:
         sent = self._publish_records(size)
         every, seconds = checkpoint_policy()
         if self.log.due(every, seconds):
-            self.log.checkpoint(self.signer, self.origin)
+            self.log.checkpoint(self.signer, self.origin, memory=self.memory)
         return sent + self._publish_checkpoints()
 
     def _publish_records(self, size: int) -> int:

@@ -16,6 +16,7 @@ from typing import Protocol
 from kafka.errors import KafkaError
 
 from consumers.broker import BrokerError
+from ledger.app.log import SignerRefused
 from ledger.wire.messages import NewerFormatError
 
 log = logging.getLogger("coi.service")
@@ -81,8 +82,9 @@ def run_forever(name: str, make: Callable[[], Service], stop: threading.Event) -
             log.warning("%s: %s; retrying in %.0f s", name, exc, backoff)
             stop.wait(backoff)
             backoff = min(backoff * 2, 15.0)
-        except NewerFormatError as exc:
-            # Read again, it would be refused again: only a newer coi-ledger can go on.
+        # Read again, it would be refused again: only a newer coi-ledger can go on; signed
+        # again, it would be refused again: only the operator can (the message says how).
+        except (NewerFormatError, SignerRefused) as exc:
             log.error("%s: %s; stopped", name, exc)
             return
     log.info("%s: stopped", name)

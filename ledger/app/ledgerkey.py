@@ -14,6 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.app.config import data_dir
+from ledger.app.signermemory import SignerMemory
 from ledger.transparency.checkpoint import NoteError, NoteSigner, NoteVerifier
 from ledger.wire.files import read_private, write_private
 
@@ -27,6 +28,11 @@ def origin() -> str:
 
 def key_path() -> Path:
     return Path(os.environ.get("COI_LEDGER_KEY") or data_dir() / "ledger-key")
+
+
+def memory() -> SignerMemory:
+    """The signer's memory of the last checkpoint it signed, beside its key (not in the database)."""
+    return SignerMemory(key_path().parent, origin())
 
 
 def verifier_dir() -> Path:

@@ -34,17 +34,21 @@ def run(args: argparse.Namespace) -> int:
 
 def _checkpoint(args: argparse.Namespace) -> int:
     from ledger.app import ledgerkey
-    from ledger.app.log import MerkleLog, settle
+    from ledger.app.log import LogError, MerkleLog, settle
 
     app = open_app()
     log = MerkleLog(app)
     if args.rotate_key:
         new = ledgerkey.rotate()
         print(f"new ledger key {new.verifier.encode()}; earlier checkpoints stay verifiable", file=sys.stderr)
-    if args.rotate_key or args.sign:
-        log.checkpoint(ledgerkey.signer(), ledgerkey.origin())
-    else:
-        settle(app)
+    try:
+        if args.rotate_key or args.sign:
+            log.checkpoint(ledgerkey.signer(), ledgerkey.origin(), memory=ledgerkey.memory())
+        else:
+            settle(app)
+    except LogError as exc:
+        say(f"coi: no checkpoint signed: {exc}", sys.stderr)
+        return EXIT_FAILED
     latest = log.store.latest_checkpoint()
     if latest is None:
         raise UsageError("the ledger has no records yet, so no checkpoint")
