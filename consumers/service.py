@@ -16,7 +16,7 @@ from typing import Protocol
 from kafka.errors import KafkaError
 
 from consumers.broker import BrokerError
-from ledger.app.log import SignerRefused
+from ledger.app.log import SigningRefusedError
 from ledger.wire.messages import NewerFormatError
 
 log = logging.getLogger("coi.service")
@@ -84,7 +84,7 @@ def run_forever(name: str, make: Callable[[], Service], stop: threading.Event) -
             backoff = min(backoff * 2, 15.0)
         # Read again, it would be refused again: only a newer coi-ledger can go on; signed
         # again, it would be refused again: only the operator can (the message says how).
-        except (NewerFormatError, SignerRefused) as exc:
+        except (NewerFormatError, SigningRefusedError) as exc:
             log.error("%s: %s; stopped", name, exc)
             return
     log.info("%s: stopped", name)

@@ -39,7 +39,7 @@ class LogError(Exception):
     """The log cannot do what was asked (unknown sequence, inconsistent state)."""
 
 
-class SignerRefused(LogError):
+class SigningRefusedError(LogError):
     """The signer's memory shows it signed a head this log does not extend: signing now would
     make two of its checkpoints disagree."""
 
@@ -85,9 +85,7 @@ class MerkleLog:
     def root(self, size: int) -> bytes:
         return merkle.root(size, self.store.nodes)
 
-    def checkpoint(
-        self, signer: NoteSigner, origin: str, *, memory: SignerMemory | None
-    ) -> StoredCheckpoint:
+    def checkpoint(self, signer: NoteSigner, origin: str, *, memory: SignerMemory | None) -> StoredCheckpoint:
         """Integrate and sign the current tree head, unless the latest checkpoint already
         covers it. Refuses to sign a head that is not consistent with the latest one, or with
         the last one the signer's `memory` says it signed (None: a signer that keeps none, a
@@ -203,10 +201,8 @@ def _say_waiting() -> None:
     log.warning("another integrator holds the Merkle log (the relay, or another coi command); waiting for it")
 
 
-def _extends(
-    signed: SignedHead, size: int, root: bytes, nodes: merkle.Nodes, memory: SignerMemory
-) -> None:
-    """Refuses (SignerRefused) a head that does not extend the last one signed: a smaller
+def _extends(signed: SignedHead, size: int, root: bytes, nodes: merkle.Nodes, memory: SignerMemory) -> None:
+    """Refuses (SigningRefusedError) a head that does not extend the last one signed: a smaller
     tree (rolled back), a different root at the same size, or a larger tree without a
     consistency proof from it (forked)."""
     if signed.size == 0 or (size == signed.size and root == signed.root_hash):
@@ -215,23 +211,24 @@ def _extends(
         proof = merkle.consistency_proof(signed.size, size, nodes)
         if merkle.verify_consistency(signed.size, size, signed.root_hash, root, proof):
             return
-    at = f"size {signed.size:,} ({_when(signed.signed_at)}, remembered in {memory.path})"
+    at = f"size {signed.size:,} this key signed ({_when(signed.signed_at)}; its note is in {memory.path})"
+    changed = (
+        f"records among the first {signed.size:,} were changed, deleted or replaced (truncated "
+        "and written again, or restored from another copy)"
+    )
     if size < signed.size:
         what = (
             f"the log holds {size:,} records but this key signed a checkpoint of {at}: the "
             "database was restored from a backup or truncated"
         )
+    elif size == signed.size:
+        what = f"the log of size {size:,} has another root than the checkpoint of {at}: {changed}"
     else:
-        what = (
-            f"the log of size {size:,} does not extend the checkpoint of {at}: records among the "
-            f"first {signed.size:,} were changed, deleted or replaced (truncated and written again, "
-            "or restored from another copy)"
-        )
-    raise SignerRefused(
+        what = f"the log of size {size:,} does not extend the checkpoint of {at}: {changed}"
+    raise SigningRefusedError(
         f"{what}. Do not re-sign: recover the signed records (the coi.ledger topic, a replica) "
-        f"so the log holds the {signed.size:,} records this key signed again (coi verify names "
-        "the first that differs), or start a new log with a new origin (coi init) and keep this "
-        "one's checkpoints as evidence"
+        f"so the log holds the {signed.size:,} records this key signed again, or start a new log "
+        "with a new origin (coi init) and keep this one's checkpoints as evidence"
     )
 
 

@@ -60,7 +60,9 @@ class SignerMemory:
         try:
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, PRIVATE)
         except OSError as exc:
-            raise SignerMemoryError(f"cannot open the signer's lock {self.lock_path}: {exc.strerror}") from None
+            raise SignerMemoryError(
+                f"cannot open the signer's lock {self.lock_path}: {exc.strerror}"
+            ) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -79,36 +79,34 @@ def _payload_digests(c: Any, postgres: bool) -> None:
     c.executemany(placeholders(update, postgres), rows)
 
 
-SEQUENCE_TOP = "coi_sequence_top"
-# Set aside while a record is inserted, so SQLite numbers it after the highest sequence ever
-# given; no record has an empty originator id or a negative version.
-_FLOOR = "originator_id = '' AND originator_version = -1"
+# SQLite's events table (SQLITE_EVENTS) never numbering a record twice: see below. The
+# placeholder row is ('', -1): no record has an empty originator id or a negative version.
+_SEQUENCE_TOP = (
+    "CREATE TABLE coi_sequence_top (top INTEGER NOT NULL)",
+    "INSERT INTO coi_sequence_top SELECT IFNULL(MAX(rowid), 0) FROM stored_events",
+    "CREATE TRIGGER coi_sequence_deleted AFTER DELETE ON stored_events "
+    "BEGIN UPDATE coi_sequence_top SET top = OLD.rowid WHERE top < OLD.rowid; END",
+    "CREATE TRIGGER coi_sequence_floor BEFORE INSERT ON stored_events "
+    "WHEN (SELECT top FROM coi_sequence_top) > IFNULL((SELECT MAX(rowid) FROM stored_events), 0) "
+    "BEGIN INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
+    "SELECT top, '', -1, '', NULL FROM coi_sequence_top; END",
+    "CREATE TRIGGER coi_sequence_floor_gone AFTER INSERT ON stored_events "
+    "WHEN NEW.rowid = (SELECT top FROM coi_sequence_top) + 1 BEGIN DELETE FROM stored_events "
+    "WHERE rowid = NEW.rowid - 1 AND originator_id = '' AND originator_version = -1; END",
+)
 
 
 def _sequences_never_reused(c: Any, postgres: bool) -> None:
     """SQLite numbers a new row one past the highest rowid in the table, so after the last
     records were deleted the next ones would take their sequence numbers, and a receipt or
     checkpoint naming sequence N could name two records. The highest sequence ever given is
-    kept (a deleted record raises it), and an insert into a table whose top is below it
+    kept (deleting a record raises it), and an insert into a table whose top is below it
     first holds that number with a placeholder row, which the insert then removes: the
-    record is numbered one past it. Only after a deletion does an insert pay more than
-    reading that number. PostgreSQL's sequence never hands out a number twice."""
+    record is numbered one past it. Until a deletion, an insert pays only for reading that
+    number (benchmarks/README.md). PostgreSQL's sequence never hands out a number twice."""
     if postgres:
         return
-    events = SQLITE_EVENTS
-    for statement in (
-        f"CREATE TABLE {SEQUENCE_TOP} (top INTEGER NOT NULL)",
-        f"INSERT INTO {SEQUENCE_TOP} SELECT IFNULL(MAX(rowid), 0) FROM {events}",
-        f"CREATE TRIGGER coi_sequence_deleted AFTER DELETE ON {events} "
-        f"BEGIN UPDATE {SEQUENCE_TOP} SET top = OLD.rowid WHERE top < OLD.rowid; END",
-        f"CREATE TRIGGER coi_sequence_floor BEFORE INSERT ON {events} "
-        f"WHEN (SELECT top FROM {SEQUENCE_TOP}) > IFNULL((SELECT MAX(rowid) FROM {events}), 0) "
-        f"BEGIN INSERT INTO {events} (rowid, originator_id, originator_version, topic, state) "
-        f"SELECT top, '', -1, '', NULL FROM {SEQUENCE_TOP}; END",
-        f"CREATE TRIGGER coi_sequence_floor_gone AFTER INSERT ON {events} "
-        f"WHEN NEW.rowid = (SELECT top FROM {SEQUENCE_TOP}) + 1 "
-        f"BEGIN DELETE FROM {events} WHERE rowid = NEW.rowid - 1 AND {_FLOOR}; END",
-    ):
+    for statement in _SEQUENCE_TOP:
         c.execute(statement)
 
 

@@ -38,7 +38,9 @@ def test_an_integrator_overtaken_by_another_carries_on(
 
     size = mine.integrate(progress=overtake)
     assert overtaken and size == overtaken[0] == registered.recorder.max_notification_id()
-    checkpoint = mine.checkpoint(NoteSigner("test.log", Ed25519PrivateKey.generate()), "test.log", memory=None)
+    checkpoint = mine.checkpoint(
+        NoteSigner("test.log", Ed25519PrivateKey.generate()), "test.log", memory=None
+    )
     assert checkpoint.size == size
 
 

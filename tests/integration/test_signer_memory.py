@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.app.application import LedgerApplication
-from ledger.app.log import MerkleLog, SignerRefused
+from ledger.app.log import MerkleLog, SigningRefusedError
 from ledger.app.signermemory import SignerMemory
 from ledger.audit.source import StoredCheckpoint
 from ledger.demo.journeys import Cast
@@ -51,37 +51,35 @@ def signed(
     return MerkleLog(registered).checkpoint(signer, ORIGIN, memory=memory)
 
 
-def truncate(raw: RawStore, keep: int) -> None:
-    """As an insider would: the records after the first `keep` deleted, with the checkpoints
-    that covered them, and the log's tables emptied (they are rebuilt from the records)."""
-    first = int(raw.sql("SELECT MIN({seq}) FROM {table}")[0][0])
-    raw.sql("DELETE FROM {table} WHERE {seq} >= ?", (first + keep,))
-    raw.sql("DELETE FROM coi_checkpoints WHERE tree_size > ?", (keep,))
-    raw.sql("DELETE FROM coi_leaves")
-    raw.sql("DELETE FROM coi_nodes")
-
-
 def grow_to(app: LedgerApplication, cast: Cast, raw: RawStore, size: int) -> None:
     """New patients' records, one at a time, until the ledger holds `size` records."""
     for i in range(100, 200):
         for step in new_journey(cast, index=i).steps():
-            if int(raw.sql("SELECT COUNT(*) FROM {table}")[0][0]) == size:
+            if raw.count() == size:
                 return
             assert app.submit(step.envelope).status == "accepted"
     raise AssertionError("never reached the size")
 
 
 def test_a_second_checkpoint_for_a_size_it_signed_is_refused(
-    store_url: str, cast: Cast, raw: RawStore, signed: StoredCheckpoint, signer: NoteSigner, memory: SignerMemory
+    store_url: str,
+    cast: Cast,
+    raw: RawStore,
+    signed: StoredCheckpoint,
+    signer: NoteSigner,
+    memory: SignerMemory,
 ) -> None:
-    truncate(raw, signed.size - 5)
+    raw.truncate(signed.size - 5)
     app = LedgerApplication(store_url)
     grow_to(app, cast, raw, signed.size)
     log = MerkleLog(app)
-    with pytest.raises(SignerRefused) as refused:
+    with pytest.raises(SigningRefusedError) as refused:
         log.checkpoint(signer, ORIGIN, memory=memory)
     message = str(refused.value)
-    assert f"does not extend the checkpoint of size {signed.size:,}" in message
+    assert (
+        f"the log of size {signed.size:,} has another root than the checkpoint of size {signed.size:,}"
+        in message
+    )
     assert "Do not re-sign" in message and "new origin (coi init)" in message and str(memory.path) in message
     assert log.store.size() == signed.size and log.store.checkpoint(signed.size) is None
     with memory.holding() as remembered:
@@ -89,21 +87,26 @@ def test_a_second_checkpoint_for_a_size_it_signed_is_refused(
 
 
 def test_a_larger_head_that_does_not_extend_the_signed_one_is_refused(
-    store_url: str, cast: Cast, raw: RawStore, signed: StoredCheckpoint, signer: NoteSigner, memory: SignerMemory
+    store_url: str,
+    cast: Cast,
+    raw: RawStore,
+    signed: StoredCheckpoint,
+    signer: NoteSigner,
+    memory: SignerMemory,
 ) -> None:
-    truncate(raw, signed.size - 5)
+    raw.truncate(signed.size - 5)
     app = LedgerApplication(store_url)
     grow_to(app, cast, raw, signed.size + 3)
-    with pytest.raises(SignerRefused, match=f"the log of size {signed.size + 3:,} does not extend"):
+    with pytest.raises(SigningRefusedError, match=f"the log of size {signed.size + 3:,} does not extend"):
         MerkleLog(app).checkpoint(signer, ORIGIN, memory=memory)
 
 
 def test_a_rollback_is_refused_and_the_operator_told_what_to_do(
     store_url: str, raw: RawStore, signed: StoredCheckpoint, signer: NoteSigner, memory: SignerMemory
 ) -> None:
-    truncate(raw, signed.size - 5)  # as a restore from an older backup leaves it
+    raw.truncate(signed.size - 5)  # as a restore from an older backup leaves it
     log = MerkleLog(LedgerApplication(store_url))
-    with pytest.raises(SignerRefused) as refused:
+    with pytest.raises(SigningRefusedError) as refused:
         log.checkpoint(signer, ORIGIN, memory=memory)
     message = str(refused.value)
     assert (
@@ -116,7 +119,11 @@ def test_a_rollback_is_refused_and_the_operator_told_what_to_do(
 
 
 def test_a_head_that_extends_the_signed_one_is_signed_and_remembered(
-    registered: LedgerApplication, cast: Cast, signed: StoredCheckpoint, signer: NoteSigner, memory: SignerMemory
+    registered: LedgerApplication,
+    cast: Cast,
+    signed: StoredCheckpoint,
+    signer: NoteSigner,
+    memory: SignerMemory,
 ) -> None:
     advance(registered, new_journey(cast, index=2))
     log = MerkleLog(registered)
