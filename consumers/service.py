@@ -66,8 +66,9 @@ def quiet_gc() -> None:
     gc.set_threshold(young, middle, 1000)
 
 
-def run_forever(name: str, make: Callable[[], Service], stop: threading.Event) -> None:
-    """(Re)create the service and run it until `stop`; a lost broker means wait and retry."""
+def run_forever(name: str, make: Callable[[], Service], stop: threading.Event) -> int:
+    """(Re)create the service and run it until `stop`; a lost broker means wait and retry.
+    Returns 0 when stopped, 1 when it gave up (only an upgrade or the operator can go on)."""
     quiet_gc()
     backoff = 1.0
     while not stop.is_set():
@@ -86,5 +87,6 @@ def run_forever(name: str, make: Callable[[], Service], stop: threading.Event) -
         # again, it would be refused again: only the operator can (the message says how).
         except (NewerFormatError, SigningRefusedError) as exc:
             log.error("%s: %s; stopped", name, exc)
-            return
+            return 1
     log.info("%s: stopped", name)
+    return 0
