@@ -51,54 +51,47 @@ def signed(
     return MerkleLog(registered).checkpoint(signer, ORIGIN, memory=memory)
 
 
-def grow_to(app: LedgerApplication, cast: Cast, raw: RawStore, size: int) -> None:
-    """New patients' records, one at a time, until the ledger holds `size` records."""
+def rewritten(store_url: str, cast: Cast, raw: RawStore, signed: StoredCheckpoint, size: int) -> MerkleLog:
+    """The ledger's last 5 signed records truncated, with the checkpoints that covered them,
+    and new patients' records written, one at a time, until it holds `size` records."""
+    raw.truncate(signed.size - 5)
+    app = LedgerApplication(store_url)
     for i in range(100, 200):
         for step in new_journey(cast, index=i).steps():
             if raw.count() == size:
-                return
+                return MerkleLog(app)
             assert app.submit(step.envelope).status == "accepted"
     raise AssertionError("never reached the size")
 
 
-def test_a_second_checkpoint_for_a_size_it_signed_is_refused(
+@pytest.mark.parametrize(
+    ("more", "says"),
+    [
+        (0, "the log of size {size:,} has another root than the checkpoint of size {signed:,}"),
+        (3, "the log of size {size:,} does not extend the checkpoint of size {signed:,}"),
+    ],
+    ids=["same-size", "larger"],
+)
+def test_a_head_that_does_not_extend_the_signed_one_is_refused(
     store_url: str,
     cast: Cast,
     raw: RawStore,
     signed: StoredCheckpoint,
     signer: NoteSigner,
     memory: SignerMemory,
+    more: int,
+    says: str,
 ) -> None:
-    raw.truncate(signed.size - 5)
-    app = LedgerApplication(store_url)
-    grow_to(app, cast, raw, signed.size)
-    log = MerkleLog(app)
+    """Truncated, then written again to the size signed or past it: never a second checkpoint."""
+    log = rewritten(store_url, cast, raw, signed, signed.size + more)
     with pytest.raises(SigningRefusedError) as refused:
         log.checkpoint(signer, ORIGIN, memory=memory)
     message = str(refused.value)
-    assert (
-        f"the log of size {signed.size:,} has another root than the checkpoint of size {signed.size:,}"
-        in message
-    )
+    assert says.format(size=signed.size + more, signed=signed.size) in message
     assert "Do not re-sign" in message and "new origin (coi init)" in message and str(memory.path) in message
-    assert log.store.size() == signed.size and log.store.checkpoint(signed.size) is None
+    assert log.store.size() == signed.size + more and log.store.checkpoints() == []
     with memory.holding() as remembered:
         assert remembered is not None and remembered.note == signed.note
-
-
-def test_a_larger_head_that_does_not_extend_the_signed_one_is_refused(
-    store_url: str,
-    cast: Cast,
-    raw: RawStore,
-    signed: StoredCheckpoint,
-    signer: NoteSigner,
-    memory: SignerMemory,
-) -> None:
-    raw.truncate(signed.size - 5)
-    app = LedgerApplication(store_url)
-    grow_to(app, cast, raw, signed.size + 3)
-    with pytest.raises(SigningRefusedError, match=f"the log of size {signed.size + 3:,} does not extend"):
-        MerkleLog(app).checkpoint(signer, ORIGIN, memory=memory)
 
 
 def test_a_rollback_is_refused_and_the_operator_told_what_to_do(
