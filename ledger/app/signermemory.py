@@ -16,6 +16,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -39,9 +40,14 @@ class SignedHead(msgspec.Struct, frozen=True):
     note: str
     signed_at: str  # ISO 8601, UTC
 
+    def __post_init__(self) -> None:  # a damaged file fails to decode, rather than mislead
+        if self.size < 0 or len(self.root_hash) != 32:
+            raise ValueError("not a tree size and a SHA-256 root")
+        datetime.fromisoformat(self.signed_at)
+
     @property
     def root_hash(self) -> bytes:
-        return base64.b64decode(self.root)
+        return base64.b64decode(self.root, validate=True)
 
 
 class SignerMemory:
@@ -92,8 +98,7 @@ class SignerMemory:
             raise SignerMemoryError(f"cannot read the signer's memory {self.path}: {exc.strerror}") from None
         try:
             head = msgspec.json.decode(data, type=SignedHead)
-            head.root_hash  # noqa: B018 - decodes, or says the file is damaged
-        except (msgspec.DecodeError, ValueError) as exc:
+        except msgspec.DecodeError as exc:
             raise SignerMemoryError(
                 f"the signer's memory {self.path} is damaged ({exc}): it records the last checkpoint "
                 "this key signed, and without it the ledger could sign a second one for a size it "
