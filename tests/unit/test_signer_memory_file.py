@@ -60,5 +60,5 @@ def test_another_logs_memory_put_in_its_place_is_refused(tmp_path: Path) -> None
     memory = SignerMemory(tmp_path / "b", ORIGIN)
     memory.path.parent.mkdir()
     elsewhere.path.rename(memory.path)
-    with pytest.raises(SignerMemoryError, match="is for the log 'coi-ledger.test/other'"), memory.holding():
+    with pytest.raises(SignerMemoryError, match=r"is for the log 'coi-ledger\.test/other'"), memory.holding():
         pass
