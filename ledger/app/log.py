@@ -6,7 +6,10 @@ tree whose perfect subtrees it stores, and the checkpointer signs tree heads. On
 integrator writes at a time, by construction: each chunk of leaves, and each checkpoint, is
 written holding the log's lock (LogStore.integrating); a second integrator (the relay and a
 `coi submit` on one ledger) waits for it, says so, and carries on from where the first got
-to. The tables can always be rebuilt from the records.
+to. The tables can always be rebuilt from the records, so the database alone cannot keep the
+ledger from signing a second, different head for a size it signed (after a truncation or a
+restore): the signer's own memory (ledger/app/signermemory.py) does, checked before each
+signature, and its lock, taken before the log's, makes every signer of the log take turns.
 """
 
 from __future__ import annotations
