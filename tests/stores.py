@@ -112,6 +112,18 @@ class RawStore:
     def last(self) -> int:
         return int(self.sql("SELECT MAX({seq}) FROM {table}")[0][0])
 
+    def truncate(self, keep: int) -> None:
+        """The records after the first `keep` deleted, with the checkpoints that covered them,
+        and the log's tables emptied (they are rebuilt from the records), as an insider would."""
+        first = int(self.sql("SELECT MIN({seq}) FROM {table}")[0][0])
+        self.sql("DELETE FROM {table} WHERE {seq} >= ?", (first + keep,))
+        self.sql("DELETE FROM coi_checkpoints WHERE tree_size > ?", (keep,))
+        self.sql("DELETE FROM coi_leaves")
+        self.sql("DELETE FROM coi_nodes")
+
+    def count(self) -> int:
+        return int(self.sql("SELECT COUNT(*) FROM {table}")[0][0])
+
     def append(self, stream: UUID, envelope: str, topic: str, recorded_at: datetime | None = None) -> int:
         """Append `envelope` to `stream` straight into the table, correctly chained and recorded
         at `recorded_at` (now), as an insider with SQL could; returns the sequence it gets."""
@@ -163,7 +175,7 @@ class RawStore:
         sign it with the ledger's key, which they hold."""
         for table in ("coi_checkpoints", "coi_nodes", "coi_leaves"):
             self.sql(f"DELETE FROM {table}")
-        MerkleLog(app).checkpoint(signer, signer.name)
+        MerkleLog(app).checkpoint(signer, signer.name, memory=None)
 
 
 def ledger_url(app: LedgerApplication) -> str:

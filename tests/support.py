@@ -142,6 +142,6 @@ def sealed_ledger(url: str, patients: int = 2) -> tuple[NoteSigner, int]:
     for i in range(patients):
         advance(app, new_journey(cast, index=i))
     signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
-    size = MerkleLog(app).checkpoint(signer, signer.name).size
+    size = MerkleLog(app).checkpoint(signer, signer.name, memory=None).size
     app.close()
     return signer, size

@@ -23,6 +23,7 @@ from urllib.parse import quote
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.app.config import data_dir
+from ledger.app.signermemory import SignerMemory
 from ledger.audit.trust import TrustStore, config_dir, fingerprint, read_keys
 from ledger.store.logstore import LogStore
 from ledger.transparency.checkpoint import NoteError, NoteSigner
@@ -46,6 +47,11 @@ def origin(store: LogStore) -> str:
 
 def signer_dir() -> Path:
     return Path(os.environ.get("COI_SIGNER_DIR") or config_dir() / "signer")
+
+
+def memory(log_origin: str) -> SignerMemory:
+    """The signer's memory of the last checkpoint it signed, beside its key (not in the database)."""
+    return SignerMemory(key_path(log_origin).parent, log_origin)
 
 
 def key_path(log_origin: str) -> Path:

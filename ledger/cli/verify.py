@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _checkpoint(args: argparse.Namespace) -> int:
     from ledger.app import ledgerkey
-    from ledger.app.log import MerkleLog, settle, sign
+    from ledger.app.log import LogError, MerkleLog, settle, sign
 
     app = open_app()
     log = MerkleLog(app)
@@ -63,13 +63,17 @@ def _checkpoint(args: argparse.Namespace) -> int:
             "so verifiers that trust it learn the new one",
             file=sys.stderr,
         )
-    if args.rotate_key or args.sign:
-        sign(log)
-    else:
-        try:
-            settle(app)
-        except ledgerkey.NoLedgerKeyError as exc:
-            print(f"coi: {exc}; the log is integrated", file=sys.stderr)
+    try:
+        if args.rotate_key or args.sign:
+            sign(log)
+        else:
+            try:
+                settle(app)
+            except ledgerkey.NoLedgerKeyError as exc:
+                print(f"coi: {exc}; the log is integrated", file=sys.stderr)
+    except LogError as exc:
+        say(f"coi: no checkpoint signed: {exc}", sys.stderr)
+        return EXIT_FAILED
     latest = log.store.latest_checkpoint()
     if latest is None:
         raise UsageError("the ledger has no signed checkpoint yet")

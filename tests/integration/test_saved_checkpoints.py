@@ -32,9 +32,9 @@ def sealed(registered: LedgerApplication, cast: Cast, tmp_path: Path) -> Iterato
     log = MerkleLog(registered)
     for i in range(2):
         advance(registered, new_journey(cast, index=i))
-    first = log.checkpoint(signer, signer.name)
+    first = log.checkpoint(signer, signer.name, memory=None)
     advance(registered, new_journey(cast, index=2))
-    second = log.checkpoint(signer, signer.name)
+    second = log.checkpoint(signer, signer.name, memory=None)
     (tmp_path / "saved").mkdir()
     for stored in (first, second):
         (tmp_path / "saved" / f"log.{stored.size}.note").write_text(stored.note)
@@ -92,7 +92,7 @@ def test_the_tail_cut_and_grown_again_to_a_second_root_for_one_size(
     raw.cut_log_tail(first.size)
     advance(app, new_journey(cast, index=7))
     advance(app, new_journey(cast, index=8))
-    MerkleLog(app).checkpoint(signer, signer.name)
+    MerkleLog(app).checkpoint(signer, signer.name, memory=None)
     assert MerkleLog(app).store.size() >= second.size
     failure = verify(app, signer, tmp_path / "saved").failure
     assert failure is not None and failure.sequence == MerkleLog(app).store.sequence(first.size)

@@ -125,7 +125,7 @@ def test_a_rewritten_record_finds_no_ledger_key_beside_the_data_and_a_key_of_its
     _plant(tmp_path, raw, attacker)
     raw.conn.close()
     app = LedgerApplication(url)
-    MerkleLog(app).checkpoint(attacker, genuine.name)
+    MerkleLog(app).checkpoint(attacker, genuine.name, memory=None)
     app.close()
     code, out = _verify(tmp_path, url)
     assert code == 1 and "no signature by a trusted ledger key" in out, out

@@ -36,7 +36,7 @@ def grow(app: LedgerApplication, cast: Cast, signer: NoteSigner, patients: range
     """These patients' journeys on the ledger, under a new checkpoint signed by `signer`."""
     for i in patients:
         advance(app, new_journey(cast, index=i))
-    return MerkleLog(app).checkpoint(signer, signer.name)
+    return MerkleLog(app).checkpoint(signer, signer.name, memory=None)
 
 
 def monitor(tmp: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
