@@ -14,7 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.app.config import data_dir
-from ledger.transparency.checkpoint import NoteError, NoteSigner, NoteVerifier
+from ledger.transparency.checkpoint import NoteError, NoteSigner, NoteVerifier, read_verifier_files
 from ledger.wire.files import read_private, write_private
 
 DEFAULT_ORIGIN = "coi-ledger.local/log"
@@ -66,13 +66,4 @@ def rotate() -> NoteSigner:
 def trusted(extra: list[Path] | None = None) -> list[NoteVerifier]:
     """Verifier keys from coi-data/ledger-keys plus any files given (one key per line)."""
     files = sorted(verifier_dir().glob("*.vkey")) if verifier_dir().exists() else []
-    verifiers = []
-    for path in [*files, *(extra or [])]:
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise NoteError(f"cannot read the verifier key file {path}: {exc.strerror}") from None
-        for line in text.splitlines():
-            if line.strip():
-                verifiers.append(NoteVerifier.decode(line))
-    return verifiers
+    return read_verifier_files([*files, *(extra or [])])

@@ -37,6 +37,7 @@ GROUPS = (
     ("schema", "schema"),
     ("history", "history"),
     ("verify", "checkpoint", "prove", "verify"),
+    ("export", "export", "verify-bundle"),
     ("publish", "publish"),
     ("services", "up", "run", "broker"),
     ("projections", "projections"),

@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -168,3 +169,20 @@ def verify(note: str, verifiers: list[NoteVerifier]) -> tuple[Checkpoint, list[s
     if not good:
         raise NoteError("no signature by a trusted ledger key")
     return checkpoint, good
+
+
+def read_verifier_files(paths: list[Path]) -> list[NoteVerifier]:
+    """The verifier keys in files (one a line, blank lines skipped); NoteError names the file."""
+    verifiers = []
+    for path in paths:
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise NoteError(f"cannot read the verifier key file {path}: {exc.strerror}") from None
+        for line in text.splitlines():
+            if line.strip():
+                try:
+                    verifiers.append(NoteVerifier.decode(line))
+                except NoteError as exc:
+                    raise NoteError(f"{path}: {exc}") from None
+    return verifiers

@@ -1,0 +1,98 @@
+"""`coi export bundle`, `coi verify-bundle`: offline evidence, written by the ledger and
+checked with no database and no network."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, open_app, say
+
+if TYPE_CHECKING:
+    from ledger.audit.bundle_format import Request
+    from ledger.cli.common import Subparsers
+
+
+def add_parser(subparsers: Subparsers) -> None:
+    kinds = subparsers.add_parser("export", help="export evidence (an offline bundle)").add_subparsers(
+        dest="export_kind", required=True
+    )
+    s = kinds.add_parser("bundle", help="records, registry, proofs and checkpoint in one zip, for coi verify-bundle")
+    s.add_argument("--out", required=True, help="the zip to write (atomically)")
+    pick = s.add_mutually_exclusive_group(required=True)
+    pick.add_argument("--coi", help="one patient's whole history")
+    pick.add_argument("--batch", help="the history of the patient whose batch this is")
+    pick.add_argument("--from-seq", type=int, help="a sequence range, with --to-seq")
+    s.add_argument("--to-seq", type=int, help="the last sequence of the range")
+
+    s = subparsers.add_parser("verify-bundle", help="check an offline bundle: no database, no network")
+    s.add_argument("bundle", help="the bundle's zip")
+    s.add_argument("--trusted-key", action="append", default=[], help="ledger verifier key file (repeatable)")
+
+
+def run(args: argparse.Namespace) -> int:
+    return _export(args) if args.command == "export" else _verify_bundle(args)
+
+
+def _request(args: argparse.Namespace) -> Request:
+    from ledger.audit.bundle_format import Request
+
+    if args.from_seq is None:
+        if args.to_seq is not None:
+            raise UsageError("--to-seq goes with --from-seq")
+        return Request(coi=args.coi, batch=args.batch)
+    if args.to_seq is None or args.to_seq < args.from_seq:
+        raise UsageError("give a sequence range as --from-seq N --to-seq M, with N <= M")
+    return Request(from_seq=args.from_seq, to_seq=args.to_seq)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ledger.app.bundle import BundleExportError, export_bundle
+    from ledger.wire.files import write_atomic
+
+    request = _request(args)
+    app = open_app(writer=False)
+    try:
+        exported = export_bundle(app, request)
+    except BundleExportError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        app.close()
+    write_atomic(Path(args.out), exported.data)
+    manifest = exported.manifest
+    print(
+        f"wrote {args.out}: {exported.records} records ({len(manifest.selected)} selected) proved "
+        f"against the checkpoint at tree size {manifest.tree_size} ({manifest.origin})"
+    )
+    if manifest.after_checkpoint:
+        say(
+            f"left out {manifest.after_checkpoint} records of {request.describe()} that came after that "
+            "checkpoint (they cannot be proved yet): run coi checkpoint --sign and export again to include them",
+            sys.stderr,
+        )
+    return EXIT_OK
+
+
+def _verify_bundle(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ledger.audit.bundle import verify_bundle
+    from ledger.transparency.checkpoint import read_verifier_files
+
+    path = Path(args.bundle)
+    if not path.is_file():
+        raise UsageError(f"no bundle at {path}")
+    report = verify_bundle(path, read_verifier_files([Path(p) for p in args.trusted_key]))
+    if report.failure is not None:
+        say(f"FAILED: {report.failure}")
+        return EXIT_FAILED
+    say(f"OK: {path.name}")
+    say("Proved:")
+    for line in report.proved:
+        say(f"  - {line}")
+    say("Cannot prove from this bundle:")
+    for line in report.cannot:
+        say(f"  - {line}")
+    return EXIT_OK
