@@ -139,7 +139,7 @@ def check_files(bundle: Bundle, report: BundleReport) -> BundleFailure | None:
         if data is None:
             return BundleFailure(entry.path, "missing: the manifest lists it but the bundle does not hold it")
         if len(data) != entry.size:
-            return BundleFailure(entry.path, f"{len(data)} bytes, the manifest says {entry.size}")
+            return BundleFailure(entry.path, f"changed: {len(data)} bytes, the manifest says {entry.size}")
         if hashlib.sha256(data).hexdigest() != entry.sha256:
             return BundleFailure(entry.path, "changed: its SHA-256 differs from the manifest's")
     for name in sorted(bundle.files.keys() - listed - {MANIFEST}):
