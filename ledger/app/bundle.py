@@ -44,7 +44,9 @@ from ledger.transparency import merkle
 from ledger.transparency.records import canonical, payload_of, row_record
 
 Row = tuple[int, Any, int, bytes]  # sequence, originator id, version, state
-_REGISTRY_TOPICS = [NAMES[c] for c in (Principal.Opened, Principal.Recorded, PolicyStream.Opened, PolicyStream.Recorded)]
+_REGISTRY_TOPICS = [
+    NAMES[c] for c in (Principal.Opened, Principal.Recorded, PolicyStream.Opened, PolicyStream.Recorded)
+]
 _THERAPY_TOPICS = [NAMES[Therapy.Opened], NAMES[Therapy.Recorded]]
 # A fixed time for every zip entry: the same records make the same bundle, byte for byte.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
@@ -87,7 +89,9 @@ def export_bundle(app: Application[UUID], request: Request) -> Exported:
                 f"{checkpoint.size}): run coi checkpoint --sign, then export again"
             )
         rows = {row[0]: row for row in _context(store, proved, c)}
-        rows.update((row[0], row) for row in store.records_matching(_topics(_REGISTRY_TOPICS), _REGISTRY_TOPICS, c))
+        rows.update(
+            (row[0], row) for row in store.records_matching(_topics(_REGISTRY_TOPICS), _REGISTRY_TOPICS, c)
+        )
         rows = {s: row for s, row in rows.items() if s <= last}
         leaves = store.leaf_indexes(sorted(rows), c)
         nodes = lambda keys: store.nodes(keys, c)  # noqa: E731 - within this transaction
@@ -128,14 +132,17 @@ def _select(store: LogStore, request: Request, c: Any) -> tuple[list[Row], list[
             raise BundleExportError(f"no record names batch {request.batch}")
         if len(cois) > 1:
             raise BundleExportError(
-                f"batch {request.batch} is in {len(cois)} patients' histories (a batch id is unique only within "
+                f"batch {request.batch} is in {len(cois)} patients' histories (a batch id is unique only "
+                f"within "
                 f"one COI): choose one with --coi: {', '.join(cois)}"
             )
         return _stream(store, therapy_uuid(cois[0]), c), cois
     assert request.from_seq is not None and request.to_seq is not None
     rows = store.records_matching("sequence >= ? AND sequence <= ?", (request.from_seq, request.to_seq), c)
     if not rows:
-        raise BundleExportError(f"the ledger holds no record from sequence {request.from_seq} to {request.to_seq}")
+        raise BundleExportError(
+            f"the ledger holds no record from sequence {request.from_seq} to {request.to_seq}"
+        )
     return rows, []
 
 

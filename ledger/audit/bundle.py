@@ -23,6 +23,7 @@ import hashlib
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -185,7 +186,9 @@ def check_inclusion(bundle: Bundle, report: BundleReport) -> BundleFailure | Non
         return BundleFailure(PROOFS, f"cannot be read ({exc})")
     size, root = bundle.checkpoint.size, bundle.checkpoint.root
     if proofs.tree_size != size:
-        return BundleFailure(PROOFS, f"proves against tree size {proofs.tree_size}, the checkpoint's is {size}")
+        return BundleFailure(
+            PROOFS, f"proves against tree size {proofs.tree_size}, the checkpoint's is {size}"
+        )
     by_name = {record_name(p.sequence): p for p in proofs.proofs}
     if len(by_name) != len(proofs.proofs):
         return BundleFailure(PROOFS, "proves one sequence more than once")
@@ -210,7 +213,7 @@ def check_inclusion(bundle: Bundle, report: BundleReport) -> BundleFailure | Non
             )
         records.append((proof, record))
     records.sort(key=lambda pr: pr[0].leaf_index)
-    for (before, _), (after, _) in zip(records, records[1:], strict=False):
+    for (before, _), (after, _) in pairwise(records):
         if after.sequence <= before.sequence or after.leaf_index == before.leaf_index:
             return BundleFailure(
                 record_name(after.sequence),
@@ -231,14 +234,17 @@ def check_records(bundle: Bundle, report: BundleReport) -> BundleFailure | None:
     result = LedgerVerifier(_BundleSource(bundle.records), trusted=[]).run()
     if result.failure is not None:
         sequence = result.failure.sequence
-        return BundleFailure(record_name(sequence) if sequence is not None else bundle.name, result.failure.reason)
+        return BundleFailure(
+            record_name(sequence) if sequence is not None else bundle.name, result.failure.reason
+        )
     report.proved.append(
         "each signature was valid at its time, by a key the registry held (key state replayed from "
         "the registry records in the bundle)"
     )
     for coi, (version, sequence) in sorted(_patients(bundle).items()):
         report.proved.append(
-            f"the chain of COI {coi} is unbroken from its first record to version {version} (sequence {sequence})"
+            f"the chain of COI {coi} is unbroken from its first record to version {version} "
+            f"(sequence {sequence})"
         )
     return None
 
@@ -249,14 +255,18 @@ def check_selection(bundle: Bundle, report: BundleReport) -> BundleFailure | Non
     held = {proof.sequence for proof, _ in bundle.records}
     missing = sorted(set(manifest.selected) - held)
     if missing:
-        return BundleFailure(MANIFEST, f"lists sequence {missing[0]} as selected; the bundle has no such record")
+        return BundleFailure(
+            MANIFEST, f"lists sequence {missing[0]} as selected; the bundle has no such record"
+        )
     patients = _patients(bundle)
     for coi in manifest.cois:
         if coi not in patients:
             return BundleFailure(MANIFEST, f"names COI {coi}; the bundle holds no record of it")
     if manifest.request.coi is not None and manifest.request.coi not in manifest.cois:
         return BundleFailure(MANIFEST, f"was asked for COI {manifest.request.coi} but does not name it")
-    report.proved.append(f"it holds the {len(manifest.selected)} records selected by {manifest.request.describe()}")
+    report.proved.append(
+        f"it holds the {len(manifest.selected)} records selected by {manifest.request.describe()}"
+    )
     return None
 
 
@@ -264,8 +274,8 @@ def _cannot_prove(bundle: Bundle, report: BundleReport) -> None:
     size = bundle.manifest.tree_size
     report.cannot.append("anything about records of other patients, or any claim across patients")
     report.cannot.append(
-        "that a patient's history has no records beyond the last one here: a bundle shows what is in the log, "
-        "not what is absent from it"
+        "that a patient's history has no records beyond the last one here: a bundle shows what is in "
+        "the log, not what is absent from it"
     )
     report.cannot.append(f"anything after the checkpoint at tree size {size}")
     if bundle.manifest.after_checkpoint:
@@ -277,13 +287,11 @@ def _cannot_prove(bundle: Bundle, report: BundleReport) -> None:
 
 def _patients(bundle: Bundle) -> dict[str, tuple[int, int]]:
     """COI -> (last version, its sequence) of each patient's history the bundle holds."""
-    streams = {proof.sequence: record for proof, record in bundle.records}
     found: dict[str, tuple[int, int]] = {}
-    for sequence, record in streams.items():
+    for proof, record in bundle.records:  # in log order: a history's later versions come later
         coi = header_of(record.envelope).coi
         if coi is not None and str(therapy_uuid(coi)) == record.stream:
-            if record.version > found.get(coi, (0, 0))[0]:
-                found[coi] = (record.version, sequence)
+            found[coi] = (record.version, proof.sequence)
     return found
 
 

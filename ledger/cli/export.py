@@ -17,7 +17,9 @@ def add_parser(subparsers: Subparsers) -> None:
     kinds = subparsers.add_parser("export", help="export evidence (an offline bundle)").add_subparsers(
         dest="export_kind", required=True
     )
-    s = kinds.add_parser("bundle", help="records, registry, proofs and checkpoint in one zip, for coi verify-bundle")
+    s = kinds.add_parser(
+        "bundle", help="records, registry, proofs and checkpoint in one zip, for coi verify-bundle"
+    )
     s.add_argument("--out", required=True, help="the zip to write (atomically)")
     pick = s.add_mutually_exclusive_group(required=True)
     pick.add_argument("--coi", help="one patient's whole history")
@@ -69,7 +71,8 @@ def _export(args: argparse.Namespace) -> int:
     if manifest.after_checkpoint:
         say(
             f"left out {manifest.after_checkpoint} records of {request.describe()} that came after that "
-            "checkpoint (they cannot be proved yet): run coi checkpoint --sign and export again to include them",
+            "checkpoint (they cannot be proved yet): run coi checkpoint --sign and export again to "
+            "include them",
             sys.stderr,
         )
     return EXIT_OK

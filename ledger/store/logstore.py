@@ -186,7 +186,8 @@ class LogStore:
         found: dict[int, int] = {}
         for start in range(0, len(sequences), 500):
             part = sequences[start : start + 500]
-            query = f"SELECT sequence, leaf_index FROM coi_leaves WHERE sequence IN ({', '.join('?' * len(part))})"  # noqa: S608 - placeholders only
+            marks = ", ".join("?" * len(part))
+            query = f"SELECT sequence, leaf_index FROM coi_leaves WHERE sequence IN ({marks})"  # noqa: S608 - placeholders only
             found.update((int(s), int(leaf)) for s, leaf in self._rows(query, part, c))
         return found
 

@@ -144,7 +144,8 @@ def added_record_of_another_patient(b: Bundles, f: Files) -> tuple[Files, str, s
     """A genuine record of another patient, with its genuine proof: its history is not whole."""
     other = next(
         n for n in b.other
-        if n.startswith("records/") and n not in f and msgspec.json.decode(b.other[n], type=Record).version > 1
+        if n.startswith("records/") and n not in f
+        and msgspec.json.decode(b.other[n], type=Record).version > 1
     )  # fmt: skip
     proofs, theirs = msgspec.json.decode(f[PROOFS]), msgspec.json.decode(b.other[PROOFS])
     proofs["proofs"] += [p for p in theirs["proofs"] if record_name(p["sequence"]) == other]

@@ -102,7 +102,9 @@ def test_a_sequence_range_brings_each_history_from_its_first_record(
     last = RawStore(ledger_url(registered)).last()
     manifest, _ = _verified(registered, Request(from_seq=last - 5, to_seq=last - 2), tmp_path)
     assert manifest.selected == list(range(last - 5, last - 1))
-    for versions in _streams(export_bundle(registered, Request(from_seq=last - 5, to_seq=last - 2)).data).values():
+    for versions in _streams(
+        export_bundle(registered, Request(from_seq=last - 5, to_seq=last - 2)).data
+    ).values():
         assert versions[0] == 1 and versions == list(range(1, len(versions) + 1))
 
 

@@ -18,7 +18,9 @@ from tests.support import coi, sealed_ledger
 from tests.system.test_standalone_verifier import BLOCKED, BLOCKER, ROOT
 
 # Run in the child, after BLOCKER: `coi verify-bundle` itself, then what it loaded.
-CHILD = BLOCKER + r"""
+CHILD = (
+    BLOCKER
+    + r"""
 import io
 
 from ledger.cli import main
@@ -28,6 +30,7 @@ code = main(["verify-bundle", *ARGUMENTS], out=out)
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
 print(json.dumps({"code": code, "out": out.getvalue(), "loaded": loaded}))
 """
+)
 
 
 class Ledger:
@@ -85,7 +88,10 @@ def test_a_tampered_bundle_fails_with_exit_1_naming_the_file(ledger: Ledger) -> 
 
 
 def test_without_a_trusted_key_nothing_is_proved(ledger: Ledger) -> None:
-    assert ledger.run("export", "bundle", "--from-seq", "1", "--to-seq", "3", "--out", "range.zip").returncode == 0
+    assert (
+        ledger.run("export", "bundle", "--from-seq", "1", "--to-seq", "3", "--out", "range.zip").returncode
+        == 0
+    )
     done = ledger.run("verify-bundle", "range.zip")
     assert done.returncode == 1 and "no trusted ledger key" in done.stdout and "Proved" not in done.stdout
 
@@ -93,7 +99,10 @@ def test_without_a_trusted_key_nothing_is_proved(ledger: Ledger) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["export", "bundle", "--coi", "X", "--to-seq", "3", "--out", "x.zip"], "--to-seq goes with --from-seq"),
+        (
+            ["export", "bundle", "--coi", "X", "--to-seq", "3", "--out", "x.zip"],
+            "--to-seq goes with --from-seq",
+        ),
         (["export", "bundle", "--from-seq", "9", "--to-seq", "3", "--out", "x.zip"], "with N <= M"),
         (["export", "bundle", "--batch", "B-NONE", "--out", "x.zip"], "no record names batch B-NONE"),
         (["verify-bundle", "nowhere.zip"], "no bundle at nowhere.zip"),

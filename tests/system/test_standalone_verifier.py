@@ -50,7 +50,9 @@ sys.meta_path.insert(0, Block())
 """
 
 # Run in the child: read the ledger with sqlite3 alone, verify it.
-CHILD = BLOCKER + r"""
+CHILD = (
+    BLOCKER
+    + r"""
 import sqlite3
 
 path, trusted = ARGUMENTS
@@ -106,6 +108,7 @@ print(json.dumps({
     "checkpoints": report.checkpoints, "let_through": sorted(set(let_through)), "loaded": loaded,
 }))
 """
+)
 
 
 @pytest.fixture(scope="module")
