@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import re
 import zipfile
 from dataclasses import dataclass
 from typing import Any
@@ -162,13 +163,33 @@ def _context(store: LogStore, selected: list[Row], c: Any) -> list[Row]:
 
 
 def _batch_cois(store: LogStore, batch: str, c: Any) -> list[str]:
-    """The COIs whose journeys name `batch`: a batch id is unique only within one COI."""
+    """The COIs whose journeys name `batch`: a batch id is unique only within one COI.
+
+    Bodies are base64 in the stored rows, so the database cannot search them for the id; it
+    searches them for text that any base64 of a body holding `"BATCH"` contains (a few
+    candidates instead of every record), which are then decoded and checked."""
+    fragments = _base64_fragments(msgspec.json.encode(batch))
+    holds = "position(? in state) > 0" if store.postgres else "instr(state, ?) > 0"  # bytea, blob
+    condition = f"{_topics(_THERAPY_TOPICS)} AND ({' OR '.join([holds] * len(fragments))})"
+    params = [*_THERAPY_TOPICS, *(f.encode() for f in fragments)]
     found = set()
-    for row in store.records_matching(_topics(_THERAPY_TOPICS), _THERAPY_TOPICS, c):
+    for row in store.records_matching(condition, params, c):
         mention = _mention.decode(payload_of(row_record(row).envelope))
         if mention.batch_id == batch and mention.coi is not None:
             found.add(mention.coi)
     return sorted(found)
+
+
+def _base64_fragments(needle: bytes) -> list[str]:
+    """For each of the three offsets `needle` can have in a base64-encoded text, the longest
+    run of characters that encode its bytes alone and that both base64 alphabets (standard,
+    URL-safe) write alike, and no JSON encoder escapes: at least one is in any such text."""
+    fragments = []
+    for offset in range(3):
+        encoded = base64.b64encode(bytes(offset) + needle).decode()
+        first, end = -(-8 * offset // 6), 8 * (offset + len(needle)) // 6  # whole 6-bit groups
+        fragments.append(max(re.split("[+/]", encoded[first:end]), key=len))
+    return fragments
 
 
 def _cois_of(rows: list[Row]) -> list[str]:
