@@ -169,9 +169,12 @@ def _batch_cois(store: LogStore, batch: str, c: Any) -> list[str]:
     searches them for text that any base64 of a body holding `"BATCH"` contains (a few
     candidates instead of every record), which are then decoded and checked."""
     fragments = _base64_fragments(msgspec.json.encode(batch))
-    holds = "position(? in state) > 0" if store.postgres else "instr(state, ?) > 0"  # bytea, blob
+    # PostgreSQL's state is bytea; SQLite's a blob, which GLOB (case-sensitive, and faster
+    # than instr) reads as text. A fragment is letters and digits: nothing GLOB interprets.
+    holds = "position(? in state) > 0" if store.postgres else "CAST(state AS TEXT) GLOB ?"
     condition = f"{_topics(_THERAPY_TOPICS)} AND ({' OR '.join([holds] * len(fragments))})"
-    params = [*_THERAPY_TOPICS, *(f.encode() for f in fragments)]
+    patterns = [f.encode() if store.postgres else f"*{f}*" for f in fragments]
+    params = [*_THERAPY_TOPICS, *patterns]
     found = set()
     for row in store.records_matching(condition, params, c):
         mention = _mention.decode(payload_of(row_record(row).envelope))
