@@ -4,7 +4,7 @@ demo ledger of many patients (default 2,000), against the issue's 1 s targets.
 The ledger is the demo's own (`ledger.demo.run.run_demo`: the demo cast, every variant, the
 refusals the rules require), under one signed checkpoint. For a batch of a patient in the
 middle of the log it times, `--repeat` times each (median and worst printed):
-  * export: `export_bundle(app, Request(batch=B))` in this process, and `coi export bundle`
+  * export: `export_bundle(read-only source, Request(batch=B))` in this process, and `coi export bundle`
     as a process (Python start and imports included);
   * verify: `verify_bundle(zip, [ledger key])` in this process, and `coi verify-bundle` as a
     process.
@@ -36,6 +36,7 @@ from ledger.app.log import MerkleLog
 from ledger.audit.bundle import verify_bundle
 from ledger.audit.bundle_format import Request
 from ledger.demo.run import run_demo
+from ledger.store.sources import open_source
 from ledger.transparency.checkpoint import NoteSigner, NoteVerifier
 from ledger.transparency.records import header_of, row_record
 
@@ -109,12 +110,12 @@ def main(argv: list[str]) -> int:
         key = Path(f"{db}.vkey")
         verifier = NoteVerifier.decode(key.read_text()) if db.exists() else build(db, args.patients)
         batch, size = middle_batch(db)
-        app = LedgerApplication(f"sqlite:///{db}", writer=False)
+        source = open_source(f"sqlite:///{db}")
         try:
-            exported = export_bundle(app, Request(batch=batch))
-            export_seconds = timed(args.repeat, lambda: export_bundle(app, Request(batch=batch)))
+            exported = export_bundle(source, Request(batch=batch))
+            export_seconds = timed(args.repeat, lambda: export_bundle(source, Request(batch=batch)))
         finally:
-            app.close()
+            source.close()
         bundle = Path(tmp) / "batch.zip"
         bundle.write_bytes(exported.data)
         report = verify_bundle(bundle, [verifier])

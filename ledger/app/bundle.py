@@ -1,7 +1,8 @@
 """`coi export bundle`: the records of a patient, a batch or a sequence range, with all a
 verifier needs to check them offline (ledger/audit/bundle_format.py, ledger/audit/bundle.py).
 
-Everything is read in one read transaction, against the latest signed checkpoint:
+Everything is read in one read-only transaction (nothing written, no event store), against
+the latest signed checkpoint:
 - the selected records, and for each patient history (aggregate) they touch every record
   from its first, so its chain can be shown unbroken;
 - every registry and policy record under the checkpoint (key state and policy are replayed
@@ -23,7 +24,6 @@ from typing import Any
 from uuid import UUID
 
 import msgspec
-from eventsourcing.application import Application
 
 from aggregates.therapy import therapy_uuid
 from ledger.audit.bundle_format import (
@@ -38,17 +38,11 @@ from ledger.audit.bundle_format import (
     Request,
     record_name,
 )
-from ledger.store.logstore import LogStore
-from ledger.store.streams import PolicyStream, Principal, Therapy
-from ledger.store.topics import NAMES
+from ledger.store.snapshot import REGISTRY_TOPICS, THERAPY_TOPICS, Snapshot, snapshot
+from ledger.store.sources import Row, SqlSource
 from ledger.transparency import merkle
 from ledger.transparency.records import canonical, payload_of, row_record
 
-Row = tuple[int, Any, int, bytes]  # sequence, originator id, version, state
-_REGISTRY_TOPICS = [
-    NAMES[c] for c in (Principal.Opened, Principal.Recorded, PolicyStream.Opened, PolicyStream.Recorded)
-]
-_THERAPY_TOPICS = [NAMES[Therapy.Opened], NAMES[Therapy.Recorded]]
 # A fixed time for every zip entry: the same records make the same bundle, byte for byte.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -74,34 +68,31 @@ class _BatchMention(msgspec.Struct):
 _mention = msgspec.json.Decoder(_BatchMention)
 
 
-def export_bundle(app: Application[UUID], request: Request) -> Exported:
-    store = LogStore(app.recorder)
-    with store.reading() as c:
-        checkpoint = store.latest_checkpoint(c)
+def export_bundle(source: SqlSource, request: Request) -> Exported:
+    """The bundle of `request` from the ledger `source` reads."""
+    with snapshot(source) as log:
+        checkpoint = log.latest_checkpoint()
         if checkpoint is None:
             raise BundleExportError("the ledger has no signed checkpoint yet: run coi checkpoint --sign")
-        last = store.sequence(checkpoint.size - 1, c)
+        last = log.leaf_sequence(checkpoint.size - 1)
         assert last is not None  # a checkpoint's leaves are in the log
-        selected, cois = _select(store, request, c)
+        selected, cois = _select(log, request)
         proved = [row for row in selected if row[0] <= last]
         if not proved:
             raise BundleExportError(
                 f"every record of {request.describe()} came after the latest checkpoint (tree size "
                 f"{checkpoint.size}): run coi checkpoint --sign, then export again"
             )
-        rows = {row[0]: row for row in _context(store, proved, c)}
-        rows.update(
-            (row[0], row) for row in store.records_matching(_topics(_REGISTRY_TOPICS), _REGISTRY_TOPICS, c)
-        )
+        rows = {row[0]: row for row in _context(log, proved)}
+        rows.update((row[0], row) for row in log.records(_topics(REGISTRY_TOPICS), REGISTRY_TOPICS))
         rows = {s: row for s, row in rows.items() if s <= last}
-        leaves = store.leaf_indexes(sorted(rows), c)
-        nodes = lambda keys: store.nodes(keys, c)  # noqa: E731 - within this transaction
+        leaves = log.leaf_indexes(sorted(rows))
         files: dict[str, bytes] = {}
         proofs = []
         for sequence in sorted(rows):
             files[record_name(sequence)] = canonical(row_record(rows[sequence]))
             index = leaves[sequence]
-            path = merkle.inclusion_proof(index, checkpoint.size, nodes)
+            path = merkle.inclusion_proof(index, checkpoint.size, log.nodes)
             proofs.append(Inclusion(sequence, index, [base64.b64encode(h).decode() for h in path]))
     files[PROOFS] = msgspec.json.encode(Proofs(checkpoint.size, proofs))
     files[CHECKPOINT] = checkpoint.note.encode()
@@ -120,26 +111,25 @@ def export_bundle(app: Application[UUID], request: Request) -> Exported:
     return Exported(_zip(files), manifest, len(rows))
 
 
-def _select(store: LogStore, request: Request, c: Any) -> tuple[list[Row], list[str]]:
+def _select(log: Snapshot, request: Request) -> tuple[list[Row], list[str]]:
     """The selected records (to the log's end) and the COIs asked for."""
     if request.coi is not None:
-        rows = _stream(store, therapy_uuid(request.coi), c)
+        rows = _stream(log, therapy_uuid(request.coi))
         if not rows:
             raise BundleExportError(f"COI {request.coi} has no records in this ledger")
         return rows, [request.coi]
     if request.batch is not None:
-        cois = _batch_cois(store, request.batch, c)
+        cois = _batch_cois(log, request.batch)
         if not cois:
             raise BundleExportError(f"no record names batch {request.batch}")
         if len(cois) > 1:
             raise BundleExportError(
                 f"batch {request.batch} is in {len(cois)} patients' histories (a batch id is unique only "
-                f"within "
-                f"one COI): choose one with --coi: {', '.join(cois)}"
+                f"within one COI): choose one with --coi: {', '.join(cois)}"
             )
-        return _stream(store, therapy_uuid(cois[0]), c), cois
+        return _stream(log, therapy_uuid(cois[0])), cois
     assert request.from_seq is not None and request.to_seq is not None
-    rows = store.records_matching("sequence >= ? AND sequence <= ?", (request.from_seq, request.to_seq), c)
+    rows = log.records("sequence >= ? AND sequence <= ?", (request.from_seq, request.to_seq))
     if not rows:
         raise BundleExportError(
             f"the ledger holds no record from sequence {request.from_seq} to {request.to_seq}"
@@ -147,22 +137,22 @@ def _select(store: LogStore, request: Request, c: Any) -> tuple[list[Row], list[
     return rows, []
 
 
-def _stream(store: LogStore, stream: UUID, c: Any) -> list[Row]:
-    return store.records_matching("originator_id = ?", (store.stream_id(stream),), c)
+def _stream(log: Snapshot, stream: UUID) -> list[Row]:
+    return log.records("originator_id = ?", (log.stream_id(stream),))
 
 
-def _context(store: LogStore, selected: list[Row], c: Any) -> list[Row]:
+def _context(log: Snapshot, selected: list[Row]) -> list[Row]:
     """The selected records and, for each aggregate among them, its records before them."""
     upto: dict[Any, int] = {}
     for sequence, stream, _, _ in selected:
         upto[stream] = max(upto.get(stream, 0), sequence)
     rows = list(selected)
     for stream, last in upto.items():
-        rows.extend(r for r in store.records_matching("originator_id = ?", (stream,), c) if r[0] <= last)
+        rows.extend(r for r in log.records("originator_id = ?", (stream,)) if r[0] <= last)
     return rows
 
 
-def _batch_cois(store: LogStore, batch: str, c: Any) -> list[str]:
+def _batch_cois(log: Snapshot, batch: str) -> list[str]:
     """The COIs whose journeys name `batch`: a batch id is unique only within one COI.
 
     Bodies are base64 in the stored rows, so the database cannot search them for the id; it
@@ -171,12 +161,11 @@ def _batch_cois(store: LogStore, batch: str, c: Any) -> list[str]:
     fragments = _base64_fragments(msgspec.json.encode(batch))
     # PostgreSQL's state is bytea; SQLite's a blob, which GLOB (case-sensitive, and faster
     # than instr) reads as text. A fragment is letters and digits: nothing GLOB interprets.
-    holds = "position(? in state) > 0" if store.postgres else "CAST(state AS TEXT) GLOB ?"
-    condition = f"{_topics(_THERAPY_TOPICS)} AND ({' OR '.join([holds] * len(fragments))})"
-    patterns = [f.encode() if store.postgres else f"*{f}*" for f in fragments]
-    params = [*_THERAPY_TOPICS, *patterns]
+    holds = "position(? in state) > 0" if log.postgres else "CAST(state AS TEXT) GLOB ?"
+    condition = f"{_topics(THERAPY_TOPICS)} AND ({' OR '.join([holds] * len(fragments))})"
+    patterns = [f.encode() if log.postgres else f"*{f}*" for f in fragments]
     found = set()
-    for row in store.records_matching(condition, params, c):
+    for row in log.records(condition, [*THERAPY_TOPICS, *patterns]):
         mention = _mention.decode(payload_of(row_record(row).envelope))
         if mention.batch_id == batch and mention.coi is not None:
             found.add(mention.coi)
@@ -205,7 +194,7 @@ def _cois_of(rows: list[Row]) -> list[str]:
     return sorted(found)
 
 
-def _topics(topics: list[str]) -> str:
+def _topics(topics: tuple[str, ...]) -> str:
     return f"topic IN ({', '.join('?' * len(topics))})"
 
 

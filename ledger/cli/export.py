@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, open_app, say
+from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, opened, say
 
 if TYPE_CHECKING:
     from ledger.audit.bundle_format import Request
@@ -52,16 +52,18 @@ def _export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ledger.app.bundle import BundleExportError, export_bundle
+    from ledger.app.config import database_url
+    from ledger.store.sources import open_source
     from ledger.wire.files import write_atomic
 
     request = _request(args)
-    app = open_app(writer=False)
+    source = opened(lambda: open_source(database_url()))  # read-only, as coi verify reads
     try:
-        exported = export_bundle(app, request)
+        exported = export_bundle(source, request)
     except BundleExportError as exc:
         raise UsageError(str(exc)) from None
     finally:
-        app.close()
+        source.close()
     write_atomic(Path(args.out), exported.data)
     manifest = exported.manifest
     print(

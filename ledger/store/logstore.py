@@ -18,7 +18,6 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from typing import Any, NamedTuple, cast
-from uuid import UUID
 
 from eventsourcing.persistence import ApplicationRecorder
 from eventsourcing.postgres import PostgresApplicationRecorder
@@ -34,9 +33,9 @@ from ledger.store.sql import (
     LOG_TOP,
     NODE_RANGE,
     log_size,
+    nodes_at,
     placeholders,
     records_after,
-    records_where,
     stored_checkpoints,
 )
 
@@ -65,7 +64,6 @@ class LogStore:
         events: str = recorder.events_table_name  # type: ignore[attr-defined]
         table = f'"{self.datastore.schema}"."{events}"' if self.postgres else events
         self.select_records = records_after(table, self.postgres)
-        self.events_table = table
 
     def _tx(self, commit: bool) -> AbstractContextManager[Any]:
         return cast(AbstractContextManager[Any], self.datastore.transaction(commit=commit))
@@ -148,16 +146,6 @@ class LogStore:
         c.execute(self.select_records, (after, limit))
         return list(c.fetchall())
 
-    def records_matching(
-        self, condition: str, params: Sequence[object], c: Any = None
-    ) -> list[tuple[int, Any, int, bytes]]:
-        """The stored events matching `condition` (see sql.records_where), in order."""
-        return self._rows(records_where(self.events_table, self.postgres, condition), params, c)
-
-    def stream_id(self, stream: UUID) -> object:
-        """A stream's id as the events table holds it: SQLite 32 hex digits, PostgreSQL a UUID."""
-        return stream if self.postgres else stream.hex
-
     # --------------------------------------------------------------- leaves
 
     def size(self, c: Any = None) -> int:
@@ -177,19 +165,9 @@ class LogStore:
         rows = self._rows("SELECT leaf_index FROM coi_leaves WHERE sequence = ?", (sequence,))
         return int(rows[0][0]) if rows else None
 
-    def sequence(self, leaf_index: int, c: Any = None) -> int | None:
-        rows = self._rows(LEAF_SEQUENCE, (leaf_index,), c)
+    def sequence(self, leaf_index: int) -> int | None:
+        rows = self._rows(LEAF_SEQUENCE, (leaf_index,))
         return int(rows[0][0]) if rows else None
-
-    def leaf_indexes(self, sequences: list[int], c: Any = None) -> dict[int, int]:
-        """sequence -> leaf index, for those of `sequences` in the log."""
-        found: dict[int, int] = {}
-        for start in range(0, len(sequences), 500):
-            part = sequences[start : start + 500]
-            marks = ", ".join("?" * len(part))
-            query = f"SELECT sequence, leaf_index FROM coi_leaves WHERE sequence IN ({marks})"  # noqa: S608 - placeholders only
-            found.update((int(s), int(leaf)) for s, leaf in self._rows(query, part, c))
-        return found
 
     def leaves(self, start: int, stop: int) -> list[tuple[int, int]]:
         """(leaf index, sequence) for leaf indexes in [start, stop), in order."""
@@ -202,10 +180,7 @@ class LogStore:
         """The stored nodes among `keys` (level, index), in one query."""
         if not keys:
             return {}
-        # OR'ed equalities: both engines answer each from the primary key index.
-        where = " OR ".join(["(level = ? AND idx = ?)"] * len(keys))
-        query = "SELECT level, idx, hash FROM coi_nodes WHERE " + where  # noqa: S608 - placeholders only
-        rows = self._rows(query, [x for k in keys for x in k], c)
+        rows = self._rows(nodes_at(len(keys)), [x for k in keys for x in k], c)
         return {(int(level), int(idx)): bytes(h) for level, idx, h in rows}
 
     def node_range(self, level: int, first: int, last: int) -> dict[int, bytes]:

@@ -71,6 +71,13 @@ def records_after(table: str, postgres: bool) -> str:
     )
 
 
+def nodes_at(count: int) -> str:
+    """The stored nodes at `count` (level, index) pairs, given flat as parameters: OR'ed
+    equalities, which both engines answer each from the primary key index."""
+    where = " OR ".join(["(level = ? AND idx = ?)"] * count)
+    return "SELECT level, idx, hash FROM coi_nodes WHERE " + where  # noqa: S608 - placeholders only
+
+
 def records_where(table: str, postgres: bool, condition: str) -> str:
     """The stored events matching `condition` (over `sequence`, `originator_id`, `topic`, with
     `?` placeholders), in order, as `records_after` gives them."""

@@ -23,6 +23,7 @@ from ledger.audit.bundle import verify_bundle
 from ledger.audit.bundle_format import CHECKPOINT, MANIFEST, PROOFS, FileEntry, Manifest, Request, record_name
 from ledger.demo.journeys import Cast, compressed_run
 from ledger.demo.kit import register_cast
+from ledger.store.sources import open_source
 from ledger.transparency import checkpoint as notes
 from ledger.transparency.checkpoint import NoteSigner
 from ledger.transparency.records import Record, canonical
@@ -42,7 +43,11 @@ class Bundles:
         for journey in self.journeys:
             advance(app, journey)
         MerkleLog(app).checkpoint(SIGNER, SIGNER.name)
-        self.mine, self.other = (_files(export_bundle(app, Request(coi=j.coi)).data) for j in self.journeys)
+        source = open_source(f"sqlite:///{folder / 'ledger.sqlite'}")
+        self.mine, self.other = (
+            _files(export_bundle(source, Request(coi=j.coi)).data) for j in self.journeys
+        )
+        source.close()
         self.stream = str(therapy_uuid(self.journeys[0].coi))
         app.close()
 

@@ -13,11 +13,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregates.therapy import therapy_uuid
 from ledger.app.application import LedgerApplication
-from ledger.app.bundle import BundleExportError, export_bundle
+from ledger.app.bundle import BundleExportError, Exported, export_bundle
 from ledger.app.log import MerkleLog
 from ledger.audit.bundle import BundleReport, verify_bundle
 from ledger.audit.bundle_format import Manifest, Request
 from ledger.demo.journeys import Cast, Journey
+from ledger.store.sources import open_source
 from ledger.store.streams import Therapy
 from ledger.store.topics import NAMES
 from ledger.transparency.checkpoint import NoteSigner
@@ -36,8 +37,17 @@ def _sealed(app: LedgerApplication, cast: Cast, patients: int = 2) -> list[Journ
     return journeys
 
 
+def _export(app: LedgerApplication, request: Request) -> Exported:
+    """`coi export bundle`'s export, through the read-only source."""
+    source = open_source(ledger_url(app))
+    try:
+        return export_bundle(source, request)
+    finally:
+        source.close()
+
+
 def _verified(app: LedgerApplication, request: Request, tmp_path: Path) -> tuple[Manifest, BundleReport]:
-    exported = export_bundle(app, request)
+    exported = _export(app, request)
     path = tmp_path / "bundle.zip"
     path.write_bytes(exported.data)
     report = verify_bundle(path, [SIGNER.verifier])
@@ -61,7 +71,7 @@ def test_a_patients_bundle_holds_its_history_from_the_first_record(
 ) -> None:
     first, other = _sealed(registered, cast)
     manifest, report = _verified(registered, Request(coi=first.coi), tmp_path)
-    streams = _streams(export_bundle(registered, Request(coi=first.coi)).data)
+    streams = _streams(_export(registered, Request(coi=first.coi)).data)
     versions = streams[str(therapy_uuid(first.coi))]
     assert versions == list(range(1, len(versions) + 1)) and len(manifest.selected) == len(versions)
     assert str(therapy_uuid(other.coi)) not in streams  # nothing of another patient
@@ -78,7 +88,7 @@ def test_a_batch_resolves_to_the_patient_it_was_made_for(
     manifest, _ = _verified(registered, Request(batch=f"B-{first.coi}"), tmp_path)
     assert manifest.cois == [first.coi]
     with pytest.raises(BundleExportError, match="no record names batch B-NONE"):
-        export_bundle(registered, Request(batch="B-NONE"))
+        _export(registered, Request(batch="B-NONE"))
 
 
 def test_a_batch_id_in_two_histories_is_ambiguous(registered: LedgerApplication, cast: Cast) -> None:
@@ -91,7 +101,7 @@ def test_a_batch_id_in_two_histories_is_ambiguous(registered: LedgerApplication,
         therapy_uuid(other.coi), signed(body, cast[body["actor"]]).decode(), NAMES[Therapy.Recorded]
     )
     with pytest.raises(BundleExportError) as caught:
-        export_bundle(registered, Request(batch=f"B-{first.coi}"))
+        _export(registered, Request(batch=f"B-{first.coi}"))
     assert first.coi in str(caught.value) and other.coi in str(caught.value) and "--coi" in str(caught.value)
 
 
@@ -102,9 +112,7 @@ def test_a_sequence_range_brings_each_history_from_its_first_record(
     last = RawStore(ledger_url(registered)).last()
     manifest, _ = _verified(registered, Request(from_seq=last - 5, to_seq=last - 2), tmp_path)
     assert manifest.selected == list(range(last - 5, last - 1))
-    for versions in _streams(
-        export_bundle(registered, Request(from_seq=last - 5, to_seq=last - 2)).data
-    ).values():
+    for versions in _streams(_export(registered, Request(from_seq=last - 5, to_seq=last - 2)).data).values():
         assert versions[0] == 1 and versions == list(range(1, len(versions) + 1))
 
 
@@ -120,12 +128,12 @@ def test_records_after_the_checkpoint_are_left_out_and_counted(
     assert manifest.selected == [sealed - 1, sealed] and manifest.after_checkpoint == last - sealed
     assert any(f"the {last - sealed} records of this selection" in c for c in report.cannot)
     with pytest.raises(BundleExportError, match="came after the latest checkpoint"):
-        export_bundle(registered, Request(coi=late.coi))
+        _export(registered, Request(coi=late.coi))
 
 
 def test_no_bundle_without_a_signed_checkpoint(registered: LedgerApplication) -> None:
     with pytest.raises(BundleExportError, match="no signed checkpoint yet"):
-        export_bundle(registered, Request(from_seq=1, to_seq=5))
+        _export(registered, Request(from_seq=1, to_seq=5))
     with pytest.raises(BundleExportError, match="has no records"):
         MerkleLog(registered).checkpoint(SIGNER, SIGNER.name)
-        export_bundle(registered, Request(coi="CHNOSUCHPATIENT"))
+        _export(registered, Request(coi="CHNOSUCHPATIENT"))
