@@ -277,6 +277,12 @@ def _cannot_prove(bundle: Bundle, report: BundleReport) -> None:
         "that a patient's history has no records beyond the last one here: a bundle shows what is in "
         "the log, not what is absent from it"
     )
+    report.cannot.append(
+        "that the bundle holds every registry record under the checkpoint: a key rotation or revocation "
+        "left out at the end of a principal's history would not show here (coi verify on the ledger sees it)"
+    )
+    report.cannot.append("that the domain rules accepted each record: they are not replayed over a bundle")
+    report.cannot.append("that anyone but the ledger saw the checkpoint: no witness cosignature is checked")
     report.cannot.append(f"anything after the checkpoint at tree size {size}")
     if bundle.manifest.after_checkpoint:
         report.cannot.append(

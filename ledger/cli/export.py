@@ -89,7 +89,10 @@ def _verify_bundle(args: argparse.Namespace) -> int:
     path = Path(args.bundle)
     if not path.is_file():
         raise UsageError(f"no bundle at {path}")
-    report = verify_bundle(path, read_verifier_files([Path(p) for p in args.trusted_key]))
+    trusted = read_verifier_files([Path(p) for p in args.trusted_key])
+    for key in trusted:
+        say(f"trusting ledger key {key.name}+{key.key_id.hex()} (--trusted-key)")
+    report = verify_bundle(path, trusted)
     if report.failure is not None:
         say(f"FAILED: {report.failure}")
         return EXIT_FAILED

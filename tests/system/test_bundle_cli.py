@@ -72,6 +72,9 @@ def test_a_bundle_is_exported_and_verified_with_no_database(ledger: Ledger) -> N
     assert result["code"] == 0, result["out"]
     out = str(result["out"])
     assert f"the chain of COI {ledger.coi} is unbroken from its first record" in out
+    assert out.startswith(
+        f"trusting ledger key {ledger.key.read_text().strip().rsplit('+', 1)[0]} (--trusted-key)"
+    )
     assert "Cannot prove from this bundle:" in out and "anything after the checkpoint" in out
     assert result["loaded"] == [], result["loaded"]
 
