@@ -64,7 +64,10 @@ def _export(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     finally:
         source.close()
-    write_atomic(Path(args.out), exported.data)
+    try:
+        write_atomic(Path(args.out), exported.data)
+    except OSError as exc:
+        raise UsageError(f"--out {args.out}: cannot write it ({exc.strerror}); choose another file") from None
     manifest = exported.manifest
     print(
         f"wrote {args.out}: {exported.records} records ({len(manifest.selected)} selected) proved "

@@ -108,6 +108,10 @@ def test_without_a_trusted_key_nothing_is_proved(ledger: Ledger) -> None:
         ),
         (["export", "bundle", "--from-seq", "9", "--to-seq", "3", "--out", "x.zip"], "with N <= M"),
         (["export", "bundle", "--batch", "B-NONE", "--out", "x.zip"], "no record names batch B-NONE"),
+        (
+            ["export", "bundle", "--from-seq", "1", "--to-seq", "3", "--out", "coi-data"],
+            "--out coi-data: cannot",
+        ),
         (["verify-bundle", "nowhere.zip"], "no bundle at nowhere.zip"),
         (["verify-bundle", "x.zip", "--trusted-key", "nowhere.vkey"], "cannot read the verifier key file"),
     ],
