@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from ledger.transparency.records import header_of, row_record
-from tests.support import coi, sealed_ledger
+from tests.support import coi, copy_fixture_ledger, sealed_ledger
+from tests.system.test_fixture_ledger_cli import PATIENT
 from tests.system.test_standalone_verifier import BLOCKED, BLOCKER, ROOT
 
 # Run in the child, after BLOCKER: `coi verify-bundle` itself, then what it loaded.
@@ -125,3 +126,13 @@ def test_usage_errors_exit_2_and_write_nothing(ledger: Ledger, args: list[str], 
     assert "Traceback" not in done.stderr
     if args[0] == "export":
         assert not (ledger.folder / "x.zip").exists()
+
+
+def test_a_ledger_written_by_v0_1_exports_a_bundle_that_verifies(tmp_path: Path) -> None:
+    data = copy_fixture_ledger(tmp_path / "coi-data")
+    (key,) = (data / "ledger-keys").glob("*.vkey")
+    done = coi(tmp_path, "export", "bundle", "--coi", PATIENT, "--out", "old.zip")
+    assert done.returncode == 0, done.stderr
+    done = coi(tmp_path, "verify-bundle", "old.zip", "--trusted-key", str(key))
+    assert done.returncode == 0, done.stdout
+    assert f"the chain of COI {PATIENT} is unbroken from its first record" in done.stdout
