@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger.transparency.checkpoint import NoteVerifier
 from ledger.transparency.records import header_of, row_record
 from tests.support import coi, copy_fixture_ledger, sealed_ledger
 from tests.system.test_fixture_ledger_cli import PATIENT
@@ -73,9 +74,8 @@ def test_a_bundle_is_exported_and_verified_with_no_database(ledger: Ledger) -> N
     assert result["code"] == 0, result["out"]
     out = str(result["out"])
     assert f"the chain of COI {ledger.coi} is unbroken from its first record" in out
-    assert out.startswith(
-        f"trusting ledger key {ledger.key.read_text().strip().rsplit('+', 1)[0]} (--trusted-key)"
-    )
+    key = NoteVerifier.decode(ledger.key.read_text())
+    assert out.startswith(f"trusting ledger key {key.name}+{key.key_id.hex()} (--trusted-key)\n"), out
     assert "Cannot prove from this bundle:" in out and "anything after the checkpoint" in out
     assert result["loaded"] == [], result["loaded"]
 
