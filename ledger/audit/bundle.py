@@ -143,8 +143,9 @@ def check_files(bundle: Bundle, report: BundleReport) -> BundleFailure | None:
             return BundleFailure(entry.path, f"changed: {len(data)} bytes, the manifest says {entry.size}")
         if hashlib.sha256(data).hexdigest() != entry.sha256:
             return BundleFailure(entry.path, "changed: its SHA-256 differs from the manifest's")
-    for name in sorted(bundle.files.keys() - listed - {MANIFEST}):
-        return BundleFailure(name, "added: the manifest does not list it")
+    added = sorted(bundle.files.keys() - listed - {MANIFEST})
+    if added:
+        return BundleFailure(added[0], "added: the manifest does not list it")
     for needed in (CHECKPOINT, PROOFS):
         if needed not in listed:
             return BundleFailure(MANIFEST, f"does not list {needed}")
@@ -193,10 +194,11 @@ def check_inclusion(bundle: Bundle, report: BundleReport) -> BundleFailure | Non
     if len(by_name) != len(proofs.proofs):
         return BundleFailure(PROOFS, "proves one sequence more than once")
     record_files = {n for n in bundle.files if n.startswith(RECORDS)}
-    for name in sorted(record_files - by_name.keys()):
-        return BundleFailure(name, f"has no inclusion proof in {PROOFS}")
-    for name in sorted(by_name.keys() - record_files):
-        return BundleFailure(PROOFS, f"proves {name}, which the bundle does not hold")
+    unproved, absent = sorted(record_files - by_name.keys()), sorted(by_name.keys() - record_files)
+    if unproved:
+        return BundleFailure(unproved[0], f"has no inclusion proof in {PROOFS}")
+    if absent:
+        return BundleFailure(PROOFS, f"proves {absent[0]}, which the bundle does not hold")
     records = []
     for name, proof in by_name.items():
         data = bundle.files[name]

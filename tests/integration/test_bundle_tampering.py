@@ -159,6 +159,11 @@ def added_record_of_another_patient(b: Bundles, f: Files) -> tuple[Files, str, s
     return _remanifest(added), other, f"goes from version 0 to {version}"
 
 
+def added_record_without_proof(b: Bundles, f: Files) -> tuple[Files, str, str]:
+    other = next(n for n in b.other if n.startswith("records/") and n not in f)
+    return _remanifest(f | {other: b.other[other]}), other, "has no inclusion proof"
+
+
 def swapped_record(b: Bundles, f: Files) -> tuple[Files, str, str]:
     """Another bundle's record under this one's name, manifest rewritten."""
     name = b.record(f, 3)
@@ -210,7 +215,8 @@ def manifest_patient(b: Bundles, f: Files) -> tuple[Files, str, str]:
 
 TAMPERS = [
     changed_record, changed_record_remanifested, dropped_record, dropped_record_remanifested,
-    dropped_record_and_proof, added_file, added_record_of_another_patient, swapped_record, changed_proof,
+    dropped_record_and_proof, added_file, added_record_of_another_patient, added_record_without_proof,
+    swapped_record, changed_proof,
     changed_checkpoint, resigned_checkpoint, manifest_hash, manifest_size, manifest_patient,
 ]  # fmt: skip
 
