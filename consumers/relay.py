@@ -28,6 +28,7 @@ from ledger.app.config import checkpoint_policy
 from ledger.app.log import MerkleLog
 from ledger.site import kafka
 from ledger.store.logstore import RelayPosition
+from ledger.transparency import merkle
 from ledger.transparency.checkpoint import parse
 from ledger.transparency.records import header_of, row_record
 from ledger.wire.kafka_topics import Topics
@@ -124,9 +125,17 @@ class Relay:
         fresh = self.log.store.checkpoints(after=last)
         for stored in fresh:
             checkpoint, _, _ = parse(stored.note)
+            # Proven from the last one published: a monitor checks each against the one before.
+            proof = merkle.consistency_proof(last, stored.size, self.log.store.nodes) if last else []
             message = SignedCheckpoint(
-                checkpoint.origin, stored.size, base64.b64encode(stored.root).decode(), stored.note
+                checkpoint.origin,
+                stored.size,
+                _b64(stored.root),
+                stored.note,
+                proof_from=last,
+                consistency=[_b64(h) for h in proof],
             )
+            last = stored.size
             self.producer.send(
                 self.topics.checkpoints, key=checkpoint.origin.encode(), value=msgspec.json.encode(message)
             )
@@ -165,6 +174,10 @@ class Relay:
             self.producer.close(timeout=kafka.CLOSE_SECONDS)
         except KafkaError as exc:
             log.warning("relay: closing: %s", exc)
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
 
 
 def _fitting(message: LedgerRecord) -> bytes:

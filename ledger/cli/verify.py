@@ -26,6 +26,14 @@ def add_parser(subparsers: Subparsers) -> None:
     s = subparsers.add_parser("verify", help="re-check every signature, chain link, leaf and checkpoint")
     s.add_argument("--incremental", action="store_true", help="start from the last verified checkpoint")
     s.add_argument("--trusted-key", action="append", default=[], help="extra ledger verifier key file")
+    s.add_argument(
+        "--checkpoints",
+        action="append",
+        default=[],
+        metavar="DIR|FILE",
+        help="checkpoints saved outside the ledger (a note file, or a directory of *.note, e.g. the "
+        "monitor's): the ledger must give the same root at each one's size",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -78,11 +86,15 @@ def _verify(args: argparse.Namespace) -> int:
 
     from ledger.app import ledgerkey
     from ledger.app.config import data_dir
+    from ledger.audit.saved import read_saved
     from ledger.audit.verification import LedgerVerifier, StateMismatchError
 
     trusted = ledgerkey.trusted([Path(p) for p in args.trusted_key])
     if not trusted:
         raise UsageError("no trusted ledger keys: pass --trusted-key FILE (a .vkey file from the ledger)")
+    saved = read_saved([Path(p) for p in args.checkpoints], trusted)
+    if args.checkpoints and not saved:
+        raise UsageError(f"no saved checkpoints (*.note) in {', '.join(args.checkpoints)}")
     source = _open_source()
     started = time.perf_counter()
     last = [started]
@@ -97,13 +109,14 @@ def _verify(args: argparse.Namespace) -> int:
 
     state = data_dir() / "verify-state.json" if args.incremental else None
     try:
-        report = LedgerVerifier(source, trusted, progress).run(state)
+        report = LedgerVerifier(source, trusted, progress, saved=saved).run(state)
     except StateMismatchError as exc:
         raise UsageError(str(exc)) from None
     seconds = time.perf_counter() - started
     resumed = f", resumed after {report.resumed_from:,} verified leaves" if report.resumed_from else ""
+    kept = f", {report.saved} checkpoints saved outside it" if report.saved else ""
     summary = (
-        f"{report.records:,} records, {report.leaves:,} leaves, {report.checkpoints} checkpoints, "
+        f"{report.records:,} records, {report.leaves:,} leaves, {report.checkpoints} checkpoints{kept}, "
         f"{report.streams:,} aggregates{resumed}, in {seconds:.1f} s"
     )
     if report.failure is not None:

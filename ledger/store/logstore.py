@@ -33,7 +33,7 @@ from ledger.store.sql import (
     LOG_TOP,
     NODE_RANGE,
     log_size,
-    nodes_at,
+    nodes_among,
     placeholders,
     records_after,
     stored_checkpoints,
@@ -180,7 +180,7 @@ class LogStore:
         """The stored nodes among `keys` (level, index), in one query."""
         if not keys:
             return {}
-        rows = self._rows(nodes_at(len(keys)), [x for k in keys for x in k], c)
+        rows = self._rows(nodes_among(len(keys)), [x for k in keys for x in k], c)
         return {(int(level), int(idx)): bytes(h) for level, idx, h in rows}
 
     def node_range(self, level: int, first: int, last: int) -> dict[int, bytes]:

@@ -17,7 +17,7 @@ from ledger.store.sql import (
     LEAF_SEQUENCE,
     POSTGRES_EVENTS,
     SQLITE_EVENTS,
-    nodes_at,
+    nodes_among,
     placeholders,
     reading,
     records_where,
@@ -75,7 +75,7 @@ class Snapshot:
         """The stored nodes among `keys` (level, index), in one query."""
         if not keys:
             return {}
-        rows = self._rows(nodes_at(len(keys)), [x for k in keys for x in k])
+        rows = self._rows(nodes_among(len(keys)), [x for k in keys for x in k])
         return {(int(level), int(idx)): bytes(h) for level, idx, h in rows}
 
 

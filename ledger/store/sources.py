@@ -21,6 +21,7 @@ from ledger.store.sql import (
     SQLITE_EVENTS,
     is_postgres,
     log_size,
+    nodes_among,
     placeholders,
     reading,
     records_after,
@@ -95,6 +96,14 @@ class SqlSource:
             c.execute(LOG_TOP)
             (top,) = c.fetchone()
         return log_size(top)
+
+    def nodes(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The stored nodes among `keys` (level, index): a merkle.Nodes, for proofs."""
+        if not keys:
+            return {}
+        with self._reading() as c:
+            c.execute(self._sql(nodes_among(len(keys))), [x for k in keys for x in k])
+            return {(int(level), int(idx)): bytes(h) for level, idx, h in c.fetchall()}
 
     def leaf_sequence(self, leaf_index: int) -> int | None:
         with self._reading() as c:

@@ -60,6 +60,13 @@ NODE_RANGE = "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND i
 CHECKPOINTS = "SELECT tree_size, root, note, signed_at FROM coi_checkpoints"
 
 
+def nodes_among(count: int) -> str:
+    """The stored nodes among `count` (level, index) pairs, in one query: OR'ed equalities,
+    which both engines answer each from the primary key index."""
+    where = " OR ".join(["(level = ? AND idx = ?)"] * count)
+    return "SELECT level, idx, hash FROM coi_nodes WHERE " + where  # noqa: S608 - placeholders only
+
+
 def records_after(table: str, postgres: bool) -> str:
     """Up to N stored events after a global sequence, in order: (sequence, originator id,
     version, state), straight from eventsourcing's events table `table`."""
@@ -69,13 +76,6 @@ def records_after(table: str, postgres: bool) -> str:
         f"WHERE {sequence} > ? ORDER BY {sequence} LIMIT ?",
         postgres,
     )
-
-
-def nodes_at(count: int) -> str:
-    """The stored nodes at `count` (level, index) pairs, given flat as parameters: OR'ed
-    equalities, which both engines answer each from the primary key index."""
-    where = " OR ".join(["(level = ? AND idx = ?)"] * count)
-    return "SELECT level, idx, hash FROM coi_nodes WHERE " + where  # noqa: S608 - placeholders only
 
 
 def records_where(table: str, postgres: bool, condition: str) -> str:

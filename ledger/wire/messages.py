@@ -60,6 +60,11 @@ class SignedCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tree_size: int
     root_hash: str  # base64
     note: str  # the C2SP signed note, verbatim
+    # An RFC 9162 consistency proof (base64 hashes) from the checkpoint the relay published
+    # before this one, of size `proof_from` (0: none), so a monitor can hold it to the last
+    # it kept. Absent in messages from before monitors.
+    proof_from: int = 0
+    consistency: list[str] = []
     format: int = WIRE_FORMAT
 
 

@@ -45,3 +45,11 @@ def test_a_message_of_this_format_with_an_unknown_field_is_still_malformed() -> 
     raw = {**msgspec.json.decode(msgspec.json.encode(CHECKPOINT)), "extra": 1}
     with pytest.raises(msgspec.ValidationError):
         decode(msgspec.json.encode(raw), SignedCheckpoint)
+
+
+def test_a_checkpoint_from_before_monitors_reads_as_one_without_a_proof() -> None:
+    old = {"origin": "coi.test/log", "tree_size": 7, "root_hash": "cm9vdA==", "note": "note", "format": 1}
+    message = decode(msgspec.json.encode(old), SignedCheckpoint)
+    assert (message.proof_from, message.consistency) == (0, [])
+    proven = msgspec.structs.replace(CHECKPOINT, proof_from=4, consistency=["cm9vdA=="])
+    assert decode(msgspec.json.encode(proven), SignedCheckpoint) == proven
