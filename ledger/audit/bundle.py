@@ -11,8 +11,9 @@ failure, which names the bundle's file and the reason:
    signature against the key state replayed from the registry records before it, each
    policy boundary, and each aggregate's chain from its first record;
 5. what the manifest says was selected is in the bundle.
-More checks (a witness quorum, checkpoints kept elsewhere, rules replayed) are further
-`BundleCheck`s given to `verify_bundle`: each adds what it proved or fails with a file.
+More checks are further `BundleCheck`s given to `verify_bundle`, each adding what it proved
+or failing with a file: `held_to_saved` (checkpoints kept outside the ledger); a witness
+quorum and the rules replayed plug in the same way.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from ledger.audit.bundle_format import (
     Proofs,
     record_name,
 )
+from ledger.audit.saved import SavedNote, of_log
 from ledger.audit.source import Chunk, StoredCheckpoint
 from ledger.audit.verification import LedgerVerifier
 from ledger.transparency import checkpoint as notes
@@ -270,6 +272,40 @@ def check_selection(bundle: Bundle, report: BundleReport) -> BundleFailure | Non
         f"it holds the {len(manifest.selected)} records selected by {manifest.request.describe()}"
     )
     return None
+
+
+def held_to_saved(saved: list[SavedNote]) -> BundleCheck:
+    """The bundle's checkpoint against notes saved outside the ledger (`coi run monitor`'s
+    archive): one of its log at the same tree size must have the same root, or the ledger
+    signed two trees of that size (a fork). A bundle carries no consistency proof to other
+    sizes, so those are said to be unchecked."""
+
+    def check(bundle: Bundle, report: BundleReport) -> BundleFailure | None:
+        assert bundle.checkpoint is not None
+        size, origin = bundle.checkpoint.size, bundle.checkpoint.origin
+        mine = of_log(saved, origin)
+        if not mine:
+            return BundleFailure(
+                CHECKPOINT, f"none of the checkpoints saved outside the ledger is of its log {origin}"
+            )
+        same = [note for note in mine if note.checkpoint.size == size]
+        for note in same:
+            if note.checkpoint.root != bundle.checkpoint.root:
+                return BundleFailure(
+                    CHECKPOINT,
+                    f"its root at tree size {size} differs from the checkpoint saved outside the ledger "
+                    f"({note.where}): the log was forked",
+                )
+        if same:
+            report.proved.append(f"the checkpoint is the one saved outside the ledger ({same[0].where})")
+        else:
+            report.cannot.append(
+                f"that the checkpoint agrees with the {len(mine)} saved outside the ledger: none is of tree "
+                f"size {size}, and a bundle carries no consistency proof to other sizes"
+            )
+        return None
+
+    return check
 
 
 def _cannot_prove(bundle: Bundle, report: BundleReport) -> None:

@@ -30,6 +30,13 @@ def add_parser(subparsers: Subparsers) -> None:
     s = subparsers.add_parser("verify-bundle", help="check an offline bundle: no database, no network")
     s.add_argument("bundle", help="the bundle's zip")
     s.add_argument("--trusted-key", action="append", default=[], help="ledger verifier key file (repeatable)")
+    s.add_argument(
+        "--checkpoints",
+        action="append",
+        default=[],
+        metavar="DIR|FILE",
+        help="checkpoint notes kept outside the ledger (e.g. coi run monitor's directory; repeatable)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,7 +93,8 @@ def _export(args: argparse.Namespace) -> int:
 def _verify_bundle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ledger.audit.bundle import verify_bundle
+    from ledger.audit.bundle import BundleCheck, held_to_saved, verify_bundle
+    from ledger.audit.saved import read_saved
     from ledger.transparency.checkpoint import read_verifier_files
 
     path = Path(args.bundle)
@@ -95,7 +103,15 @@ def _verify_bundle(args: argparse.Namespace) -> int:
     trusted = read_verifier_files([Path(p) for p in args.trusted_key])
     for key in trusted:
         say(f"trusting ledger key {key.name}+{key.key_id.hex()} (--trusted-key)")
-    report = verify_bundle(path, trusted)
+    more: list[BundleCheck] = []
+    if args.checkpoints:
+        saved = read_saved([Path(p) for p in args.checkpoints], trusted)
+        if not saved:
+            raise UsageError(
+                f"--checkpoints {' '.join(args.checkpoints)}: no checkpoint notes (*.note) there"
+            )
+        more.append(held_to_saved(saved))
+    report = verify_bundle(path, trusted, more)
     if report.failure is not None:
         say(f"FAILED: {report.failure}")
         return EXIT_FAILED

@@ -3,6 +3,7 @@ and the reason, also when the tamperer rewrites the manifest to match."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import re
@@ -19,8 +20,9 @@ from aggregates.therapy import therapy_uuid
 from ledger.app.application import LedgerApplication
 from ledger.app.bundle import export_bundle
 from ledger.app.log import MerkleLog
-from ledger.audit.bundle import verify_bundle
+from ledger.audit.bundle import held_to_saved, verify_bundle
 from ledger.audit.bundle_format import CHECKPOINT, MANIFEST, PROOFS, FileEntry, Manifest, Request, record_name
+from ledger.audit.saved import SavedNote, read_saved
 from ledger.demo.journeys import Cast, compressed_run
 from ledger.demo.kit import register_cast
 from ledger.store.sources import open_source
@@ -247,3 +249,51 @@ def test_no_trusted_key_fails(bundles: Bundles, tmp_path: Path) -> None:
     report = verify_bundle(_zip(bundles.mine, tmp_path / "b.zip"), [])
     assert report.failure is not None and report.failure.file == CHECKPOINT
     assert "--trusted-key" in report.failure.reason
+
+
+def _saved(folder: Path, *checkpoints: notes.Checkpoint) -> list[SavedNote]:
+    """Notes signed by the ledger's key, kept outside it, read back as `coi verify-bundle
+    --checkpoints` reads them."""
+    folder.mkdir()
+    for i, checkpoint in enumerate(checkpoints):
+        (folder / f"{i}.note").write_text(checkpoint.sign(SIGNER))
+    return read_saved([folder], [SIGNER.verifier])
+
+
+def _bundle_checkpoint(bundles: Bundles) -> notes.Checkpoint:
+    return notes.parse(bundles.mine[CHECKPOINT].decode())[0]
+
+
+def test_a_checkpoint_saved_outside_the_ledger_vouches_for_the_bundle(
+    bundles: Bundles, tmp_path: Path
+) -> None:
+    saved = _saved(tmp_path / "saved", _bundle_checkpoint(bundles))
+    report = verify_bundle(_zip(bundles.mine, tmp_path / "b.zip"), [SIGNER.verifier], [held_to_saved(saved)])
+    assert report.failure is None, report.failure
+    assert any("the checkpoint is the one saved outside the ledger" in p for p in report.proved)
+
+
+def test_a_saved_checkpoint_of_the_same_size_with_another_root_is_a_fork(
+    bundles: Bundles, tmp_path: Path
+) -> None:
+    genuine = _bundle_checkpoint(bundles)
+    saved = _saved(tmp_path / "saved", dataclasses.replace(genuine, root=bytes(32)))
+    report = verify_bundle(_zip(bundles.mine, tmp_path / "b.zip"), [SIGNER.verifier], [held_to_saved(saved)])
+    assert report.failure is not None and report.failure.file == CHECKPOINT
+    assert "the log was forked" in report.failure.reason and "0.note" in report.failure.reason
+
+
+def test_saved_checkpoints_of_other_sizes_are_said_unchecked(bundles: Bundles, tmp_path: Path) -> None:
+    genuine = _bundle_checkpoint(bundles)
+    saved = _saved(tmp_path / "saved", dataclasses.replace(genuine, size=genuine.size + 5))
+    report = verify_bundle(_zip(bundles.mine, tmp_path / "b.zip"), [SIGNER.verifier], [held_to_saved(saved)])
+    assert report.failure is None, report.failure
+    assert any("none is of tree size" in c for c in report.cannot)
+
+
+def test_saved_checkpoints_of_another_log_only_fail(bundles: Bundles, tmp_path: Path) -> None:
+    genuine = _bundle_checkpoint(bundles)
+    saved = _saved(tmp_path / "saved", dataclasses.replace(genuine, origin="elsewhere.example/log"))
+    report = verify_bundle(_zip(bundles.mine, tmp_path / "b.zip"), [SIGNER.verifier], [held_to_saved(saved)])
+    assert report.failure is not None and report.failure.file == CHECKPOINT
+    assert "none of the checkpoints saved outside the ledger is of its log" in report.failure.reason

@@ -136,3 +136,19 @@ def test_a_ledger_written_by_v0_1_exports_a_bundle_that_verifies(tmp_path: Path)
     done = coi(tmp_path, "verify-bundle", "old.zip", "--trusted-key", str(key))
     assert done.returncode == 0, done.stdout
     assert f"the chain of COI {PATIENT} is unbroken from its first record" in done.stdout
+
+
+def test_checkpoints_kept_outside_the_ledger_are_checked(ledger: Ledger) -> None:
+    assert ledger.run("export", "bundle", "--coi", ledger.coi, "--out", "kept.zip").returncode == 0
+    with zipfile.ZipFile(ledger.folder / "kept.zip") as z:
+        note = z.read("checkpoint.note")
+    kept, empty = ledger.folder / "kept", ledger.folder / "empty"
+    kept.mkdir()
+    empty.mkdir()
+    (kept / "log.note").write_bytes(note)
+    done = ledger.run("verify-bundle", "kept.zip", "--trusted-key", str(ledger.key), "--checkpoints", "kept")
+    assert done.returncode == 0 and "the checkpoint is the one saved outside the ledger" in done.stdout, (
+        done.stdout
+    )
+    done = ledger.run("verify-bundle", "kept.zip", "--trusted-key", str(ledger.key), "--checkpoints", "empty")
+    assert done.returncode == 2 and "no checkpoint notes" in done.stderr, done.stderr
