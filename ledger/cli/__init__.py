@@ -38,6 +38,7 @@ GROUPS = (
     ("history", "history"),
     ("verify", "checkpoint", "prove", "verify"),
     ("trust", "trust"),
+    ("export", "export", "verify-bundle"),
     ("publish", "publish"),
     ("services", "up", "run", "broker"),
     ("projections", "projections"),

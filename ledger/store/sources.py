@@ -10,8 +10,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import psycopg
-
 from ledger.audit.source import Chunk, SchemaError, StoredCheckpoint
 from ledger.store.sql import (
     CHECKPOINTS,
@@ -151,6 +149,8 @@ def open_source(url: str) -> SqlSource:
 
 
 def _postgres(url: str) -> SqlSource:
+    import psycopg  # here: an SQLite ledger's readers (coi verify, coi export) need no driver
+
     conn = psycopg.connect(url, options="-c default_transaction_read_only=on -c TimeZone=UTC")
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     with conn.transaction():

@@ -89,6 +89,17 @@ def records_after(table: str, postgres: bool) -> str:
     )
 
 
+def records_where(table: str, postgres: bool, condition: str) -> str:
+    """The stored events matching `condition` (over `sequence`, `originator_id`, `topic`, with
+    `?` placeholders), in order, as `records_after` gives them."""
+    sequence = "notification_id" if postgres else "rowid"
+    return placeholders(
+        f"SELECT {sequence}, originator_id, originator_version, state FROM {table} "  # noqa: S608 - our names
+        f"WHERE {condition.replace('sequence', sequence)} ORDER BY {sequence}",
+        postgres,
+    )
+
+
 def log_size(top: Any) -> int:
     """The log's size from LOG_TOP's answer (NULL: empty)."""
     return 0 if top is None else int(top) + 1

@@ -69,3 +69,18 @@ def read_private(path: Path) -> bytes:
                 f"make it its owner's alone: chmod 600 {path}"
             )
         return f.read()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Writes `path` whole or not at all: a temporary file beside it, synced, then renamed
+    over it, so a reader (or a crash) never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
