@@ -102,16 +102,17 @@ def _log_identity(c: Any, postgres: bool) -> None:
 # SQLite's events table (SQLITE_EVENTS) never numbering a record twice: see below. The
 # placeholder row is ('', -1): no record has an empty originator id or a negative version.
 SQLITE_SEQUENCE_TOP = (
-    "CREATE TABLE coi_sequence_top (one INTEGER PRIMARY KEY CHECK (one = 1), top INTEGER NOT NULL)",
-    "CREATE TRIGGER coi_sequence_deleted AFTER DELETE ON stored_events BEGIN "
+    "CREATE TABLE IF NOT EXISTS coi_sequence_top "
+    "(one INTEGER PRIMARY KEY CHECK (one = 1), top INTEGER NOT NULL)",
+    "CREATE TRIGGER IF NOT EXISTS coi_sequence_deleted AFTER DELETE ON stored_events BEGIN "
     "INSERT INTO coi_sequence_top VALUES (1, OLD.rowid) "
     "ON CONFLICT (one) DO UPDATE SET top = MAX(top, excluded.top); END",
-    "CREATE TRIGGER coi_sequence_floor BEFORE INSERT ON stored_events "
+    "CREATE TRIGGER IF NOT EXISTS coi_sequence_floor BEFORE INSERT ON stored_events "
     "WHEN EXISTS (SELECT 1 FROM coi_sequence_top) BEGIN "
     "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
     "SELECT top, '', -1, '', NULL FROM coi_sequence_top "
     "WHERE top > IFNULL((SELECT MAX(rowid) FROM stored_events), 0); END",
-    "CREATE TRIGGER coi_sequence_floor_gone AFTER INSERT ON stored_events "
+    "CREATE TRIGGER IF NOT EXISTS coi_sequence_floor_gone AFTER INSERT ON stored_events "
     "WHEN NEW.originator_version >= 0 AND EXISTS (SELECT 1 FROM coi_sequence_top) BEGIN "
     "DELETE FROM stored_events WHERE originator_id = '' AND originator_version = -1; "
     "DELETE FROM coi_sequence_top; END",
