@@ -262,6 +262,8 @@ def sign(log: MerkleLog) -> StoredCheckpoint:
     """A checkpoint signed with this host's key for the log (and the retiring key while a
     rotation is not yet cosigned); ledgerkey.NoLedgerKeyError when this host holds none."""
     origin = ledgerkey.origin(log.store)
+    if not ledgerkey.key_path(origin).exists():
+        ledgerkey.move_old_keys(log.store)  # once: a key at the old place, if it is safe to take
     signers = ledgerkey.signers(origin)
     ledgerkey.publish(log.store, signers)
     stored = log.checkpoint(signers, origin, memory=ledgerkey.memory(origin))

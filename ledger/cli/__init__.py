@@ -61,6 +61,7 @@ SAID_ERRORS = (
     ("ledger.wire.files", "ExposedFileError"),
     ("ledger.audit.trust", "TrustError"),
     ("ledger.app.ledgerkey", "NoLedgerKeyError"),
+    ("ledger.app.ledgerkey", "OriginInUseError"),
 )
 
 

@@ -214,3 +214,56 @@ def test_a_new_ledger_gets_an_origin_of_its_own_once(store_url: str, monkeypatch
     monkeypatch.setenv("COI_LOG_ORIGIN", "coi-ledger.example/eu")
     assert ledgerkey.origin(store) == made  # stored with the ledger: later settings change nothing
     app.close()
+
+
+def _plant_private(tmp: Path, attacker: NoteSigner) -> Path:
+    """The attacker's signing key where the old coi kept the ledger's (coi-data/ledger-key)."""
+    old = tmp / "coi-data" / "ledger-key"
+    old.parent.mkdir(parents=True, exist_ok=True)
+    old.write_text(attacker.encode() + "\n")
+    old.chmod(0o600)
+    return old
+
+
+def test_a_key_planted_at_the_old_place_never_replaces_the_signers_key(
+    ledger: tuple[str, NoteSigner], tmp_path: Path
+) -> None:
+    """The insider plants a key and its verifier key at the old place and re-signs every
+    checkpoint with it: the signer's key stays, nothing is trusted, and it is said."""
+    url, genuine = ledger
+    attacker = NoteSigner(genuine.name, Ed25519PrivateKey.generate())
+    key = ledgerkey.key_path(genuine.name)
+    before = key.read_bytes()
+    raw = RawStore(url)
+    _resign_every_checkpoint(raw, attacker)
+    _plant(tmp_path, raw, attacker)
+    raw.conn.close()
+    old = _plant_private(tmp_path, attacker)
+    done = coi(tmp_path, "checkpoint", COI_DATABASE_URL=url)
+    assert "moved the ledger key" not in done.stderr and "TRUSTED" not in done.stderr, done.stderr
+    assert f"the key at {old} is not used nor moved" in done.stderr
+    assert "holds a key for" in done.stderr and "ignored the verifier keys" in done.stderr
+    assert key.read_bytes() == before and old.exists()
+    assert TrustStore().keys(genuine.name) == [genuine.verifier]
+    code, out = _verify(tmp_path, url)
+    assert code == 1 and "no signature by a trusted ledger key" in out, out
+
+
+def test_a_planted_key_is_not_moved_where_the_signer_has_none(
+    ledger: tuple[str, NoteSigner], tmp_path: Path
+) -> None:
+    """No key in the signer's folder (a host that lost it, or never had it): a planted key is
+    moved only if it signed the log so far and the trust store does not contradict it."""
+    url, genuine = ledger
+    ledgerkey.key_path(genuine.name).unlink()
+    attacker = NoteSigner(genuine.name, Ed25519PrivateKey.generate())
+    old = _plant_private(tmp_path, attacker)
+    done = coi(tmp_path, "checkpoint", "--sign", COI_DATABASE_URL=url)
+    assert done.returncode == 2 and "not signed: no ledger key here" in done.stderr, done.stderr
+    assert f"your trust store trusts other keys for {genuine.name}" in done.stderr
+    assert not ledgerkey.key_path(genuine.name).exists() and old.exists()
+    # With no trust store to contradict it, the checkpoints (and the signer's memory) still do.
+    stranger = tmp_path / "stranger"
+    done = coi(tmp_path, "checkpoint", "--sign", COI_DATABASE_URL=url, COI_CONFIG_DIR=str(stranger))
+    assert done.returncode == 2 and "did not sign the ledger's latest checkpoint" in done.stderr, done.stderr
+    assert not (stranger / "known_logs").exists() and old.exists()
