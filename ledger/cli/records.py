@@ -24,6 +24,8 @@ from ledger.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ledger.app.application import LedgerApplication
     from ledger.cli.common import Subparsers
 
@@ -60,12 +62,17 @@ def _init(args: argparse.Namespace) -> int:
     site = args.site or os.environ.get("COI_SITE")
     if not site:
         raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
-    app = open_app()
-    if app.recorder.max_notification_id():
-        raise UsageError("this ledger is already initialised; add people with coi principals add")
-    ledger_key = _new_ledger_key(app)
     path = new_key_path(args.key_out, args.admin, "--key-out")
-    passphrase = new_passphrase(args.admin)
+    passphrase = new_passphrase(args.admin)  # asked before anything is written: a bad one leaves nothing
+    made = _new_sqlite_file()
+    try:
+        app = open_app()
+        if app.recorder.max_notification_id():
+            raise UsageError("this ledger is already initialised; add people with coi principals add")
+        ledger_key = _new_ledger_key(app)
+    except BaseException:
+        _remove(made)  # stopped before storing anything: a retry starts from nothing
+        raise
     key_file = key_file_for(Ed25519PrivateKey.generate(), args.admin, args.name, "person", passphrase)
     write_key_file(path, key_file)
     admin = load_key(path, passphrase)
@@ -87,6 +94,23 @@ def _init(args: argparse.Namespace) -> int:
     print(f"administrator key: {path} (encrypted)")
     print(ledger_key)
     return EXIT_OK if outcome.status == "accepted" else EXIT_FAILED
+
+
+def _new_sqlite_file() -> Path | None:
+    """The SQLite file `coi init` is about to make (None: it exists, or the ledger is on PostgreSQL)."""
+    from pathlib import Path
+
+    from ledger.app.config import database_url
+    from ledger.store.sql import is_postgres, sqlite_path
+
+    url = database_url()
+    path = None if is_postgres(url) else Path(sqlite_path(url))
+    return None if path is None or path.exists() else path
+
+
+def _remove(path: Path | None) -> None:
+    for file in [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")] if path else []:
+        file.unlink(missing_ok=True)
 
 
 def _new_ledger_key(app: LedgerApplication) -> str:

@@ -115,7 +115,7 @@ def test_keys_at_the_old_place_are_moved_once_with_a_message(tmp_path: Path, con
     assert moved.returncode == 0, moved.stderr
     key = config_dir / "signer" / "coi-ledger.local%2Flog.key"
     assert f"moved the ledger key from {data / 'ledger-key'} to {key}" in moved.stderr
-    assert "TRUSTED for coi-ledger.local/log: coi-ledger.local/log key ca87303d" in moved.stderr
+    assert "TRUSTED for coi-ledger.local/log: key ca87303d" in moved.stderr
     assert not (data / "ledger-key").exists() and not (data / "ledger-keys").exists()
     assert oct(key.stat().st_mode & 0o777) == "0o600"
     assert TrustStore().keys("coi-ledger.local/log") == TrustStore().keys("coi-ledger.local/log")[:1]
@@ -126,3 +126,29 @@ def test_keys_at_the_old_place_are_moved_once_with_a_message(tmp_path: Path, con
     assert verified.returncode == 0 and "OK: 146 records" in verified.stdout, (
         verified.stdout + verified.stderr
     )
+
+
+def test_a_new_ledger_under_an_origin_this_signer_signed_is_refused(tmp_path: Path) -> None:
+    """A fixed COI_LOG_ORIGIN (docker-compose sets one) after `rm -rf coi-data`: the signer
+    remembers that log, so a new ledger under its name could never be signed; init and demo
+    refuse and say what to do."""
+    fixed = {"COI_LOG_ORIGIN": "tryout.example/log"}
+    assert coi_here(tmp_path, "demo", "--patients", "1", **fixed).returncode == 0
+    shutil.rmtree(tmp_path / "coi-data")
+    again = coi(tmp_path, "demo", "--patients", "1", **fixed)
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "already signed the log tryout.example/log" in again.stderr and "COI_LOG_ORIGIN" in again.stderr
+    shutil.rmtree(tmp_path / "coi-data")
+    init = ("init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF")
+    refused = coi(tmp_path, *init, **fixed)
+    assert refused.returncode == 2 and "already signed the log" in refused.stderr, refused.stderr
+    assert not (tmp_path / "coi-data" / "ledger.sqlite").exists()
+    assert coi(tmp_path, *init).returncode == 0  # unset: an origin of its own
+
+
+def test_a_failed_init_leaves_no_ledger_behind(tmp_path: Path) -> None:
+    init = ("init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF")
+    short = coi(tmp_path, *init, passphrase="short")
+    assert short.returncode == 2 and "Traceback" not in short.stderr, short.stderr
+    assert not (tmp_path / "coi-data" / "ledger.sqlite").exists()
+    assert coi(tmp_path, *init).returncode == 0
