@@ -97,6 +97,9 @@ class Report:
     streams: int = 0
     resumed_from: int = 0
     saved: int = 0  # checkpoints saved outside the ledger that it was held against
+    unsealed: int = 0  # records after the latest checkpoint: no signed checkpoint covers them yet
+    unsealed_from: int | None = None  # the first of them
+    latest_note: str | None = None  # the latest checkpoint's note, verified when there is no failure
     failure: Failure | None = None
 
 
@@ -124,6 +127,7 @@ class _Run:
     policies: list[str] = field(default_factory=list)
     last_sequence: int = 0
     first_unsealed: int | None = None  # the first record after the last checkpoint that matched
+    first_uncovered: int | None = None  # the first record after the latest checkpoint
     saved_roots: dict[int, bytes] = field(default_factory=dict)  # recomputed, at the saved notes' sizes
     snapshot: State | None = None
 
@@ -143,6 +147,7 @@ class LedgerVerifier:
         self.workers = workers
         self.saved = saved or []
         self._saved_sizes = {s.checkpoint.size for s in self.saved}
+        self._latest = 0  # the latest checkpoint's tree size
 
     def run(self, state_file: Path | None = None) -> Report:
         report = Report()
@@ -154,12 +159,16 @@ class LedgerVerifier:
     def _run(self, report: Report, state_file: Path | None) -> None:
         checkpoints = self.source.checkpoints()
         report.checkpoints = len(checkpoints)
+        self._latest = checkpoints[-1].size if checkpoints else 0
+        report.latest_note = checkpoints[-1].note if checkpoints else None
         failure = self._check_notes(checkpoints)
         run = self._resume(state_file, checkpoints, report) if failure is None else None
         if failure is None and run is not None:
             failure = self._check_records(run, checkpoints, report, keep_state=state_file is not None)
         if failure is None and run is not None:
             failure = self._check_coverage(run, checkpoints)
+        if failure is None and run is not None:
+            failure = self._check_sealed(run, report)
         if failure is None and run is not None and self.saved:
             failure = self._check_saved(run, checkpoints, report)
         report.failure = failure
@@ -171,10 +180,8 @@ class LedgerVerifier:
         for stored in checkpoints:
             try:
                 parsed, _ = notes.verify(stored.note, self.trusted)
-            except notes.NoteError as exc:
-                return Failure(
-                    self.source.leaf_sequence(previous), f"checkpoint at tree size {stored.size}: {exc}"
-                )
+            except notes.NoteError as exc:  # no record is at fault: the checkpoint is named
+                return Failure(None, f"the checkpoint at tree size {stored.size}: {exc}{self._signed_by(stored)}")
             if (parsed.size, parsed.root) != (stored.size, stored.root):
                 return Failure(
                     self.source.leaf_sequence(previous),
@@ -182,6 +189,20 @@ class LedgerVerifier:
                 )
             previous = stored.size
         return None
+
+    def _signed_by(self, stored: StoredCheckpoint) -> str:
+        """Which keys signed a checkpoint that no trusted key signed, and which were trusted."""
+        try:
+            checkpoint, _, signatures = notes.parse(stored.note)
+        except notes.NoteError:
+            return ""
+
+        def named(name: str, kid: bytes) -> str:
+            return f"key {kid.hex()}" + ("" if name == checkpoint.origin else f" of the log {name}")
+
+        signed = ", ".join(named(name, kid) for name, kid, _ in signatures) or "no key"
+        trusted = ", ".join(named(k.name, k.key_id) for k in self.trusted) or "none"
+        return f" (signed by {signed}; trusted: {trusted})"
 
     def _resume(self, state_file: Path | None, checkpoints: list[StoredCheckpoint], report: Report) -> _Run:
         if state_file is None or not state_file.exists():
@@ -193,8 +214,8 @@ class LedgerVerifier:
         stored = next((c for c in checkpoints if c.size == state.size), None)
         if stored is None or stored.root.hex() != state.root:
             raise StateMismatchError(
-                f"the checkpoint at tree size {state.size} verified last time is gone or changed: "
-                "run a full coi verify"
+                f"the checkpoint at tree size {state.size} this verifier verified before is "
+                f"{'gone' if stored is None else 'changed'}: the ledger was changed since"
             )
         run = _Run(
             merkle.CompactRange(state.size, [bytes.fromhex(h) for h in state.edge]),
@@ -259,6 +280,8 @@ class LedgerVerifier:
     ) -> Failure | None:
         sequence = self.source.sequence(row)
         index = run.tree.size
+        if index == self._latest and run.first_uncovered is None:
+            run.first_uncovered = sequence
         expected = leaves.get(index)
         if expected is not None and expected != sequence:
             if expected < sequence:
@@ -398,6 +421,21 @@ class LedgerVerifier:
             )
         return None
 
+    def _check_sealed(self, run: _Run, report: Report) -> Failure | None:
+        """Records no signed checkpoint covers: counted; when none is covered, a failure (they
+        are proved by nothing but their own signatures: the checkpoints were deleted, or none
+        was ever signed)."""
+        report.unsealed = report.records - (self._latest - report.resumed_from)
+        report.unsealed_from = run.first_uncovered
+        if self._latest or not report.unsealed:
+            return None
+        return Failure(
+            run.first_uncovered,
+            f"no signed checkpoint covers the log: {_count(report.unsealed, 'record')}, from sequence "
+            f"{run.first_uncovered}, {'is' if report.unsealed == 1 else 'are'} proved by nothing but their own signatures (its checkpoints "
+            "were deleted, or none was ever signed: coi checkpoint --sign where the ledger key is)",
+        )
+
     def _check_saved(self, run: _Run, checkpoints: list[StoredCheckpoint], report: Report) -> Failure | None:
         """The recomputed roots against the checkpoints saved outside the ledger, of its log
         (the origin its own latest checkpoint names, which a trusted key signed)."""
@@ -426,6 +464,10 @@ class LedgerVerifier:
             last = self.source.leaf_sequence(leaf - 1)
             sequence = None if last is None else last + 1
         return sequence
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n:,} {thing}" + ("" if n == 1 else "s")
 
 
 def _fresh() -> _Run:

@@ -105,7 +105,9 @@ def _verify(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from ledger.audit.remembered import Remembered, gone
     from ledger.audit.saved import read_saved
+    from ledger.audit.trust import config_dir
     from ledger.audit.verification import LedgerVerifier, StateMismatchError
     from ledger.cli.trust import first_use, keep_learned, roots_for, state_file
 
@@ -123,6 +125,19 @@ def _verify(args: argparse.Namespace) -> int:
     saved = read_saved([Path(p) for p in args.checkpoints], roots.keys)
     if args.checkpoints and not saved:
         raise UsageError(f"no saved checkpoints (*.note) in {', '.join(args.checkpoints)}")
+    remembered = Remembered(config_dir(), roots.origin)
+    kept = remembered.notes(roots.keys)
+    if kept:
+        sizes = ", ".join(f"{k.checkpoint.size:,}" for k in kept)
+        say(
+            f"coi verify: held to {_count(len(kept), 'checkpoint')} this verifier kept: "
+            f"{remembered.folder} (tree sizes {sizes})",
+            sys.stderr,
+        )
+    missing = gone(kept, source.checkpoints())
+    if missing is not None:
+        say(f"FAILED: {missing}")
+        return EXIT_FAILED
     started = time.perf_counter()
     last = [started]
 
@@ -135,24 +150,48 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"verified {report.records:,} records ({rate:,.0f}/s)", file=sys.stderr)
 
     state = state_file(roots.origin) if args.incremental else None
+    # An incremental run holds the kept notes by their presence (above) and its state: their
+    # roots are below the point it resumes from, which only a full walk recomputes.
+    held = saved + ([] if args.incremental else kept)
     try:
-        report = LedgerVerifier(source, roots.keys, progress, saved=saved).run(state)
+        report = LedgerVerifier(source, roots.keys, progress, saved=held).run(state)
     except StateMismatchError as exc:
-        raise UsageError(str(exc)) from None
+        say(f"FAILED: {exc}; a full coi verify names what changed")
+        return EXIT_FAILED
     seconds = time.perf_counter() - started
-    resumed = f", resumed after {report.resumed_from:,} verified leaves" if report.resumed_from else ""
-    kept = f", {report.saved} checkpoints saved outside it" if report.saved else ""
-    summary = (
-        f"{report.records:,} records, {report.leaves:,} leaves, {report.checkpoints} checkpoints{kept}, "
-        f"{report.streams:,} aggregates{resumed}, in {seconds:.1f} s"
-    )
     if report.failure is not None:
-        say(f"FAILED at {report.failure}")
-        print(f"(checked before the failure: {summary})")
+        failure = report.failure
+        say(f"FAILED at {failure}" if failure.sequence is not None else f"FAILED: {failure.reason}")
+        if report.records:
+            print(f"(checked before the failure: {_summary(report, seconds)})")
+        else:
+            print("(no record was checked: every checkpoint's signature is checked first)")
         return EXIT_FAILED
     keep_learned(roots)
-    print(f"OK: {summary}")
+    if report.unsealed:
+        say(
+            f"not yet covered: {_count(report.unsealed, 'record')}, from sequence {report.unsealed_from}, "
+            f"came after the latest checkpoint; the next signed checkpoint covers "
+            f"{'it' if report.unsealed == 1 else 'them'}"
+        )
+    if report.latest_note is not None:
+        remembered.keep(report.latest_note)
+    print(f"OK: {_summary(report, seconds)}")
     return EXIT_OK
+
+
+def _summary(report: Report, seconds: float) -> str:
+    resumed = f", resumed after {report.resumed_from:,} verified leaves" if report.resumed_from else ""
+    kept = f", {_count(report.saved, 'checkpoint')} saved outside it" if report.saved else ""
+    return (
+        f"{_count(report.records, 'record')}, {_count(report.leaves, 'leaf', 'leaves')}, "
+        f"{_count(report.checkpoints, 'checkpoint')}{kept}, {_count(report.streams, 'aggregate')}"
+        f"{resumed}, in {seconds:.1f} s"
+    )
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
 
 
 def _open_source() -> SqlSource:

@@ -4,6 +4,7 @@ data, nor find the ledger's signing key there to re-sign a rewritten log."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,8 +42,8 @@ def ledger(
     yield store_url, made
 
 
-def _verify(tmp: Path, url: str, *args: str) -> tuple[int, str]:
-    done = coi(tmp, "verify", *args, COI_DATABASE_URL=url)
+def _verify(tmp: Path, url: str, *args: str, **env: str) -> tuple[int, str]:
+    done = coi(tmp, "verify", *args, COI_DATABASE_URL=url, **env)
     assert "Traceback" not in done.stderr, done.stderr
     return done.returncode, done.stdout + done.stderr
 
@@ -85,8 +86,18 @@ def test_a_planted_key_with_every_checkpoint_re_signed_fails(
     _plant(tmp_path, raw, attacker)
     raw.conn.close()
     code, out = _verify(tmp_path, url)
-    assert code == 1 and "FAILED at sequence 1: checkpoint at tree size" in out, out
-    assert "no signature by a trusted ledger key" in out
+    # No record is at fault: the checkpoint is named, with the key that signed it and those trusted.
+    assert code == 1 and out.startswith("FAILED: the checkpoint at tree size"), out
+    assert (
+        f"no signature by a trusted ledger key (signed by key {attacker.verifier.key_id.hex()}; "
+        f"trusted: key {genuine.verifier.key_id.hex()})" in out
+    )
+    assert "(no record was checked: every checkpoint's signature is checked first)" in out
+    other = NoteSigner("other.example/log", Ed25519PrivateKey.generate())
+    other_file = tmp_path / "other.vkey"
+    other_file.write_text(other.verifier.encode() + "\n")
+    code, out = _verify(tmp_path, url, "--trusted-key", str(other_file))
+    assert code == 1 and f"trusted: key {other.verifier.key_id.hex()} of the log other.example/log)" in out
     # The genuine key given explicitly is the only root: nothing is added from the data folder.
     genuine_file = tmp_path / "genuine.vkey"
     genuine_file.write_text(genuine.verifier.encode() + "\n")
@@ -267,3 +278,80 @@ def test_a_planted_key_is_not_moved_where_the_signer_has_none(
     done = coi(tmp_path, "checkpoint", "--sign", COI_DATABASE_URL=url, COI_CONFIG_DIR=str(stranger))
     assert done.returncode == 2 and "did not sign the ledger's latest checkpoint" in done.stderr, done.stderr
     assert not (stranger / "known_logs").exists() and old.exists()
+
+
+def test_a_log_no_signed_checkpoint_covers_fails(ledger: tuple[str, NoteSigner], tmp_path: Path) -> None:
+    """Every checkpoint deleted, with the tree: the records are proved by their own signatures alone."""
+    url, _ = ledger
+    raw = RawStore(url)
+    for table in ("coi_checkpoints", "coi_nodes", "coi_leaves"):
+        raw.sql(f"DELETE FROM {table}")
+    (first,) = raw.sql("SELECT MIN({seq}) FROM {table}")[0]
+    (count,) = raw.sql("SELECT COUNT(*) FROM {table}")[0]
+    raw.conn.close()
+    code, out = _verify(tmp_path, url)
+    assert code == 1, out
+    assert (
+        f"FAILED at sequence {first}: no signed checkpoint covers the log: {count:,} records, from "
+        f"sequence {first}, are proved by nothing but their own signatures" in out
+    )
+
+
+def test_records_after_the_latest_checkpoint_are_said_on_a_line_of_their_own(
+    ledger: tuple[str, NoteSigner], tmp_path: Path, cast: Cast
+) -> None:
+    url, _ = ledger
+    raw = RawStore(url)
+    after = raw.last() + 1
+    app = LedgerApplication(url)
+    advance(app, new_journey(cast, index=2))
+    app.close()
+    unsealed = raw.last() - after + 1
+    raw.conn.close()
+    code, out = _verify(tmp_path, url)
+    assert code == 0 and "OK:" in out, out
+    assert f"not yet covered: {unsealed} records, from sequence {after}, came after the latest checkpoint" in out
+
+
+def test_the_verifier_holds_the_ledger_to_the_checkpoints_it_verified_before(
+    ledger: tuple[str, NoteSigner], tmp_path: Path, config_dir: Path
+) -> None:
+    """Its latest checkpoint and the records it covered deleted: a verifier that saw them fails
+    the ledger; one that never did passes it (the ledger is consistent with itself)."""
+    url, genuine = ledger
+    code, out = _verify(tmp_path, url)
+    assert code == 0, out
+    ((kept_file),) = (config_dir / "checkpoints").rglob("*.note")
+    raw = RawStore(url)
+    (first_size, latest_size) = [s for (s,) in raw.sql("SELECT tree_size FROM coi_checkpoints ORDER BY tree_size")]
+    assert kept_file.name == f"{latest_size:012d}.note"
+    code, out = _verify(tmp_path, url)
+    assert code == 0 and f"held to 1 checkpoint this verifier kept: {kept_file.parent}" in out, out
+    # The tail cut back to the first checkpoint, the checkpoint that covered it deleted.
+    (cut,) = raw.sql("SELECT sequence FROM coi_leaves WHERE leaf_index = ?", (first_size,))[0]
+    raw.sql("DELETE FROM {table} WHERE {seq} >= ?", (cut,))
+    raw.sql("DELETE FROM coi_leaves WHERE leaf_index >= ?", (first_size,))
+    raw.sql("DELETE FROM coi_checkpoints WHERE tree_size > ?", (first_size,))
+    raw.conn.close()
+    code, out = _verify(tmp_path, url)
+    assert code == 1 and f"FAILED: the checkpoint at tree size {latest_size} this verifier verified before" in out
+    assert "is gone from the ledger" in out
+    vkey = tmp_path / "genuine.vkey"
+    vkey.write_text(genuine.verifier.encode() + "\n")
+    code, out = _verify(tmp_path, url, COI_CONFIG_DIR=str(tmp_path / "newcomer"), COI_TRUSTED_KEYS=str(vkey))
+    assert code == 0, out
+
+
+def test_incremental_state_whose_checkpoint_is_gone_fails(
+    ledger: tuple[str, NoteSigner], tmp_path: Path, config_dir: Path
+) -> None:
+    url, _ = ledger
+    assert _verify(tmp_path, url, "--incremental")[0] == 0
+    shutil.rmtree(config_dir / "checkpoints")  # the notes kept would say it first: the state says it too
+    raw = RawStore(url)
+    (latest,) = raw.sql("SELECT MAX(tree_size) FROM coi_checkpoints")[0]
+    raw.sql("DELETE FROM coi_checkpoints WHERE tree_size = ?", (latest,))
+    raw.conn.close()
+    code, out = _verify(tmp_path, url, "--incremental")
+    assert code == 1, out
+    assert f"FAILED: the checkpoint at tree size {latest} this verifier verified before is gone" in out

@@ -1,0 +1,69 @@
+"""What a verifier remembers of the logs it verified: the checkpoint notes it checked, kept
+with the verifier (`$COI_CONFIG_DIR/checkpoints/ORIGIN/`), never in the data folder.
+
+After a clean `coi verify` the latest checkpoint note it verified is kept, one file per note,
+written once and never replaced. Every later run of that origin holds the ledger to them
+as `--checkpoints` does (ledger/audit/saved.py), and each must still be one of the ledger's
+own checkpoints: whoever truncates the log and deletes the checkpoints that covered it, or
+deletes checkpoints alone, fails for every auditor who verified it before.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from urllib.parse import quote
+
+from ledger.audit.saved import SUFFIX, SavedNote, read_saved
+from ledger.audit.source import StoredCheckpoint
+from ledger.transparency import checkpoint as notes
+
+
+class Remembered:
+    def __init__(self, config: Path, origin: str) -> None:
+        self.origin = origin
+        self.folder = config / "checkpoints" / quote(origin, safe="")
+
+    def notes(self, trusted: list[notes.NoteVerifier]) -> list[SavedNote]:
+        """The notes kept for this origin, smallest first (NoteError names a file no trusted key signed)."""
+        return read_saved([self.folder], trusted) if self.folder.is_dir() else []
+
+    def keep(self, note: str) -> Path | None:
+        """Keeps a verified note unless a file holds it already; a note of a size kept with
+        another root is kept too, under a name of its own: the next run reads it as a fork."""
+        checkpoint, _, _ = notes.parse(note)
+        path = self.folder / f"{checkpoint.size:012d}{SUFFIX}"
+        if path.exists():
+            if path.read_text(encoding="utf-8") == note:
+                return None
+            path = path.with_name(f"{checkpoint.size:012d}.{hashlib.sha256(note.encode()).hexdigest()[:12]}{SUFFIX}")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # never over a kept note
+        except FileExistsError:
+            return None
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(note)
+            out.flush()
+            os.fsync(out.fileno())
+        return path
+
+
+def gone(kept: list[SavedNote], stored: list[StoredCheckpoint]) -> str | None:
+    """Why the ledger fails the notes this verifier kept: the first kept checkpoint that is
+    no longer among the ledger's own, or is there with another root (None: all are)."""
+    roots = {c.size: c.root for c in stored}
+    for note in kept:
+        size = note.checkpoint.size
+        if size not in roots:
+            return (
+                f"the checkpoint at tree size {size} this verifier verified before ({note.where}) is gone "
+                "from the ledger: its checkpoints were deleted (and its records maybe truncated)"
+            )
+        if roots[size] != note.checkpoint.root:
+            return (
+                f"the checkpoint at tree size {size} this verifier verified before ({note.where}) is "
+                "changed in the ledger: another root for that size"
+            )
+    return None
