@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.app.config import data_dir
 from ledger.app.signermemory import SignerMemory
-from ledger.audit.trust import TrustStore, config_dir, fingerprint, read_keys
+from ledger.audit.trust import TrustStore, config_dir, read_keys
 from ledger.store.logstore import LogStore
 from ledger.transparency.checkpoint import NoteError, NoteSigner, NoteVerifier
 from ledger.transparency.checkpoint import verify as verify_note
@@ -154,6 +154,11 @@ def rotate(store: LogStore) -> NoteSigner:
     _write(key_path(log_origin), made)
     publish(store, [made])  # verifiers learn it from the checkpoint both keys sign
     return made
+
+
+def rotating(log_origin: str) -> bool:
+    """A rotation waits for its first checkpoint, which the old and the new key sign."""
+    return _retiring_path(log_origin).exists()
 
 
 def retire(log_origin: str) -> None:

@@ -73,9 +73,9 @@ class TrustStore:
         return True
 
     def remove(self, what: str) -> list[Entry]:
-        """Forget the entries of an origin, or of a key id (hex); returns those removed."""
+        """Forget the entries of an origin, or of a key id (hex, either case); returns those removed."""
         entries = self.entries()
-        gone = [e for e in entries if what in (e.origin, e.verifier.key_id.hex())]
+        gone = [e for e in entries if what == e.origin or what.lower() == e.verifier.key_id.hex()]
         if gone:
             self._write([e for e in entries if e not in gone])
         return gone
@@ -95,17 +95,27 @@ class TrustStore:
 
 
 def read_keys(path: Path) -> list[NoteVerifier]:
-    """The verifier keys in a .vkey file (one per line)."""
+    """The verifier keys in a .vkey file (one per line; `#` starts a comment line); a file
+    with none is an error (TrustError), wherever a key file is read."""
     try:
         text = path.read_text()
-    except OSError as exc:
-        raise TrustError(f"cannot read the verifier key file {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "it is not text"
+        raise TrustError(f"cannot read the verifier key file {path}: {why}") from None
+    lines = [line.strip() for line in text.splitlines()]
     try:
-        return [NoteVerifier.decode(line) for line in text.splitlines() if line.strip()]
+        keys = [NoteVerifier.decode(line) for line in lines if line and not line.startswith("#")]
     except NoteError as exc:
         raise TrustError(f"{path}: {exc}") from None
+    if not keys:
+        raise TrustError(
+            f"{path}: no verifier key in it (expected NAME+KEYID+BASE64 lines; the log's operator "
+            "writes them with coi trust export)"
+        )
+    return keys
 
 
 def fingerprint(verifier: NoteVerifier) -> str:
-    """What a person compares by voice or on paper: the key's name and its id."""
-    return f"{verifier.name} key {verifier.key_id.hex()}"
+    """What a person compares by voice or on paper: the key's id (its name is the log's
+    origin, which the message says already)."""
+    return f"key {verifier.key_id.hex()}"

@@ -36,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
 
         made = ledgerkey.create(LogStore(app.recorder))
         print(
-            f"coi demo: a new log {made.name}, key {made.verifier.key_id.hex()} (in your trust store)",
+            f"coi demo: a new log {made.name}, key {made.verifier.key_id.hex()} (in your trust store; "
+            "coi trust export --out ledger.vkey writes it for others)",
             file=sys.stderr,
         )
     bootstrap = configured_bootstrap()

@@ -125,8 +125,8 @@ def _new_ledger_key(app: LedgerApplication) -> str:
     return (
         f"log origin:        {made.name}\n"
         f"ledger key:        {ledgerkey.key_path(made.name)} (signs checkpoints; not in the data folder)\n"
-        f"trusted by you:    key {made.verifier.key_id.hex()} in {TrustStore().path}; give others "
-        f"{made.verifier.encode()}"
+        f"trusted by you:    key {made.verifier.key_id.hex()} in {TrustStore().path}\n"
+        "for verifiers:     coi trust export --out ledger.vkey (give them that file by a channel they trust)"
     )
 
 

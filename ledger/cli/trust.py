@@ -1,4 +1,4 @@
-"""`coi trust add|list|remove`: the per-user trust store of log verifier keys; and how
+"""`coi trust add|list|remove|export`: the per-user trust store of log verifier keys; and how
 `coi verify` takes its roots from it (ledger/audit/roots.py), learns, and keeps its state."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ledger.audit.roots import Roots
+    from ledger.audit.trust import TrustStore
     from ledger.cli.common import Subparsers
     from ledger.store.sources import SqlSource
 
@@ -26,6 +27,9 @@ def add_parser(subparsers: Subparsers) -> None:
     add_format(listing)
     r = actions.add_parser("remove", help="forget a log (by origin) or one key (by key id)")
     r.add_argument("what", help="an origin, e.g. coi-ledger.local/3f2a..., or a key id in hex")
+    e = actions.add_parser("export", help="write a log's verifier keys (a .vkey file) to give to its verifiers")
+    e.add_argument("origin", nargs="?", help="the log's origin (default: this ledger's, COI_DATABASE_URL)")
+    e.add_argument("--out", metavar="FILE", help="write them to FILE (default: standard output)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,14 +39,13 @@ def run(args: argparse.Namespace) -> int:
     if args.action == "add":
         from pathlib import Path
 
-        keys = read_keys(Path(args.file))
-        if not keys:
-            raise UsageError(f"{args.file}: no verifier key in it (expected NAME+KEYID+BASE64 lines)")
-        for key in keys:
+        for key in read_keys(Path(args.file)):
             added = store.add(key.name, key)
             say(f"{'trusted' if added else 'already trusted'}: log {key.name}, {fingerprint(key)}")
         print(f"trust store: {store.path}", file=sys.stderr)
         return EXIT_OK
+    if args.action == "export":
+        return _export(store, args.origin, args.out)
     if args.action == "remove":
         gone = store.remove(args.what)
         if not gone:
@@ -62,8 +65,40 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not entries:
         print(f"no trusted logs in {store.path}; add one with coi trust add FILE.vkey", file=sys.stderr)
+        return EXIT_OK
+    say("ORIGIN  KEY_ID  VERIFIER_KEY")
     for e in entries:
         say(f"{e.origin}  {e.verifier.key_id.hex()}  {e.verifier.encode()}")
+    return EXIT_OK
+
+
+def _export(store: TrustStore, origin: str | None, out: str | None) -> int:
+    """The verifier keys this user trusts for a log, as a .vkey file others `coi trust add`."""
+    from pathlib import Path
+
+    from ledger.cli.common import printable
+    from ledger.wire.files import write_atomic
+
+    if origin is None:
+        from ledger.app.config import database_url
+        from ledger.cli.common import opened
+        from ledger.store.sources import open_source
+
+        origin = opened(lambda: open_source(database_url())).origin()
+    keys = store.keys(origin)
+    if not keys:
+        raise UsageError(
+            f"your trust store ({store.path}) holds no key of the log {origin}; see coi trust list"
+        )
+    text = f"# verifier keys of the log {printable(origin)}: coi trust add FILE\n" + "".join(
+        k.encode() + "\n" for k in keys
+    )
+    if out is None:
+        sys.stdout.write(text)
+        return EXIT_OK
+    write_atomic(Path(out), text.encode())
+    ids = ", ".join(k.key_id.hex() for k in keys)
+    say(f"wrote the verifier keys of the log {origin} (key ids {ids}) to {out}", sys.stderr)
     return EXIT_OK
 
 

@@ -63,9 +63,12 @@ def _checkpoint(args: argparse.Namespace) -> int:
             "so verifiers that trust it learn the new one",
             file=sys.stderr,
         )
+    before = log.store.latest_checkpoint()
     try:
         if args.rotate_key or args.sign:
-            sign(log)
+            signed = sign(log)
+            if before is not None and signed.size == before.size:
+                _say_nothing_new(signed.size, ledgerkey.rotating(ledgerkey.origin(log.store)))
         else:
             try:
                 settle(app)
@@ -79,6 +82,15 @@ def _checkpoint(args: argparse.Namespace) -> int:
         raise UsageError("the ledger has no signed checkpoint yet")
     sys.stdout.write(latest.note)
     return EXIT_OK
+
+
+def _say_nothing_new(size: int, rotating: bool) -> None:
+    then = (
+        "the new key's first checkpoint, signed by both keys, comes with the next record"
+        if rotating
+        else "nothing new to sign"
+    )
+    say(f"coi: the latest checkpoint already covers the log (size {size:,}); {then}", sys.stderr)
 
 
 def _prove(args: argparse.Namespace) -> int:

@@ -159,7 +159,7 @@ def test_a_rotation_is_learned_from_the_checkpoint_both_keys_sign(
     app.close()
     code, out = _verify(tmp_path, url)
     assert code == 0, out
-    assert f"learned: log {old.name}, {old.name} key {new.verifier.key_id.hex()}" in out
+    assert f"learned: log {old.name}, key {new.verifier.key_id.hex()}" in out
     assert f"at size {both.size}; added to {TrustStore().path}" in out
     assert TrustStore().keys(old.name) == [old.verifier, new.verifier]
 

@@ -31,7 +31,7 @@ def test_trust_on_first_use_records_the_key_of_the_first_checkpoint_loudly(tmp_p
     stranger = tmp_path / "stranger"
     first = coi(tmp_path, "verify", "--trust-on-first-use", COI_CONFIG_DIR=str(stranger))
     assert first.returncode == 0 and "OK:" in first.stdout, first.stdout + first.stderr
-    assert f"TRUST ON FIRST USE: log {origin}, {origin} key {key_id}" in first.stderr
+    assert f"TRUST ON FIRST USE: log {origin}, key {key_id}" in first.stderr
     assert "compare the key id" in first.stderr and f"recorded in {stranger / 'known_logs'}" in first.stderr
     assert [e.verifier.key_id.hex() for e in TrustStore(stranger / "known_logs").entries()] == [key_id]
     again = coi(tmp_path, "verify", COI_CONFIG_DIR=str(stranger))
@@ -152,3 +152,52 @@ def test_a_failed_init_leaves_no_ledger_behind(tmp_path: Path) -> None:
     assert short.returncode == 2 and "Traceback" not in short.stderr, short.stderr
     assert not (tmp_path / "coi-data" / "ledger.sqlite").exists()
     assert coi(tmp_path, *init).returncode == 0
+
+
+def test_trust_export_writes_the_vkey_others_trust(tmp_path: Path) -> None:
+    demo = coi_here(tmp_path, "demo", "--patients", "1")
+    assert "coi trust export --out ledger.vkey" in demo.stderr
+    (entry,) = TrustStore().entries()
+    exported = coi(tmp_path, "trust", "export", "--out", "ledger.vkey")
+    assert exported.returncode == 0 and f"key ids {entry.verifier.key_id.hex()}" in exported.stderr
+    text = (tmp_path / "ledger.vkey").read_text()
+    assert text.startswith("# verifier keys of the log") and entry.verifier.encode() in text.splitlines()
+    assert coi(tmp_path, "trust", "export", entry.origin).stdout == text
+    auditor = {"COI_CONFIG_DIR": str(tmp_path / "auditor")}
+    assert coi(tmp_path, "trust", "add", "ledger.vkey", **auditor).returncode == 0  # its comment line read
+    assert coi(tmp_path, "verify", "--trusted-key", "ledger.vkey", **auditor).returncode == 0
+    unknown = coi(tmp_path, "trust", "export", "nobody.example/log")
+    assert unknown.returncode == 2 and "holds no key of the log nobody.example/log" in unknown.stderr
+
+
+def test_key_files_and_ids_are_read_alike_everywhere(tmp_path: Path) -> None:
+    assert coi_here(tmp_path, "demo", "--patients", "1").returncode == 0
+    (entry,) = TrustStore().entries()
+    empty = tmp_path / "empty.vkey"
+    empty.write_text("# nothing yet\n\n")
+    for args in (("verify", "--trusted-key", str(empty)), ("trust", "add", str(empty))):
+        done = coi(tmp_path, *args)
+        assert done.returncode == 2 and f"{empty}: no verifier key in it" in done.stderr, (args, done.stderr)
+    listed = coi(tmp_path, "trust", "list").stdout.splitlines()
+    assert listed[0] == "ORIGIN  KEY_ID  VERIFIER_KEY"
+    upper = entry.verifier.key_id.hex().upper()
+    removed = coi(tmp_path, "trust", "remove", upper)
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout == f"removed: log {entry.origin}, key {entry.verifier.key_id.hex()}\n"
+
+
+def test_checkpoint_with_nothing_new_to_sign_says_so(tmp_path: Path) -> None:
+    assert coi_here(tmp_path, "demo", "--patients", "1").returncode == 0
+    size = int(coi(tmp_path, "checkpoint").stdout.splitlines()[1])
+    again = coi(tmp_path, "checkpoint", "--sign")
+    assert again.returncode == 0
+    assert f"the latest checkpoint already covers the log (size {size}); nothing new to sign" in again.stderr
+    rotated = coi(tmp_path, "checkpoint", "--rotate-key")
+    assert rotated.returncode == 0, rotated.stderr
+    assert (
+        f"already covers the log (size {size}); the new key's first checkpoint, signed by both keys, "
+        "comes with the next record" in rotated.stderr
+    )
+    assert "comes with the next record" in coi(tmp_path, "checkpoint", "--sign").stderr
+    nowhere = coi(tmp_path, "checkpoint", "--rotate-key", COI_SIGNER_DIR=str(tmp_path / "no-key"))
+    assert nowhere.returncode == 2 and "cannot rotate the ledger key: no ledger key here" in nowhere.stderr
