@@ -37,7 +37,9 @@ class Remembered:
         if path.exists():
             if path.read_text(encoding="utf-8") == note:
                 return None
-            path = path.with_name(f"{checkpoint.size:012d}.{hashlib.sha256(note.encode()).hexdigest()[:12]}{SUFFIX}")
+            path = path.with_name(
+                f"{checkpoint.size:012d}.{hashlib.sha256(note.encode()).hexdigest()[:12]}{SUFFIX}"
+            )
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # never over a kept note

@@ -181,7 +181,9 @@ class LedgerVerifier:
             try:
                 parsed, _ = notes.verify(stored.note, self.trusted)
             except notes.NoteError as exc:  # no record is at fault: the checkpoint is named
-                return Failure(None, f"the checkpoint at tree size {stored.size}: {exc}{self._signed_by(stored)}")
+                return Failure(
+                    None, f"the checkpoint at tree size {stored.size}: {exc}{self._signed_by(stored)}"
+                )
             if (parsed.size, parsed.root) != (stored.size, stored.root):
                 return Failure(
                     self.source.leaf_sequence(previous),
@@ -432,8 +434,9 @@ class LedgerVerifier:
         return Failure(
             run.first_uncovered,
             f"no signed checkpoint covers the log: {_count(report.unsealed, 'record')}, from sequence "
-            f"{run.first_uncovered}, {'is' if report.unsealed == 1 else 'are'} proved by nothing but their own signatures (its checkpoints "
-            "were deleted, or none was ever signed: coi checkpoint --sign where the ledger key is)",
+            f"{run.first_uncovered}, {'is' if report.unsealed == 1 else 'are'} proved by nothing but "
+            "their own signatures (its checkpoints were deleted, or none was ever signed: coi "
+            "checkpoint --sign where the ledger key is)",
         )
 
     def _check_saved(self, run: _Run, checkpoints: list[StoredCheckpoint], report: Report) -> Failure | None:

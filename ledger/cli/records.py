@@ -109,7 +109,9 @@ def _new_sqlite_file() -> Path | None:
 
 
 def _remove(path: Path | None) -> None:
-    for file in [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")] if path else []:
+    for file in (
+        [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")] if path else []
+    ):
         file.unlink(missing_ok=True)
 
 

@@ -27,7 +27,9 @@ def add_parser(subparsers: Subparsers) -> None:
     add_format(listing)
     r = actions.add_parser("remove", help="forget a log (by origin) or one key (by key id)")
     r.add_argument("what", help="an origin, e.g. coi-ledger.local/3f2a..., or a key id in hex")
-    e = actions.add_parser("export", help="write a log's verifier keys (a .vkey file) to give to its verifiers")
+    e = actions.add_parser(
+        "export", help="write a log's verifier keys (a .vkey file) to give to its verifiers"
+    )
     e.add_argument("origin", nargs="?", help="the log's origin (default: this ledger's, COI_DATABASE_URL)")
     e.add_argument("--out", metavar="FILE", help="write them to FILE (default: standard output)")
 

@@ -310,7 +310,9 @@ def test_records_after_the_latest_checkpoint_are_said_on_a_line_of_their_own(
     raw.conn.close()
     code, out = _verify(tmp_path, url)
     assert code == 0 and "OK:" in out, out
-    assert f"not yet covered: {unsealed} records, from sequence {after}, came after the latest checkpoint" in out
+    assert (
+        f"not yet covered: {unsealed} records, from sequence {after}, came after the latest checkpoint" in out
+    )
 
 
 def test_the_verifier_holds_the_ledger_to_the_checkpoints_it_verified_before(
@@ -323,7 +325,9 @@ def test_the_verifier_holds_the_ledger_to_the_checkpoints_it_verified_before(
     assert code == 0, out
     ((kept_file),) = (config_dir / "checkpoints").rglob("*.note")
     raw = RawStore(url)
-    (first_size, latest_size) = [s for (s,) in raw.sql("SELECT tree_size FROM coi_checkpoints ORDER BY tree_size")]
+    (first_size, latest_size) = [
+        s for (s,) in raw.sql("SELECT tree_size FROM coi_checkpoints ORDER BY tree_size")
+    ]
     assert kept_file.name == f"{latest_size:012d}.note"
     code, out = _verify(tmp_path, url)
     assert code == 0 and f"held to 1 checkpoint this verifier kept: {kept_file.parent}" in out, out
@@ -334,7 +338,10 @@ def test_the_verifier_holds_the_ledger_to_the_checkpoints_it_verified_before(
     raw.sql("DELETE FROM coi_checkpoints WHERE tree_size > ?", (first_size,))
     raw.conn.close()
     code, out = _verify(tmp_path, url)
-    assert code == 1 and f"FAILED: the checkpoint at tree size {latest_size} this verifier verified before" in out
+    assert (
+        code == 1
+        and f"FAILED: the checkpoint at tree size {latest_size} this verifier verified before" in out
+    )
     assert "is gone from the ledger" in out
     vkey = tmp_path / "genuine.vkey"
     vkey.write_text(genuine.verifier.encode() + "\n")
