@@ -187,7 +187,15 @@ def _verify(args: argparse.Namespace) -> int:
             f"{'it' if report.unsealed == 1 else 'them'}"
         )
     if report.latest_note is not None:
-        remembered.keep(report.latest_note)
+        try:
+            remembered.keep(report.latest_note)
+        except OSError as exc:  # a read-only home: the check stands, the memory of it does not
+            say(
+                f"coi verify: WARNING: cannot keep the latest checkpoint in {remembered.folder} "
+                f"({exc.strerror}): later runs cannot hold the ledger to it; set COI_CONFIG_DIR "
+                "to a folder of yours",
+                sys.stderr,
+            )
     print(f"OK: {_summary(report, seconds)}")
     return EXIT_OK
 
