@@ -42,7 +42,7 @@ from ledger.audit.bundle_format import (
     Proofs,
     record_name,
 )
-from ledger.audit.saved import SavedNote, of_log
+from ledger.audit.saved import SavedNote, fork, of_log, signed_by
 from ledger.audit.source import Chunk, StoredCheckpoint
 from ledger.audit.verification import LedgerVerifier
 from ledger.transparency import checkpoint as notes
@@ -113,7 +113,7 @@ def verify_bundle(
 def read_bundle(path: Path) -> Bundle:
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            names = [i.filename for i in z.infolist() if not i.is_dir()]  # a re-zip may add folders
             duplicated = sorted({n for n in names if names.count(n) > 1})
             if duplicated:
                 raise BundleError(f"the zip holds {duplicated[0]} more than once")
@@ -158,19 +158,30 @@ def check_files(bundle: Bundle, report: BundleReport) -> BundleFailure | None:
 def check_checkpoint(
     bundle: Bundle, report: BundleReport, trusted: list[notes.NoteVerifier]
 ) -> BundleFailure | None:
-    if not trusted:
-        return BundleFailure(CHECKPOINT, "no trusted ledger key to check it with: pass --trusted-key FILE")
+    """The manifest agrees with the note (else the manifest was changed, whoever signed the
+    note), then the note is signed by a trusted key."""
     try:
-        checkpoint, signers = notes.verify(bundle.files[CHECKPOINT].decode(), trusted)
+        note = bundle.files[CHECKPOINT].decode()
+        checkpoint = notes.parse(note)[0]
     except (notes.NoteError, UnicodeDecodeError) as exc:
-        return BundleFailure(CHECKPOINT, str(exc))
+        return BundleFailure(CHECKPOINT, f"not a checkpoint note ({exc})")
     manifest = bundle.manifest
     if (checkpoint.origin, checkpoint.size) != (manifest.origin, manifest.tree_size):
         return BundleFailure(
             MANIFEST,
-            f"says origin {manifest.origin!r} at tree size {manifest.tree_size}; the checkpoint says "
-            f"{checkpoint.origin!r} at {checkpoint.size}",
+            f"says origin {manifest.origin!r} at tree size {manifest.tree_size}; {CHECKPOINT} says "
+            f"{checkpoint.origin!r} at {checkpoint.size}: the manifest was changed",
         )
+    rotated = (
+        f"{signed_by(note)}. If the ledger's key was rotated, get its new verifier key (.vkey) from its "
+        "operator, then coi trust add FILE or pass --trusted-key FILE"
+    )
+    if not trusted:
+        return BundleFailure(CHECKPOINT, f"no trusted key for the log {checkpoint.origin}{rotated}")
+    try:
+        _, signers = notes.verify(note, trusted)
+    except notes.NoteError as exc:
+        return BundleFailure(CHECKPOINT, f"{exc}{rotated}")
     bundle.checkpoint = checkpoint
     report.proved.append(
         f"the checkpoint at tree size {checkpoint.size} of log {checkpoint.origin} is signed by "
@@ -288,6 +299,9 @@ def held_to_saved(saved: list[SavedNote]) -> BundleCheck:
             return BundleFailure(
                 CHECKPOINT, f"none of the checkpoints saved outside the ledger is of its log {origin}"
             )
+        forked = fork(mine)  # the saved notes alone may show it
+        if forked is not None:
+            return BundleFailure(CHECKPOINT, f"the notes saved outside the ledger: {forked.reason}")
         same = [note for note in mine if note.checkpoint.size == size]
         for note in same:
             if note.checkpoint.root != bundle.checkpoint.root:

@@ -411,9 +411,14 @@ class LedgerVerifier:
                 f"none of the checkpoints saved outside the ledger is of its log ({origin}): "
                 f"they are of {', '.join(others)}",
             )
-        found = kept.check(saved, run.tree.size, lambda size: run.saved_roots.get(size, merkle.EMPTY_ROOT))
+        found = kept.check(
+            saved, run.tree.size, report.records, lambda size: run.saved_roots.get(size, merkle.EMPTY_ROOT)
+        )
         if found is None:
             return None
+        if found.among is not None:
+            first, last = (self.source.leaf_sequence(leaf) for leaf in found.among)
+            return Failure(None, f"{found.reason} (sequences {first} to {last})")
         return Failure(self._sequence_at(found.leaf), found.reason)
 
     def _sequence_at(self, leaf: int | None) -> int | None:

@@ -120,7 +120,7 @@ def _verify(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         first_use(source, roots)
     print(f"coi verify: trusted roots: {roots.described}", file=sys.stderr)
-    saved = read_saved([Path(p) for p in args.checkpoints], roots.keys)
+    saved = read_saved([Path(p) for p in args.checkpoints], roots.keys, roots.origin)
     if args.checkpoints and not saved:
         raise UsageError(f"no saved checkpoints (*.note) in {', '.join(args.checkpoints)}")
     started = time.perf_counter()
