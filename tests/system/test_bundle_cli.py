@@ -106,7 +106,12 @@ def test_without_a_trusted_key_nothing_is_proved(ledger: Ledger) -> None:
             ["export", "bundle", "--coi", "X", "--to-seq", "3", "--out", "x.zip"],
             "--to-seq goes with --from-seq",
         ),
-        (["export", "bundle", "--from-seq", "9", "--to-seq", "3", "--out", "x.zip"], "with N <= M"),
+        (
+            ["export", "bundle", "--from-seq", "9", "--to-seq", "3", "--out", "x.zip"],
+            "--to-seq 3 is before --from-seq 9",
+        ),
+        (["export", "bundle", "--from-seq", "-5", "--to-seq", "3", "--out", "x.zip"], "--from-seq -5: a"),
+        (["export", "bundle", "--from-seq", "1", "--to-seq", "-3", "--out", "x.zip"], "--to-seq -3: a"),
         (["export", "bundle", "--batch", "B-NONE", "--out", "x.zip"], "no record names batch B-NONE"),
         (
             ["export", "bundle", "--from-seq", "1", "--to-seq", "3", "--out", "coi-data"],
@@ -151,3 +156,15 @@ def test_checkpoints_kept_outside_the_ledger_are_checked(ledger: Ledger) -> None
     )
     done = ledger.run("verify-bundle", "kept.zip", "--trusted-key", str(ledger.key), "--checkpoints", "empty")
     assert done.returncode == 2 and "no checkpoint notes" in done.stderr, done.stderr
+
+
+def test_the_roots_go_to_stderr_and_a_non_zip_is_said_before_them(ledger: Ledger) -> None:
+    assert ledger.run("export", "bundle", "--coi", ledger.coi, "--out", "roots.zip").returncode == 0
+    done = ledger.run("verify-bundle", "roots.zip", "--trusted-key", str(ledger.key))
+    assert done.returncode == 0, done.stdout
+    assert f"coi verify-bundle: trusted roots: --trusted-key: {ledger.key}" in done.stderr
+    assert "trusted roots" not in done.stdout
+    (ledger.folder / "plain.zip").write_bytes(b"not a zip")
+    done = ledger.run("verify-bundle", "plain.zip")
+    assert done.returncode == 1 and done.stdout.startswith("FAILED: plain.zip: not a readable zip"), done.stdout
+    assert "trusted roots" not in done.stdout + done.stderr
