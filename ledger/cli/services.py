@@ -55,37 +55,53 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _monitor(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from consumers import monitor
     from consumers.archive import ArchiveError
     from consumers.pipeline import configured_bootstrap
     from ledger.app.config import database_url
+    from ledger.audit.roots import choose
+    from ledger.audit.trust import TrustStore, read_keys
     from ledger.store.sources import SqlSource, open_source
-    from ledger.transparency.checkpoint import NoteError, NoteVerifier
 
     if not args.state:
         raise UsageError("coi run monitor needs --state DIR, the directory where it keeps every checkpoint")
-    if not args.trusted_key:
-        raise UsageError(
-            "coi run monitor needs the ledger's verifier key: --trusted-key FILE (the .vkey the ledger wrote)"
-        )
     if args.interval <= 0:
         raise UsageError("--interval must be a positive number of seconds")
-    trusted = []
-    for name in args.trusted_key:
-        try:
-            trusted.append(NoteVerifier.decode(Path(name).read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError, NoteError) as exc:
-            raise UsageError(f"--trusted-key {name}: {exc}") from None
     bootstrap = None if args.poll else configured_bootstrap()
     if not args.poll and bootstrap is None:
         raise UsageError("set COI_KAFKA_BOOTSTRAP to the Kafka cluster (or start `coi up`), or use --poll")
-    options = monitor.Options(Path(args.state), trusted, args.once, args.interval)
 
     def connect() -> SqlSource:  # read-only, as coi verify reads
         return opened(lambda: open_source(database_url()))
 
+    def origin() -> str:
+        """The log watched: the ledger's, polling; following the topic, the one the keys name."""
+        if args.poll:
+            source = connect()
+            try:
+                return source.origin()
+            finally:
+                source.close()
+        files = args.trusted_key or [p for p in os.environ.get("COI_TRUSTED_KEYS", "").split(":") if p]
+        names = sorted({key.name for path in files for key in read_keys(Path(path))})
+        if not names:
+            raise UsageError(
+                "following coi.checkpoints, coi run monitor needs the ledger's verifier key: --trusted-key "
+                "FILE or COI_TRUSTED_KEYS (with --poll it also finds the log's keys in your trust store)"
+            )
+        return names[0]
+
+    roots = choose([Path(p) for p in args.trusted_key], TrustStore(), origin)
+    if not roots.keys:
+        raise UsageError(
+            f"coi run monitor needs the ledger's verifier key: none for the log {roots.origin} "
+            f"({roots.described}); get its .vkey from the ledger's operator, then pass --trusted-key FILE, "
+            "set COI_TRUSTED_KEYS or coi trust add FILE"
+        )
+    options = monitor.Options(Path(args.state), roots, args.once, args.interval)
     try:
         return monitor.run(options, bootstrap, connect if args.poll else None)
     except ArchiveError as exc:
