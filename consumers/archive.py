@@ -170,7 +170,9 @@ class Archive:
             log.warning("monitor: passed over what is not a checkpoint note: %s", exc)
             return
         if checkpoint.origin != self.roots.origin:
-            log.warning("monitor: passed over a checkpoint note of another log (%s): %s", checkpoint.origin, exc)
+            log.warning(
+                "monitor: passed over a checkpoint note of another log (%s): %s", checkpoint.origin, exc
+            )
             return
         trusted = ", ".join(k.key_id.hex() for k in self.roots.keys) or "none"
         raise UntrustedError(

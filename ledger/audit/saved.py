@@ -85,9 +85,7 @@ def of_log(saved: list[SavedNote], origin: str | None) -> list[SavedNote]:
     return [s for s in saved if s.trusted and (origin is None or s.checkpoint.origin == origin)]
 
 
-def check(
-    saved: list[SavedNote], size: int, records: int, root_at: Callable[[int], bytes]
-) -> Finding | None:
+def check(saved: list[SavedNote], size: int, records: int, root_at: Callable[[int], bytes]) -> Finding | None:
     """The ledger, of `size` leaves and `records` records, whose recomputed root at a saved size
     is `root_at(size)`, against the saved notes of its log (smallest first): the first
     disagreement, or None."""

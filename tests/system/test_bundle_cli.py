@@ -166,5 +166,7 @@ def test_the_roots_go_to_stderr_and_a_non_zip_is_said_before_them(ledger: Ledger
     assert "trusted roots" not in done.stdout
     (ledger.folder / "plain.zip").write_bytes(b"not a zip")
     done = ledger.run("verify-bundle", "plain.zip")
-    assert done.returncode == 1 and done.stdout.startswith("FAILED: plain.zip: not a readable zip"), done.stdout
+    assert done.returncode == 1 and done.stdout.startswith("FAILED: plain.zip: not a readable zip"), (
+        done.stdout
+    )
     assert "trusted roots" not in done.stdout + done.stderr

@@ -181,20 +181,29 @@ def test_verify_holds_the_ledger_to_the_monitors_archive(
     assert verify().returncode == 0  # the ledger alone shows nothing
     done = verify("--checkpoints", str(tmp_path / "kept"))
     assert done.returncode == 1
-    assert f"FAILED at sequence {first_cut}: the ledger holds {first.size} records and {first.size} leaves" in done.stdout
+    assert (
+        f"FAILED at sequence {first_cut}: the ledger holds {first.size} records and {first.size} leaves"
+        in done.stdout
+    )
     assert f".{second.size:012d}.note) commits to {second.size} leaves" in done.stdout
 
 
-def test_the_monitor_needs_a_trusted_key_and_a_state_dir(polled: tuple, store_url: str, tmp_path: Path) -> None:
+def test_the_monitor_needs_a_trusted_key_and_a_state_dir(
+    polled: tuple, store_url: str, tmp_path: Path
+) -> None:
     env = {**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url}
     env.pop("COI_TRUSTED_KEYS", None)
     done = subprocess.run([*COI, "run", "monitor", "--state", str(tmp_path / "kept"), "--poll"],
                           capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
     assert done.returncode == 2 and "--trusted-key FILE" in done.stderr, done.stderr
     assert "none for the log coi-ledger.test/log" in done.stderr
-    done = subprocess.run([*COI, "run", "monitor", "--poll"], capture_output=True, text=True, timeout=60, env=env)
+    done = subprocess.run(
+        [*COI, "run", "monitor", "--poll"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert done.returncode == 2 and "--state DIR" in done.stderr
-    done = monitor(tmp_path, "--poll", "--trusted-key", str(tmp_path / "missing.vkey"), COI_DATABASE_URL=store_url)
+    done = monitor(
+        tmp_path, "--poll", "--trusted-key", str(tmp_path / "missing.vkey"), COI_DATABASE_URL=store_url
+    )
     assert done.returncode == 2, done.stderr
     assert f"cannot read the verifier key file {tmp_path / 'missing.vkey'}: No such file" in done.stderr
     assert "Errno" not in done.stderr
@@ -221,10 +230,11 @@ def test_a_monitor_trusting_another_key_fails_naming_the_note_and_its_key(
     _, signer, _, (first, _) = polled
     evil = NoteSigner(signer.name, Ed25519PrivateKey.generate())
     (tmp_path / "evil.vkey").write_text(evil.verifier.encode() + "\n")
+    env = {**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url}
     done = subprocess.run(
-        [*COI, "run", "monitor", "--state", str(tmp_path / "other"), "--trusted-key", str(tmp_path / "evil.vkey"),
-         "--poll", "--once"],
-        capture_output=True, text=True, timeout=60, env={**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url},
+        [*COI, "run", "monitor", "--state", str(tmp_path / "other"), "--trusted-key",
+         str(tmp_path / "evil.vkey"), "--poll", "--once"],
+        capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert f"at tree size {first.size}: no signature by a trusted ledger key" in done.stderr
@@ -272,9 +282,11 @@ def test_verify_passes_over_saved_notes_of_other_logs(polled: tuple, store_url: 
     (tmp_path / "kept" / "elsewhere.000000000003.note").write_text(
         Checkpoint(stranger.name, 3, bytes(32)).sign(stranger)
     )
+    env = {**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url}
     done = subprocess.run(
-        [*COI, "verify", "--trusted-key", str(tmp_path / "ledger.vkey"), "--checkpoints", str(tmp_path / "kept")],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url},
+        [*COI, "verify", "--trusted-key", str(tmp_path / "ledger.vkey"), "--checkpoints",
+         str(tmp_path / "kept")],
+        capture_output=True, text=True, timeout=120, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 checkpoints saved outside it" in done.stdout

@@ -62,7 +62,9 @@ def test_a_note_of_its_log_no_trusted_key_signed_fails_naming_its_size_and_key(
     archive: Archive, tmp_path: Path
 ) -> None:
     stranger = NoteSigner(SIGNER.name, Ed25519PrivateKey.generate())
-    with pytest.raises(UntrustedError, match=rf"tree size 12: .*signed by key id {stranger.verifier.key_id.hex()}"):
+    with pytest.raises(
+        UntrustedError, match=rf"tree size 12: .*signed by key id {stranger.verifier.key_id.hex()}"
+    ):
         archive.keep(note(12, signer=stranger), proven(12))
     assert len(list((tmp_path / "kept").iterdir())) == 2
 
@@ -94,7 +96,9 @@ def test_a_rotated_key_is_learned_kept_and_trusted_again_only_with_its_cosigned_
 
 def test_the_tree_must_still_give_the_root_of_the_largest_note_kept(archive: Archive) -> None:
     archive.check_root(SIGNER.name, lambda size: merkle.root(size, nodes), "the ledger")
-    with pytest.raises(ForkError, match=r"rewritten: at tree size 9 the tree of the ledger gives another root"):
+    with pytest.raises(
+        ForkError, match=r"rewritten: at tree size 9 the tree of the ledger gives another root"
+    ):
         archive.check_root(SIGNER.name, lambda size: b"\x07" * 32, "the ledger")
 
 
