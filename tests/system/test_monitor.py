@@ -229,13 +229,10 @@ def test_a_monitor_trusting_another_key_fails_naming_the_note_and_its_key(
 ) -> None:
     _, signer, _, (first, _) = polled
     evil = NoteSigner(signer.name, Ed25519PrivateKey.generate())
-    (tmp_path / "evil.vkey").write_text(evil.verifier.encode() + "\n")
-    env = {**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url}
-    done = subprocess.run(
-        [*COI, "run", "monitor", "--state", str(tmp_path / "other"), "--trusted-key",
-         str(tmp_path / "evil.vkey"), "--poll", "--once"],
-        capture_output=True, text=True, timeout=60, env=env,
-    )  # fmt: skip
+    stranger = tmp_path / "stranger"  # a monitor of its own, trusting only the other key
+    stranger.mkdir()
+    (stranger / "ledger.vkey").write_text(evil.verifier.encode() + "\n")
+    done = monitor(stranger, "--poll", COI_DATABASE_URL=store_url)
     assert done.returncode == 1, done.stderr
     assert f"at tree size {first.size}: no signature by a trusted ledger key" in done.stderr
     assert f"signed by key id {signer.verifier.key_id.hex()}" in done.stderr
