@@ -170,3 +170,20 @@ def test_the_roots_go_to_stderr_and_a_non_zip_is_said_before_them(ledger: Ledger
         done.stdout
     )
     assert "trusted roots" not in done.stdout + done.stderr
+
+
+def test_a_changed_origin_in_the_manifest_is_named_before_any_key(ledger: Ledger) -> None:
+    assert ledger.run("export", "bundle", "--coi", ledger.coi, "--out", "origin.zip").returncode == 0
+    with zipfile.ZipFile(ledger.folder / "origin.zip") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(files["manifest.json"])
+    manifest["origin"] = "x/y"
+    files["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(ledger.folder / "moved.zip", "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    for keys in ([], ["--trusted-key", str(ledger.key)]):
+        done = ledger.run("verify-bundle", "moved.zip", *keys)
+        assert done.returncode == 1 and done.stdout.startswith("FAILED: manifest.json: says origin 'x/y'"), (
+            done.stdout
+        )
