@@ -411,8 +411,9 @@ class LedgerVerifier:
                 f"none of the checkpoints saved outside the ledger is of its log ({origin}): "
                 f"they are of {', '.join(others)}",
             )
+        records = report.resumed_from + report.records  # before the resume point, every record is a leaf
         found = kept.check(
-            saved, run.tree.size, report.records, lambda size: run.saved_roots.get(size, merkle.EMPTY_ROOT)
+            saved, run.tree.size, records, lambda size: run.saved_roots.get(size, merkle.EMPTY_ROOT)
         )
         if found is None:
             return None
