@@ -39,6 +39,7 @@ GROUPS = (
     ("verify", "checkpoint", "prove", "verify"),
     ("publish", "publish"),
     ("services", "up", "run", "broker"),
+    ("witness", "witness"),
     ("projections", "projections"),
     ("demo", "demo"),
     ("policy", "policy"),

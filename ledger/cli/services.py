@@ -6,6 +6,7 @@ import argparse
 
 from consumers import SERVICES
 from ledger.cli.common import TYPE_CHECKING, UsageError
+from ledger.cli.witness import add_run_arguments
 
 if TYPE_CHECKING:
     from ledger.cli.common import Subparsers
@@ -17,12 +18,17 @@ def add_parser(subparsers: Subparsers) -> None:
         "--ingests", type=int, default=2, help="ingest processes in the consumer group (default 2)"
     )
     s = subparsers.add_parser("run", help="run one service in the foreground (production)")
-    s.add_argument("service", choices=SERVICES)
+    s.add_argument("service", choices=(*SERVICES, "witness"))
+    add_run_arguments(s)
     s = subparsers.add_parser("broker", help="run the local Tansu broker in the foreground")
     s.add_argument("--port", type=int, default=9092)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "run" and args.service == "witness":
+        from ledger.cli.witness import run_witness  # no Kafka: a witness is HTTP alone
+
+        return run_witness(args)
     from consumers.pipeline import broker_foreground, run_one, up
 
     if args.command == "up":
