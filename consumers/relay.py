@@ -16,18 +16,22 @@ import hashlib
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 
 import msgspec
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from consumers.broker import ensure_topics
+from consumers.witnessing import Witnesses, configured, timeout
 from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication
 from ledger.app.config import checkpoint_policy
 from ledger.app.log import MerkleLog
+from ledger.audit.source import StoredCheckpoint
 from ledger.site import kafka
 from ledger.store.logstore import RelayPosition
+from ledger.transparency import merkle
 from ledger.transparency.checkpoint import parse
 from ledger.transparency.records import header_of, row_record
 from ledger.wire.kafka_topics import Topics
@@ -51,6 +55,7 @@ class Relay:
         self.signer = ledgerkey.signer()
         self.origin = ledgerkey.origin()
         self.checked_at = 0.0
+        self.witnesses = Witnesses(configured(), timeout())
 
     def run(self, stop: threading.Event) -> None:
         log.info("relay: publishing the log to %s and %s", self.topics.ledger, self.topics.checkpoints)
@@ -124,9 +129,11 @@ class Relay:
         fresh = self.log.store.checkpoints(after=last)
         for stored in fresh:
             checkpoint, _, _ = parse(stored.note)
+            cosigned = self._witnessed(stored, latest=stored is fresh[-1])
             message = SignedCheckpoint(
-                checkpoint.origin, stored.size, base64.b64encode(stored.root).decode(), stored.note
-            )
+                checkpoint.origin, stored.size, base64.b64encode(stored.root).decode(), stored.note,
+                cosigned=cosigned,
+            )  # fmt: skip
             self.producer.send(
                 self.topics.checkpoints, key=checkpoint.origin.encode(), value=msgspec.json.encode(message)
             )
@@ -134,6 +141,24 @@ class Relay:
             self.producer.flush()
             self.log.store.set_relay_position(name, RelayPosition(fresh[-1].size, -1, -1, -1))
         return len(fresh)
+
+    def _witnessed(self, stored: StoredCheckpoint, latest: bool) -> str | None:
+        """The checkpoint cosigned by the witnesses (COI_WITNESSES), asked for the latest one
+        only, and only while it covers the whole log: a record it leaves out then committed
+        after it was signed, which is what verify's clock check relies on."""
+        known = self.log.store.witnessed(stored.size)
+        if known is not None or not latest or not self.witnesses.witnesses:
+            return known
+        if self.log.store.size() != stored.size:
+            return None
+        nodes = self.log.store.nodes
+        cosigned, count = self.witnesses.cosign(
+            stored.note, lambda old, new: merkle.consistency_proof(old, new, nodes)
+        )
+        if not count:
+            return None
+        self.log.store.set_witnessed(stored.size, cosigned, datetime.now(UTC).isoformat())
+        return cosigned
 
     def _notice_reset(self) -> None:
         """If the last record published is no longer where the broker put it, the broker lost
@@ -161,6 +186,7 @@ class Relay:
     def close(self) -> None:
         """Sends what is pending, within a bound (the broker may be gone). Unsent records are
         not lost: the relay's position moves only after a flush that landed."""
+        self.witnesses.close()
         try:
             self.producer.close(timeout=kafka.CLOSE_SECONDS)
         except KafkaError as exc:

@@ -28,7 +28,7 @@ import msgspec
 
 from ledger.transparency.checkpoint import NoteVerifier
 from ledger.transparency.cosignature import Cosigner
-from ledger.transparency.witness import LogState, Refused, decide, parse_request
+from ledger.transparency.witness import LogState, RefusedError, decide, parse_request
 
 log = logging.getLogger("coi.witness")
 MAX_BODY = 64 * 1024  # a checkpoint, 63 proof lines and a few signatures fit many times over
@@ -82,8 +82,10 @@ class Witness:
                 checkpoint = decide(request, self.logs, self.state(origin))
                 line = self.cosigner.line(checkpoint.text(), int(time.time()))
                 note = request.note + line
-                self._store(_Stored(origin, checkpoint.size, base64.b64encode(checkpoint.root).decode(), note))
-        except Refused as refused:
+                self._store(
+                    _Stored(origin, checkpoint.size, base64.b64encode(checkpoint.root).decode(), note)
+                )
+        except RefusedError as refused:
             if refused.status in (409, 422):
                 log.warning("witness: %d %s", refused.status, refused.body.strip())
             return Answer(refused.status, refused.body, refused.content_type)
@@ -108,7 +110,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the spec recommends
     server: _Server
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+    def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if self.path.rstrip("/") != "/add-checkpoint":
             answer = Answer(404, "only POST /add-checkpoint is served here\n")
@@ -123,7 +125,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args: object) -> None:
         log.debug("witness: " + format, *args)
 
 

@@ -52,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
     write_private(out, (cosigner.encode() + "\n").encode())
     vkey.write_text(cosigner.verifier.encode() + "\n")
     print(f"private key: {out} (mode 0600)", file=sys.stderr)
-    print(f"verifier key: {vkey}  <- give it to the logs and verifiers that rely on this witness", file=sys.stderr)
+    print(
+        f"verifier key: {vkey}  <- give it to the logs and verifiers that rely on this witness",
+        file=sys.stderr,
+    )
     print(cosigner.verifier.encode())
     return EXIT_OK
 
@@ -77,14 +80,15 @@ def run_witness(args: argparse.Namespace) -> int:
         cosigner = Cosigner.decode(read_private(Path(args.key)).decode())
     except (OSError, NoteError, UnicodeDecodeError) as exc:
         raise UsageError(f"--key {args.key}: {exc} (make one with coi witness keygen)") from None
-    host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
+    listen_host, _, listen_port = args.listen.rpartition(":")
+    if not listen_host or not listen_port.isdigit():
         raise UsageError(f"--listen {args.listen!r}: give HOST:PORT, e.g. 127.0.0.1:7380")
     configure_logging()
     witness = Witness(cosigner, _logs(args.log), Path(args.state))
-    server = serve(witness, host.strip("[]"), int(port))
-    bound = server.server_address
-    print(f"witness {cosigner.name} on http://{bound[0]}:{bound[1]}/add-checkpoint", file=sys.stderr, flush=True)
+    server = serve(witness, listen_host.strip("[]"), int(listen_port))
+    host, port = server.server_address[:2]
+    url = f"http://{host!s}:{port}"
+    print(f"witness {cosigner.name} on {url}/add-checkpoint", file=sys.stderr, flush=True)
     print(f"verifier key: {cosigner.verifier.encode()}", file=sys.stderr, flush=True)
     stop_on_signals().wait()
     server.shutdown()

@@ -214,6 +214,17 @@ class LogStore:
     def _checkpoints(self, clause: str, *params: object, c: Any = None) -> list[StoredCheckpoint]:
         return stored_checkpoints(self._rows(f"{CHECKPOINTS} {clause}", params, c))
 
+    def set_witnessed(self, size: int, note: str, cosigned_at: str) -> None:
+        """The checkpoint of `size` with its cosignatures (the latest set of them kept)."""
+        with self._tx(commit=True) as c:
+            c.execute(self.sql("DELETE FROM coi_witnessed WHERE tree_size = ?"), (size,))
+            c.execute(self.sql("INSERT INTO coi_witnessed VALUES (?, ?, ?)"), (size, note, cosigned_at))
+
+    def witnessed(self, size: int) -> str | None:
+        """The cosigned note of the checkpoint of `size`, if witnesses cosigned it."""
+        rows = self._rows(self.sql("SELECT note FROM coi_witnessed WHERE tree_size = ?"), (size,))
+        return str(rows[0][0]) if rows else None
+
     # ---------------------------------------------------------------- relay
 
     def relay_position(self, name: str) -> RelayPosition:

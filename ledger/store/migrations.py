@@ -102,6 +102,14 @@ LEDGER = (
             "probe_partition {int} NOT NULL, probe_offset {int} NOT NULL, probe_sequence {int} NOT NULL)",
         ),
     ),
+    Migration(
+        "witnessed-checkpoints-table",
+        # A checkpoint's note with the witnesses' cosignatures, beside the one the ledger signed.
+        ddl(
+            "CREATE TABLE IF NOT EXISTS coi_witnessed (tree_size {int} PRIMARY KEY, "
+            "note TEXT NOT NULL, cosigned_at TEXT NOT NULL)"
+        ),
+    ),
 )
 
 

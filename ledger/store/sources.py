@@ -21,6 +21,7 @@ from ledger.store.sql import (
     NODE_RANGE,
     POSTGRES_EVENTS,
     SQLITE_EVENTS,
+    WITNESSED,
     is_postgres,
     log_size,
     placeholders,
@@ -53,6 +54,7 @@ class SqlSource:
                 f"the ledger is older than this coi reads (no {', '.join(missing)}): run coi migrate"
             )
         self._records = records_after(events, postgres)
+        self._has_witnessed = "coi_witnessed" in tables  # not in ledgers before witnesses
         self._leaves, self._nodes, self._leaf = (
             self._sql(q) for q in (LEAF_RANGE, NODE_RANGE, LEAF_SEQUENCE)
         )
@@ -70,6 +72,14 @@ class SqlSource:
         with self._reading() as c:
             c.execute(CHECKPOINTS + " ORDER BY tree_size")
             return stored_checkpoints(c.fetchall())
+
+    def witnessed(self) -> list[str]:
+        """The cosigned checkpoint notes, smallest tree first."""
+        if not self._has_witnessed:
+            return []
+        with self._reading() as c:
+            c.execute(WITNESSED)
+            return [str(note) for (note,) in c.fetchall()]
 
     def chunk(self, after: int, start: int, limit: int) -> Chunk:
         with self._reading() as c:

@@ -58,6 +58,7 @@ LEAF_SEQUENCE = "SELECT sequence FROM coi_leaves WHERE leaf_index = ?"
 LOG_TOP = "SELECT MAX(leaf_index) FROM coi_leaves"
 NODE_RANGE = "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?"
 CHECKPOINTS = "SELECT tree_size, root, note, signed_at FROM coi_checkpoints"
+WITNESSED = "SELECT note FROM coi_witnessed ORDER BY tree_size"
 
 
 def records_after(table: str, postgres: bool) -> str:

@@ -113,7 +113,7 @@ class CosignatureVerifier:
             )
         except InvalidSignature:
             return None
-        return timestamp
+        return int(timestamp)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ class LogState:
     root: bytes
 
 
-class Refused(Exception):
+class RefusedError(Exception):
     """A request the witness does not cosign: an HTTP status and a body saying why."""
 
     def __init__(self, status: int, message: str, content_type: str = "text/plain; charset=utf-8"):
@@ -54,16 +54,16 @@ def parse_request(body: bytes) -> AddCheckpoint:
     try:
         text = body.decode()
     except UnicodeDecodeError:
-        raise Refused(400, "the request is not UTF-8") from None
+        raise RefusedError(400, "the request is not UTF-8") from None
     head, sep, note = text.partition("\n\n")
     if not sep:
-        raise Refused(400, "expected an old size line, proof lines, an empty line, then the checkpoint")
+        raise RefusedError(400, "expected an old size line, proof lines, an empty line, then the checkpoint")
     first, *proof_lines = head.split("\n")
     number = first.removeprefix("old ")
     if first[:4] != "old " or not number.isascii() or not number.isdigit() or str(int(number)) != number:
-        raise Refused(400, "the first line must be `old N` (a decimal size, no leading zeroes)")
+        raise RefusedError(400, "the first line must be `old N` (a decimal size, no leading zeroes)")
     if len(proof_lines) > MAX_PROOF_LINES:
-        raise Refused(400, f"more than {MAX_PROOF_LINES} consistency proof lines")
+        raise RefusedError(400, f"more than {MAX_PROOF_LINES} consistency proof lines")
     proof = []
     for line in proof_lines:
         try:
@@ -71,38 +71,40 @@ def parse_request(body: bytes) -> AddCheckpoint:
         except binascii.Error:
             h = b""
         if len(h) != 32:
-            raise Refused(400, f"consistency proof line {line[:60]!r} is not a base64 SHA-256 hash")
+            raise RefusedError(400, f"consistency proof line {line[:60]!r} is not a base64 SHA-256 hash")
         proof.append(h)
     return AddCheckpoint(int(number), proof, note)
 
 
 def decide(request: AddCheckpoint, logs: dict[str, list[NoteVerifier]], state: LogState | None) -> Checkpoint:
-    """The checkpoint to cosign; raises Refused with the spec's status otherwise. `state` is
+    """The checkpoint to cosign; raises RefusedError with the spec's status otherwise. `state` is
     what the witness last cosigned for the checkpoint's origin (None: nothing yet)."""
     try:
         checkpoint, _, _ = parse(request.note)
     except NoteError as exc:
-        raise Refused(400, f"malformed checkpoint: {exc}") from None
+        raise RefusedError(400, f"malformed checkpoint: {exc}") from None
     trusted = logs.get(checkpoint.origin)
     if trusted is None:
-        raise Refused(404, f"unknown log origin {checkpoint.origin!r}")
+        raise RefusedError(404, f"unknown log origin {checkpoint.origin!r}")
     try:
         verify(request.note, trusted)
     except NoteError as exc:
-        raise Refused(403, f"{checkpoint.origin}: {exc}") from None
+        raise RefusedError(403, f"{checkpoint.origin}: {exc}") from None
     if request.old > checkpoint.size:
-        raise Refused(400, f"old size {request.old} is larger than the checkpoint's {checkpoint.size}")
+        raise RefusedError(400, f"old size {request.old} is larger than the checkpoint's {checkpoint.size}")
     latest = state or LogState(0, EMPTY_ROOT)
     if request.old != latest.size:
-        raise Refused(409, f"{latest.size}\n", SIZE_CONTENT_TYPE)
+        raise RefusedError(409, f"{latest.size}\n", SIZE_CONTENT_TYPE)
     if checkpoint.size == 0 and checkpoint.root != EMPTY_ROOT:
-        raise Refused(422, "a checkpoint of size 0 must have the empty tree's root")
+        raise RefusedError(422, "a checkpoint of size 0 must have the empty tree's root")
     if request.old == 0:
         if request.proof:
-            raise Refused(422, "a consistency proof from size 0 must be empty")
-    elif not merkle.verify_consistency(latest.size, checkpoint.size, latest.root, checkpoint.root, request.proof):
+            raise RefusedError(422, "a consistency proof from size 0 must be empty")
+    elif not merkle.verify_consistency(
+        latest.size, checkpoint.size, latest.root, checkpoint.root, request.proof
+    ):
         what = "root differs from" if latest.size == checkpoint.size else "is not consistent with"
-        raise Refused(
+        raise RefusedError(
             422, f"the checkpoint at size {checkpoint.size} {what} the one cosigned at size {latest.size}"
         )
     return checkpoint

@@ -61,6 +61,9 @@ class SignedCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     root_hash: str  # base64
     note: str  # the C2SP signed note, verbatim
     format: int = WIRE_FORMAT
+    # The note with the witnesses' cosignature lines added (C2SP tlog-cosignature), when any
+    # witness cosigned it; absent in messages from before witnesses.
+    cosigned: str | None = None
 
 
 class NewerFormatError(ValueError):

@@ -11,7 +11,7 @@ from ledger.transparency.witness import (
     EMPTY_ROOT,
     SIZE_CONTENT_TYPE,
     LogState,
-    Refused,
+    RefusedError,
     decide,
     parse_request,
     request_body,
@@ -37,7 +37,7 @@ def _note(size: int, signer: NoteSigner = SIGNER) -> str:
 
 
 def _status(body: bytes, state: LogState | None = None) -> int:
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(RefusedError) as refused:
         decide(parse_request(body), LOGS, state)
     return refused.value.status
 
@@ -54,7 +54,7 @@ def test_a_first_checkpoint_and_a_consistent_next_are_cosigned() -> None:
 
 
 def test_a_stale_old_size_gets_409_with_the_witness_size() -> None:
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(RefusedError) as refused:
         decide(parse_request(request_body(0, [], _note(12))), LOGS, _state(5))
     assert (refused.value.status, refused.value.body, refused.value.content_type) == (
         409, "5\n", SIZE_CONTENT_TYPE,
@@ -74,7 +74,9 @@ def test_bad_proofs_get_422() -> None:
     assert _status(request_body(0, [bytes(32)], _note(12))) == 422
     empty_with_root = Checkpoint(ORIGIN, 0, bytes(32)).sign(SIGNER)
     assert _status(request_body(0, [], empty_with_root)) == 422
-    assert decide(parse_request(request_body(0, [], Checkpoint(ORIGIN, 0, EMPTY_ROOT).sign(SIGNER))), LOGS, None)
+    assert decide(
+        parse_request(request_body(0, [], Checkpoint(ORIGIN, 0, EMPTY_ROOT).sign(SIGNER))), LOGS, None
+    )
 
 
 def test_unknown_origins_get_404_and_untrusted_signatures_403() -> None:
@@ -94,7 +96,7 @@ def test_unknown_origins_get_404_and_untrusted_signatures_403() -> None:
      b"old 0\n\nnot a checkpoint\n"],
 )  # fmt: skip
 def test_malformed_requests_get_400(body: bytes) -> None:
-    with pytest.raises(Refused) as refused:
+    with pytest.raises(RefusedError) as refused:
         decide(parse_request(body + (_note(5).encode() if body.endswith(b"\n\n") else b"")), LOGS, None)
     assert refused.value.status == 400
 
