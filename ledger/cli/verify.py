@@ -8,9 +8,10 @@ import sys
 from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, open_app, opened, say
 
 if TYPE_CHECKING:
-    from ledger.audit.source import RecordSource
     from ledger.audit.verification import Report
+    from ledger.audit.witnessing import Witnessing
     from ledger.cli.common import Subparsers
+    from ledger.store.sources import SqlSource
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -26,6 +27,14 @@ def add_parser(subparsers: Subparsers) -> None:
     s = subparsers.add_parser("verify", help="re-check every signature, chain link, leaf and checkpoint")
     s.add_argument("--incremental", action="store_true", help="start from the last verified checkpoint")
     s.add_argument("--trusted-key", action="append", default=[], help="extra ledger verifier key file")
+    s.add_argument(
+        "--witness-key", action="append", default=[], metavar="FILE",
+        help="a witness's verifier key file (repeatable): its cosignatures date the records",
+    )  # fmt: skip
+    s.add_argument(
+        "--quorum", type=int, metavar="N",
+        help="require N cosignatures by distinct --witness-key witnesses on the latest checkpoint",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -83,6 +92,7 @@ def _verify(args: argparse.Namespace) -> int:
     trusted = ledgerkey.trusted([Path(p) for p in args.trusted_key])
     if not trusted:
         raise UsageError("no trusted ledger keys: pass --trusted-key FILE (a .vkey file from the ledger)")
+    witnessing = _witnessing(args)
     source = _open_source()
     started = time.perf_counter()
     last = [started]
@@ -97,7 +107,9 @@ def _verify(args: argparse.Namespace) -> int:
 
     state = data_dir() / "verify-state.json" if args.incremental else None
     try:
-        report = LedgerVerifier(source, trusted, progress).run(state)
+        report = LedgerVerifier(
+            source, trusted, progress, cosigned=source.witnessed(), witnessing=witnessing
+        ).run(state)
     except StateMismatchError as exc:
         raise UsageError(str(exc)) from None
     seconds = time.perf_counter() - started
@@ -114,7 +126,32 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open_source() -> RecordSource:
+def _witnessing(args: argparse.Namespace) -> Witnessing | None:
+    from pathlib import Path
+
+    from ledger.audit.witnessing import Witnessing
+    from ledger.transparency.checkpoint import NoteError
+    from ledger.transparency.cosignature import CosignatureVerifier
+
+    keys = []
+    for file in args.witness_key:
+        try:
+            keys.append(CosignatureVerifier.decode(Path(file).read_text()))
+        except (OSError, NoteError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--witness-key {file}: {exc}") from None
+    if len({(k.name, k.key_id) for k in keys}) != len(keys):
+        raise UsageError("--witness-key: the same witness key is given twice; a quorum counts distinct keys")
+    quorum = args.quorum
+    if quorum is not None and not keys:
+        raise UsageError("--quorum counts cosignatures by witnesses: give their --witness-key files")
+    if quorum is not None and not 1 <= quorum <= len(keys):
+        raise UsageError(f"--quorum {quorum}: give 1 to {len(keys)} (the number of --witness-key files)")
+    if not keys:
+        return None
+    return Witnessing(keys, quorum or 0)
+
+
+def _open_source() -> SqlSource:
     """The ledger's records, read-only: verifying never creates or alters anything."""
     from ledger.app.config import database_url
     from ledger.store.sources import open_source

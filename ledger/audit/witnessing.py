@@ -1,0 +1,110 @@
+"""What verify checks with the witnesses: a quorum of cosignatures on the latest checkpoint,
+and the ledger's clock held to the witnesses'.
+
+Clock: `recorded_at` may not decrease in sequence order by more than CLOCK_TOLERANCE, and no
+record may be dated more than CLOCK_TOLERANCE before the earliest cosignature time of a
+witnessed checkpoint that does not contain it (the relay asks witnesses only for a
+checkpoint that covers the whole log, so any record it leaves out committed after it).
+
+Why a tolerance, on both stores: the ledger stamps `recorded_at` when it reads a batch
+(LedgerApplication._prepare), before the batch's signatures are checked and before it
+commits, and the store numbers records in commit order. Two writers (`coi up` runs two
+ingest processes; `coi submit` beside them) can commit in the other order than they stamped,
+by up to one batch's prepare-to-commit time, on PostgreSQL and on SQLite alike; and a
+witness's time comes from another clock (in whole seconds, rounded down). 5 seconds is two
+orders of magnitude above the largest step back measured between concurrent writers
+(benchmarks/README.md, "Clock checks") and small beside back-dating that matters.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ledger.transparency import checkpoint as notes
+from ledger.transparency.cosignature import CosignatureVerifier, cosignatures
+
+CLOCK_TOLERANCE = timedelta(seconds=5)
+
+
+@dataclass(frozen=True)
+class Witnessing:
+    """The witness keys a verifier trusts and how many distinct ones the latest checkpoint needs."""
+
+    keys: list[CosignatureVerifier]
+    quorum: int
+
+
+def witnessed_times(
+    cosigned: list[str], roots: dict[int, bytes], keys: list[CosignatureVerifier]
+) -> tuple[list[tuple[int, int]], str | None]:
+    """[(tree size, earliest cosignature time)] of the cosigned notes, by trusted keys, and
+    the first problem: a cosigned note that is not the ledger's checkpoint of its size, or a
+    cosignature by a trusted key that does not verify."""
+    times: list[tuple[int, int]] = []
+    for note in cosigned:
+        try:
+            checkpoint, _, _ = notes.parse(note)
+            found = cosignatures(note, keys)
+        except notes.NoteError as exc:
+            return times, f"a cosigned checkpoint: {exc}"
+        if roots.get(checkpoint.size) != checkpoint.root:
+            return (
+                times,
+                f"the cosigned checkpoint at tree size {checkpoint.size} is not the ledger's checkpoint",
+            )
+        if found:
+            times.append((checkpoint.size, min(c.timestamp for c in found)))
+    return sorted(times), None
+
+
+def quorum_problem(latest: int | None, cosigned: list[str], witnessing: Witnessing) -> str | None:
+    """Why the latest checkpoint lacks `quorum` cosignatures by distinct trusted keys, if it does."""
+    if latest is None:
+        return "the ledger has no checkpoint to be witnessed"
+    note = next((n for n in cosigned if notes.parse(n)[0].size == latest), None)
+    found = {c.key_id + c.name.encode() for c in cosignatures(note, witnessing.keys)} if note else set()
+    if len(found) >= witnessing.quorum:
+        return None
+    missing = [k.name for k in witnessing.keys if k.key_id + k.name.encode() not in found]
+    return (
+        f"the latest checkpoint (tree size {latest}) has {len(found)} of the {witnessing.quorum} "
+        f"cosignatures required by distinct trusted witnesses; none from {', '.join(missing)}"
+    )
+
+
+@dataclass
+class ClockCheck:
+    """Fed the records in sequence order, with the number of records before each."""
+
+    witnessed: list[tuple[int, int]]  # (tree size, cosignature time), by size
+    last: datetime | None = None
+    _sizes: list[int] = field(default_factory=list)
+    _floors: list[int] = field(default_factory=list)  # the latest time of those at or below each size
+
+    def __post_init__(self) -> None:
+        self._sizes = [size for size, _ in self.witnessed]
+        running = 0
+        for _, when in self.witnessed:
+            running = max(running, when)
+            self._floors.append(running)
+
+    def problem(self, position: int, recorded_at: datetime) -> str | None:
+        last, self.last = self.last, recorded_at
+        if last is not None and recorded_at < last - CLOCK_TOLERANCE:
+            return (
+                f"recorded_at {recorded_at.isoformat()} is before the previous record's "
+                f"{last.isoformat()} (more than {CLOCK_TOLERANCE.seconds} s): the ledger's clock went back"
+            )
+        # The witnessed checkpoints that do not contain this record: those of size <= position.
+        below = bisect.bisect_right(self._sizes, position)
+        if below:
+            floor = datetime.fromtimestamp(self._floors[below - 1], recorded_at.tzinfo)
+            if recorded_at < floor - CLOCK_TOLERANCE:
+                return (
+                    f"recorded_at {recorded_at.isoformat()} is before {floor.isoformat()}, when a witness "
+                    f"cosigned a checkpoint (tree size {self._sizes[below - 1]} or less) that does not "
+                    "contain it: back-dated"
+                )
+        return None
