@@ -4,8 +4,10 @@
 - coi_nodes: every perfect subtree root (level 0 = leaf hashes)
 - coi_checkpoints: signed tree heads, one per tree size
 - coi_relay: how far each relay has published the log to Kafka
+- coi_witnessed: checkpoints with the witnesses' cosignatures (consumers/witnessing.py)
 
-They are written by the log integrator after records commit, and can be rebuilt from the
+They are written by the log integrator after records commit, and (but for the
+cosignatures, which the witnesses gave once) can be rebuilt from the
 records at any time (drop them and integrate again). The migrations make them
 (ledger/store/migrations.py). One integrator writes them at a time:
 `integrating` is a transaction holding the log's lock (a PostgreSQL advisory lock, SQLite's
@@ -38,7 +40,7 @@ from ledger.store.sql import (
     stored_checkpoints,
 )
 
-TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints", "coi_relay")
+TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints", "coi_relay", "coi_witnessed")
 
 
 class RelayPosition(NamedTuple):
