@@ -127,9 +127,11 @@ class Relay:
         name = f"{self.name}:checkpoints"
         last = self.log.store.relay_position(name).next_leaf  # here: the last tree size published
         fresh = self.log.store.checkpoints(after=last)
+        cosigned = None
         for stored in fresh:
             checkpoint, _, _ = parse(stored.note)
-            cosigned = self._witnessed(stored, latest=stored is fresh[-1])
+            known = self.log.store.witnessed(stored.size)
+            cosigned = known if known is not None or stored is not fresh[-1] else self._witnessed(stored)
             message = SignedCheckpoint(
                 checkpoint.origin, stored.size, base64.b64encode(stored.root).decode(), stored.note,
                 cosigned=cosigned,
@@ -137,28 +139,25 @@ class Relay:
             self.producer.send(
                 self.topics.checkpoints, key=checkpoint.origin.encode(), value=msgspec.json.encode(message)
             )
+            if cosigned is not None and known is None:
+                # Stored while the broker takes the message, before it counts as published.
+                self.log.store.set_witnessed(stored.size, cosigned, datetime.now(UTC).isoformat())
         if fresh:
             self.producer.flush()
             self.log.store.set_relay_position(name, RelayPosition(fresh[-1].size, -1, -1, -1))
         return len(fresh)
 
-    def _witnessed(self, stored: StoredCheckpoint, latest: bool) -> str | None:
-        """The checkpoint cosigned by the witnesses (COI_WITNESSES), asked for the latest one
-        only, and only while it covers the whole log: a record it leaves out then committed
-        after it was signed, which is what verify's clock check relies on."""
-        known = self.log.store.witnessed(stored.size)
-        if known is not None or not latest or not self.witnesses.witnesses:
-            return known
-        if self.log.store.size() != stored.size:
+    def _witnessed(self, stored: StoredCheckpoint) -> str | None:
+        """The latest checkpoint cosigned by the witnesses (COI_WITNESSES), if it covers the
+        whole log: a record it leaves out then committed after it was signed, which is what
+        verify's clock check relies on. None if no witness cosigned it."""
+        if not self.witnesses.witnesses or self.log.store.size() != stored.size:
             return None
         nodes = self.log.store.nodes
         cosigned, count = self.witnesses.cosign(
             stored.note, lambda old, new: merkle.consistency_proof(old, new, nodes)
         )
-        if not count:
-            return None
-        self.log.store.set_witnessed(stored.size, cosigned, datetime.now(UTC).isoformat())
-        return cosigned
+        return cosigned if count else None
 
     def _notice_reset(self) -> None:
         """If the last record published is no longer where the broker put it, the broker lost
