@@ -1,7 +1,8 @@
 """What verify checks with the witnesses: a quorum of cosignatures on the latest checkpoint,
 and the ledger's clock held to the witnesses'.
 
-Clock: `recorded_at` may not decrease in sequence order by more than CLOCK_TOLERANCE, and no
+Clock: `recorded_at` may not be more than CLOCK_TOLERANCE before any earlier record's (in
+sequence order), and no
 record may be dated more than CLOCK_TOLERANCE before the earliest cosignature time of a
 witnessed checkpoint that does not contain it (the relay asks witnesses only for a
 checkpoint that covers the whole log, so any record it leaves out committed after it).
@@ -11,8 +12,8 @@ Why a tolerance, on both stores: the ledger stamps `recorded_at` when it reads a
 commits, and the store numbers records in commit order. Two writers (`coi up` runs two
 ingest processes; `coi submit` beside them) can commit in the other order than they stamped,
 by up to one batch's prepare-to-commit time, on PostgreSQL and on SQLite alike; and a
-witness's time comes from another clock (in whole seconds, rounded down). 5 seconds is two
-orders of magnitude above the largest step back measured between concurrent writers
+witness's time comes from another clock (in whole seconds, rounded down). 5 seconds is
+ten times the largest step back measured between concurrent writers
 (benchmarks/README.md, "Clock checks") and small beside back-dating that matters.
 """
 
@@ -79,7 +80,7 @@ class ClockCheck:
     """Fed the records in sequence order, with the number of records before each."""
 
     witnessed: list[tuple[int, int]]  # (tree size, cosignature time), by size
-    last: datetime | None = None
+    last: datetime | None = None  # the latest recorded_at so far
     _sizes: list[int] = field(default_factory=list)
     _floors: list[int] = field(default_factory=list)  # the latest time of those at or below each size
 
@@ -91,12 +92,13 @@ class ClockCheck:
             self._floors.append(running)
 
     def problem(self, position: int, recorded_at: datetime) -> str | None:
-        last, self.last = self.last, recorded_at
+        last = self.last  # the latest before this one: steps back within the tolerance add up to no more
         if last is not None and recorded_at < last - CLOCK_TOLERANCE:
             return (
-                f"recorded_at {recorded_at.isoformat()} is before the previous record's "
-                f"{last.isoformat()} (more than {CLOCK_TOLERANCE.seconds} s): the ledger's clock went back"
+                f"recorded_at {recorded_at.isoformat()} is before {last.isoformat()}, an earlier record's, "
+                f"by more than {CLOCK_TOLERANCE.seconds} s: the ledger's clock went back"
             )
+        self.last = recorded_at if last is None else max(last, recorded_at)
         # The witnessed checkpoints that do not contain this record: those of size <= position.
         below = bisect.bisect_right(self._sizes, position)
         if below:

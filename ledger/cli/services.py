@@ -29,6 +29,8 @@ def run(args: argparse.Namespace) -> int:
         from ledger.cli.witness import run_witness  # no Kafka: a witness is HTTP alone
 
         return run_witness(args)
+    if args.command == "run" and (args.key or args.listen or args.state or args.log):
+        raise UsageError("--key, --listen, --state and --log are coi run witness's alone")
     from consumers.pipeline import broker_foreground, run_one, up
 
     if args.command == "up":

@@ -45,3 +45,10 @@ def test_a_message_of_this_format_with_an_unknown_field_is_still_malformed() -> 
     raw = {**msgspec.json.decode(msgspec.json.encode(CHECKPOINT)), "extra": 1}
     with pytest.raises(msgspec.ValidationError):
         decode(msgspec.json.encode(raw), SignedCheckpoint)
+
+
+def test_a_checkpoint_from_before_witnesses_reads_without_cosignatures() -> None:
+    old = b'{"origin": "coi.test/log", "tree_size": 7, "root_hash": "cm9vdA==", "note": "note", "format": 1}'
+    assert decode(old, SignedCheckpoint).cosigned is None
+    cosigned = msgspec.structs.replace(CHECKPOINT, cosigned="note\n\u2014 w1 AAAA\n")
+    assert decode(msgspec.json.encode(cosigned), SignedCheckpoint) == cosigned
