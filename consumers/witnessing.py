@@ -28,6 +28,7 @@ from ledger.transparency.witness import SIZE_CONTENT_TYPE, request_body
 
 log = logging.getLogger("coi.witnesses")
 
+MAX_TIMEOUT = 2.0
 Proof = Callable[[int, int], list[bytes]]  # (old size, new size) -> consistency proof
 
 
@@ -67,8 +68,13 @@ def timeout() -> float:
         seconds = float(text)
     except ValueError:
         seconds = -1.0
-    if not seconds > 0:
-        raise ConfigError(f"COI_WITNESS_TIMEOUT {text!r}: give the seconds to wait for a witness, e.g. 2")
+    # Two requests (a 409, then the retry) must end within verify's clock tolerance (5 s) of
+    # the checkpoint's signing: a witness's time dates the records the checkpoint leaves out.
+    if not 0 < seconds <= MAX_TIMEOUT:
+        raise ConfigError(
+            f"COI_WITNESS_TIMEOUT {text!r}: give the seconds to wait for a witness, more than 0 and "
+            f"at most {MAX_TIMEOUT:g}"
+        )
     return seconds
 
 

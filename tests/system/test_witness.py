@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from consumers.broker import bootstrap_servers, ensure_topics
 from consumers.witness import Witness, serve
-from consumers.witnessing import Witnesses, configured
+from consumers.witnessing import Witnesses, configured, timeout
 from ledger.app.config import ConfigError
 from ledger.demo.harness import Services, wait_until
 from ledger.demo.journeys import Cast
@@ -111,11 +111,15 @@ def test_the_relays_client_retries_a_409_from_the_witness_size(
         client.close()
 
 
-def test_witness_configuration_errors_name_the_item(tmp_path: Path) -> None:
+def test_witness_configuration_errors_name_the_item(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ConfigError, match="URL=VKEY_FILE"):
         configured("witness.example:7380")
     with pytest.raises(ConfigError, match=r"nope\.vkey"):
         configured(f"http://127.0.0.1:1={tmp_path / 'nope.vkey'}")
+    for text in ("5", "0", "soon"):
+        monkeypatch.setenv("COI_WITNESS_TIMEOUT", text)
+        with pytest.raises(ConfigError, match="COI_WITNESS_TIMEOUT"):
+            timeout()
 
 
 def _start_witness(tmp: Path, key: Path, vkey: Path) -> tuple[subprocess.Popen[str], int]:
