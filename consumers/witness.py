@@ -1,4 +1,5 @@
-"""`coi run witness`: a C2SP tlog-witness serving `POST /add-checkpoint` over HTTP.
+"""`coi run witness`: a C2SP tlog-witness serving `POST /add-checkpoint` over HTTP, and
+`GET /<origin hash>/checkpoint` (the latest checkpoint it cosigned for a log, for monitors).
 
 The protocol's checks are ledger/transparency/witness.py; here are the HTTP server (stdlib,
 a thread per connection, keep-alive) and the witness's state: per log origin, one JSON file
@@ -72,6 +73,15 @@ class Witness:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
+    def checkpoint(self, origin_hash: str) -> Answer:
+        """The latest checkpoint cosigned for the log whose origin hashes (SHA-256, hex) to
+        `origin_hash`, with the log's signatures and this witness's cosignature."""
+        origin = next((o for o in self.logs if hashlib.sha256(o.encode()).hexdigest() == origin_hash), None)
+        path = self._path(origin, ".json") if origin is not None else None
+        if path is None or not path.exists():
+            return Answer(404, "no checkpoint cosigned for that log\n")
+        return Answer(200, msgspec.json.decode(path.read_bytes(), type=_Stored).note)
+
     def add_checkpoint(self, body: bytes) -> Answer:
         try:
             request = parse_request(body)
@@ -121,12 +131,22 @@ class _Handler(BaseHTTPRequestHandler):
             answer = Answer(400, f"a request body of 1 to {MAX_BODY} bytes, with Content-Length\n")
         else:
             answer = self.server.witness.add_checkpoint(self.rfile.read(length))
+        self._answer(answer)
+
+    def _answer(self, answer: Answer) -> None:
         body = answer.body.encode()
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        parts = self.path.strip("/").split("/")
+        if len(parts) == 2 and parts[1] == "checkpoint":
+            self._answer(self.server.witness.checkpoint(parts[0]))
+        else:
+            self._answer(Answer(404, "GET /<sha256 of the origin, hex>/checkpoint only\n"))
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("witness: " + format, *args)

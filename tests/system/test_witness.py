@@ -4,6 +4,7 @@ witnesses' cosignatures on its checkpoints through the real broker."""
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import os
 import signal
@@ -92,6 +93,16 @@ def test_status_codes_as_the_spec_says(witness: tuple[Cosigner, int]) -> None:
     assert _post(port, request_body(5, proof, _note(12)), path="/elsewhere")[0] == 404
     # The refusals changed nothing: the consistent checkpoint is cosigned.
     assert _post(port, request_body(5, proof, _note(12)))[0] == 200
+    # Monitors read what it cosigned last, by the origin's hash.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", f"/{hashlib.sha256(ORIGIN.encode()).hexdigest()}/checkpoint")
+    latest = conn.getresponse()
+    note = latest.read().decode()
+    assert latest.status == 200 and note.startswith(_note(12).partition("\n\n")[0])
+    assert [c.name for c in cosignatures(note, [cosigner.verifier])] == ["witness.test/w1"]
+    conn.request("GET", f"/{hashlib.sha256(b'elsewhere.test/log').hexdigest()}/checkpoint")
+    assert conn.getresponse().status == 404
+    conn.close()
 
 
 def test_the_relays_client_retries_a_409_from_the_witness_size(
