@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from ledger.transparency import checkpoint as notes
-from ledger.transparency.cosignature import CosignatureVerifier, cosignatures
+from ledger.transparency.cosignature import CosignatureVerifier, Cosigned, cosignatures
 
 CLOCK_TOLERANCE = timedelta(seconds=5)
 
@@ -59,15 +59,20 @@ def witnessed_times(
     return sorted(times), None
 
 
+def cosigners(size: int, cosigned: list[str], keys: list[CosignatureVerifier]) -> list[Cosigned]:
+    """The valid cosignatures by `keys` on the checkpoint of `size`, one per key."""
+    note = next((n for n in cosigned if notes.parse(n)[0].size == size), None)
+    return cosignatures(note, keys) if note is not None else []
+
+
 def quorum_problem(latest: int | None, cosigned: list[str], witnessing: Witnessing) -> str | None:
     """Why the latest checkpoint lacks `quorum` cosignatures by distinct trusted keys, if it does."""
     if latest is None:
         return "the ledger has no checkpoint to be witnessed"
-    note = next((n for n in cosigned if notes.parse(n)[0].size == latest), None)
-    found = {c.key_id + c.name.encode() for c in cosignatures(note, witnessing.keys)} if note else set()
+    found = {(c.name, c.key_id) for c in cosigners(latest, cosigned, witnessing.keys)}
     if len(found) >= witnessing.quorum:
         return None
-    missing = [k.name for k in witnessing.keys if k.key_id + k.name.encode() not in found]
+    missing = [k.name for k in witnessing.keys if (k.name, k.key_id) not in found]
     return (
         f"the latest checkpoint (tree size {latest}) has {len(found)} of the {witnessing.quorum} "
         f"cosignatures required by distinct trusted witnesses; none from {', '.join(missing)}"

@@ -8,6 +8,7 @@ import sys
 from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, open_app, opened, say
 
 if TYPE_CHECKING:
+    from ledger.audit.source import StoredCheckpoint
     from ledger.audit.verification import Report
     from ledger.audit.witnessing import Witnessing
     from ledger.cli.common import Subparsers
@@ -123,6 +124,8 @@ def _verify(args: argparse.Namespace) -> int:
         print(f"(checked before the failure: {summary})")
         return EXIT_FAILED
     print(f"OK: {summary}")
+    if witnessing is not None:
+        _say_witnessed(source.checkpoints(), source.witnessed(), witnessing)
     return EXIT_OK
 
 
@@ -149,6 +152,21 @@ def _witnessing(args: argparse.Namespace) -> Witnessing | None:
     if not keys:
         return None
     return Witnessing(keys, quorum or 0)
+
+
+def _say_witnessed(checkpoints: list[StoredCheckpoint], cosigned: list[str], witnessing: Witnessing) -> None:
+    from datetime import UTC, datetime
+
+    from ledger.audit.witnessing import cosigners
+
+    if not checkpoints:
+        return
+    found = cosigners(checkpoints[-1].size, cosigned, witnessing.keys)
+    names = ", ".join(
+        f"{c.name} at {datetime.fromtimestamp(c.timestamp, UTC):%Y-%m-%d %H:%M:%S} UTC" for c in found
+    )
+    size = checkpoints[-1].size
+    say(f"witnessed: the latest checkpoint (tree size {size}) is cosigned by {names or 'no one'}")
 
 
 def _open_source() -> SqlSource:

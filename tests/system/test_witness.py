@@ -240,6 +240,7 @@ def test_the_relay_publishes_checkpoints_cosigned_by_two_witnesses(
             "--witness-key", str(tmp_path / "w2.vkey")]  # fmt: skip
     ok = coi(tmp_path, "verify", *keys, "--quorum", "2", **env)
     assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "cosigned by witness.test/w1 at " in ok.stdout and ", witness.test/w2 at " in ok.stdout
     three = coi(tmp_path, "verify", *keys, "--witness-key", str(tmp_path / "w3.vkey"), "--quorum", "3", **env)
     assert three.returncode == 1, three.stdout + three.stderr
     assert "2 of the 3" in three.stdout and "witness.test/w3" in three.stdout
