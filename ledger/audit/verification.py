@@ -108,6 +108,7 @@ class State(msgspec.Struct):
     streams: dict[str, tuple[int, str]]
     registry: list[str]  # the registry envelopes, in order, to rebuild key state
     policies: list[str] = []  # the policy envelopes, in order, to rebuild the policy in force
+    latest_recorded_at: str | None = None  # for the clock check (absent in older state files)
 
 
 @dataclass
@@ -189,7 +190,7 @@ class LedgerVerifier:
         """The witnessed checkpoints' cosignature times, for the clock check."""
         keys = self.witnessing.keys if self.witnessing is not None else []
         times, problem = witnessed_times(self.cosigned, {c.size: c.root for c in checkpoints}, keys)
-        run.clock = ClockCheck(times)
+        run.clock = ClockCheck(times, last=run.clock.last)  # last: from an incremental state
         return None if problem is None else Failure(None, problem)
 
     def _resume(self, state_file: Path | None, checkpoints: list[StoredCheckpoint], report: Report) -> _Run:
@@ -212,6 +213,8 @@ class LedgerVerifier:
             self._apply_registry(run, _body.decode(payload_of(envelope)), envelope)
         for envelope in state.policies:
             _replay_policy(run, envelope)
+        if state.latest_recorded_at is not None:
+            run.clock.last = datetime.fromisoformat(state.latest_recorded_at)
         report.resumed_from = state.size
         report.leaves = state.size
         return run
@@ -386,6 +389,7 @@ class LedgerVerifier:
             streams=dict(run.streams),
             registry=list(run.registry),
             policies=list(run.policies),
+            latest_recorded_at=run.clock.last.isoformat() if run.clock.last is not None else None,
         )
 
     def _check_coverage(self, run: _Run, checkpoints: list[StoredCheckpoint]) -> Failure | None:

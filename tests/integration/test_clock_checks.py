@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -105,3 +106,23 @@ def test_records_after_a_witnessed_checkpoint_pass_and_a_quorum_counts_distinct_
     report = _verify(app, signer, Witnessing([WITNESS.verifier, other.verifier], 2))
     assert report.failure is not None and "1 of the 2" in report.failure.reason
     assert "witness.test/w2" in report.failure.reason
+
+
+def test_an_incremental_run_remembers_the_latest_time_it_verified(
+    ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast, tmp_path: Path
+) -> None:
+    app, signer, raw = ledger
+    coi, step = _next_step(app, cast)
+    MerkleLog(app).checkpoint(signer, signer.name)
+    state = tmp_path / "verify-state.json"
+    source = open_source(ledger_url(app))
+    try:
+        assert LedgerVerifier(source, [signer.verifier]).run(state).failure is None
+        back = datetime.now(UTC) - CLOCK_TOLERANCE - timedelta(minutes=30)
+        forged = raw.append(therapy_uuid(coi), step.envelope.decode(), TOPIC, recorded_at=back)
+        MerkleLog(app).checkpoint(signer, signer.name)
+        report = LedgerVerifier(source, [signer.verifier]).run(state)  # the forged record comes first
+    finally:
+        source.close()
+    assert report.resumed_from and report.failure is not None and report.failure.sequence == forged
+    assert "clock went back" in report.failure.reason
