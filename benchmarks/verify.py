@@ -176,7 +176,7 @@ def build(url: str, records: int, signer: NoteSigner, checkpoint_every: int) -> 
                 t = time.perf_counter()
                 log.integrate()
                 integrate_seconds += time.perf_counter() - t
-                checkpoints.append(log.checkpoint(signer, ORIGIN).size)
+                checkpoints.append(log.checkpoint(signer, ORIGIN, memory=None).size)
 
             # The ledger's clock, injected: it receives the cast when the cast says it
             # registered (weeks back), so no key claims validity from before its receipt.

@@ -84,8 +84,7 @@ def run_one(name: str) -> int:
     if bootstrap is None:
         print("coi: set COI_KAFKA_BOOTSTRAP to the Kafka cluster (or start `coi up`)", file=sys.stderr)
         return 2
-    run_forever(name, factory(name, bootstrap), stop_on_signals())
-    return 0
+    return run_forever(name, factory(name, bootstrap), stop_on_signals())
 
 
 def up(ingests: int = 2) -> int:

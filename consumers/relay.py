@@ -27,7 +27,7 @@ from consumers.witnessing import Witnesses, configured, timeout
 from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication
 from ledger.app.config import checkpoint_policy
-from ledger.app.log import MerkleLog
+from ledger.app.log import MerkleLog, sign
 from ledger.audit.source import StoredCheckpoint
 from ledger.site import kafka
 from ledger.store.logstore import RelayPosition
@@ -52,9 +52,8 @@ class Relay:
         self.name = name
         self.log = MerkleLog(app)
         self.producer = kafka.producer(bootstrap)
-        self.signer = ledgerkey.signer()
-        self.origin = ledgerkey.origin()
         self.checked_at = 0.0
+        self.keyless = False  # said once: this relay found no ledger key
         self.witnesses = Witnesses(configured(), timeout())
 
     def run(self, stop: threading.Event) -> None:
@@ -84,8 +83,19 @@ class Relay:
         sent = self._publish_records(size)
         every, seconds = checkpoint_policy()
         if self.log.due(every, seconds):
-            self.log.checkpoint(self.signer, self.origin)
+            self._sign()
         return sent + self._publish_checkpoints()
+
+    def _sign(self) -> None:
+        """The relay is the pipeline's one signer; without the key here it still publishes."""
+        try:
+            sign(self.log)
+        except ledgerkey.NoLedgerKeyError as exc:
+            if not self.keyless:
+                log.warning("relay: %s; publishing records without checkpoints", exc)
+            self.keyless = True
+            return
+        self.keyless = False
 
     def _publish_records(self, size: int) -> int:
         position = self.log.store.relay_position(self.name)
@@ -127,15 +137,22 @@ class Relay:
         name = f"{self.name}:checkpoints"
         last = self.log.store.relay_position(name).next_leaf  # here: the last tree size published
         fresh = self.log.store.checkpoints(after=last)
-        cosigned = None
         for stored in fresh:
             checkpoint, _, _ = parse(stored.note)
             known = self.log.store.witnessed(stored.size)
             cosigned = known if known is not None or stored is not fresh[-1] else self._witnessed(stored)
+            # Proven from the last one published: a monitor checks each against the one before.
+            proof = merkle.consistency_proof(last, stored.size, self.log.store.nodes) if last else []
             message = SignedCheckpoint(
-                checkpoint.origin, stored.size, base64.b64encode(stored.root).decode(), stored.note,
+                checkpoint.origin,
+                stored.size,
+                _b64(stored.root),
+                stored.note,
+                proof_from=last,
+                consistency=[_b64(h) for h in proof],
                 cosigned=cosigned,
-            )  # fmt: skip
+            )
+            last = stored.size
             self.producer.send(
                 self.topics.checkpoints, key=checkpoint.origin.encode(), value=msgspec.json.encode(message)
             )
@@ -190,6 +207,10 @@ class Relay:
             self.producer.close(timeout=kafka.CLOSE_SECONDS)
         except KafkaError as exc:
             log.warning("relay: closing: %s", exc)
+
+
+def _b64(digest: bytes) -> str:
+    return base64.b64encode(digest).decode()
 
 
 def _fitting(message: LedgerRecord) -> bytes:

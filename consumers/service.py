@@ -16,6 +16,7 @@ from typing import Protocol
 from kafka.errors import KafkaError
 
 from consumers.broker import BrokerError
+from ledger.app.log import SigningRefusedError
 from ledger.wire.messages import NewerFormatError
 
 log = logging.getLogger("coi.service")
@@ -65,8 +66,9 @@ def quiet_gc() -> None:
     gc.set_threshold(young, middle, 1000)
 
 
-def run_forever(name: str, make: Callable[[], Service], stop: threading.Event) -> None:
-    """(Re)create the service and run it until `stop`; a lost broker means wait and retry."""
+def run_forever(name: str, make: Callable[[], Service], stop: threading.Event) -> int:
+    """(Re)create the service and run it until `stop`; a lost broker means wait and retry.
+    Returns 0 when stopped, 1 when it gave up (only an upgrade or the operator can go on)."""
     quiet_gc()
     backoff = 1.0
     while not stop.is_set():
@@ -81,8 +83,10 @@ def run_forever(name: str, make: Callable[[], Service], stop: threading.Event) -
             log.warning("%s: %s; retrying in %.0f s", name, exc, backoff)
             stop.wait(backoff)
             backoff = min(backoff * 2, 15.0)
-        except NewerFormatError as exc:
-            # Read again, it would be refused again: only a newer coi-ledger can go on.
+        # Read again, it would be refused again: only a newer coi-ledger can go on; signed
+        # again, it would be refused again: only the operator can (the message says how).
+        except (NewerFormatError, SigningRefusedError) as exc:
             log.error("%s: %s; stopped", name, exc)
-            return
+            return 1
     log.info("%s: stopped", name)
+    return 0

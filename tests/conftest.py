@@ -18,6 +18,16 @@ from tests.stores import fresh_store
 LEDGER_TABLES = [f"{LedgerApplication.name.lower()}_events", CLAIMS_TABLE, SCHEMA_TABLE, *LOG_TABLES]
 
 
+@pytest.fixture(autouse=True)
+def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test has a trust store and a signer folder of its own: never the real home's."""
+    folder = tmp_path / "coi-config"
+    monkeypatch.setenv("COI_CONFIG_DIR", str(folder))
+    for name in ("COI_SIGNER_DIR", "COI_LEDGER_KEY", "COI_TRUSTED_KEYS", "COI_LOG_ORIGIN"):
+        monkeypatch.delenv(name, raising=False)
+    return folder
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty ledger store of each kind."""

@@ -8,7 +8,7 @@ import atexit
 import os
 import sqlite3
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -18,9 +18,10 @@ import psycopg
 import pytest
 
 from ledger.app.application import LedgerApplication
+from ledger.app.log import MerkleLog
 from ledger.audit.verification import LedgerVerifier, Report
 from ledger.store.sources import open_source
-from ledger.transparency.checkpoint import NoteVerifier
+from ledger.transparency.checkpoint import NoteSigner, NoteVerifier
 from ledger.transparency.records import record_hash
 
 # The server's `test` database is only the way in: the tests keep their tables in databases
@@ -111,6 +112,18 @@ class RawStore:
     def last(self) -> int:
         return int(self.sql("SELECT MAX({seq}) FROM {table}")[0][0])
 
+    def truncate(self, keep: int) -> None:
+        """The records after the first `keep` deleted, with the checkpoints that covered them,
+        and the log's tables emptied (they are rebuilt from the records), as an insider would."""
+        first = int(self.sql("SELECT MIN({seq}) FROM {table}")[0][0])
+        self.sql("DELETE FROM {table} WHERE {seq} >= ?", (first + keep,))
+        self.sql("DELETE FROM coi_checkpoints WHERE tree_size > ?", (keep,))
+        self.sql("DELETE FROM coi_leaves")
+        self.sql("DELETE FROM coi_nodes")
+
+    def count(self) -> int:
+        return int(self.sql("SELECT COUNT(*) FROM {table}")[0][0])
+
     def append(self, stream: UUID, envelope: str, topic: str, recorded_at: datetime | None = None) -> int:
         """Append `envelope` to `stream` straight into the table, correctly chained and recorded
         at `recorded_at` (now), as an insider with SQL could; returns the sequence it gets."""
@@ -135,6 +148,34 @@ class RawStore:
         self.sql("INSERT INTO {table} (originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?)",
                  (column, version + 1, topic, state))  # fmt: skip
         return self.last()
+
+    def cut_log_tail(self, size: int) -> None:
+        """Remove the leaves from `size` on, their records, the nodes over them and the
+        checkpoints that covered them, as an insider hiding the tail would."""
+        (first_cut,) = self.sql("SELECT sequence FROM coi_leaves WHERE leaf_index = ?", (size,))[0]
+        self.sql("DELETE FROM {table} WHERE {seq} >= ?", (first_cut,))
+        self.sql("DELETE FROM coi_leaves WHERE leaf_index >= ?", (size,))
+        for level in range(size.bit_length() + 1):
+            self.sql("DELETE FROM coi_nodes WHERE level = ? AND idx >= ?", (level, size >> level))
+        self.sql("DELETE FROM coi_checkpoints WHERE tree_size > ?", (size,))
+
+    def rewrite_last_record(self) -> int:
+        """The last record's recorded_at moved by a second, as an insider with SQL could: the
+        last record of its aggregate, so no later link needs mending. Returns its sequence."""
+        last = self.last()
+        stream, version, topic, state = self.row(last)
+        stored = msgspec.json.decode(bytes(state))
+        moved = datetime.fromisoformat(stored["timestamp"]["_data_"]) + timedelta(seconds=1)
+        stored["timestamp"]["_data_"] = moved.isoformat()
+        self.set_row(last, (stream, version, topic, msgspec.json.encode(stored)))
+        return last
+
+    def resign_log(self, app: LedgerApplication, signer: NoteSigner) -> None:
+        """What the insider does after editing records: rebuild the Merkle log from them and
+        sign it with the ledger's key, which they hold."""
+        for table in ("coi_checkpoints", "coi_nodes", "coi_leaves"):
+            self.sql(f"DELETE FROM {table}")
+        MerkleLog(app).checkpoint(signer, signer.name, memory=None)
 
 
 def ledger_url(app: LedgerApplication) -> str:

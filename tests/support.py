@@ -71,6 +71,9 @@ def signed(body: dict[str, Any] | bytes, *signers: Member) -> bytes:
 
 
 FIXTURE_LEDGER = Path(__file__).parent / "fixtures" / "ledger-v0.1"
+# Its ledger's verifier key as its operator would hand it over: read from the fixture, never
+# from a copy of its data folder.
+FIXTURE_VKEY = FIXTURE_LEDGER / "ledger-keys" / "ca87303d.vkey"
 
 
 def copy_fixture_ledger(data: Path) -> Path:
@@ -87,9 +90,11 @@ COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli
 
 
 def _coi_env(tmp: Path, passphrase: str, more: dict[str, str]) -> dict[str, str]:
-    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase, **more}
-    env.pop("COI_DATABASE_URL", None)
-    return env
+    # The test's own trust store and signer folder (tests/conftest.py), else one beside its data.
+    config = os.environ.get("COI_CONFIG_DIR") or str(tmp / "coi-config")
+    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase}
+    env.pop("COI_DATABASE_URL", None)  # the ledger in tmp/coi-data, unless `more` names one
+    return {**env, "COI_CONFIG_DIR": config, **more}
 
 
 def coi(
@@ -137,6 +142,6 @@ def sealed_ledger(url: str, patients: int = 2) -> tuple[NoteSigner, int]:
     for i in range(patients):
         advance(app, new_journey(cast, index=i))
     signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
-    size = MerkleLog(app).checkpoint(signer, signer.name).size
+    size = MerkleLog(app).checkpoint(signer, signer.name, memory=None).size
     app.close()
     return signer, size

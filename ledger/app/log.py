@@ -6,7 +6,10 @@ tree whose perfect subtrees it stores, and the checkpointer signs tree heads. On
 integrator writes at a time, by construction: each chunk of leaves, and each checkpoint, is
 written holding the log's lock (LogStore.integrating); a second integrator (the relay and a
 `coi submit` on one ledger) waits for it, says so, and carries on from where the first got
-to. The tables can always be rebuilt from the records.
+to. The tables can always be rebuilt from the records, so the database alone cannot keep the
+ledger from signing a second, different head for a size it signed (after a truncation or a
+restore): the signer's own memory (ledger/app/signermemory.py) does, checked before each
+signature, and its lock, taken before the log's, makes every signer of the log take turns.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -23,10 +27,11 @@ from eventsourcing.application import Application
 
 from ledger.app import ledgerkey
 from ledger.app.config import checkpoint_policy
+from ledger.app.signermemory import SignedHead, SignerMemory, SignerMemoryError
 from ledger.audit.source import StoredCheckpoint
 from ledger.store.logstore import LockTimeoutError, LogStore
 from ledger.transparency import merkle
-from ledger.transparency.checkpoint import Checkpoint, NoteSigner
+from ledger.transparency.checkpoint import Checkpoint, NoteSigner, parse
 from ledger.transparency.records import canonical, row_record
 
 READ_CHUNK = 2000
@@ -35,6 +40,11 @@ log = logging.getLogger("coi.log")
 
 class LogError(Exception):
     """The log cannot do what was asked (unknown sequence, inconsistent state)."""
+
+
+class SigningRefusedError(LogError):
+    """The signer's memory shows it signed a head this log does not extend: signing now would
+    make two of its checkpoints disagree."""
 
 
 class MerkleLog:
@@ -78,19 +88,36 @@ class MerkleLog:
     def root(self, size: int) -> bytes:
         return merkle.root(size, self.store.nodes)
 
-    def checkpoint(self, signer: NoteSigner, origin: str) -> StoredCheckpoint:
+    def checkpoint(
+        self, signer: NoteSigner | Sequence[NoteSigner], origin: str, *, memory: SignerMemory | None
+    ) -> StoredCheckpoint:
         """Integrate and sign the current tree head, unless the latest checkpoint already
-        covers it. Refuses to sign a head that is not consistent with the latest one. Signed
-        and stored holding the log's lock: no two checkpoints of one size."""
+        covers it. Refuses to sign a head that is not consistent with the latest one, or with
+        the last one the signer's `memory` says it signed (None: a signer that keeps none, a
+        throwaway key). Signed (by every signer given: a rotation's old and new key) and stored
+        holding the memory's lock, then the log's: no two checkpoints of one size, whatever the
+        database has been through."""
+        signers = [signer] if isinstance(signer, NoteSigner) else list(signer)
         self.integrate()
+        try:
+            with memory.holding() if memory else nullcontext(None) as signed:
+                return self._sign(signers, origin, memory, signed)
+        except SignerMemoryError as exc:
+            raise LogError(str(exc)) from None
+
+    def _sign(
+        self, signers: list[NoteSigner], origin: str, memory: SignerMemory | None, signed: SignedHead | None
+    ) -> StoredCheckpoint:
         try:
             with self.store.integrating(self.waiting) as c:
                 size = self.store.size(c)
+                nodes = lambda keys: self.store.nodes(keys, c)  # noqa: E731 - within this transaction
+                root = merkle.root(size, nodes)
+                if signed is not None and memory is not None:
+                    _extends(signed, size, root, nodes, memory)
                 latest = self.store.latest_checkpoint(c)
                 if latest is not None and latest.size == size:
                     return latest
-                nodes = lambda keys: self.store.nodes(keys, c)  # noqa: E731 - within this transaction
-                root = merkle.root(size, nodes)
                 if latest is not None:
                     proof = merkle.consistency_proof(latest.size, size, nodes)
                     if not merkle.verify_consistency(latest.size, size, latest.root, root, proof):
@@ -98,8 +125,13 @@ class MerkleLog:
                             f"the tree of size {size} is not consistent with the checkpoint at "
                             f"{latest.size}: refusing to sign; run coi verify"
                         )
-                note = Checkpoint(origin, size, root).sign(signer)
+                note = Checkpoint(origin, size, root).sign(*signers)
                 stored = StoredCheckpoint(size, root, note, datetime.now(UTC).isoformat())
+                if memory is not None:
+                    # Remembered before the row is stored: a crash in between leaves the memory
+                    # ahead of the database, and signing this same head again is allowed (same
+                    # size, same root). The other order would let a crash forget a signature.
+                    memory.remember(SignedHead(origin, size, _b64(root), note, stored.signed_at))
                 self.store.add_checkpoint(stored, c)
                 return stored
         except LockTimeoutError as exc:
@@ -176,15 +208,64 @@ def _say_waiting() -> None:
     log.warning("another integrator holds the Merkle log (the relay, or another coi command); waiting for it")
 
 
+def _extends(signed: SignedHead, size: int, root: bytes, nodes: merkle.Nodes, memory: SignerMemory) -> None:
+    """Refuses (SigningRefusedError) a head that does not extend the last one signed: a smaller
+    tree (rolled back), a different root at the same size, or a larger tree without a
+    consistency proof from it (forked)."""
+    if signed.size == 0 or (size == signed.size and root == signed.root_hash):
+        return
+    if size > signed.size:
+        proof = merkle.consistency_proof(signed.size, size, nodes)
+        if merkle.verify_consistency(signed.size, size, signed.root_hash, root, proof):
+            return
+    at = f"size {signed.size:,} this key signed ({_when(signed.signed_at)}; its note is in {memory.path})"
+    changed = (
+        f"records among the first {signed.size:,} were changed, deleted or replaced (truncated "
+        "and written again, or restored from another copy)"
+    )
+    if size < signed.size:
+        what = (
+            f"the log holds {size:,} records but this key signed a checkpoint of {at}: the "
+            "database was restored from a backup or truncated"
+        )
+    elif size == signed.size:
+        what = f"the log of size {size:,} has another root than the checkpoint of {at}: {changed}"
+    else:
+        what = f"the log of size {size:,} does not extend the checkpoint of {at}: {changed}"
+    raise SigningRefusedError(
+        f"{what}. Do not re-sign: recover the signed records (the coi.ledger topic, a replica) "
+        f"so the log holds the {signed.size:,} records this key signed again, or start a new log "
+        "with a new origin (coi init) and keep this one's checkpoints as evidence"
+    )
+
+
+def _when(iso: str) -> str:
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _b64(h: bytes) -> str:
     return base64.b64encode(h).decode()
 
 
 def settle(app: Application[UUID]) -> StoredCheckpoint | None:
-    """Integrate new records and sign a checkpoint when the policy says one is due."""
+    """Integrate new records and sign a checkpoint when the policy says one is due (raises
+    ledgerkey.NoLedgerKeyError, after integrating, when one is due and no key is here)."""
     log = MerkleLog(app)
     log.integrate()
     every, seconds = checkpoint_policy()
     if log.due(every, seconds):
-        return log.checkpoint(ledgerkey.signer(), ledgerkey.origin())
+        return sign(log)
     return None
+
+
+def sign(log: MerkleLog) -> StoredCheckpoint:
+    """A checkpoint signed with this host's key for the log (and the retiring key while a
+    rotation is not yet cosigned); ledgerkey.NoLedgerKeyError when this host holds none."""
+    origin = ledgerkey.origin(log.store)
+    signers = ledgerkey.signers(origin)
+    ledgerkey.publish(log.store, signers)
+    stored = log.checkpoint(signers, origin, memory=ledgerkey.memory(origin))
+    signed_by = {kid for _, kid, _ in parse(stored.note)[2]}
+    if len(signers) > 1 and all(s.verifier.key_id in signed_by for s in signers):
+        ledgerkey.retire(origin)
+    return stored

@@ -8,9 +8,11 @@ records are replayed by the rules that accepted them, so a lowered version fails
 validity is judged at occurred_at before the first boundary (version 0) and at recorded_at,
 with the rotation grace in force, from version 1 on.
 The tree is recomputed from the records; every stored node and every checkpoint root must
-match, and every checkpoint must carry a valid signature by a trusted ledger key. The first
-record that fails is named. Incremental mode resumes from the last checkpoint a previous run
-verified, kept in a state file outside the database.
+match, and every checkpoint must carry a valid signature by a trusted ledger key. Checkpoints
+saved outside the ledger (ledger/audit/saved.py) are held against the roots recomputed at
+their sizes during the same walk. The first record that fails is named. Incremental mode
+resumes from the last checkpoint a previous run verified, kept in a state file outside the
+database.
 
 Records are read and checked in chunks on the calling thread; worker processes verify the
 signatures of one chunk while the next is read. They come from a record source
@@ -40,6 +42,7 @@ from aggregates.principal import (
     key_problem,
     signing_key,
 )
+from ledger.audit import saved as kept
 from ledger.audit.signatures import BackgroundVerifier, TaggedJob
 from ledger.audit.source import RecordSource, StoredCheckpoint
 from ledger.audit.witnessing import ClockCheck, Witnessing, quorum_problem, witnessed_times
@@ -94,6 +97,7 @@ class Report:
     checkpoints: int = 0
     streams: int = 0
     resumed_from: int = 0
+    saved: int = 0  # checkpoints saved outside the ledger that it was held against
     failure: Failure | None = None
 
 
@@ -123,6 +127,7 @@ class _Run:
     last_sequence: int = 0
     clock: ClockCheck = field(default_factory=lambda: ClockCheck([]))
     first_unsealed: int | None = None  # the first record after the last checkpoint that matched
+    saved_roots: dict[int, bytes] = field(default_factory=dict)  # recomputed, at the saved notes' sizes
     snapshot: State | None = None
 
 
@@ -133,6 +138,7 @@ class LedgerVerifier:
         trusted: list[notes.NoteVerifier],
         progress: Callable[[Report], None] | None = None,
         workers: int | None = None,
+        saved: list[kept.SavedNote] | None = None,
         cosigned: list[str] | None = None,
         witnessing: Witnessing | None = None,
     ) -> None:
@@ -140,6 +146,8 @@ class LedgerVerifier:
         self.trusted = trusted
         self.progress = progress
         self.workers = workers
+        self.saved = saved or []
+        self._saved_sizes = {s.checkpoint.size for s in self.saved}
         self.cosigned = cosigned or []  # checkpoint notes with witnesses' cosignatures
         self.witnessing = witnessing
 
@@ -161,6 +169,8 @@ class LedgerVerifier:
             failure = self._check_records(run, checkpoints, report, keep_state=state_file is not None)
         if failure is None and run is not None:
             failure = self._check_coverage(run, checkpoints)
+        if failure is None and run is not None and self.saved:
+            failure = self._check_saved(run, checkpoints, report)
         if failure is None and self.witnessing is not None:
             latest = checkpoints[-1].size if checkpoints else None
             problem = quorum_problem(latest, self.cosigned, self.witnessing)
@@ -195,8 +205,11 @@ class LedgerVerifier:
 
     def _resume(self, state_file: Path | None, checkpoints: list[StoredCheckpoint], report: Report) -> _Run:
         if state_file is None or not state_file.exists():
-            return _Run(merkle.CompactRange(), {}, [])
+            return _fresh()
         state = msgspec.json.decode(state_file.read_bytes(), type=State)
+        if any(size <= state.size for size in self._saved_sizes):
+            # Roots below the resume point are not recomputed: saved notes there need a full walk.
+            return _fresh()
         stored = next((c for c in checkpoints if c.size == state.size), None)
         if stored is None or stored.root.hex() != state.root:
             raise StateMismatchError(
@@ -297,6 +310,8 @@ class LedgerVerifier:
                         else f"tree node ({level}, {idx}) differs from"
                     )
                     return Failure(sequence, f"the {what} what the Merkle log committed")
+            if run.tree.size in self._saved_sizes:
+                run.saved_roots[run.tree.size] = run.tree.root()
             if run.tree.size in roots:
                 if roots[run.tree.size] != run.tree.root():
                     # Name the first record the bad checkpoint claims beyond the last good one.
@@ -408,6 +423,39 @@ class LedgerVerifier:
                 "records were removed from its tail",
             )
         return None
+
+    def _check_saved(self, run: _Run, checkpoints: list[StoredCheckpoint], report: Report) -> Failure | None:
+        """The recomputed roots against the checkpoints saved outside the ledger, of its log
+        (the origin its own latest checkpoint names, which a trusted key signed)."""
+        origin = notes.parse(checkpoints[-1].note)[0].origin if checkpoints else None
+        saved = kept.of_log(self.saved, origin)
+        report.saved = len(saved)
+        if not saved:
+            others = sorted({s.checkpoint.origin for s in self.saved})
+            return Failure(
+                None,
+                f"none of the checkpoints saved outside the ledger is of its log ({origin}): "
+                f"they are of {', '.join(others)}",
+            )
+        found = kept.check(saved, run.tree.size, lambda size: run.saved_roots.get(size, merkle.EMPTY_ROOT))
+        if found is None:
+            return None
+        return Failure(self._sequence_at(found.leaf), found.reason)
+
+    def _sequence_at(self, leaf: int | None) -> int | None:
+        """The sequence leaf `leaf` holds; beyond the log's leaves, the one after its last (the
+        first record removed from its tail)."""
+        if leaf is None:
+            return None
+        sequence = self.source.leaf_sequence(leaf)
+        if sequence is None and leaf > 0:
+            last = self.source.leaf_sequence(leaf - 1)
+            sequence = None if last is None else last + 1
+        return sequence
+
+
+def _fresh() -> _Run:
+    return _Run(merkle.CompactRange(), {}, [])
 
 
 class StateMismatchError(Exception):

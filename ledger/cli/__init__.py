@@ -37,6 +37,8 @@ GROUPS = (
     ("schema", "schema"),
     ("history", "history"),
     ("verify", "checkpoint", "prove", "verify"),
+    ("trust", "trust"),
+    ("export", "export", "verify-bundle"),
     ("publish", "publish"),
     ("services", "up", "run", "broker"),
     ("witness", "witness"),
@@ -58,6 +60,8 @@ SAID_ERRORS = (
     ("ledger.transparency.checkpoint", "NoteError"),
     ("consumers.broker", "BrokerError"),
     ("ledger.wire.files", "ExposedFileError"),
+    ("ledger.audit.trust", "TrustError"),
+    ("ledger.app.ledgerkey", "NoLedgerKeyError"),
 )
 
 

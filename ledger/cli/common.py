@@ -91,7 +91,13 @@ def open_app(writer: bool = True) -> LedgerApplication:
     """The ledger; a writer migrates it on start, a reader (writer=False) changes nothing."""
     from ledger.app.application import LedgerApplication
 
-    return opened(lambda: LedgerApplication(writer=writer))
+    app = opened(lambda: LedgerApplication(writer=writer))
+    if writer:  # once: a signing key found beside the data goes where it belongs
+        from ledger.app.ledgerkey import move_old_keys
+        from ledger.store.logstore import LogStore
+
+        move_old_keys(LogStore(app.recorder))
+    return app
 
 
 def opened(opening: Callable[[], T]) -> T:
@@ -177,11 +183,18 @@ def print_outcomes(outcomes: list[Outcome] | Iterator[Outcome], output_format: s
 def settle_stored(app: LedgerApplication) -> None:
     """Apply the checkpoint policy after storing records. What was accepted is stored: a
     checkpoint that cannot be signed is said, and must not turn the exit status to failure."""
+    from ledger.app.ledgerkey import NoLedgerKeyError
     from ledger.app.log import LogError, settle
+    from ledger.transparency.checkpoint import NoteError
     from ledger.wire.files import ExposedFileError
     from ledger.wire.keys import KeyFileError
 
     try:
         settle(app)
-    except (ExposedFileError, KeyFileError, LogError, OSError) as exc:
+    except NoLedgerKeyError as exc:
+        say(
+            f"coi: {exc}: the records are stored and in the Merkle log; the host with the key signs",
+            sys.stderr,
+        )
+    except (ExposedFileError, KeyFileError, LogError, NoteError, OSError) as exc:
         say(f"coi: the records are stored, but no checkpoint was signed: {exc}", sys.stderr)

@@ -30,6 +30,15 @@ def run(args: argparse.Namespace) -> int:
     # Say the commands the way this user can type them: `coi` only when it is on PATH.
     prog = "coi" if shutil.which("coi") else os.path.relpath(sys.argv[0])
     app = open_app()
+    if not app.recorder.max_notification_id():  # a new ledger: a new log, with its own key
+        from ledger.app import ledgerkey
+        from ledger.store.logstore import LogStore
+
+        made = ledgerkey.create(LogStore(app.recorder))
+        print(
+            f"coi demo: a new log {made.name}, key {made.verifier.key_id.hex()} (in your trust store)",
+            file=sys.stderr,
+        )
     bootstrap = configured_bootstrap()
     if bootstrap is None:
         code = run_demo(app, args.patients, data_dir() / "demo-keys", sys.stdout, prog)

@@ -24,6 +24,7 @@ from ledger.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from ledger.app.application import LedgerApplication
     from ledger.cli.common import Subparsers
 
 
@@ -62,6 +63,7 @@ def _init(args: argparse.Namespace) -> int:
     app = open_app()
     if app.recorder.max_notification_id():
         raise UsageError("this ledger is already initialised; add people with coi principals add")
+    ledger_key = _new_ledger_key(app)
     path = new_key_path(args.key_out, args.admin, "--key-out")
     passphrase = new_passphrase(args.admin)
     key_file = key_file_for(Ed25519PrivateKey.generate(), args.admin, args.name, "person", passphrase)
@@ -83,7 +85,25 @@ def _init(args: argparse.Namespace) -> int:
         settle_stored(app)
     print(f"ledger:            {app.env.get('SQLITE_DBNAME') or app.env.get('POSTGRES_DBNAME')}")
     print(f"administrator key: {path} (encrypted)")
+    print(ledger_key)
     return EXIT_OK if outcome.status == "accepted" else EXIT_FAILED
+
+
+def _new_ledger_key(app: LedgerApplication) -> str:
+    """A new ledger's own origin and checkpoint key, its verifier key in this user's trust
+    store; what to print about them."""
+    from ledger.app import ledgerkey
+    from ledger.audit.trust import TrustStore
+    from ledger.store.logstore import LogStore
+
+    store = LogStore(app.recorder)
+    made = ledgerkey.create(store)
+    return (
+        f"log origin:        {made.name}\n"
+        f"ledger key:        {ledgerkey.key_path(made.name)} (signs checkpoints; not in the data folder)\n"
+        f"trusted by you:    key {made.verifier.key_id.hex()} in {TrustStore().path}; give others "
+        f"{made.verifier.encode()}"
+    )
 
 
 def _sign(args: argparse.Namespace) -> int:

@@ -27,7 +27,25 @@ def add_parser(subparsers: Subparsers) -> None:
 
     s = subparsers.add_parser("verify", help="re-check every signature, chain link, leaf and checkpoint")
     s.add_argument("--incremental", action="store_true", help="start from the last verified checkpoint")
-    s.add_argument("--trusted-key", action="append", default=[], help="extra ledger verifier key file")
+    s.add_argument(
+        "--trusted-key",
+        action="append",
+        default=[],
+        help="the ledger's verifier key file (.vkey); repeatable",
+    )
+    s.add_argument(
+        "--trust-on-first-use",
+        action="store_true",
+        help="with no trusted key for the log, trust the keys that sign its first checkpoint now",
+    )
+    s.add_argument(
+        "--checkpoints",
+        action="append",
+        default=[],
+        metavar="DIR|FILE",
+        help="checkpoints saved outside the ledger (a note file, or a directory of *.note, e.g. the "
+        "monitor's): the ledger must give the same root at each one's size",
+    )
     s.add_argument(
         "--witness-key", action="append", default=[], metavar="FILE",
         help="a witness's verifier key file (repeatable): its cosignatures date the records",
@@ -44,20 +62,31 @@ def run(args: argparse.Namespace) -> int:
 
 def _checkpoint(args: argparse.Namespace) -> int:
     from ledger.app import ledgerkey
-    from ledger.app.log import MerkleLog, settle
+    from ledger.app.log import LogError, MerkleLog, settle, sign
 
     app = open_app()
     log = MerkleLog(app)
     if args.rotate_key:
-        new = ledgerkey.rotate()
-        print(f"new ledger key {new.verifier.encode()}; earlier checkpoints stay verifiable", file=sys.stderr)
-    if args.rotate_key or args.sign:
-        log.checkpoint(ledgerkey.signer(), ledgerkey.origin())
-    else:
-        settle(app)
+        new = ledgerkey.rotate(log.store)
+        print(
+            f"new ledger key {new.verifier.encode()}; the next checkpoint is signed by the old key too, "
+            "so verifiers that trust it learn the new one",
+            file=sys.stderr,
+        )
+    try:
+        if args.rotate_key or args.sign:
+            sign(log)
+        else:
+            try:
+                settle(app)
+            except ledgerkey.NoLedgerKeyError as exc:
+                print(f"coi: {exc}; the log is integrated", file=sys.stderr)
+    except LogError as exc:
+        say(f"coi: no checkpoint signed: {exc}", sys.stderr)
+        return EXIT_FAILED
     latest = log.store.latest_checkpoint()
     if latest is None:
-        raise UsageError("the ledger has no records yet, so no checkpoint")
+        raise UsageError("the ledger has no signed checkpoint yet")
     sys.stdout.write(latest.note)
     return EXIT_OK
 
@@ -86,15 +115,25 @@ def _verify(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from ledger.app import ledgerkey
-    from ledger.app.config import data_dir
+    from ledger.audit.saved import read_saved
     from ledger.audit.verification import LedgerVerifier, StateMismatchError
+    from ledger.cli.trust import first_use, keep_learned, roots_for, state_file
 
-    trusted = ledgerkey.trusted([Path(p) for p in args.trusted_key])
-    if not trusted:
-        raise UsageError("no trusted ledger keys: pass --trusted-key FILE (a .vkey file from the ledger)")
     witnessing = _witnessing(args)
-    source = _open_source()
+    roots, source = roots_for([Path(p) for p in args.trusted_key], _open_source)
+    if not roots.keys:
+        if not args.trust_on_first_use:
+            say(
+                f"FAILED: no trusted key for the log {roots.origin} ({roots.described}). Get its verifier "
+                "key (.vkey) from the ledger's operator by a channel you trust, then coi trust add FILE "
+                "(or pass --trusted-key FILE); or accept the key it has now with --trust-on-first-use"
+            )
+            return EXIT_FAILED
+        first_use(source, roots)
+    print(f"coi verify: trusted roots: {roots.described}", file=sys.stderr)
+    saved = read_saved([Path(p) for p in args.checkpoints], roots.keys)
+    if args.checkpoints and not saved:
+        raise UsageError(f"no saved checkpoints (*.note) in {', '.join(args.checkpoints)}")
     started = time.perf_counter()
     last = [started]
 
@@ -106,23 +145,25 @@ def _verify(args: argparse.Namespace) -> int:
             rate = report.records / max(now - started, 1e-9)
             print(f"verified {report.records:,} records ({rate:,.0f}/s)", file=sys.stderr)
 
-    state = data_dir() / "verify-state.json" if args.incremental else None
+    state = state_file(roots.origin) if args.incremental else None
     try:
         report = LedgerVerifier(
-            source, trusted, progress, cosigned=source.witnessed(), witnessing=witnessing
+            source, roots.keys, progress, saved=saved, cosigned=source.witnessed(), witnessing=witnessing
         ).run(state)
     except StateMismatchError as exc:
         raise UsageError(str(exc)) from None
     seconds = time.perf_counter() - started
     resumed = f", resumed after {report.resumed_from:,} verified leaves" if report.resumed_from else ""
+    kept = f", {report.saved} checkpoints saved outside it" if report.saved else ""
     summary = (
-        f"{report.records:,} records, {report.leaves:,} leaves, {report.checkpoints} checkpoints, "
+        f"{report.records:,} records, {report.leaves:,} leaves, {report.checkpoints} checkpoints{kept}, "
         f"{report.streams:,} aggregates{resumed}, in {seconds:.1f} s"
     )
     if report.failure is not None:
         say(f"FAILED at {report.failure}")
         print(f"(checked before the failure: {summary})")
         return EXIT_FAILED
+    keep_learned(roots)
     print(f"OK: {summary}")
     if witnessing is not None:
         _say_witnessed(source.checkpoints(), source.witnessed(), witnessing)

@@ -22,11 +22,11 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 def add_run_arguments(s: argparse.ArgumentParser) -> None:
-    """`coi run witness`'s own options (the other services take none)."""
+    """`coi run witness`'s own options; its --state DIR (where it keeps the latest checkpoint it
+    cosigned per log) is coi run's, shared with the monitor."""
     w = s.add_argument_group("witness (coi run witness)")
     w.add_argument("--key", help="the witness's private key file (coi witness keygen)")
     w.add_argument("--listen", help="HOST:PORT to serve on (port 0: any free port)")
-    w.add_argument("--state", help="directory for the latest checkpoint cosigned per log")
     w.add_argument(
         "--log", action="append", default=[], metavar="ORIGIN=VKEY_FILE",
         help="a log to witness and a verifier key of its (repeatable; a log may have several keys)",

@@ -15,9 +15,11 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast
 from ledger.demo.kit import register_cast
+from ledger.store.logstore import LogStore
 from ledger.wire.kafka_topics import Topics
 
 # Where a service stops itself (SIGSTOP) so a test can kill it at a known point, not at a
@@ -54,12 +56,19 @@ class Services:
 
     def register(self, cast: Cast, at: datetime) -> int:
         """The cast registered on the ledger, received at `at` (see kit.register_cast)."""
-        self.ledger_db.parent.mkdir(parents=True, exist_ok=True)
-        app = LedgerApplication(self.ledger_url)
+        app = self.create()
         try:
             return register_cast(app, cast, at)
         finally:
             app.close()
+
+    def create(self) -> LedgerApplication:
+        """The ledger, made as `coi init` makes one: its own origin, and a key for the relay
+        in the signer's folder (COI_SIGNER_DIR, else under COI_CONFIG_DIR)."""
+        self.ledger_db.parent.mkdir(parents=True, exist_ok=True)
+        app = LedgerApplication(self.ledger_url)
+        ledgerkey.create(LogStore(app.recorder))
+        return app
 
     def start(self, name: str, *more: str, stop_at: str | None = None, **env: str) -> subprocess.Popen[bytes]:
         """Start each named service (`coi run NAME`, output to root/NAME.log); returns the last.

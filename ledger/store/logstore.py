@@ -4,10 +4,11 @@
 - coi_nodes: every perfect subtree root (level 0 = leaf hashes)
 - coi_checkpoints: signed tree heads, one per tree size
 - coi_relay: how far each relay has published the log to Kafka
+- coi_origin: the log's name, the origin line of its checkpoints (one row)
+- coi_ledger_keys: the verifier keys of every key that signed its checkpoints
 - coi_witnessed: checkpoints with the witnesses' cosignatures (consumers/witnessing.py)
 
-They are written by the log integrator after records commit, and (but for the
-cosignatures, which the witnesses gave once) can be rebuilt from the
+The first four are written by the log integrator after records commit, and can be rebuilt from the
 records at any time (drop them and integrate again). The migrations make them
 (ledger/store/migrations.py). One integrator writes them at a time:
 `integrating` is a transaction holding the log's lock (a PostgreSQL advisory lock, SQLite's
@@ -19,6 +20,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
 from eventsourcing.persistence import ApplicationRecorder
@@ -31,16 +33,27 @@ from ledger.store.sql import (
     CHECKPOINTS,
     LEAF_RANGE,
     LEAF_SEQUENCE,
+    LEDGER_KEYS,
     LOG_LOCK_KEY,
+    LOG_ORIGIN,
     LOG_TOP,
     NODE_RANGE,
     log_size,
+    nodes_among,
     placeholders,
     records_after,
     stored_checkpoints,
 )
 
-TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints", "coi_relay", "coi_witnessed")
+TABLES = (
+    "coi_leaves",
+    "coi_nodes",
+    "coi_checkpoints",
+    "coi_relay",
+    "coi_origin",
+    "coi_ledger_keys",
+    "coi_witnessed",
+)
 
 
 class RelayPosition(NamedTuple):
@@ -181,10 +194,7 @@ class LogStore:
         """The stored nodes among `keys` (level, index), in one query."""
         if not keys:
             return {}
-        # OR'ed equalities: both engines answer each from the primary key index.
-        where = " OR ".join(["(level = ? AND idx = ?)"] * len(keys))
-        query = "SELECT level, idx, hash FROM coi_nodes WHERE " + where  # noqa: S608 - placeholders only
-        rows = self._rows(query, [x for k in keys for x in k], c)
+        rows = self._rows(nodes_among(len(keys)), [x for k in keys for x in k], c)
         return {(int(level), int(idx)): bytes(h) for level, idx, h in rows}
 
     def node_range(self, level: int, first: int, last: int) -> dict[int, bytes]:
@@ -226,6 +236,32 @@ class LogStore:
         """The cosigned note of the checkpoint of `size`, if witnesses cosigned it."""
         rows = self._rows(self.sql("SELECT note FROM coi_witnessed WHERE tree_size = ?"), (size,))
         return str(rows[0][0]) if rows else None
+
+    # --------------------------------------------------------------- identity
+
+    def origin(self) -> str | None:
+        rows = self._rows(LOG_ORIGIN)
+        return str(rows[0][0]) if rows else None
+
+    def claim_origin(self, proposed: str) -> str:
+        """The log's origin: `proposed` when it has none yet, else the one it has (two
+        writers creating one ledger together agree on the first)."""
+        with self._tx(commit=True) as tx:
+            c = self._plain(tx, self.postgres)
+            c.execute(self.sql("INSERT INTO coi_origin VALUES (1, ?) ON CONFLICT DO NOTHING"), (proposed,))
+            c.execute(LOG_ORIGIN)
+            return str(c.fetchone()[0])
+
+    def ledger_keys(self) -> list[str]:
+        return [str(v) for (v,) in self._rows(LEDGER_KEYS)]
+
+    def add_ledger_keys(self, vkeys: list[str]) -> None:
+        """Publish the verifier keys that sign (or signed) the log's checkpoints."""
+        with self._tx(commit=True) as c:
+            c.executemany(
+                self.sql("INSERT INTO coi_ledger_keys VALUES (?, ?) ON CONFLICT DO NOTHING"),
+                [(v, datetime.now(UTC).isoformat()) for v in vkeys],
+            )
 
     # ---------------------------------------------------------------- relay
 

@@ -21,10 +21,13 @@ import msgspec
 import psycopg
 
 from ledger.store.sql import (
+    CHECKPOINTS,
+    DEFAULT_ORIGIN,
     MIGRATION_LOCK_KEY,
     POSTGRES_EVENTS,
     SQLITE_EVENTS,
     is_postgres,
+    note_origin,
     placeholders,
     sqlite_path,
     writing,
@@ -79,6 +82,57 @@ def _payload_digests(c: Any, postgres: bool) -> None:
     c.executemany(placeholders(update, postgres), rows)
 
 
+def _log_identity(c: Any, postgres: bool) -> None:
+    """The log's origin, stored with it so every command finds it, and the verifier keys it
+    signs with. A ledger older than this keeps the origin its checkpoints carry (the old
+    default when it has none); a new one gets its own when it is created (ledger/app/ledgerkey.py)."""
+    ddl(
+        "CREATE TABLE IF NOT EXISTS coi_origin (one {int} PRIMARY KEY CHECK (one = 1), origin TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS coi_ledger_keys (vkey TEXT PRIMARY KEY, added_at TEXT NOT NULL)",
+    )(c, postgres)
+    c.execute(f"SELECT 1 FROM {POSTGRES_EVENTS if postgres else SQLITE_EVENTS} LIMIT 1")  # noqa: S608
+    if c.fetchone() is None:
+        return
+    c.execute(f"{CHECKPOINTS} ORDER BY tree_size DESC LIMIT 1")
+    latest = c.fetchone()
+    origin = note_origin(str(latest[2])) if latest is not None else DEFAULT_ORIGIN
+    c.execute(placeholders("INSERT INTO coi_origin VALUES (1, ?)", postgres), (origin,))
+
+
+# SQLite's events table (SQLITE_EVENTS) never numbering a record twice: see below. The
+# placeholder row is ('', -1): no record has an empty originator id or a negative version.
+SQLITE_SEQUENCE_TOP = (
+    "CREATE TABLE coi_sequence_top (one INTEGER PRIMARY KEY CHECK (one = 1), top INTEGER NOT NULL)",
+    "CREATE TRIGGER coi_sequence_deleted AFTER DELETE ON stored_events BEGIN "
+    "INSERT INTO coi_sequence_top VALUES (1, OLD.rowid) "
+    "ON CONFLICT (one) DO UPDATE SET top = MAX(top, excluded.top); END",
+    "CREATE TRIGGER coi_sequence_floor BEFORE INSERT ON stored_events "
+    "WHEN EXISTS (SELECT 1 FROM coi_sequence_top) BEGIN "
+    "INSERT INTO stored_events (rowid, originator_id, originator_version, topic, state) "
+    "SELECT top, '', -1, '', NULL FROM coi_sequence_top "
+    "WHERE top > IFNULL((SELECT MAX(rowid) FROM stored_events), 0); END",
+    "CREATE TRIGGER coi_sequence_floor_gone AFTER INSERT ON stored_events "
+    "WHEN NEW.originator_version >= 0 AND EXISTS (SELECT 1 FROM coi_sequence_top) BEGIN "
+    "DELETE FROM stored_events WHERE originator_id = '' AND originator_version = -1; "
+    "DELETE FROM coi_sequence_top; END",
+)
+
+
+def _sequences_never_reused(c: Any, postgres: bool) -> None:
+    """SQLite numbers a new row one past the highest rowid in the table, so after the last
+    records were deleted the next ones would take their sequence numbers, and a receipt or
+    checkpoint naming sequence N could name two records. A deletion records the highest
+    sequence deleted (`coi_sequence_top`); the next insert, if the table's top is now below
+    it, first holds that number with a placeholder row, so the record is numbered one past
+    it, then removes the placeholder and the note (the record is now the top). Inserts with
+    no deletion before them pay for one look at an empty table (benchmarks/README.md).
+    PostgreSQL's sequence never hands out a number twice."""
+    if postgres:
+        return
+    for statement in SQLITE_SEQUENCE_TOP:
+        c.execute(statement)
+
+
 # After the event store's own table, which eventsourcing creates for writers.
 LEDGER = (
     Migration(
@@ -102,6 +156,8 @@ LEDGER = (
             "probe_partition {int} NOT NULL, probe_offset {int} NOT NULL, probe_sequence {int} NOT NULL)",
         ),
     ),
+    Migration("log-origin-and-keys", _log_identity),
+    Migration("sqlite-sequences-never-reused", _sequences_never_reused),
     Migration(
         "witnessed-checkpoints-table",
         # A checkpoint's note with the witnesses' cosignatures, beside the one the ledger signed.

@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import psycopg
-
 from ledger.audit.source import Chunk, SchemaError, StoredCheckpoint
 from ledger.store.sql import (
     CHECKPOINTS,
+    DEFAULT_ORIGIN,
     LEAF_RANGE,
     LEAF_SEQUENCE,
+    LEDGER_KEYS,
+    LOG_ORIGIN,
     LOG_TOP,
     NODE_RANGE,
     POSTGRES_EVENTS,
@@ -24,6 +25,8 @@ from ledger.store.sql import (
     WITNESSED,
     is_postgres,
     log_size,
+    nodes_among,
+    note_origin,
     placeholders,
     reading,
     records_after,
@@ -43,6 +46,7 @@ class SqlSource:
     def __init__(self, conn: Any, postgres: bool, tables: set[str]) -> None:
         self.conn = conn
         self.postgres = postgres
+        self.tables = tables
         events = POSTGRES_EVENTS if postgres else SQLITE_EVENTS
         missing = [t for t in (events, *LOG_TABLES) if t not in tables]
         if events in missing:
@@ -54,7 +58,6 @@ class SqlSource:
                 f"the ledger is older than this coi reads (no {', '.join(missing)}): run coi migrate"
             )
         self._records = records_after(events, postgres)
-        self._has_witnessed = "coi_witnessed" in tables  # not in ledgers before witnesses
         self._leaves, self._nodes, self._leaf = (
             self._sql(q) for q in (LEAF_RANGE, NODE_RANGE, LEAF_SEQUENCE)
         )
@@ -73,9 +76,30 @@ class SqlSource:
             c.execute(CHECKPOINTS + " ORDER BY tree_size")
             return stored_checkpoints(c.fetchall())
 
+    def origin(self) -> str:
+        """The log's name: as stored with it, else (a ledger older than that, not migrated)
+        the origin of its latest checkpoint, else the old default."""
+        with self._reading() as c:
+            if "coi_origin" in self.tables:
+                c.execute(LOG_ORIGIN)
+                row = c.fetchone()
+                if row is not None:
+                    return str(row[0])
+            c.execute(CHECKPOINTS + " ORDER BY tree_size DESC LIMIT 1")
+            latest = c.fetchone()
+        return note_origin(str(latest[2])) if latest is not None else DEFAULT_ORIGIN
+
+    def ledger_keys(self) -> list[str]:
+        """The verifier keys the ledger says it signed with: candidates to learn, never roots."""
+        if "coi_ledger_keys" not in self.tables:
+            return []
+        with self._reading() as c:
+            c.execute(LEDGER_KEYS)
+            return [str(v) for (v,) in c.fetchall()]
+
     def witnessed(self) -> list[str]:
         """The cosigned checkpoint notes, smallest tree first."""
-        if not self._has_witnessed:
+        if "coi_witnessed" not in self.tables:  # a ledger from before witnesses, not migrated
             return []
         with self._reading() as c:
             c.execute(WITNESSED)
@@ -108,6 +132,14 @@ class SqlSource:
             (top,) = c.fetchone()
         return log_size(top)
 
+    def nodes(self, keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The stored nodes among `keys` (level, index): a merkle.Nodes, for proofs."""
+        if not keys:
+            return {}
+        with self._reading() as c:
+            c.execute(self._sql(nodes_among(len(keys))), [x for k in keys for x in k])
+            return {(int(level), int(idx)): bytes(h) for level, idx, h in c.fetchall()}
+
     def leaf_sequence(self, leaf_index: int) -> int | None:
         with self._reading() as c:
             c.execute(self._leaf, (leaf_index,))
@@ -126,6 +158,8 @@ def open_source(url: str) -> SqlSource:
 
 
 def _postgres(url: str) -> SqlSource:
+    import psycopg  # here: an SQLite ledger's readers (coi verify, coi export) need no driver
+
     conn = psycopg.connect(url, options="-c default_transaction_read_only=on -c TimeZone=UTC")
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     with conn.transaction():

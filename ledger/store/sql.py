@@ -58,6 +58,26 @@ LEAF_SEQUENCE = "SELECT sequence FROM coi_leaves WHERE leaf_index = ?"
 LOG_TOP = "SELECT MAX(leaf_index) FROM coi_leaves"
 NODE_RANGE = "SELECT idx, hash FROM coi_nodes WHERE level = ? AND idx >= ? AND idx <= ?"
 CHECKPOINTS = "SELECT tree_size, root, note, signed_at FROM coi_checkpoints"
+# The log's name (its checkpoints' origin line) and every key it signed with (verifier keys:
+# what a verifier may learn from, never what it trusts: see ledger/audit/roots.py).
+LOG_ORIGIN = "SELECT origin FROM coi_origin"
+LEDGER_KEYS = "SELECT vkey FROM coi_ledger_keys ORDER BY added_at, vkey"
+# The origin of ledgers made before each had its own (and of their checkpoints).
+DEFAULT_ORIGIN = "coi-ledger.local/log"
+
+
+def note_origin(note: str) -> str:
+    """A checkpoint note's origin: its first line."""
+    return note.split("\n", 1)[0]
+
+
+def nodes_among(count: int) -> str:
+    """The stored nodes among `count` (level, index) pairs, in one query: OR'ed equalities,
+    which both engines answer each from the primary key index."""
+    where = " OR ".join(["(level = ? AND idx = ?)"] * count)
+    return "SELECT level, idx, hash FROM coi_nodes WHERE " + where  # noqa: S608 - placeholders only
+
+
 WITNESSED = "SELECT note FROM coi_witnessed ORDER BY tree_size"
 
 
@@ -68,6 +88,17 @@ def records_after(table: str, postgres: bool) -> str:
     return placeholders(
         f"SELECT {sequence}, originator_id, originator_version, state FROM {table} "  # noqa: S608 - our names
         f"WHERE {sequence} > ? ORDER BY {sequence} LIMIT ?",
+        postgres,
+    )
+
+
+def records_where(table: str, postgres: bool, condition: str) -> str:
+    """The stored events matching `condition` (over `sequence`, `originator_id`, `topic`, with
+    `?` placeholders), in order, as `records_after` gives them."""
+    sequence = "notification_id" if postgres else "rowid"
+    return placeholders(
+        f"SELECT {sequence}, originator_id, originator_version, state FROM {table} "  # noqa: S608 - our names
+        f"WHERE {condition.replace('sequence', sequence)} ORDER BY {sequence}",
         postgres,
     )
 

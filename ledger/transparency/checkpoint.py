@@ -53,8 +53,8 @@ class NoteVerifier:
         if text.lstrip().startswith("PRIVATE+KEY+"):
             # Say what it is and show none of it: the rest is the signing key's seed.
             raise NoteError(
-                "this is the ledger's private signing key, not a verifier key: give the .vkey file "
-                "(the ledger writes it beside the key, in coi-data/ledger-keys/)"
+                "this is the ledger's private signing key, not a verifier key: give its verifier "
+                "key (.vkey; coi init prints it, coi trust list shows it)"
             )
         try:
             name, hex_id, b64 = text.strip().split("+", 2)  # names never contain "+"

@@ -35,6 +35,30 @@ def write_private(path: Path, data: bytes) -> None:
         out.write(data)
 
 
+def replace_private(path: Path, data: bytes) -> None:
+    """Replaces `path` (mode 0600) with `data` all at once: written to a file beside it,
+    flushed to disk, renamed over it, and the rename flushed, so a crash leaves the old
+    contents or the new, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            os.fchmod(fd, PRIVATE)
+            out.write(data)
+            out.flush()
+            os.fsync(fd)
+        os.replace(part, path)
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
 def read_private(path: Path) -> bytes:
     """The bytes of a private key file, refused when group or others have any access to it."""
     with path.open("rb") as f:
@@ -45,3 +69,18 @@ def read_private(path: Path) -> bytes:
                 f"make it its owner's alone: chmod 600 {path}"
             )
         return f.read()
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Writes `path` whole or not at all: a temporary file beside it, synced, then renamed
+    over it, so a reader (or a crash) never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -60,10 +60,15 @@ class SignedCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tree_size: int
     root_hash: str  # base64
     note: str  # the C2SP signed note, verbatim
-    format: int = WIRE_FORMAT
+    # An RFC 9162 consistency proof (base64 hashes) from the checkpoint the relay published
+    # before this one, of size `proof_from` (0: none), so a monitor can hold it to the last
+    # it kept. Absent in messages from before monitors.
+    proof_from: int = 0
+    consistency: list[str] = []
     # The note with the witnesses' cosignature lines added (C2SP tlog-cosignature), when any
     # witness cosigned it; absent in messages from before witnesses.
     cosigned: str | None = None
+    format: int = WIRE_FORMAT
 
 
 class NewerFormatError(ValueError):

@@ -38,7 +38,9 @@ def test_an_integrator_overtaken_by_another_carries_on(
 
     size = mine.integrate(progress=overtake)
     assert overtaken and size == overtaken[0] == registered.recorder.max_notification_id()
-    checkpoint = mine.checkpoint(NoteSigner("test.log", Ed25519PrivateKey.generate()), "test.log")
+    checkpoint = mine.checkpoint(
+        NoteSigner("test.log", Ed25519PrivateKey.generate()), "test.log", memory=None
+    )
     assert checkpoint.size == size
 
 
@@ -85,7 +87,7 @@ def test_a_checkpoint_waits_for_the_integrator_and_none_is_signed_twice(
     steps = [s for s in new_journey(cast, "happy", 0).steps() if s.expect is None]
     assert all(o.status == "accepted" for o in registered.submit_many(s.envelope for s in steps))
     signer = NoteSigner("test.log", Ed25519PrivateKey.generate())
-    first = MerkleLog(registered).checkpoint(signer, signer.name)
+    first = MerkleLog(registered).checkpoint(signer, signer.name, memory=None)
     one_more = next(iter(new_journey(cast, "happy", 1).steps()))
     assert registered.submit(one_more.envelope).status == "accepted"
     waiting = threading.Event()
@@ -93,12 +95,12 @@ def test_a_checkpoint_waits_for_the_integrator_and_none_is_signed_twice(
     signed: list[int] = []
     with log_lock_held(store_url):
         checkpointer = threading.Thread(
-            target=lambda: signed.append(second.checkpoint(signer, signer.name).size)
+            target=lambda: signed.append(second.checkpoint(signer, signer.name, memory=None).size)
         )
         checkpointer.start()
         assert waiting.wait(timeout=60)
         assert second.store.latest_checkpoint() == first
     checkpointer.join(timeout=60)
     assert signed == [first.size + 1]
-    again = MerkleLog(registered).checkpoint(signer, signer.name)  # nothing new: the same one
+    again = MerkleLog(registered).checkpoint(signer, signer.name, memory=None)  # nothing new: the same one
     assert again.size == first.size + 1 and len(second.store.checkpoints()) == 2

@@ -192,7 +192,7 @@ def test_an_incremental_verify_resumes_with_the_policy_in_force(
 ) -> None:
     assert _adopt(registered, [cast.admin], Policy(newer_rules)).status == "accepted"
     signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
-    MerkleLog(registered).checkpoint(signer, signer.name)
+    MerkleLog(registered).checkpoint(signer, signer.name, memory=None)
     state = tmp_path / "verify-state.json"
     assert verify_ledger(registered, [signer.verifier], state).failure is None
     sequence = _lower_by_hand(store_url, cast, newer_rules - 1)

@@ -31,9 +31,9 @@ def sealed(
     log = MerkleLog(registered)
     for i in range(3):
         advance(registered, new_journey(cast, index=i))
-    log.checkpoint(signer, signer.name)
+    log.checkpoint(signer, signer.name, memory=None)
     advance(registered, new_journey(cast, index=3))
-    log.checkpoint(signer, signer.name)
+    log.checkpoint(signer, signer.name, memory=None)
     raw = RawStore(ledger_url(registered))
     yield registered, signer, raw
     raw.conn.close()

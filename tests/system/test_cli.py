@@ -164,8 +164,8 @@ def test_checkpoint_prove_and_verify_from_the_command_line(tmp_path: Path) -> No
     assert coi(tmp_path, "demo", "--patients", "4").returncode == 0
     note = coi(tmp_path, "checkpoint").stdout
     origin, size, root_b64 = note.splitlines()[:3]
-    assert origin == "coi-ledger.local/log" and note.splitlines()[3] == ""
-    assert note.splitlines()[4].startswith("\u2014 coi-ledger.local/log ")
+    assert origin.startswith("coi-ledger.local/") and origin != "coi-ledger.local/log"  # its own
+    assert note.splitlines()[3] == "" and note.splitlines()[4].startswith(f"\u2014 {origin} ")
     proof = json.loads(coi(tmp_path, "prove", "30").stdout)
     assert proof["tree_size"] == int(size) and proof["root_hash"] == root_b64
     assert merkle.verify_inclusion(
@@ -320,12 +320,15 @@ def test_keys_new_never_overwrites_a_key_file(ledger: Path) -> None:
     assert admin_key.read_bytes() == before
 
 
-def test_submit_reports_stored_work_as_stored_when_no_checkpoint_can_be_signed(ledger: Path) -> None:
+def test_submit_reports_stored_work_as_stored_when_no_checkpoint_can_be_signed(
+    ledger: Path, config_dir: Path
+) -> None:
     signed = coi(
         ledger, "sign", "--key", str(ledger / "coi-data" / "keys" / "nurse.kim.key"), str(_enrolment(ledger))
     )
-    assert coi(ledger, "checkpoint", "--sign").returncode == 0  # the ledger key is made
-    (ledger / "coi-data" / "ledger-key").chmod(0o644)  # and now refused by the signer
+    assert coi(ledger, "checkpoint", "--sign").returncode == 0
+    (ledger_key,) = (config_dir / "signer").glob("*.key")  # made by coi init
+    ledger_key.chmod(0o644)  # and now refused by the signer
     done = coi(ledger, "submit", "-", stdin=signed.stdout, COI_CHECKPOINT_EVERY="1")
     assert "accepted" in done.stdout and "no checkpoint was signed" in done.stderr, done.stderr
     assert done.returncode == 0
@@ -354,15 +357,19 @@ def test_submit_of_nothing_is_a_usage_error_not_a_success(ledger: Path) -> None:
 
 
 def test_init_asks_where_the_administrator_acts_and_leaves_a_ledger_a_verifier_can_check_at_once(
-    tmp_path: Path,
+    tmp_path: Path, config_dir: Path
 ) -> None:
     nowhere = coi_here(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin")
     assert nowhere.returncode == 2 and "--site" in nowhere.stderr, nowhere.stderr
     done = coi_here(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF")
     assert done.returncode == 0, done.stderr
-    (vkey,) = (tmp_path / "coi-data" / "ledger-keys").glob("*.vkey")  # the first checkpoint's key
+    (entry,) = json.loads(coi(tmp_path, "trust", "list", "--format", "json").stdout)  # what init trusts
+    vkey = tmp_path / "ledger.vkey"
+    vkey.write_text(entry["verifier_key"] + "\n")
     verified = coi(tmp_path, "verify", "--trusted-key", str(vkey))
     assert verified.returncode == 0 and "OK" in verified.stdout, verified.stdout + verified.stderr
-    wrong = coi(tmp_path, "verify", "--trusted-key", str(tmp_path / "coi-data" / "ledger-key"))
+    assert f"--trusted-key: {vkey}" in verified.stderr  # the roots it used
+    (ledger_key,) = (config_dir / "signer").glob("*.key")
+    wrong = coi(tmp_path, "verify", "--trusted-key", str(ledger_key))
     assert wrong.returncode == 2 and "private signing key" in wrong.stderr, wrong.stderr
     assert "PRIVATE" not in wrong.stderr

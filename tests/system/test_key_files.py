@@ -32,7 +32,7 @@ def test_the_demo_passphrase_meets_the_policy(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def test_a_private_key_readable_by_others_is_refused_with_the_fix(tmp_path: Path) -> None:
+def test_a_private_key_readable_by_others_is_refused_with_the_fix(tmp_path: Path, config_dir: Path) -> None:
     assert (
         coi(tmp_path, "init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF").returncode
         == 0
@@ -44,7 +44,7 @@ def test_a_private_key_readable_by_others_is_refused_with_the_fix(tmp_path: Path
     done = coi(tmp_path, "sign", "--key", str(key), str(body))
     assert done.returncode == 2 and f"chmod 600 {key}" in done.stderr, done.stderr
     assert coi(tmp_path, "checkpoint", "--sign").returncode == 0
-    ledger_key = tmp_path / "coi-data" / "ledger-key"
+    (ledger_key,) = (config_dir / "signer").glob("*.key")  # made by coi init, apart from the data
     ledger_key.chmod(0o640)
     done = coi(tmp_path, "checkpoint", "--sign")
     assert done.returncode == 2 and f"chmod 600 {ledger_key}" in done.stderr, done.stderr
@@ -60,16 +60,18 @@ def usual_umask() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("usual_umask")
-def test_files_the_ledger_creates_are_its_owners_alone(tmp_path: Path) -> None:
+def test_files_the_ledger_creates_are_its_owners_alone(tmp_path: Path, config_dir: Path) -> None:
     assert coi(tmp_path, "demo", "--patients", "1").returncode == 0
     assert coi(tmp_path, "projections", "rebuild").returncode == 0
     assert coi(tmp_path, "verify", "--incremental").returncode == 0
     data = tmp_path / "coi-data"
     private = [
-        data / "ledger.sqlite", data / "projections.sqlite", data / "ledger-key",
-        data / "verify-state.json", *(data / "demo-keys").glob("*.key"),
+        data / "ledger.sqlite", data / "projections.sqlite", *(config_dir / "signer").glob("*.key"),
+        *(config_dir / "verify-state").glob("*.json"), *(data / "demo-keys").glob("*.key"),
     ]  # fmt: skip
+    assert len(private) == 4 + len(list((data / "demo-keys").glob("*.key"))), private
     assert {p.name: oct(_mode(p)) for p in private} == {p.name: "0o600" for p in private}
+    assert oct(_mode(config_dir / "signer")) == "0o700"
 
 
 @pytest.fixture
@@ -90,18 +92,16 @@ def test_another_user_cannot_read_the_ledger_or_its_keys(outsider: str) -> None:
     folder = Path(tempfile.mkdtemp(prefix="coi-access-"))
     try:
         folder.chmod(0o755)
-        assert (
-            coi(
-                folder, "init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF"
-            ).returncode
-            == 0
-        )
-        assert coi(folder, "checkpoint", "--sign").returncode == 0
+        config = folder / "coi-config"
+        init = ("init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF")
+        assert coi(folder, *init, COI_CONFIG_DIR=str(config)).returncode == 0
+        assert coi(folder, "checkpoint", "--sign", COI_CONFIG_DIR=str(config)).returncode == 0
         data = folder / "coi-data"
-        for path in data.rglob("*"):
+        for path in [*data.rglob("*"), *config.rglob("*")]:
             if path.is_dir():
                 path.chmod(path.stat().st_mode | 0o055)  # let the outsider reach every file
-        for secret in (data / "ledger.sqlite", data / "ledger-key", data / "keys" / "admin.jane.key"):
+        (ledger_key,) = (config / "signer").glob("*.key")
+        for secret in (data / "ledger.sqlite", ledger_key, data / "keys" / "admin.jane.key"):
             read = subprocess.run(
                 ["su", outsider, "-c", f"cat {secret} > /dev/null"], capture_output=True, text=True
             )

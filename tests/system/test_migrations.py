@@ -15,7 +15,7 @@ from ledger.audit.source import SchemaError
 from ledger.store.migrations import LEDGER, PAYLOAD_DIGESTS
 from ledger.transparency.checkpoint import NoteSigner
 from projections.store import MIGRATIONS, ProjectionStore
-from tests.support import coi, copy_fixture_ledger
+from tests.support import FIXTURE_VKEY, coi, copy_fixture_ledger
 
 PATIENT = "CHW0451260059EM"  # in the fixture ledger
 
@@ -42,7 +42,8 @@ def test_readers_leave_an_old_ledger_as_it_was_and_coi_migrate_brings_it_up_to_d
     database = old_ledger / "coi-data" / "ledger.sqlite"
     before = _schema(database)
     assert before[1] == []  # v0.1 recorded no migrations
-    for reader in (["history", PATIENT], ["principals", "list"], ["prove", "3"], ["verify"]):
+    verify = ["verify", "--trusted-key", str(FIXTURE_VKEY)]
+    for reader in (["history", PATIENT], ["principals", "list"], ["prove", "3"], verify):
         done = coi(old_ledger, *reader)
         assert done.returncode == 0, (reader, done.stderr)
     assert _schema(database) == before
@@ -56,7 +57,7 @@ def test_readers_leave_an_old_ledger_as_it_was_and_coi_migrate_brings_it_up_to_d
 
     again = coi(old_ledger, "migrate")
     assert again.returncode == 0 and again.stdout.count("up to date") == 2, again.stdout
-    assert coi(old_ledger, "verify").returncode == 0
+    assert coi(old_ledger, *verify).returncode == 0
 
 
 def test_a_reader_of_a_ledger_without_its_log_tables_says_run_coi_migrate(old_ledger: Path) -> None:

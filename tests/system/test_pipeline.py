@@ -24,8 +24,8 @@ from kafka.partitioner.default import DefaultPartitioner
 
 from consumers.broker import TansuBroker, bootstrap_servers, ensure_topics, free_port
 from ledger import cli
-from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication
+from ledger.audit.trust import TrustStore
 from ledger.demo.harness import Services, alive, children, stopped, wait_until
 from ledger.demo.journeys import Cast, Step, compressed_run
 from ledger.demo.kit import cohort, workload
@@ -54,6 +54,7 @@ def bootstrap() -> Iterator[str]:
 @pytest.fixture
 def stack(tmp_path: Path, bootstrap: str) -> Iterator[Services]:
     s = Services(tmp_path, bootstrap, Topics(f"t{uuid.uuid4().hex[:8]}."), COI_CHECKPOINT_SECONDS="2")
+    s.create().close()  # the ledger and the relay's key, as coi init makes them
     ensure_topics(bootstrap, s.topics)
     yield s
     s.stop()
@@ -140,7 +141,8 @@ def test_publish_ingest_relay_project_end_to_end(stack: Services, cast: Cast) ->
     seen.close()
     sizes = [h.tree_size for h in heads]
     assert sizes == sorted(set(sizes))
-    trusted = ledgerkey.trusted(sorted((stack.root / "coi-data" / "ledger-keys").glob("*.vkey")))
+    trusted = [e.verifier for e in TrustStore().entries()]  # `register` made the ledger and its key
+    assert trusted
     for head in heads:
         signed, _ = verify_note(head.note, trusted)
         assert (signed.origin, signed.size) == (head.origin, head.tree_size)

@@ -17,11 +17,12 @@ from tests.support import sealed_ledger
 ROOT = Path(__file__).resolve().parents[2]
 BLOCKED = ("eventsourcing", "psycopg", "psycopg_pool", "kafka")
 
-# Run in the child: block the imports, read the ledger with sqlite3 alone, verify it.
-CHILD = r"""
-import json, sqlite3, sys
+# Run first in a child process: block the imports of BLOCKED (its first argument is JSON:
+# BLOCKED, the modules allowed to import them, then the child's own arguments).
+BLOCKER = r"""
+import json, sys
 
-BLOCKED, ALLOWED_IMPORTERS, path, trusted = json.loads(sys.argv[1])
+BLOCKED, ALLOWED_IMPORTERS, *ARGUMENTS = json.loads(sys.argv[1])
 let_through = []
 
 
@@ -46,6 +47,15 @@ class Block:
 
 
 sys.meta_path.insert(0, Block())
+"""
+
+# Run in the child: read the ledger with sqlite3 alone, verify it.
+CHILD = (
+    BLOCKER
+    + r"""
+import sqlite3
+
+path, trusted = ARGUMENTS
 
 from ledger.audit.source import Chunk, StoredCheckpoint
 from ledger.audit.verification import LedgerVerifier
@@ -98,6 +108,7 @@ print(json.dumps({
     "checkpoints": report.checkpoints, "let_through": sorted(set(let_through)), "loaded": loaded,
 }))
 """
+)
 
 
 @pytest.fixture(scope="module")

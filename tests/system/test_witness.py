@@ -184,7 +184,7 @@ def bootstrap() -> Iterator[str]:
 
 
 def test_the_relay_publishes_checkpoints_cosigned_by_two_witnesses(
-    tmp_path: Path, bootstrap: str, cast: Cast
+    tmp_path: Path, bootstrap: str, cast: Cast, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Two witnesses up and a third down: the relay publishes each checkpoint cosigned by
     the two, stores it, and `coi verify --quorum 2` passes on it while 3 fails."""
@@ -210,6 +210,7 @@ def test_the_relay_publishes_checkpoints_cosigned_by_two_witnesses(
         COI_LEDGER_KEY=str(key), COI_LOG_ORIGIN=ledger.name, COI_WITNESSES=",".join(urls),
     )  # fmt: skip
     ensure_topics(bootstrap, stack.topics)
+    monkeypatch.setenv("COI_LOG_ORIGIN", ledger.name)  # the ledger made here takes the witnesses' origin
     seen = consumer(bootstrap, stack.topics.checkpoints)
     try:
         stack.register(cast, datetime.now(UTC))

@@ -47,6 +47,14 @@ def test_a_message_of_this_format_with_an_unknown_field_is_still_malformed() -> 
         decode(msgspec.json.encode(raw), SignedCheckpoint)
 
 
+def test_a_checkpoint_from_before_monitors_reads_as_one_without_a_proof() -> None:
+    old = {"origin": "coi.test/log", "tree_size": 7, "root_hash": "cm9vdA==", "note": "note", "format": 1}
+    message = decode(msgspec.json.encode(old), SignedCheckpoint)
+    assert (message.proof_from, message.consistency) == (0, [])
+    proven = msgspec.structs.replace(CHECKPOINT, proof_from=4, consistency=["cm9vdA=="])
+    assert decode(msgspec.json.encode(proven), SignedCheckpoint) == proven
+
+
 def test_a_checkpoint_from_before_witnesses_reads_without_cosignatures() -> None:
     old = b'{"origin": "coi.test/log", "tree_size": 7, "root_hash": "cm9vdA==", "note": "note", "format": 1}'
     assert decode(old, SignedCheckpoint).cosigned is None

@@ -1,0 +1,171 @@
+"""The monitor's archive: every checkpoint note it saw, kept outside the ledger, append-only.
+
+One file per note, named by the log's origin and the tree size, written once and never
+overwritten. Each new note must be signed by a trusted ledger key and extend the last one
+kept for its log: a consistency proof from that size to its size, verified against both
+roots. Two roots for one size, a proof that fails, or a size smaller than one kept is the
+log forked or rolled back: `ForkError`, naming both notes' files. A note that contradicts the
+archive is kept too (under a name of its own), as evidence. The directory is what
+`coi verify --checkpoints DIR` reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger.audit.saved import SUFFIX
+from ledger.transparency import checkpoint as notes
+from ledger.transparency import merkle
+
+log = logging.getLogger("coi.monitor")
+
+# The proof from a kept size to the new note's size, or None when the caller has none;
+# LookupError when the tree it needs is gone.
+Prove = Callable[[int], list[bytes] | None]
+
+
+class ForkError(Exception):
+    """The log forked or was rolled back (a rollback is a fork of its own history); the
+    message names the notes that show it."""
+
+
+class ArchiveError(Exception):
+    """The archive cannot be read as one (a file that is not a trusted note); says which."""
+
+
+@dataclass(frozen=True)
+class Kept:
+    checkpoint: notes.Checkpoint
+    path: Path
+
+
+class Archive:
+    def __init__(self, folder: Path, trusted: list[notes.NoteVerifier]) -> None:
+        self.folder = folder
+        self.trusted = trusted
+        self.logs: dict[str, dict[int, Kept]] = {}  # origin -> size -> the note kept first
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in sorted(folder.glob(f"*{SUFFIX}")):
+            try:
+                checkpoint, _ = notes.verify(path.read_text(encoding="utf-8"), trusted)
+            except (notes.NoteError, UnicodeDecodeError) as exc:
+                raise ArchiveError(
+                    f"{path}: {exc}: give the keys that signed the notes kept here (--trusted-key)"
+                ) from None
+            self._remember(Kept(checkpoint, path))
+
+    def latest(self, origin: str) -> Kept | None:
+        kept = self.logs.get(origin)
+        return kept[max(kept)] if kept else None
+
+    def keep(self, note: str, prove: Prove) -> Kept | None:
+        """Keep `note` if it is new and extends what is kept; None if it is not a trusted note
+        (logged, not kept: anyone may write to a topic). Raises ForkError on a fork or a rollback."""
+        try:
+            checkpoint, _ = notes.verify(note, self.trusted)
+        except notes.NoteError as exc:
+            log.warning("monitor: a checkpoint note not kept: %s", exc)
+            return None
+        same = self.logs.get(checkpoint.origin, {}).get(checkpoint.size)
+        if same is not None:
+            if same.checkpoint.root == checkpoint.root:
+                return same  # seen before (the relay publishes again after a broker reset)
+            other = self._write(note, checkpoint, evidence=True)
+            raise ForkError(
+                f"fork: two checkpoints of {checkpoint.origin} for tree size {checkpoint.size} with "
+                f"different roots: {same.path} and {other.path}"
+            )
+        latest = self.latest(checkpoint.origin)
+        if latest is not None and checkpoint.size < latest.checkpoint.size:
+            smaller = self._write(note, checkpoint)
+            raise ForkError(
+                f"rollback: {checkpoint.origin} signed a checkpoint at tree size {checkpoint.size} "
+                f"({smaller.path}) after one at {latest.checkpoint.size} ({latest.path})"
+            )
+        how = "the first of its log"
+        if latest is not None:
+            old = latest.checkpoint
+            try:
+                proof = prove(old.size)
+            except LookupError:  # the tree between the two sizes is gone: nothing proves it
+                proof = []
+            if proof is None:
+                how = f"NOT checked against size {old.size}: no consistency proof from it"
+            elif merkle.verify_consistency(old.size, checkpoint.size, old.root, checkpoint.root, proof):
+                how = f"consistent with size {old.size}"
+            else:
+                bad = self._write(note, checkpoint)
+                raise ForkError(
+                    f"fork: the checkpoint at tree size {checkpoint.size} ({bad.path}) is not "
+                    f"consistent with the one kept at {old.size} ({latest.path})"
+                )
+        kept = self._write(note, checkpoint)
+        log.log(
+            logging.WARNING if how.startswith("NOT") else logging.INFO,
+            "monitor: kept %s at tree size %d in %s, %s", checkpoint.origin, checkpoint.size, kept.path, how,
+        )  # fmt: skip
+        return kept
+
+    def check_size(self, origin: str, size: int, where: str, current: Kept | None) -> None:
+        """A log now `size` leaves long (its latest checkpoint kept as `current`) must not be
+        shorter than a note kept for it."""
+        latest = self.latest(origin)
+        if latest is not None and size < latest.checkpoint.size:
+            now = f" (its latest checkpoint: {current.path})" if current is not None else ""
+            raise ForkError(
+                f"rollback: {where} holds {size} leaves of {origin}{now} but the checkpoint kept in "
+                f"{latest.path} commits to {latest.checkpoint.size}"
+            )
+
+    def _remember(self, kept: Kept) -> None:
+        by_size = self.logs.setdefault(kept.checkpoint.origin, {})
+        first = by_size.setdefault(kept.checkpoint.size, kept)
+        if first.checkpoint.root != kept.checkpoint.root:
+            raise ForkError(
+                f"fork: two checkpoints of {kept.checkpoint.origin} for tree size "
+                f"{kept.checkpoint.size} with different roots: {first.path} and {kept.path}"
+            )
+
+    def _write(self, note: str, checkpoint: notes.Checkpoint, evidence: bool = False) -> Kept:
+        """The note in a file of its own, created, never replaced (a link fails if the name is
+        taken), and durable before it counts as kept."""
+        name = f"{_safe(checkpoint.origin)}.{checkpoint.size:012d}"
+        if evidence:
+            name += f".fork-{hashlib.sha256(note.encode()).hexdigest()[:12]}"
+        path = self.folder / f"{name}{SUFFIX}"
+        partial = self.folder / f".{name}.{os.getpid()}.partial"
+        with partial.open("w", encoding="utf-8") as out:
+            out.write(note)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            if path.read_text(encoding="utf-8") != note:
+                raise ArchiveError(
+                    f"{path} exists with other content: the archive was changed by hand"
+                ) from None
+        finally:
+            partial.unlink()
+        directory = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        kept = Kept(checkpoint, path)
+        if not evidence:
+            self.logs.setdefault(checkpoint.origin, {}).setdefault(checkpoint.size, kept)
+        return kept
+
+
+def _safe(origin: str) -> str:
+    """The origin as part of a file name, with a digest of it: two origins that read alike
+    once their other characters are replaced still get names of their own."""
+    readable = re.sub(r"[^A-Za-z0-9._-]", "_", origin)
+    return f"{readable}-{hashlib.sha256(origin.encode()).hexdigest()[:8]}"

@@ -1,0 +1,71 @@
+"""An offline bundle's layout: what `coi export bundle` writes and `coi verify-bundle` reads.
+
+A zip holding, each as a file of its own so a change is named by file:
+- `records/<sequence>.json`: a record's canonical bytes, verbatim (what its leaf hashes);
+- `proofs.json`: for each record, its leaf index and RFC 9162 inclusion path in the checkpoint;
+- `checkpoint.note`: the signed checkpoint every proof is against;
+- `manifest.json`: every other file with its SHA-256 and size, what was asked for, the
+  origin and the tree size.
+
+The registry and policy records (the principals' public keys, the policy in force) sit among
+the records: the verifier replays key state and policy from them, in log order.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+FORMAT = "coi-bundle/1"
+MANIFEST = "manifest.json"
+PROOFS = "proofs.json"
+CHECKPOINT = "checkpoint.note"
+RECORDS = "records/"
+
+
+def record_name(sequence: int) -> str:
+    return f"{RECORDS}{sequence}.json"
+
+
+class FileEntry(msgspec.Struct, frozen=True):
+    path: str
+    sha256: str  # hex
+    size: int
+
+
+class Request(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What the bundle was asked for: one of a COI, a batch, a sequence range."""
+
+    coi: str | None = None
+    batch: str | None = None
+    from_seq: int | None = None
+    to_seq: int | None = None
+
+    def describe(self) -> str:
+        if self.coi is not None:
+            return f"COI {self.coi}"
+        if self.batch is not None:
+            return f"batch {self.batch}"
+        return f"sequences {self.from_seq} to {self.to_seq}"
+
+
+class Manifest(msgspec.Struct, frozen=True):
+    format: str
+    origin: str
+    tree_size: int
+    request: Request
+    cois: list[str]  # the patients whose histories the bundle holds, from their first record
+    selected: list[int]  # the sequences asked for (the others are context: earlier chain, registry)
+    # records the selection matched after the checkpoint: left out, they cannot be proved yet
+    after_checkpoint: int
+    files: list[FileEntry]
+
+
+class Inclusion(msgspec.Struct, frozen=True):
+    sequence: int
+    leaf_index: int
+    path: list[str]  # base64 hashes, RFC 9162 order
+
+
+class Proofs(msgspec.Struct, frozen=True):
+    tree_size: int
+    proofs: list[Inclusion]
