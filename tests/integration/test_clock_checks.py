@@ -34,7 +34,7 @@ def ledger(
     signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
     for i in range(2):
         advance(registered, new_journey(cast, index=i))
-    MerkleLog(registered).checkpoint(signer, signer.name)
+    MerkleLog(registered).checkpoint(signer, signer.name, memory=None)
     raw = RawStore(ledger_url(registered))
     yield registered, signer, raw
     raw.conn.close()
@@ -64,7 +64,7 @@ def test_a_record_dated_before_the_one_it_follows_is_named(
     coi, step = _next_step(app, cast)
     back = datetime.now(UTC) - CLOCK_TOLERANCE - timedelta(minutes=30)
     forged = raw.append(therapy_uuid(coi), step.envelope.decode(), TOPIC, recorded_at=back)
-    MerkleLog(app).checkpoint(signer, signer.name)  # the next checkpoint signs over it
+    MerkleLog(app).checkpoint(signer, signer.name, memory=None)  # the next checkpoint signs over it
     report = _verify(app, signer)
     assert report.failure is not None and report.failure.sequence == forged, report.failure
     assert "clock went back" in report.failure.reason
@@ -76,13 +76,13 @@ def test_a_record_dated_before_a_witness_saw_a_checkpoint_without_it_is_named(
     app, signer, raw = ledger
     coi, step = _next_step(app, cast)
     log = MerkleLog(app)
-    witnessed = log.checkpoint(signer, signer.name)  # covers the enrolment
+    witnessed = log.checkpoint(signer, signer.name, memory=None)  # covers the enrolment
     # The witness cosigned it an hour on; a record dated now, yet left out of it, is back-dated.
     at = int(datetime.now(UTC).timestamp()) + 3600
     text = witnessed.note.partition("\n\n")[0] + "\n"
     log.store.set_witnessed(witnessed.size, with_lines(witnessed.note, [WITNESS.line(text, at)]), "now")
     forged = raw.append(therapy_uuid(coi), step.envelope.decode(), TOPIC)
-    log.checkpoint(signer, signer.name)
+    log.checkpoint(signer, signer.name, memory=None)
     assert _verify(app, signer).failure is None  # without the witness's key its time counts for nothing
     report = _verify(app, signer, Witnessing([WITNESS.verifier], 1))
     assert report.failure is not None and report.failure.sequence == forged, report.failure
@@ -113,14 +113,14 @@ def test_an_incremental_run_remembers_the_latest_time_it_verified(
 ) -> None:
     app, signer, raw = ledger
     coi, step = _next_step(app, cast)
-    MerkleLog(app).checkpoint(signer, signer.name)
+    MerkleLog(app).checkpoint(signer, signer.name, memory=None)
     state = tmp_path / "verify-state.json"
     source = open_source(ledger_url(app))
     try:
         assert LedgerVerifier(source, [signer.verifier]).run(state).failure is None
         back = datetime.now(UTC) - CLOCK_TOLERANCE - timedelta(minutes=30)
         forged = raw.append(therapy_uuid(coi), step.envelope.decode(), TOPIC, recorded_at=back)
-        MerkleLog(app).checkpoint(signer, signer.name)
+        MerkleLog(app).checkpoint(signer, signer.name, memory=None)
         report = LedgerVerifier(source, [signer.verifier]).run(state)  # the forged record comes first
     finally:
         source.close()
