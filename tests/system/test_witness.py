@@ -175,6 +175,8 @@ def test_coi_run_witness_says_what_it_needs(tmp_path: Path) -> None:
     done = coi(tmp_path, "run", "witness", "--key", "w.key", "--listen", "127.0.0.1:0", "--state", "s",
                "--log", "x")  # fmt: skip
     assert done.returncode == 2 and "w.key" in done.stderr and "Traceback" not in done.stderr
+    done = coi(tmp_path, "run", "relay", "--key", "w.key")
+    assert done.returncode == 2 and "options of coi run witness" in done.stderr
 
 
 @pytest.fixture(scope="module")
