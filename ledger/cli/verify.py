@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, open_app, opened, say
+from ledger.cli.witness import add_witness_arguments, witnessing_of
 
 if TYPE_CHECKING:
     from ledger.audit.source import StoredCheckpoint
@@ -46,14 +47,7 @@ def add_parser(subparsers: Subparsers) -> None:
         help="checkpoints saved outside the ledger (a note file, or a directory of *.note, e.g. the "
         "monitor's): the ledger must give the same root at each one's size",
     )
-    s.add_argument(
-        "--witness-key", action="append", default=[], metavar="FILE",
-        help="a witness's verifier key file (repeatable): its cosignatures date the records",
-    )  # fmt: skip
-    s.add_argument(
-        "--quorum", type=int, metavar="N",
-        help="require N cosignatures by distinct --witness-key witnesses on the latest checkpoint",
-    )  # fmt: skip
+    add_witness_arguments(s)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,7 +113,7 @@ def _verify(args: argparse.Namespace) -> int:
     from ledger.audit.verification import LedgerVerifier, StateMismatchError
     from ledger.cli.trust import first_use, keep_learned, roots_for, state_file
 
-    witnessing = _witnessing(args)
+    witnessing = witnessing_of(args)
     roots, source = roots_for([Path(p) for p in args.trusted_key], _open_source)
     if not roots.keys:
         if not args.trust_on_first_use:
@@ -168,31 +162,6 @@ def _verify(args: argparse.Namespace) -> int:
     if witnessing is not None:
         _say_witnessed(source.checkpoints(), source.witnessed(), witnessing)
     return EXIT_OK
-
-
-def _witnessing(args: argparse.Namespace) -> Witnessing | None:
-    from pathlib import Path
-
-    from ledger.audit.witnessing import Witnessing
-    from ledger.transparency.checkpoint import NoteError
-    from ledger.transparency.cosignature import CosignatureVerifier
-
-    keys = []
-    for file in args.witness_key:
-        try:
-            keys.append(CosignatureVerifier.decode(Path(file).read_text()))
-        except (OSError, NoteError, UnicodeDecodeError) as exc:
-            raise UsageError(f"--witness-key {file}: {exc}") from None
-    if len({(k.name, k.key_id) for k in keys}) != len(keys):
-        raise UsageError("--witness-key: the same witness key is given twice; a quorum counts distinct keys")
-    quorum = args.quorum
-    if quorum is not None and not keys:
-        raise UsageError("--quorum counts cosignatures by witnesses: give their --witness-key files")
-    if quorum is not None and not 1 <= quorum <= len(keys):
-        raise UsageError(f"--quorum {quorum}: give 1 to {len(keys)} (the number of --witness-key files)")
-    if not keys:
-        return None
-    return Witnessing(keys, quorum or 0)
 
 
 def _say_witnessed(checkpoints: list[StoredCheckpoint], cosigned: list[str], witnessing: Witnessing) -> None:

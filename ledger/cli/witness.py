@@ -9,6 +9,7 @@ import sys
 from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError
 
 if TYPE_CHECKING:
+    from ledger.audit.witnessing import Witnessing
     from ledger.cli.common import Subparsers
     from ledger.transparency.checkpoint import NoteVerifier
 
@@ -31,6 +32,44 @@ def add_run_arguments(s: argparse.ArgumentParser) -> None:
         "--log", action="append", default=[], metavar="ORIGIN=VKEY_FILE",
         help="a log to witness and a verifier key of its (repeatable; a log may have several keys)",
     )  # fmt: skip
+
+
+def add_witness_arguments(s: argparse.ArgumentParser) -> None:
+    """`--witness-key FILE ... --quorum N`, for coi verify and coi verify-bundle."""
+    s.add_argument(
+        "--witness-key", action="append", default=[], metavar="FILE",
+        help="a witness's verifier key file (repeatable): its cosignatures date the records",
+    )  # fmt: skip
+    s.add_argument(
+        "--quorum", type=int, metavar="N",
+        help="require N cosignatures by distinct --witness-key witnesses on the latest checkpoint",
+    )  # fmt: skip
+
+
+def witnessing_of(args: argparse.Namespace) -> Witnessing | None:
+    """The witness keys and quorum of `add_witness_arguments`' options (None: none given)."""
+    from pathlib import Path
+
+    from ledger.audit.witnessing import Witnessing
+    from ledger.transparency.checkpoint import NoteError
+    from ledger.transparency.cosignature import CosignatureVerifier
+
+    keys = []
+    for file in args.witness_key:
+        try:
+            keys.append(CosignatureVerifier.decode(Path(file).read_text()))
+        except (OSError, NoteError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--witness-key {file}: {exc}") from None
+    if len({(k.name, k.key_id) for k in keys}) != len(keys):
+        raise UsageError("--witness-key: the same witness key is given twice; a quorum counts distinct keys")
+    quorum = args.quorum
+    if quorum is not None and not keys:
+        raise UsageError("--quorum counts cosignatures by witnesses: give their --witness-key files")
+    if quorum is not None and not 1 <= quorum <= len(keys):
+        raise UsageError(f"--quorum {quorum}: give 1 to {len(keys)} (the number of --witness-key files)")
+    if not keys:
+        return None
+    return Witnessing(keys, quorum or 0)
 
 
 def run(args: argparse.Namespace) -> int:

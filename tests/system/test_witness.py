@@ -247,3 +247,14 @@ def test_the_relay_publishes_checkpoints_cosigned_by_two_witnesses(
     three = coi(tmp_path, "verify", *keys, "--witness-key", str(tmp_path / "w3.vkey"), "--quorum", "3", **env)
     assert three.returncode == 1, three.stdout + three.stderr
     assert "2 of the 3" in three.stdout and "witness.test/w3" in three.stdout
+    # An offline bundle carries the cosigned checkpoint, and verify-bundle counts its witnesses.
+    bundle = str(tmp_path / "b.zip")
+    made = coi(tmp_path, "export", "bundle", "--out", bundle, "--from-seq", "1", "--to-seq", "5", **env)
+    assert made.returncode == 0, made.stdout + made.stderr
+    ok = coi(tmp_path, "verify-bundle", bundle, *keys, "--quorum", "2")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "cosigned by witness.test/w1 at " in ok.stdout and "no witness cosignature" not in ok.stdout
+    three = coi(
+        tmp_path, "verify-bundle", bundle, *keys, "--witness-key", str(tmp_path / "w3.vkey"), "--quorum", "3"
+    )
+    assert three.returncode == 1 and "2 of the 3" in three.stdout, three.stdout + three.stderr
