@@ -12,8 +12,8 @@ failure, which names the bundle's file and the reason:
    policy boundary, and each aggregate's chain from its first record;
 5. what the manifest says was selected is in the bundle.
 More checks are further `BundleCheck`s given to `verify_bundle`, each adding what it proved
-or failing with a file: `held_to_saved` (checkpoints kept outside the ledger); a witness
-quorum and the rules replayed plug in the same way.
+or failing with a file: `held_to_saved` (checkpoints kept outside the ledger), `cosigned_by`
+(a quorum of witnesses); the rules replayed plug in the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import hashlib
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -45,8 +46,10 @@ from ledger.audit.bundle_format import (
 from ledger.audit.saved import SavedNote, fork, of_log, signed_by
 from ledger.audit.source import Chunk, StoredCheckpoint
 from ledger.audit.verification import LedgerVerifier
+from ledger.audit.witnessing import Witnessing, quorum_problem
 from ledger.transparency import checkpoint as notes
 from ledger.transparency import merkle
+from ledger.transparency.cosignature import cosignatures
 from ledger.transparency.records import Record, canonical, header_of
 
 
@@ -75,6 +78,7 @@ class Bundle:
     manifest: Manifest
     checkpoint: notes.Checkpoint | None = None  # once its signature is checked
     records: list[tuple[Inclusion, Record]] = field(default_factory=list)  # in log order, once proved
+    witnessed: bool = False  # once the checkpoint's cosignatures are checked
 
 
 BundleCheck = Callable[[Bundle, BundleReport], BundleFailure | None]
@@ -322,6 +326,32 @@ def held_to_saved(saved: list[SavedNote]) -> BundleCheck:
     return check
 
 
+def cosigned_by(witnessing: Witnessing) -> BundleCheck:
+    """The bundle's checkpoint cosigned by `quorum` distinct witnesses of `keys`."""
+
+    def check(bundle: Bundle, report: BundleReport) -> BundleFailure | None:
+        assert bundle.checkpoint is not None
+        try:
+            found = cosignatures(bundle.files[CHECKPOINT].decode(), witnessing.keys)
+        except notes.NoteError as exc:
+            return BundleFailure(CHECKPOINT, str(exc))
+        problem = quorum_problem(bundle.checkpoint.size, [bundle.files[CHECKPOINT].decode()], witnessing)
+        if problem is not None:
+            return BundleFailure(CHECKPOINT, problem)
+        bundle.witnessed = bool(found)
+        if found:
+            report.proved.append(
+                "the checkpoint was seen by witnesses other than the ledger: cosigned by "
+                + ", ".join(
+                    f"{c.name} at {datetime.fromtimestamp(c.timestamp, UTC):%Y-%m-%d %H:%M:%S} UTC"
+                    for c in found
+                )
+            )
+        return None
+
+    return check
+
+
 def _cannot_prove(bundle: Bundle, report: BundleReport) -> None:
     size = bundle.manifest.tree_size
     report.cannot.append("anything about records of other patients, or any claim across patients")
@@ -334,7 +364,10 @@ def _cannot_prove(bundle: Bundle, report: BundleReport) -> None:
         "left out at the end of a principal's history would not show here (coi verify on the ledger sees it)"
     )
     report.cannot.append("that the domain rules accepted each record: they are not replayed over a bundle")
-    report.cannot.append("that anyone but the ledger saw the checkpoint: no witness cosignature is checked")
+    if not bundle.witnessed:
+        report.cannot.append(
+            "that anyone but the ledger saw the checkpoint: no witness cosignature is checked"
+        )
     report.cannot.append(f"anything after the checkpoint at tree size {size}")
     if bundle.manifest.after_checkpoint:
         report.cannot.append(

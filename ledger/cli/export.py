@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, opened, say
+from ledger.cli.witness import add_witness_arguments, witnessing_of
 
 if TYPE_CHECKING:
     from ledger.audit.bundle_format import Request
@@ -37,6 +38,7 @@ def add_parser(subparsers: Subparsers) -> None:
         metavar="DIR|FILE",
         help="checkpoint notes kept outside the ledger (e.g. coi run monitor's directory; repeatable)",
     )
+    add_witness_arguments(s)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -100,7 +102,14 @@ def _export(args: argparse.Namespace) -> int:
 def _verify_bundle(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ledger.audit.bundle import BundleCheck, BundleError, held_to_saved, read_bundle, verify_bundle
+    from ledger.audit.bundle import (
+        BundleCheck,
+        BundleError,
+        cosigned_by,
+        held_to_saved,
+        read_bundle,
+        verify_bundle,
+    )
     from ledger.audit.roots import choose
     from ledger.audit.saved import read_saved
     from ledger.audit.trust import TrustStore
@@ -131,6 +140,9 @@ def _verify_bundle(args: argparse.Namespace) -> int:
                 f"--checkpoints {' '.join(args.checkpoints)}: no checkpoint notes (*.note) there"
             )
         more.append(held_to_saved(saved))
+    witnessing = witnessing_of(args)
+    if witnessing is not None:
+        more.append(cosigned_by(witnessing))
     report = verify_bundle(path, trusted, more)
     if report.failure is not None:
         say(f"FAILED: {report.failure}")

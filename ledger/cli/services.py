@@ -6,6 +6,7 @@ import argparse
 
 from consumers import SERVICES
 from ledger.cli.common import TYPE_CHECKING, UsageError, opened
+from ledger.cli.witness import add_run_arguments
 
 if TYPE_CHECKING:
     from ledger.cli.common import Subparsers
@@ -17,11 +18,15 @@ def add_parser(subparsers: Subparsers) -> None:
         "--ingests", type=int, default=2, help="ingest processes in the consumer group (default 2)"
     )
     s = subparsers.add_parser("run", help="run one service in the foreground (production)")
-    s.add_argument("service", choices=(*SERVICES, "monitor"))
+    s.add_argument("service", choices=(*SERVICES, "monitor", "witness"))
     m = s.add_argument_group(
         "monitor", "keep every checkpoint outside the ledger; exit 1 on a fork or rollback"
     )
-    m.add_argument("--state", metavar="DIR", help="the append-only directory of kept notes")
+    s.add_argument(
+        "--state",
+        metavar="DIR",
+        help="monitor: the append-only directory of kept notes; witness: where it keeps what it cosigned",
+    )
     m.add_argument(
         "--trusted-key",
         action="append",
@@ -34,11 +39,20 @@ def add_parser(subparsers: Subparsers) -> None:
         "--interval", type=float, default=5.0, metavar="S", help="seconds between polls (default 5)"
     )
     m.add_argument("--once", action="store_true", help="process what is there now, then stop")
+    add_run_arguments(s)
     s = subparsers.add_parser("broker", help="run the local Tansu broker in the foreground")
     s.add_argument("--port", type=int, default=9092)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "run" and args.service == "witness":
+        if args.trusted_key or args.poll or args.once:
+            raise UsageError("--trusted-key, --poll and --once are options of coi run monitor")
+        from ledger.cli.witness import run_witness  # no Kafka: a witness is HTTP alone
+
+        return run_witness(args)
+    if args.command == "run" and (args.key or args.listen or args.log):
+        raise UsageError("--key, --listen and --log are options of coi run witness")
     from consumers.pipeline import broker_foreground, run_one, up
 
     if args.command == "up":

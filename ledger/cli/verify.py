@@ -6,9 +6,12 @@ import argparse
 import sys
 
 from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, open_app, opened, say
+from ledger.cli.witness import add_witness_arguments, witnessing_of
 
 if TYPE_CHECKING:
+    from ledger.audit.source import StoredCheckpoint
     from ledger.audit.verification import Report
+    from ledger.audit.witnessing import Witnessing
     from ledger.cli.common import Subparsers
     from ledger.store.sources import SqlSource
 
@@ -44,6 +47,7 @@ def add_parser(subparsers: Subparsers) -> None:
         help="checkpoints saved outside the ledger (a note file, or a directory of *.note, e.g. the "
         "monitor's): the ledger must give the same root at each one's size",
     )
+    add_witness_arguments(s)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -109,6 +113,7 @@ def _verify(args: argparse.Namespace) -> int:
     from ledger.audit.verification import LedgerVerifier, StateMismatchError
     from ledger.cli.trust import first_use, keep_learned, roots_for, state_file
 
+    witnessing = witnessing_of(args)
     roots, source = roots_for([Path(p) for p in args.trusted_key], _open_source)
     if not roots.keys:
         if not args.trust_on_first_use:
@@ -136,7 +141,9 @@ def _verify(args: argparse.Namespace) -> int:
 
     state = state_file(roots.origin) if args.incremental else None
     try:
-        report = LedgerVerifier(source, roots.keys, progress, saved=saved).run(state)
+        report = LedgerVerifier(
+            source, roots.keys, progress, saved=saved, cosigned=source.witnessed(), witnessing=witnessing
+        ).run(state)
     except StateMismatchError as exc:
         raise UsageError(str(exc)) from None
     seconds = time.perf_counter() - started
@@ -152,7 +159,24 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     keep_learned(roots)
     print(f"OK: {summary}")
+    if witnessing is not None:
+        _say_witnessed(source.checkpoints(), source.witnessed(), witnessing)
     return EXIT_OK
+
+
+def _say_witnessed(checkpoints: list[StoredCheckpoint], cosigned: list[str], witnessing: Witnessing) -> None:
+    from datetime import UTC, datetime
+
+    from ledger.audit.witnessing import cosigners
+
+    if not checkpoints:
+        return
+    found = cosigners(checkpoints[-1].size, cosigned, witnessing.keys)
+    names = ", ".join(
+        f"{c.name} at {datetime.fromtimestamp(c.timestamp, UTC):%Y-%m-%d %H:%M:%S} UTC" for c in found
+    )
+    size = checkpoints[-1].size
+    say(f"witnessed: the latest checkpoint (tree size {size}) is cosigned by {names or 'no one'}")
 
 
 def _open_source() -> SqlSource:
