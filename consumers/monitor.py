@@ -4,7 +4,8 @@ and stops with exit 1 on a fork or a rollback.
 Following the broker, it reads `coi.checkpoints` from the start; the relay publishes each
 checkpoint with a consistency proof from the one it published before. Polling (`--poll`), it
 reads the ledger itself, read-only, every few seconds, and computes each proof from the
-ledger's tree. Either way each note is held to the last one kept for its log.
+ledger's tree. Either way each note is held to the last one kept for its log; polling, the
+ledger's tree is also held to the largest note kept, at every poll.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ import msgspec
 import psycopg
 from kafka import TopicPartition
 
-from consumers.archive import Archive, ForkError, Prove
+from consumers.archive import Archive, ForkError, Prove, UntrustedError
 from consumers.broker import ensure_topics
 from consumers.service import configure_logging, run_forever, stop_on_signals
 from ledger.app.config import ConfigError
+from ledger.audit.roots import Roots
 from ledger.site import kafka
 from ledger.store.sources import SqlSource
 from ledger.transparency import merkle
-from ledger.transparency.checkpoint import NoteVerifier, parse
+from ledger.transparency.checkpoint import parse
 from ledger.wire.kafka_topics import Topics
 from ledger.wire.messages import SignedCheckpoint, decode
 
@@ -43,7 +45,7 @@ IDLE_MS = 1000
 @dataclass(frozen=True)
 class Options:
     state: Path
-    trusted: list[NoteVerifier]
+    roots: Roots  # chosen as coi verify chooses them; what the monitor learns is added
     once: bool = False
     interval: float = POLL_SECONDS
 
@@ -59,12 +61,15 @@ class LedgerPoller:
 
     def step(self) -> None:
         stored = self.source.checkpoints()
+        self.archive.learn([(c.size, c.note) for c in stored], self.source.ledger_keys())
         current = None
         for checkpoint in stored:
             current = self.archive.keep(checkpoint.note, self._prover(checkpoint.size))
         origin = parse(stored[-1].note)[0].origin if stored else self._only_origin()
         if origin is not None:
             self.archive.check_size(origin, self.source.size(), self.where, current)
+            # The tree now, not only its checkpoints: a rewrite may come with none.
+            self.archive.check_root(origin, lambda size: merkle.root(size, self.source.nodes), self.where)
 
     def _prover(self, size: int) -> Prove:
         # LookupError when the ledger no longer holds the nodes: the archive counts it a failure.
@@ -141,11 +146,12 @@ class TopicFollower:
 def run(options: Options, bootstrap: str | None, poll: Callable[[], SqlSource] | None) -> int:
     """The monitor in the foreground until SIGINT/SIGTERM (or, with `once`, what is there),
     following the broker at `bootstrap`, or polling the ledger `poll` opens; 1 on a fork or a
-    rollback."""
+    rollback, or a checkpoint of its log that no trusted key signed."""
     configure_logging()
     stop = stop_on_signals()
+    log.info("monitor: trusted roots: %s", options.roots.described)
     try:
-        archive = Archive(options.state, options.trusted)  # a fork kept before still stands
+        archive = Archive(options.state, options.roots)  # a fork kept before still stands
         kept = sum(len(sizes) for sizes in archive.logs.values())
         log.info("monitor: %d checkpoints kept in %s", kept, options.state)
         if poll is not None:
@@ -153,7 +159,7 @@ def run(options: Options, bootstrap: str | None, poll: Callable[[], SqlSource] |
         else:
             assert bootstrap is not None
             _follow(archive, bootstrap, options, stop)
-    except ForkError as exc:
+    except (ForkError, UntrustedError) as exc:
         log.error("monitor: %s", exc)
         return 1
     return 0

@@ -16,16 +16,19 @@ import hashlib
 import logging
 import threading
 import time
+from datetime import UTC, datetime
 
 import msgspec
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from consumers.broker import ensure_topics
+from consumers.witnessing import Witnesses, configured, timeout
 from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication
 from ledger.app.config import checkpoint_policy
 from ledger.app.log import MerkleLog, sign
+from ledger.audit.source import StoredCheckpoint
 from ledger.site import kafka
 from ledger.store.logstore import RelayPosition
 from ledger.transparency import merkle
@@ -51,6 +54,7 @@ class Relay:
         self.producer = kafka.producer(bootstrap)
         self.checked_at = 0.0
         self.keyless = False  # said once: this relay found no ledger key
+        self.witnesses = Witnesses(configured(), timeout())
 
     def run(self, stop: threading.Event) -> None:
         log.info("relay: publishing the log to %s and %s", self.topics.ledger, self.topics.checkpoints)
@@ -135,6 +139,8 @@ class Relay:
         fresh = self.log.store.checkpoints(after=last)
         for stored in fresh:
             checkpoint, _, _ = parse(stored.note)
+            known = self.log.store.witnessed(stored.size)
+            cosigned = known if known is not None or stored is not fresh[-1] else self._witnessed(stored)
             # Proven from the last one published: a monitor checks each against the one before.
             proof = merkle.consistency_proof(last, stored.size, self.log.store.nodes) if last else []
             message = SignedCheckpoint(
@@ -144,15 +150,31 @@ class Relay:
                 stored.note,
                 proof_from=last,
                 consistency=[_b64(h) for h in proof],
+                cosigned=cosigned,
             )
             last = stored.size
             self.producer.send(
                 self.topics.checkpoints, key=checkpoint.origin.encode(), value=msgspec.json.encode(message)
             )
+            if cosigned is not None and known is None:
+                # Stored while the broker takes the message, before it counts as published.
+                self.log.store.set_witnessed(stored.size, cosigned, datetime.now(UTC).isoformat())
         if fresh:
             self.producer.flush()
             self.log.store.set_relay_position(name, RelayPosition(fresh[-1].size, -1, -1, -1))
         return len(fresh)
+
+    def _witnessed(self, stored: StoredCheckpoint) -> str | None:
+        """The latest checkpoint cosigned by the witnesses (COI_WITNESSES), if it covers the
+        whole log: a record it leaves out then committed after it was signed, which is what
+        verify's clock check relies on. None if no witness cosigned it."""
+        if not self.witnesses.witnesses or self.log.store.size() != stored.size:
+            return None
+        nodes = self.log.store.nodes
+        cosigned, count = self.witnesses.cosign(
+            stored.note, lambda old, new: merkle.consistency_proof(old, new, nodes)
+        )
+        return cosigned if count else None
 
     def _notice_reset(self) -> None:
         """If the last record published is no longer where the broker put it, the broker lost
@@ -180,6 +202,7 @@ class Relay:
     def close(self) -> None:
         """Sends what is pending, within a bound (the broker may be gone). Unsent records are
         not lost: the relay's position moves only after a flush that landed."""
+        self.witnesses.close()
         try:
             self.producer.close(timeout=kafka.CLOSE_SECONDS)
         except KafkaError as exc:

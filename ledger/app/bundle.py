@@ -74,6 +74,7 @@ def export_bundle(source: SqlSource, request: Request) -> Exported:
         checkpoint = log.latest_checkpoint()
         if checkpoint is None:
             raise BundleExportError("the ledger has no signed checkpoint yet: run coi checkpoint --sign")
+        cosigned = log.cosigned(checkpoint.size)
         last = log.leaf_sequence(checkpoint.size - 1)
         assert last is not None  # a checkpoint's leaves are in the log
         selected, cois = _select(log, request)
@@ -95,7 +96,8 @@ def export_bundle(source: SqlSource, request: Request) -> Exported:
             path = merkle.inclusion_proof(index, checkpoint.size, log.nodes)
             proofs.append(Inclusion(sequence, index, [base64.b64encode(h).decode() for h in path]))
     files[PROOFS] = msgspec.json.encode(Proofs(checkpoint.size, proofs))
-    files[CHECKPOINT] = checkpoint.note.encode()
+    # The same checkpoint with the witnesses' cosignatures, when they gave them.
+    files[CHECKPOINT] = (cosigned or checkpoint.note).encode()
     origin = checkpoint.note.split("\n", 1)[0]
     manifest = Manifest(
         format=FORMAT,

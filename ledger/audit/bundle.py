@@ -12,8 +12,8 @@ failure, which names the bundle's file and the reason:
    policy boundary, and each aggregate's chain from its first record;
 5. what the manifest says was selected is in the bundle.
 More checks are further `BundleCheck`s given to `verify_bundle`, each adding what it proved
-or failing with a file: `held_to_saved` (checkpoints kept outside the ledger); a witness
-quorum and the rules replayed plug in the same way.
+or failing with a file: `held_to_saved` (checkpoints kept outside the ledger), `cosigned_by`
+(a quorum of witnesses); the rules replayed plug in the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import hashlib
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,13 @@ from ledger.audit.bundle_format import (
     Proofs,
     record_name,
 )
-from ledger.audit.saved import SavedNote, of_log
+from ledger.audit.saved import SavedNote, fork, of_log, signed_by
 from ledger.audit.source import Chunk, StoredCheckpoint
 from ledger.audit.verification import LedgerVerifier
+from ledger.audit.witnessing import Witnessing, quorum_problem
 from ledger.transparency import checkpoint as notes
 from ledger.transparency import merkle
+from ledger.transparency.cosignature import cosignatures
 from ledger.transparency.records import Record, canonical, header_of
 
 
@@ -75,6 +78,7 @@ class Bundle:
     manifest: Manifest
     checkpoint: notes.Checkpoint | None = None  # once its signature is checked
     records: list[tuple[Inclusion, Record]] = field(default_factory=list)  # in log order, once proved
+    witnessed: bool = False  # once the checkpoint's cosignatures are checked
 
 
 BundleCheck = Callable[[Bundle, BundleReport], BundleFailure | None]
@@ -113,7 +117,7 @@ def verify_bundle(
 def read_bundle(path: Path) -> Bundle:
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
+            names = [i.filename for i in z.infolist() if not i.is_dir()]  # a re-zip may add folders
             duplicated = sorted({n for n in names if names.count(n) > 1})
             if duplicated:
                 raise BundleError(f"the zip holds {duplicated[0]} more than once")
@@ -158,19 +162,30 @@ def check_files(bundle: Bundle, report: BundleReport) -> BundleFailure | None:
 def check_checkpoint(
     bundle: Bundle, report: BundleReport, trusted: list[notes.NoteVerifier]
 ) -> BundleFailure | None:
-    if not trusted:
-        return BundleFailure(CHECKPOINT, "no trusted ledger key to check it with: pass --trusted-key FILE")
+    """The manifest agrees with the note (else the manifest was changed, whoever signed the
+    note), then the note is signed by a trusted key."""
     try:
-        checkpoint, signers = notes.verify(bundle.files[CHECKPOINT].decode(), trusted)
+        note = bundle.files[CHECKPOINT].decode()
+        checkpoint = notes.parse(note)[0]
     except (notes.NoteError, UnicodeDecodeError) as exc:
-        return BundleFailure(CHECKPOINT, str(exc))
+        return BundleFailure(CHECKPOINT, f"not a checkpoint note ({exc})")
     manifest = bundle.manifest
     if (checkpoint.origin, checkpoint.size) != (manifest.origin, manifest.tree_size):
         return BundleFailure(
             MANIFEST,
-            f"says origin {manifest.origin!r} at tree size {manifest.tree_size}; the checkpoint says "
-            f"{checkpoint.origin!r} at {checkpoint.size}",
+            f"says origin {manifest.origin!r} at tree size {manifest.tree_size}; {CHECKPOINT} says "
+            f"{checkpoint.origin!r} at {checkpoint.size}: the manifest was changed",
         )
+    rotated = (
+        f"{signed_by(note)}. If the ledger's key was rotated, get its new verifier key (.vkey) from its "
+        "operator, then coi trust add FILE or pass --trusted-key FILE"
+    )
+    if not trusted:
+        return BundleFailure(CHECKPOINT, f"no trusted key for the log {checkpoint.origin}{rotated}")
+    try:
+        _, signers = notes.verify(note, trusted)
+    except notes.NoteError as exc:
+        return BundleFailure(CHECKPOINT, f"{exc}{rotated}")
     bundle.checkpoint = checkpoint
     report.proved.append(
         f"the checkpoint at tree size {checkpoint.size} of log {checkpoint.origin} is signed by "
@@ -288,6 +303,9 @@ def held_to_saved(saved: list[SavedNote]) -> BundleCheck:
             return BundleFailure(
                 CHECKPOINT, f"none of the checkpoints saved outside the ledger is of its log {origin}"
             )
+        forked = fork(mine)  # the saved notes alone may show it
+        if forked is not None:
+            return BundleFailure(CHECKPOINT, f"the notes saved outside the ledger: {forked.reason}")
         same = [note for note in mine if note.checkpoint.size == size]
         for note in same:
             if note.checkpoint.root != bundle.checkpoint.root:
@@ -308,6 +326,32 @@ def held_to_saved(saved: list[SavedNote]) -> BundleCheck:
     return check
 
 
+def cosigned_by(witnessing: Witnessing) -> BundleCheck:
+    """The bundle's checkpoint cosigned by `quorum` distinct witnesses of `keys`."""
+
+    def check(bundle: Bundle, report: BundleReport) -> BundleFailure | None:
+        assert bundle.checkpoint is not None
+        try:
+            found = cosignatures(bundle.files[CHECKPOINT].decode(), witnessing.keys)
+        except notes.NoteError as exc:
+            return BundleFailure(CHECKPOINT, str(exc))
+        problem = quorum_problem(bundle.checkpoint.size, [bundle.files[CHECKPOINT].decode()], witnessing)
+        if problem is not None:
+            return BundleFailure(CHECKPOINT, problem)
+        bundle.witnessed = bool(found)
+        if found:
+            report.proved.append(
+                "the checkpoint was seen by witnesses other than the ledger: cosigned by "
+                + ", ".join(
+                    f"{c.name} at {datetime.fromtimestamp(c.timestamp, UTC):%Y-%m-%d %H:%M:%S} UTC"
+                    for c in found
+                )
+            )
+        return None
+
+    return check
+
+
 def _cannot_prove(bundle: Bundle, report: BundleReport) -> None:
     size = bundle.manifest.tree_size
     report.cannot.append("anything about records of other patients, or any claim across patients")
@@ -320,7 +364,10 @@ def _cannot_prove(bundle: Bundle, report: BundleReport) -> None:
         "left out at the end of a principal's history would not show here (coi verify on the ledger sees it)"
     )
     report.cannot.append("that the domain rules accepted each record: they are not replayed over a bundle")
-    report.cannot.append("that anyone but the ledger saw the checkpoint: no witness cosignature is checked")
+    if not bundle.witnessed:
+        report.cannot.append(
+            "that anyone but the ledger saw the checkpoint: no witness cosignature is checked"
+        )
     report.cannot.append(f"anything after the checkpoint at tree size {size}")
     if bundle.manifest.after_checkpoint:
         report.cannot.append(

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from urllib.parse import quote
 
-from ledger.audit.saved import SUFFIX, SavedNote, read_saved
+from ledger.audit.saved import SUFFIX, SavedNote, of_log, read_saved
 from ledger.audit.source import StoredCheckpoint
 from ledger.transparency import checkpoint as notes
 
@@ -27,7 +27,11 @@ class Remembered:
 
     def notes(self, trusted: list[notes.NoteVerifier]) -> list[SavedNote]:
         """The notes kept for this origin, smallest first (NoteError names a file no trusted key signed)."""
-        return read_saved([self.folder], trusted) if self.folder.is_dir() else []
+        return (
+            of_log(read_saved([self.folder], trusted, self.origin), self.origin)
+            if self.folder.is_dir()
+            else []
+        )
 
     def keep(self, note: str) -> Path | None:
         """Keeps a verified note unless a file holds it already; a note of a size kept with

@@ -45,6 +45,7 @@ from aggregates.principal import (
 from ledger.audit import saved as kept
 from ledger.audit.signatures import BackgroundVerifier, TaggedJob
 from ledger.audit.source import RecordSource, StoredCheckpoint
+from ledger.audit.witnessing import ClockCheck, Witnessing, quorum_problem, witnessed_times
 from ledger.transparency import checkpoint as notes
 from ledger.transparency import merkle
 from ledger.transparency.records import FIRST_PREV, Record, canonical, payload_of
@@ -114,6 +115,7 @@ class State(msgspec.Struct):
     streams: dict[str, tuple[int, str]]
     registry: list[str]  # the registry envelopes, in order, to rebuild key state
     policies: list[str] = []  # the policy envelopes, in order, to rebuild the policy in force
+    latest_recorded_at: str | None = None  # for the clock check (absent in older state files)
 
 
 @dataclass
@@ -126,6 +128,7 @@ class _Run:
     policy: PolicyState = field(default_factory=PolicyState)  # in force at the current record
     policies: list[str] = field(default_factory=list)
     last_sequence: int = 0
+    clock: ClockCheck = field(default_factory=lambda: ClockCheck([]))
     first_unsealed: int | None = None  # the first record after the last checkpoint that matched
     first_uncovered: int | None = None  # the first record after the latest checkpoint
     saved_roots: dict[int, bytes] = field(default_factory=dict)  # recomputed, at the saved notes' sizes
@@ -140,6 +143,8 @@ class LedgerVerifier:
         progress: Callable[[Report], None] | None = None,
         workers: int | None = None,
         saved: list[kept.SavedNote] | None = None,
+        cosigned: list[str] | None = None,
+        witnessing: Witnessing | None = None,
     ) -> None:
         self.source = source
         self.trusted = trusted
@@ -148,6 +153,8 @@ class LedgerVerifier:
         self.saved = saved or []
         self._saved_sizes = {s.checkpoint.size for s in self.saved}
         self._latest = 0  # the latest checkpoint's tree size
+        self.cosigned = cosigned or []  # checkpoint notes with witnesses' cosignatures
+        self.witnessing = witnessing
 
     def run(self, state_file: Path | None = None) -> Report:
         report = Report()
@@ -164,6 +171,8 @@ class LedgerVerifier:
         failure = self._check_notes(checkpoints)
         run = self._resume(state_file, checkpoints, report) if failure is None else None
         if failure is None and run is not None:
+            failure = self._witnessed(run, checkpoints)
+        if failure is None and run is not None:
             failure = self._check_records(run, checkpoints, report, keep_state=state_file is not None)
         if failure is None and run is not None:
             failure = self._check_coverage(run, checkpoints)
@@ -171,6 +180,10 @@ class LedgerVerifier:
             failure = self._check_sealed(run, report)
         if failure is None and run is not None and self.saved:
             failure = self._check_saved(run, checkpoints, report)
+        if failure is None and self.witnessing is not None:
+            latest = checkpoints[-1].size if checkpoints else None
+            problem = quorum_problem(latest, self.cosigned, self.witnessing)
+            failure = None if problem is None else Failure(None, problem)
         report.failure = failure
         if failure is None and run is not None and run.snapshot is not None and state_file is not None:
             write_private(state_file, msgspec.json.encode(run.snapshot))
@@ -206,6 +219,13 @@ class LedgerVerifier:
         trusted = ", ".join(named(k.name, k.key_id) for k in self.trusted) or "none"
         return f" (signed by {signed}; trusted: {trusted})"
 
+    def _witnessed(self, run: _Run, checkpoints: list[StoredCheckpoint]) -> Failure | None:
+        """The witnessed checkpoints' cosignature times, for the clock check."""
+        keys = self.witnessing.keys if self.witnessing is not None else []
+        times, problem = witnessed_times(self.cosigned, {c.size: c.root for c in checkpoints}, keys)
+        run.clock = ClockCheck(times, last=run.clock.last)  # last: from an incremental state
+        return None if problem is None else Failure(None, problem)
+
     def _resume(self, state_file: Path | None, checkpoints: list[StoredCheckpoint], report: Report) -> _Run:
         if state_file is None or not state_file.exists():
             return _fresh()
@@ -229,6 +249,8 @@ class LedgerVerifier:
             self._apply_registry(run, _body.decode(payload_of(envelope)), envelope)
         for envelope in state.policies:
             _replay_policy(run, envelope)
+        if state.latest_recorded_at is not None:
+            run.clock.last = datetime.fromisoformat(state.latest_recorded_at)
         report.resumed_from = state.size
         report.leaves = state.size
         return run
@@ -299,6 +321,9 @@ class LedgerVerifier:
             return Failure(sequence, f"the stored row cannot be read as a record ({exc})")
         leaf = merkle.leaf_hash(canonical(record))
         run.last_sequence = sequence
+        problem = run.clock.problem(index, datetime.fromisoformat(record.recorded_at))
+        if problem is not None:
+            return Failure(sequence, problem)
         if expected is not None:
             if run.first_unsealed is None:
                 run.first_unsealed = sequence
@@ -404,6 +429,7 @@ class LedgerVerifier:
             streams=dict(run.streams),
             registry=list(run.registry),
             policies=list(run.policies),
+            latest_recorded_at=run.clock.last.isoformat() if run.clock.last is not None else None,
         )
 
     def _check_coverage(self, run: _Run, checkpoints: list[StoredCheckpoint]) -> Failure | None:
@@ -452,9 +478,15 @@ class LedgerVerifier:
                 f"none of the checkpoints saved outside the ledger is of its log ({origin}): "
                 f"they are of {', '.join(others)}",
             )
-        found = kept.check(saved, run.tree.size, lambda size: run.saved_roots.get(size, merkle.EMPTY_ROOT))
+        records = report.resumed_from + report.records  # before the resume point, every record is a leaf
+        found = kept.check(
+            saved, run.tree.size, records, lambda size: run.saved_roots.get(size, merkle.EMPTY_ROOT)
+        )
         if found is None:
             return None
+        if found.among is not None:
+            first, last = (self.source.leaf_sequence(leaf) for leaf in found.among)
+            return Failure(None, f"{found.reason} (sequences {first} to {last})")
         return Failure(self._sequence_at(found.leaf), found.reason)
 
     def _sequence_at(self, leaf: int | None) -> int | None:

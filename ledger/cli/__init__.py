@@ -41,6 +41,7 @@ GROUPS = (
     ("export", "export", "verify-bundle"),
     ("publish", "publish"),
     ("services", "up", "run", "broker"),
+    ("witness", "witness"),
     ("projections", "projections"),
     ("demo", "demo"),
     ("policy", "policy"),

@@ -6,9 +6,12 @@ import argparse
 import sys
 
 from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, open_app, opened, say
+from ledger.cli.witness import add_witness_arguments, witnessing_of
 
 if TYPE_CHECKING:
+    from ledger.audit.source import StoredCheckpoint
     from ledger.audit.verification import Report
+    from ledger.audit.witnessing import Witnessing
     from ledger.cli.common import Subparsers
     from ledger.store.sources import SqlSource
 
@@ -44,6 +47,7 @@ def add_parser(subparsers: Subparsers) -> None:
         help="checkpoints saved outside the ledger (a note file, or a directory of *.note, e.g. the "
         "monitor's): the ledger must give the same root at each one's size",
     )
+    add_witness_arguments(s)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -123,6 +127,7 @@ def _verify(args: argparse.Namespace) -> int:
     from ledger.audit.verification import LedgerVerifier, StateMismatchError
     from ledger.cli.trust import first_use, keep_learned, roots_for, state_file
 
+    witnessing = witnessing_of(args)
     roots, source = roots_for([Path(p) for p in args.trusted_key], _open_source)
     if not roots.keys:
         if not args.trust_on_first_use:
@@ -134,7 +139,7 @@ def _verify(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         first_use(source, roots)
     print(f"coi verify: trusted roots: {roots.described}", file=sys.stderr)
-    saved = read_saved([Path(p) for p in args.checkpoints], roots.keys)
+    saved = read_saved([Path(p) for p in args.checkpoints], roots.keys, roots.origin)
     if args.checkpoints and not saved:
         raise UsageError(f"no saved checkpoints (*.note) in {', '.join(args.checkpoints)}")
     remembered = Remembered(config_dir(), roots.origin)
@@ -166,7 +171,9 @@ def _verify(args: argparse.Namespace) -> int:
     # roots are below the point it resumes from, which only a full walk recomputes.
     held = saved + ([] if args.incremental else kept)
     try:
-        report = LedgerVerifier(source, roots.keys, progress, saved=held).run(state)
+        report = LedgerVerifier(
+            source, roots.keys, progress, saved=held, cosigned=source.witnessed(), witnessing=witnessing
+        ).run(state)
     except StateMismatchError as exc:
         say(f"FAILED: {exc}; a full coi verify names what changed")
         return EXIT_FAILED
@@ -197,6 +204,8 @@ def _verify(args: argparse.Namespace) -> int:
                 sys.stderr,
             )
     print(f"OK: {_summary(report, seconds)}")
+    if witnessing is not None:
+        _say_witnessed(source.checkpoints(), source.witnessed(), witnessing)
     return EXIT_OK
 
 
@@ -212,6 +221,21 @@ def _summary(report: Report, seconds: float) -> str:
 
 def _count(n: int, one: str, many: str | None = None) -> str:
     return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
+def _say_witnessed(checkpoints: list[StoredCheckpoint], cosigned: list[str], witnessing: Witnessing) -> None:
+    from datetime import UTC, datetime
+
+    from ledger.audit.witnessing import cosigners
+
+    if not checkpoints:
+        return
+    found = cosigners(checkpoints[-1].size, cosigned, witnessing.keys)
+    names = ", ".join(
+        f"{c.name} at {datetime.fromtimestamp(c.timestamp, UTC):%Y-%m-%d %H:%M:%S} UTC" for c in found
+    )
+    size = checkpoints[-1].size
+    say(f"witnessed: the latest checkpoint (tree size {size}) is cosigned by {names or 'no one'}")
 
 
 def _open_source() -> SqlSource:

@@ -6,6 +6,7 @@
 - coi_relay: how far each relay has published the log to Kafka
 - coi_origin: the log's name, the origin line of its checkpoints (one row)
 - coi_ledger_keys: the verifier keys of every key that signed its checkpoints
+- coi_witnessed: checkpoints with the witnesses' cosignatures (consumers/witnessing.py)
 
 The first four are written by the log integrator after records commit, and can be rebuilt from the
 records at any time (drop them and integrate again). The migrations make them
@@ -44,7 +45,15 @@ from ledger.store.sql import (
     stored_checkpoints,
 )
 
-TABLES = ("coi_leaves", "coi_nodes", "coi_checkpoints", "coi_relay", "coi_origin", "coi_ledger_keys")
+TABLES = (
+    "coi_leaves",
+    "coi_nodes",
+    "coi_checkpoints",
+    "coi_relay",
+    "coi_origin",
+    "coi_ledger_keys",
+    "coi_witnessed",
+)
 
 
 class RelayPosition(NamedTuple):
@@ -216,6 +225,17 @@ class LogStore:
 
     def _checkpoints(self, clause: str, *params: object, c: Any = None) -> list[StoredCheckpoint]:
         return stored_checkpoints(self._rows(f"{CHECKPOINTS} {clause}", params, c))
+
+    def set_witnessed(self, size: int, note: str, cosigned_at: str) -> None:
+        """The checkpoint of `size` with its cosignatures (the latest set of them kept)."""
+        with self._tx(commit=True) as c:
+            c.execute(self.sql("DELETE FROM coi_witnessed WHERE tree_size = ?"), (size,))
+            c.execute(self.sql("INSERT INTO coi_witnessed VALUES (?, ?, ?)"), (size, note, cosigned_at))
+
+    def witnessed(self, size: int) -> str | None:
+        """The cosigned note of the checkpoint of `size`, if witnesses cosigned it."""
+        rows = self._rows(self.sql("SELECT note FROM coi_witnessed WHERE tree_size = ?"), (size,))
+        return str(rows[0][0]) if rows else None
 
     # --------------------------------------------------------------- identity
 

@@ -159,6 +159,14 @@ LEDGER = (
     ),
     Migration("log-origin-and-keys", _log_identity),
     Migration("sqlite-sequences-never-reused", _sequences_never_reused),
+    Migration(
+        "witnessed-checkpoints-table",
+        # A checkpoint's note with the witnesses' cosignatures, beside the one the ledger signed.
+        ddl(
+            "CREATE TABLE IF NOT EXISTS coi_witnessed (tree_size {int} PRIMARY KEY, "
+            "note TEXT NOT NULL, cosigned_at TEXT NOT NULL)"
+        ),
+    ),
 )
 
 

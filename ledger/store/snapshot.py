@@ -36,9 +36,10 @@ REGISTRY_TOPICS = (
 
 
 class Snapshot:
-    def __init__(self, c: Any, postgres: bool) -> None:
+    def __init__(self, c: Any, postgres: bool, tables: frozenset[str] = frozenset()) -> None:
         self.c = c
         self.postgres = postgres
+        self.tables = tables
         self.events = POSTGRES_EVENTS if postgres else SQLITE_EVENTS
 
     def _rows(self, query: str, params: Sequence[object] = ()) -> list[Any]:
@@ -48,6 +49,13 @@ class Snapshot:
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         found = stored_checkpoints(self._rows(f"{CHECKPOINTS} ORDER BY tree_size DESC LIMIT 1"))
         return found[0] if found else None
+
+    def cosigned(self, size: int) -> str | None:
+        """The checkpoint of `size` with the witnesses' cosignatures, if they cosigned it."""
+        if "coi_witnessed" not in self.tables:  # a ledger from before witnesses, not migrated
+            return None
+        rows = self._rows("SELECT note FROM coi_witnessed WHERE tree_size = ?", (size,))
+        return str(rows[0][0]) if rows else None
 
     def leaf_sequence(self, leaf_index: int) -> int | None:
         rows = self._rows(LEAF_SEQUENCE, (leaf_index,))
@@ -82,4 +90,4 @@ class Snapshot:
 @contextmanager
 def snapshot(source: SqlSource) -> Iterator[Snapshot]:
     with reading(source.conn, source.postgres) as c:
-        yield Snapshot(c, source.postgres)
+        yield Snapshot(c, source.postgres, frozenset(source.tables))

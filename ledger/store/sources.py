@@ -22,6 +22,7 @@ from ledger.store.sql import (
     NODE_RANGE,
     POSTGRES_EVENTS,
     SQLITE_EVENTS,
+    WITNESSED,
     is_postgres,
     log_size,
     nodes_among,
@@ -95,6 +96,14 @@ class SqlSource:
         with self._reading() as c:
             c.execute(LEDGER_KEYS)
             return [str(v) for (v,) in c.fetchall()]
+
+    def witnessed(self) -> list[str]:
+        """The cosigned checkpoint notes, smallest tree first."""
+        if "coi_witnessed" not in self.tables:  # a ledger from before witnesses, not migrated
+            return []
+        with self._reading() as c:
+            c.execute(WITNESSED)
+            return [str(note) for (note,) in c.fetchall()]
 
     def chunk(self, after: int, start: int, limit: int) -> Chunk:
         with self._reading() as c:

@@ -78,6 +78,9 @@ def nodes_among(count: int) -> str:
     return "SELECT level, idx, hash FROM coi_nodes WHERE " + where  # noqa: S608 - placeholders only
 
 
+WITNESSED = "SELECT note FROM coi_witnessed ORDER BY tree_size"
+
+
 def records_after(table: str, postgres: bool) -> str:
     """Up to N stored events after a global sequence, in order: (sequence, originator id,
     version, state), straight from eventsourcing's events table `table`."""

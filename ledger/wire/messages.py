@@ -65,6 +65,9 @@ class SignedCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     # it kept. Absent in messages from before monitors.
     proof_from: int = 0
     consistency: list[str] = []
+    # The note with the witnesses' cosignature lines added (C2SP tlog-cosignature), when any
+    # witness cosigned it; absent in messages from before witnesses.
+    cosigned: str | None = None
     format: int = WIRE_FORMAT
 
 

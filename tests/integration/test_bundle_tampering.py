@@ -206,7 +206,13 @@ def manifest_hash(b: Bundles, f: Files) -> tuple[Files, str, str]:
 def manifest_size(b: Bundles, f: Files) -> tuple[Files, str, str]:
     manifest = msgspec.json.decode(f[MANIFEST])
     manifest["tree_size"] += 1
-    return f | {MANIFEST: msgspec.json.encode(manifest)}, MANIFEST, "the checkpoint says"
+    return f | {MANIFEST: msgspec.json.encode(manifest)}, MANIFEST, "checkpoint.note says .* at"
+
+
+def manifest_origin(b: Bundles, f: Files) -> tuple[Files, str, str]:
+    manifest = msgspec.json.decode(f[MANIFEST])
+    manifest["origin"] = "x/y"
+    return f | {MANIFEST: msgspec.json.encode(manifest)}, MANIFEST, "says origin 'x/y'.*manifest was changed"
 
 
 def manifest_patient(b: Bundles, f: Files) -> tuple[Files, str, str]:
@@ -219,7 +225,8 @@ TAMPERS = [
     changed_record, changed_record_remanifested, dropped_record, dropped_record_remanifested,
     dropped_record_and_proof, added_file, added_record_of_another_patient, added_record_without_proof,
     swapped_record, changed_proof,
-    changed_checkpoint, resigned_checkpoint, manifest_hash, manifest_size, manifest_patient,
+    changed_checkpoint, resigned_checkpoint, manifest_hash, manifest_size, manifest_origin,
+    manifest_patient,
 ]  # fmt: skip
 
 
@@ -297,3 +304,53 @@ def test_saved_checkpoints_of_another_log_only_fail(bundles: Bundles, tmp_path: 
     report = verify_bundle(_zip(bundles.mine, tmp_path / "b.zip"), [SIGNER.verifier], [held_to_saved(saved)])
     assert report.failure is not None and report.failure.file == CHECKPOINT
     assert "none of the checkpoints saved outside the ledger is of its log" in report.failure.reason
+
+
+def test_a_changed_manifest_is_named_before_trust(bundles: Bundles, tmp_path: Path) -> None:
+    files, _, _ = manifest_origin(bundles, dict(bundles.mine))
+    report = verify_bundle(_zip(files, tmp_path / "b.zip"), [])  # no key for x/y: still the manifest
+    assert report.failure is not None and report.failure.file == MANIFEST, report.failure
+
+
+def test_a_checkpoint_signed_by_another_key_names_it_and_hints_at_a_rotation(
+    bundles: Bundles, tmp_path: Path
+) -> None:
+    rotated = NoteSigner(SIGNER.name, Ed25519PrivateKey.generate())
+    parsed, _, _ = notes.parse(bundles.mine[CHECKPOINT].decode())
+    files = _remanifest(bundles.mine | {CHECKPOINT: parsed.sign(rotated).encode()})
+    for trusted in ([SIGNER.verifier], []):
+        report = verify_bundle(_zip(files, tmp_path / "b.zip"), trusted)
+        assert report.failure is not None and report.failure.file == CHECKPOINT
+        assert f"signed by key id {rotated.verifier.key_id.hex()}" in report.failure.reason
+        assert "rotated" in report.failure.reason and "coi trust add" in report.failure.reason
+
+
+def test_two_saved_checkpoints_of_one_size_with_other_roots_are_a_fork(
+    bundles: Bundles, tmp_path: Path
+) -> None:
+    genuine = _bundle_checkpoint(bundles)
+    larger = dataclasses.replace(genuine, size=genuine.size + 5)
+    saved = _saved(tmp_path / "saved", larger, dataclasses.replace(larger, root=bytes(32)))
+    report = verify_bundle(_zip(bundles.mine, tmp_path / "b.zip"), [SIGNER.verifier], [held_to_saved(saved)])
+    assert report.failure is not None and report.failure.file == CHECKPOINT, report.failure
+    assert "the log was forked" in report.failure.reason
+
+
+def test_directory_entries_of_a_re_zipped_bundle_are_ignored(bundles: Bundles, tmp_path: Path) -> None:
+    path = _zip(bundles.mine, tmp_path / "rezipped.zip")
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr(zipfile.ZipInfo("records/"), b"")
+    report = verify_bundle(path, [SIGNER.verifier])
+    assert report.failure is None, report.failure
+
+
+def test_saved_notes_of_another_log_need_not_be_signed_by_its_key(bundles: Bundles, tmp_path: Path) -> None:
+    genuine = _bundle_checkpoint(bundles)
+    stranger = NoteSigner("elsewhere.example/log", Ed25519PrivateKey.generate())
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    (folder / "mine.note").write_text(genuine.sign(SIGNER))
+    (folder / "other.note").write_text(dataclasses.replace(genuine, origin=stranger.name).sign(stranger))
+    saved = read_saved([folder], [SIGNER.verifier], SIGNER.name)
+    report = verify_bundle(_zip(bundles.mine, tmp_path / "b.zip"), [SIGNER.verifier], [held_to_saved(saved)])
+    assert report.failure is None, report.failure

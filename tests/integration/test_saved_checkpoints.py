@@ -66,10 +66,15 @@ def test_a_rewritten_record_with_every_checkpoint_re_signed(sealed: Sealed, tmp_
     assert verify(app, signer).failure is None  # the ledger's own checkpoints hide it
     failure = verify(app, signer, tmp_path / "saved").failure
     assert failure is not None
-    # The first leaf after the largest saved size that still matches.
-    assert failure.sequence == MerkleLog(app).store.sequence(first.size)
+    # The roots tell only that a leaf after the largest saved size that still matches differs:
+    # no one record is named, the range is.
+    store = MerkleLog(app).store
+    assert failure.sequence is None
     assert f"different root at tree size {second.size}" in failure.reason
     assert f"the one at {first.size} still matches" in failure.reason
+    assert f"a record among leaves {first.size} to {second.size - 1} was changed" in failure.reason
+    assert f"(sequences {store.sequence(first.size)} to {store.sequence(second.size - 1)})" in failure.reason
+    assert "at the latest" not in failure.reason
 
 
 def test_the_tail_cut_with_the_checkpoints_that_covered_it(sealed: Sealed, tmp_path: Path) -> None:
@@ -80,9 +85,20 @@ def test_the_tail_cut_with_the_checkpoints_that_covered_it(sealed: Sealed, tmp_p
     failure = verify(app, signer, tmp_path / "saved").failure
     assert failure is not None and failure.sequence == first_cut
     assert (
-        f"the ledger holds {first.size} records but a checkpoint saved outside it "
-        f"({tmp_path / 'saved' / f'log.{second.size}.note'}) commits to {second.size}"
+        f"the ledger holds {first.size} records and {first.size} leaves but the checkpoint saved outside "
+        f"it ({tmp_path / 'saved' / f'log.{second.size}.note'}) commits to {second.size} leaves"
     ) in failure.reason
+
+
+def test_the_leaves_cut_but_not_the_records_are_counted_apart(sealed: Sealed, tmp_path: Path) -> None:
+    app, signer, raw, (first, _) = sealed
+    records = int(raw.sql("SELECT COUNT(*) FROM {table}")[0][0])
+    for table in ("coi_checkpoints", "coi_nodes", "coi_leaves"):
+        raw.sql(f"DELETE FROM {table}")
+    failure = verify(app, signer, tmp_path / "saved").failure
+    assert failure is not None
+    assert f"the ledger holds {records} records and 0 leaves" in failure.reason, failure.reason
+    assert f"commits to {first.size} leaves" in failure.reason
 
 
 def test_the_tail_cut_and_grown_again_to_a_second_root_for_one_size(
@@ -95,8 +111,9 @@ def test_the_tail_cut_and_grown_again_to_a_second_root_for_one_size(
     MerkleLog(app).checkpoint(signer, signer.name, memory=None)
     assert MerkleLog(app).store.size() >= second.size
     failure = verify(app, signer, tmp_path / "saved").failure
-    assert failure is not None and failure.sequence == MerkleLog(app).store.sequence(first.size)
+    assert failure is not None
     assert f"different root at tree size {second.size}" in failure.reason
+    assert f"a record among leaves {first.size} to {second.size - 1}" in failure.reason
 
 
 def test_notes_of_another_log_only_are_no_evidence(sealed: Sealed, tmp_path: Path) -> None:
@@ -132,3 +149,28 @@ def test_an_incremental_run_walks_from_the_start_for_notes_it_cannot_recompute(
         assert LedgerVerifier(source, [signer.verifier]).run(state).resumed_from == second.size
     finally:
         source.close()
+
+
+def test_notes_of_other_logs_are_passed_over_unverified(sealed: Sealed, tmp_path: Path) -> None:
+    app, signer, _, (first, _) = sealed
+    stranger = NoteSigner("coi-ledger.test/other", Ed25519PrivateKey.generate())
+    folder = tmp_path / "saved"
+    (folder / "other.note").write_text(Checkpoint(stranger.name, first.size, first.root).sign(stranger))
+    notes = read_saved([folder], [signer.verifier], signer.name)
+    source = open_source(ledger_url(app))
+    try:
+        report = LedgerVerifier(source, [signer.verifier], saved=notes).run()
+    finally:
+        source.close()
+    assert report.failure is None and report.saved == 2, report.failure
+
+
+def test_a_note_of_this_log_no_trusted_key_signed_names_the_key_that_did(
+    sealed: Sealed, tmp_path: Path
+) -> None:
+    _, signer, _, (first, _) = sealed
+    stranger = NoteSigner(signer.name, Ed25519PrivateKey.generate())
+    forged = tmp_path / "forged.note"
+    forged.write_text(Checkpoint(signer.name, first.size, first.root).sign(stranger))
+    with pytest.raises(NoteError, match=f"signed by key id {stranger.verifier.key_id.hex()}"):
+        read_saved([forged], [signer.verifier], signer.name)

@@ -132,7 +132,7 @@ def test_a_checkpoint_replaced_by_one_signed_with_another_key(
     sealed: tuple[LedgerApplication, NoteSigner, RawStore],
 ) -> None:
     app, signer, raw = sealed
-    first, second = list(MerkleLog(app).store.checkpoints())
+    _, second = list(MerkleLog(app).store.checkpoints())
     other = NoteSigner(signer.name, Ed25519PrivateKey.generate())
     note = Checkpoint(signer.name, second.size, second.root).sign(other)
     raw.sql("UPDATE coi_checkpoints SET note = ? WHERE tree_size = ?", (note, second.size))

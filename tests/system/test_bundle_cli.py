@@ -73,7 +73,7 @@ def test_a_bundle_is_exported_and_verified_with_no_database(ledger: Ledger) -> N
     assert result["code"] == 0, result["out"]
     out = str(result["out"])
     assert f"the chain of COI {ledger.coi} is unbroken from its first record" in out
-    assert out.startswith(f"trusted roots: --trusted-key: {ledger.key}\n"), out
+    assert out.startswith("OK: patient.zip\n"), out  # the roots line goes to stderr, as coi verify's
     assert "Cannot prove from this bundle:" in out and "anything after the checkpoint" in out
     assert result["loaded"] == [], result["loaded"]
 
@@ -106,7 +106,12 @@ def test_without_a_trusted_key_nothing_is_proved(ledger: Ledger) -> None:
             ["export", "bundle", "--coi", "X", "--to-seq", "3", "--out", "x.zip"],
             "--to-seq goes with --from-seq",
         ),
-        (["export", "bundle", "--from-seq", "9", "--to-seq", "3", "--out", "x.zip"], "with N <= M"),
+        (
+            ["export", "bundle", "--from-seq", "9", "--to-seq", "3", "--out", "x.zip"],
+            "--to-seq 3 is before --from-seq 9",
+        ),
+        (["export", "bundle", "--from-seq", "-5", "--to-seq", "3", "--out", "x.zip"], "--from-seq -5: a"),
+        (["export", "bundle", "--from-seq", "1", "--to-seq", "-3", "--out", "x.zip"], "--to-seq -3: a"),
         (["export", "bundle", "--batch", "B-NONE", "--out", "x.zip"], "no record names batch B-NONE"),
         (
             ["export", "bundle", "--from-seq", "1", "--to-seq", "3", "--out", "coi-data"],
@@ -151,3 +156,34 @@ def test_checkpoints_kept_outside_the_ledger_are_checked(ledger: Ledger) -> None
     )
     done = ledger.run("verify-bundle", "kept.zip", "--trusted-key", str(ledger.key), "--checkpoints", "empty")
     assert done.returncode == 2 and "no checkpoint notes" in done.stderr, done.stderr
+
+
+def test_the_roots_go_to_stderr_and_a_non_zip_is_said_before_them(ledger: Ledger) -> None:
+    assert ledger.run("export", "bundle", "--coi", ledger.coi, "--out", "roots.zip").returncode == 0
+    done = ledger.run("verify-bundle", "roots.zip", "--trusted-key", str(ledger.key))
+    assert done.returncode == 0, done.stdout
+    assert f"coi verify-bundle: trusted roots: --trusted-key: {ledger.key}" in done.stderr
+    assert "trusted roots" not in done.stdout
+    (ledger.folder / "plain.zip").write_bytes(b"not a zip")
+    done = ledger.run("verify-bundle", "plain.zip")
+    assert done.returncode == 1 and done.stdout.startswith("FAILED: plain.zip: not a readable zip"), (
+        done.stdout
+    )
+    assert "trusted roots" not in done.stdout + done.stderr
+
+
+def test_a_changed_origin_in_the_manifest_is_named_before_any_key(ledger: Ledger) -> None:
+    assert ledger.run("export", "bundle", "--coi", ledger.coi, "--out", "origin.zip").returncode == 0
+    with zipfile.ZipFile(ledger.folder / "origin.zip") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    manifest = json.loads(files["manifest.json"])
+    manifest["origin"] = "x/y"
+    files["manifest.json"] = json.dumps(manifest).encode()
+    with zipfile.ZipFile(ledger.folder / "moved.zip", "w") as z:
+        for name, data in files.items():
+            z.writestr(name, data)
+    for keys in ([], ["--trusted-key", str(ledger.key)]):
+        done = ledger.run("verify-bundle", "moved.zip", *keys)
+        assert done.returncode == 1 and done.stdout.startswith("FAILED: manifest.json: says origin 'x/y'"), (
+            done.stdout
+        )

@@ -166,9 +166,9 @@ def test_verify_holds_the_ledger_to_the_monitors_archive(
     _, _, raw, (first, second) = polled
     env = {**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url}
 
-    def verify(*args: str) -> subprocess.CompletedProcess[str]:
+    def verify(*args: str, **more: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*COI, "verify", "--trusted-key", str(tmp_path / "ledger.vkey"), *args],
-                              capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+                              capture_output=True, text=True, timeout=120, env={**env, **more})  # fmt: skip
 
     done = verify("--checkpoints", str(tmp_path / "kept"))
     assert done.returncode == 0, done.stdout + done.stderr
@@ -178,19 +178,117 @@ def test_verify_holds_the_ledger_to_the_monitors_archive(
     assert done.returncode == 2 and "no saved checkpoints (*.note)" in done.stderr
     first_cut = int(raw.sql("SELECT sequence FROM coi_leaves WHERE leaf_index = ?", (first.size,))[0][0])
     raw.cut_log_tail(first.size)
-    assert verify().returncode == 0  # the ledger alone shows nothing
-    done = verify("--checkpoints", str(tmp_path / "kept"))
+    newcomer = {"COI_CONFIG_DIR": str(tmp_path / "newcomer")}  # a verifier that kept no checkpoint
+    assert verify(**newcomer).returncode == 0  # the ledger alone shows nothing
+    assert verify().returncode == 1  # to this verifier, which kept the checkpoint it verified, it does
+    done = verify("--checkpoints", str(tmp_path / "kept"), **newcomer)
     assert done.returncode == 1
-    assert f"FAILED at sequence {first_cut}: the ledger holds {first.size} records" in done.stdout
-    assert f".{second.size:012d}.note) commits to {second.size}" in done.stdout
+    assert (
+        f"FAILED at sequence {first_cut}: the ledger holds {first.size} records and {first.size} leaves"
+        in done.stdout
+    )
+    assert f".{second.size:012d}.note) commits to {second.size} leaves" in done.stdout
 
 
-def test_the_monitor_needs_a_trusted_key_and_a_state_dir(tmp_path: Path) -> None:
+def test_the_monitor_needs_a_trusted_key_and_a_state_dir(
+    polled: tuple, store_url: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url}
+    env.pop("COI_TRUSTED_KEYS", None)
     done = subprocess.run([*COI, "run", "monitor", "--state", str(tmp_path / "kept"), "--poll"],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
-    assert done.returncode == 2 and "--trusted-key FILE" in done.stderr
-    done = subprocess.run([*COI, "run", "monitor", "--poll"], capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert done.returncode == 2 and "--trusted-key FILE" in done.stderr, done.stderr
+    assert "none for the log coi-ledger.test/log" in done.stderr
+    done = subprocess.run(
+        [*COI, "run", "monitor", "--poll"], capture_output=True, text=True, timeout=60, env=env
+    )
     assert done.returncode == 2 and "--state DIR" in done.stderr
+    done = monitor(
+        tmp_path, "--poll", "--trusted-key", str(tmp_path / "missing.vkey"), COI_DATABASE_URL=store_url
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"cannot read the verifier key file {tmp_path / 'missing.vkey'}: No such file" in done.stderr
+    assert "Errno" not in done.stderr
+
+
+def test_the_monitor_takes_its_roots_from_the_trust_store_as_verify_does(
+    polled: tuple, store_url: str, tmp_path: Path
+) -> None:
+    _, signer, _, _ = polled
+    env = {**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url}
+    env.pop("COI_TRUSTED_KEYS", None)
+    config = tmp_path / "config"
+    config.mkdir(exist_ok=True)
+    (config / "known_logs").write_text(f"{signer.name} {signer.verifier.encode()}\n")  # the log's origin
+    done = subprocess.run([*COI, "run", "monitor", "--state", str(tmp_path / "kept"), "--poll", "--once"],
+                          capture_output=True, text=True, timeout=60, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"trusted roots: trust store {config / 'known_logs'}" in done.stderr
+
+
+def test_a_monitor_trusting_another_key_fails_naming_the_note_and_its_key(
+    polled: tuple, store_url: str, tmp_path: Path
+) -> None:
+    _, signer, _, (first, _) = polled
+    evil = NoteSigner(signer.name, Ed25519PrivateKey.generate())
+    stranger = tmp_path / "stranger"  # a monitor of its own, trusting only the other key
+    stranger.mkdir()
+    (stranger / "ledger.vkey").write_text(evil.verifier.encode() + "\n")
+    done = monitor(stranger, "--poll", COI_DATABASE_URL=store_url)
+    assert done.returncode == 1, done.stderr
+    assert f"at tree size {first.size}: no signature by a trusted ledger key" in done.stderr
+    assert f"signed by key id {signer.verifier.key_id.hex()}" in done.stderr
+
+
+def test_the_monitor_learns_a_rotated_key_and_keeps_it(
+    polled: tuple, store_url: str, cast: Cast, tmp_path: Path
+) -> None:
+    app, signer, _, _ = polled
+    rotated = NoteSigner(signer.name, Ed25519PrivateKey.generate())
+    store = LogStore(app.recorder)
+    store.add_ledger_keys([rotated.verifier.encode()])  # the ledger publishes the keys it signs with
+    advance(app, new_journey(cast, index=3))
+    handover = MerkleLog(app).checkpoint([signer, rotated], signer.name, memory=None)
+    after = grow(app, cast, rotated, range(4, 5))
+    done = monitor(tmp_path, "--poll", COI_DATABASE_URL=store_url)
+    assert done.returncode == 0, done.stderr
+    assert f"learned key {rotated.verifier.key_id.hex()}" in done.stderr
+    assert f"at tree size {handover.size}" in done.stderr
+    assert any(f".{after.size:012d}." in name for name in kept(tmp_path))
+    # A later run, given the old key only, still trusts the new one: it kept it.
+    done = monitor(tmp_path, "--poll", COI_DATABASE_URL=store_url)
+    assert done.returncode == 0, done.stderr
+    assert f"trusting the learned key {rotated.verifier.key_id.hex()}" in done.stderr
+
+
+def test_polling_holds_the_ledgers_tree_to_the_largest_note_kept(
+    polled: tuple, store_url: str, cast: Cast, tmp_path: Path
+) -> None:
+    app, _, raw, (first, second) = polled
+    raw.cut_log_tail(first.size)
+    for i in range(7, 9):
+        advance(app, new_journey(cast, index=i))
+    MerkleLog(app).integrate()  # the tree grows again, no checkpoint signed (its signer would refuse)
+    assert MerkleLog(app).store.size() >= second.size
+    done = monitor(tmp_path, "--poll", COI_DATABASE_URL=store_url)
+    assert done.returncode == 1, done.stderr
+    assert f"rewritten: at tree size {second.size} the tree of the ledger gives another root" in done.stderr
+    assert f".{second.size:012d}.note" in done.stderr
+
+
+def test_verify_passes_over_saved_notes_of_other_logs(polled: tuple, store_url: str, tmp_path: Path) -> None:
+    stranger = NoteSigner("elsewhere.example/log", Ed25519PrivateKey.generate())
+    (tmp_path / "kept" / "elsewhere.000000000003.note").write_text(
+        Checkpoint(stranger.name, 3, bytes(32)).sign(stranger)
+    )
+    env = {**os.environ, **homes(tmp_path), "COI_DATABASE_URL": store_url}
+    done = subprocess.run(
+        [*COI, "verify", "--trusted-key", str(tmp_path / "ledger.vkey"), "--checkpoints",
+         str(tmp_path / "kept")],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 checkpoints saved outside it" in done.stdout
 
 
 # ---------------------------------------------------------------- following the broker

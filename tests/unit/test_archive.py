@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consumers.archive import Archive, ForkError, Prove
+from consumers.archive import LEARNED, Archive, ArchiveError, ForkError, Prove, UntrustedError
+from ledger.audit.roots import Roots
 from ledger.transparency import merkle
 from ledger.transparency.checkpoint import Checkpoint, NoteSigner
 
@@ -23,6 +24,10 @@ def nodes(keys: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     return {k: NODES[k] for k in keys}
 
 
+def roots() -> Roots:
+    return Roots(SIGNER.name, [SIGNER.verifier], "--trusted-key: ledger.vkey")
+
+
 def note(size: int, root: bytes | None = None, signer: NoteSigner = SIGNER) -> str:
     return Checkpoint(SIGNER.name, size, root or merkle.root(size, nodes)).sign(signer)
 
@@ -33,7 +38,7 @@ def proven(size: int) -> Prove:
 
 @pytest.fixture
 def archive(tmp_path: Path) -> Archive:
-    kept = Archive(tmp_path / "kept", [SIGNER.verifier])
+    kept = Archive(tmp_path / "kept", roots())
     kept.keep(note(5), proven(5))
     kept.keep(note(9), proven(9))
     return kept
@@ -42,7 +47,7 @@ def archive(tmp_path: Path) -> Archive:
 def test_notes_are_kept_one_file_each_and_read_back(archive: Archive, tmp_path: Path) -> None:
     names = sorted(p.name for p in (tmp_path / "kept").iterdir())
     assert [n.rsplit(".", 2)[1] for n in names] == ["000000000005", "000000000009"]
-    again = Archive(tmp_path / "kept", [SIGNER.verifier])
+    again = Archive(tmp_path / "kept", roots())
     latest = again.latest(SIGNER.name)
     assert latest is not None and latest.checkpoint.size == 9
 
@@ -53,10 +58,48 @@ def test_a_note_seen_before_is_not_written_again(archive: Archive, tmp_path: Pat
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "kept").iterdir()} == before
 
 
-def test_a_note_no_trusted_key_signed_is_not_kept(archive: Archive, tmp_path: Path) -> None:
+def test_a_note_of_its_log_no_trusted_key_signed_fails_naming_its_size_and_key(
+    archive: Archive, tmp_path: Path
+) -> None:
     stranger = NoteSigner(SIGNER.name, Ed25519PrivateKey.generate())
-    assert archive.keep(note(12, signer=stranger), proven(12)) is None
+    with pytest.raises(
+        UntrustedError, match=rf"tree size 12: .*signed by key id {stranger.verifier.key_id.hex()}"
+    ):
+        archive.keep(note(12, signer=stranger), proven(12))
     assert len(list((tmp_path / "kept").iterdir())) == 2
+
+
+def test_a_note_of_another_log_is_passed_over(archive: Archive, tmp_path: Path) -> None:
+    stranger = NoteSigner("elsewhere.example/log", Ed25519PrivateKey.generate())
+    assert archive.keep(Checkpoint(stranger.name, 3, bytes(32)).sign(stranger), proven(3)) is None
+    assert len(list((tmp_path / "kept").iterdir())) == 2
+
+
+def test_a_rotated_key_is_learned_kept_and_trusted_again_only_with_its_cosigned_note(
+    archive: Archive, tmp_path: Path
+) -> None:
+    rotated = NoteSigner(SIGNER.name, Ed25519PrivateKey.generate())
+    handover = Checkpoint(SIGNER.name, 12, merkle.root(12, nodes)).sign(SIGNER, rotated)
+    archive.learn([(12, handover)], [rotated.verifier.encode()])
+    assert archive.keep(handover, proven(12)) is not None
+    assert archive.keep(note(14, signer=rotated), proven(14)) is not None
+    assert (tmp_path / "kept" / LEARNED).read_text() == rotated.verifier.encode() + "\n"
+    again = Archive(tmp_path / "kept", roots())  # a later run, given the old key only
+    assert rotated.verifier in again.roots.keys
+    latest = again.latest(SIGNER.name)
+    assert latest is not None and latest.checkpoint.size == 14
+    # Without the note that shows the cosignature, the learned key is not trusted.
+    next((tmp_path / "kept").glob("*.000000000012.note")).unlink()
+    with pytest.raises(ArchiveError, match="no signature by a trusted ledger key"):
+        Archive(tmp_path / "kept", roots())
+
+
+def test_the_tree_must_still_give_the_root_of_the_largest_note_kept(archive: Archive) -> None:
+    archive.check_root(SIGNER.name, lambda size: merkle.root(size, nodes), "the ledger")
+    with pytest.raises(
+        ForkError, match=r"rewritten: at tree size 9 the tree of the ledger gives another root"
+    ):
+        archive.check_root(SIGNER.name, lambda size: b"\x07" * 32, "the ledger")
 
 
 def test_without_a_proof_from_the_last_kept_size_it_says_so(

@@ -53,3 +53,10 @@ def test_a_checkpoint_from_before_monitors_reads_as_one_without_a_proof() -> Non
     assert (message.proof_from, message.consistency) == (0, [])
     proven = msgspec.structs.replace(CHECKPOINT, proof_from=4, consistency=["cm9vdA=="])
     assert decode(msgspec.json.encode(proven), SignedCheckpoint) == proven
+
+
+def test_a_checkpoint_from_before_witnesses_reads_without_cosignatures() -> None:
+    old = b'{"origin": "coi.test/log", "tree_size": 7, "root_hash": "cm9vdA==", "note": "note", "format": 1}'
+    assert decode(old, SignedCheckpoint).cosigned is None
+    cosigned = msgspec.structs.replace(CHECKPOINT, cosigned="note\n\u2014 w1 AAAA\n")
+    assert decode(msgspec.json.encode(cosigned), SignedCheckpoint) == cosigned

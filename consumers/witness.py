@@ -1,0 +1,167 @@
+"""`coi run witness`: a C2SP tlog-witness serving `POST /add-checkpoint` over HTTP, and
+`GET /<origin hash>/checkpoint` (the latest checkpoint it cosigned for a log, for monitors).
+
+The protocol's checks are ledger/transparency/witness.py; here are the HTTP server (stdlib,
+a thread per connection, keep-alive) and the witness's state: per log origin, one JSON file
+in the state directory with the latest cosigned size, root and note. A request reads the
+state, decides, and writes the new state (tmp file, fsync, rename, fsync of the directory)
+before answering, all holding that origin's lock (a thread lock, and an flock on a lock file
+in case two witness processes share the directory): concurrent requests serialise, and a
+cosignature is never returned for a state that was not stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import msgspec
+
+from ledger.transparency.checkpoint import NoteVerifier
+from ledger.transparency.cosignature import Cosigner
+from ledger.transparency.witness import LogState, RefusedError, decide, parse_request
+
+log = logging.getLogger("coi.witness")
+MAX_BODY = 64 * 1024  # a checkpoint, 63 proof lines and a few signatures fit many times over
+
+
+class _Stored(msgspec.Struct):
+    origin: str
+    size: int
+    root: str  # base64
+    note: str  # the checkpoint as cosigned, with the witness's cosignature
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    body: str
+    content_type: str = "text/plain; charset=utf-8"
+
+
+class Witness:
+    def __init__(self, cosigner: Cosigner, logs: dict[str, list[NoteVerifier]], state_dir: Path) -> None:
+        self.cosigner = cosigner
+        self.logs = logs
+        self.state_dir = state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._locks = {origin: threading.Lock() for origin in logs}
+
+    def _path(self, origin: str, suffix: str) -> Path:
+        return self.state_dir / f"{hashlib.sha256(origin.encode()).hexdigest()}{suffix}"
+
+    def state(self, origin: str) -> LogState | None:
+        path = self._path(origin, ".json")
+        if not path.exists():
+            return None
+        stored = msgspec.json.decode(path.read_bytes(), type=_Stored)
+        return LogState(stored.size, base64.b64decode(stored.root))
+
+    @contextmanager
+    def _locked(self, origin: str) -> Iterator[None]:
+        with self._locks[origin], self._path(origin, ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def checkpoint(self, origin_hash: str) -> Answer:
+        """The latest checkpoint cosigned for the log whose origin hashes (SHA-256, hex) to
+        `origin_hash`, with the log's signatures and this witness's cosignature."""
+        origin = next((o for o in self.logs if hashlib.sha256(o.encode()).hexdigest() == origin_hash), None)
+        path = self._path(origin, ".json") if origin is not None else None
+        if path is None or not path.exists():
+            return Answer(404, "no checkpoint cosigned for that log\n")
+        return Answer(200, msgspec.json.decode(path.read_bytes(), type=_Stored).note)
+
+    def add_checkpoint(self, body: bytes) -> Answer:
+        try:
+            request = parse_request(body)
+            origin = request.note.split("\n", 1)[0]
+            if origin not in self.logs:
+                decide(request, self.logs, None)  # says why: 400 malformed, else 404
+            with self._locked(origin):
+                checkpoint = decide(request, self.logs, self.state(origin))
+                line = self.cosigner.line(checkpoint.text(), int(time.time()))
+                note = request.note + line
+                self._store(
+                    _Stored(origin, checkpoint.size, base64.b64encode(checkpoint.root).decode(), note)
+                )
+        except RefusedError as refused:
+            if refused.status in (409, 422):
+                log.warning("witness: %d %s", refused.status, refused.body.strip())
+            return Answer(refused.status, refused.body, refused.content_type)
+        return Answer(200, line)
+
+    def _store(self, stored: _Stored) -> None:
+        path = self._path(stored.origin, ".json")
+        tmp = path.with_suffix(".tmp")
+        with tmp.open("wb") as f:
+            f.write(msgspec.json.encode(stored))
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+        directory = os.open(self.state_dir, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself survives a crash
+        finally:
+            os.close(directory)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the spec recommends
+    # The headers and the body go out as two writes: with Nagle's algorithm the second waits
+    # for the client's delayed ACK, 40 ms on Linux, most of a request's time.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if self.path.rstrip("/") != "/add-checkpoint":
+            answer = Answer(404, "only POST /add-checkpoint is served here\n")
+        elif not 0 < length <= MAX_BODY:
+            answer = Answer(400, f"a request body of 1 to {MAX_BODY} bytes, with Content-Length\n")
+        else:
+            answer = self.server.witness.add_checkpoint(self.rfile.read(length))
+        self._answer(answer)
+
+    def _answer(self, answer: Answer) -> None:
+        body = answer.body.encode()
+        self.send_response(answer.status)
+        self.send_header("Content-Type", answer.content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        parts = self.path.strip("/").split("/")
+        if len(parts) == 2 and parts[1] == "checkpoint":
+            self._answer(self.server.witness.checkpoint(parts[0]))
+        else:
+            self._answer(Answer(404, "GET /<sha256 of the origin, hex>/checkpoint only\n"))
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("witness: " + format, *args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], witness: Witness) -> None:
+        super().__init__(address, _Handler)
+        self.witness = witness
+
+
+def serve(witness: Witness, host: str, port: int) -> _Server:
+    """A started server (port 0: any free one; see server_address), serving on a thread."""
+    server = _Server((host, port), witness)
+    threading.Thread(target=server.serve_forever, name="witness", daemon=True).start()
+    return server

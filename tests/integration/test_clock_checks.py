@@ -1,0 +1,128 @@
+"""The verifier holds the ledger's clock to its own order and to the witnesses': a record
+back-dated by an insider (inserted straight into the table, then signed over by the next
+checkpoint) is named, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from aggregates.therapy import therapy_uuid
+from ledger.app.application import LedgerApplication
+from ledger.app.log import MerkleLog
+from ledger.audit.verification import LedgerVerifier, Report
+from ledger.audit.witnessing import CLOCK_TOLERANCE, Witnessing
+from ledger.demo.journeys import Cast, Step
+from ledger.store.sources import open_source
+from ledger.transparency.checkpoint import NoteSigner
+from ledger.transparency.cosignature import Cosigner, with_lines
+from tests.stores import RawStore, ledger_url
+from tests.support import advance, new_journey
+
+WITNESS = Cosigner.generate("witness.test/w1")
+TOPIC = "aggregates.base:Ledgered.Recorded"
+
+
+@pytest.fixture
+def ledger(
+    registered: LedgerApplication, cast: Cast
+) -> Iterator[tuple[LedgerApplication, NoteSigner, RawStore]]:
+    signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
+    for i in range(2):
+        advance(registered, new_journey(cast, index=i))
+    MerkleLog(registered).checkpoint(signer, signer.name, memory=None)
+    raw = RawStore(ledger_url(registered))
+    yield registered, signer, raw
+    raw.conn.close()
+
+
+def _next_step(app: LedgerApplication, cast: Cast) -> tuple[str, Step]:
+    """A patient enrolled (its records stored), and its next step, genuinely signed, not yet sent."""
+    journey = new_journey(cast, index=7)
+    [step, *_] = advance(app, journey, before="label_printed")
+    return journey.coi, step
+
+
+def _verify(app: LedgerApplication, signer: NoteSigner, witnessing: Witnessing | None = None) -> Report:
+    source = open_source(ledger_url(app))
+    try:
+        return LedgerVerifier(
+            source, [signer.verifier], cosigned=source.witnessed(), witnessing=witnessing
+        ).run()
+    finally:
+        source.close()
+
+
+def test_a_record_dated_before_the_one_it_follows_is_named(
+    ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
+) -> None:
+    app, signer, raw = ledger
+    coi, step = _next_step(app, cast)
+    back = datetime.now(UTC) - CLOCK_TOLERANCE - timedelta(minutes=30)
+    forged = raw.append(therapy_uuid(coi), step.envelope.decode(), TOPIC, recorded_at=back)
+    MerkleLog(app).checkpoint(signer, signer.name, memory=None)  # the next checkpoint signs over it
+    report = _verify(app, signer)
+    assert report.failure is not None and report.failure.sequence == forged, report.failure
+    assert "clock went back" in report.failure.reason
+
+
+def test_a_record_dated_before_a_witness_saw_a_checkpoint_without_it_is_named(
+    ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
+) -> None:
+    app, signer, raw = ledger
+    coi, step = _next_step(app, cast)
+    log = MerkleLog(app)
+    witnessed = log.checkpoint(signer, signer.name, memory=None)  # covers the enrolment
+    # The witness cosigned it an hour on; a record dated now, yet left out of it, is back-dated.
+    at = int(datetime.now(UTC).timestamp()) + 3600
+    text = witnessed.note.partition("\n\n")[0] + "\n"
+    log.store.set_witnessed(witnessed.size, with_lines(witnessed.note, [WITNESS.line(text, at)]), "now")
+    forged = raw.append(therapy_uuid(coi), step.envelope.decode(), TOPIC)
+    log.checkpoint(signer, signer.name, memory=None)
+    assert _verify(app, signer).failure is None  # without the witness's key its time counts for nothing
+    report = _verify(app, signer, Witnessing([WITNESS.verifier], 1))
+    assert report.failure is not None and report.failure.sequence == forged, report.failure
+    assert "back-dated" in report.failure.reason and f"tree size {witnessed.size}" in report.failure.reason
+
+
+def test_records_after_a_witnessed_checkpoint_pass_and_a_quorum_counts_distinct_keys(
+    ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
+) -> None:
+    app, signer, _ = ledger
+    log = MerkleLog(app)
+    latest = log.store.latest_checkpoint()
+    assert latest is not None
+    text = latest.note.partition("\n\n")[0] + "\n"
+    past = int(datetime.now(UTC).timestamp()) - 60
+    log.store.set_witnessed(latest.size, with_lines(latest.note, [WITNESS.line(text, past)]), "now")
+    advance(app, new_journey(cast, index=8), before="label_printed")
+    other = Cosigner.generate("witness.test/w2")
+    assert _verify(app, signer, Witnessing([WITNESS.verifier, other.verifier], 1)).failure is None
+    # The latest checkpoint now is the witnessed one: one cosignature, two required.
+    report = _verify(app, signer, Witnessing([WITNESS.verifier, other.verifier], 2))
+    assert report.failure is not None and "1 of the 2" in report.failure.reason
+    assert "witness.test/w2" in report.failure.reason
+
+
+def test_an_incremental_run_remembers_the_latest_time_it_verified(
+    ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast, tmp_path: Path
+) -> None:
+    app, signer, raw = ledger
+    coi, step = _next_step(app, cast)
+    MerkleLog(app).checkpoint(signer, signer.name, memory=None)
+    state = tmp_path / "verify-state.json"
+    source = open_source(ledger_url(app))
+    try:
+        assert LedgerVerifier(source, [signer.verifier]).run(state).failure is None
+        back = datetime.now(UTC) - CLOCK_TOLERANCE - timedelta(minutes=30)
+        forged = raw.append(therapy_uuid(coi), step.envelope.decode(), TOPIC, recorded_at=back)
+        MerkleLog(app).checkpoint(signer, signer.name, memory=None)
+        report = LedgerVerifier(source, [signer.verifier]).run(state)  # the forged record comes first
+    finally:
+        source.close()
+    assert report.resumed_from and report.failure is not None and report.failure.sequence == forged
+    assert "clock went back" in report.failure.reason
