@@ -176,10 +176,10 @@ class LedgerVerifier:
             failure = self._check_records(run, checkpoints, report, keep_state=state_file is not None)
         if failure is None and run is not None:
             failure = self._check_coverage(run, checkpoints)
-        if failure is None and run is not None:
-            failure = self._check_sealed(run, report)
         if failure is None and run is not None and self.saved:
             failure = self._check_saved(run, checkpoints, report)
+        if failure is None and run is not None:
+            failure = self._check_sealed(run, report)
         if failure is None and self.witnessing is not None:
             latest = checkpoints[-1].size if checkpoints else None
             problem = quorum_problem(latest, self.cosigned, self.witnessing)
