@@ -28,11 +28,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.app.config import data_dir
 from ledger.app.signermemory import SignerMemory
-from ledger.audit.trust import TrustStore, config_dir, read_keys
+from ledger.audit.trust import TrustError, TrustStore, config_dir, read_keys
 from ledger.store.logstore import LogStore
 from ledger.transparency.checkpoint import NoteError, NoteSigner, NoteVerifier
 from ledger.transparency.checkpoint import verify as verify_note
-from ledger.wire.files import read_private, write_private
+from ledger.wire.files import ExposedFileError, read_private, write_private
 
 NEW_ORIGIN_PREFIX = "coi-ledger.local/"
 
@@ -188,7 +188,11 @@ def _move_key(store: LogStore, log_origin: str, trusted: list[NoteVerifier], tru
     old = data_dir() / "ledger-key"
     if not old.exists():
         return
-    moved = _read(old)
+    try:
+        moved = _read(old)
+    except (NoteError, OSError, ExposedFileError) as exc:
+        print(f"coi: WARNING: the key at {old} is not used nor moved: {exc}", file=sys.stderr)
+        return
     if moved.name != log_origin:
         return  # not this log's key: leave it for the operator
     target = key_path(log_origin)
@@ -252,7 +256,12 @@ def _trust_old_vkeys(log_origin: str, trusted: list[NoteVerifier], trust: TrustS
         )
         return
     for file in files:
-        for key in read_keys(file):
+        try:
+            keys = read_keys(file)
+        except TrustError as exc:
+            print(f"coi: WARNING: ignored {exc}", file=sys.stderr)
+            continue
+        for key in keys:
             if key.name == log_origin and trust.add(log_origin, key):
                 print(
                     f"coi: TRUSTED for {log_origin}: key {key.key_id.hex()}, read from {file} beside the "

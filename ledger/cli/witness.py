@@ -137,16 +137,16 @@ def run_witness(args: argparse.Namespace) -> int:
 def _logs(specs: list[str]) -> dict[str, list[NoteVerifier]]:
     from pathlib import Path
 
-    from ledger.transparency.checkpoint import NoteError, NoteVerifier
+    from ledger.audit.trust import TrustError, read_keys
 
     logs: dict[str, list[NoteVerifier]] = {}
     for spec in specs:
         origin, sep, file = spec.partition("=")
         if not sep or not origin or not file:
             raise UsageError(f"--log {spec!r}: give ORIGIN=VKEY_FILE (the log's origin line and its .vkey)")
-        try:
-            key = NoteVerifier.decode(Path(file).read_text())
-        except (OSError, NoteError, UnicodeDecodeError) as exc:
+        try:  # read as every .vkey is (ledger/audit/trust.py): comment lines, every key in it
+            keys = read_keys(Path(file))
+        except TrustError as exc:
             raise UsageError(f"--log {spec}: {exc}") from None
-        logs.setdefault(origin, []).append(key)
+        logs.setdefault(origin, []).extend(keys)
     return logs

@@ -201,3 +201,19 @@ def test_checkpoint_with_nothing_new_to_sign_says_so(tmp_path: Path) -> None:
     assert "comes with the next record" in coi(tmp_path, "checkpoint", "--sign").stderr
     nowhere = coi(tmp_path, "checkpoint", "--rotate-key", COI_SIGNER_DIR=str(tmp_path / "no-key"))
     assert nowhere.returncode == 2 and "cannot rotate the ledger key: no ledger key here" in nowhere.stderr
+
+
+def test_unreadable_keys_at_the_old_place_are_ignored_with_a_warning(tmp_path: Path) -> None:
+    """Whatever lies beside the data does not stop a writer: it is said and left alone."""
+    assert coi_here(tmp_path, "demo", "--patients", "1").returncode == 0
+    data = tmp_path / "coi-data"
+    (data / "ledger-key").write_text("not a key\n")
+    (data / "ledger-key").chmod(0o600)
+    (data / "ledger-keys").mkdir()
+    (data / "ledger-keys" / "empty.vkey").write_text("")
+    before = TrustStore().entries()
+    done = coi(tmp_path, "checkpoint", "--sign")
+    assert done.returncode == 0, done.stderr
+    assert f"the key at {data / 'ledger-key'} is not used nor moved" in done.stderr
+    assert "ignored the verifier keys" in done.stderr  # the trust store holds this log's key already
+    assert TrustStore().entries() == before
