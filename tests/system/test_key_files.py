@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from consumers.broker import bootstrap_servers
 from ledger.site.publisher import SitePublisher
 from ledger.wire.kafka_topics import Topics
 from tests.support import COI, coi
@@ -127,10 +126,9 @@ def test_configuration_errors_never_show_the_database_password(tmp_path: Path, u
 
 
 @pytest.mark.usefixtures("usual_umask")
-def test_the_site_outbox_is_its_owners_alone(tmp_path: Path) -> None:
+def test_the_site_outbox_is_its_owners_alone(tmp_path: Path, bootstrap: str) -> None:
     outbox = tmp_path / "site" / "site-outbox.sqlite"
-    with bootstrap_servers() as address:
-        SitePublisher(address, Topics.from_env(), outbox).close()
+    SitePublisher(bootstrap, Topics.from_env(), outbox).close()
     assert _mode(outbox) == 0o600
 
 

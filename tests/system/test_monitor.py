@@ -15,7 +15,7 @@ import msgspec
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consumers.broker import bootstrap_servers, ensure_topics
+from consumers.broker import ensure_topics
 from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog
@@ -292,12 +292,6 @@ def test_verify_passes_over_saved_notes_of_other_logs(polled: tuple, store_url: 
 
 
 # ---------------------------------------------------------------- following the broker
-
-
-@pytest.fixture(scope="module")
-def bootstrap() -> Iterator[str]:
-    with bootstrap_servers() as address:
-        yield address
 
 
 def test_following_the_relay_on_the_broker(

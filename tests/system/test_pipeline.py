@@ -22,7 +22,7 @@ import msgspec
 import pytest
 from kafka.partitioner.default import DefaultPartitioner
 
-from consumers.broker import TansuBroker, bootstrap_servers, ensure_topics, free_port
+from consumers.broker import TansuBroker, ensure_topics, free_port
 from ledger import cli
 from ledger.app.application import LedgerApplication
 from ledger.audit.trust import TrustStore
@@ -43,12 +43,6 @@ from projections.store import ProjectionStore
 from tests.support import body_dict, signed
 
 M = TypeVar("M", bound=msgspec.Struct)
-
-
-@pytest.fixture(scope="module")
-def bootstrap() -> Iterator[str]:
-    with bootstrap_servers() as address:
-        yield address
 
 
 @pytest.fixture

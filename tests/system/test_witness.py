@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from consumers.broker import bootstrap_servers, ensure_topics
+from consumers.broker import ensure_topics
 from consumers.witness import Witness, serve
 from consumers.witnessing import Witnesses, configured, timeout
 from ledger.app.config import ConfigError
@@ -177,12 +177,6 @@ def test_coi_run_witness_says_what_it_needs(tmp_path: Path) -> None:
     assert done.returncode == 2 and "w.key" in done.stderr and "Traceback" not in done.stderr
     done = coi(tmp_path, "run", "relay", "--key", "w.key")
     assert done.returncode == 2 and "options of coi run witness" in done.stderr
-
-
-@pytest.fixture(scope="module")
-def bootstrap() -> Iterator[str]:
-    with bootstrap_servers() as address:
-        yield address
 
 
 def test_the_relay_publishes_checkpoints_cosigned_by_two_witnesses(
