@@ -166,9 +166,10 @@ def _unknown(principal_id: str) -> Rejected:
 
 def _valid_from_problem(valid_from: datetime, ctx: Context) -> Rejected | None:
     """A key may not claim validity from before the ledger heard of it (beyond the clock
-    skew): back-dating a key would let it sign what happened before it existed."""
+    skew): back-dating a key would let it sign what happened before it existed. A rule of
+    version 1: ledgers under version 0 accepted such keys."""
     skew = ctx.policy.skew
-    if valid_from < ctx.received_at - skew:
+    if ctx.policy.version >= 1 and valid_from < ctx.received_at - skew:
         return Rejected(
             ReasonCode.VALID_FROM_TOO_EARLY,
             f"valid_from {valid_from.isoformat()} is more than {int(skew.total_seconds() // 60)} "

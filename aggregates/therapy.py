@@ -77,6 +77,14 @@ TIMELINE: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "treatment_site_changed": (("coi",), ()),
     "enrolled": ((), ()),
 }
+# The values unique across the whole ledger that a record of each type consults: (claim
+# kind, body field, whether the record claims it). The ledger keeps them in its claims
+# index; a verifier's replay decides them in sequence order before it replays the patients.
+CLAIMS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "apheresis_collected": (("din", "din", True),),
+    "label_printed": (("din", "din", False),),
+    "manufacturing_started": (("cartridge", "cartridge_id", True),),
+}
 _KINDS = {
     "unit_id": "unit",
     "unit_ids": "unit",
@@ -193,7 +201,7 @@ def decide(state: TherapyState | None, body: ev.JourneyEvent, ctx: Context) -> R
         if state is None:
             if not isinstance(body, ev.Enrolled):
                 raise Rejected(ReasonCode.NOT_ENROLLED, f"{body.coi} has not been enrolled", "coi")
-            _enrolment(body)
+            _enrolment(body, ctx)
             return None
         _handlers(body)[0](state, body, ctx)
         for key in _entities(state, body, TIMELINE[_tag(body)][0]):
@@ -388,8 +396,11 @@ def _shipment(s: TherapyState, shipment_id: str, status: str) -> Shipment:
     return shipment
 
 
-def _enrolment(b: ev.Enrolled) -> None:
-    """A new enrolment carries the patient key (stored ones are not asked)."""
+def _enrolment(b: ev.Enrolled, ctx: Context) -> None:
+    """From rules version 1, an enrolment carries the patient key (under version 0, the
+    v0.1 commitment was accepted: a stored v0.1 ledger replays)."""
+    if ctx.policy.version < 1:
+        return
     if b.patient_commitment is not None:
         raise Rejected(
             ReasonCode.INVALID_VALUE,
@@ -679,6 +690,8 @@ def _decide_patient_key_registered(s: TherapyState, b: ev.PatientKeyRegistered, 
 def _decide_bedside_identity_verified(s: TherapyState, b: ev.BedsideIdentityVerified, ctx: Context) -> None:
     _treatment_site(s, b.site, "site", ctx)
     _received_product(s, b.unit_id, b.site, b.occurred_at)
+    if ctx.policy.version < 1:
+        return  # ledgers under version 0 took the v0.1 patient_proof (evolve judges it)
     if b.patient_proof is not None or b.patient_signature is None:
         raise Rejected(
             ReasonCode.PATIENT_SIGNATURE_REQUIRED,
@@ -710,7 +723,7 @@ def _decide_infused(s: TherapyState, b: ev.Infused, ctx: Context) -> None:
             f"the last bedside check of {b.unit_id} did not match the enrolled patient: infusion is blocked",
             "unit_id",
         )
-    if matched == "v0.1_proof":
+    if matched == "v0.1_proof" and ctx.policy.version >= 1:  # version 0 infused after it
         raise Rejected(
             ReasonCode.IDENTITY_NOT_VERIFIED,
             f"the bedside check of {b.unit_id} used the v0.1 proof, which can be copied from the "

@@ -7,6 +7,9 @@ Each record is judged by the policy in force at its place (aggregates/policy.py)
 records are replayed by the rules that accepted them, so a lowered version fails, and key
 validity is judged at occurred_at before the first boundary (version 0) and at recorded_at,
 with the rotation grace in force, from version 1 on.
+Every record is also judged again by the domain rules, as the ledger judged it
+(ledger/audit/replay.py): a genuinely signed record the ledger would have refused is named
+with its reason code. Records stored but not yet in the Merkle log are counted.
 The tree is recomputed from the records; every stored node and every checkpoint root must
 match, and every checkpoint must carry a valid signature by a trusted ledger key. Checkpoints
 saved outside the ledger (ledger/audit/saved.py) are held against the roots recomputed at
@@ -26,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import msgspec
 
@@ -43,6 +47,7 @@ from aggregates.principal import (
     signing_key,
 )
 from ledger.audit import saved as kept
+from ledger.audit.replay import Claimed, Item, Refusal, Replayer, refusal, registry_problem
 from ledger.audit.signatures import BackgroundVerifier, TaggedJob
 from ledger.audit.source import RecordSource, StoredCheckpoint
 from ledger.audit.witnessing import ClockCheck, Witnessing, quorum_problem, witnessed_times
@@ -68,6 +73,11 @@ class _Header(msgspec.Struct):
 
     type: str
     occurred_at: ev.UtcTime
+    event_id: UUID
+    # what the replay decides across patients before it replays each one (replay.py)
+    coi: str | None = None
+    din: str | None = None
+    cartridge_id: str | None = None
 
 
 _header = msgspec.json.Decoder(_Header)
@@ -102,6 +112,9 @@ class Report:
     unsealed_from: int | None = None  # the first of them
     latest_note: str | None = None  # the latest checkpoint's note, verified when there is no failure
     failure: Failure | None = None
+    replayed: bool = False  # the domain rules were replayed over every record checked
+    unlogged: int = 0  # records stored after the last leaf: not yet in the Merkle log
+    unlogged_from: int | None = None  # the first of them
 
 
 class State(msgspec.Struct):
@@ -133,6 +146,10 @@ class _Run:
     first_uncovered: int | None = None  # the first record after the latest checkpoint
     saved_roots: dict[int, bytes] = field(default_factory=dict)  # recomputed, at the saved notes' sizes
     snapshot: State | None = None
+    unlogged: int = 0  # records after the last leaf
+    unlogged_from: int | None = None
+    claimed: Claimed = field(default_factory=Claimed)  # the replay's claims across patients
+    replay: list[Item] = field(default_factory=list)  # the chunk's journey records, for the workers
 
 
 class LedgerVerifier:
@@ -145,6 +162,7 @@ class LedgerVerifier:
         saved: list[kept.SavedNote] | None = None,
         cosigned: list[str] | None = None,
         witnessing: Witnessing | None = None,
+        replay: bool = True,
     ) -> None:
         self.source = source
         self.trusted = trusted
@@ -155,6 +173,7 @@ class LedgerVerifier:
         self._latest = 0  # the latest checkpoint's tree size
         self.cosigned = cosigned or []  # checkpoint notes with witnesses' cosignatures
         self.witnessing = witnessing
+        self.replay = replay
 
     def run(self, state_file: Path | None = None) -> Report:
         report = Report()
@@ -263,35 +282,50 @@ class LedgerVerifier:
         roots = {c.size: c.root for c in checkpoints}
         latest = checkpoints[-1].size if checkpoints else 0
         signatures = BackgroundVerifier(self.workers)
+        # A resumed run has not the patients' states: a full run replays the rules.
+        replayer = Replayer(signatures.workers) if self.replay and not report.resumed_from else None
+        report.replayed = replayer is not None
         try:
             while True:
                 rows, leaves, stored_nodes = self.source.chunk(run.last_sequence, run.tree.size, CHUNK)
                 jobs: list[TaggedJob] = []
                 failure = None
                 for row in rows:
-                    failure = self._check_one(run, row, leaves, stored_nodes, roots, jobs)
+                    failure = self._check_one(run, row, leaves, stored_nodes, roots, jobs, replayer)
                     if failure is not None:
                         break
                     report.records += 1
                     if keep_state and run.tree.size == latest and run.snapshot is None:
                         self._snapshot(run, roots)
                 signatures.submit(jobs)
+                if replayer is not None:
+                    replayer.submit(run.replay)
+                    run.replay = []
                 report.leaves = run.tree.size
                 report.streams = len(run.streams)
-                if failure is not None or not rows:
-                    # A bad signature before the failure (or the end) is the first failure.
+                report.unlogged, report.unlogged_from = run.unlogged, run.unlogged_from
+                forged: int | None = None
+                refused: Refusal | None = None
+                if failure is None and rows:
+                    # The workers check this chunk while the next chunk is checked here.
+                    forged = signatures.first_invalid(pending=1)
+                    refused = replayer.first_refusal(pending=1) if replayer is not None else None
+                    if forged is None and refused is None:
+                        if self.progress:
+                            self.progress(report)
+                        continue
+                # The first failure in sequence order wins, whichever check found it.
+                if forged is None:
                     forged = signatures.first_invalid()
-                    if forged is not None and (failure is None or forged < (failure.sequence or 0)):
-                        return _forged(forged)
-                    return failure
-                # The workers verify this chunk's signatures while the next chunk is checked.
-                forged = signatures.first_invalid(pending=1)
-                if forged is not None:
-                    return _forged(forged)
-                if self.progress:
-                    self.progress(report)
+                if replayer is not None:
+                    refused = replayer.first_refusal()
+                found = [failure, None if forged is None else _forged(forged)]
+                found.append(None if refused is None else Failure(*refused))
+                return min((f for f in found if f is not None), key=_place, default=None)
         finally:
             signatures.close()
+            if replayer is not None:
+                replayer.close()
 
     def _check_one(
         self,
@@ -301,6 +335,7 @@ class LedgerVerifier:
         stored_nodes: list[dict[int, bytes]],
         roots: dict[int, bytes],
         jobs: list[TaggedJob],
+        replayer: Replayer | None,
     ) -> Failure | None:
         sequence = self.source.sequence(row)
         index = run.tree.size
@@ -324,7 +359,10 @@ class LedgerVerifier:
         problem = run.clock.problem(index, datetime.fromisoformat(record.recorded_at))
         if problem is not None:
             return Failure(sequence, problem)
-        if expected is not None:
+        if expected is None:
+            run.unlogged += 1
+            run.unlogged_from = run.unlogged_from or sequence
+        else:
             if run.first_unsealed is None:
                 run.first_unsealed = sequence
             for level, idx, h in run.tree.append(leaf):
@@ -349,6 +387,13 @@ class LedgerVerifier:
         failure = self._check_chain(run, record, leaf, sequence)
         if failure is None:
             failure = self._check_signers(run, record, opened, body, sequence, jobs)
+        if failure is None and replayer is not None:
+            failure = _replay(run, replayer, record, opened, body, sequence)
+        if failure is None and isinstance(body, _REGISTRY):
+            run.registry.append(record.envelope)
+            self._apply_registry(run, body, record.envelope)
+            if replayer is not None and isinstance(body, ev.PrincipalRegistered):
+                replayer.registered(run.principals[body.principal_id])
         if failure is None and isinstance(body, ev.PolicyAdopted):
             failure = _check_policy(run, record, opened, body, sequence)
         return failure
@@ -406,9 +451,6 @@ class LedgerVerifier:
             signed = True
         if not signed:
             return Failure(sequence, "the stored envelope carries no signature")
-        if isinstance(body, _REGISTRY):
-            run.registry.append(record.envelope)
-            self._apply_registry(run, body, record.envelope)
         return None
 
     @staticmethod
@@ -515,6 +557,36 @@ class StateMismatchError(Exception):
 
 def _forged(sequence: int) -> Failure:
     return Failure(sequence, "a signature does not verify over the stored envelope")
+
+
+def _place(failure: Failure) -> int:
+    return failure.sequence or 0
+
+
+# ---------------------------------------------------------------- the rules replayed
+
+
+def _replay(
+    run: _Run, replayer: Replayer, record: Record, opened: Opened, body: ev.Event | _Header, sequence: int
+) -> Failure | None:
+    """The record's claims across patients, decided here in sequence order; a registry or
+    policy record's authority and registry rules, judged here too; a journey record, queued
+    for its patient's worker (replay.py)."""
+    refused = run.claimed.event(sequence, body.event_id.int)
+    if refused is not None:
+        return Failure(*refused)
+    signer_ids = [keyid.split(":", 1)[0] for keyid, _ in opened.signatures]
+    if isinstance(body, _Header):
+        if body.coi is None:
+            return Failure(sequence, f"a {body.type} record names no coi: the ledger files it under none")
+        claims = run.claimed.consult(body.type, body.coi, body)
+        policy = replayer.policy_index(run.policy.policy)
+        run.replay.append((sequence, body.coi, record.recorded_at, opened.body, tuple(signer_ids), policy, claims))
+        return None
+    received = datetime.fromisoformat(record.recorded_at)
+    assert isinstance(body, (*_REGISTRY, ev.PolicyAdopted))  # _decode reads these in full
+    problem = registry_problem(body, signer_ids, run.principals, run.claims, received, run.policy.policy)
+    return None if problem is None else Failure(*refusal(sequence, problem))
 
 
 # ---------------------------------------------------------------- the policy in force

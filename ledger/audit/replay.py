@@ -1,0 +1,251 @@
+"""`coi verify`'s replay of the domain rules: every stored record judged again by the pure
+rules the ledger judged it by (aggregates/), under the policy in force at its place, so a
+genuinely signed record the ledger would have refused is named by its sequence and reason.
+
+What crosses patients is decided here, in the verifying process, in sequence order: the
+registry (who signed, with what roles), the policy records, and the claims (an event id, a
+DIN, a cartridge belongs to one record or one patient). Each patient's journey is then
+replayed in a worker process (`Replayer`), sharded by COI, beside the signature workers:
+each worker holds the states of its patients and judges their records in sequence order,
+with the claims each one consulted as they stood when it was recorded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+
+import msgspec
+
+from aggregates import principal, therapy
+from aggregates.base import Administrators, Claims, ClaimsTable, Context
+from aggregates.policy import Policy
+from aggregates.principal import PrincipalState, authorize
+from ledger.wire import events as ev
+from ledger.wire.rejection import ReasonCode, Rejected
+
+# (sequence, COI, recorded_at, body bytes, signer ids, policy index, claims consulted)
+Item = tuple[int, str, str, bytes, tuple[str, ...], int, tuple[tuple[str, str, str], ...]]
+# (sequence, reason): the first record a worker's rules refused
+Refusal = tuple[int, str]
+
+_body = msgspec.json.Decoder(ev.StoredEvent)  # as accepted then, not as the door checks now
+_NO_CLAIMS = ClaimsTable()
+_NO_REGISTRY = Administrators()  # a journey step consults no administrator
+
+# Which codes a stored record can carry only through a rule, and where `coi verify` checks it.
+# tests/unit/test_replay_coverage.py holds every ReasonCode to this list.
+REPLAYED = "replayed (ledger/audit/replay.py)"
+CHECKED_ELSEWHERE: Mapping[ReasonCode, str] = {
+    ReasonCode.UNKNOWN_KEY: "key state (verification.py _check_signers: signing_key)",
+    ReasonCode.BAD_SIGNATURE: "signatures (ledger/audit/signatures.py, every signature)",
+    ReasonCode.KEY_REVOKED: "key state (verification.py _check_signers: key_problem)",
+    ReasonCode.KEY_EXPIRED: "key state (verification.py _check_signers: key_problem)",
+    ReasonCode.KEY_NOT_YET_VALID: "key state (verification.py _check_signers: key_problem, genesis_problem)",
+    ReasonCode.NO_ADMINISTRATOR: "the genesis (verification.py _check_signers: genesis_problem)",
+    ReasonCode.POLICY_DOWNGRADE: "policy records (verification.py _check_policy)",
+    ReasonCode.POLICY_VERSION_UNKNOWN: "policy records (verification.py _check_policy)",
+    ReasonCode.DUPLICATE_CONFLICT: "event id claims (replay.py Claimed, in sequence order)",
+}
+# Refusals of an envelope as sent, before any rule: a stored body is read by the schema it was
+# accepted under (its bytes are proven by its signatures and the log), not judged again by them.
+AT_THE_DOOR = frozenset(
+    {
+        ReasonCode.MALFORMED_JSON,
+        ReasonCode.MALFORMED_ENVELOPE,
+        ReasonCode.WRONG_PAYLOAD_TYPE,
+        ReasonCode.BAD_BASE64,
+        ReasonCode.MISSING_SIGNATURE,
+        ReasonCode.OVERSIZE,
+        ReasonCode.DUPLICATE_KEY,
+        ReasonCode.REPEATED_SIGNATURE,
+        ReasonCode.UNKNOWN_EVENT_TYPE,
+        ReasonCode.UNKNOWN_FIELD,
+        ReasonCode.MISSING_FIELD,
+        ReasonCode.WRONG_TYPE,
+        ReasonCode.NAIVE_TIMESTAMP,
+        ReasonCode.INVALID_DIN,
+        ReasonCode.CONTROL_CHARACTER,
+        ReasonCode.FUTURE_TIMESTAMP,
+    }
+)
+
+
+def refusal(sequence: int, problem: Rejected) -> Refusal:
+    return sequence, f"the ledger would have refused it: {problem.code}: {problem.message}"
+
+
+@dataclass
+class Claimed:
+    """The claims that cross patients, as the records made them, in sequence order: each event
+    id once in the whole log, each DIN and cartridge for one patient (aggregates/therapy.py
+    CLAIMS)."""
+
+    events: set[int] = field(default_factory=set)  # event ids, as 128-bit integers
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, value) -> COI
+
+    def event(self, sequence: int, event_id: int) -> Refusal | None:
+        if event_id in self.events:
+            return sequence, (
+                f"{ReasonCode.DUPLICATE_CONFLICT}: its event_id was already recorded by an earlier record"
+            )
+        self.events.add(event_id)
+        return None
+
+    def consult(self, tag: str, coi: str, body: object) -> tuple[tuple[str, str, str], ...]:
+        """The claims a record of type `tag` consults, as they stand before it; records the
+        ones it makes."""
+        found: list[tuple[str, str, str]] = []
+        for kind, name, makes in therapy.CLAIMS.get(tag, ()):
+            value = getattr(body, name, None)
+            if not isinstance(value, str):
+                continue
+            owner = self.owners.get((kind, value))
+            if owner is not None:
+                found.append((kind, value, owner))
+            elif makes:
+                self.owners[(kind, value)] = coi
+        return tuple(found)
+
+
+def registry_problem(
+    body: ev.RegistryEvent | ev.PolicyAdopted,
+    signer_ids: list[str],
+    principals: Mapping[str, PrincipalState],
+    claims: Claims,
+    received: datetime,
+    policy: Policy,
+) -> Rejected | None:
+    """A registry or policy record judged as the ledger judged it: its signers' authority
+    (aggregates/principal.py authorize), then, for a registry change, the registry's rules.
+    (A policy record's own rules are replayed by the verifier's _check_policy.)"""
+    signers = {p: principals[p] for p in signer_ids if p in principals}
+    if isinstance(body, ev.PrincipalRegistered) and not signers:
+        signers[body.principal_id] = principal.evolve(None, body)  # the genesis, provisionally
+    problem = authorize(body, signers)
+    if problem is not None or isinstance(body, ev.PolicyAdopted):
+        return problem
+    admins = Administrators(tuple(p for p in principals.values() if "admin" in p.roles))
+    return principal.decide(principals.get(body.principal_id), body, Context(received, policy, claims, admins))
+
+
+# ------------------------------------------------------------------ the worker processes
+
+
+class Replayer:
+    """Worker processes replaying the journeys, each the patients its COIs hash to. Each
+    `submit` sends every worker its share of a chunk; each worker answers every chunk with
+    its first refusal so far, and judges nothing after it."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._links: list[Connection] = []
+        self._processes: list[BaseProcess] = []
+        self._sent = 0  # chunks sent
+        self._answered = 0  # chunks every worker has answered
+        self._principals: dict[str, PrincipalState] = {}  # registered since the last chunk
+        self.policies: list[Policy] = []
+        self._refused: list[Refusal] = []
+
+    def _start(self) -> None:
+        # fork: the workers start at once with everything imported (see signatures.py).
+        context = multiprocessing.get_context("fork")
+        for _ in range(self.workers):
+            ours, theirs = context.Pipe()
+            process = context.Process(target=_work, args=(theirs, ours), daemon=True, name="coi-replay")
+            process.start()
+            theirs.close()
+            self._links.append(ours)
+            self._processes.append(process)
+
+    def registered(self, state: PrincipalState) -> None:
+        """A principal the next chunk's records may be signed by."""
+        self._principals[state.principal_id] = state
+
+    def policy_index(self, policy: Policy) -> int:
+        """The index the workers know `policy` by (the one in force at a record)."""
+        if not self.policies or self.policies[-1] is not policy:
+            self.policies.append(policy)
+        return len(self.policies) - 1
+
+    def submit(self, items: list[Item]) -> None:
+        """Send a chunk's journey records, in sequence order; returns once every worker took it."""
+        if not items:
+            return
+        if not self._links:
+            self._start()
+        shares: list[list[Item]] = [[] for _ in self._links]
+        for item in items:
+            shares[zlib.crc32(item[1].encode()) % len(shares)].append(item)
+        for link, share in zip(self._links, shares, strict=True):
+            link.send((self._principals, self.policies, share))
+        self._principals = {}
+        self._sent += 1
+
+    def first_refusal(self, pending: int = 0) -> Refusal | None:
+        """Wait until at most `pending` chunks are unanswered; the earliest refusal answered."""
+        while self._sent - self._answered > pending:
+            for link in self._links:
+                answer = link.recv()
+                if answer is not None:
+                    self._refused.append(answer)
+            self._answered += 1
+        return min(self._refused, default=None)
+
+    def close(self) -> None:
+        for link in self._links:
+            link.close()  # the worker reads end-of-file and exits
+        for process in self._processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.kill()
+        self._links, self._processes = [], []
+
+
+def _work(link: Connection, parents: Connection) -> None:
+    """A worker: the journeys of its COIs, chunk after chunk, until end-of-file."""
+    parents.close()  # only the parent's end keeps this pipe open
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    principals: dict[str, PrincipalState] = {}
+    states: dict[str, therapy.TherapyState] = {}
+    refused: Refusal | None = None
+    while True:
+        try:
+            registered, policies, items = link.recv()
+        except EOFError:
+            return
+        principals.update(registered)
+        if refused is None:
+            refused = _replay(items, principals, policies, states)
+        link.send(refused)
+
+
+def _replay(
+    items: list[Item],
+    principals: dict[str, PrincipalState],
+    policies: list[Policy],
+    states: dict[str, therapy.TherapyState],
+) -> Refusal | None:
+    for sequence, coi, recorded_at, raw, signer_ids, policy, claims in items:
+        try:
+            body = _body.decode(raw)
+        except msgspec.MsgspecError as exc:
+            return sequence, f"the stored body cannot be read by the schema it was accepted under ({exc})"
+        assert isinstance(body, ev.JourneyEvent)  # the verifier sends only records with a COI
+        signers = {p: principals[p] for p in signer_ids}
+        problem = authorize(body, signers)
+        if problem is None:
+            table = ClaimsTable({(kind, value): owner for kind, value, owner in claims}) if claims else _NO_CLAIMS
+            roles = {p: s.roles for p, s in signers.items()}
+            ctx = Context(datetime.fromisoformat(recorded_at), policies[policy], table, _NO_REGISTRY, roles)
+            problem = therapy.decide(states.get(coi), body, ctx)
+        if problem is not None:
+            return refusal(sequence, problem)
+        states[coi] = therapy.evolve(states.get(coi), body)
+    return None
