@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import cast
 
 import msgspec
 
@@ -55,6 +56,7 @@ CHECKED_ELSEWHERE: Mapping[ReasonCode, str] = {
 }
 # Refusals of an envelope as sent, before any rule: a stored body is read by the schema it was
 # accepted under (its bytes are proven by its signatures and the log), not judged again by them.
+# (missing_field is the door's too, and a rule's: an enrolment without its patient key.)
 AT_THE_DOOR = frozenset(
     {
         ReasonCode.MALFORMED_JSON,
@@ -67,7 +69,6 @@ AT_THE_DOOR = frozenset(
         ReasonCode.REPEATED_SIGNATURE,
         ReasonCode.UNKNOWN_EVENT_TYPE,
         ReasonCode.UNKNOWN_FIELD,
-        ReasonCode.MISSING_FIELD,
         ReasonCode.WRONG_TYPE,
         ReasonCode.NAIVE_TIMESTAMP,
         ReasonCode.INVALID_DIN,
@@ -132,7 +133,9 @@ def registry_problem(
     if problem is not None or isinstance(body, ev.PolicyAdopted):
         return problem
     admins = Administrators(tuple(p for p in principals.values() if "admin" in p.roles))
-    return principal.decide(principals.get(body.principal_id), body, Context(received, policy, claims, admins))
+    return principal.decide(
+        principals.get(body.principal_id), body, Context(received, policy, claims, admins)
+    )
 
 
 # ------------------------------------------------------------------ the worker processes
@@ -234,14 +237,16 @@ def _replay(
 ) -> Refusal | None:
     for sequence, coi, recorded_at, raw, signer_ids, policy, claims in items:
         try:
-            body = _body.decode(raw)
+            # the verifier sends only records with a COI: journey records
+            body = cast("ev.JourneyEvent", _body.decode(raw))
         except msgspec.MsgspecError as exc:
             return sequence, f"the stored body cannot be read by the schema it was accepted under ({exc})"
-        assert isinstance(body, ev.JourneyEvent)  # the verifier sends only records with a COI
         signers = {p: principals[p] for p in signer_ids}
         problem = authorize(body, signers)
         if problem is None:
-            table = ClaimsTable({(kind, value): owner for kind, value, owner in claims}) if claims else _NO_CLAIMS
+            table = (
+                ClaimsTable({(kind, value): owner for kind, value, owner in claims}) if claims else _NO_CLAIMS
+            )
             roles = {p: s.roles for p, s in signers.items()}
             ctx = Context(datetime.fromisoformat(recorded_at), policies[policy], table, _NO_REGISTRY, roles)
             problem = therapy.decide(states.get(coi), body, ctx)

@@ -581,7 +581,9 @@ def _replay(
             return Failure(sequence, f"a {body.type} record names no coi: the ledger files it under none")
         claims = run.claimed.consult(body.type, body.coi, body)
         policy = replayer.policy_index(run.policy.policy)
-        run.replay.append((sequence, body.coi, record.recorded_at, opened.body, tuple(signer_ids), policy, claims))
+        run.replay.append(
+            (sequence, body.coi, record.recorded_at, opened.body, tuple(signer_ids), policy, claims)
+        )
         return None
     received = datetime.fromisoformat(record.recorded_at)
     assert isinstance(body, (*_REGISTRY, ev.PolicyAdopted))  # _decode reads these in full

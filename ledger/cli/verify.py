@@ -48,6 +48,11 @@ def add_parser(subparsers: Subparsers) -> None:
         "monitor's): the ledger must give the same root at each one's size",
     )
     add_witness_arguments(s)
+    s.add_argument(
+        "--no-replay",
+        action="store_true",
+        help="skip replaying the domain rules (signatures, chains, log only)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -172,7 +177,13 @@ def _verify(args: argparse.Namespace) -> int:
     held = saved + ([] if args.incremental else kept)
     try:
         report = LedgerVerifier(
-            source, roots.keys, progress, saved=held, cosigned=source.witnessed(), witnessing=witnessing
+            source,
+            roots.keys,
+            progress,
+            saved=held,
+            cosigned=source.witnessed(),
+            witnessing=witnessing,
+            replay=not args.no_replay,
         ).run(state)
     except StateMismatchError as exc:
         say(f"FAILED: {exc}; a full coi verify names what changed")
@@ -185,6 +196,7 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"(checked before the failure: {_summary(report, seconds)})")
         else:
             print("(no record was checked: every checkpoint's signature is checked first)")
+        _unlogged(report)
         return EXIT_FAILED
     keep_learned(roots)
     if report.unsealed:
@@ -204,6 +216,8 @@ def _verify(args: argparse.Namespace) -> int:
                 sys.stderr,
             )
     print(f"OK: {_summary(report, seconds)}")
+    print(_replayed(report, args.no_replay))
+    _unlogged(report)
     if witnessing is not None:
         _say_witnessed(source.checkpoints(), source.witnessed(), witnessing)
     return EXIT_OK
@@ -236,6 +250,23 @@ def _say_witnessed(checkpoints: list[StoredCheckpoint], cosigned: list[str], wit
     )
     size = checkpoints[-1].size
     say(f"witnessed: the latest checkpoint (tree size {size}) is cosigned by {names or 'no one'}")
+
+
+def _unlogged(report: Report) -> None:
+    if report.unlogged:
+        print(
+            f"not yet in the log: {report.unlogged:,} records from sequence {report.unlogged_from} "
+            "(committed, no leaf yet: checked, but no checkpoint covers them; not a failure by "
+            "itself: coi checkpoint adds them)"
+        )
+
+
+def _replayed(report: Report, skipped: bool) -> str:
+    if report.replayed:
+        return "rules: replayed over every record, each under the policy in force at its place"
+    if skipped:
+        return "rules: NOT replayed (--no-replay)"
+    return "rules: NOT replayed (an incremental run has not the patients' states: run a full coi verify)"
 
 
 def _open_source() -> SqlSource:
