@@ -235,22 +235,34 @@ def _replay(
     policies: list[Policy],
     states: dict[str, therapy.TherapyState],
 ) -> Refusal | None:
-    for sequence, coi, recorded_at, raw, signer_ids, policy, claims in items:
+    for item in items:
         try:
-            # the verifier sends only records with a COI: journey records
-            body = cast("ev.JourneyEvent", _body.decode(raw))
+            problem = _judge(item, principals, policies, states)
         except msgspec.MsgspecError as exc:
-            return sequence, f"the stored body cannot be read by the schema it was accepted under ({exc})"
-        signers = {p: principals[p] for p in signer_ids}
-        problem = authorize(body, signers)
-        if problem is None:
-            table = (
-                ClaimsTable({(kind, value): owner for kind, value, owner in claims}) if claims else _NO_CLAIMS
-            )
-            roles = {p: s.roles for p, s in signers.items()}
-            ctx = Context(datetime.fromisoformat(recorded_at), policies[policy], table, _NO_REGISTRY, roles)
-            problem = therapy.decide(states.get(coi), body, ctx)
+            return item[0], f"the stored body cannot be read by the schema it was accepted under ({exc})"
+        except Exception as exc:  # state no accepted record could have left: named, not a crash
+            return item[0], f"the rules cannot be replayed over it ({exc!r})"
         if problem is not None:
-            return refusal(sequence, problem)
-        states[coi] = therapy.evolve(states.get(coi), body)
+            return refusal(item[0], problem)
     return None
+
+
+def _judge(
+    item: Item,
+    principals: dict[str, PrincipalState],
+    policies: list[Policy],
+    states: dict[str, therapy.TherapyState],
+) -> Rejected | None:
+    """One journey record judged, and applied if accepted."""
+    _, coi, recorded_at, raw, signer_ids, policy, claims = item
+    body = cast("ev.JourneyEvent", _body.decode(raw))  # the verifier sends only records with a COI
+    signers = {p: principals[p] for p in signer_ids}
+    problem = authorize(body, signers)
+    if problem is None:
+        table = ClaimsTable({(kind, value): owner for kind, value, owner in claims}) if claims else _NO_CLAIMS
+        roles = {p: s.roles for p, s in signers.items()}
+        ctx = Context(datetime.fromisoformat(recorded_at), policies[policy], table, _NO_REGISTRY, roles)
+        problem = therapy.decide(states.get(coi), body, ctx)
+    if problem is None:
+        states[coi] = therapy.evolve(states.get(coi), body)
+    return problem
