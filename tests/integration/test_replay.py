@@ -5,6 +5,7 @@ and names each by its sequence and reason code, on SQLite and on PostgreSQL."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -18,7 +19,7 @@ from ledger.site.signing import envelope
 from ledger.store.sources import open_source
 from ledger.transparency.checkpoint import NoteSigner
 from ledger.wire import events as ev
-from tests.stores import RawStore, ledger_url
+from tests.stores import RawStore, ledger_url, verify_ledger
 from tests.support import advance, new_journey, tag_of
 
 TOPIC = "aggregates.base:Ledgered.Recorded"
@@ -92,3 +93,18 @@ def test_records_not_yet_in_the_log_are_counted(
     assert report.failure is None, report.failure
     assert report.replayed
     assert (report.unlogged, report.unlogged_from) == (raw.last() - first + 1, first)
+
+
+def test_an_incremental_run_says_it_did_not_replay(
+    ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast, tmp_path: Path
+) -> None:
+    """A run resumed from a checkpoint has not the patients' states: it says so, and a full
+    run replays them."""
+    app, signer, _ = ledger
+    advance(app, new_journey(cast, index=7))
+    MerkleLog(app).checkpoint(signer, signer.name)
+    state = tmp_path / "verify-state.json"
+    first = verify_ledger(app, [signer.verifier], state)
+    assert first.failure is None and first.replayed and not first.resumed_from
+    resumed = verify_ledger(app, [signer.verifier], state)
+    assert resumed.failure is None and resumed.resumed_from and not resumed.replayed
