@@ -51,7 +51,7 @@ def test_an_infusion_after_a_bedside_mismatch(
     assert [tag_of(s) for s in rest] == ["infused"]
     sequence = raw.append(therapy_uuid(journey.coi), rest[0].envelope.decode(), TOPIC)
     advance(app, new_journey(cast, index=3))
-    MerkleLog(app).checkpoint(signer, signer.name)  # the ledger signs over it
+    MerkleLog(app).checkpoint(signer, signer.name, memory=None)  # the ledger signs over it
     failure = verify(app, signer).failure
     assert failure is not None and failure.sequence == sequence, failure
     assert "identity_mismatch" in failure.reason
@@ -75,7 +75,7 @@ def test_a_reused_deviation_id(ledger: tuple[LedgerApplication, NoteSigner, RawS
     again = opened("a second deviation under the same id")
     assert app.submit(again).code == "duplicate_id"  # the ledger refuses it ...
     sequence = raw.append(therapy_uuid(journey.coi), again.decode(), TOPIC)  # ... the insider does not
-    MerkleLog(app).checkpoint(signer, signer.name)
+    MerkleLog(app).checkpoint(signer, signer.name, memory=None)
     failure = verify(app, signer).failure
     assert failure is not None and failure.sequence == sequence, failure
     assert "duplicate_id" in failure.reason
@@ -86,7 +86,7 @@ def test_records_not_yet_in_the_log_are_counted(
 ) -> None:
     app, signer, raw = ledger
     advance(app, new_journey(cast, index=5))
-    MerkleLog(app).checkpoint(signer, signer.name)
+    MerkleLog(app).checkpoint(signer, signer.name, memory=None)
     first = raw.last() + 1
     advance(app, new_journey(cast, index=6))  # committed, no leaf yet
     report = verify(app, signer)
@@ -102,7 +102,7 @@ def test_an_incremental_run_says_it_did_not_replay(
     run replays them."""
     app, signer, _ = ledger
     advance(app, new_journey(cast, index=7))
-    MerkleLog(app).checkpoint(signer, signer.name)
+    MerkleLog(app).checkpoint(signer, signer.name, memory=None)
     state = tmp_path / "verify-state.json"
     first = verify_ledger(app, [signer.verifier], state)
     assert first.failure is None and first.replayed and not first.resumed_from

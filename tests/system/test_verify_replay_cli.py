@@ -38,7 +38,7 @@ def test_verify_names_a_refused_record_with_its_reason(
     finally:
         raw.conn.close()
     log = MerkleLog(registered)
-    log.checkpoint(signer, signer.name)
+    log.checkpoint(signer, signer.name, memory=None)
     advance(registered, new_journey(cast, index=2))  # committed after the checkpoint: no leaf yet
     key = tmp_path / "ledger.vkey"
     key.write_text(signer.verifier.encode() + "\n")
