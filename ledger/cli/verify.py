@@ -196,15 +196,9 @@ def _verify(args: argparse.Namespace) -> int:
             print(f"(checked before the failure: {_summary(report, seconds)})")
         else:
             print("(no record was checked: every checkpoint's signature is checked first)")
-        _unlogged(report)
+        _uncovered(report, ok=False)
         return EXIT_FAILED
     keep_learned(roots)
-    if report.unsealed:
-        say(
-            f"not yet covered: {_count(report.unsealed, 'record')}, from sequence {report.unsealed_from}, "
-            f"came after the latest checkpoint; the next signed checkpoint covers "
-            f"{'it' if report.unsealed == 1 else 'them'}"
-        )
     if report.latest_note is not None:
         try:
             remembered.keep(report.latest_note)
@@ -217,7 +211,7 @@ def _verify(args: argparse.Namespace) -> int:
             )
     print(f"OK: {_summary(report, seconds)}")
     print(_replayed(report, args.no_replay))
-    _unlogged(report)
+    _uncovered(report, ok=True)
     if witnessing is not None:
         _say_witnessed(source.checkpoints(), source.witnessed(), witnessing)
     return EXIT_OK
@@ -252,13 +246,19 @@ def _say_witnessed(checkpoints: list[StoredCheckpoint], cosigned: list[str], wit
     say(f"witnessed: the latest checkpoint (tree size {size}) is cosigned by {names or 'no one'}")
 
 
-def _unlogged(report: Report) -> None:
-    if report.unlogged:
-        print(
-            f"not yet in the log: {report.unlogged:,} records from sequence {report.unlogged_from} "
-            "(committed, no leaf yet: checked, but no checkpoint covers them; not a failure by "
-            "itself: coi checkpoint adds them)"
-        )
+def _uncovered(report: Report, ok: bool) -> None:
+    """Records no checkpoint covers yet, and of those the ones not yet in the Merkle log: not a
+    failure by itself (the next signed checkpoint covers them)."""
+    count, first = max(report.unsealed, report.unlogged), report.unsealed_from or report.unlogged_from
+    if not count:
+        return
+    unlogged = f" ({report.unlogged:,} of them not yet in the Merkle log)" if report.unlogged else ""
+    them = "it" if count == 1 else "them"
+    after = f": checked, but no signed checkpoint vouches for {them} yet; the next one will" if ok else ""
+    say(
+        f"not yet covered: {_count(count, 'record')}, from sequence {first}, "
+        f"came after the latest checkpoint{unlogged}{after}"
+    )
 
 
 def _replayed(report: Report, skipped: bool) -> str:

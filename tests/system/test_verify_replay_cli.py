@@ -47,7 +47,8 @@ def test_verify_names_a_refused_record_with_its_reason(
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"FAILED at sequence {sequence}: " in done.stdout and "identity_mismatch" in done.stdout
     assert "Traceback" not in done.stderr
-    assert "not yet in the log: " in done.stdout and f"from sequence {sequence + 1} " in done.stdout
+    assert f"not yet covered: 33 records, from sequence {sequence + 1}, " in done.stdout, done.stdout
+    assert "(33 of them not yet in the Merkle log)" in done.stdout
 
     skipped = verify(tmp_path, store_url, key, "--no-replay")
     assert skipped.returncode == 0, skipped.stdout + skipped.stderr
