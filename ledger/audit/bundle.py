@@ -67,6 +67,7 @@ class BundleReport:
     proved: list[str] = field(default_factory=list)
     cannot: list[str] = field(default_factory=list)
     failure: BundleFailure | None = None
+    replayed: bool = False  # the domain rules were replayed over the records
 
 
 @dataclass
@@ -260,6 +261,12 @@ def check_records(bundle: Bundle, report: BundleReport) -> BundleFailure | None:
         "each signature was valid at its time, by a key the registry held (key state replayed from "
         "the registry records in the bundle)"
     )
+    report.replayed = result.replayed
+    if result.replayed:
+        report.proved.append(
+            "the domain rules hold over these records: each patient's journey replayed under the "
+            "policy in force at each record's place, as the ledger judged it"
+        )
     for coi, (version, sequence) in sorted(_patients(bundle).items()):
         report.proved.append(
             f"the chain of COI {coi} is unbroken from its first record to version {version} "
@@ -363,7 +370,8 @@ def _cannot_prove(bundle: Bundle, report: BundleReport) -> None:
         "that the bundle holds every registry record under the checkpoint: a key rotation or revocation "
         "left out at the end of a principal's history would not show here (coi verify on the ledger sees it)"
     )
-    report.cannot.append("that the domain rules accepted each record: they are not replayed over a bundle")
+    if not report.replayed:
+        report.cannot.append("that the domain rules accepted each record: they were not replayed")
     if not bundle.witnessed:
         report.cannot.append(
             "that anyone but the ledger saw the checkpoint: no witness cosignature is checked"
