@@ -72,11 +72,16 @@ def quorum_problem(latest: int | None, cosigned: list[str], witnessing: Witnessi
     found = {(c.name, c.key_id) for c in cosigners(latest, cosigned, witnessing.keys)}
     if len(found) >= witnessing.quorum:
         return None
-    missing = [k.name for k in witnessing.keys if (k.name, k.key_id) not in found]
+    missing = [witness_label(k) for k in witnessing.keys if (k.name, k.key_id) not in found]
     return (
         f"the latest checkpoint (tree size {latest}) has {len(found)} of the {witnessing.quorum} "
-        f"cosignatures required by distinct trusted witnesses; none from {', '.join(missing)}"
+        f"cosignatures required by distinct given witnesses; none by {', '.join(missing)}"
     )
+
+
+def witness_label(key: CosignatureVerifier) -> str:
+    """A witness key as messages name it: one witness may have had several keys."""
+    return f"{key.name} (key {key.key_id.hex()})"
 
 
 @dataclass

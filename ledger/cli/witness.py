@@ -19,7 +19,11 @@ def add_parser(subparsers: Subparsers) -> None:
     commands = group.add_subparsers(dest="witness_command", required=True)
     s = commands.add_parser("keygen", help="make a witness's cosignature key; prints its verifier key")
     s.add_argument("--name", required=True, help="the witness's name, e.g. witness.example.org/w1")
-    s.add_argument("--out", required=True, help="private key file (0600); FILE.vkey gets the verifier key")
+    s.add_argument(
+        "--out",
+        required=True,
+        help="private key file (0600); the verifier key goes beside it, suffix .vkey (w1.key: w1.vkey)",
+    )
 
 
 def add_run_arguments(s: argparse.ArgumentParser) -> None:
@@ -66,7 +70,9 @@ def witnessing_of(args: argparse.Namespace) -> Witnessing | None:
     if quorum is not None and not keys:
         raise UsageError("--quorum counts cosignatures by witnesses: give their --witness-key files")
     if quorum is not None and not 1 <= quorum <= len(keys):
-        raise UsageError(f"--quorum {quorum}: give 1 to {len(keys)} (the number of --witness-key files)")
+        raise UsageError(
+            f"--quorum {quorum}: give a number from 1 to {len(keys)} (the number of --witness-key files)"
+        )
     if not keys:
         return None
     return Witnessing(keys, quorum or 0)
@@ -107,7 +113,7 @@ def run_witness(args: argparse.Namespace) -> int:
     from consumers.witness import Witness, serve
     from ledger.transparency.checkpoint import NoteError
     from ledger.transparency.cosignature import Cosigner
-    from ledger.wire.files import read_private
+    from ledger.wire.files import ExposedFileError, read_private
 
     missing = [flag for flag in ("key", "listen", "state") if not getattr(args, flag)]
     if missing or not args.log:
@@ -115,16 +121,34 @@ def run_witness(args: argparse.Namespace) -> int:
             "coi run witness needs --key FILE --listen HOST:PORT --state DIR and at least one "
             "--log ORIGIN=VKEY_FILE"
         )
-    try:
-        cosigner = Cosigner.decode(read_private(Path(args.key)).decode())
+    key = Path(args.key)
+    try:  # what the file is first: a public key file is not "a private key others can access"
+        cosigner = Cosigner.decode(key.read_text())
     except (OSError, NoteError, UnicodeDecodeError) as exc:
         raise UsageError(f"--key {args.key}: {exc} (make one with coi witness keygen)") from None
+    try:
+        read_private(key)
+    except (OSError, ExposedFileError) as exc:
+        raise UsageError(f"--key {args.key}: {exc}") from None
     listen_host, _, listen_port = args.listen.rpartition(":")
     if not listen_host or not listen_port.isdigit():
         raise UsageError(f"--listen {args.listen!r}: give HOST:PORT, e.g. 127.0.0.1:7380")
+    logs = _logs(args.log)
+    for origin, keys in logs.items():
+        if any(k.public == cosigner.verifier.public for k in keys):
+            raise UsageError(
+                f"--key {args.key}: its public key is the one --log {origin} trusts for the ledger; "
+                "a witness signs with its own key (coi witness keygen), never the ledger's"
+            )
     configure_logging()
-    witness = Witness(cosigner, _logs(args.log), Path(args.state))
-    server = serve(witness, listen_host.strip("[]"), int(listen_port))
+    witness = Witness(cosigner, logs, Path(args.state))
+    try:
+        server = serve(witness, listen_host.strip("[]"), int(listen_port))
+    except OSError as exc:  # taken, not this host's address, a privileged port, ...
+        why = (exc.strerror or str(exc)).lower()
+        raise UsageError(
+            f"--listen {args.listen}: {why}; pick another HOST:PORT or stop what uses it"
+        ) from None
     host, port = server.server_address[:2]
     url = f"http://{host!s}:{port}"
     print(f"witness {cosigner.name} on {url}/add-checkpoint", file=sys.stderr, flush=True)
@@ -148,5 +172,11 @@ def _logs(specs: list[str]) -> dict[str, list[NoteVerifier]]:
             keys = read_keys(Path(file))
         except TrustError as exc:
             raise UsageError(f"--log {spec}: {exc}") from None
+        named = sorted({k.name for k in keys if k.name != origin})
+        if named:  # a ledger names its key after its origin: a key named otherwise is another log's
+            raise UsageError(
+                f"--log {spec}: {file} holds a key named {', '.join(named)}, not {origin}: give the "
+                "origin the key is named after, or that log's own .vkey"
+            )
         logs.setdefault(origin, []).extend(keys)
     return logs

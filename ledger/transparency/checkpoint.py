@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from ledger.wire.keys import public_raw
 
 ED25519 = b"\x01"
+_COSIGNATURE = b"\x04"  # a witness cosignature key's type (ledger/transparency/cosignature.py)
 DASH = "\u2014"  # the em dash that starts a signature line
 
 
@@ -63,6 +64,11 @@ class NoteVerifier:
             raise NoteError(
                 "not a verifier key: expected one line NAME+KEYID+BASE64 (a .vkey file)"
             ) from None
+        if raw[:1] == _COSIGNATURE and len(raw) == 33:
+            raise NoteError(
+                f"verifier key for {name!r} is a witness's cosignature key (type 0x04), not a ledger's "
+                "checkpoint-signing key (type 0x01): give the ledger's .vkey (coi trust export)"
+            )
         if raw[:1] != ED25519 or len(raw) != 33:
             raise NoteError(f"verifier key for {name!r} is not an Ed25519 key")
         verifier = cls(name, raw[1:])

@@ -9,8 +9,10 @@ consistent with what the witness had seen of the log.
 
 Keys use the encodings of Go's transparency-dev/formats `note` package: a verifier key
 `name+keyidhex+base64(0x04 || public key)`, a signer key
-`PRIVATE+KEY+name+keyidhex+base64(0x04 || seed)`. Like that package, a plain Ed25519 note key
-(type 0x01) is accepted too and used as a cosignature key (its key ID then computed with 0x04).
+`PRIVATE+KEY+name+keyidhex+base64(0x04 || seed)`. Unlike that package, a plain Ed25519 note key
+(type 0x01) is refused: here such keys are ledgers' checkpoint-signing keys, and a witness that
+signed with one, or a verifier that counted one as a witness, would let the ledger vouch for
+itself.
 """
 
 from __future__ import annotations
@@ -48,13 +50,20 @@ def _valid_name(name: str) -> bool:
     return 0 < len(name.encode()) <= 255 and "+" not in name and not any(ch.isspace() for ch in name)
 
 
+def _key_line(text: str) -> str:
+    """The one key line of a key file (`#` comment lines and blank lines aside)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return lines[0] if len(lines) == 1 else text.strip()
+
+
 def _decode_key(text: str, private: bool) -> tuple[str, bytes]:
-    """(name, raw key) of a vkey or skey of type 0x04 or 0x01, checking its key ID."""
+    """(name, raw key) of a vkey or skey of type 0x04, checking its key ID."""
     what = "witness signer key (PRIVATE+KEY+NAME+KEYID+BASE64)" if private else "witness verifier key"
-    text = text.strip()
+    text = _key_line(text)
     if private:
         if not text.startswith("PRIVATE+KEY+"):
-            raise NoteError(f"not a {what}")
+            hint = " (this is a public verifier key)" if text.count("+") >= 2 and "\n" not in text else ""
+            raise NoteError(f"not a {what}{hint}: give the private key file coi witness keygen wrote")
         text = text.removeprefix("PRIVATE+KEY+")
     parts = text.split("+", 2)  # a name has no "+"; base64 may
     if len(parts) != 3 or not _valid_name(parts[0]) or len(parts[1]) != 8:
@@ -64,8 +73,13 @@ def _decode_key(text: str, private: bool) -> tuple[str, bytes]:
         raw = base64.b64decode(b64, validate=True)
     except binascii.Error:
         raise NoteError(f"{what} for {name!r}: the key is not base64") from None
-    if raw[:1] not in (COSIGNATURE_V1, ED25519) or len(raw) != 33:
-        raise NoteError(f"{what} for {name!r} is not an Ed25519 (type 0x04 or 0x01) key")
+    if raw[:1] == ED25519 and len(raw) == 33:
+        raise NoteError(
+            f"{what} for {name!r} is a ledger's checkpoint-signing key (type 0x01), not a witness's "
+            "cosignature key (type 0x04): a witness signs with its own key (coi witness keygen)"
+        )
+    if raw[:1] != COSIGNATURE_V1 or len(raw) != 33:
+        raise NoteError(f"{what} for {name!r} is not an Ed25519 cosignature (type 0x04) key")
     public = raw[1:]
     if private:
         public = public_raw(Ed25519PrivateKey.from_private_bytes(raw[1:]))
