@@ -27,7 +27,7 @@ from pathlib import Path
 
 import msgspec
 
-from ledger.transparency.checkpoint import NoteVerifier
+from ledger.transparency.checkpoint import NoteError, NoteVerifier, parse
 from ledger.transparency.cosignature import Cosigner
 from ledger.transparency.witness import LogState, RefusedError, decide, parse_request
 
@@ -47,6 +47,20 @@ class Answer:
     status: int
     body: str
     content_type: str = "text/plain; charset=utf-8"
+    allow: str | None = None  # the methods a 405 offers
+
+
+class _TooLargeError(Exception):
+    """A request body over MAX_BODY."""
+
+
+def _signers(note: str) -> str:
+    """Who signed a note, by name and key id, for the operator's log (say, after a rotation)."""
+    try:
+        signatures = parse(note)[2]
+    except NoteError:
+        return "no readable signature"
+    return ", ".join(f"{name} key {kid.hex()}" for name, kid, _ in signatures) or "no signature"
 
 
 class Witness:
@@ -96,10 +110,34 @@ class Witness:
                     _Stored(origin, checkpoint.size, base64.b64encode(checkpoint.root).decode(), note)
                 )
         except RefusedError as refused:
-            if refused.status in (409, 422):
-                log.warning("witness: %d %s", refused.status, refused.body.strip())
+            if refused.status == 403:
+                log.warning("witness: 403 %s (signed by %s)", refused.body.strip(), _signers(request.note))
+            elif refused.status == 409:
+                log.warning("witness: 409 %s", refused.body.strip())
+            elif refused.status == 422:
+                kept = self._evidence(body)
+                log.warning("witness: 422 %s; the request is kept in %s", refused.body.strip(), kept)
             return Answer(refused.status, refused.body, refused.content_type)
         return Answer(200, line)
+
+    def _evidence(self, body: bytes) -> Path:
+        """Keeps a refused request (a log showing two histories) in STATE/evidence/, a new file
+        each, never overwritten: what an operator shows others."""
+        directory = self.state_dir / "evidence"
+        directory.mkdir(exist_ok=True)
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        for n in range(1, 1_000_000):
+            path = directory / f"{stamp}-{n}.txt"
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                continue
+            with os.fdopen(fd, "wb") as f:
+                f.write(body)
+                f.flush()
+                os.fsync(f.fileno())
+            return path
+        raise OSError(f"no free evidence file name in {directory}")
 
     def _store(self, stored: _Stored) -> None:
         path = self._path(stored.origin, ".json")
@@ -124,13 +162,57 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def do_POST(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        if self.path.rstrip("/") != "/add-checkpoint":
-            answer = Answer(404, "only POST /add-checkpoint is served here\n")
-        elif not 0 < length <= MAX_BODY:
-            answer = Answer(400, f"a request body of 1 to {MAX_BODY} bytes, with Content-Length\n")
+        if _is_checkpoint_path(self.path):
+            self._refuse_body(Answer(405, "GET /<sha256 of the origin, hex>/checkpoint\n", allow="GET"))
+        elif self.path.rstrip("/") != "/add-checkpoint":
+            self._refuse_body(Answer(404, "only POST /add-checkpoint is served here\n"))
         else:
-            answer = self.server.witness.add_checkpoint(self.rfile.read(length))
+            try:
+                body = self._body()
+            except _TooLargeError:
+                self._refuse_body(Answer(413, f"a request body of at most {MAX_BODY} bytes\n"))
+            except ValueError as exc:
+                self._refuse_body(Answer(400, f"{exc}\n"))
+            else:
+                if body is None:
+                    self._refuse_body(Answer(411, "give the body's Content-Length, or send it chunked\n"))
+                else:
+                    self._answer(self.server.witness.add_checkpoint(body))
+
+    def _body(self) -> bytes | None:
+        """The request body (None: its length is not said); _TooLargeError past MAX_BODY, read
+        no further; ValueError for framing that is not HTTP/1.1's."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return self._chunked()
+        length = self.headers.get("Content-Length")
+        if length is None:
+            return None
+        if not length.strip().isdigit():
+            raise ValueError(f"Content-Length {length!r} is not a number")
+        if int(length) > MAX_BODY:
+            raise _TooLargeError
+        return self.rfile.read(int(length))
+
+    def _chunked(self) -> bytes:
+        body = bytearray()
+        while True:
+            size_line = self.rfile.readline(1024).split(b";", 1)[0].strip()
+            try:
+                size = int(size_line, 16)
+            except ValueError:
+                raise ValueError(f"chunk size {size_line[:20]!r} is not hexadecimal") from None
+            if len(body) + size > MAX_BODY:
+                raise _TooLargeError
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields, unused
+                return bytes(body)
+            body += self.rfile.read(size)
+            self.rfile.readline(1024)  # the CRLF after the chunk
+
+    def _refuse_body(self, answer: Answer) -> None:
+        """Answers without reading the body; the connection then closes, as its bytes are unread."""
+        self.close_connection = True
         self._answer(answer)
 
     def _answer(self, answer: Answer) -> None:
@@ -138,18 +220,28 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
         self.send_header("Content-Length", str(len(body)))
+        if answer.allow:
+            self.send_header("Allow", answer.allow)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
     def do_GET(self) -> None:
-        parts = self.path.strip("/").split("/")
-        if len(parts) == 2 and parts[1] == "checkpoint":
-            self._answer(self.server.witness.checkpoint(parts[0]))
+        if _is_checkpoint_path(self.path):
+            self._answer(self.server.witness.checkpoint(self.path.strip("/").split("/")[0]))
+        elif self.path.rstrip("/") == "/add-checkpoint":
+            self._answer(Answer(405, "POST /add-checkpoint\n", allow="POST"))
         else:
             self._answer(Answer(404, "GET /<sha256 of the origin, hex>/checkpoint only\n"))
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("witness: " + format, *args)
+
+
+def _is_checkpoint_path(path: str) -> bool:
+    parts = path.strip("/").split("/")
+    return len(parts) == 2 and parts[1] == "checkpoint"
 
 
 class _Server(ThreadingHTTPServer):
