@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.transparency.checkpoint import Checkpoint, NoteError, NoteSigner, verify
+from ledger.transparency.checkpoint import Checkpoint, NoteError, NoteSigner, NoteVerifier, verify
 from ledger.transparency.cosignature import (
     CosignatureVerifier,
     Cosigner,
@@ -31,6 +31,11 @@ def test_verifier_keys_as_the_go_note_package_reads_them(case: dict[str, object]
     vkey = str(case["vkey"])
     if not case["valid"]:
         with pytest.raises(NoteError):
+            CosignatureVerifier.decode(vkey)
+        return
+    if base64.b64decode(vkey.split("+", 2)[2])[0] == 1:
+        # Go converts a plain note key; here those are ledgers' keys, refused by type.
+        with pytest.raises(NoteError, match=r"checkpoint-signing key \(type 0x01\)"):
             CosignatureVerifier.decode(vkey)
         return
     verifier = CosignatureVerifier.decode(vkey)
@@ -90,14 +95,26 @@ def test_a_cosignature_on_another_checkpoint_fails() -> None:
         cosignatures(forged, [witness.verifier])
 
 
-def test_signer_keys_round_trip_and_a_plain_note_key_serves_as_a_cosigner() -> None:
+def test_signer_keys_round_trip_and_a_ledger_key_is_named_by_its_type() -> None:
     witness = Cosigner.generate("witness.test/w1")
     assert Cosigner.decode(witness.encode()).verifier == witness.verifier
-    note_key = NoteSigner("witness.test/w2", Ed25519PrivateKey.generate())
-    as_cosigner = Cosigner.decode(note_key.encode())
-    assert CosignatureVerifier.decode(note_key.verifier.encode()) == as_cosigner.verifier
     with pytest.raises(NoteError, match="private key"):
         CosignatureVerifier.decode(witness.encode())
+    with pytest.raises(NoteError, match=r"public verifier key"):
+        Cosigner.decode(witness.verifier.encode())
+    # A ledger's note key is not a witness's, nor the other way round: each says which it is.
+    ledger = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
+    for decode, key in (
+        (Cosigner.decode, ledger.encode()),
+        (CosignatureVerifier.decode, ledger.verifier.encode()),
+    ):
+        with pytest.raises(NoteError, match=r"ledger's checkpoint-signing key \(type 0x01\), not a witness"):
+            decode(key)
+    with pytest.raises(NoteError, match=r"witness's cosignature key \(type 0x04\), not a ledger's"):
+        NoteVerifier.decode(witness.verifier.encode())
+    # A .vkey as coi trust export writes it, with comment lines, still reads.
+    commented = f"# witness.test/w1\n\n{witness.verifier.encode()}\n"
+    assert CosignatureVerifier.decode(commented) == witness.verifier
 
 
 def test_zero_and_bad_names_are_refused() -> None:

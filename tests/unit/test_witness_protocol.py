@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ledger.audit.witnessing import Witnessing, quorum_problem
 from ledger.transparency import merkle
 from ledger.transparency.checkpoint import Checkpoint, NoteSigner
+from ledger.transparency.cosignature import Cosigner
 from ledger.transparency.witness import (
     EMPTY_ROOT,
     SIZE_CONTENT_TYPE,
@@ -104,3 +106,14 @@ def test_malformed_requests_get_400(body: bytes) -> None:
 def test_an_old_size_above_the_checkpoint_gets_400() -> None:
     assert _status(request_body(7, [], _note(5)), _state(7)) == 400
     assert _status(("old 0\n" + "AAAA\n" * 64 + "\n").encode() + _note(5).encode()) == 400
+
+
+def test_a_missing_quorum_names_the_witness_keys_that_did_not_cosign() -> None:
+    # Two keys of one witness name (say, before and after it rotated): only the key id tells them apart.
+    w1, w1_other = Cosigner.generate("witness.test/w1"), Cosigner.generate("witness.test/w1")
+    checkpoint = Checkpoint(ORIGIN, 3, merkle.root(3, _nodes(3)))
+    cosigned = checkpoint.sign(SIGNER) + w1.line(checkpoint.text(), 1_700_000_000)
+    problem = quorum_problem(3, [cosigned], Witnessing([w1.verifier, w1_other.verifier], 2))
+    assert problem is not None and "1 of the 2" in problem
+    assert f"none by witness.test/w1 (key {w1_other.verifier.key_id.hex()})" in problem
+    assert w1.verifier.key_id.hex() not in problem
