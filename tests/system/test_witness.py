@@ -252,3 +252,127 @@ def test_the_relay_publishes_checkpoints_cosigned_by_two_witnesses(
         tmp_path, "verify-bundle", bundle, *keys, "--witness-key", str(tmp_path / "w3.vkey"), "--quorum", "3"
     )
     assert three.returncode == 1 and "2 of the 3" in three.stdout, three.stdout + three.stderr
+
+
+def _raw(port: int, request: bytes) -> tuple[int, str]:
+    """(status, the whole response as text) for bytes sent as they are, the connection closed."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(request)
+        conn.shutdown(socket.SHUT_WR)
+        response = b""
+        while chunk := conn.recv(65536):
+            response += chunk
+    text = response.decode()
+    return int(text.split(" ", 2)[1]), text
+
+
+def test_the_witness_answers_http_as_http_says(
+    witness: tuple[Cosigner, int], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cosigner, port = witness
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/add-checkpoint")
+    wrong = conn.getresponse()
+    assert (wrong.status, wrong.getheader("Allow")) == (405, "POST")
+    wrong.read()
+    conn.close()
+    origin_hash = hashlib.sha256(ORIGIN.encode()).hexdigest()
+    status, response = _raw(
+        port, f"POST /{origin_hash}/checkpoint HTTP/1.1\r\nContent-Length: 0\r\n\r\n".encode()
+    )
+    assert status == 405 and "Allow: GET" in response
+    assert _post(port, b"x" * (70 * 1024))[0] == 413
+    head = b"POST /add-checkpoint HTTP/1.1\r\nHost: w\r\n"
+    assert _raw(port, head + b"Connection: close\r\n\r\n" + request_body(0, [], _note(5)))[0] == 411
+    # A chunked body within the limit is read whole and cosigned.
+    body = request_body(0, [], _note(5))
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:10], body[10:])) + b"0\r\n\r\n"
+    status, response = _raw(port, head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunked)
+    assert status == 200 and cosigner.name in response
+    big = b"".join(b"%x\r\n%s\r\n" % (8192, b"x" * 8192) for _ in range(9)) + b"0\r\n\r\n"
+    assert _raw(port, head + b"Transfer-Encoding: chunked\r\n\r\n" + big)[0] == 413
+    # A 403 names who signed, so an operator sees a ledger that rotated its key.
+    rotated = NoteSigner(ORIGIN, Ed25519PrivateKey.generate())
+    with caplog.at_level("WARNING", logger="coi.witness"):
+        assert _post(port, request_body(5, [], Checkpoint(ORIGIN, 5, bytes(32)).sign(rotated)))[0] == 403
+        proof = merkle.consistency_proof(5, 12, _nodes(12))
+        forked = request_body(5, proof, _note(12, bytes(32)))
+        assert _post(port, forked)[0] == 422
+    assert f"signed by {ORIGIN} key {rotated.verifier.key_id.hex()}" in caplog.text
+    # The 422's request is kept as evidence, and the log says where.
+    kept = list((tmp_path / "state" / "evidence").iterdir())
+    assert [p.read_bytes() for p in kept] == [forked] and str(kept[0]) in caplog.text
+    assert _post(port, forked)[0] == 422
+    assert len(list((tmp_path / "state" / "evidence").iterdir())) == 2  # appended, none overwritten
+
+
+def test_coi_run_witness_refuses_keys_of_the_wrong_kind(tmp_path: Path) -> None:
+    import socket
+
+    ledger_key, witness_key = tmp_path / "ledger.key", tmp_path / "w1.key"
+    ledger_key.write_text(LEDGER.encode())
+    ledger_key.chmod(0o600)
+    (tmp_path / "ledger.vkey").write_text(f"# {ORIGIN}\n{LEDGER.verifier.encode()}\n")
+    (tmp_path / "ledger.vkey").chmod(0o644)
+    made = coi(tmp_path, "witness", "keygen", "--name", "witness.test/w1", "--out", str(witness_key))
+    assert made.returncode == 0, made.stderr
+
+    def run(key: Path, log: str, listen: str = "127.0.0.1:0") -> subprocess.CompletedProcess[str]:
+        return coi(
+            tmp_path, "run", "witness", "--key", str(key), "--listen", listen, "--state", "s", "--log", log
+        )
+
+    ledger_log = f"{ORIGIN}={tmp_path / 'ledger.vkey'}"
+    for done, says in (
+        # The ledger's own signing key: a witness signs with its own.
+        (run(ledger_key, ledger_log), "checkpoint-signing key (type 0x01), not a witness"),
+        # A public key file: named as one, not as a private key others can read.
+        (run(tmp_path / "ledger.vkey", ledger_log), "not a witness signer key"),
+        (run(tmp_path / "w1.vkey", ledger_log), "public verifier key"),
+        # A witness key where the ledger's belongs.
+        (
+            run(witness_key, f"witness.test/w1={tmp_path / 'w1.vkey'}"),
+            "cosignature key (type 0x04), not a ledger",
+        ),
+        # A ledger key named after another origin.
+        (
+            run(witness_key, f"other.test/log={tmp_path / 'ledger.vkey'}"),
+            f"named {ORIGIN}, not other.test/log",
+        ),
+    ):
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and "chmod" not in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run(witness_key, ledger_log, f"127.0.0.1:{port}")
+    assert done.returncode == 2 and f"--listen 127.0.0.1:{port}: address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_coi_run_witness_refuses_a_key_whose_public_part_is_the_logs(tmp_path: Path) -> None:
+    """A witness key made from the ledger's seed (its type byte changed) is still the ledger's key."""
+    same = Cosigner("witness.test/w1", LEDGER.key)
+    key = tmp_path / "w.key"
+    key.write_text(same.encode())
+    key.chmod(0o600)
+    (tmp_path / "ledger.vkey").write_text(LEDGER.verifier.encode())
+    done = coi(tmp_path, "run", "witness", "--key", str(key), "--listen", "127.0.0.1:0", "--state", "s",
+               "--log", f"{ORIGIN}={tmp_path / 'ledger.vkey'}")  # fmt: skip
+    assert done.returncode == 2 and f"the one --log {ORIGIN} trusts" in done.stderr, done.stderr
+
+
+def test_witness_keygen_help_and_quorum_wording(tmp_path: Path) -> None:
+    assert "w1.key: w1.vkey" in " ".join(coi(tmp_path, "witness", "keygen", "--help").stdout.split())
+    (tmp_path / "w1.vkey").write_text(Cosigner.generate("witness.test/w1").verifier.encode())
+    done = coi(tmp_path, "verify", "--witness-key", "w1.vkey", "--quorum", "0")
+    assert done.returncode == 2 and "give a number from 1 to 1" in done.stderr, done.stderr
+    # A ledger's key given as a witness's says so, in COI_WITNESSES as in --witness-key.
+    (tmp_path / "ledger.vkey").write_text(f"# {ORIGIN}\n{LEDGER.verifier.encode()}\n")
+    done = coi(tmp_path, "verify", "--witness-key", "ledger.vkey")
+    assert done.returncode == 2 and "checkpoint-signing key (type 0x01)" in done.stderr, done.stderr
+    with pytest.raises(ConfigError, match=r"checkpoint-signing key \(type 0x01\)"):
+        configured(f"http://127.0.0.1:1={tmp_path / 'ledger.vkey'}")
