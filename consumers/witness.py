@@ -115,8 +115,11 @@ class Witness:
             elif refused.status == 409:
                 log.warning("witness: 409 %s", refused.body.strip())
             elif refused.status == 422:
-                kept = self._evidence(body)
-                log.warning("witness: 422 %s; the request is kept in %s", refused.body.strip(), kept)
+                try:
+                    kept = f"the request is kept in {self._evidence(body)}"
+                except OSError as exc:  # the answer stands; the operator learns it went unkept
+                    kept = f"the request could not be kept: {exc}"
+                log.warning("witness: 422 %s; %s", refused.body.strip(), kept)
             return Answer(refused.status, refused.body, refused.content_type)
         return Answer(200, line)
 
@@ -137,7 +140,7 @@ class Witness:
                 f.flush()
                 os.fsync(f.fileno())
             return path
-        raise OSError(f"no free evidence file name in {directory}")
+        raise FileExistsError(f"no free evidence file name in {directory}")
 
     def _store(self, stored: _Stored) -> None:
         path = self._path(stored.origin, ".json")

@@ -141,7 +141,12 @@ def run_witness(args: argparse.Namespace) -> int:
                 "a witness signs with its own key (coi witness keygen), never the ledger's"
             )
     configure_logging()
-    witness = Witness(cosigner, logs, Path(args.state))
+    try:
+        witness = Witness(cosigner, logs, Path(args.state))
+    except OSError as exc:
+        raise UsageError(
+            f"--state {args.state}: {exc.strerror or exc}; give a directory it can write"
+        ) from None
     try:
         server = serve(witness, listen_host.strip("[]"), int(listen_port))
     except OSError as exc:  # taken, not this host's address, a privileged port, ...

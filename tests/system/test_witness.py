@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import shutil
 import signal
 import subprocess
 import uuid
@@ -306,6 +307,12 @@ def test_the_witness_answers_http_as_http_says(
     assert [p.read_bytes() for p in kept] == [forked] and str(kept[0]) in caplog.text
     assert _post(port, forked)[0] == 422
     assert len(list((tmp_path / "state" / "evidence").iterdir())) == 2  # appended, none overwritten
+    # Evidence that cannot be kept still gets its 422, and the log says it went unkept.
+    shutil.rmtree(tmp_path / "state" / "evidence")
+    (tmp_path / "state" / "evidence").write_text("not a directory")
+    with caplog.at_level("WARNING", logger="coi.witness"):
+        assert _post(port, forked)[0] == 422
+    assert "the request could not be kept" in caplog.text
 
 
 def test_coi_run_witness_refuses_keys_of_the_wrong_kind(tmp_path: Path) -> None:
@@ -344,6 +351,10 @@ def test_coi_run_witness_refuses_keys_of_the_wrong_kind(tmp_path: Path) -> None:
     ):
         assert done.returncode == 2 and says in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and "chmod" not in done.stderr
+    (tmp_path / "s").write_text("a file where the state directory belongs")
+    done = run(witness_key, ledger_log)
+    assert done.returncode == 2 and "--state s:" in done.stderr and "Traceback" not in done.stderr
+    (tmp_path / "s").unlink()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
