@@ -13,13 +13,24 @@ if TYPE_CHECKING:
     from ledger.audit.verification import Report
     from ledger.audit.witnessing import Witnessing
     from ledger.cli.common import Subparsers
+    from ledger.transparency.checkpoint import NoteSigner
     from ledger.store.sources import SqlSource
 
 
 def add_parser(subparsers: Subparsers) -> None:
     s = subparsers.add_parser("checkpoint", help="integrate new records; print the latest signed checkpoint")
     s.add_argument("--sign", action="store_true", help="sign a new checkpoint now, whatever the policy")
-    s.add_argument("--rotate-key", action="store_true", help="sign from now on with a new ledger key")
+    step = s.add_mutually_exclusive_group()
+    step.add_argument(
+        "--rotate-key",
+        action="store_true",
+        help="make a new ledger key; the old and the new one sign every checkpoint until --retire-old-key",
+    )
+    step.add_argument(
+        "--retire-old-key",
+        action="store_true",
+        help="end a rotation: stop signing with the old key (once the witnesses have the new .vkey)",
+    )
 
     s = subparsers.add_parser("prove", help="RFC 9162 inclusion or consistency proof as JSON")
     s.add_argument("sequence", nargs="?", type=int, help="the record's global sequence number")
@@ -66,12 +77,10 @@ def _checkpoint(args: argparse.Namespace) -> int:
     app = open_app()
     log = MerkleLog(app)
     if args.rotate_key:
-        new = ledgerkey.rotate(log.store)
-        print(
-            f"new ledger key {new.verifier.encode()}; the next checkpoint is signed by the old key too, "
-            "so verifiers that trust it learn the new one",
-            file=sys.stderr,
-        )
+        _say_rotated(ledgerkey.rotate(log.store))
+    if args.retire_old_key:
+        old = ledgerkey.retire_old_key(log.store)
+        say(f"coi: retired the old ledger key {old.key_id.hex()}: the new key alone signs from now on", sys.stderr)
     before = log.store.latest_checkpoint()
     try:
         if args.rotate_key or args.sign:
@@ -91,6 +100,17 @@ def _checkpoint(args: argparse.Namespace) -> int:
         raise UsageError("the ledger has no signed checkpoint yet")
     sys.stdout.write(latest.note)
     return EXIT_OK
+
+
+def _say_rotated(new: NoteSigner) -> None:
+    say(f"coi: new ledger key {new.verifier.key_id.hex()}, added to your trust store; its .vkey:", sys.stderr)
+    say(new.verifier.encode(), sys.stderr)
+    say(
+        "coi: from now on the old and the new key sign every checkpoint. Next: give this .vkey (or coi trust export --out FILE) to the witnesses (an added --log "
+        "ORIGIN=NEW.vkey, keeping the old one) and to the auditors (coi trust add FILE); then "
+        "coi checkpoint --retire-old-key",
+        sys.stderr,
+    )
 
 
 def _say_nothing_new(size: int, rotating: bool) -> None:

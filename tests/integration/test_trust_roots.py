@@ -142,26 +142,42 @@ def test_a_rewritten_record_finds_no_ledger_key_beside_the_data_and_a_key_of_its
     assert code == 1 and "no signature by a trusted ledger key" in out, out
 
 
-def test_a_rotation_is_learned_from_the_checkpoint_both_keys_sign(
+def _signed_by(note: str) -> set[bytes]:
+    return {kid for _, kid, _ in parse(note)[2]}
+
+
+def test_a_staged_rotation_signs_with_both_keys_until_the_old_one_is_retired(
     ledger: tuple[str, NoteSigner], tmp_path: Path, cast: Cast
 ) -> None:
+    """Witnesses that know only the old key keep cosigning until the operator retires it; an
+    auditor who trusts only the old key learns the new one from the checkpoints both sign."""
     url, old = ledger
+    auditor = tmp_path / "auditor"
+    auditor.mkdir()
+    shutil.copy(TrustStore().path, auditor / TrustStore().path.name)
     app = LedgerApplication(url)
-    new = ledgerkey.rotate(LogStore(app.recorder))
-    assert TrustStore().keys(old.name) == [old.verifier]  # the verifier learns it, not the rotation
-    advance(app, new_journey(cast, index=2))
-    both = sign(MerkleLog(app))
-    signed_by = {kid for _, kid, _ in parse(both.note)[2]}
-    assert signed_by == {old.verifier.key_id, new.verifier.key_id}
-    advance(app, new_journey(cast, index=3))
-    only_new = sign(MerkleLog(app))  # the old key retired once both had signed
-    assert {kid for _, kid, _ in parse(only_new.note)[2]} == {new.verifier.key_id}
+    store = LogStore(app.recorder)
+    with pytest.raises(ledgerkey.RotationError, match="no rotation of the ledger key is in progress"):
+        ledgerkey.retire_old_key(store)
+    new = ledgerkey.rotate(store)
+    assert TrustStore().keys(old.name) == [old.verifier, new.verifier]  # the operator made it: trusted
+    with pytest.raises(ledgerkey.RotationError, match="in progress already"):
+        ledgerkey.rotate(store)
+    with pytest.raises(ledgerkey.RotationError, match="no checkpoint signed by both"):
+        ledgerkey.retire_old_key(store)
+    both = []
+    for index in (2, 3):
+        advance(app, new_journey(cast, index=index))
+        both.append(sign(MerkleLog(app)))
+    assert [_signed_by(c.note) for c in both] == [{old.verifier.key_id, new.verifier.key_id}] * 2
+    assert ledgerkey.retire_old_key(store) == old.verifier
+    advance(app, new_journey(cast, index=4))
+    assert _signed_by(sign(MerkleLog(app)).note) == {new.verifier.key_id}
     app.close()
-    code, out = _verify(tmp_path, url)
+    code, out = _verify(tmp_path, url, COI_CONFIG_DIR=str(auditor))
     assert code == 0, out
     assert f"learned: log {old.name}, key {new.verifier.key_id.hex()}" in out
-    assert f"at size {both.size}; added to {TrustStore().path}" in out
-    assert TrustStore().keys(old.name) == [old.verifier, new.verifier]
+    assert f"at size {both[0].size}; added to {auditor / TrustStore().path.name}" in out
 
 
 def test_a_key_that_only_the_ledger_vouches_for_is_not_learned(
