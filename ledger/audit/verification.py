@@ -362,9 +362,6 @@ class LedgerVerifier:
             return Failure(sequence, f"the stored row cannot be read as a record ({exc})")
         leaf = merkle.leaf_hash(canonical(record))
         run.last_sequence = sequence
-        problem = run.clock.problem(index, datetime.fromisoformat(record.recorded_at))
-        if problem is not None:
-            return Failure(sequence, problem)
         if expected is None:
             run.unlogged += 1
             run.unlogged_from = run.unlogged_from or sequence
@@ -390,6 +387,10 @@ class LedgerVerifier:
                         "records (nor with the checkpoints before it)",
                     )
                 run.first_unsealed = None
+        # After the leaf check: a rewritten recorded_at is changed bytes before it is a clock fault.
+        problem = run.clock.problem(index, datetime.fromisoformat(record.recorded_at))
+        if problem is not None:
+            return Failure(sequence, problem)
         failure = self._check_chain(run, record, leaf, sequence)
         if failure is None:
             failure = self._check_signers(run, record, opened, body, sequence, jobs)

@@ -70,6 +70,17 @@ def test_a_record_dated_before_the_one_it_follows_is_named(
     assert "clock went back" in report.failure.reason
 
 
+def test_a_record_moved_back_in_time_without_rehashing_is_named_as_changed_bytes(
+    ledger: tuple[LedgerApplication, NoteSigner, RawStore],
+) -> None:
+    """The leaf check comes before the clock check: the clock did not go back, the record changed."""
+    app, signer, raw = ledger
+    moved = raw.rewrite_last_record(by=-timedelta(minutes=13))
+    report = _verify(app, signer)
+    assert report.failure is not None and report.failure.sequence == moved, report.failure
+    assert "the record's bytes differ from what the Merkle log committed" in report.failure.reason
+
+
 def test_a_record_dated_before_a_witness_saw_a_checkpoint_without_it_is_named(
     ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
 ) -> None:
