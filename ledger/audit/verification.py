@@ -231,16 +231,17 @@ class LedgerVerifier:
         return None
 
     def _signed_by(self, stored: StoredCheckpoint) -> str:
-        """Which keys signed a checkpoint that no trusted key signed, and which were trusted."""
+        """Which keys that could be the ledger's signed a checkpoint no trusted key signed (not
+        the witnesses' cosignatures), and which were trusted."""
         try:
-            checkpoint, _, signatures = notes.parse(stored.note)
+            origin = notes.parse(stored.note)[0].origin
         except notes.NoteError:
             return ""
+        signed = ", ".join(f"key {kid.hex()}" for kid in kept.ledger_key_ids(stored.note)) or "no ledger key"
 
         def named(name: str, kid: bytes) -> str:
-            return f"key {kid.hex()}" + ("" if name == checkpoint.origin else f" of the log {name}")
+            return f"key {kid.hex()}" + ("" if name == origin else f" of the log {name}")
 
-        signed = ", ".join(named(name, kid) for name, kid, _ in signatures) or "no key"
         trusted = ", ".join(named(k.name, k.key_id) for k in self.trusted) or "none"
         return f" (signed by {signed}; trusted: {trusted})"
 
