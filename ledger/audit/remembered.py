@@ -2,7 +2,8 @@
 with the verifier (`$COI_CONFIG_DIR/checkpoints/ORIGIN/`), never in the data folder.
 
 After a clean `coi verify` the latest checkpoint note it verified is kept, one file per note,
-written once and never replaced. Every later run of that origin holds the ledger to them
+written once and never replaced: the witnesses' cosigned note when the ledger has one, so
+later runs still date records by the cosignatures if the ledger's copy is deleted. Every later run of that origin holds the ledger to them
 as `--checkpoints` does (ledger/audit/saved.py), and each must still be one of the ledger's
 own checkpoints: whoever truncates the log and deletes the checkpoints that covered it, or
 deletes checkpoints alone, fails for every auditor who verified it before.
@@ -33,9 +34,16 @@ class Remembered:
             else []
         )
 
-    def keep(self, note: str) -> Path | None:
-        """Keeps a verified note unless a file holds it already; a note of a size kept with
-        another root is kept too, under a name of its own: the next run reads it as a fork."""
+    def cosigned(self) -> list[str]:
+        """The kept notes' texts, to date records by the witnesses' cosignatures they carry."""
+        return [p.read_text(encoding="utf-8") for p in sorted(self.folder.glob(f"*{SUFFIX}"))]
+
+    def keep(self, note: str, cosigned: list[str]) -> Path | None:
+        """Keeps a verified note, its cosigned form when `cosigned` holds one, unless a file
+        holds it already; a note of a size kept with another root is kept too, under a name
+        of its own: the next run reads it as a fork."""
+        signed = note.partition("\n\n")[0]
+        note = next((c for c in cosigned if c.partition("\n\n")[0] == signed), note)
         checkpoint, _, _ = notes.parse(note)
         path = self.folder / f"{checkpoint.size:012d}{SUFFIX}"
         if path.exists():

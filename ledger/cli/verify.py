@@ -195,13 +195,15 @@ def _verify(args: argparse.Namespace) -> int:
     # An incremental run holds the kept notes by their presence (above) and its state: their
     # roots are below the point it resumes from, which only a full walk recomputes.
     held = saved + ([] if args.incremental else kept)
+    # The witnesses' cosignatures this verifier kept date records even if the ledger lost its copy.
+    cosigned = source.witnessed() + (remembered.cosigned() if remembered.folder.is_dir() else [])
     try:
         report = LedgerVerifier(
             source,
             roots.keys,
             progress,
             saved=held,
-            cosigned=source.witnessed(),
+            cosigned=cosigned,
             witnessing=witnessing,
             replay=not args.no_replay,
         ).run(state)
@@ -221,7 +223,7 @@ def _verify(args: argparse.Namespace) -> int:
     keep_learned(roots)
     if report.latest_note is not None:
         try:
-            remembered.keep(report.latest_note)
+            remembered.keep(report.latest_note, source.witnessed())
         except OSError as exc:  # a read-only home: the check stands, the memory of it does not
             say(
                 f"coi verify: WARNING: cannot keep the latest checkpoint in {remembered.folder} "
@@ -233,7 +235,7 @@ def _verify(args: argparse.Namespace) -> int:
     print(_replayed(report, args.no_replay))
     _uncovered(report, ok=True)
     if witnessing is not None:
-        _say_witnessed(source.checkpoints(), source.witnessed(), witnessing)
+        _say_witnessed(source.checkpoints(), cosigned, witnessing)
     return EXIT_OK
 
 

@@ -15,11 +15,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog, sign
-from ledger.audit.trust import TrustStore
+from ledger.audit.trust import TrustStore, config_dir
 from ledger.demo.journeys import Cast, compressed_run
 from ledger.demo.kit import register_cast
 from ledger.store.logstore import LogStore
 from ledger.transparency.checkpoint import NoteSigner, parse
+from ledger.transparency.cosignature import Cosigner, with_lines
 from tests.stores import RawStore
 from tests.support import advance, coi, new_journey, sealed_ledger
 
@@ -378,3 +379,28 @@ def test_incremental_state_whose_checkpoint_is_gone_fails(
     code, out = _verify(tmp_path, url, "--incremental")
     assert code == 1, out
     assert f"FAILED: the checkpoint at tree size {latest} this verifier verified before is gone" in out
+
+
+def test_the_verifier_keeps_the_cosigned_note_and_dates_by_it_when_the_ledger_lost_it(
+    ledger: tuple[str, NoteSigner], tmp_path: Path
+) -> None:
+    url, _ = ledger
+    witness = Cosigner.generate("witness.test/w1")
+    (tmp_path / "w1.vkey").write_text(witness.verifier.encode() + "\n")
+    app = LedgerApplication(url)
+    store = LogStore(app.recorder)
+    latest = store.latest_checkpoint()
+    assert latest is not None
+    text = latest.note.partition("\n\n")[0] + "\n"
+    line = witness.line(text, int(datetime.now(UTC).timestamp()))
+    store.set_witnessed(latest.size, with_lines(latest.note, [line]), "now")
+    app.close()
+    code, out = _verify(tmp_path, url, "--witness-key", str(tmp_path / "w1.vkey"))
+    assert code == 0, out
+    [kept] = (config_dir() / "checkpoints").glob("*/*.note")
+    assert line in kept.read_text()
+    raw = RawStore(url)
+    raw.sql("DELETE FROM coi_witnessed")  # an insider hides what the witnesses saw
+    raw.conn.close()
+    code, out = _verify(tmp_path, url, "--witness-key", str(tmp_path / "w1.vkey"))
+    assert code == 0 and "cosigned by witness.test/w1 at " in out, out
