@@ -64,20 +64,26 @@ class Remembered:
         return path
 
 
-def gone(kept: list[SavedNote], stored: list[StoredCheckpoint]) -> str | None:
-    """Why the ledger fails the notes this verifier kept: the first kept checkpoint that is
-    no longer among the ledger's own, or is there with another root (None: all are)."""
+def gone(kept: list[SavedNote], stored: list[StoredCheckpoint], leaves: int) -> str | None:
+    """Why the ledger, of `leaves` leaves, fails the notes this verifier kept: the first kept
+    checkpoint that is no longer among the ledger's own, or is there with another root (None:
+    all are)."""
     roots = {c.size: c.root for c in stored}
+    good = 0  # the largest kept size the ledger still gives the same root
     for note in kept:
         size = note.checkpoint.size
+        verified = f"the checkpoint at tree size {size} this verifier verified before ({note.where})"
         if size not in roots:
-            return (
-                f"the checkpoint at tree size {size} this verifier verified before ({note.where}) is gone "
-                "from the ledger: its checkpoints were deleted (and its records maybe truncated)"
-            )
+            if leaves < size:
+                return (
+                    f"{verified} is gone from the ledger: the log holds {leaves} leaves, fewer than that, "
+                    "so its records were truncated and the checkpoints that covered them deleted"
+                )
+            return f"{verified} is gone from the ledger: its checkpoint was deleted (the leaves are still there)"
         if roots[size] != note.checkpoint.root:
             return (
-                f"the checkpoint at tree size {size} this verifier verified before ({note.where}) is "
-                "changed in the ledger: another root for that size"
+                f"{verified} is changed in the ledger: another root for that size, so a record among "
+                f"leaves {good} to {size - 1} differs"
             )
+        good = size
     return None

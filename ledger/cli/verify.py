@@ -176,7 +176,7 @@ def _verify(args: argparse.Namespace) -> int:
             f"{remembered.folder} (tree sizes {sizes})",
             sys.stderr,
         )
-    missing = gone(kept, source.checkpoints())
+    missing = gone(kept, source.checkpoints(), source.size())
     if missing is not None:
         say(f"FAILED: {missing}")
         return EXIT_FAILED

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger.app import ledgerkey
 from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog, sign
-from ledger.audit.trust import TrustStore, config_dir
+from ledger.audit.trust import TrustStore
 from ledger.demo.journeys import Cast, compressed_run
 from ledger.demo.kit import register_cast
 from ledger.store.logstore import LogStore
@@ -359,7 +359,7 @@ def test_the_verifier_holds_the_ledger_to_the_checkpoints_it_verified_before(
         code == 1
         and f"FAILED: the checkpoint at tree size {latest_size} this verifier verified before" in out
     )
-    assert "is gone from the ledger" in out
+    assert f"is gone from the ledger: the log holds {first_size} leaves, fewer than that" in out
     vkey = tmp_path / "genuine.vkey"
     vkey.write_text(genuine.verifier.encode() + "\n")
     code, out = _verify(tmp_path, url, COI_CONFIG_DIR=str(tmp_path / "newcomer"), COI_TRUSTED_KEYS=str(vkey))
@@ -382,7 +382,7 @@ def test_incremental_state_whose_checkpoint_is_gone_fails(
 
 
 def test_the_verifier_keeps_the_cosigned_note_and_dates_by_it_when_the_ledger_lost_it(
-    ledger: tuple[str, NoteSigner], tmp_path: Path
+    ledger: tuple[str, NoteSigner], tmp_path: Path, config_dir: Path
 ) -> None:
     url, _ = ledger
     witness = Cosigner.generate("witness.test/w1")
@@ -397,10 +397,27 @@ def test_the_verifier_keeps_the_cosigned_note_and_dates_by_it_when_the_ledger_lo
     app.close()
     code, out = _verify(tmp_path, url, "--witness-key", str(tmp_path / "w1.vkey"))
     assert code == 0, out
-    [kept] = (config_dir() / "checkpoints").glob("*/*.note")
+    [kept] = (config_dir / "checkpoints").glob("*/*.note")
     assert line in kept.read_text()
     raw = RawStore(url)
     raw.sql("DELETE FROM coi_witnessed")  # an insider hides what the witnesses saw
     raw.conn.close()
     code, out = _verify(tmp_path, url, "--witness-key", str(tmp_path / "w1.vkey"))
     assert code == 0 and "cosigned by witness.test/w1 at " in out, out
+
+
+def test_a_kept_checkpoint_re_signed_with_another_root_names_the_leaves_it_covers(
+    ledger: tuple[str, NoteSigner], tmp_path: Path
+) -> None:
+    url, genuine = ledger
+    assert _verify(tmp_path, url)[0] == 0
+    raw = RawStore(url)
+    raw.rewrite_last_record()
+    app = LedgerApplication(url)
+    raw.resign_log(app, genuine)  # the insider holds the key: same size, another root
+    (size,) = raw.sql("SELECT MAX(tree_size) FROM coi_checkpoints")[0]
+    app.close()
+    raw.conn.close()
+    code, out = _verify(tmp_path, url)
+    assert code == 1, out
+    assert f"is changed in the ledger: another root for that size, so a record among leaves 0 to {size - 1}" in out
