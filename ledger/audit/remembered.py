@@ -47,7 +47,8 @@ class Remembered:
         checkpoint, _, _ = notes.parse(note)
         path = self.folder / f"{checkpoint.size:012d}{SUFFIX}"
         if path.exists():
-            if path.read_text(encoding="utf-8") == note:
+            held = path.read_text(encoding="utf-8")
+            if held == note or _within(note, held):
                 return None
             path = path.with_name(
                 f"{checkpoint.size:012d}.{hashlib.sha256(note.encode()).hexdigest()[:12]}{SUFFIX}"
@@ -62,6 +63,13 @@ class Remembered:
             out.flush()
             os.fsync(out.fileno())
         return path
+
+
+def _within(note: str, held: str) -> bool:
+    """`held` is the same checkpoint with every signature `note` has (e.g. it is cosigned too)."""
+    text, _, lines = note.partition("\n\n")
+    held_text, _, held_lines = held.partition("\n\n")
+    return text == held_text and set(lines.splitlines()) <= set(held_lines.splitlines())
 
 
 def gone(kept: list[SavedNote], stored: list[StoredCheckpoint], leaves: int) -> str | None:

@@ -170,10 +170,9 @@ def _verify(args: argparse.Namespace) -> int:
     remembered = Remembered(config_dir(), roots.origin)
     kept = remembered.notes(roots.keys)
     if kept:
-        sizes = ", ".join(f"{k.checkpoint.size:,}" for k in kept)
         say(
             f"coi verify: held to {_count(len(kept), 'checkpoint')} this verifier kept: "
-            f"{remembered.folder} (tree sizes {sizes})",
+            f"{remembered.folder} (the latest at tree size {kept[-1].checkpoint.size:,})",
             sys.stderr,
         )
     missing = gone(kept, source.checkpoints(), source.size())
@@ -195,6 +194,7 @@ def _verify(args: argparse.Namespace) -> int:
     # An incremental run holds the kept notes by their presence (above) and its state: their
     # roots are below the point it resumes from, which only a full walk recomputes.
     held = saved + ([] if args.incremental else kept)
+    held_by_me = 0 if args.incremental else len(kept)
     # The witnesses' cosignatures this verifier kept date records even if the ledger lost its copy.
     cosigned = source.witnessed() + (remembered.cosigned() if remembered.folder.is_dir() else [])
     try:
@@ -215,7 +215,7 @@ def _verify(args: argparse.Namespace) -> int:
         failure = report.failure
         say(f"FAILED at {failure}" if failure.sequence is not None else f"FAILED: {failure.reason}")
         if report.records:
-            print(f"(checked before the failure: {_summary(report, seconds)})")
+            print(f"(checked before the failure: {_summary(report, seconds, held_by_me)})")
         else:
             print("(no record was checked: every checkpoint's signature is checked first)")
         _uncovered(report, ok=False)
@@ -231,7 +231,7 @@ def _verify(args: argparse.Namespace) -> int:
                 "to a folder of yours",
                 sys.stderr,
             )
-    print(f"OK: {_summary(report, seconds)}")
+    print(f"OK: {_summary(report, seconds, held_by_me)}")
     print(_replayed(report, args.no_replay))
     _uncovered(report, ok=True)
     if witnessing is not None:
@@ -239,9 +239,12 @@ def _verify(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _summary(report: Report, seconds: float) -> str:
+def _summary(report: Report, seconds: float, kept_here: int) -> str:
+    """`kept_here` of the report's saved checkpoints are this verifier's memory, the others saved outside it."""
     resumed = f", resumed after {report.resumed_from:,} verified leaves" if report.resumed_from else ""
-    kept = f", {_count(report.saved, 'checkpoint')} saved outside it" if report.saved else ""
+    outside = report.saved - kept_here if report.saved else 0
+    kept = f", {_count(kept_here, 'checkpoint')} kept by this verifier" if report.saved and kept_here else ""
+    kept += f", {_count(outside, 'checkpoint')} saved outside it" if outside > 0 else ""
     return (
         f"{_count(report.records, 'record')}, {_count(report.leaves, 'leaf', 'leaves')}, "
         f"{_count(report.checkpoints, 'checkpoint')}{kept}, {_count(report.streams, 'aggregate')}"
@@ -265,7 +268,7 @@ def _say_witnessed(checkpoints: list[StoredCheckpoint], cosigned: list[str], wit
         f"{c.name} at {datetime.fromtimestamp(c.timestamp, UTC):%Y-%m-%d %H:%M:%S} UTC" for c in found
     )
     size = checkpoints[-1].size
-    say(f"witnessed: the latest checkpoint (tree size {size}) is cosigned by {names or 'no one'}")
+    say(f"witnessed: the latest checkpoint (tree size {size}) is cosigned by {names or 'none of the given witnesses'}")
 
 
 def _uncovered(report: Report, ok: bool) -> None:

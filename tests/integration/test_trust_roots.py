@@ -348,6 +348,8 @@ def test_the_verifier_holds_the_ledger_to_the_checkpoints_it_verified_before(
     assert kept_file.name == f"{latest_size:012d}.note"
     code, out = _verify(tmp_path, url)
     assert code == 0 and f"held to 1 checkpoint this verifier kept: {kept_file.parent}" in out, out
+    assert f"(the latest at tree size {latest_size:,})" in out
+    assert "1 checkpoint kept by this verifier" in out and "saved outside it" not in out, out
     # The tail cut back to the first checkpoint, the checkpoint that covered it deleted.
     (cut,) = raw.sql("SELECT sequence FROM coi_leaves WHERE leaf_index = ?", (first_size,))[0]
     raw.sql("DELETE FROM {table} WHERE {seq} >= ?", (cut,))
@@ -404,6 +406,8 @@ def test_the_verifier_keeps_the_cosigned_note_and_dates_by_it_when_the_ledger_lo
     raw.conn.close()
     code, out = _verify(tmp_path, url, "--witness-key", str(tmp_path / "w1.vkey"))
     assert code == 0 and "cosigned by witness.test/w1 at " in out, out
+    code, out = _verify(tmp_path, url, "--witness-key", str(tmp_path / "w1.vkey"))
+    assert code == 0 and "held to 1 checkpoint this verifier kept" in out, out  # not the plain note again
 
 
 def test_a_kept_checkpoint_re_signed_with_another_root_names_the_leaves_it_covers(
