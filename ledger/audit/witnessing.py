@@ -65,8 +65,11 @@ def cosigners(size: int, cosigned: list[str], keys: list[CosignatureVerifier]) -
     return cosignatures(note, keys) if note is not None else []
 
 
-def quorum_problem(latest: int | None, cosigned: list[str], witnessing: Witnessing) -> str | None:
-    """Why the latest checkpoint lacks `quorum` cosignatures by distinct trusted keys, if it does."""
+def quorum_problem(
+    latest: int | None, cosigned: list[str], witnessing: Witnessing, which: str = "the latest checkpoint"
+) -> str | None:
+    """Why the latest checkpoint (`which`, as the message names it) lacks `quorum` cosignatures
+    by distinct trusted keys, if it does."""
     if latest is None:
         return "the ledger has no checkpoint to be witnessed"
     found = {(c.name, c.key_id) for c in cosigners(latest, cosigned, witnessing.keys)}
@@ -74,7 +77,7 @@ def quorum_problem(latest: int | None, cosigned: list[str], witnessing: Witnessi
         return None
     missing = [k.name for k in witnessing.keys if (k.name, k.key_id) not in found]
     return (
-        f"the latest checkpoint (tree size {latest}) has {len(found)} of the {witnessing.quorum} "
+        f"{which} (tree size {latest}) has {len(found)} of the {witnessing.quorum} "
         f"cosignatures required by distinct trusted witnesses; none from {', '.join(missing)}"
     )
 
