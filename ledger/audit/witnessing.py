@@ -49,7 +49,9 @@ def witnessed_times(
             found = cosignatures(note, keys)
         except notes.NoteError as exc:
             return times, f"a cosigned checkpoint: {exc}"
-        if roots.get(checkpoint.size) != checkpoint.root:
+        if checkpoint.size not in roots:
+            return times, f"the cosigned checkpoint at tree size {checkpoint.size} is missing from the ledger's checkpoints"
+        if roots[checkpoint.size] != checkpoint.root:
             return (
                 times,
                 f"the cosigned checkpoint at tree size {checkpoint.size} is not the ledger's checkpoint",

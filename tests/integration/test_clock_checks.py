@@ -81,6 +81,23 @@ def test_a_record_moved_back_in_time_without_rehashing_is_named_as_changed_bytes
     assert "the record's bytes differ from what the Merkle log committed" in report.failure.reason
 
 
+def test_a_cosigned_checkpoint_the_ledger_deleted_is_named_missing(
+    ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
+) -> None:
+    app, signer, raw = ledger
+    log = MerkleLog(app)
+    first = log.store.latest_checkpoint()
+    assert first is not None
+    text = first.note.partition("\n\n")[0] + "\n"
+    log.store.set_witnessed(first.size, with_lines(first.note, [WITNESS.line(text, 1_700_000_000)]), "now")
+    advance(app, new_journey(cast, index=3))
+    log.checkpoint(signer, signer.name, memory=None)
+    raw.sql("DELETE FROM coi_checkpoints WHERE tree_size = ?", (first.size,))
+    report = _verify(app, signer, Witnessing([WITNESS.verifier], 0))
+    assert report.failure is not None, report
+    assert f"tree size {first.size} is missing from the ledger's checkpoints" in report.failure.reason
+
+
 def test_a_record_dated_before_a_witness_saw_a_checkpoint_without_it_is_named(
     ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
 ) -> None:
