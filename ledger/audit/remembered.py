@@ -3,10 +3,11 @@ with the verifier (`$COI_CONFIG_DIR/checkpoints/ORIGIN/`), never in the data fol
 
 After a clean `coi verify` the latest checkpoint note it verified is kept, one file per note,
 written once and never replaced: the witnesses' cosigned note when the ledger has one, so
-later runs still date records by the cosignatures if the ledger's copy is deleted. Every later run of that origin holds the ledger to them
-as `--checkpoints` does (ledger/audit/saved.py), and each must still be one of the ledger's
-own checkpoints: whoever truncates the log and deletes the checkpoints that covered it, or
-deletes checkpoints alone, fails for every auditor who verified it before.
+later runs still date records by the cosignatures if the ledger's copy is deleted. Every
+later run of that origin holds the ledger to them as `--checkpoints` does
+(ledger/audit/saved.py), and each must still be one of the ledger's own checkpoints:
+whoever truncates the log and deletes the checkpoints that covered it, or deletes
+checkpoints alone, fails for every auditor who verified it before.
 """
 
 from __future__ import annotations
@@ -87,7 +88,9 @@ def gone(kept: list[SavedNote], stored: list[StoredCheckpoint], leaves: int) -> 
                     f"{verified} is gone from the ledger: the log holds {leaves} leaves, fewer than that, "
                     "so its records were truncated and the checkpoints that covered them deleted"
                 )
-            return f"{verified} is gone from the ledger: its checkpoint was deleted (the leaves are still there)"
+            return (
+                f"{verified} is gone from the ledger: its checkpoint was deleted (the leaves are still there)"
+            )
         if roots[size] != note.checkpoint.root:
             return (
                 f"{verified} is changed in the ledger: another root for that size, so a record among "

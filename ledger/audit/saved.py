@@ -86,7 +86,9 @@ def ledger_key_ids(note: str) -> list[bytes]:
         checkpoint, _, signatures = notes.parse(note)
     except notes.NoteError:
         return []
-    return [kid for name, kid, sig in signatures if name == checkpoint.origin and len(sig) == ED25519_SIGNATURE]
+    return [
+        kid for name, kid, sig in signatures if name == checkpoint.origin and len(sig) == ED25519_SIGNATURE
+    ]
 
 
 def of_log(saved: list[SavedNote], origin: str | None) -> list[SavedNote]:

@@ -50,7 +50,11 @@ def witnessed_times(
         except notes.NoteError as exc:
             return times, f"a cosigned checkpoint: {exc}"
         if checkpoint.size not in roots:
-            return times, f"the cosigned checkpoint at tree size {checkpoint.size} is missing from the ledger's checkpoints"
+            return (
+                times,
+                f"the cosigned checkpoint at tree size {checkpoint.size} is missing from the ledger's "
+                "checkpoints",
+            )
         if roots[checkpoint.size] != checkpoint.root:
             return (
                 times,

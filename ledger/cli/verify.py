@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from ledger.audit.verification import Report
     from ledger.audit.witnessing import Witnessing
     from ledger.cli.common import Subparsers
-    from ledger.transparency.checkpoint import NoteSigner
     from ledger.store.sources import SqlSource
+    from ledger.transparency.checkpoint import NoteSigner
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -80,7 +80,10 @@ def _checkpoint(args: argparse.Namespace) -> int:
         _say_rotated(ledgerkey.rotate(log.store))
     if args.retire_old_key:
         old = ledgerkey.retire_old_key(log.store)
-        say(f"coi: retired the old ledger key {old.key_id.hex()}: the new key alone signs from now on", sys.stderr)
+        say(
+            f"coi: retired the old ledger key {old.key_id.hex()}: the new key alone signs from now on",
+            sys.stderr,
+        )
     before = log.store.latest_checkpoint()
     try:
         if args.rotate_key or args.sign:
@@ -106,7 +109,8 @@ def _say_rotated(new: NoteSigner) -> None:
     say(f"coi: new ledger key {new.verifier.key_id.hex()}, added to your trust store; its .vkey:", sys.stderr)
     say(new.verifier.encode(), sys.stderr)
     say(
-        "coi: from now on the old and the new key sign every checkpoint. Next: give this .vkey (or coi trust export --out FILE) to the witnesses (an added --log "
+        "coi: from now on the old and the new key sign every checkpoint. Next: give this .vkey "
+        "(or coi trust export --out FILE) to the witnesses (an added --log "
         "ORIGIN=NEW.vkey, keeping the old one) and to the auditors (coi trust add FILE); then "
         "coi checkpoint --retire-old-key",
         sys.stderr,
@@ -240,7 +244,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _summary(report: Report, seconds: float, kept_here: int) -> str:
-    """`kept_here` of the report's saved checkpoints are this verifier's memory, the others saved outside it."""
+    """`kept_here` of the report's saved checkpoints are this verifier's memory, the others
+    were saved outside it."""
     resumed = f", resumed after {report.resumed_from:,} verified leaves" if report.resumed_from else ""
     outside = report.saved - kept_here if report.saved else 0
     kept = f", {_count(kept_here, 'checkpoint')} kept by this verifier" if report.saved and kept_here else ""
@@ -268,7 +273,10 @@ def _say_witnessed(checkpoints: list[StoredCheckpoint], cosigned: list[str], wit
         f"{c.name} at {datetime.fromtimestamp(c.timestamp, UTC):%Y-%m-%d %H:%M:%S} UTC" for c in found
     )
     size = checkpoints[-1].size
-    say(f"witnessed: the latest checkpoint (tree size {size}) is cosigned by {names or 'none of the given witnesses'}")
+    say(
+        f"witnessed: the latest checkpoint (tree size {size}) is cosigned by "
+        f"{names or 'none of the given witnesses'}"
+    )
 
 
 def _uncovered(report: Report, ok: bool) -> None:

@@ -424,4 +424,7 @@ def test_a_kept_checkpoint_re_signed_with_another_root_names_the_leaves_it_cover
     raw.conn.close()
     code, out = _verify(tmp_path, url)
     assert code == 1, out
-    assert f"is changed in the ledger: another root for that size, so a record among leaves 0 to {size - 1}" in out
+    assert (
+        f"is changed in the ledger: another root for that size, so a record among leaves 0 to {size - 1}"
+        in out
+    )

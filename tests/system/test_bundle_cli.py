@@ -93,7 +93,9 @@ def test_a_tampered_bundle_fails_with_exit_1_naming_the_file(ledger: Ledger) -> 
 
 def test_witness_keys_without_a_quorum_require_one_cosignature(ledger: Ledger) -> None:
     """`--witness-key` alone means quorum 1: a checkpoint no witness cosigned does not pass."""
-    assert ledger.run("export", "bundle", "--from-seq", "1", "--to-seq", "3", "--out", "w.zip").returncode == 0
+    assert (
+        ledger.run("export", "bundle", "--from-seq", "1", "--to-seq", "3", "--out", "w.zip").returncode == 0
+    )
     (ledger.folder / "w1.vkey").write_text(Cosigner.generate("witness.test/w1").verifier.encode() + "\n")
     done = ledger.run("verify-bundle", "w.zip", "--trusted-key", str(ledger.key), "--witness-key", "w1.vkey")
     assert done.returncode == 1, done.stdout + done.stderr

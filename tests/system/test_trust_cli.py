@@ -200,7 +200,9 @@ def test_checkpoint_with_nothing_new_to_sign_says_so(tmp_path: Path) -> None:
     )
     assert "comes with the next record" in coi(tmp_path, "checkpoint", "--sign").stderr
     early = coi(tmp_path, "checkpoint", "--retire-old-key")
-    assert early.returncode == 2 and "no checkpoint signed by both the old and the new key yet" in early.stderr
+    assert (
+        early.returncode == 2 and "no checkpoint signed by both the old and the new key yet" in early.stderr
+    )
     nowhere = coi(tmp_path, "checkpoint", "--rotate-key", COI_SIGNER_DIR=str(tmp_path / "no-key"))
     assert nowhere.returncode == 2 and "cannot rotate the ledger key: no ledger key here" in nowhere.stderr
 
