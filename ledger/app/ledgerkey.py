@@ -188,7 +188,7 @@ def retire_old_key(store: LogStore) -> NoteVerifier:
     if latest is None or not (_signs(latest.note, new.verifier) and _signs(latest.note, old.verifier)):
         raise RotationError(
             "no checkpoint signed by both the old and the new key yet, so verifiers that trust only the "
-            "old key could not learn the new one; it comes with the next record (coi checkpoint --sign)"
+            "old key could not learn the new one; the next record brings one: retire the old key after it"
         )
     _retiring_path(log_origin).unlink()
     return old.verifier
