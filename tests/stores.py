@@ -159,13 +159,13 @@ class RawStore:
             self.sql("DELETE FROM coi_nodes WHERE level = ? AND idx >= ?", (level, size >> level))
         self.sql("DELETE FROM coi_checkpoints WHERE tree_size > ?", (size,))
 
-    def rewrite_last_record(self) -> int:
-        """The last record's recorded_at moved by a second, as an insider with SQL could: the
+    def rewrite_last_record(self, by: timedelta = timedelta(seconds=1)) -> int:
+        """The last record's recorded_at moved (by a second), as an insider with SQL could: the
         last record of its aggregate, so no later link needs mending. Returns its sequence."""
         last = self.last()
         stream, version, topic, state = self.row(last)
         stored = msgspec.json.decode(bytes(state))
-        moved = datetime.fromisoformat(stored["timestamp"]["_data_"]) + timedelta(seconds=1)
+        moved = datetime.fromisoformat(stored["timestamp"]["_data_"]) + by
         stored["timestamp"]["_data_"] = moved.isoformat()
         self.set_row(last, (stream, version, topic, msgspec.json.encode(stored)))
         return last

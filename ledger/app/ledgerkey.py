@@ -12,8 +12,9 @@ an origin the trust store holds no key for yet.
 Keys are made only when a ledger is created (`coi init`, the demo); everywhere else a command
 signs only where the key is present.
 
-A rotation keeps the old key as "retiring" until a checkpoint is signed with both, so a
-verifier that trusts the old key learns the new one from that checkpoint.
+A rotation is staged: the old key is kept as "retiring" and signs every checkpoint beside the
+new one, so witnesses that know only the old key keep cosigning and verifiers that trust it
+learn the new one, until the operator, having given the new key to the witnesses, retires it.
 """
 
 from __future__ import annotations
@@ -88,8 +89,8 @@ def _read(path: Path) -> NoteSigner:
 
 
 def signers(log_origin: str) -> list[NoteSigner]:
-    """The key that signs the log's checkpoints, then the retiring one while a rotation is
-    not yet cosigned; raises NoLedgerKeyError when this host holds none."""
+    """The key that signs the log's checkpoints, then the retiring one while a rotation is in
+    progress; raises NoLedgerKeyError when this host holds none."""
     path = key_path(log_origin)
     if not path.exists():
         raise NoLedgerKeyError(f"not signed: no ledger key here ({path})")
@@ -139,8 +140,13 @@ def _refuse_signed_origin(log_origin: str) -> None:
     )
 
 
+class RotationError(Exception):
+    """A rotation step asked for at the wrong time (none in progress, or one already is)."""
+
+
 def rotate(store: LogStore) -> NoteSigner:
-    """A new signing key; the old one signs with it until a checkpoint carries both."""
+    """A new signing key, trusted here at once (this operator made it); the old one signs
+    beside it until retire_old_key."""
     log_origin = origin(store)
     try:
         old = signer(log_origin)
@@ -149,21 +155,43 @@ def rotate(store: LogStore) -> NoteSigner:
             f"cannot rotate the ledger key: no ledger key here ({key_path(log_origin)}); "
             "rotate it on the host that signs the log's checkpoints"
         ) from None
+    if rotating(log_origin):
+        # a second rotation would overwrite the retiring key that witnesses still know
+        raise RotationError(
+            f"a rotation of the ledger key is in progress already ({_retiring_path(log_origin)}): give "
+            "the new verifier key (coi trust export) to the witnesses, then coi checkpoint --retire-old-key"
+        )
     _write(_retiring_path(log_origin), old)
     made = NoteSigner(log_origin, Ed25519PrivateKey.generate())
     _write(key_path(log_origin), made)
-    publish(store, [made])  # verifiers learn it from the checkpoint both keys sign
+    publish(store, [made])  # verifiers learn it from the checkpoints both keys sign
+    TrustStore().add(log_origin, made.verifier)
     return made
 
 
 def rotating(log_origin: str) -> bool:
-    """A rotation waits for its first checkpoint, which the old and the new key sign."""
+    """A rotation is in progress: the old and the new key sign every checkpoint."""
     return _retiring_path(log_origin).exists()
 
 
-def retire(log_origin: str) -> None:
-    """A checkpoint signed by both keys is stored: the retiring key's work is done."""
-    _retiring_path(log_origin).unlink(missing_ok=True)
+def retire_old_key(store: LogStore) -> NoteVerifier:
+    """Stop signing with the rotation's old key (returned); RotationError when no rotation is in
+    progress, or no checkpoint signed by both keys is stored yet (verifiers that trust only the
+    old key could never learn the new one)."""
+    log_origin = origin(store)
+    if not rotating(log_origin):
+        raise RotationError(
+            "no rotation of the ledger key is in progress: start one with coi checkpoint --rotate-key"
+        )
+    new, old = signers(log_origin)
+    latest = store.latest_checkpoint()
+    if latest is None or not (_signs(latest.note, new.verifier) and _signs(latest.note, old.verifier)):
+        raise RotationError(
+            "no checkpoint signed by both the old and the new key yet, so verifiers that trust only the "
+            "old key could not learn the new one; the next record brings one: retire the old key after it"
+        )
+    _retiring_path(log_origin).unlink()
+    return old.verifier
 
 
 def publish(store: LogStore, keys: list[NoteSigner]) -> None:

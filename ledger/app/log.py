@@ -31,7 +31,7 @@ from ledger.app.signermemory import SignedHead, SignerMemory, SignerMemoryError
 from ledger.audit.source import StoredCheckpoint
 from ledger.store.logstore import LockTimeoutError, LogStore
 from ledger.transparency import merkle
-from ledger.transparency.checkpoint import Checkpoint, NoteSigner, parse
+from ledger.transparency.checkpoint import Checkpoint, NoteSigner
 from ledger.transparency.records import canonical, row_record
 
 READ_CHUNK = 2000
@@ -260,14 +260,10 @@ def settle(app: Application[UUID]) -> StoredCheckpoint | None:
 
 def sign(log: MerkleLog) -> StoredCheckpoint:
     """A checkpoint signed with this host's key for the log (and the retiring key while a
-    rotation is not yet cosigned); ledgerkey.NoLedgerKeyError when this host holds none."""
+    rotation is in progress); ledgerkey.NoLedgerKeyError when this host holds none."""
     origin = ledgerkey.origin(log.store)
     if not ledgerkey.key_path(origin).exists():
         ledgerkey.move_old_keys(log.store)  # once: a key at the old place, if it is safe to take
     signers = ledgerkey.signers(origin)
     ledgerkey.publish(log.store, signers)
-    stored = log.checkpoint(signers, origin, memory=ledgerkey.memory(origin))
-    signed_by = {kid for _, kid, _ in parse(stored.note)[2]}
-    if len(signers) > 1 and all(s.verifier.key_id in signed_by for s in signers):
-        ledgerkey.retire(origin)
-    return stored
+    return log.checkpoint(signers, origin, memory=ledgerkey.memory(origin))

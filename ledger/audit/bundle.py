@@ -342,7 +342,9 @@ def cosigned_by(witnessing: Witnessing) -> BundleCheck:
             found = cosignatures(bundle.files[CHECKPOINT].decode(), witnessing.keys)
         except notes.NoteError as exc:
             return BundleFailure(CHECKPOINT, str(exc))
-        problem = quorum_problem(bundle.checkpoint.size, [bundle.files[CHECKPOINT].decode()], witnessing)
+        problem = quorum_problem(
+            bundle.checkpoint.size, [bundle.files[CHECKPOINT].decode()], witnessing, "the bundle's checkpoint"
+        )
         if problem is not None:
             return BundleFailure(CHECKPOINT, problem)
         bundle.witnessed = bool(found)

@@ -2,10 +2,12 @@
 with the verifier (`$COI_CONFIG_DIR/checkpoints/ORIGIN/`), never in the data folder.
 
 After a clean `coi verify` the latest checkpoint note it verified is kept, one file per note,
-written once and never replaced. Every later run of that origin holds the ledger to them
-as `--checkpoints` does (ledger/audit/saved.py), and each must still be one of the ledger's
-own checkpoints: whoever truncates the log and deletes the checkpoints that covered it, or
-deletes checkpoints alone, fails for every auditor who verified it before.
+written once and never replaced: the witnesses' cosigned note when the ledger has one, so
+later runs still date records by the cosignatures if the ledger's copy is deleted. Every
+later run of that origin holds the ledger to them as `--checkpoints` does
+(ledger/audit/saved.py), and each must still be one of the ledger's own checkpoints:
+whoever truncates the log and deletes the checkpoints that covered it, or deletes
+checkpoints alone, fails for every auditor who verified it before.
 """
 
 from __future__ import annotations
@@ -33,13 +35,21 @@ class Remembered:
             else []
         )
 
-    def keep(self, note: str) -> Path | None:
-        """Keeps a verified note unless a file holds it already; a note of a size kept with
-        another root is kept too, under a name of its own: the next run reads it as a fork."""
+    def cosigned(self) -> list[str]:
+        """The kept notes' texts, to date records by the witnesses' cosignatures they carry."""
+        return [p.read_text(encoding="utf-8") for p in sorted(self.folder.glob(f"*{SUFFIX}"))]
+
+    def keep(self, note: str, cosigned: list[str]) -> Path | None:
+        """Keeps a verified note, its cosigned form when `cosigned` holds one, unless a file
+        holds it already; a note of a size kept with another root is kept too, under a name
+        of its own: the next run reads it as a fork."""
+        signed = note.partition("\n\n")[0]
+        note = next((c for c in cosigned if c.partition("\n\n")[0] == signed), note)
         checkpoint, _, _ = notes.parse(note)
         path = self.folder / f"{checkpoint.size:012d}{SUFFIX}"
         if path.exists():
-            if path.read_text(encoding="utf-8") == note:
+            held = path.read_text(encoding="utf-8")
+            if held == note or _within(note, held):
                 return None
             path = path.with_name(
                 f"{checkpoint.size:012d}.{hashlib.sha256(note.encode()).hexdigest()[:12]}{SUFFIX}"
@@ -56,20 +66,35 @@ class Remembered:
         return path
 
 
-def gone(kept: list[SavedNote], stored: list[StoredCheckpoint]) -> str | None:
-    """Why the ledger fails the notes this verifier kept: the first kept checkpoint that is
-    no longer among the ledger's own, or is there with another root (None: all are)."""
+def _within(note: str, held: str) -> bool:
+    """`held` is the same checkpoint with every signature `note` has (e.g. it is cosigned too)."""
+    text, _, lines = note.partition("\n\n")
+    held_text, _, held_lines = held.partition("\n\n")
+    return text == held_text and set(lines.splitlines()) <= set(held_lines.splitlines())
+
+
+def gone(kept: list[SavedNote], stored: list[StoredCheckpoint], leaves: int) -> str | None:
+    """Why the ledger, of `leaves` leaves, fails the notes this verifier kept: the first kept
+    checkpoint that is no longer among the ledger's own, or is there with another root (None:
+    all are)."""
     roots = {c.size: c.root for c in stored}
+    good = 0  # the largest kept size the ledger still gives the same root
     for note in kept:
         size = note.checkpoint.size
+        verified = f"the checkpoint at tree size {size} this verifier verified before ({note.where})"
         if size not in roots:
+            if leaves < size:
+                return (
+                    f"{verified} is gone from the ledger: the log holds {leaves} leaves, fewer than that, "
+                    "so its records were truncated and the checkpoints that covered them deleted"
+                )
             return (
-                f"the checkpoint at tree size {size} this verifier verified before ({note.where}) is gone "
-                "from the ledger: its checkpoints were deleted (and its records maybe truncated)"
+                f"{verified} is gone from the ledger: its checkpoint was deleted (the leaves are still there)"
             )
         if roots[size] != note.checkpoint.root:
             return (
-                f"the checkpoint at tree size {size} this verifier verified before ({note.where}) is "
-                "changed in the ledger: another root for that size"
+                f"{verified} is changed in the ledger: another root for that size, so a record among "
+                f"leaves {good} to {size - 1} differs"
             )
+        good = size
     return None

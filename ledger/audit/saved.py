@@ -17,6 +17,8 @@ from pathlib import Path
 
 from ledger.transparency import checkpoint as notes
 
+ED25519_SIGNATURE = 64
+
 SUFFIX = ".note"  # in a directory, the files read as notes; a file given by name is read whatever its name
 
 
@@ -70,13 +72,23 @@ def read_saved(
 
 
 def signed_by(note: str) -> str:
-    """The key ids a note's signature lines name, as a clause (empty when it cannot be read):
-    what tells a verifier which key it would need, e.g. after a rotation."""
-    try:
-        ids = [kid.hex() for _, kid, _ in notes.parse(note)[2]]
-    except notes.NoteError:
-        return ""
+    """The key ids of a note's signatures that could be the ledger's, as a clause (empty when
+    there are none or it cannot be read): what tells a verifier which key it would need, e.g.
+    after a rotation. Witnesses' cosignatures are left out: no ledger key made them."""
+    ids = [kid.hex() for kid in ledger_key_ids(note)]
     return f" (it is signed by key id{'s' if len(ids) > 1 else ''} {', '.join(ids)})" if ids else ""
+
+
+def ledger_key_ids(note: str) -> list[bytes]:
+    """The key ids of the signature lines named by the note's origin and of an Ed25519 note
+    signature's length (a cosignature carries a timestamp too); none when it cannot be read."""
+    try:
+        checkpoint, _, signatures = notes.parse(note)
+    except notes.NoteError:
+        return []
+    return [
+        kid for name, kid, sig in signatures if name == checkpoint.origin and len(sig) == ED25519_SIGNATURE
+    ]
 
 
 def of_log(saved: list[SavedNote], origin: str | None) -> list[SavedNote]:

@@ -231,16 +231,17 @@ class LedgerVerifier:
         return None
 
     def _signed_by(self, stored: StoredCheckpoint) -> str:
-        """Which keys signed a checkpoint that no trusted key signed, and which were trusted."""
+        """Which keys that could be the ledger's signed a checkpoint no trusted key signed (not
+        the witnesses' cosignatures), and which were trusted."""
         try:
-            checkpoint, _, signatures = notes.parse(stored.note)
+            origin = notes.parse(stored.note)[0].origin
         except notes.NoteError:
             return ""
+        signed = ", ".join(f"key {kid.hex()}" for kid in kept.ledger_key_ids(stored.note)) or "no ledger key"
 
         def named(name: str, kid: bytes) -> str:
-            return f"key {kid.hex()}" + ("" if name == checkpoint.origin else f" of the log {name}")
+            return f"key {kid.hex()}" + ("" if name == origin else f" of the log {name}")
 
-        signed = ", ".join(named(name, kid) for name, kid, _ in signatures) or "no key"
         trusted = ", ".join(named(k.name, k.key_id) for k in self.trusted) or "none"
         return f" (signed by {signed}; trusted: {trusted})"
 
@@ -362,9 +363,6 @@ class LedgerVerifier:
             return Failure(sequence, f"the stored row cannot be read as a record ({exc})")
         leaf = merkle.leaf_hash(canonical(record))
         run.last_sequence = sequence
-        problem = run.clock.problem(index, datetime.fromisoformat(record.recorded_at))
-        if problem is not None:
-            return Failure(sequence, problem)
         if expected is None:
             run.unlogged += 1
             run.unlogged_from = run.unlogged_from or sequence
@@ -390,6 +388,10 @@ class LedgerVerifier:
                         "records (nor with the checkpoints before it)",
                     )
                 run.first_unsealed = None
+        # After the leaf check: a rewritten recorded_at is changed bytes before it is a clock fault.
+        problem = run.clock.problem(index, datetime.fromisoformat(record.recorded_at))
+        if problem is not None:
+            return Failure(sequence, problem)
         failure = self._check_chain(run, record, leaf, sequence)
         if failure is None:
             failure = self._check_signers(run, record, opened, body, sequence, jobs)

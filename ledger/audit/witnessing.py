@@ -49,7 +49,13 @@ def witnessed_times(
             found = cosignatures(note, keys)
         except notes.NoteError as exc:
             return times, f"a cosigned checkpoint: {exc}"
-        if roots.get(checkpoint.size) != checkpoint.root:
+        if checkpoint.size not in roots:
+            return (
+                times,
+                f"the cosigned checkpoint at tree size {checkpoint.size} is missing from the ledger's "
+                "checkpoints",
+            )
+        if roots[checkpoint.size] != checkpoint.root:
             return (
                 times,
                 f"the cosigned checkpoint at tree size {checkpoint.size} is not the ledger's checkpoint",
@@ -65,8 +71,11 @@ def cosigners(size: int, cosigned: list[str], keys: list[CosignatureVerifier]) -
     return cosignatures(note, keys) if note is not None else []
 
 
-def quorum_problem(latest: int | None, cosigned: list[str], witnessing: Witnessing) -> str | None:
-    """Why the latest checkpoint lacks `quorum` cosignatures by distinct trusted keys, if it does."""
+def quorum_problem(
+    latest: int | None, cosigned: list[str], witnessing: Witnessing, which: str = "the latest checkpoint"
+) -> str | None:
+    """Why the latest checkpoint (`which`, as the message names it) lacks `quorum` cosignatures
+    by distinct trusted keys, if it does."""
     if latest is None:
         return "the ledger has no checkpoint to be witnessed"
     found = {(c.name, c.key_id) for c in cosigners(latest, cosigned, witnessing.keys)}
@@ -74,7 +83,7 @@ def quorum_problem(latest: int | None, cosigned: list[str], witnessing: Witnessi
         return None
     missing = [witness_label(k) for k in witnessing.keys if (k.name, k.key_id) not in found]
     return (
-        f"the latest checkpoint (tree size {latest}) has {len(found)} of the {witnessing.quorum} "
+        f"{which} (tree size {latest}) has {len(found)} of the {witnessing.quorum} "
         f"cosignatures required by distinct given witnesses; none by {', '.join(missing)}"
     )
 

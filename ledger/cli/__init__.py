@@ -63,6 +63,7 @@ SAID_ERRORS = (
     ("ledger.audit.trust", "TrustError"),
     ("ledger.app.ledgerkey", "NoLedgerKeyError"),
     ("ledger.app.ledgerkey", "OriginInUseError"),
+    ("ledger.app.ledgerkey", "RotationError"),
 )
 
 

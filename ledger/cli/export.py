@@ -117,6 +117,7 @@ def _verify_bundle(args: argparse.Namespace) -> int:
     path = Path(args.bundle)
     if not path.is_file():
         raise UsageError(f"no bundle at {path}")
+    witnessing = witnessing_of(args)  # a usage error in it before anything is printed
     unreadable: list[BundleError] = []
 
     def origin() -> str:  # asked after the key files are read: a bad key file is said first
@@ -140,7 +141,6 @@ def _verify_bundle(args: argparse.Namespace) -> int:
                 f"--checkpoints {' '.join(args.checkpoints)}: no checkpoint notes (*.note) there"
             )
         more.append(held_to_saved(saved))
-    witnessing = witnessing_of(args)
     if witnessing is not None:
         more.append(cosigned_by(witnessing))
     report = verify_bundle(path, trusted, more)

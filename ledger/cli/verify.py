@@ -14,12 +14,23 @@ if TYPE_CHECKING:
     from ledger.audit.witnessing import Witnessing
     from ledger.cli.common import Subparsers
     from ledger.store.sources import SqlSource
+    from ledger.transparency.checkpoint import NoteSigner
 
 
 def add_parser(subparsers: Subparsers) -> None:
     s = subparsers.add_parser("checkpoint", help="integrate new records; print the latest signed checkpoint")
     s.add_argument("--sign", action="store_true", help="sign a new checkpoint now, whatever the policy")
-    s.add_argument("--rotate-key", action="store_true", help="sign from now on with a new ledger key")
+    step = s.add_mutually_exclusive_group()
+    step.add_argument(
+        "--rotate-key",
+        action="store_true",
+        help="make a new ledger key; the old and the new one sign every checkpoint until --retire-old-key",
+    )
+    step.add_argument(
+        "--retire-old-key",
+        action="store_true",
+        help="end a rotation: stop signing with the old key (once the witnesses have the new .vkey)",
+    )
 
     s = subparsers.add_parser("prove", help="RFC 9162 inclusion or consistency proof as JSON")
     s.add_argument("sequence", nargs="?", type=int, help="the record's global sequence number")
@@ -66,11 +77,12 @@ def _checkpoint(args: argparse.Namespace) -> int:
     app = open_app()
     log = MerkleLog(app)
     if args.rotate_key:
-        new = ledgerkey.rotate(log.store)
-        print(
-            f"new ledger key {new.verifier.encode()}; the next checkpoint is signed by the old key too, "
-            "so verifiers that trust it learn the new one",
-            file=sys.stderr,
+        _say_rotated(ledgerkey.rotate(log.store))
+    if args.retire_old_key:
+        old = ledgerkey.retire_old_key(log.store)
+        say(
+            f"coi: retired the old ledger key {old.key_id.hex()}: the new key alone signs from now on",
+            sys.stderr,
         )
     before = log.store.latest_checkpoint()
     try:
@@ -91,6 +103,18 @@ def _checkpoint(args: argparse.Namespace) -> int:
         raise UsageError("the ledger has no signed checkpoint yet")
     sys.stdout.write(latest.note)
     return EXIT_OK
+
+
+def _say_rotated(new: NoteSigner) -> None:
+    say(f"coi: new ledger key {new.verifier.key_id.hex()}, added to your trust store; its .vkey:", sys.stderr)
+    say(new.verifier.encode(), sys.stderr)
+    say(
+        "coi: from now on the old and the new key sign every checkpoint. Next: give this .vkey "
+        "(or coi trust export --out FILE) to the witnesses (an added --log "
+        "ORIGIN=NEW.vkey, keeping the old one) and to the auditors (coi trust add FILE); then "
+        "coi checkpoint --retire-old-key",
+        sys.stderr,
+    )
 
 
 def _say_nothing_new(size: int, rotating: bool) -> None:
@@ -150,13 +174,12 @@ def _verify(args: argparse.Namespace) -> int:
     remembered = Remembered(config_dir(), roots.origin)
     kept = remembered.notes(roots.keys)
     if kept:
-        sizes = ", ".join(f"{k.checkpoint.size:,}" for k in kept)
         say(
             f"coi verify: held to {_count(len(kept), 'checkpoint')} this verifier kept: "
-            f"{remembered.folder} (tree sizes {sizes})",
+            f"{remembered.folder} (the latest at tree size {kept[-1].checkpoint.size:,})",
             sys.stderr,
         )
-    missing = gone(kept, source.checkpoints())
+    missing = gone(kept, source.checkpoints(), source.size())
     if missing is not None:
         say(f"FAILED: {missing}")
         return EXIT_FAILED
@@ -175,13 +198,16 @@ def _verify(args: argparse.Namespace) -> int:
     # An incremental run holds the kept notes by their presence (above) and its state: their
     # roots are below the point it resumes from, which only a full walk recomputes.
     held = saved + ([] if args.incremental else kept)
+    held_by_me = 0 if args.incremental else len(kept)
+    # The witnesses' cosignatures this verifier kept date records even if the ledger lost its copy.
+    cosigned = source.witnessed() + (remembered.cosigned() if remembered.folder.is_dir() else [])
     try:
         report = LedgerVerifier(
             source,
             roots.keys,
             progress,
             saved=held,
-            cosigned=source.witnessed(),
+            cosigned=cosigned,
             witnessing=witnessing,
             replay=not args.no_replay,
         ).run(state)
@@ -193,7 +219,7 @@ def _verify(args: argparse.Namespace) -> int:
         failure = report.failure
         say(f"FAILED at {failure}" if failure.sequence is not None else f"FAILED: {failure.reason}")
         if report.records:
-            print(f"(checked before the failure: {_summary(report, seconds)})")
+            print(f"(checked before the failure: {_summary(report, seconds, held_by_me)})")
         else:
             print("(no record was checked: every checkpoint's signature is checked first)")
         _uncovered(report, ok=False)
@@ -201,7 +227,7 @@ def _verify(args: argparse.Namespace) -> int:
     keep_learned(roots)
     if report.latest_note is not None:
         try:
-            remembered.keep(report.latest_note)
+            remembered.keep(report.latest_note, source.witnessed())
         except OSError as exc:  # a read-only home: the check stands, the memory of it does not
             say(
                 f"coi verify: WARNING: cannot keep the latest checkpoint in {remembered.folder} "
@@ -209,17 +235,21 @@ def _verify(args: argparse.Namespace) -> int:
                 "to a folder of yours",
                 sys.stderr,
             )
-    print(f"OK: {_summary(report, seconds)}")
+    print(f"OK: {_summary(report, seconds, held_by_me)}")
     print(_replayed(report, args.no_replay))
     _uncovered(report, ok=True)
     if witnessing is not None:
-        _say_witnessed(source.checkpoints(), source.witnessed(), witnessing)
+        _say_witnessed(source.checkpoints(), cosigned, witnessing)
     return EXIT_OK
 
 
-def _summary(report: Report, seconds: float) -> str:
+def _summary(report: Report, seconds: float, kept_here: int) -> str:
+    """`kept_here` of the report's saved checkpoints are this verifier's memory, the others
+    were saved outside it."""
     resumed = f", resumed after {report.resumed_from:,} verified leaves" if report.resumed_from else ""
-    kept = f", {_count(report.saved, 'checkpoint')} saved outside it" if report.saved else ""
+    outside = report.saved - kept_here if report.saved else 0
+    kept = f", {_count(kept_here, 'checkpoint')} kept by this verifier" if report.saved and kept_here else ""
+    kept += f", {_count(outside, 'checkpoint')} saved outside it" if outside > 0 else ""
     return (
         f"{_count(report.records, 'record')}, {_count(report.leaves, 'leaf', 'leaves')}, "
         f"{_count(report.checkpoints, 'checkpoint')}{kept}, {_count(report.streams, 'aggregate')}"
@@ -243,7 +273,10 @@ def _say_witnessed(checkpoints: list[StoredCheckpoint], cosigned: list[str], wit
         f"{c.name} at {datetime.fromtimestamp(c.timestamp, UTC):%Y-%m-%d %H:%M:%S} UTC" for c in found
     )
     size = checkpoints[-1].size
-    say(f"witnessed: the latest checkpoint (tree size {size}) is cosigned by {names or 'no one'}")
+    say(
+        f"witnessed: the latest checkpoint (tree size {size}) is cosigned by "
+        f"{names or 'none of the given witnesses'}"
+    )
 
 
 def _uncovered(report: Report, ok: bool) -> None:

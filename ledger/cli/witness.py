@@ -46,7 +46,8 @@ def add_witness_arguments(s: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     s.add_argument(
         "--quorum", type=int, metavar="N",
-        help="require N cosignatures by distinct --witness-key witnesses on the latest checkpoint",
+        help="require N cosignatures by distinct --witness-key witnesses on the latest checkpoint "
+        "(default 1 with --witness-key)",
     )  # fmt: skip
 
 
@@ -75,7 +76,7 @@ def witnessing_of(args: argparse.Namespace) -> Witnessing | None:
         )
     if not keys:
         return None
-    return Witnessing(keys, quorum or 0)
+    return Witnessing(keys, 1 if quorum is None else quorum)  # witness keys alone: one must have cosigned
 
 
 def run(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from ledger.demo.kit import register_cast
 from ledger.store.sources import open_source
 from ledger.transparency import checkpoint as notes
 from ledger.transparency.checkpoint import NoteSigner
+from ledger.transparency.cosignature import Cosigner, with_lines
 from ledger.transparency.records import Record, canonical
 from tests.support import advance, new_journey
 
@@ -316,12 +317,15 @@ def test_a_checkpoint_signed_by_another_key_names_it_and_hints_at_a_rotation(
     bundles: Bundles, tmp_path: Path
 ) -> None:
     rotated = NoteSigner(SIGNER.name, Ed25519PrivateKey.generate())
-    parsed, _, _ = notes.parse(bundles.mine[CHECKPOINT].decode())
-    files = _remanifest(bundles.mine | {CHECKPOINT: parsed.sign(rotated).encode()})
+    parsed, text, _ = notes.parse(bundles.mine[CHECKPOINT].decode())
+    # Witnesses' cosignatures are no ledger signatures, even one named after the log: not offered as such.
+    witnesses = [Cosigner.generate("witness.test/w1"), Cosigner.generate(SIGNER.name)]
+    note = with_lines(parsed.sign(rotated), [w.line(text, 1_700_000_000) for w in witnesses])
+    files = _remanifest(bundles.mine | {CHECKPOINT: note.encode()})
     for trusted in ([SIGNER.verifier], []):
         report = verify_bundle(_zip(files, tmp_path / "b.zip"), trusted)
         assert report.failure is not None and report.failure.file == CHECKPOINT
-        assert f"signed by key id {rotated.verifier.key_id.hex()}" in report.failure.reason
+        assert f"(it is signed by key id {rotated.verifier.key_id.hex()})" in report.failure.reason
         assert "rotated" in report.failure.reason and "coi trust add" in report.failure.reason
 
 

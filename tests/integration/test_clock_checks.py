@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aggregates.therapy import therapy_uuid
 from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog
+from ledger.audit.source import StoredCheckpoint
 from ledger.audit.verification import LedgerVerifier, Report
 from ledger.audit.witnessing import CLOCK_TOLERANCE, Witnessing
 from ledger.demo.journeys import Cast, Step
@@ -47,6 +48,15 @@ def _next_step(app: LedgerApplication, cast: Cast) -> tuple[str, Step]:
     return journey.coi, step
 
 
+def _witness(log: MerkleLog, at: int, checkpoint: StoredCheckpoint | None = None) -> StoredCheckpoint:
+    """The witness's cosignature on `checkpoint` (the latest) at time `at`, stored as the relay stores it."""
+    checkpoint = checkpoint or log.store.latest_checkpoint()
+    assert checkpoint is not None
+    text = checkpoint.note.partition("\n\n")[0] + "\n"
+    log.store.set_witnessed(checkpoint.size, with_lines(checkpoint.note, [WITNESS.line(text, at)]), "now")
+    return checkpoint
+
+
 def _verify(app: LedgerApplication, signer: NoteSigner, witnessing: Witnessing | None = None) -> Report:
     source = open_source(ledger_url(app))
     try:
@@ -70,6 +80,31 @@ def test_a_record_dated_before_the_one_it_follows_is_named(
     assert "clock went back" in report.failure.reason
 
 
+def test_a_record_moved_back_in_time_without_rehashing_is_named_as_changed_bytes(
+    ledger: tuple[LedgerApplication, NoteSigner, RawStore],
+) -> None:
+    """The leaf check comes before the clock check: the clock did not go back, the record changed."""
+    app, signer, raw = ledger
+    moved = raw.rewrite_last_record(by=-timedelta(minutes=13))
+    report = _verify(app, signer)
+    assert report.failure is not None and report.failure.sequence == moved, report.failure
+    assert "the record's bytes differ from what the Merkle log committed" in report.failure.reason
+
+
+def test_a_cosigned_checkpoint_the_ledger_deleted_is_named_missing(
+    ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
+) -> None:
+    app, signer, raw = ledger
+    log = MerkleLog(app)
+    first = _witness(log, 1_700_000_000)
+    advance(app, new_journey(cast, index=3))
+    log.checkpoint(signer, signer.name, memory=None)
+    raw.sql("DELETE FROM coi_checkpoints WHERE tree_size = ?", (first.size,))
+    report = _verify(app, signer, Witnessing([WITNESS.verifier], 0))
+    assert report.failure is not None, report
+    assert f"tree size {first.size} is missing from the ledger's checkpoints" in report.failure.reason
+
+
 def test_a_record_dated_before_a_witness_saw_a_checkpoint_without_it_is_named(
     ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
 ) -> None:
@@ -78,9 +113,7 @@ def test_a_record_dated_before_a_witness_saw_a_checkpoint_without_it_is_named(
     log = MerkleLog(app)
     witnessed = log.checkpoint(signer, signer.name, memory=None)  # covers the enrolment
     # The witness cosigned it an hour on; a record dated now, yet left out of it, is back-dated.
-    at = int(datetime.now(UTC).timestamp()) + 3600
-    text = witnessed.note.partition("\n\n")[0] + "\n"
-    log.store.set_witnessed(witnessed.size, with_lines(witnessed.note, [WITNESS.line(text, at)]), "now")
+    _witness(log, int(datetime.now(UTC).timestamp()) + 3600, witnessed)
     forged = raw.append(therapy_uuid(coi), step.envelope.decode(), TOPIC)
     log.checkpoint(signer, signer.name, memory=None)
     assert _verify(app, signer).failure is None  # without the witness's key its time counts for nothing
@@ -94,11 +127,7 @@ def test_records_after_a_witnessed_checkpoint_pass_and_a_quorum_counts_distinct_
 ) -> None:
     app, signer, _ = ledger
     log = MerkleLog(app)
-    latest = log.store.latest_checkpoint()
-    assert latest is not None
-    text = latest.note.partition("\n\n")[0] + "\n"
-    past = int(datetime.now(UTC).timestamp()) - 60
-    log.store.set_witnessed(latest.size, with_lines(latest.note, [WITNESS.line(text, past)]), "now")
+    _witness(log, int(datetime.now(UTC).timestamp()) - 60)
     advance(app, new_journey(cast, index=8), before="label_printed")
     other = Cosigner.generate("witness.test/w2")
     assert _verify(app, signer, Witnessing([WITNESS.verifier, other.verifier], 1)).failure is None

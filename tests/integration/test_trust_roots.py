@@ -20,6 +20,7 @@ from ledger.demo.journeys import Cast, compressed_run
 from ledger.demo.kit import register_cast
 from ledger.store.logstore import LogStore
 from ledger.transparency.checkpoint import NoteSigner, parse
+from ledger.transparency.cosignature import Cosigner, with_lines
 from tests.stores import RawStore
 from tests.support import advance, coi, new_journey, sealed_ledger
 
@@ -142,26 +143,42 @@ def test_a_rewritten_record_finds_no_ledger_key_beside_the_data_and_a_key_of_its
     assert code == 1 and "no signature by a trusted ledger key" in out, out
 
 
-def test_a_rotation_is_learned_from_the_checkpoint_both_keys_sign(
+def _signed_by(note: str) -> set[bytes]:
+    return {kid for _, kid, _ in parse(note)[2]}
+
+
+def test_a_staged_rotation_signs_with_both_keys_until_the_old_one_is_retired(
     ledger: tuple[str, NoteSigner], tmp_path: Path, cast: Cast
 ) -> None:
+    """Witnesses that know only the old key keep cosigning until the operator retires it; an
+    auditor who trusts only the old key learns the new one from the checkpoints both sign."""
     url, old = ledger
+    auditor = tmp_path / "auditor"
+    auditor.mkdir()
+    shutil.copy(TrustStore().path, auditor / TrustStore().path.name)
     app = LedgerApplication(url)
-    new = ledgerkey.rotate(LogStore(app.recorder))
-    assert TrustStore().keys(old.name) == [old.verifier]  # the verifier learns it, not the rotation
-    advance(app, new_journey(cast, index=2))
-    both = sign(MerkleLog(app))
-    signed_by = {kid for _, kid, _ in parse(both.note)[2]}
-    assert signed_by == {old.verifier.key_id, new.verifier.key_id}
-    advance(app, new_journey(cast, index=3))
-    only_new = sign(MerkleLog(app))  # the old key retired once both had signed
-    assert {kid for _, kid, _ in parse(only_new.note)[2]} == {new.verifier.key_id}
+    store = LogStore(app.recorder)
+    with pytest.raises(ledgerkey.RotationError, match="no rotation of the ledger key is in progress"):
+        ledgerkey.retire_old_key(store)
+    new = ledgerkey.rotate(store)
+    assert TrustStore().keys(old.name) == [old.verifier, new.verifier]  # the operator made it: trusted
+    with pytest.raises(ledgerkey.RotationError, match="in progress already"):
+        ledgerkey.rotate(store)
+    with pytest.raises(ledgerkey.RotationError, match="no checkpoint signed by both"):
+        ledgerkey.retire_old_key(store)
+    both = []
+    for index in (2, 3):
+        advance(app, new_journey(cast, index=index))
+        both.append(sign(MerkleLog(app)))
+    assert [_signed_by(c.note) for c in both] == [{old.verifier.key_id, new.verifier.key_id}] * 2
+    assert ledgerkey.retire_old_key(store) == old.verifier
+    advance(app, new_journey(cast, index=4))
+    assert _signed_by(sign(MerkleLog(app)).note) == {new.verifier.key_id}
     app.close()
-    code, out = _verify(tmp_path, url)
+    code, out = _verify(tmp_path, url, COI_CONFIG_DIR=str(auditor))
     assert code == 0, out
     assert f"learned: log {old.name}, key {new.verifier.key_id.hex()}" in out
-    assert f"at size {both.size}; added to {TrustStore().path}" in out
-    assert TrustStore().keys(old.name) == [old.verifier, new.verifier]
+    assert f"at size {both[0].size}; added to {auditor / TrustStore().path.name}" in out
 
 
 def test_a_key_that_only_the_ledger_vouches_for_is_not_learned(
@@ -331,6 +348,8 @@ def test_the_verifier_holds_the_ledger_to_the_checkpoints_it_verified_before(
     assert kept_file.name == f"{latest_size:012d}.note"
     code, out = _verify(tmp_path, url)
     assert code == 0 and f"held to 1 checkpoint this verifier kept: {kept_file.parent}" in out, out
+    assert f"(the latest at tree size {latest_size:,})" in out
+    assert "1 checkpoint kept by this verifier" in out and "saved outside it" not in out, out
     # The tail cut back to the first checkpoint, the checkpoint that covered it deleted.
     (cut,) = raw.sql("SELECT sequence FROM coi_leaves WHERE leaf_index = ?", (first_size,))[0]
     raw.sql("DELETE FROM {table} WHERE {seq} >= ?", (cut,))
@@ -342,7 +361,7 @@ def test_the_verifier_holds_the_ledger_to_the_checkpoints_it_verified_before(
         code == 1
         and f"FAILED: the checkpoint at tree size {latest_size} this verifier verified before" in out
     )
-    assert "is gone from the ledger" in out
+    assert f"is gone from the ledger: the log holds {first_size} leaves, fewer than that" in out
     vkey = tmp_path / "genuine.vkey"
     vkey.write_text(genuine.verifier.encode() + "\n")
     code, out = _verify(tmp_path, url, COI_CONFIG_DIR=str(tmp_path / "newcomer"), COI_TRUSTED_KEYS=str(vkey))
@@ -362,3 +381,50 @@ def test_incremental_state_whose_checkpoint_is_gone_fails(
     code, out = _verify(tmp_path, url, "--incremental")
     assert code == 1, out
     assert f"FAILED: the checkpoint at tree size {latest} this verifier verified before is gone" in out
+
+
+def test_the_verifier_keeps_the_cosigned_note_and_dates_by_it_when_the_ledger_lost_it(
+    ledger: tuple[str, NoteSigner], tmp_path: Path, config_dir: Path
+) -> None:
+    url, _ = ledger
+    witness = Cosigner.generate("witness.test/w1")
+    (tmp_path / "w1.vkey").write_text(witness.verifier.encode() + "\n")
+    app = LedgerApplication(url)
+    store = LogStore(app.recorder)
+    latest = store.latest_checkpoint()
+    assert latest is not None
+    text = latest.note.partition("\n\n")[0] + "\n"
+    line = witness.line(text, int(datetime.now(UTC).timestamp()))
+    store.set_witnessed(latest.size, with_lines(latest.note, [line]), "now")
+    app.close()
+    code, out = _verify(tmp_path, url, "--witness-key", str(tmp_path / "w1.vkey"))
+    assert code == 0, out
+    [kept] = (config_dir / "checkpoints").glob("*/*.note")
+    assert line in kept.read_text()
+    raw = RawStore(url)
+    raw.sql("DELETE FROM coi_witnessed")  # an insider hides what the witnesses saw
+    raw.conn.close()
+    code, out = _verify(tmp_path, url, "--witness-key", str(tmp_path / "w1.vkey"))
+    assert code == 0 and "cosigned by witness.test/w1 at " in out, out
+    code, out = _verify(tmp_path, url, "--witness-key", str(tmp_path / "w1.vkey"))
+    assert code == 0 and "held to 1 checkpoint this verifier kept" in out, out  # not the plain note again
+
+
+def test_a_kept_checkpoint_re_signed_with_another_root_names_the_leaves_it_covers(
+    ledger: tuple[str, NoteSigner], tmp_path: Path
+) -> None:
+    url, genuine = ledger
+    assert _verify(tmp_path, url)[0] == 0
+    raw = RawStore(url)
+    raw.rewrite_last_record()
+    app = LedgerApplication(url)
+    raw.resign_log(app, genuine)  # the insider holds the key: same size, another root
+    (size,) = raw.sql("SELECT MAX(tree_size) FROM coi_checkpoints")[0]
+    app.close()
+    raw.conn.close()
+    code, out = _verify(tmp_path, url)
+    assert code == 1, out
+    assert (
+        f"is changed in the ledger: another root for that size, so a record among leaves 0 to {size - 1}"
+        in out
+    )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ledger.transparency.cosignature import Cosigner
 from ledger.transparency.records import header_of, row_record
 from tests.support import coi, copy_fixture_ledger, sealed_ledger
 from tests.system.test_fixture_ledger_cli import PATIENT
@@ -88,6 +89,20 @@ def test_a_tampered_bundle_fails_with_exit_1_naming_the_file(ledger: Ledger) -> 
             z.writestr(name, data.replace(b"coi-ledger.test/log", b"coi-ledger.test/LOG"))
     done = ledger.run("verify-bundle", "tampered.zip", "--trusted-key", str(ledger.key))
     assert done.returncode == 1 and "FAILED: checkpoint.note: changed" in done.stdout, done.stdout
+
+
+def test_witness_keys_without_a_quorum_require_one_cosignature(ledger: Ledger) -> None:
+    """`--witness-key` alone means quorum 1: a checkpoint no witness cosigned does not pass."""
+    assert (
+        ledger.run("export", "bundle", "--from-seq", "1", "--to-seq", "3", "--out", "w.zip").returncode == 0
+    )
+    (ledger.folder / "w1.vkey").write_text(Cosigner.generate("witness.test/w1").verifier.encode() + "\n")
+    done = ledger.run("verify-bundle", "w.zip", "--trusted-key", str(ledger.key), "--witness-key", "w1.vkey")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "FAILED: checkpoint.note: the bundle's checkpoint (tree size" in done.stdout, done.stdout
+    alone = ledger.run("verify-bundle", "w.zip", "--trusted-key", str(ledger.key), "--quorum", "1")
+    assert alone.returncode == 2 and "give their --witness-key files" in alone.stderr, alone.stderr
+    assert "trusted roots" not in alone.stderr  # the usage error comes before anything is printed
 
 
 def test_without_a_trusted_key_nothing_is_proved(ledger: Ledger) -> None:

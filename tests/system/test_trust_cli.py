@@ -199,6 +199,10 @@ def test_checkpoint_with_nothing_new_to_sign_says_so(tmp_path: Path) -> None:
         "comes with the next record" in rotated.stderr
     )
     assert "comes with the next record" in coi(tmp_path, "checkpoint", "--sign").stderr
+    early = coi(tmp_path, "checkpoint", "--retire-old-key")
+    assert (
+        early.returncode == 2 and "no checkpoint signed by both the old and the new key yet" in early.stderr
+    )
     nowhere = coi(tmp_path, "checkpoint", "--rotate-key", COI_SIGNER_DIR=str(tmp_path / "no-key"))
     assert nowhere.returncode == 2 and "cannot rotate the ledger key: no ledger key here" in nowhere.stderr
 
@@ -217,3 +221,26 @@ def test_unreadable_keys_at_the_old_place_are_ignored_with_a_warning(tmp_path: P
     assert f"the key at {data / 'ledger-key'} is not used nor moved" in done.stderr
     assert "ignored the verifier keys" in done.stderr  # the trust store holds this log's key already
     assert TrustStore().entries() == before
+
+
+def test_a_rotation_is_staged_until_the_old_key_is_retired(tmp_path: Path) -> None:
+    """Rotate, give the new .vkey to witnesses and auditors, retire the old key: the new key is
+    in `coi trust export` at once, and the old one signs until it is retired."""
+    assert coi_here(tmp_path, "demo", "--patients", "1").returncode == 0
+    none = coi(tmp_path, "checkpoint", "--retire-old-key")
+    assert none.returncode == 2 and "no rotation of the ledger key is in progress" in none.stderr
+    rotated = coi(tmp_path, "checkpoint", "--rotate-key")
+    assert rotated.returncode == 0, rotated.stderr
+    new_vkey = rotated.stderr.splitlines()[1]
+    assert "then coi checkpoint --retire-old-key" in rotated.stderr
+    assert new_vkey in coi(tmp_path, "trust", "export").stdout.splitlines()
+    again = coi(tmp_path, "checkpoint", "--rotate-key")
+    assert again.returncode == 2 and "in progress already" in again.stderr
+    assert coi_here(tmp_path, "demo", "--patients", "1").returncode == 0
+    signed = coi(tmp_path, "checkpoint", "--sign").stdout
+    assert len([line for line in signed.splitlines() if line.startswith("\u2014 ")]) == 2
+    retired = coi(tmp_path, "checkpoint", "--retire-old-key")
+    assert retired.returncode == 0 and "retired the old ledger key" in retired.stderr, retired.stderr
+    assert coi_here(tmp_path, "demo", "--patients", "1").returncode == 0
+    alone = coi(tmp_path, "checkpoint", "--sign").stdout
+    assert len([line for line in alone.splitlines() if line.startswith("\u2014 ")]) == 1
