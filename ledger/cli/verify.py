@@ -9,6 +9,10 @@ from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, o
 from ledger.cli.witness import add_witness_arguments, witnessing_of
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ledger.audit.remembered import Remembered
+    from ledger.audit.roots import Roots
     from ledger.audit.source import StoredCheckpoint
     from ledger.audit.verification import Report
     from ledger.audit.witnessing import Witnessing
@@ -154,20 +158,13 @@ def _verify(args: argparse.Namespace) -> int:
     from ledger.audit.saved import read_saved
     from ledger.audit.trust import config_dir
     from ledger.audit.verification import LedgerVerifier, StateMismatchError
-    from ledger.cli.trust import first_use, keep_learned, roots_for, state_file
+    from ledger.cli.trust import keep_learned, state_file
 
     witnessing = witnessing_of(args)
-    roots, source = roots_for([Path(p) for p in args.trusted_key], _open_source)
-    if not roots.keys:
-        if not args.trust_on_first_use:
-            say(
-                f"FAILED: no trusted key for the log {roots.origin} ({roots.described}). Get its verifier "
-                "key (.vkey) from the ledger's operator by a channel you trust, then coi trust add FILE "
-                "(or pass --trusted-key FILE); or accept the key it has now with --trust-on-first-use"
-            )
-            return EXIT_FAILED
-        first_use(source, roots)
-    print(f"coi verify: trusted roots: {roots.described}", file=sys.stderr)
+    trusted = _trusted(args)
+    if trusted is None:
+        return EXIT_FAILED
+    roots, source = trusted
     saved = read_saved([Path(p) for p in args.checkpoints], roots.keys, roots.origin)
     if args.checkpoints and not saved:
         raise UsageError(f"no saved checkpoints (*.note) in {', '.join(args.checkpoints)}")
@@ -183,64 +180,95 @@ def _verify(args: argparse.Namespace) -> int:
     if missing is not None:
         say(f"FAILED: {missing}")
         return EXIT_FAILED
-    started = time.perf_counter()
-    last = [started]
-
-    def progress(report: Report) -> None:
-        # Every second on a terminal, every ten in a log file.
-        now = time.perf_counter()
-        if now - last[0] >= (1 if sys.stderr.isatty() else 10):
-            last[0] = now
-            rate = report.records / max(now - started, 1e-9)
-            print(f"verified {report.records:,} records ({rate:,.0f}/s)", file=sys.stderr)
-
-    state = state_file(roots.origin) if args.incremental else None
     # An incremental run holds the kept notes by their presence (above) and its state: their
     # roots are below the point it resumes from, which only a full walk recomputes.
     held = saved + ([] if args.incremental else kept)
     held_by_me = 0 if args.incremental else len(kept)
     # The witnesses' cosignatures this verifier kept date records even if the ledger lost its copy.
     cosigned = source.witnessed() + (remembered.cosigned() if remembered.folder.is_dir() else [])
+    started = time.perf_counter()
+    verifier = LedgerVerifier(
+        source,
+        roots.keys,
+        _progress(started),
+        saved=held,
+        cosigned=cosigned,
+        witnessing=witnessing,
+        replay=not args.no_replay,
+    )
     try:
-        report = LedgerVerifier(
-            source,
-            roots.keys,
-            progress,
-            saved=held,
-            cosigned=cosigned,
-            witnessing=witnessing,
-            replay=not args.no_replay,
-        ).run(state)
+        report = verifier.run(state_file(roots.origin) if args.incremental else None)
     except StateMismatchError as exc:
         say(f"FAILED: {exc}; a full coi verify names what changed")
         return EXIT_FAILED
-    seconds = time.perf_counter() - started
+    summary = _summary(report, time.perf_counter() - started, held_by_me)
     if report.failure is not None:
         failure = report.failure
         say(f"FAILED at {failure}" if failure.sequence is not None else f"FAILED: {failure.reason}")
         if report.records:
-            print(f"(checked before the failure: {_summary(report, seconds, held_by_me)})")
+            print(f"(checked before the failure: {summary})")
         else:
             print("(no record was checked: every checkpoint's signature is checked first)")
         _uncovered(report, ok=False)
         return EXIT_FAILED
     keep_learned(roots)
     if report.latest_note is not None:
-        try:
-            remembered.keep(report.latest_note, source.witnessed())
-        except OSError as exc:  # a read-only home: the check stands, the memory of it does not
-            say(
-                f"coi verify: WARNING: cannot keep the latest checkpoint in {remembered.folder} "
-                f"({exc.strerror}): later runs cannot hold the ledger to it; set COI_CONFIG_DIR "
-                "to a folder of yours",
-                sys.stderr,
-            )
-    print(f"OK: {_summary(report, seconds, held_by_me)}")
+        _remember(remembered, report.latest_note, source.witnessed())
+    print(f"OK: {summary}")
     print(_replayed(report, args.no_replay))
     _uncovered(report, ok=True)
     if witnessing is not None:
         _say_witnessed(source.checkpoints(), cosigned, witnessing)
     return EXIT_OK
+
+
+def _trusted(args: argparse.Namespace) -> tuple[Roots, SqlSource] | None:
+    """The trust roots for the ledger and its read-only source; None (said) when no key is
+    trusted for the log and the user did not ask to trust it on first use."""
+    from pathlib import Path
+
+    from ledger.cli.trust import first_use, roots_for
+
+    roots, source = roots_for([Path(p) for p in args.trusted_key], _open_source)
+    if not roots.keys:
+        if not args.trust_on_first_use:
+            say(
+                f"FAILED: no trusted key for the log {roots.origin} ({roots.described}). Get its verifier "
+                "key (.vkey) from the ledger's operator by a channel you trust, then coi trust add FILE "
+                "(or pass --trusted-key FILE); or accept the key it has now with --trust-on-first-use"
+            )
+            return None
+        first_use(source, roots)
+    print(f"coi verify: trusted roots: {roots.described}", file=sys.stderr)
+    return roots, source
+
+
+def _progress(started: float) -> Callable[[Report], None]:
+    """Progress on stderr: every second on a terminal, every ten in a log file."""
+    import time
+
+    last = [started]
+
+    def progress(report: Report) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= (1 if sys.stderr.isatty() else 10):
+            last[0] = now
+            rate = report.records / max(now - started, 1e-9)
+            print(f"verified {report.records:,} records ({rate:,.0f}/s)", file=sys.stderr)
+
+    return progress
+
+
+def _remember(remembered: Remembered, note: str, cosigned: list[str]) -> None:
+    try:
+        remembered.keep(note, cosigned)
+    except OSError as exc:  # a read-only home: the check stands, the memory of it does not
+        say(
+            f"coi verify: WARNING: cannot keep the latest checkpoint in {remembered.folder} "
+            f"({exc.strerror}): later runs cannot hold the ledger to it; set COI_CONFIG_DIR "
+            "to a folder of yours",
+            sys.stderr,
+        )
 
 
 def _summary(report: Report, seconds: float, kept_here: int) -> str:
