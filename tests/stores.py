@@ -20,6 +20,7 @@ import pytest
 from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog
 from ledger.audit.verification import LedgerVerifier, Report
+from ledger.audit.witnessing import Witnessing
 from ledger.store.sources import open_source
 from ledger.transparency.checkpoint import NoteSigner, NoteVerifier
 from ledger.transparency.records import record_hash
@@ -189,11 +190,21 @@ def ledger_url(app: LedgerApplication) -> str:
     return f"sqlite:///{e.get('SQLITE_DBNAME')}"
 
 
-def verify_ledger(app: LedgerApplication, trusted: list[NoteVerifier], state: Path | None = None) -> Report:
+def verify_ledger(
+    app: LedgerApplication,
+    trusted: list[NoteVerifier],
+    state: Path | None = None,
+    witnessing: Witnessing | None = None,
+    replay: bool = True,
+) -> Report:
     """`coi verify`'s check of an application's ledger, through the read-only source
-    (incrementally, from and to the `state` file, if given)."""
+    (incrementally, from and to the `state` file, if given), as `coi verify` does: with the
+    witnesses' cosignatures the ledger stored, judged by the keys of `witnessing` if given)."""
     source = open_source(ledger_url(app))
     try:
-        return LedgerVerifier(source, trusted).run(state)
+        verifier = LedgerVerifier(
+            source, trusted, cosigned=source.witnessed(), witnessing=witnessing, replay=replay
+        )
+        return verifier.run(state)
     finally:
         source.close()

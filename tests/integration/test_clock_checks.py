@@ -15,13 +15,13 @@ from aggregates.therapy import therapy_uuid
 from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog
 from ledger.audit.source import StoredCheckpoint
-from ledger.audit.verification import LedgerVerifier, Report
+from ledger.audit.verification import LedgerVerifier
 from ledger.audit.witnessing import CLOCK_TOLERANCE, Witnessing
 from ledger.demo.journeys import Cast, Step
 from ledger.store.sources import open_source
 from ledger.transparency.checkpoint import NoteSigner
 from ledger.transparency.cosignature import Cosigner, with_lines
-from tests.stores import RawStore, ledger_url
+from tests.stores import RawStore, ledger_url, verify_ledger
 from tests.support import advance, new_journey
 
 WITNESS = Cosigner.generate("witness.test/w1")
@@ -57,16 +57,6 @@ def _witness(log: MerkleLog, at: int, checkpoint: StoredCheckpoint | None = None
     return checkpoint
 
 
-def _verify(app: LedgerApplication, signer: NoteSigner, witnessing: Witnessing | None = None) -> Report:
-    source = open_source(ledger_url(app))
-    try:
-        return LedgerVerifier(
-            source, [signer.verifier], cosigned=source.witnessed(), witnessing=witnessing
-        ).run()
-    finally:
-        source.close()
-
-
 def test_a_record_dated_before_the_one_it_follows_is_named(
     ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
 ) -> None:
@@ -75,7 +65,7 @@ def test_a_record_dated_before_the_one_it_follows_is_named(
     back = datetime.now(UTC) - CLOCK_TOLERANCE - timedelta(minutes=30)
     forged = raw.append(therapy_uuid(coi), step.envelope.decode(), TOPIC, recorded_at=back)
     MerkleLog(app).checkpoint(signer, signer.name, memory=None)  # the next checkpoint signs over it
-    report = _verify(app, signer)
+    report = verify_ledger(app, [signer.verifier])
     assert report.failure is not None and report.failure.sequence == forged, report.failure
     assert "clock went back" in report.failure.reason
 
@@ -86,7 +76,7 @@ def test_a_record_moved_back_in_time_without_rehashing_is_named_as_changed_bytes
     """The leaf check comes before the clock check: the clock did not go back, the record changed."""
     app, signer, raw = ledger
     moved = raw.rewrite_last_record(by=-timedelta(minutes=13))
-    report = _verify(app, signer)
+    report = verify_ledger(app, [signer.verifier])
     assert report.failure is not None and report.failure.sequence == moved, report.failure
     assert "the record's bytes differ from what the Merkle log committed" in report.failure.reason
 
@@ -100,7 +90,7 @@ def test_a_cosigned_checkpoint_the_ledger_deleted_is_named_missing(
     advance(app, new_journey(cast, index=3))
     log.checkpoint(signer, signer.name, memory=None)
     raw.sql("DELETE FROM coi_checkpoints WHERE tree_size = ?", (first.size,))
-    report = _verify(app, signer, Witnessing([WITNESS.verifier], 0))
+    report = verify_ledger(app, [signer.verifier], witnessing=Witnessing([WITNESS.verifier], 0))
     assert report.failure is not None, report
     assert f"tree size {first.size} is missing from the ledger's checkpoints" in report.failure.reason
 
@@ -116,8 +106,10 @@ def test_a_record_dated_before_a_witness_saw_a_checkpoint_without_it_is_named(
     _witness(log, int(datetime.now(UTC).timestamp()) + 3600, witnessed)
     forged = raw.append(therapy_uuid(coi), step.envelope.decode(), TOPIC)
     log.checkpoint(signer, signer.name, memory=None)
-    assert _verify(app, signer).failure is None  # without the witness's key its time counts for nothing
-    report = _verify(app, signer, Witnessing([WITNESS.verifier], 1))
+    assert (
+        verify_ledger(app, [signer.verifier]).failure is None
+    )  # without the witness's key its time counts for nothing
+    report = verify_ledger(app, [signer.verifier], witnessing=Witnessing([WITNESS.verifier], 1))
     assert report.failure is not None and report.failure.sequence == forged, report.failure
     assert "back-dated" in report.failure.reason and f"tree size {witnessed.size}" in report.failure.reason
 
@@ -130,9 +122,16 @@ def test_records_after_a_witnessed_checkpoint_pass_and_a_quorum_counts_distinct_
     _witness(log, int(datetime.now(UTC).timestamp()) - 60)
     advance(app, new_journey(cast, index=8), before="label_printed")
     other = Cosigner.generate("witness.test/w2")
-    assert _verify(app, signer, Witnessing([WITNESS.verifier, other.verifier], 1)).failure is None
+    assert (
+        verify_ledger(
+            app, [signer.verifier], witnessing=Witnessing([WITNESS.verifier, other.verifier], 1)
+        ).failure
+        is None
+    )
     # The latest checkpoint now is the witnessed one: one cosignature, two required.
-    report = _verify(app, signer, Witnessing([WITNESS.verifier, other.verifier], 2))
+    report = verify_ledger(
+        app, [signer.verifier], witnessing=Witnessing([WITNESS.verifier, other.verifier], 2)
+    )
     assert report.failure is not None and "1 of the 2" in report.failure.reason
     assert "witness.test/w2" in report.failure.reason
 

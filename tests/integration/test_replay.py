@@ -13,10 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aggregates.therapy import therapy_uuid
 from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog
-from ledger.audit.verification import LedgerVerifier, Report
 from ledger.demo.journeys import Cast
 from ledger.site.signing import envelope
-from ledger.store.sources import open_source
 from ledger.transparency.checkpoint import NoteSigner
 from ledger.wire import events as ev
 from tests.stores import RawStore, ledger_url, verify_ledger
@@ -33,14 +31,6 @@ def ledger(registered: LedgerApplication) -> Iterator[tuple[LedgerApplication, N
     raw.conn.close()
 
 
-def verify(app: LedgerApplication, signer: NoteSigner, replay: bool = True) -> Report:
-    source = open_source(ledger_url(app))
-    try:
-        return LedgerVerifier(source, [signer.verifier], replay=replay).run()
-    finally:
-        source.close()
-
-
 def test_an_infusion_after_a_bedside_mismatch(
     ledger: tuple[LedgerApplication, NoteSigner, RawStore], cast: Cast
 ) -> None:
@@ -52,11 +42,11 @@ def test_an_infusion_after_a_bedside_mismatch(
     sequence = raw.append(therapy_uuid(journey.coi), rest[0].envelope.decode(), TOPIC)
     advance(app, new_journey(cast, index=3))
     MerkleLog(app).checkpoint(signer, signer.name, memory=None)  # the ledger signs over it
-    failure = verify(app, signer).failure
+    failure = verify_ledger(app, [signer.verifier]).failure
     assert failure is not None and failure.sequence == sequence, failure
     assert "identity_mismatch" in failure.reason
     # Without the replay, every other check passes: the record is genuinely signed and logged.
-    unreplayed = verify(app, signer, replay=False)
+    unreplayed = verify_ledger(app, [signer.verifier], replay=False)
     assert unreplayed.failure is None and not unreplayed.replayed
 
 
@@ -76,7 +66,7 @@ def test_a_reused_deviation_id(ledger: tuple[LedgerApplication, NoteSigner, RawS
     assert app.submit(again).code == "duplicate_id"  # the ledger refuses it ...
     sequence = raw.append(therapy_uuid(journey.coi), again.decode(), TOPIC)  # ... the insider does not
     MerkleLog(app).checkpoint(signer, signer.name, memory=None)
-    failure = verify(app, signer).failure
+    failure = verify_ledger(app, [signer.verifier]).failure
     assert failure is not None and failure.sequence == sequence, failure
     assert "duplicate_id" in failure.reason
 
@@ -89,7 +79,7 @@ def test_records_not_yet_in_the_log_are_counted(
     MerkleLog(app).checkpoint(signer, signer.name, memory=None)
     first = raw.last() + 1
     advance(app, new_journey(cast, index=6))  # committed, no leaf yet
-    report = verify(app, signer)
+    report = verify_ledger(app, [signer.verifier])
     assert report.failure is None, report.failure
     assert report.replayed
     assert (report.unlogged, report.unlogged_from) == (raw.last() - first + 1, first)
