@@ -370,7 +370,11 @@ class LedgerVerifier:
             if run.first_unsealed is None:
                 run.first_unsealed = sequence
             for level, idx, h in run.tree.append(leaf):
-                if stored_nodes[level].get(idx) != h:
+                stored = stored_nodes[level].get(idx)
+                if stored is None:
+                    what = "leaf hash" if level == 0 else f"tree node ({level}, {idx})"
+                    return Failure(sequence, f"the Merkle log's {what} for it is missing: its table was cut")
+                if stored != h:
                     what = (
                         "record's bytes differ from"
                         if level == 0

@@ -207,7 +207,7 @@ def _verify(args: argparse.Namespace) -> int:
         say(f"FAILED at {failure}" if failure.sequence is not None else f"FAILED: {failure.reason}")
         if report.records:
             print(f"(checked before the failure: {summary})")
-        else:
+        elif failure.sequence is None:
             print("(no record was checked: every checkpoint's signature is checked first)")
         _uncovered(report, ok=False)
         return EXIT_FAILED

@@ -68,6 +68,16 @@ def test_a_deleted_row(sealed: tuple[LedgerApplication, NoteSigner, RawStore]) -
     assert failure is not None and failure.sequence == 57 and "missing" in failure.reason
 
 
+def test_a_leaf_hash_deleted_from_the_log_is_named_as_missing(
+    sealed: tuple[LedgerApplication, NoteSigner, RawStore],
+) -> None:
+    app, signer, raw = sealed
+    raw.sql("DELETE FROM coi_nodes WHERE level = 0 AND idx = ?", (39,))  # leaf 39 commits to sequence 40
+    failure = verify(app, signer).failure
+    assert failure is not None and failure.sequence == 40, failure
+    assert "the Merkle log's leaf hash for it is missing" in failure.reason, failure
+
+
 def test_two_swapped_rows(sealed: tuple[LedgerApplication, NoteSigner, RawStore]) -> None:
     app, signer, raw = sealed
     a, b = raw.row(30), raw.row(31)
