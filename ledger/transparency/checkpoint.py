@@ -33,8 +33,28 @@ class NoteError(Exception):
     """A note or key that cannot be parsed or verified; the message says why."""
 
 
+def typed_key_id(name: str, key_type: bytes, public: bytes) -> bytes:
+    """A signed-note key ID: SHA-256(name || 0x0A || key type || public key)[:4]."""
+    return hashlib.sha256(name.encode() + b"\n" + key_type + public).digest()[:4]
+
+
 def key_id(name: str, public: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + ED25519 + public).digest()[:4]
+    return typed_key_id(name, ED25519, public)
+
+
+def encode_verifier_key(name: str, key_type: bytes, public: bytes) -> str:
+    """A verifier key as Go's note package writes it: name+keyidhex+base64(type || public key)."""
+    kid = typed_key_id(name, key_type, public).hex()
+    return f"{name}+{kid}+{base64.b64encode(key_type + public).decode()}"
+
+
+def encode_signer_key(name: str, key_type: bytes, key: Ed25519PrivateKey) -> str:
+    """A signer key as Go's note package writes it: PRIVATE+KEY+name+keyidhex+base64(type || seed)."""
+    seed = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    kid = typed_key_id(name, key_type, public_raw(key)).hex()
+    return f"PRIVATE+KEY+{name}+{kid}+{base64.b64encode(key_type + seed).decode()}"
 
 
 @dataclass(frozen=True)
@@ -47,7 +67,7 @@ class NoteVerifier:
         return key_id(self.name, self.public)
 
     def encode(self) -> str:
-        return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(ED25519 + self.public).decode()}"
+        return encode_verifier_key(self.name, ED25519, self.public)
 
     @classmethod
     def decode(cls, text: str) -> NoteVerifier:
@@ -87,11 +107,7 @@ class NoteSigner:
         return NoteVerifier(self.name, public_raw(self.key))
 
     def encode(self) -> str:
-        seed = self.key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        encoded = base64.b64encode(ED25519 + seed).decode()
-        return f"PRIVATE+KEY+{self.name}+{self.verifier.key_id.hex()}+{encoded}"
+        return encode_signer_key(self.name, ED25519, self.key)
 
     @classmethod
     def decode(cls, text: str) -> NoteSigner:

@@ -19,24 +19,26 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import struct
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ledger.transparency.checkpoint import DASH, ED25519, NoteError, parse
+from ledger.transparency.checkpoint import (
+    DASH,
+    ED25519,
+    NoteError,
+    encode_signer_key,
+    encode_verifier_key,
+    parse,
+    typed_key_id,
+)
 from ledger.wire.keys import public_raw
 
 COSIGNATURE_V1 = b"\x04"
 _SIGNATURE_BYTES = 8 + 64  # timestamp || Ed25519 signature
 _MAX_TIMESTAMP = 2**63 - 1
-
-
-def cosigner_key_id(name: str, public: bytes) -> bytes:
-    return hashlib.sha256(name.encode() + b"\n" + COSIGNATURE_V1 + public).digest()[:4]
 
 
 def signed_message(timestamp: int, text: str) -> bytes:
@@ -83,8 +85,7 @@ def _decode_key(text: str, private: bool) -> tuple[str, bytes]:
     public = raw[1:]
     if private:
         public = public_raw(Ed25519PrivateKey.from_private_bytes(raw[1:]))
-    expected = hashlib.sha256(name.encode() + b"\n" + raw[:1] + public).digest()[:4]
-    if hex_id != expected.hex():
+    if hex_id != typed_key_id(name, COSIGNATURE_V1, public).hex():
         raise NoteError(f"{what} for {name!r}: key id {hex_id} does not match the key")
     return name, raw[1:]
 
@@ -105,10 +106,10 @@ class CosignatureVerifier:
 
     @property
     def key_id(self) -> bytes:
-        return cosigner_key_id(self.name, self.public)
+        return typed_key_id(self.name, COSIGNATURE_V1, self.public)
 
     def encode(self) -> str:
-        return f"{self.name}+{self.key_id.hex()}+{base64.b64encode(COSIGNATURE_V1 + self.public).decode()}"
+        return encode_verifier_key(self.name, COSIGNATURE_V1, self.public)
 
     @classmethod
     def decode(cls, text: str) -> CosignatureVerifier:
@@ -146,11 +147,7 @@ class Cosigner:
         return CosignatureVerifier(self.name, public_raw(self.key))
 
     def encode(self) -> str:
-        seed = self.key.private_bytes(
-            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
-        encoded = base64.b64encode(COSIGNATURE_V1 + seed).decode()
-        return f"PRIVATE+KEY+{self.name}+{self.verifier.key_id.hex()}+{encoded}"
+        return encode_signer_key(self.name, COSIGNATURE_V1, self.key)
 
     @classmethod
     def decode(cls, text: str) -> Cosigner:
