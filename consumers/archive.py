@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from ledger.audit.roots import Roots, learn
 from ledger.audit.saved import SUFFIX, signed_by
 from ledger.transparency import checkpoint as notes
 from ledger.transparency import merkle
-from ledger.wire.files import write_atomic
+from ledger.wire.files import write_atomic, write_new
 
 log = logging.getLogger("coi.monitor")
 
@@ -227,25 +226,8 @@ class Archive:
         if evidence:
             name += f".fork-{hashlib.sha256(note.encode()).hexdigest()[:12]}"
         path = self.folder / f"{name}{SUFFIX}"
-        partial = self.folder / f".{name}.{os.getpid()}.partial"
-        with partial.open("w", encoding="utf-8") as out:
-            out.write(note)
-            out.flush()
-            os.fsync(out.fileno())
-        try:
-            os.link(partial, path)
-        except FileExistsError:
-            if path.read_text(encoding="utf-8") != note:
-                raise ArchiveError(
-                    f"{path} exists with other content: the archive was changed by hand"
-                ) from None
-        finally:
-            partial.unlink()
-        directory = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        if not write_new(path, note.encode()) and path.read_text(encoding="utf-8") != note:
+            raise ArchiveError(f"{path} exists with other content: the archive was changed by hand")
         kept = Kept(checkpoint, path)
         if not evidence:
             self.logs.setdefault(checkpoint.origin, {}).setdefault(checkpoint.size, kept)

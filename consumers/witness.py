@@ -16,7 +16,6 @@ import base64
 import fcntl
 import hashlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ import msgspec
 from ledger.transparency.checkpoint import NoteError, NoteVerifier, parse
 from ledger.transparency.cosignature import Cosigner
 from ledger.transparency.witness import LogState, RefusedError, decide, parse_request
+from ledger.wire.files import write_atomic, write_new
 
 log = logging.getLogger("coi.witness")
 MAX_BODY = 64 * 1024  # a checkpoint, 63 proof lines and a few signatures fit many times over
@@ -131,30 +131,12 @@ class Witness:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         for n in range(1, 1_000_000):
             path = directory / f"{stamp}-{n}.txt"
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                continue
-            with os.fdopen(fd, "wb") as f:
-                f.write(body)
-                f.flush()
-                os.fsync(f.fileno())
-            return path
+            if write_new(path, body):
+                return path
         raise FileExistsError(f"no free evidence file name in {directory}")
 
     def _store(self, stored: _Stored) -> None:
-        path = self._path(stored.origin, ".json")
-        tmp = path.with_suffix(".tmp")
-        with tmp.open("wb") as f:
-            f.write(msgspec.json.encode(stored))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-        directory = os.open(self.state_dir, os.O_RDONLY)
-        try:
-            os.fsync(directory)  # the rename itself survives a crash
-        finally:
-            os.close(directory)
+        write_atomic(self._path(stored.origin, ".json"), msgspec.json.encode(stored))
 
 
 class _Handler(BaseHTTPRequestHandler):

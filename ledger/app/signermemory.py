@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from ledger.wire.files import PRIVATE, replace_private
+from ledger.wire.files import PRIVATE, write_atomic
 
 log = logging.getLogger("coi.signer")
 
@@ -82,7 +82,7 @@ class SignerMemory:
     def remember(self, head: SignedHead) -> None:
         """Records `head` as the last signed; call it holding the lock (`holding`)."""
         try:
-            replace_private(self.path, msgspec.json.format(msgspec.json.encode(head)) + b"\n")
+            write_atomic(self.path, msgspec.json.format(msgspec.json.encode(head)) + b"\n", PRIVATE)
         except OSError as exc:
             raise SignerMemoryError(
                 f"cannot record the checkpoint about to be signed in {self.path}: {exc.strerror}; "

@@ -13,13 +13,13 @@ checkpoints alone, fails for every auditor who verified it before.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from urllib.parse import quote
 
 from ledger.audit.saved import SUFFIX, SavedNote, of_log, read_saved
 from ledger.audit.source import StoredCheckpoint
 from ledger.transparency import checkpoint as notes
+from ledger.wire.files import write_new
 
 
 class Remembered:
@@ -54,16 +54,7 @@ class Remembered:
             path = path.with_name(
                 f"{checkpoint.size:012d}.{hashlib.sha256(note.encode()).hexdigest()[:12]}{SUFFIX}"
             )
-        self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)  # never over a kept note
-        except FileExistsError:
-            return None
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(note)
-            out.flush()
-            os.fsync(out.fileno())
-        return path
+        return path if write_new(path, note.encode()) else None  # never over a kept note
 
 
 def _within(note: str, held: str) -> bool:

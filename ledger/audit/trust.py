@@ -9,11 +9,11 @@ Nothing here reads the ledger's data folder: a key planted beside the database i
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ledger.transparency.checkpoint import NoteError, NoteVerifier
+from ledger.wire.files import PRIVATE, write_atomic
 
 KNOWN_LOGS = "known_logs"
 
@@ -82,16 +82,8 @@ class TrustStore:
 
     def _write(self, entries: list[Entry]) -> None:
         # Atomically: a verifier reading at the same time sees the old file or the new one.
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         header = "# coi trust store: ORIGIN VERIFIER-KEY, one line per key a log signs with\n"
-        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=".known_logs.")
-        try:
-            with os.fdopen(fd, "w") as out:
-                out.write(header + "".join(e.line() + "\n" for e in entries))
-            os.replace(name, self.path)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
+        write_atomic(self.path, (header + "".join(e.line() + "\n" for e in entries)).encode(), PRIVATE)
 
 
 def read_keys(path: Path) -> list[NoteVerifier]:

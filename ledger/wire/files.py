@@ -35,30 +35,6 @@ def write_private(path: Path, data: bytes) -> None:
         out.write(data)
 
 
-def replace_private(path: Path, data: bytes) -> None:
-    """Replaces `path` (mode 0600) with `data` all at once: written to a file beside it,
-    flushed to disk, renamed over it, and the rename flushed, so a crash leaves the old
-    contents or the new, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.{os.getpid()}.part")
-    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            os.fchmod(fd, PRIVATE)
-            out.write(data)
-            out.flush()
-            os.fsync(fd)
-        os.replace(part, path)
-    except BaseException:
-        part.unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
 def read_private(path: Path) -> bytes:
     """The bytes of a private key file, refused when group or others have any access to it."""
     with path.open("rb") as f:
@@ -71,16 +47,50 @@ def read_private(path: Path) -> bytes:
         return f.read()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Writes `path` whole or not at all: a temporary file beside it, synced, then renamed
-    over it, so a reader (or a crash) never sees half of it."""
+def write_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
+    """Writes `path` whole or not at all: a file beside it, flushed to disk, renamed over it,
+    and the rename flushed, so a reader (or a crash) sees the old contents or the new, never a
+    part. `mode` (e.g. PRIVATE) is the file's whatever the umask; None: as the umask gives."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with temporary.open("wb") as out:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666 if mode is None else mode)
+        with os.fdopen(fd, "wb") as out:
+            if mode is not None:
+                os.fchmod(fd, mode)
             out.write(data)
             out.flush()
-            os.fsync(out.fileno())
+            os.fsync(fd)
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+    _sync_folder(path.parent)
+
+
+def write_new(path: Path, data: bytes) -> bool:
+    """Creates `path` with `data`, never over an existing file: False, writing nothing, when
+    the name is taken. The file appears whole (written beside it, flushed, then linked to its
+    name) and durable (the folder flushed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        with partial.open("wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            return False
+    finally:
+        partial.unlink(missing_ok=True)
+    _sync_folder(path.parent)
+    return True
+
+
+def _sync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
