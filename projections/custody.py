@@ -38,7 +38,7 @@ class CurrentCustody(msgspec.Struct, frozen=True, kw_only=True):
     kind: str  # bag | product | sample | unknown (first seen after its creation)
     custodian: str
     site: str  # the site the unit is at, as the therapy sees it (set by collection and receipts)
-    status: str  # held | in_transit | received | consumed | infused
+    custody: str  # held | in_transit | received | consumed | infused: where it is, not whether it may be used
     since: datetime  # occurred_at of the record that set this row
     sequence: int  # that record's sequence: only a newer one replaces the row
     location: str | None = None  # as the last record stated it
@@ -93,7 +93,7 @@ def project(record: Record, custody: CustodyReader) -> Changes:
     if not isinstance(body, ev.Journey):
         return Changes([], [])
     try:
-        occurred_at = _utc(body.occurred_at)
+        occurred_at = as_utc(body.occurred_at)
     except OverflowError:  # a zone east of UTC in the first hours of year 1
         raise ProjectionError(
             f"sequence {sequence}: occurred_at {body.occurred_at.isoformat()} has no UTC form (before year 1)"
@@ -110,7 +110,7 @@ def project(record: Record, custody: CustodyReader) -> Changes:
             custodian=state.custodian,
             site=body.site,
             occurred_at=occurred_at,
-            recorded_at=_utc(recorded_at),
+            recorded_at=as_utc(recorded_at),
             actor=body.actor,
             from_custodian=transfer.from_custodian if transfer else None,
             to_custodian=transfer.to_custodian if transfer else None,
@@ -134,7 +134,7 @@ class _Now:
     def new(self, body: ev.Journey, unit_id: str, kind: str, custodian: str, **fields: str) -> CurrentCustody:
         return CurrentCustody(
             coi=body.coi, unit_id=unit_id, kind=kind, custodian=custodian, site=body.site,
-            status="held", since=self.occurred_at, sequence=self.sequence, **fields,
+            custody="held", since=self.occurred_at, sequence=self.sequence, **fields,
         )  # fmt: skip
 
     def moved(self, was: CurrentCustody, location: str | None = None, **fields: str) -> CurrentCustody:
@@ -153,18 +153,18 @@ def _moved(
             return [(now.new(body, body.unit_id, "bag", body.actor), ())]
         case ev.CustodyTransferred():
             return [
-                (now.moved(was, body.location, custodian=body.to_custodian, status=_after_transfer(was)), ())
+                (now.moved(was, body.location, custodian=body.to_custodian, custody=_after_transfer(was)), ())
                 for was in _units(body, body.unit_ids, custody)
             ]
         case ev.MaterialReceived():
             return [
-                (now.moved(was, body.location, site=body.site, status="received"), ())
+                (now.moved(was, body.location, site=body.site, custody="received"), ())
                 for was in _units(body, body.unit_ids, custody)
             ]
         case ev.ManufacturingStarted():
             slot = f"{body.shuttle_id} slot {body.slot}"
             return [
-                (now.moved(was, slot, status="consumed", batch_id=body.batch_id), ())
+                (now.moved(was, slot, custody="consumed", batch_id=body.batch_id), ())
                 for was in _units(body, body.input_unit_ids, custody)
             ]
         case ev.ManufacturingCompleted():
@@ -180,16 +180,16 @@ def _moved(
             return [(now.new(body, body.sample_id, "sample", body.actor, batch_id=body.batch_id), ())]
         case ev.ShipmentDispatched():
             return [
-                (now.moved(was, status="in_transit", shipment_id=body.shipment_id), ())
+                (now.moved(was, custody="in_transit", shipment_id=body.shipment_id), ())
                 for was in _units(body, body.unit_ids, custody)
             ]
         case ev.ShipmentReceived():
             return [
-                (now.moved(was, body.location, site=body.site, status="received"), ())
+                (now.moved(was, body.location, site=body.site, custody="received"), ())
                 for was in custody.shipment_units(body.coi, body.shipment_id)
             ]
         case ev.Infused():
-            return [(now.moved(was, status="infused"), ()) for was in _units(body, [body.unit_id], custody)]
+            return [(now.moved(was, custody="infused"), ()) for was in _units(body, [body.unit_id], custody)]
     return []
 
 
@@ -202,13 +202,13 @@ def _unseen(body: ev.Journey, unit_id: str) -> CurrentCustody:
     held by the record's signer at the record's site."""
     return CurrentCustody(
         coi=body.coi, unit_id=unit_id, kind="unknown", custodian=body.actor, site=body.site,
-        status="held", since=_utc(body.occurred_at), sequence=0,
+        custody="held", since=as_utc(body.occurred_at), sequence=0,
     )  # fmt: skip
 
 
-def _utc(at: datetime | str) -> datetime:
+def as_utc(at: datetime | str) -> datetime:
     return (datetime.fromisoformat(at) if isinstance(at, str) else at).astimezone(UTC)
 
 
 def _after_transfer(was: CurrentCustody) -> str:
-    return was.status if was.status in _STATUS_KEPT_ON_TRANSFER else "held"
+    return was.custody if was.custody in _STATUS_KEPT_ON_TRANSFER else "held"

@@ -1,4 +1,5 @@
-"""The custody read models in SQLite or PostgreSQL, with the Kafka positions they reflect.
+"""The read models in SQLite or PostgreSQL (projections/tables.py), with the Kafka positions
+they reflect.
 
 `apply` writes a batch of records and the consumer's next offsets in one transaction, so a
 projector that crashes resumes exactly after its last committed batch: nothing is skipped,
@@ -15,17 +16,32 @@ import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import msgspec
 import psycopg
 
 from ledger.app.config import persistence_env
-from ledger.store.migrations import Migration, ddl, migrate
+from ledger.store.migrations import migrate
 from ledger.store.sql import writing
 from ledger.wire.rejection import Rejected
+from projections.audit import Patients, derive
 from projections.custody import CurrentCustody, ProjectionError, Record, TimelineRow, project
+from projections.tables import (
+    AUDIT,
+    CLOSE,
+    CUSTODY_CURRENT,
+    CUSTODY_TIMELINE,
+    MIGRATIONS,
+    READ_MODELS,
+    TRACKING,
+    Table,
+    decode,
+    placeholders,
+    recreate,
+    values,
+)  # fmt: skip
 
 log = logging.getLogger("coi.projections")
 
@@ -36,62 +52,39 @@ _UNPROJECTABLE = (
     psycopg.DataError, psycopg.IntegrityError, sqlite3.DataError, sqlite3.IntegrityError,
 )  # fmt: skip
 
-READ_MODELS = ("proj_custody_timeline", "proj_custody_current")
-TABLES = (*READ_MODELS, "proj_projector_tracking")
-
-_TIMES = frozenset({"occurred_at", "recorded_at", "since"})
-
-# Columns in the order of the Structs' fields, which is how rows are read back.
-_DDL = (
-    """CREATE TABLE IF NOT EXISTS proj_custody_timeline (
-        sequence {int} NOT NULL, position INTEGER NOT NULL, unit_id TEXT NOT NULL, coi TEXT NOT NULL,
-        event_type TEXT NOT NULL, custodian TEXT NOT NULL, site TEXT NOT NULL,
-        occurred_at {time} NOT NULL, recorded_at {time} NOT NULL, actor TEXT NOT NULL,
-        from_custodian TEXT, to_custodian TEXT, location TEXT, batch_id TEXT, shipment_id TEXT,
-        parents TEXT NOT NULL, PRIMARY KEY (sequence, unit_id))""",
-    """CREATE TABLE IF NOT EXISTS proj_custody_current (
-        coi TEXT NOT NULL, unit_id TEXT NOT NULL, kind TEXT NOT NULL, custodian TEXT NOT NULL,
-        site TEXT NOT NULL, status TEXT NOT NULL, since {time} NOT NULL, sequence {int} NOT NULL,
-        location TEXT, batch_id TEXT, shipment_id TEXT, PRIMARY KEY (coi, unit_id))""",
-    """CREATE TABLE IF NOT EXISTS proj_projector_tracking (
-        consumer TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL,
-        next_offset {int} NOT NULL, PRIMARY KEY (consumer, topic, partition))""",
-    # One unit's timeline; the batch and shipment lookups below stay within one COI too.
-    "CREATE INDEX IF NOT EXISTS proj_custody_timeline_unit ON proj_custody_timeline (coi, unit_id, sequence)",
+# The batch inputs and shipment members, from current custody, in the order the record that
+# formed them listed them.
+_SELECT_CURRENT = (
+    "SELECT " + ", ".join(f"c.{f}" for f in CurrentCustody.__struct_fields__) + " FROM proj_custody_current c"  # noqa: S608
 )
-# Recorded in coi_schema of the projections' database (which may be the ledger's).
-MIGRATIONS = (Migration("custody-projection-tables", ddl(*_DDL)),)
-
-_INSERT_TIMELINE = """INSERT INTO proj_custody_timeline
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (sequence, unit_id) DO NOTHING"""
-_SELECT_TIMELINE = """SELECT sequence, position, unit_id, coi, event_type, custodian, site, occurred_at,
-    recorded_at, actor, from_custodian, to_custodian, location, batch_id, shipment_id, parents
-    FROM proj_custody_timeline ORDER BY sequence, position, unit_id"""
-_UPSERT_CURRENT = """INSERT INTO proj_custody_current VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-    ON CONFLICT (coi, unit_id) DO UPDATE SET kind = excluded.kind, custodian = excluded.custodian,
-    site = excluded.site, status = excluded.status, since = excluded.since, sequence = excluded.sequence,
-    location = excluded.location, batch_id = excluded.batch_id, shipment_id = excluded.shipment_id
-    WHERE proj_custody_current.sequence < excluded.sequence"""
-_SELECT_CURRENT = """SELECT c.coi, c.unit_id, c.kind, c.custodian, c.site, c.status, c.since, c.sequence,
-    c.location, c.batch_id, c.shipment_id FROM proj_custody_current c"""
 _UNIT = _SELECT_CURRENT + " WHERE c.coi = ? AND c.unit_id = ?"
-# The members of a batch or shipment, in the order the record that formed it listed them.
 _MEMBERS = (
     _SELECT_CURRENT + " JOIN proj_custody_timeline t ON t.coi = c.coi AND t.unit_id = c.unit_id"
     " WHERE t.coi = ? AND t.event_type = ? AND t.{} = ? ORDER BY t.sequence, t.position"
 )
 _BATCH_INPUTS = _MEMBERS.format("batch_id")
 _SHIPMENT_UNITS = _MEMBERS.format("shipment_id")
+_PATIENT = "SELECT sequence, recorded_at, envelope FROM proj_records WHERE coi = ? ORDER BY sequence"
 _UPSERT_POSITION = """INSERT INTO proj_projector_tracking VALUES (?, ?, ?, ?)
     ON CONFLICT (consumer, topic, partition) DO UPDATE SET next_offset = excluded.next_offset"""
 _POSITIONS = "SELECT partition, next_offset FROM proj_projector_tracking WHERE consumer = ? AND topic = ?"
 
-S = TypeVar("S", bound=msgspec.Struct)
-
 
 class Snapshot(msgspec.Struct, frozen=True):
-    timeline: list[TimelineRow]  # by sequence, then the unit's place in its record
-    current: list[CurrentCustody]  # by coi, then unit_id
+    """Every read model's rows, each table in its own order (tests compare live and rebuilt)."""
+
+    tables: dict[str, list[msgspec.Struct]]
+
+    def rows(self, table: Table) -> list[Any]:
+        return self.tables[table.name]
+
+    @property
+    def timeline(self) -> list[TimelineRow]:  # by sequence, then the unit's place in its record
+        return self.rows(CUSTODY_TIMELINE)
+
+    @property
+    def current(self) -> list[CurrentCustody]:  # by coi, then unit_id
+        return self.rows(CUSTODY_CURRENT)
 
 
 class ProjectionStore:
@@ -110,6 +103,13 @@ class ProjectionStore:
             path = persistence_env(url)["SQLITE_DBNAME"]
             self._conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         self.migrations = migrate(self._conn, self.postgres, MIGRATIONS)  # a writer: migrates on start
+        self.patients = Patients(self._patient)
+        self._cur: Any = None  # the open transaction's cursor, while apply runs
+
+    @property
+    def connection(self) -> Any:
+        """For the queries (projections/queries.py), which only read."""
+        return self._conn
 
     def close(self) -> None:
         self._conn.close()
@@ -134,36 +134,66 @@ class ProjectionStore:
         except _UNPROJECTABLE:
             # Again, each record in a savepoint of its own: no cost unless a batch fails.
             return self._apply(batch, positions or {}, consumer, topic, careful=True)
+        except BaseException:
+            self.patients.forget()  # they hold what was rolled back
+            raise
 
     def _apply(
         self, batch: list[Record], positions: Mapping[int, int], consumer: str, topic: str, careful: bool
     ) -> list[tuple[int, str]]:
         aside: list[tuple[int, str]] = []
+        self.patients.forget()  # a failed attempt before this one may have moved them on
         with self._transaction() as cur:
-            for partition, offset in positions.items():
-                cur.execute(self._sql(_UPSERT_POSITION), (consumer, topic, partition, offset))
-            reader = _Reader(cur, self.postgres)
-            for record in batch:
-                if not careful:
-                    self._project(cur, reader, record)
-                    continue
-                try:
-                    with self._savepoint(cur):
+            self._cur = cur
+            try:
+                for partition, offset in positions.items():
+                    cur.execute(self._sql(_UPSERT_POSITION), (consumer, topic, partition, offset))
+                reader = _Reader(cur, self.postgres)
+                for record in batch:
+                    if not careful:
                         self._project(cur, reader, record)
-                except _UNPROJECTABLE as exc:
-                    log.error(
-                        "projections: sequence %s set aside, it cannot be projected (%s: %s); "
-                        "the projection goes on without its rows",
-                        record[0], type(exc).__name__, exc,
-                    )  # fmt: skip
-                    aside.append((record[0], str(exc)))
+                        continue
+                    try:
+                        with self._savepoint(cur):
+                            self._project(cur, reader, record)
+                    except _UNPROJECTABLE as exc:
+                        self.patients.forget()  # the record may have moved its patient on
+                        log.error(
+                            "projections: sequence %s set aside, it cannot be projected (%s: %s); "
+                            "the projection goes on without its rows",
+                            record[0], type(exc).__name__, exc,
+                        )  # fmt: skip
+                        aside.append((record[0], str(exc)))
+            finally:
+                self._cur = None
         return aside
 
     def _project(self, cur: Any, reader: _Reader, record: Record) -> None:
         changes = project(record, reader)
         if changes.timeline:
-            cur.executemany(self._sql(_INSERT_TIMELINE), [self._values(r) for r in changes.timeline])
-            cur.executemany(self._sql(_UPSERT_CURRENT), [self._values(r) for r in changes.current])
+            self._write(cur, CUSTODY_TIMELINE, changes.timeline)
+            self._write(cur, CUSTODY_CURRENT, changes.current)
+        rows = derive(record, self.patients)
+        for name, table in AUDIT.items():
+            self._write(cur, table, getattr(rows, name))
+        if rows.closings:
+            cur.executemany(
+                self._sql(CLOSE),
+                [
+                    (c.sequence, self._time(c.at), c.by, c.outcome, c.coi, c.kind, c.item_id)
+                    for c in rows.closings
+                ],
+            )
+
+    def _write(self, cur: Any, table: Table, rows: list[Any]) -> None:
+        if rows:
+            cur.executemany(table.insert(self.postgres), [values(row, self.postgres) for row in rows])
+
+    def _patient(self, coi: str) -> list[Record]:
+        """The records projected for one patient, in order (the open transaction's too)."""
+        cur = self._cur if self._cur is not None else self._conn.cursor()
+        cur.execute(self._sql(_PATIENT), (coi,))
+        return [(int(s), at, envelope) for s, at, envelope in cur.fetchall()]
 
     def positions(self, consumer: str, topic: str) -> dict[int, int]:
         """partition -> next offset, for the partitions the consumer has applied anything from."""
@@ -171,19 +201,19 @@ class ProjectionStore:
         return {int(partition): int(offset) for partition, offset in rows}
 
     def reset(self) -> None:
-        """Empty both read models (drop and recreate them). The positions stay: a rebuild
+        """Empty the read models (drop and recreate them). The positions stay: a rebuild
         from the ledger covers every record consumed before it, so the projector resumes
         where it stopped instead of wherever Kafka's offset reset would put it."""
         with self._transaction() as cur:
-            for table in READ_MODELS:
-                cur.execute(f"DROP TABLE IF EXISTS {table}")
-            ddl(*_DDL)(cur, self.postgres)  # the tables as the migrations left them
+            recreate(cur, self.postgres)
+        self.patients.forget()
 
     def snapshot(self) -> Snapshot:
-        timeline = self._conn.execute(_SELECT_TIMELINE).fetchall()
-        current = self._conn.execute(_SELECT_CURRENT + " ORDER BY c.coi, c.unit_id").fetchall()
         return Snapshot(
-            [_decode(TimelineRow, row) for row in timeline], [_decode(CurrentCustody, row) for row in current]
+            {
+                table.name: [decode(table.row, row) for row in self._conn.execute(table.select()).fetchall()]
+                for table in READ_MODELS
+            }
         )
 
     # ------------------------------------------------------------------ internals
@@ -210,18 +240,10 @@ class ProjectionStore:
             cur.execute("RELEASE record")
 
     def _sql(self, sql: str) -> str:
-        return _placeholders(sql, self.postgres)
+        return placeholders(sql, self.postgres)
 
-    def _values(self, row: msgspec.Struct) -> list[object]:
-        values: list[object] = []
-        for name in row.__struct_fields__:
-            value = getattr(row, name)
-            if name == "parents":
-                value = msgspec.json.encode(value).decode()
-            elif name in _TIMES and not self.postgres:
-                value = value.isoformat()
-            values.append(value)
-        return values
+    def _time(self, at: Any) -> Any:
+        return at if self.postgres else at.isoformat()
 
 
 class _Reader:
@@ -242,17 +264,10 @@ class _Reader:
         return self._rows(_SHIPMENT_UNITS, coi, "shipment_dispatched", shipment_id)
 
     def _rows(self, sql: str, *params: object) -> list[CurrentCustody]:
-        self.cur.execute(_placeholders(sql, self.postgres), params)
-        return [_decode(CurrentCustody, row) for row in self.cur.fetchall()]
+        self.cur.execute(placeholders(sql, self.postgres), params)
+        return [decode(CurrentCustody, row) for row in self.cur.fetchall()]
 
 
-def _placeholders(sql: str, postgres: bool) -> str:
-    return sql.replace("?", "%s") if postgres else sql
-
-
-def _decode(kind: type[S], row: tuple[Any, ...]) -> S:
-    """A row of `kind`'s table, its columns in the Struct's field order."""
-    fields = dict(zip(kind.__struct_fields__, row, strict=True))
-    if "parents" in fields:
-        fields["parents"] = msgspec.json.decode(fields["parents"])
-    return msgspec.convert(fields, kind, strict=False)  # strict=False: SQLite keeps times as text
+# Every table the projections own, for tests that drop them.
+TABLES = (*(table.name for table in READ_MODELS), TRACKING)
+__all__ = ["MIGRATIONS", "TABLES", "ProjectionStore", "Snapshot"]

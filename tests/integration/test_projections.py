@@ -77,17 +77,17 @@ def test_each_journey_leaves_its_units_where_the_therapy_says(
         places = {"hospital": journey.hospital, "factory": journey.factory}
         custodian, status, site = expected[variant]
         product = _current(snapshot, coi, f"P-{coi}-1")
-        assert (product.kind, product.custodian, product.status, product.site) == (
+        assert (product.kind, product.custodian, product.custody, product.site) == (
             "product", people[custodian], status, places[site],
         ), variant  # fmt: skip
         assert product.batch_id == f"B-{coi}"
         assert product.shipment_id == (None if variant == "qc_failure" else f"SH-{coi}")
         bag = _current(snapshot, coi, f"BAG-{coi}")
-        assert (bag.kind, bag.custodian, bag.status, bag.site, bag.batch_id) == (
+        assert (bag.kind, bag.custodian, bag.custody, bag.site, bag.batch_id) == (
             "bag", recv, "consumed", journey.factory, f"B-{coi}",
         )  # fmt: skip
         sample = _current(snapshot, coi, f"S-{coi}")
-        assert (sample.kind, sample.custodian, sample.status) == ("sample", f"analyst.{f}", "held")
+        assert (sample.kind, sample.custodian, sample.custody) == ("sample", f"analyst.{f}", "held")
     assert len(snapshot.current) == 3 * len(journeys)
 
 
