@@ -10,7 +10,7 @@ replayed from the records already projected for that patient.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -98,9 +98,7 @@ class Patients:
         if patient is not None:
             self._held.move_to_end(coi)
             return patient
-        patient = Patient()
-        for record in self._load(coi):
-            _journey(patient, record[0], body_of(record[2]), AuditRows())
+        patient, _ = replay(self._load(coi))
         self._held[coi] = patient
         if len(self._held) > self._size:
             self._held.popitem(last=False)
@@ -112,6 +110,15 @@ class Patients:
             self._held.clear()
         else:
             self._held.pop(coi, None)
+
+
+def replay(records: Iterable[Record]) -> tuple[Patient, AuditRows]:
+    """One patient from their records alone (a subset, for a view as of a time): where each
+    unit stood after the last of them, and what the rules flagged."""
+    patient, rows = Patient(), AuditRows()
+    for sequence, _, envelope in records:
+        _journey(patient, sequence, body_of(envelope), rows)
+    return patient, rows
 
 
 def derive(record: Record, patients: Patients) -> AuditRows:

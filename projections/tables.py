@@ -132,6 +132,7 @@ _AUDIT_DDL = (
         principal TEXT NOT NULL, printed_name TEXT, signed_at {time}, meaning TEXT,
         PRIMARY KEY (sequence, position))""",
     "CREATE INDEX IF NOT EXISTS proj_signatures_coi ON proj_signatures (coi, sequence)",
+    "CREATE INDEX IF NOT EXISTS proj_signatures_principal ON proj_signatures (principal, sequence)",
     """CREATE TABLE IF NOT EXISTS proj_flags (
         sequence {int} NOT NULL, flagged_by {int} NOT NULL, note TEXT NOT NULL,
         PRIMARY KEY (sequence, flagged_by, note))""",
@@ -159,7 +160,7 @@ _AUDIT_DDL = (
         site TEXT NOT NULL, reason TEXT, severity TEXT, batch_id TEXT, links TEXT NOT NULL,
         closed_sequence {int}, closed_at {time}, closed_by TEXT, outcome TEXT,
         PRIMARY KEY (coi, kind, item_id))""",
-    "CREATE INDEX IF NOT EXISTS proj_register_opened ON proj_register (opened_sequence)",
+    "CREATE INDEX IF NOT EXISTS proj_register_opened ON proj_register (opened_sequence, kind, item_id)",
     """CREATE TABLE IF NOT EXISTS proj_registry_history (
         sequence {int} NOT NULL PRIMARY KEY, principal_id TEXT NOT NULL, change TEXT NOT NULL,
         keyid TEXT, effective_at {time} NOT NULL, actor TEXT NOT NULL, authority TEXT NOT NULL,
