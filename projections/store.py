@@ -70,6 +70,14 @@ _UPSERT_POSITION = """INSERT INTO proj_projector_tracking VALUES (?, ?, ?, ?)
 _POSITIONS = "SELECT partition, next_offset FROM proj_projector_tracking WHERE consumer = ? AND topic = ?"
 
 
+# The position of what was projected straight from the ledger (a rebuild, or catching up where
+# no projector runs): the next sequence, as partition 0 of this pseudo-topic.
+LEDGER = ("ledger", "ledger")
+_KAFKA_CONSUMERS = "SELECT 1 FROM proj_projector_tracking WHERE consumer <> ? LIMIT 1"
+_LAST = "SELECT MAX(sequence) FROM proj_records"
+_FORGET = "DELETE FROM proj_projector_tracking WHERE consumer = ? AND topic = ?"
+
+
 class Snapshot(msgspec.Struct, frozen=True):
     """Every read model's rows, each table in its own order (tests compare live and rebuilt)."""
 
@@ -201,12 +209,21 @@ class ProjectionStore:
         return {int(partition): int(offset) for partition, offset in rows}
 
     def reset(self) -> None:
-        """Empty the read models (drop and recreate them). The positions stay: a rebuild
+        """Empty the read models (drop and recreate them). The projector's positions stay: a rebuild
         from the ledger covers every record consumed before it, so the projector resumes
         where it stopped instead of wherever Kafka's offset reset would put it."""
         with self._transaction() as cur:
             recreate(cur, self.postgres)
+            cur.execute(self._sql(_FORGET), LEDGER)  # what it covered is gone
         self.patients.forget()
+
+    def kept_by_projector(self) -> bool:
+        """Whether a Kafka projector has stored positions here (it keeps the read models)."""
+        return bool(self._conn.execute(self._sql(_KAFKA_CONSUMERS), (LEDGER[0],)).fetchall())
+
+    def last_sequence(self) -> int:
+        """The newest record the read models hold (0: none)."""
+        return int(self._conn.execute(_LAST).fetchall()[0][0] or 0)
 
     def snapshot(self) -> Snapshot:
         return Snapshot(
@@ -270,4 +287,4 @@ class _Reader:
 
 # Every table the projections own, for tests that drop them.
 TABLES = (*(table.name for table in READ_MODELS), TRACKING)
-__all__ = ["MIGRATIONS", "TABLES", "ProjectionStore", "Snapshot"]
+__all__ = ["LEDGER", "MIGRATIONS", "TABLES", "ProjectionStore", "Snapshot"]

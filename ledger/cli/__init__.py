@@ -36,6 +36,7 @@ GROUPS = (
     ("principals", "principals"),
     ("schema", "schema"),
     ("history", "history"),
+    ("audit", "find", "audit"),
     ("verify", "checkpoint", "prove", "verify"),
     ("trust", "trust"),
     ("export", "export", "verify-bundle"),
@@ -64,6 +65,7 @@ SAID_ERRORS = (
     ("ledger.app.ledgerkey", "NoLedgerKeyError"),
     ("ledger.app.ledgerkey", "OriginInUseError"),
     ("ledger.app.ledgerkey", "RotationError"),
+    ("projections.queries", "QueryError"),
 )
 
 
