@@ -327,9 +327,11 @@ class Audit:
 
     # ------------------------------------------------------------------ freshness
 
-    def first_recorded(self) -> datetime | None:
-        """When the ledger recorded its first record (as projected)."""
-        row = self._all(f"SELECT recorded_at FROM {RECORDS.name} ORDER BY sequence LIMIT 1")  # noqa: S608
+    def began(self, clock: str) -> datetime | None:
+        """When the ledger began by `clock`: its first record's recorded_at, or its occurred_at
+        (what an --as-of time is compared with); None for an empty ledger."""
+        column = {"recorded_at": "recorded_at", "occurred_at": "occurred_at"}[clock]
+        row = self._all(f"SELECT {column} FROM {RECORDS.name} ORDER BY sequence LIMIT 1")  # noqa: S608
         return as_utc(row[0][0]) if row else None
 
     # ------------------------------------------------------------------ internals
