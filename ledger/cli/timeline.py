@@ -7,6 +7,7 @@ rules flagged; the timeline adds each unit's status and custody as they stood.""
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError, say
 from ledger.cli.reading import check_time, emit, open_audit
@@ -34,15 +35,17 @@ _RECORD_COLUMNS = (
     ("flags", lambda r: r.flags),
     ("reason", lambda r: r.reason),
 )
+# Each unit with where its last custody step left it.
 _UNIT_COLUMNS = (
-    ("unit", lambda u: u.unit_id),
-    ("kind", lambda u: u.kind),
-    ("status", lambda u: u.status),
-    ("holds", lambda u: ", ".join(u.holds) or "-"),
-    ("custodian", lambda u: u.custodian),
-    ("site", lambda u: u.site),
-    ("bedside", lambda u: u.bedside or "-"),
-    ("since", lambda u: f"#{u.sequence}"),
+    ("unit", lambda ul: ul[0].unit_id),
+    ("kind", lambda ul: ul[0].kind),
+    ("status", lambda ul: ul[0].status),
+    ("holds", lambda ul: ", ".join(ul[0].holds) or "-"),
+    ("custodian", lambda ul: ul[0].custodian),
+    ("site", lambda ul: ul[0].site),
+    ("location", lambda ul: ul[1] or "-"),
+    ("bedside", lambda ul: ul[0].bedside or "-"),
+    ("since", lambda ul: f"#{ul[0].sequence}"),
 )
 
 
@@ -63,7 +66,9 @@ def timeline(args: argparse.Namespace) -> int:
     check_time(audit, "--known-at", args.known_at)
     view = audit.timeline(args.coi, args.as_of, args.known_at)
     if args.format == "json":
-        emit([view], (), "json")
+        import msgspec
+
+        sys.stdout.write(msgspec.json.encode(view).decode() + "\n")
         return EXIT_OK
     if args.format == "csv":
         emit(view.records, _RECORD_COLUMNS, "csv")
@@ -83,7 +88,8 @@ def timeline(args: argparse.Namespace) -> int:
         _show(record)
     say("")
     say("units after these records:")
-    emit(view.units, _UNIT_COLUMNS, "table")
+    located = {step.unit_id: step.location for step in view.custody}  # the last step says where
+    emit([(unit, located.get(unit.unit_id)) for unit in view.units], _UNIT_COLUMNS, "table")
     return EXIT_OK
 
 
