@@ -77,6 +77,7 @@ def open_audit() -> Audit:
                 f"\rcoi: projecting the ledger for auditors: {done:,} of {todo:,} records",
                 end="",
                 file=sys.stderr,
+                flush=True,
             )
 
     fresh = catch_up(app, store, progress)
