@@ -325,6 +325,14 @@ class Audit:
         sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY sequence"
         return [decode(RegistryRow, row) for row in self._all(sql, *params)]
 
+    def site_seen(self, site: str) -> bool:
+        """Whether any record was made at `site` (a filter naming no such site is a typo)."""
+        return bool(self._all(f"SELECT 1 FROM {RECORDS.name} WHERE site = ? LIMIT 1", site))  # noqa: S608
+
+    def principal_known(self, principal: str) -> bool:
+        """Whether `principal` was ever registered."""
+        return bool(self._all(f"SELECT 1 FROM {REGISTRY.name} WHERE principal_id = ? LIMIT 1", principal))  # noqa: S608
+
     # ------------------------------------------------------------------ freshness
 
     def first_recorded(self) -> datetime | None:
