@@ -102,14 +102,22 @@ def check_time(audit: Audit, flag: str, at: datetime | None) -> None:
         )
 
 
-def emit(rows: Sequence[Any], columns: Sequence[Column], fmt: str, cursor: str | None = None) -> None:
+def emit(
+    rows: Sequence[Any],
+    columns: Sequence[Column],
+    fmt: str,
+    cursor: str | None = None,
+    *,
+    paged: bool = False,
+) -> None:
     """Rows as a table (text from the ledger made printable), JSON (an object with `rows` and
-    `next` for a paged list, else the list) or CSV (a header, then rows; the cursor on
-    standard error)."""
+    `next` for a paged list, its last page too, else the list) or CSV (a header, then rows;
+    the cursor on standard error)."""
     import msgspec
 
     if fmt == "json":
-        payload: object = {"rows": rows, "next": cursor} if cursor is not None else rows
+        # Every page of a paged list has one shape, so a script pages on until `next` is null.
+        payload: object = {"rows": rows, "next": cursor} if paged or cursor is not None else rows
         sys.stdout.write(msgspec.json.encode(payload).decode() + "\n")
         return
     cells = [[_text(get(row)) for _, get in columns] for row in rows]

@@ -78,6 +78,7 @@ def trail(args: argparse.Namespace) -> int:
          ("outcome", lambda r: _outcome(r.outcome, table)), ("notes", notes)],
         args.format,
         page.next,
+        paged=True,
     )  # fmt: skip
     return EXIT_OK
 
@@ -105,6 +106,7 @@ def register(args: argparse.Namespace) -> int:
          ("summary", lambda r: r.summary)],
         args.format,
         page.next,
+        paged=True,
     )  # fmt: skip
     return EXIT_OK
 
@@ -122,6 +124,7 @@ def signatures(args: argparse.Namespace) -> int:
          ("meaning", lambda s: s.meaning), ("keyid", lambda s: s.keyid)],
         args.format,
         page.next,
+        paged=True,
     )  # fmt: skip
     return EXIT_OK
 
