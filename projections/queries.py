@@ -19,9 +19,9 @@ import msgspec
 from aggregates.base import body_of
 from ledger.wire import events as ev
 from projections.audit import replay
-from projections.custody import as_utc
+from projections.custody import ProjectionError, TimelineRow, as_utc
 from projections.rows import RecordRow, RegisterRow, RegistryRow, UnitRow
-from projections.tables import RECORDS, REGISTER, REGISTRY, decode, placeholders
+from projections.tables import CUSTODY_TIMELINE, RECORDS, REGISTER, REGISTRY, decode, placeholders
 
 T = TypeVar("T")
 
@@ -35,6 +35,10 @@ STAGES = (
 REGISTER_KINDS = ("deviation", "hold", "excursion", "correction", "disposition")
 
 _RECORD_COLUMNS = ", ".join(f"r.{f}" for f in RecordRow.__struct_fields__)
+_CUSTODY_OF = (
+    f"SELECT {', '.join(TimelineRow.__struct_fields__)} FROM {CUSTODY_TIMELINE.name}"  # noqa: S608
+    " WHERE coi = ? ORDER BY sequence, position"
+)
 
 
 class QueryError(ValueError):
@@ -106,6 +110,7 @@ class Timeline(msgspec.Struct, frozen=True):
     known_at: datetime | None  # records the ledger held by then
     records: list[RecordView]
     units: list[UnitRow]  # each unit as it stood after the last of those records
+    custody: list[TimelineRow]  # each unit's custodian and location after each of those records
 
 
 class Match(msgspec.Struct, frozen=True):
@@ -170,12 +175,23 @@ class Audit:
             for r in self._records("r.coi = ?", (coi,))
             if (as_of is None or r.occurred_at <= as_of) and (known_at is None or r.recorded_at <= known_at)
         ]
-        patient, derived = replay((r.sequence, r.recorded_at, r.envelope) for r in rows)
+        try:
+            patient, derived = replay((r.sequence, r.recorded_at, r.envelope) for r in rows)
+        except ProjectionError as exc:  # a step whose prerequisite happened later: the rules refuse that
+            raise QueryError(
+                "--as-of", f"the records of {coi} that had happened by then do not replay alone: {exc}"
+            ) from None
         flags: dict[int, list[str]] = defaultdict(list)
         for flag in derived.flags:
             flags[flag.sequence].append(flag.note)
-        views = self._views(rows, flags)
-        return Timeline(coi, as_of, known_at, views, sorted(patient.units.values(), key=lambda u: u.unit_id))
+        kept = {r.sequence for r in rows}
+        custody = [
+            step
+            for step in (decode(TimelineRow, row) for row in self._all(_CUSTODY_OF, coi))
+            if step.sequence in kept
+        ]
+        units = sorted(patient.units.values(), key=lambda u: u.unit_id)
+        return Timeline(coi, as_of, known_at, self._views(rows, flags), units, custody)
 
     def history(self, coi: str) -> list[RecordView]:
         return self.timeline(coi).records
@@ -335,9 +351,11 @@ class Audit:
 
     # ------------------------------------------------------------------ freshness
 
-    def first_recorded(self) -> datetime | None:
-        """When the ledger recorded its first record (as projected)."""
-        row = self._all(f"SELECT recorded_at FROM {RECORDS.name} ORDER BY sequence LIMIT 1")  # noqa: S608
+    def began(self, clock: str) -> datetime | None:
+        """When the ledger began by `clock`: its first record's recorded_at, or its occurred_at
+        (what an --as-of time is compared with); None for an empty ledger."""
+        column = {"recorded_at": "recorded_at", "occurred_at": "occurred_at"}[clock]
+        row = self._all(f"SELECT {column} FROM {RECORDS.name} ORDER BY sequence LIMIT 1")  # noqa: S608
         return as_utc(row[0][0]) if row else None
 
     # ------------------------------------------------------------------ internals

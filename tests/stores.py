@@ -24,6 +24,9 @@ from ledger.audit.witnessing import Witnessing
 from ledger.store.sources import open_source
 from ledger.transparency.checkpoint import NoteSigner, NoteVerifier
 from ledger.transparency.records import record_hash
+from projections.queries import Audit, RecordView
+from projections.rebuild import catch_up
+from projections.store import ProjectionStore
 
 # The server's `test` database is only the way in: the tests keep their tables in databases
 # of their own, so a benchmark or a local ledger in `test` cannot disturb them.
@@ -208,3 +211,17 @@ def verify_ledger(
         return verifier.run(state)
     finally:
         source.close()
+
+
+def history(app: LedgerApplication, coi: str) -> list[RecordView]:
+    """`coi history` in process: the read models caught up from the ledger into a file of their
+    own, then one patient's records."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        store = ProjectionStore(f"sqlite:///{folder}/projections.sqlite")
+        try:
+            catch_up(app, store)
+            return Audit(store.connection, store.postgres).history(coi)
+        finally:
+            store.close()

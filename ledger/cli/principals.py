@@ -148,7 +148,7 @@ def _history(args: argparse.Namespace) -> int:
     from ledger.cli.reading import check_time, emit, open_audit
 
     audit = open_audit()
-    check_time(audit, "--as-of", args.as_of)
+    check_time(audit, "--as-of", args.as_of, "occurred_at")  # as Audit.registry filters
     rows = audit.registry(args.id, args.as_of)
     if args.id is not None and not rows and not audit.principal_known(args.id):
         raise UsageError(f"{args.id}: no such principal was ever registered (coi principals list)")

@@ -26,7 +26,16 @@ def run(args: argparse.Namespace) -> int:
 
     # `projections rebuild` is the group's one command.
     store = ProjectionStore(projections_url())
-    done = rebuild(open_app(writer=False), store)
+    app = open_app(writer=False)
+    total = app.recorder.max_notification_id() or 0
+
+    def progress(count: int) -> None:
+        if total >= 20_000:
+            print(f"\rcoi: rebuilding: {count:,} of {total:,} records", end="", file=sys.stderr, flush=True)
+
+    done = rebuild(app, store, progress)
+    if total >= 20_000:
+        print(file=sys.stderr)
     print(f"rebuilt the projections from {done.records:,} records into {redact(projections_url())}")
     for sequence, why in done.set_aside:
         say(f"coi: sequence {sequence} could not be projected and was set aside: {why}", sys.stderr)

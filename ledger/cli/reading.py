@@ -77,6 +77,7 @@ def open_audit() -> Audit:
                 f"\rcoi: projecting the ledger for auditors: {done:,} of {todo:,} records",
                 end="",
                 file=sys.stderr,
+                flush=True,
             )
 
     fresh = catch_up(app, store, progress)
@@ -93,12 +94,14 @@ def open_audit() -> Audit:
     return Audit(store.connection, store.postgres, late_entry_after(app))
 
 
-def check_time(audit: Audit, flag: str, at: datetime | None) -> None:
-    """A time before the ledger's first record cannot be asked about: nothing was there."""
-    first = audit.first_recorded()
-    if at is not None and first is not None and at < first:
+def check_time(audit: Audit, flag: str, at: datetime | None, clock: str = "recorded_at") -> None:
+    """A time before the ledger began cannot be asked about: nothing was there. `clock` says
+    which time of its first record it is compared with (occurred_at for --as-of)."""
+    began = audit.began(clock)
+    if at is not None and began is not None and at < began:
         raise UsageError(
-            f"{flag} {at.isoformat()} is before the ledger existed (its first record: {first.isoformat()})"
+            f"{flag} {at.isoformat()} is before the ledger began "
+            f"(its first record: {clock} {began.isoformat()})"
         )
 
 

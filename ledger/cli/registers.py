@@ -17,9 +17,6 @@ if TYPE_CHECKING:
     from projections.queries import Audit, Match, RecordView
     from projections.rows import RegisterRow
 
-# Outcomes an auditor must not read past: upper case and marked in a table.
-_ALARMING = frozenset({"MISMATCH", "FAIL", "rejected"})
-
 
 def find(args: argparse.Namespace) -> int:
     from ledger.cli.audit import IDENTIFIERS
@@ -152,8 +149,11 @@ def stages(args: argparse.Namespace) -> int:
 
 
 def _outcome(outcome: str | None, table: bool) -> str | None:
-    if table and outcome is not None and outcome in _ALARMING:
-        return f"!! {outcome.upper()}"
+    """In a table, an outcome that blocks or fails something stands out as `history` shows it."""
+    from ledger.cli.timeline import ALARMING
+
+    if table and outcome is not None and outcome in ALARMING:
+        return f"{outcome.upper()} !!"
     return outcome
 
 

@@ -131,9 +131,13 @@ def run_demo(
         print("\nUNEXPECTED OUTCOMES:", *surprises, sep="\n  ", file=out)
         return 1
     first = journeys[0].coi
+    mismatch = next((j.coi for j in journeys if j.variant == "identity_mismatch"), first)
     print(
         "\nNext:\n"
         f"  {prog} history {first}        the signed history of one patient\n"
+        f"  {prog} find B-{first}         the patient a batch belongs to, and the records naming it\n"
+        f"  {prog} audit timeline {mismatch} a bedside mismatch, and where each unit stands\n"
+        f"  {prog} audit register --open             deviations and holds still open\n"
         f"  {prog} schema > event.schema.json      the body schema for site systems\n"
         f"  {prog} sign --key {keys_dir}/nurse.bdw.key BODY.json | {prog} submit -\n"
         "      sign and submit your own event (demo passphrase: demo-passphrase)",

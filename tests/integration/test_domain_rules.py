@@ -16,7 +16,7 @@ from ledger.app.application import LedgerApplication, Outcome
 from ledger.demo.journeys import Cast, Journey, Step
 from ledger.site.signing import Member, envelope, manifestations, registration
 from ledger.wire import events as ev
-from projections.history import history
+from tests.stores import history
 from tests.support import advance, body_dict, new_journey, signed, tag_of
 
 
@@ -201,8 +201,8 @@ def test_a_failed_release_test_opens_a_deviation_and_a_retest_needs_qas_authoris
     assert closed.status == "accepted", closed
     assert _submit(registered, ev.Disposition, journey, cast["qa.ssf"], **release).status == "accepted"
     rows = history(registered, journey.coi)
-    first = next(r for r in rows if r.type == "qc_result_recorded" and "passed=False" in r.details)
-    assert any(deviation in note for note in first.notes), first
+    first = next(r for r in rows if r.type == "qc_result_recorded" and r.details.get("passed") is False)
+    assert any(deviation in note for note in first.flags), first
 
 
 def test_an_open_deviation_never_blocks_a_rejection(registered: LedgerApplication, cast: Cast) -> None:
@@ -276,5 +276,5 @@ def test_a_late_excursion_is_accepted_flags_what_it_covers_and_blocks_what_follo
     assert late.status == "accepted", late
     assert registered.submit(rest[0].envelope).code == "unit_on_hold"
     rows = {r.type: r for r in history(registered, journey.coi)}
-    assert any("hold" in n for n in rows["shipment_received"].notes), rows["shipment_received"]
-    assert any("deviation" in n for n in rows["temperature_excursion"].notes)
+    assert any("hold" in n for n in rows["shipment_received"].flags), rows["shipment_received"]
+    assert any("deviation" in n for n in rows["temperature_excursion"].flags)

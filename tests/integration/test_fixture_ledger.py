@@ -9,8 +9,7 @@ import msgspec
 
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast
-from projections.history import history
-from tests.stores import RawStore
+from tests.stores import RawStore, history
 from tests.support import advance, body_dict, new_journey, signed
 
 
@@ -34,4 +33,4 @@ def test_a_record_accepted_before_a_constraint_existed_still_replays(
     later = LedgerApplication(store_url)  # nothing cached: the patient is loaded from the store
     assert later.submit(steps[1].envelope).status == "accepted"
     (enrolment, *_) = history(later, journey.coi)
-    assert "treatment_site=Bridgewater General" in enrolment.details
+    assert enrolment.details["treatment_site"] == "Bridgewater General"

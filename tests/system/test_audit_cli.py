@@ -130,7 +130,7 @@ def test_trail_shows_sequence_time_signers_and_a_mismatch_that_stands_out(demo: 
     table = demo.ok("audit", "trail", "--coi", mismatch, "--type", "bedside_identity_verified")
     header, row = table.splitlines()
     assert header.split() == ["sequence", "recorded_at", "coi", "type", "site", "signers", "outcome", "notes"]
-    assert "!! MISMATCH" in row and "nurse.kas, witness.kas" in row
+    assert "MISMATCH !!" in row and "nurse.kas, witness.kas" in row
 
     [record] = demo.json("audit", "trail", "--coi", mismatch, "--type", "bedside_identity_verified")["rows"]
     assert record["outcome"] == "MISMATCH" and record["coi"] == mismatch
@@ -203,7 +203,7 @@ def test_register_lists_deviations_holds_and_dispositions_open_and_closed(demo: 
     assert [r["kind"] for r in still_open] == ["deviation"]  # the failed sterility test's
     rejected = demo.cois[1]
     table = demo.ok("audit", "register", "--kind", "disposition", "--coi", rejected)
-    assert "!! REJECTED" in table and f"B-{rejected}" in table
+    assert "REJECTED !!" in table and f"B-{rejected}" in table
     assert "OPEN" in demo.ok("audit", "register", "--open")
     [deviation] = demo.csv("audit", "register", "--open")
     assert deviation["state"] == "open" and deviation["coi"] == rejected and deviation["summary"]
@@ -328,7 +328,7 @@ def test_find_trail_and_register_on_postgresql(postgres_demo: Demo) -> None:
     assert match["coi"] == mismatch
     assert "no record names" in demo.refused("find", "B-NOWHERE")
     table = demo.ok("audit", "trail", "--coi", mismatch, "--type", "bedside_identity_verified")
-    assert "!! MISMATCH" in table
+    assert "MISMATCH !!" in table
     paged, at_once = _pages(demo, "audit", "trail")
     assert len(paged) == 4 and paged == at_once
     everything = demo.json("audit", "trail", "--limit", "1000")["rows"]
@@ -336,6 +336,6 @@ def test_find_trail_and_register_on_postgresql(postgres_demo: Demo) -> None:
     assert 0 < len(later) < len(everything)
     assert "--from" in demo.refused("audit", "trail", "--from", "2000-01-01T00:00:00Z")
     assert [r["kind"] for r in demo.json("audit", "register", "--open")["rows"]] == ["deviation"]
-    assert "!! REJECTED" in demo.ok("audit", "register", "--kind", "disposition")
+    assert "REJECTED !!" in demo.ok("audit", "register", "--kind", "disposition")
     paged, at_once = _pages(demo, "audit", "register")
     assert paged == at_once

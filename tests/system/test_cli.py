@@ -69,7 +69,7 @@ def test_sign_then_submit_then_history(ledger: Path) -> None:
     second = coi(ledger, "submit", "-", stdin=signed.stdout)
     assert second.returncode == 0 and "duplicate" in second.stdout
     shown = coi(ledger, "history", "CHW04512600A0B1")
-    assert shown.returncode == 0 and "Kim Nurse (nurse.kim) performed" in shown.stdout
+    assert shown.returncode == 0 and "Kim Nurse (nurse.kim, person) performed" in shown.stdout
 
 
 def test_submit_reports_each_line_and_exits_2_on_rejections(ledger: Path) -> None:
@@ -263,9 +263,9 @@ def test_history_escapes_what_others_wrote_and_shows_utc(ledger: Path) -> None:
     shown = coi(ledger, "history", body["coi"])
     assert shown.returncode == 0, shown.stderr
     signed_lines = [line for line in shown.stdout.splitlines() if "signed:" in line.split("=")[0]]
-    assert len(signed_lines) == 1 and "Kim Nurse (nurse.kim)" in signed_lines[0], shown.stdout
+    assert len(signed_lines) == 1 and "Kim Nurse (nurse.kim, person)" in signed_lines[0], shown.stdout
     assert "CAR-T\\n      signed: Quinn QA" in shown.stdout
-    assert f"{tokyo.astimezone(UTC):%Y-%m-%d %H:%M}Z" in shown.stdout, shown.stdout
+    assert f"{tokyo.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z" in shown.stdout, shown.stdout
 
 
 def test_rebuild_names_a_record_whose_time_has_no_utc_form(tmp_path: Path) -> None:

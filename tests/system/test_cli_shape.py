@@ -168,4 +168,4 @@ def test_data_as_json_with_format_and_the_old_json_alias(
     code, shown = _coi("history", "CHW04512600Z9Y8", "--format", "json")
     assert code == 0 and [row["type"] for row in json.loads(shown)] == ["enrolled"]
     assert _coi("history", "CHW04512600Z9Y8", "--json") == (0, shown)
-    assert _coi("history", "CHW04512600Z9Y8")[1].startswith("v1 ")
+    assert _coi("history", "CHW04512600Z9Y8")[1].startswith("#")
