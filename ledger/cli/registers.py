@@ -12,9 +12,10 @@ from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError
 
 if TYPE_CHECKING:
     from datetime import datetime
+    from typing import Any
 
     from ledger.cli.reading import Column
-    from projections.queries import Audit, Match, RecordView
+    from projections.queries import Audit, Match, Page, RecordView
     from projections.rows import RegisterRow
 
 
@@ -40,7 +41,7 @@ def find(args: argparse.Namespace) -> int:
 
 
 def trail(args: argparse.Namespace) -> int:
-    from ledger.cli.reading import emit, open_audit
+    from ledger.cli.reading import open_audit
 
     audit = open_audit()
     _check_coi(audit, args.coi)
@@ -65,23 +66,21 @@ def trail(args: argparse.Namespace) -> int:
         said = ["entered late"] if r.entered_late else []
         said += [f"corrects {r.corrects}"] if r.corrects is not None else []
         said += [f"corrected by {c.sequence}" for c in r.corrections]
+        said += [f"reason: {r.reason}"] if r.reason else []
         return "; ".join(said + [f"FLAG: {f}" for f in r.flags])
 
-    emit(
-        page.rows,
+    return _emit_page(
+        page,
         [("sequence", lambda r: r.sequence), ("recorded_at", lambda r: r.recorded_at),
          ("coi", lambda r: r.coi), ("type", lambda r: r.type), ("site", lambda r: r.site),
          ("signers", lambda r: [s.principal for s in r.signatures]),
          ("outcome", lambda r: _outcome(r.outcome, table)), ("notes", notes)],
         args.format,
-        page.next,
-        paged=True,
     )  # fmt: skip
-    return EXIT_OK
 
 
 def register(args: argparse.Namespace) -> int:
-    from ledger.cli.reading import emit, open_audit
+    from ledger.cli.reading import open_audit
 
     audit = open_audit()
     _check_coi(audit, args.coi)
@@ -93,8 +92,8 @@ def register(args: argparse.Namespace) -> int:
     def state(r: RegisterRow) -> str:
         return "closed" if r.closed_sequence is not None else "OPEN" if table else "open"
 
-    emit(
-        page.rows,
+    return _emit_page(
+        page,
         [("opened", lambda r: r.opened_sequence), ("opened_at", lambda r: r.opened_at),
          ("kind", lambda r: r.kind), ("id", lambda r: r.item_id), ("coi", lambda r: r.coi),
          ("site", lambda r: r.site), ("opened_by", lambda r: r.opened_by), ("state", state),
@@ -102,28 +101,22 @@ def register(args: argparse.Namespace) -> int:
          ("outcome", lambda r: _outcome(r.outcome, table)), ("reason", lambda r: r.reason),
          ("summary", lambda r: r.summary)],
         args.format,
-        page.next,
-        paged=True,
     )  # fmt: skip
-    return EXIT_OK
 
 
 def signatures(args: argparse.Namespace) -> int:
-    from ledger.cli.reading import emit, open_audit
+    from ledger.cli.reading import open_audit
 
     audit = open_audit()
     _check_coi(audit, args.coi)
     page = audit.signatures(coi=args.coi, batch=args.batch, limit=args.limit, after=args.after)
-    emit(
-        page.rows,
+    return _emit_page(
+        page,
         [("sequence", lambda s: s.sequence), ("principal", lambda s: s.principal), ("kind", lambda s: s.kind),
          ("printed_name", lambda s: s.printed_name), ("signed_at", lambda s: s.signed_at),
          ("meaning", lambda s: s.meaning), ("keyid", lambda s: s.keyid)],
         args.format,
-        page.next,
-        paged=True,
     )  # fmt: skip
-    return EXIT_OK
 
 
 def stages(args: argparse.Namespace) -> int:
@@ -145,6 +138,13 @@ def stages(args: argparse.Namespace) -> int:
         hours("p50"), hours("p90"), hours("max"),
     ]  # fmt: skip
     emit(figures, columns, args.format)
+    return EXIT_OK
+
+
+def _emit_page(page: Page[Any], columns: list[Column], fmt: str) -> int:
+    from ledger.cli.reading import emit
+
+    emit(page.rows, columns, fmt, page.next, paged=True)
     return EXIT_OK
 
 
