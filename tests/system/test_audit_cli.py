@@ -140,6 +140,15 @@ def test_trail_shows_sequence_time_signers_and_a_mismatch_that_stands_out(demo: 
     assert line["outcome"] == "MISMATCH" and line["sequence"] == str(record["sequence"])
 
 
+def test_trail_shows_a_correction_with_what_it_corrects_and_why(demo: Demo) -> None:
+    [row] = demo.csv("audit", "trail", "--coi", demo.cois[0], "--type", "record_corrected")
+    [corrected] = demo.csv("audit", "trail", "--coi", demo.cois[0], "--type", "apheresis_collected")
+    assert (
+        row["notes"]
+        == f"corrects {corrected['sequence']}; reason: volume transcribed wrongly from the apheresis log"
+    )
+
+
 def test_trail_filters_by_site_actor_and_time(demo: Demo) -> None:
     device = demo.json("audit", "trail", "--actor", "logger.wc", "--limit", "500")["rows"]
     assert device and all("logger.wc" in [s["principal"] for s in r["signatures"]] for r in device)
