@@ -367,9 +367,8 @@ def _opened(
                     )
                 )
             case ev.QcResultRecorded():
-                summary = (
-                    f"failed release test {body.test}: {body.result} (specification {body.specification})"
-                )
+                summary = f"failed release test {body.test}: result {body.result!r}"
+                summary += f", specification {body.specification!r}"
                 rows.append(opened("deviation", deviation_id, summary, batch_id=batch_id))
             case ev.TemperatureExcursion():
                 rows.append(opened("deviation", deviation_id, _excursion(body), batch_id=batch_id))

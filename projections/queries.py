@@ -237,8 +237,13 @@ class Audit:
             " AND ".join(where) or "1 = 1", params, order="r.recorded_at, r.sequence", limit=limit + 1
         )
         page, more = rows[:limit], len(rows) > limit
+        sequences = [r.sequence for r in page]
+        # The corrections of what is shown, wherever they fall in the trail.
+        correcting = (
+            self._records(f"r.corrects IN ({', '.join('?' * len(sequences))})", sequences) if page else []
+        )
         return Page(
-            self._views(page, self._flags([r.sequence for r in page])),
+            self._views(page, self._flags(sequences), correcting),
             str(page[-1].sequence) if more else None,
         )
 
@@ -368,13 +373,19 @@ class Audit:
             sql += f" LIMIT {int(limit)}"
         return [decode(RecordRow, row) for row in self._all(sql, *params)]
 
-    def _views(self, rows: list[RecordRow], flags: dict[int, list[str]]) -> list[RecordView]:
-        """The records with their signatures, and the corrections among `rows` beside what they correct."""
+    def _views(
+        self,
+        rows: list[RecordRow],
+        flags: dict[int, list[str]],
+        correcting: list[RecordRow] = (),  # type: ignore[assignment]
+    ) -> list[RecordView]:
+        """The records with their signatures, and the corrections among `rows` (and `correcting`)
+        beside what they correct."""
         signatures = self._signatures_of([r.sequence for r in rows])
         corrections: dict[int, list[CorrectionView]] = defaultdict(list)
         bodies = {r.sequence: body_of(r.envelope) for r in rows}
-        for r in rows:
-            body = bodies[r.sequence]
+        for r in sorted({r.sequence: r for r in [*rows, *correcting]}.values(), key=lambda r: r.sequence):
+            body = bodies.get(r.sequence) or body_of(r.envelope)
             if r.corrects is not None and isinstance(body, ev.RecordCorrected):
                 corrections[r.corrects].append(
                     CorrectionView(

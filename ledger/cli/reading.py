@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     Column = tuple[str, Callable[[Any], object]]  # header, value of a row
 
 FORMATS = ("table", "json", "csv")
+# Outcomes a reader must not miss: they block or fail something.
+ALARMING = frozenset({"MISMATCH", "FAIL", "rejected"})
 MOST = 10_000  # rows per page at most: more is a file, and `--after` pages on
 
 
@@ -140,6 +142,11 @@ def emit(
         say("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
     if cursor is not None:
         say(f"more: add --after {cursor}")
+
+
+def marked(outcome: str | None) -> str | None:
+    """An outcome as a table shows it: one that blocks or fails something stands out."""
+    return f"{outcome.upper()} !!" if outcome in ALARMING and outcome is not None else outcome
 
 
 def _text(value: object) -> str:

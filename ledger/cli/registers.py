@@ -149,12 +149,9 @@ def _emit_page(page: Page[Any], columns: list[Column], fmt: str) -> int:
 
 
 def _outcome(outcome: str | None, table: bool) -> str | None:
-    """In a table, an outcome that blocks or fails something stands out as `history` shows it."""
-    from ledger.cli.timeline import ALARMING
+    from ledger.cli.reading import marked
 
-    if table and outcome is not None and outcome in ALARMING:
-        return f"{outcome.upper()} !!"
-    return outcome
+    return marked(outcome) if table else outcome
 
 
 def _duration(hours: float) -> str:
@@ -179,7 +176,8 @@ def _check_site(audit: Audit, flag: str, site: str) -> None:
 def _check_span(audit: Audit, start: datetime | None, end: datetime | None) -> None:
     from ledger.cli.reading import check_time
 
-    check_time(audit, "--from", start)
+    # A --from before the ledger began asks for everything from its start: only --to can ask
+    # about a time when nothing was there.
     check_time(audit, "--to", end)
     if start is not None and end is not None and start >= end:
         raise UsageError(f"--from {start.isoformat()} is not before --to {end.isoformat()}")

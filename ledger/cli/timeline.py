@@ -10,13 +10,10 @@ import argparse
 import sys
 
 from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError, say
-from ledger.cli.reading import check_time, emit, open_audit
+from ledger.cli.reading import check_time, emit, marked, open_audit
 
 if TYPE_CHECKING:
     from projections.queries import Audit, RecordView, SignatureView
-
-# Outcomes a reader must not miss: they block or fail something.
-ALARMING = frozenset({"MISMATCH", "FAIL", "rejected"})
 
 _RECORD_COLUMNS = (
     ("sequence", lambda r: r.sequence),
@@ -101,7 +98,7 @@ def _known(audit: Audit, coi: str) -> Audit:
 
 
 def _show(r: RecordView) -> None:
-    outcome = f"  {r.outcome.upper()} !!" if r.outcome in ALARMING else f"  {r.outcome}" if r.outcome else ""
+    outcome = f"  {marked(r.outcome)}" if r.outcome else ""
     late = f"  (entered late: recorded {_delay(r)} after it occurred)" if r.entered_late else ""
     say(f"#{r.sequence:<6} {_utc(r.occurred_at)}  {r.site:<7} {r.type}{outcome}  by {r.actor}{late}")
     say(f"        recorded {_utc(r.recorded_at)}  event {r.event_id}")
