@@ -42,10 +42,11 @@ from projections.tables import (
     SIGNATURES,
     STAGES,
     UNITS,
+    Table,
     decode,
     placeholders,
     values,
-)  # fmt: skip
+)
 from tests.conftest import LEDGER_TABLES
 from tests.stores import fresh_store
 from tests.support import new_journey, tag_of
@@ -72,19 +73,20 @@ class World:
     journeys: dict[str, Journey]
     steps: dict[str, list[Step]]  # each journey's accepted steps
     temp: tuple[Member, Member]  # the principal registered, and its rotated-in key
-    records: list[Record]
+    records: list[tuple[int, datetime, str]]  # as the ledger gives them
     snapshot: Snapshot
     traces: dict[tuple[str, str], Trace]  # (coi, unit_id) -> its rows over time
 
-    def rows(self, table: Any, coi: str | None = None) -> list[Any]:
+    def rows(self, table: Table, coi: str | None = None) -> list[Any]:
         return [r for r in self.snapshot.rows(table) if coi is None or r.coi == coi]
 
     def sequence(self, step: Step) -> int:
         (found,) = [r.sequence for r in self.snapshot.rows(RECORDS) if r.event_id == str(step.event_id)]
-        return found
+        return int(found)
 
-    def step(self, variant: str, tag: str, index: int = 0) -> Step:
-        return [s for s in self.steps[variant] if tag_of(s) == tag][index]
+    def step(self, variant: str, tag: str) -> Step:
+        """The variant's first accepted step of this type."""
+        return next(s for s in self.steps[variant] if tag_of(s) == tag)
 
 
 def _registry_changes(app: LedgerApplication, cast: Cast) -> tuple[Member, Member]:
@@ -329,6 +331,14 @@ def test_corrections_and_dispositions_are_closed_at_once(world: World) -> None:
             "corrected",
         ),
     ]  # fmt: skip
+    by_variant = {j.coi: variant for variant, j in world.journeys.items()}
+    kinds = sorted((by_variant[r.coi], r.kind) for r in world.rows(REGISTER))
+    assert kinds == [  # the bedside mismatch refused the infusion and opened nothing
+        ("excursion", "correction"), ("excursion", "deviation"), ("excursion", "disposition"),
+        ("excursion", "excursion"),
+        ("excursion", "hold"), ("happy", "correction"), ("happy", "disposition"),
+        ("identity_mismatch", "disposition"), ("qc_failure", "deviation"), ("qc_failure", "disposition"),
+    ]  # fmt: skip
     (record,) = [r for r in world.rows(RECORDS, coi) if r.event_type == "record_corrected"]
     assert (record.corrects, record.reason) == (
         world.sequence(collected), "volume transcribed wrongly from the apheresis log",
@@ -521,14 +531,13 @@ def projection_url(world: World, tmp_path: Path) -> Iterator[str]:
     yield from fresh_store(world.kind, tmp_path / "proj.sqlite", "coi_audit_live", [*TABLES, SCHEMA_TABLE])
 
 
-def _as_delivered(records: list[Record], seed: int) -> list[Record]:
+def _as_delivered(records: list[tuple[int, datetime, str]], seed: int) -> list[Record]:
     """The records as a projector may receive them from coi.ledger's partitions: each patient's
     (and the registry's) in log order, the patients interleaved at random; recorded_at as the
     text a LedgerRecord carries."""
     queues: dict[str, list[Record]] = {}
     for sequence, recorded_at, raw in records:
         key = getattr(body_of(raw), "coi", None) or "registry"
-        assert isinstance(recorded_at, datetime)
         queues.setdefault(key, []).append((sequence, recorded_at.isoformat(), raw))
     pending = [queue[::-1] for queue in queues.values()]  # each popped from its end
     rng = random.Random(seed)
@@ -558,14 +567,23 @@ def test_live_projection_in_any_delivery_order_equals_a_rebuild(
     assert [r[0] for r in delivered] != [r[0] for r in world.records]  # not the log's order
     store = ProjectionStore(projection_url)
     try:
+        loads: list[str] = []
+
+        def load(coi: str) -> list[Record]:
+            loads.append(coi)
+            return store._patient(coi)
+
         # Two patients held: the others are replayed from what is projected, mid-batch too.
-        store.patients = Patients(store._patient, size=2)
+        store.patients = Patients(load, size=2)
+        seen = 0  # patients first met in a batch (every batch starts with none held)
         for batch in _batches(delivered, (1, 13, 2, 40, 5, 27)):
             assert store.apply(batch) == []
+            seen += len({coi for *_, raw in batch if (coi := getattr(body_of(raw), "coi", None))})
+        assert len(loads) > seen  # some were dropped from the cache and replayed
         live = store.snapshot()
         assert live == world.snapshot  # one record a batch, in log order
         for batch in _batches(delivered, (50, 3)):  # all of it again
-            store.apply(batch)
+            assert store.apply(batch) == []
         assert store.snapshot() == live
         assert rebuild(world.app, store).records == len(world.records)
         assert store.snapshot() == live
@@ -594,6 +612,7 @@ def test_a_projection_database_of_the_earlier_version_migrates_and_a_rebuild_fil
         marks = ", ".join(["?"] * len(CurrentCustody.__struct_fields__))
         insert = placeholders(f"INSERT INTO proj_custody_current ({columns}) VALUES ({marks})", postgres)
         current = world.snapshot.current
+        assert {c.custody for c in current} == {"held", "received", "consumed", "infused"}
         old.cursor().executemany(insert, [values(row, postgres) for row in current])
     finally:
         old.close()
