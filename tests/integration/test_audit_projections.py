@@ -591,6 +591,24 @@ def test_live_projection_in_any_delivery_order_equals_a_rebuild(
         store.close()
 
 
+def test_a_patient_held_is_not_replayed_batch_after_batch(world: World, projection_url: str) -> None:
+    store = ProjectionStore(projection_url)
+    try:
+        loads: list[str] = []
+
+        def load(coi: str) -> list[Record]:
+            loads.append(coi)
+            return store._patient(coi)
+
+        store.patients = Patients(load)
+        for batch in _batches(_as_delivered(world.records, 3), (10,)):
+            assert store.apply(batch) == []
+        assert sorted(loads) == sorted(j.coi for j in world.journeys.values())  # once each
+        assert store.snapshot() == world.snapshot
+    finally:
+        store.close()
+
+
 # ------------------------------------------------------------------ 9. the earlier version's database
 
 
