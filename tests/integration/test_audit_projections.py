@@ -26,7 +26,7 @@ from ledger.demo.kit import interleave, register_cast
 from ledger.site.signing import Member, envelope, registration
 from ledger.store.migrations import SCHEMA_TABLE, migrate
 from ledger.wire import events as ev
-from projections.audit import Patients
+from projections.audit import CACHED_PATIENTS, Patients
 from projections.custody import CurrentCustody, Record
 from projections.rebuild import rebuild
 from projections.rows import UnitRow
@@ -73,6 +73,7 @@ class World:
     journeys: dict[str, Journey]
     steps: dict[str, list[Step]]  # each journey's accepted steps
     temp: tuple[Member, Member]  # the principal registered, and its rotated-in key
+    changed_at: datetime  # when it was registered, rotated and revoked
     records: list[tuple[int, datetime, str]]  # as the ledger gives them
     snapshot: Snapshot
     traces: dict[tuple[str, str], Trace]  # (coi, unit_id) -> its rows over time
@@ -89,7 +90,7 @@ class World:
         return next(s for s in self.steps[variant] if tag_of(s) == tag)
 
 
-def _registry_changes(app: LedgerApplication, cast: Cast) -> tuple[Member, Member]:
+def _registry_changes(app: LedgerApplication, cast: Cast) -> tuple[Member, Member, datetime]:
     """temp.x registered, its key rotated, then the new key revoked, all on the admin's authority."""
     now = datetime.now(UTC)
     temp = Member.new("temp.x", "Tess Temp", "person", ("qc",), "US-SSF")
@@ -106,7 +107,7 @@ def _registry_changes(app: LedgerApplication, cast: Cast) -> tuple[Member, Membe
         ),
     ]  # fmt: skip
     assert [o.status for o in app.submit_many(changes, now=now)] == ["accepted"] * 3
-    return temp, later
+    return temp, later, now
 
 
 def _changed_units(store: ProjectionStore, sequence: int) -> list[UnitRow]:
@@ -124,7 +125,7 @@ def _build(kind: str, app: LedgerApplication, cast: Cast, projection_url: str) -
         assert (outcome.code or "accepted") == (step.expect or "accepted"), (tag_of(step), outcome)
         if step.expect is None:
             steps[variant].append(step)
-    temp = _registry_changes(app, cast)
+    temp, later, changed_at = _registry_changes(app, cast)
     records = list(app.records())
     traces: dict[tuple[str, str], Trace] = {}
     store = ProjectionStore(projection_url)
@@ -133,7 +134,9 @@ def _build(kind: str, app: LedgerApplication, cast: Cast, projection_url: str) -
             store.apply([record])
             for row in _changed_units(store, record[0]):
                 traces.setdefault((row.coi, row.unit_id), []).append((_tag(record[2]), row.status, row.holds))
-        return World(kind, app, cast, journeys, steps, temp, records, store.snapshot(), traces)
+        return World(
+            kind, app, cast, journeys, steps, (temp, later), changed_at, records, store.snapshot(), traces
+        )
     finally:
         store.close()
 
@@ -165,18 +168,24 @@ def _tag(raw: str) -> str:
 # ------------------------------------------------------------------ 1. unit status
 
 
+# A released product's rows up to its handover to the courier, and from its arrival on.
+DISPATCHED: Trace = [
+    ("manufacturing_completed", "quarantined", ()),  # its batch not yet dispositioned
+    ("disposition", "released", ()),
+    ("shipment_dispatched", "in_transit", ()),
+    ("custody_transferred", "in_transit", ()),
+]
+DELIVERED: Trace = [
+    ("custody_transferred", "in_transit", ()),
+    ("shipment_received", "released", ()),  # at the hospital
+    ("bedside_identity_verified", "released", ()),
+    ("infused", "infused", ()),
+]
+
+
 def test_a_products_status_follows_its_journey_as_a_person_reads_it(world: World) -> None:
     coi = world.journeys["happy"].coi
-    assert world.traces[(coi, f"P-{coi}-1")] == [
-        ("manufacturing_completed", "quarantined", ()),  # its batch not yet dispositioned
-        ("disposition", "released", ()),
-        ("shipment_dispatched", "in_transit", ()),
-        ("custody_transferred", "in_transit", ()),
-        ("custody_transferred", "in_transit", ()),
-        ("shipment_received", "released", ()),  # at the hospital
-        ("bedside_identity_verified", "released", ()),
-        ("infused", "infused", ()),
-    ]
+    assert world.traces[(coi, f"P-{coi}-1")] == DISPATCHED + DELIVERED
     assert world.traces[(coi, f"BAG-{coi}")] == [
         ("apheresis_collected", "in_custody", ()),
         ("custody_transferred", "in_custody", ()),
@@ -203,16 +212,10 @@ def test_an_excursions_hold_is_on_the_product_while_open_and_gone_after_release(
     coi = world.journeys["excursion"].coi
     hold, _ = excursion_ids(world.step("excursion", "temperature_excursion").event_id)
     assert world.traces[(coi, f"P-{coi}-1")] == [
-        ("manufacturing_completed", "quarantined", ()),
-        ("disposition", "released", ()),
-        ("shipment_dispatched", "in_transit", ()),
-        ("custody_transferred", "in_transit", ()),
+        *DISPATCHED,
         ("temperature_excursion", "in_transit", (hold,)),
         ("hold_released", "in_transit", ()),
-        ("custody_transferred", "in_transit", ()),
-        ("shipment_received", "released", ()),
-        ("bedside_identity_verified", "released", ()),
-        ("infused", "infused", ()),
+        *DELIVERED,
     ]
 
 
@@ -403,6 +406,9 @@ def test_the_registry_history_says_who_changed_which_key_on_whose_authority_and_
         ("temp.x", "revoked", later.signer.keyid, (admin,), "admin.root", None, (), False, "laptop stolen"),
     ]
     assert {r.principal_id for r in world.rows(REGISTRY)} == {*world.cast.members, "temp.x"}
+    # Made at one time and effective then: valid from (registered, rotated), as of (revoked).
+    changes = world.rows(REGISTRY)[-3:]
+    assert [(r.occurred_at, r.effective_at) for r in changes] == [(world.changed_at, world.changed_at)] * 3
 
 
 # ------------------------------------------------------------------ 5. signature manifest
@@ -559,6 +565,18 @@ def _batches(records: list[Record], sizes: tuple[int, ...]) -> Iterator[list[Rec
         start += size
 
 
+def _counted(store: ProjectionStore, size: int) -> list[str]:
+    """The store's patients held `size` at most; returns the COIs it replays, as it does."""
+    loads: list[str] = []
+
+    def load(coi: str) -> list[Record]:
+        loads.append(coi)
+        return store._patient(coi)
+
+    store.patients = Patients(load, size)
+    return loads
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 def test_live_projection_in_any_delivery_order_equals_a_rebuild(
     world: World, projection_url: str, seed: int
@@ -567,14 +585,8 @@ def test_live_projection_in_any_delivery_order_equals_a_rebuild(
     assert [r[0] for r in delivered] != [r[0] for r in world.records]  # not the log's order
     store = ProjectionStore(projection_url)
     try:
-        loads: list[str] = []
-
-        def load(coi: str) -> list[Record]:
-            loads.append(coi)
-            return store._patient(coi)
-
         # Two patients held: the others are replayed from what is projected, mid-batch too.
-        store.patients = Patients(load, size=2)
+        loads = _counted(store, size=2)
         seen = 0  # patients first met in a batch (every batch starts with none held)
         for batch in _batches(delivered, (1, 13, 2, 40, 5, 27)):
             assert store.apply(batch) == []
@@ -594,13 +606,7 @@ def test_live_projection_in_any_delivery_order_equals_a_rebuild(
 def test_a_patient_held_is_not_replayed_batch_after_batch(world: World, projection_url: str) -> None:
     store = ProjectionStore(projection_url)
     try:
-        loads: list[str] = []
-
-        def load(coi: str) -> list[Record]:
-            loads.append(coi)
-            return store._patient(coi)
-
-        store.patients = Patients(load)
+        loads = _counted(store, CACHED_PATIENTS)
         for batch in _batches(_as_delivered(world.records, 3), (10,)):
             assert store.apply(batch) == []
         assert sorted(loads) == sorted(j.coi for j in world.journeys.values())  # once each
