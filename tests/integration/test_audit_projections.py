@@ -10,7 +10,7 @@ import random
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -346,6 +346,68 @@ def test_corrections_and_dispositions_are_closed_at_once(world: World) -> None:
     assert (record.corrects, record.reason) == (
         world.sequence(collected), "volume transcribed wrongly from the apheresis log",
     )  # fmt: skip
+
+
+def test_a_retest_qa_authorised_and_a_hold_and_deviation_opened_by_hand(
+    registered: LedgerApplication, cast: Cast, projection_url: str
+) -> None:
+    """A failed sterility test retested under its deviation, and QA's own deviation and hold on
+    the product, all closed before the batch is released."""
+    j = new_journey(cast, "qc_failure")
+    done = [s for s in j.steps() if tag_of(s) != "disposition"][:-1]  # no decision, no refused dispatch
+    assert [tag_of(s) for s in done[-6:]] == ["qc_result_recorded"] * 6
+    batch, product = f"B-{j.coi}", f"P-{j.coi}-1"
+    failed = failure_deviation(done[-6].event_id)
+    qa, cellq = cast["qa.ssf"], cast["cellq.ssf"]
+
+    def at(seconds: int) -> datetime:
+        return j.clock + timedelta(seconds=seconds)
+
+    later = [
+        envelope(ev.DeviationOpened, qa, at(1), coi=j.coi, deviation_id="D-RECALL", severity="minor",
+                 description="media lot recalled by its supplier", batch_id=batch),
+        envelope(ev.HoldPlaced, qa, at(2), coi=j.coi, hold_id="H-RECALL", unit_ids=[product],
+                 reason="until the recall is assessed"),
+        envelope(ev.RetestAuthorised, qa, at(3), coi=j.coi, batch_id=batch, deviation_id=failed,
+                 test="sterility", reason="growth traced to the sampling"),
+        envelope(ev.QcResultRecorded, cellq, at(4), coi=j.coi, batch_id=batch, sample_id=f"S-{j.coi}",
+                 test="sterility", method="sterility assay (Cell Q)", result="conforms",
+                 specification="conforms", passed=True),
+        envelope(ev.DeviationClosed, qa, at(5), coi=j.coi, deviation_id=failed,
+                 outcome="sampling contamination; the retest conforms"),
+        envelope(ev.DeviationClosed, qa, at(6), coi=j.coi, deviation_id="D-RECALL",
+                 outcome="this batch used another lot"),
+        envelope(ev.HoldReleased, qa, at(7), coi=j.coi, hold_id="H-RECALL", reason="recall assessed"),
+        envelope(ev.Disposition, qa, at(8), coi=j.coi, batch_id=batch, decision="released"),
+    ]  # fmt: skip
+    outcomes = list(registered.submit_many([s.envelope for s in done] + later))
+    assert [(o.code, o.message) for o in outcomes if o.status != "accepted"] == []
+    store = ProjectionStore(projection_url)
+    try:
+        rebuild(registered, store)
+        snapshot = store.snapshot()
+    finally:
+        store.close()
+    sequences = [r[0] for r in registered.records()]
+    failed_at, seq = sequences[-len(later) - 6], sequences[-len(later) :]  # seq: of `later`
+    qc = [(r.sequence, r.test, r.passed, r.retest) for r in snapshot.rows(QC) if r.test == "sterility"]
+    assert qc == [(failed_at, "sterility", False, False), (seq[3], "sterility", True, True)]
+    register = [
+        (r.kind, r.item_id, r.summary, r.severity, r.batch_id, r.links, r.opened_sequence, r.closed_sequence,
+         r.outcome)
+        for r in snapshot.rows(REGISTER)
+    ]  # fmt: skip
+    assert register == [
+        ("deviation", failed, "failed release test sterility: growth detected day 5 (specification conforms)",
+         None, batch, (), failed_at, seq[4], "sampling contamination; the retest conforms"),
+        ("deviation", "D-RECALL", "media lot recalled by its supplier", "minor", batch, (), seq[0], seq[5],
+         "this batch used another lot"),
+        ("hold", "H-RECALL", f"hold on {product}", None, None, (product,), seq[1], seq[6],
+         "recall assessed"),
+        ("disposition", batch, f"batch {batch} released", None, batch, (), seq[7], seq[7], "released"),
+    ]  # fmt: skip
+    (unit,) = [u for u in snapshot.rows(UNITS) if u.unit_id == product]
+    assert (unit.status, unit.holds) == ("released", ())
 
 
 # ------------------------------------------------------------------ 4. registry history
