@@ -276,7 +276,8 @@ def _units(patient: Patient, state: TherapyState, sequence: int, at: datetime) -
             holds=tuple(holds_on(state, unit.unit_id)),
             custodian=unit.custodian,
             site=unit.site,
-            batch_id=unit.batch_id,
+            # As in current custody: the batch a bag was consumed into, too.
+            batch_id=unit.batch_id or unit.consumed_by,
             shipment_id=unit.shipment_id,
             bedside=bedside(state, unit.unit_id),
             sequence=sequence,

@@ -75,7 +75,7 @@ class UnitRow(msgspec.Struct, frozen=True, kw_only=True):
     holds: tuple[str, ...]
     custodian: str
     site: str
-    batch_id: str | None
+    batch_id: str | None  # consumed into, made in or sampled from
     shipment_id: str | None
     bedside: str | None  # MATCH | MISMATCH: the latest bedside check
     sequence: int  # the record that set this row
