@@ -374,15 +374,22 @@ def _opened(
             case ev.TemperatureExcursion():
                 rows.append(opened("deviation", deviation_id, _excursion(body), batch_id=batch_id))
     for hold_id in sorted(state.holds.keys() - holds.keys()):
-        units = ", ".join(state.holds[hold_id].units)
-        summary = f"hold on {units}" + (
+        held = state.holds[hold_id].units
+        summary = f"hold on {', '.join(held)}" + (
             f" after {_excursion(body)}" if isinstance(body, ev.TemperatureExcursion) else ""
         )
-        rows.append(opened("hold", hold_id, summary, links=tuple(state.holds[hold_id].units)))
+        rows.append(opened("hold", hold_id, summary, links=tuple(held), batch_id=_batch_of(state, held)))
     match body:
         case ev.TemperatureExcursion():
+            shipped = state.shipments[body.shipment_id].unit_ids
             rows.append(
-                opened("excursion", str(body.event_id), _excursion(body), links=excursion_ids(body.event_id))
+                opened(
+                    "excursion",
+                    str(body.event_id),
+                    _excursion(body),
+                    links=excursion_ids(body.event_id),
+                    batch_id=_batch_of(state, shipped),
+                )
             )
         case ev.RecordCorrected():
             summary = f"{body.field}: {body.old_value!r} -> {body.new_value!r}"
@@ -406,6 +413,15 @@ def _opened(
                 )
             )
     return rows
+
+
+def _batch_of(state: TherapyState, unit_ids: list[str]) -> str | None:
+    """The batch the units were made in (or went into), so a register per batch finds them."""
+    for unit_id in unit_ids:
+        unit = state.units.get(unit_id)
+        if unit is not None and (unit.batch_id or unit.consumed_by):
+            return unit.batch_id or unit.consumed_by
+    return None
 
 
 def _closed_now(sequence: int, at: datetime, by: str, outcome: str) -> dict[str, object]:

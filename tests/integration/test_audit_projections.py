@@ -280,7 +280,7 @@ def test_a_failed_sterility_test_opens_a_deviation_that_stays_open(world: World)
     assert register == [
         (
             "deviation", failure_deviation(failed.event_id),
-            "failed release test sterility: growth detected day 5 (specification conforms)",
+            "failed release test sterility: result 'growth detected day 5', specification 'conforms'",
             world.sequence(failed), "cellq.ssf", f"B-{coi}", None, None, None,
         ),
         (
@@ -304,10 +304,10 @@ def test_an_excursion_opens_a_hold_a_deviation_and_itself_closed_by_qa(world: Wo
     } == {
         ("deviation", deviation): ("logger.wc", (), f"B-{j.coi}", world.sequence(closed), "qa.lei", outcome),
         ("excursion", str(excursion.event_id)): (
-            "logger.wc", (hold, deviation), None, world.sequence(closed), "qa.lei", outcome,
+            "logger.wc", (hold, deviation), f"B-{j.coi}", world.sequence(closed), "qa.lei", outcome,
         ),
         ("hold", hold): (
-            "logger.wc", (f"P-{j.coi}-1",), None, world.sequence(released), "qa.lei",
+            "logger.wc", (f"P-{j.coi}-1",), f"B-{j.coi}", world.sequence(released), "qa.lei",
             "excursion assessed, no impact",
         ),
     }  # fmt: skip
@@ -398,11 +398,12 @@ def test_a_retest_qa_authorised_and_a_hold_and_deviation_opened_by_hand(
         for r in snapshot.rows(REGISTER)
     ]  # fmt: skip
     assert register == [
-        ("deviation", failed, "failed release test sterility: growth detected day 5 (specification conforms)",
+        ("deviation", failed,
+         "failed release test sterility: result 'growth detected day 5', specification 'conforms'",
          None, batch, (), failed_at, seq[4], "sampling contamination; the retest conforms"),
         ("deviation", "D-RECALL", "media lot recalled by its supplier", "minor", batch, (), seq[0], seq[5],
          "this batch used another lot"),
-        ("hold", "H-RECALL", f"hold on {product}", None, None, (product,), seq[1], seq[6],
+        ("hold", "H-RECALL", f"hold on {product}", None, batch, (product,), seq[1], seq[6],
          "recall assessed"),
         ("disposition", batch, f"batch {batch} released", None, batch, (), seq[7], seq[7], "released"),
     ]  # fmt: skip
