@@ -61,7 +61,7 @@ def _limit(text: str) -> int:
 def open_audit() -> Audit:
     """The read models, first brought up to date from the ledger where no projector keeps them
     (saying so when that takes a while); where one does and is behind, a warning says how far."""
-    from consumers.pipeline import projections_url
+    from ledger.app.config import projections_url
     from ledger.cli.common import open_app
     from projections.policy import late_entry_after
     from projections.queries import Audit
