@@ -236,6 +236,8 @@ def _journey(patient: Patient, sequence: int, body: ev.Event, rows: AuditRows) -
             return bedside(state, body.unit_id)
         case ev.Disposition():
             return body.decision
+        case ev.TemperatureExcursion():
+            return "excursion"
     return None
 
 

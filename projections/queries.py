@@ -35,6 +35,10 @@ STAGES = (
 REGISTER_KINDS = ("deviation", "hold", "excursion", "correction", "disposition")
 
 _RECORD_COLUMNS = ", ".join(f"r.{f}" for f in RecordRow.__struct_fields__)
+_SIGNATURE_COLUMNS = (
+    "s.sequence, s.position, r.event_type, s.keyid, s.principal, s.printed_name, s.signed_at, s.meaning"
+    " FROM proj_signatures s JOIN proj_records r ON r.sequence = s.sequence"
+)
 _CUSTODY_OF = (
     f"SELECT {', '.join(TimelineRow.__struct_fields__)} FROM {CUSTODY_TIMELINE.name}"  # noqa: S608
     " WHERE coi = ? ORDER BY sequence, position"
@@ -66,6 +70,7 @@ class Page(msgspec.Struct, Generic[T]):
 
 class SignatureView(msgspec.Struct, frozen=True):
     sequence: int
+    type: str  # of the record signed
     keyid: str
     principal: str
     kind: str | None  # person | device | site_system, from the registry
@@ -94,7 +99,7 @@ class RecordView(msgspec.Struct, frozen=True):
     site: str
     actor: str
     reason: str | None
-    outcome: str | None  # MATCH | MISMATCH, PASS | FAIL, released | rejected
+    outcome: str | None  # MATCH | MISMATCH, PASS | FAIL, released | rejected, excursion
     entered_late: bool  # recorded later after it occurred than the policy's late-entry delay
     details: dict[str, Any]  # the body's own fields
     signatures: list[SignatureView]
@@ -191,7 +196,16 @@ class Audit:
             if step.sequence in kept
         ]
         units = sorted(patient.units.values(), key=lambda u: u.unit_id)
-        return Timeline(coi, as_of, known_at, self._views(rows, flags), units, custody)
+        views = self._views(rows, flags)
+        # Where a correction among these records restated a location, the unit was there.
+        located = {v.sequence: c.new_value for v in views for c in v.corrections if c.field == "location"}
+        custody = [
+            msgspec.structs.replace(step, location=located[step.sequence])
+            if step.sequence in located
+            else step
+            for step in custody
+        ]
+        return Timeline(coi, as_of, known_at, views, units, custody)
 
     def history(self, coi: str) -> list[RecordView]:
         return self.timeline(coi).records
@@ -225,14 +239,18 @@ class Audit:
             where.append("r.recorded_at >= ?")
             params.append(self._time(start))
         if end is not None:
-            where.append("r.recorded_at < ?")
+            where.append("r.recorded_at <= ?")
             params.append(self._time(end))
         if after is not None:
             where.append(
                 "(r.recorded_at, r.sequence) >"
                 " (SELECT a.recorded_at, a.sequence FROM proj_records a WHERE a.sequence = ?)"
             )
-            params.append(_sequence_cursor(after))
+            params.append(
+                self._cursor_at(
+                    "SELECT 1 FROM proj_records WHERE sequence = ?", after, _sequence_cursor(after)
+                )
+            )
         rows = self._records(
             " AND ".join(where) or "1 = 1", params, order="r.recorded_at, r.sequence", limit=limit + 1
         )
@@ -269,7 +287,13 @@ class Audit:
             where.append("closed_sequence IS NULL")
         if after is not None:
             where.append("(opened_sequence, kind, item_id) > (?, ?, ?)")
-            params.extend(_register_cursor(after))
+            params.extend(
+                self._cursor_at(
+                    "SELECT 1 FROM proj_register WHERE opened_sequence = ? AND kind = ? AND item_id = ?",
+                    after,
+                    *_register_cursor(after),
+                )
+            )
         sql = (
             f"SELECT {', '.join(RegisterRow.__struct_fields__)} FROM {REGISTER.name}"  # noqa: S608
             f" WHERE {' AND '.join(where) or '1 = 1'}"
@@ -289,7 +313,7 @@ class Audit:
             cois = self.cois(batch, "batch") if coi is None else [coi]
             if not cois or batch not in {m.identifier for m in self.find(batch) if m.coi in cois}:
                 raise QueryError(
-                    "--batch", f"no batch {batch} in the projections" + (f" of {coi}" if coi else "")
+                    "--batch", f"no record names a batch {batch}" + (f" of {coi}" if coi else "")
                 )
             if len(cois) > 1:
                 raise AmbiguousError("--batch", batch, cois)
@@ -303,10 +327,19 @@ class Audit:
             raise QueryError("--coi", "name a patient (--coi) or a batch (--batch)")
         if after is not None:
             where += " AND (s.sequence, s.position) > (?, ?)"
-            params.extend(int(part) for part in _cursor(after, 2))
+            sequence, position = _cursor(after, 2)
+            if not (sequence.isdigit() and position.isdigit()):
+                raise QueryError("--after", f"{after!r} is not a cursor this command printed")
+            params.extend(
+                self._cursor_at(
+                    "SELECT 1 FROM proj_signatures WHERE sequence = ? AND position = ?",
+                    after,
+                    int(sequence),
+                    int(position),
+                )
+            )
         rows = self._all(
-            f"SELECT s.sequence, s.position, s.keyid, s.principal, s.printed_name, s.signed_at, s.meaning"  # noqa: S608
-            f" FROM proj_signatures s WHERE {where} ORDER BY s.sequence, s.position LIMIT ?",
+            f"SELECT {_SIGNATURE_COLUMNS} WHERE {where} ORDER BY s.sequence, s.position LIMIT ?",
             *params,
             limit + 1,
         )
@@ -436,19 +469,17 @@ class Audit:
         found: dict[int, list[SignatureView]] = defaultdict(list)
         for chunk in (sequences[i : i + 500] for i in range(0, len(sequences), 500)):
             marks = ", ".join("?" * len(chunk))
-            sql = (
-                "SELECT s.sequence, s.position, s.keyid, s.principal, s.printed_name, s.signed_at, s.meaning"  # noqa: S608
-                f" FROM proj_signatures s WHERE s.sequence IN ({marks}) ORDER BY s.sequence, s.position"
-            )
+            sql = f"SELECT {_SIGNATURE_COLUMNS} WHERE s.sequence IN ({marks}) ORDER BY s.sequence, s.position"
             for row in self._all(sql, *chunk):
                 found[int(row[0])].append(self._signature(row))
         return found
 
     def _signature(self, row: Sequence[Any]) -> SignatureView:
-        sequence, _, keyid, principal, printed_name, signed_at, meaning = row
+        sequence, _, event_type, keyid, principal, printed_name, signed_at, meaning = row
         registered = self._principals().get(principal)
         return SignatureView(
             int(sequence),
+            event_type,
             keyid,
             principal,
             registered[1] if registered else None,
@@ -476,6 +507,12 @@ class Audit:
             batch,
         )
         return sorted({batch, *(child if parent == batch else parent for parent, child in rows)})
+
+    def _cursor_at(self, sql: str, text: str, *key: Any) -> Any:
+        """The cursor's key, once the row it names is found: a page starts after a row shown."""
+        if not self._all(sql, *key):
+            raise QueryError("--after", f"{text!r} is not a cursor this command printed")
+        return key[0] if len(key) == 1 else key
 
     def _all(self, sql: str, *params: object) -> list[Any]:
         cur = self.conn.cursor()

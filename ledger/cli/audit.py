@@ -43,7 +43,7 @@ def add_parser(subparsers: Subparsers) -> None:
     trail.add_argument("--actor", help="a principal who signed the record")
     trail.add_argument("--type", dest="event_type", help="an event type, e.g. custody_transferred")
     add_time(trail, "--from", "recorded at or after")
-    add_time(trail, "--to", "recorded before")
+    add_time(trail, "--to", "recorded at or before")
     add_output(trail)
 
     register = cmds.add_parser("register", help="deviations, holds, excursions, corrections, dispositions")

@@ -21,7 +21,7 @@ from ledger.cli.common import (
     settle_stored,
     utc_time,
 )
-from ledger.cli.reading import add_output, add_time
+from ledger.cli.reading import add_output, add_time, check_time, emit, open_audit, through
 
 if TYPE_CHECKING:
     from typing import Any
@@ -145,17 +145,17 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _history(args: argparse.Namespace) -> int:
-    from ledger.cli.reading import check_time, emit, open_audit
 
     audit = open_audit()
     check_time(audit, "--as-of", args.as_of, "occurred_at")  # as Audit.registry filters
-    rows = audit.registry(args.id, args.as_of)
+    rows = audit.registry(args.id, through(args.as_of))
     if args.id is not None and not rows and not audit.principal_known(args.id):
         raise UsageError(f"{args.id}: no such principal was ever registered (coi principals list)")
     emit(
         rows,
         [("sequence", lambda r: r.sequence), ("recorded_at", lambda r: r.recorded_at),
          ("principal", lambda r: r.principal_id), ("change", lambda r: r.change),
+         ("printed_name", lambda r: r.printed_name), ("kind", lambda r: r.kind), ("roles", lambda r: r.roles),
          ("keyid", lambda r: r.keyid),
          ("effective_at", lambda r: r.effective_at), ("by", lambda r: r.actor),
          ("authority", lambda r: r.authority), ("reason", lambda r: r.reason)],

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 FORMATS = ("table", "json", "csv")
 # Outcomes a reader must not miss: they block or fail something.
-ALARMING = frozenset({"MISMATCH", "FAIL", "rejected"})
+ALARMING = frozenset({"MISMATCH", "FAIL", "rejected", "excursion"})
 MOST = 10_000  # rows per page at most: more is a file, and `--after` pages on
 
 
@@ -96,14 +96,21 @@ def open_audit() -> Audit:
     return Audit(store.connection, store.postgres, late_entry_after(app))
 
 
+def through(at: datetime | None) -> datetime | None:
+    """The last instant a time as written covers: one to the second (as the tables show times)
+    covers that whole second, so a record shown at 20:20:53Z is in `--as-of 20:20:53Z`."""
+    from datetime import timedelta
+
+    return at + timedelta(microseconds=999_999) if at is not None and not at.microsecond else at
+
+
 def check_time(audit: Audit, flag: str, at: datetime | None, clock: str = "recorded_at") -> None:
     """A time before the ledger began cannot be asked about: nothing was there. `clock` says
     which time of its first record it is compared with (occurred_at for --as-of)."""
     began = audit.began(clock)
     if at is not None and began is not None and at < began:
         raise UsageError(
-            f"{flag} {at.isoformat()} is before the ledger began "
-            f"(its first record: {clock} {began.isoformat()})"
+            f"{flag} {_text(at)} is before the ledger began (its first record: {clock} {_text(began)})"
         )
 
 
@@ -135,6 +142,9 @@ def emit(
         writer.writerows(cells)
         if cursor is not None:
             print(f"coi: more rows: --after {cursor}", file=sys.stderr)
+        return
+    if not rows:
+        say("(no rows match)")
         return
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
     say("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError
+from ledger.cli.reading import check_time, emit, marked, open_audit, through
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -21,14 +22,20 @@ if TYPE_CHECKING:
 
 def find(args: argparse.Namespace) -> int:
     from ledger.cli.audit import IDENTIFIERS
-    from ledger.cli.reading import emit, open_audit
 
-    matches = open_audit().find(args.identifier)
+    audit = open_audit()
+    matches = audit.find(args.identifier)
+    if not args.identifier.strip():
+        raise UsageError("find: give an identifier (a COI, DIN, batch, unit, ...)")
     if not matches:
-        raise UsageError(f"no record names {args.identifier} (searched every {IDENTIFIERS})")
+        # Identifiers are written in upper case (COIs, DINs, batch ids) or lower case (event ids).
+        other = next((c for c in (args.identifier.upper(), args.identifier.lower()) if audit.find(c)), None)
+        hint = f"; did you mean {other}?" if other and other != args.identifier else ""
+        raise UsageError(f"no record names {args.identifier} (searched every {IDENTIFIERS}){hint}")
 
     def sequences(m: Match) -> str:
-        shown = m.records if len(m.records) <= 6 else [*m.records[:5], "...", m.records[-1]]
+        long = args.format == "table" and len(m.records) > 6  # a file gets them all
+        shown = [*m.records[:5], "...", m.records[-1]] if long else m.records
         return ", ".join(map(str, shown))
 
     emit(
@@ -41,8 +48,6 @@ def find(args: argparse.Namespace) -> int:
 
 
 def trail(args: argparse.Namespace) -> int:
-    from ledger.cli.reading import open_audit
-
     audit = open_audit()
     _check_coi(audit, args.coi)
     if args.site is not None:
@@ -56,6 +61,7 @@ def trail(args: argparse.Namespace) -> int:
             raise UsageError(f"--type {args.event_type}: not an event type (coi schema lists them)")
     start, end = getattr(args, "from"), args.to  # `from` is a keyword, hence getattr
     _check_span(audit, start, end)
+    end = through(end)
     page = audit.trail(
         coi=args.coi, site=args.site, actor=args.actor, event_type=args.event_type,
         start=start, end=end, limit=args.limit, after=args.after,
@@ -80,8 +86,6 @@ def trail(args: argparse.Namespace) -> int:
 
 
 def register(args: argparse.Namespace) -> int:
-    from ledger.cli.reading import open_audit
-
     audit = open_audit()
     _check_coi(audit, args.coi)
     page = audit.register(
@@ -96,6 +100,7 @@ def register(args: argparse.Namespace) -> int:
         page,
         [("opened", lambda r: r.opened_sequence), ("opened_at", lambda r: r.opened_at),
          ("kind", lambda r: r.kind), ("id", lambda r: r.item_id), ("coi", lambda r: r.coi),
+         ("severity", lambda r: r.severity),
          ("site", lambda r: r.site), ("opened_by", lambda r: r.opened_by), ("state", state),
          ("closed", lambda r: r.closed_sequence), ("closed_by", lambda r: r.closed_by),
          ("outcome", lambda r: _outcome(r.outcome, table)), ("reason", lambda r: r.reason),
@@ -105,14 +110,13 @@ def register(args: argparse.Namespace) -> int:
 
 
 def signatures(args: argparse.Namespace) -> int:
-    from ledger.cli.reading import open_audit
-
     audit = open_audit()
     _check_coi(audit, args.coi)
     page = audit.signatures(coi=args.coi, batch=args.batch, limit=args.limit, after=args.after)
     return _emit_page(
         page,
-        [("sequence", lambda s: s.sequence), ("principal", lambda s: s.principal), ("kind", lambda s: s.kind),
+        [("sequence", lambda s: s.sequence), ("type", lambda s: s.type),
+         ("principal", lambda s: s.principal), ("kind", lambda s: s.kind),
          ("printed_name", lambda s: s.printed_name), ("signed_at", lambda s: s.signed_at),
          ("meaning", lambda s: s.meaning), ("keyid", lambda s: s.keyid)],
         args.format,
@@ -120,8 +124,6 @@ def signatures(args: argparse.Namespace) -> int:
 
 
 def stages(args: argparse.Namespace) -> int:
-    from ledger.cli.reading import emit, open_audit
-
     audit = open_audit()
     if args.site is not None:
         _check_site(audit, "--site", args.site)
@@ -142,15 +144,11 @@ def stages(args: argparse.Namespace) -> int:
 
 
 def _emit_page(page: Page[Any], columns: list[Column], fmt: str) -> int:
-    from ledger.cli.reading import emit
-
     emit(page.rows, columns, fmt, page.next, paged=True)
     return EXIT_OK
 
 
 def _outcome(outcome: str | None, table: bool) -> str | None:
-    from ledger.cli.reading import marked
-
     return marked(outcome) if table else outcome
 
 
@@ -174,10 +172,8 @@ def _check_site(audit: Audit, flag: str, site: str) -> None:
 
 
 def _check_span(audit: Audit, start: datetime | None, end: datetime | None) -> None:
-    from ledger.cli.reading import check_time
-
     # A --from before the ledger began asks for everything from its start: only --to can ask
     # about a time when nothing was there.
     check_time(audit, "--to", end)
-    if start is not None and end is not None and start >= end:
-        raise UsageError(f"--from {start.isoformat()} is not before --to {end.isoformat()}")
+    if start is not None and end is not None and start > end:
+        raise UsageError(f"--from {start.isoformat()} is after --to {end.isoformat()}")
