@@ -159,9 +159,10 @@ def test_trail_filters_by_site_actor_and_time(demo: Demo) -> None:
     middle = _middle_time(everything)
     later = demo.json("audit", "trail", "--from", middle, "--limit", "1000")["rows"]
     earlier = demo.json("audit", "trail", "--to", middle, "--limit", "1000")["rows"]
-    assert later and earlier and len(later) + len(earlier) == len(everything)
     boundary = datetime.fromisoformat(middle)
-    assert all(_at(r) >= boundary for r in later) and all(_at(e) < boundary for e in earlier)
+    at_middle = [r for r in everything if _at(r) == boundary]  # both bounds include them
+    assert later and earlier and len(later) + len(earlier) == len(everything) + len(at_middle)
+    assert all(_at(r) >= boundary for r in later) and all(_at(e) <= boundary for e in earlier)
 
 
 def _at(record: dict[str, str]) -> datetime:
@@ -229,6 +230,7 @@ def test_signatures_of_a_patient_or_a_batch_with_names_and_meanings(demo: Demo) 
     table = demo.ok("audit", "signatures", "--batch", f"B-{happy}").splitlines()
     assert table[0].split() == [
         "sequence",
+        "type",
         "principal",
         "kind",
         "printed_name",
