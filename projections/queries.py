@@ -226,34 +226,22 @@ class Audit:
     ) -> Page[RecordView]:
         """Records by recorded_at (then sequence) for the periodic audit-trail review: each
         filter narrows; `actor` is anyone who signed the record."""
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (("r.coi", coi), ("r.site", site), ("r.event_type", event_type)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if actor is not None:
-            where.append("r.sequence IN (SELECT s.sequence FROM proj_signatures s WHERE s.principal = ?)")
-            params.append(actor)
-        if start is not None:
-            where.append("r.recorded_at >= ?")
-            params.append(self._time(start))
-        if end is not None:
-            where.append("r.recorded_at <= ?")
-            params.append(self._time(end))
+        where = _Where()
+        where.given("r.coi = ?", coi)
+        where.given("r.site = ?", site)
+        where.given("r.event_type = ?", event_type)
+        where.given("r.sequence IN (SELECT s.sequence FROM proj_signatures s WHERE s.principal = ?)", actor)
+        where.given("r.recorded_at >= ?", start and self._time(start))
+        where.given("r.recorded_at <= ?", end and self._time(end))
         if after is not None:
-            where.append(
+            where.add(
                 "(r.recorded_at, r.sequence) >"
-                " (SELECT a.recorded_at, a.sequence FROM proj_records a WHERE a.sequence = ?)"
-            )
-            params.append(
+                " (SELECT a.recorded_at, a.sequence FROM proj_records a WHERE a.sequence = ?)",
                 self._cursor_at(
                     "SELECT 1 FROM proj_records WHERE sequence = ?", after, _sequence_cursor(after)
-                )
+                ),
             )
-        rows = self._records(
-            " AND ".join(where) or "1 = 1", params, order="r.recorded_at, r.sequence", limit=limit + 1
-        )
+        rows = self._records(str(where), where.params, order="r.recorded_at, r.sequence", limit=limit + 1)
         page, more = rows[:limit], len(rows) > limit
         sequences = [r.sequence for r in page]
         # The corrections of what is shown, wherever they fall in the trail.
@@ -275,28 +263,24 @@ class Audit:
         after: str | None = None,
     ) -> Page[RegisterRow]:
         """Deviations, holds, excursions, corrections and dispositions, in the order they were opened."""
-        where: list[str] = []
-        params: list[object] = []
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(kind)
-        if coi is not None:
-            where.append("coi = ?")
-            params.append(coi)
+        where = _Where()
+        where.given("kind = ?", kind)
+        where.given("coi = ?", coi)
         if open_only:
-            where.append("closed_sequence IS NULL")
+            where.add("closed_sequence IS NULL")
         if after is not None:
-            where.append("(opened_sequence, kind, item_id) > (?, ?, ?)")
-            params.extend(
-                self._cursor_at(
+            where.add(
+                "(opened_sequence, kind, item_id) > (?, ?, ?)",
+                *self._cursor_at(
                     "SELECT 1 FROM proj_register WHERE opened_sequence = ? AND kind = ? AND item_id = ?",
                     after,
                     *_register_cursor(after),
-                )
+                ),
             )
+        params = where.params
         sql = (
             f"SELECT {', '.join(RegisterRow.__struct_fields__)} FROM {REGISTER.name}"  # noqa: S608
-            f" WHERE {' AND '.join(where) or '1 = 1'}"
+            f" WHERE {where}"
             " ORDER BY opened_sequence, kind, item_id LIMIT ?"
         )
         rows = [decode(RegisterRow, row) for row in self._all(sql, *params, limit + 1)]
@@ -367,17 +351,12 @@ class Audit:
     def registry(self, principal: str | None = None, as_of: datetime | None = None) -> list[RegistryRow]:
         """Who registered, rotated or revoked which key, on whose authority and why, in log
         order; `as_of`: the changes that had happened by then."""
-        where: list[str] = []
-        params: list[object] = []
-        if principal is not None:
-            where.append("principal_id = ?")
-            params.append(principal)
-        if as_of is not None:
-            where.append("occurred_at <= ?")
-            params.append(self._time(as_of))
+        where = _Where()
+        where.given("principal_id = ?", principal)
+        where.given("occurred_at <= ?", as_of and self._time(as_of))
         sql = f"SELECT {', '.join(RegistryRow.__struct_fields__)} FROM {REGISTRY.name}"  # noqa: S608
-        sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY sequence"
-        return [decode(RegistryRow, row) for row in self._all(sql, *params)]
+        sql += f" WHERE {where} ORDER BY sequence"
+        return [decode(RegistryRow, row) for row in self._all(sql, *where.params)]
 
     def site_seen(self, site: str) -> bool:
         """Whether any record was made at `site` (a filter naming no such site is a typo)."""
@@ -525,6 +504,26 @@ class Audit:
     def _time(self, at: datetime) -> object:
         at = as_utc(at)
         return at if self.postgres else at.isoformat()
+
+
+class _Where:
+    """Conditions joined by AND, with their parameters in order."""
+
+    def __init__(self) -> None:
+        self.terms: list[str] = []
+        self.params: list[object] = []
+
+    def add(self, condition: str, *params: object) -> None:
+        self.terms.append(condition)
+        self.params.extend(params)
+
+    def given(self, condition: str, value: object) -> None:
+        """The condition on `value`, unless it is None (not asked)."""
+        if value is not None:
+            self.add(condition, value)
+
+    def __str__(self) -> str:
+        return " AND ".join(self.terms) or "1 = 1"
 
 
 def _details(body: ev.Event) -> dict[str, Any]:
