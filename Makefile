@@ -19,9 +19,10 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-# Every tier (pytest's testpaths: tests/unit, tests/integration, tests/system).
+# Every tier (pytest's testpaths: tests/unit, tests/integration, tests/system), a file per
+# worker on two: the system tests mostly wait on processes and brokers.
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # The fast tier alone: no database, no broker, no process (seconds).
 test-unit: $(VENV)/.installed

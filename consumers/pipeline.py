@@ -25,7 +25,7 @@ from consumers.projector import Projector
 from consumers.relay import Relay
 from consumers.service import Service, configure_logging, run_forever, stop_on_signals
 from ledger.app.application import LedgerApplication
-from ledger.app.config import data_dir
+from ledger.app.config import data_dir, projections_url
 from ledger.wire.kafka_topics import Topics
 from projections.store import ProjectionStore
 
@@ -39,10 +39,6 @@ MAX_PAUSE_SECONDS = 30
 
 def runtime_file() -> Path:
     return data_dir() / "pipeline.json"
-
-
-def projections_url() -> str:
-    return os.environ.get("COI_PROJECTIONS_URL") or f"sqlite:///{data_dir() / 'projections.sqlite'}"
 
 
 # Envelopes per ingest transaction: under load a poll brings up to a thousand, and one

@@ -237,6 +237,8 @@ def _journey(patient: Patient, sequence: int, body: ev.Event, rows: AuditRows) -
             return bedside(state, body.unit_id)
         case ev.Disposition():
             return body.decision
+        case ev.TemperatureExcursion():
+            return "excursion"
     return None
 
 
@@ -288,7 +290,8 @@ def _units(patient: Patient, state: TherapyState, sequence: int, at: datetime) -
             holds=tuple(holds_on(state, unit.unit_id)),
             custodian=unit.custodian,
             site=unit.site,
-            batch_id=unit.batch_id,
+            # As in current custody: the batch a bag was consumed into, too.
+            batch_id=unit.batch_id or unit.consumed_by,
             shipment_id=unit.shipment_id,
             bedside=bedside(state, unit.unit_id),
             sequence=sequence,
@@ -379,22 +382,28 @@ def _opened(
                     )
                 )
             case ev.QcResultRecorded():
-                summary = (
-                    f"failed release test {body.test}: {body.result} (specification {body.specification})"
-                )
+                summary = f"failed release test {body.test}: result {body.result!r}"
+                summary += f", specification {body.specification!r}"
                 rows.append(opened("deviation", deviation_id, summary, batch_id=batch_id))
             case ev.TemperatureExcursion():
                 rows.append(opened("deviation", deviation_id, _excursion(body), batch_id=batch_id))
     for hold_id in sorted(state.holds.keys() - holds.keys()):
-        units = ", ".join(state.holds[hold_id].units)
-        summary = f"hold on {units}" + (
+        held = state.holds[hold_id].units
+        summary = f"hold on {', '.join(held)}" + (
             f" after {_excursion(body)}" if isinstance(body, ev.TemperatureExcursion) else ""
         )
-        rows.append(opened("hold", hold_id, summary, links=tuple(state.holds[hold_id].units)))
+        rows.append(opened("hold", hold_id, summary, links=tuple(held), batch_id=_batch_of(state, held)))
     match body:
         case ev.TemperatureExcursion():
+            shipped = state.shipments[body.shipment_id].unit_ids
             rows.append(
-                opened("excursion", str(body.event_id), _excursion(body), links=excursion_ids(body.event_id))
+                opened(
+                    "excursion",
+                    str(body.event_id),
+                    _excursion(body),
+                    links=excursion_ids(body.event_id),
+                    batch_id=_batch_of(state, shipped),
+                )
             )
         case ev.RecordCorrected():
             summary = f"{body.field}: {body.old_value!r} -> {body.new_value!r}"
@@ -418,6 +427,15 @@ def _opened(
                 )
             )
     return rows
+
+
+def _batch_of(state: TherapyState, unit_ids: list[str]) -> str | None:
+    """The batch the units were made in (or went into), so a register per batch finds them."""
+    for unit_id in unit_ids:
+        unit = state.units.get(unit_id)
+        if unit is not None and (unit.batch_id or unit.consumed_by):
+            return unit.batch_id or unit.consumed_by
+    return None
 
 
 def _closed_now(sequence: int, at: datetime, by: str, outcome: str) -> dict[str, object]:

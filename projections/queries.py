@@ -35,6 +35,10 @@ STAGES = (
 REGISTER_KINDS = ("deviation", "hold", "excursion", "correction", "disposition")
 
 _RECORD_COLUMNS = ", ".join(f"r.{f}" for f in RecordRow.__struct_fields__)
+_SIGNATURE_COLUMNS = (
+    "s.sequence, s.position, r.event_type, s.keyid, s.principal, s.printed_name, s.signed_at, s.meaning"
+    " FROM proj_signatures s JOIN proj_records r ON r.sequence = s.sequence"
+)
 _CUSTODY_OF = (
     f"SELECT {', '.join(TimelineRow.__struct_fields__)} FROM {CUSTODY_TIMELINE.name}"  # noqa: S608
     " WHERE coi = ? ORDER BY sequence, position"
@@ -66,6 +70,7 @@ class Page(msgspec.Struct, Generic[T]):
 
 class SignatureView(msgspec.Struct, frozen=True):
     sequence: int
+    type: str  # of the record signed
     keyid: str
     principal: str
     kind: str | None  # person | device | site_system, from the registry
@@ -94,7 +99,7 @@ class RecordView(msgspec.Struct, frozen=True):
     site: str
     actor: str
     reason: str | None
-    outcome: str | None  # MATCH | MISMATCH, PASS | FAIL, released | rejected
+    outcome: str | None  # MATCH | MISMATCH, PASS | FAIL, released | rejected, excursion
     entered_late: bool  # recorded later after it occurred than the policy's late-entry delay
     details: dict[str, Any]  # the body's own fields
     signatures: list[SignatureView]
@@ -191,7 +196,16 @@ class Audit:
             if step.sequence in kept
         ]
         units = sorted(patient.units.values(), key=lambda u: u.unit_id)
-        return Timeline(coi, as_of, known_at, self._views(rows, flags), units, custody)
+        views = self._views(rows, flags)
+        # Where a correction among these records restated a location, the unit was there.
+        located = {v.sequence: c.new_value for v in views for c in v.corrections if c.field == "location"}
+        custody = [
+            msgspec.structs.replace(step, location=located[step.sequence])
+            if step.sequence in located
+            else step
+            for step in custody
+        ]
+        return Timeline(coi, as_of, known_at, views, units, custody)
 
     def history(self, coi: str) -> list[RecordView]:
         return self.timeline(coi).records
@@ -212,33 +226,30 @@ class Audit:
     ) -> Page[RecordView]:
         """Records by recorded_at (then sequence) for the periodic audit-trail review: each
         filter narrows; `actor` is anyone who signed the record."""
-        where: list[str] = []
-        params: list[object] = []
-        for column, value in (("r.coi", coi), ("r.site", site), ("r.event_type", event_type)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if actor is not None:
-            where.append("r.sequence IN (SELECT s.sequence FROM proj_signatures s WHERE s.principal = ?)")
-            params.append(actor)
-        if start is not None:
-            where.append("r.recorded_at >= ?")
-            params.append(self._time(start))
-        if end is not None:
-            where.append("r.recorded_at < ?")
-            params.append(self._time(end))
+        where = _Where()
+        where.given("r.coi = ?", coi)
+        where.given("r.site = ?", site)
+        where.given("r.event_type = ?", event_type)
+        where.given("r.sequence IN (SELECT s.sequence FROM proj_signatures s WHERE s.principal = ?)", actor)
+        where.given("r.recorded_at >= ?", start and self._time(start))
+        where.given("r.recorded_at <= ?", end and self._time(end))
         if after is not None:
-            where.append(
+            where.add(
                 "(r.recorded_at, r.sequence) >"
-                " (SELECT a.recorded_at, a.sequence FROM proj_records a WHERE a.sequence = ?)"
+                " (SELECT a.recorded_at, a.sequence FROM proj_records a WHERE a.sequence = ?)",
+                self._cursor_at(
+                    "SELECT 1 FROM proj_records WHERE sequence = ?", after, _sequence_cursor(after)
+                ),
             )
-            params.append(_sequence_cursor(after))
-        rows = self._records(
-            " AND ".join(where) or "1 = 1", params, order="r.recorded_at, r.sequence", limit=limit + 1
-        )
+        rows = self._records(str(where), where.params, order="r.recorded_at, r.sequence", limit=limit + 1)
         page, more = rows[:limit], len(rows) > limit
+        sequences = [r.sequence for r in page]
+        # The corrections of what is shown, wherever they fall in the trail.
+        correcting = (
+            self._records(f"r.corrects IN ({', '.join('?' * len(sequences))})", sequences) if page else []
+        )
         return Page(
-            self._views(page, self._flags([r.sequence for r in page])),
+            self._views(page, self._flags(sequences), correcting),
             str(page[-1].sequence) if more else None,
         )
 
@@ -252,22 +263,24 @@ class Audit:
         after: str | None = None,
     ) -> Page[RegisterRow]:
         """Deviations, holds, excursions, corrections and dispositions, in the order they were opened."""
-        where: list[str] = []
-        params: list[object] = []
-        if kind is not None:
-            where.append("kind = ?")
-            params.append(kind)
-        if coi is not None:
-            where.append("coi = ?")
-            params.append(coi)
+        where = _Where()
+        where.given("kind = ?", kind)
+        where.given("coi = ?", coi)
         if open_only:
-            where.append("closed_sequence IS NULL")
+            where.add("closed_sequence IS NULL")
         if after is not None:
-            where.append("(opened_sequence, kind, item_id) > (?, ?, ?)")
-            params.extend(_register_cursor(after))
+            where.add(
+                "(opened_sequence, kind, item_id) > (?, ?, ?)",
+                *self._cursor_at(
+                    "SELECT 1 FROM proj_register WHERE opened_sequence = ? AND kind = ? AND item_id = ?",
+                    after,
+                    *_register_cursor(after),
+                ),
+            )
+        params = where.params
         sql = (
             f"SELECT {', '.join(RegisterRow.__struct_fields__)} FROM {REGISTER.name}"  # noqa: S608
-            f" WHERE {' AND '.join(where) or '1 = 1'}"
+            f" WHERE {where}"
             " ORDER BY opened_sequence, kind, item_id LIMIT ?"
         )
         rows = [decode(RegisterRow, row) for row in self._all(sql, *params, limit + 1)]
@@ -284,7 +297,7 @@ class Audit:
             cois = self.cois(batch, "batch") if coi is None else [coi]
             if not cois or batch not in {m.identifier for m in self.find(batch) if m.coi in cois}:
                 raise QueryError(
-                    "--batch", f"no batch {batch} in the projections" + (f" of {coi}" if coi else "")
+                    "--batch", f"no record names a batch {batch}" + (f" of {coi}" if coi else "")
                 )
             if len(cois) > 1:
                 raise AmbiguousError("--batch", batch, cois)
@@ -298,10 +311,19 @@ class Audit:
             raise QueryError("--coi", "name a patient (--coi) or a batch (--batch)")
         if after is not None:
             where += " AND (s.sequence, s.position) > (?, ?)"
-            params.extend(int(part) for part in _cursor(after, 2))
+            sequence, position = _cursor(after, 2)
+            if not (sequence.isdigit() and position.isdigit()):
+                raise QueryError("--after", f"{after!r} is not a cursor this command printed")
+            params.extend(
+                self._cursor_at(
+                    "SELECT 1 FROM proj_signatures WHERE sequence = ? AND position = ?",
+                    after,
+                    int(sequence),
+                    int(position),
+                )
+            )
         rows = self._all(
-            f"SELECT s.sequence, s.position, s.keyid, s.principal, s.printed_name, s.signed_at, s.meaning"  # noqa: S608
-            f" FROM proj_signatures s WHERE {where} ORDER BY s.sequence, s.position LIMIT ?",
+            f"SELECT {_SIGNATURE_COLUMNS} WHERE {where} ORDER BY s.sequence, s.position LIMIT ?",
             *params,
             limit + 1,
         )
@@ -329,17 +351,20 @@ class Audit:
     def registry(self, principal: str | None = None, as_of: datetime | None = None) -> list[RegistryRow]:
         """Who registered, rotated or revoked which key, on whose authority and why, in log
         order; `as_of`: the changes that had happened by then."""
-        where: list[str] = []
-        params: list[object] = []
-        if principal is not None:
-            where.append("principal_id = ?")
-            params.append(principal)
-        if as_of is not None:
-            where.append("occurred_at <= ?")
-            params.append(self._time(as_of))
+        where = _Where()
+        where.given("principal_id = ?", principal)
+        where.given("occurred_at <= ?", as_of and self._time(as_of))
         sql = f"SELECT {', '.join(RegistryRow.__struct_fields__)} FROM {REGISTRY.name}"  # noqa: S608
-        sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY sequence"
-        return [decode(RegistryRow, row) for row in self._all(sql, *params)]
+        sql += f" WHERE {where} ORDER BY sequence"
+        return [decode(RegistryRow, row) for row in self._all(sql, *where.params)]
+
+    def site_seen(self, site: str) -> bool:
+        """Whether any record was made at `site` (a filter naming no such site is a typo)."""
+        return bool(self._all(f"SELECT 1 FROM {RECORDS.name} WHERE site = ? LIMIT 1", site))  # noqa: S608
+
+    def principal_known(self, principal: str) -> bool:
+        """Whether `principal` was ever registered."""
+        return bool(self._all(f"SELECT 1 FROM {REGISTRY.name} WHERE principal_id = ? LIMIT 1", principal))  # noqa: S608
 
     # ------------------------------------------------------------------ freshness
 
@@ -360,13 +385,19 @@ class Audit:
             sql += f" LIMIT {int(limit)}"
         return [decode(RecordRow, row) for row in self._all(sql, *params)]
 
-    def _views(self, rows: list[RecordRow], flags: dict[int, list[str]]) -> list[RecordView]:
-        """The records with their signatures, and the corrections among `rows` beside what they correct."""
+    def _views(
+        self,
+        rows: list[RecordRow],
+        flags: dict[int, list[str]],
+        correcting: list[RecordRow] = (),  # type: ignore[assignment]
+    ) -> list[RecordView]:
+        """The records with their signatures, and the corrections among `rows` (and `correcting`)
+        beside what they correct."""
         signatures = self._signatures_of([r.sequence for r in rows])
         corrections: dict[int, list[CorrectionView]] = defaultdict(list)
         bodies = {r.sequence: body_of(r.envelope) for r in rows}
-        for r in rows:
-            body = bodies[r.sequence]
+        for r in sorted({r.sequence: r for r in [*rows, *correcting]}.values(), key=lambda r: r.sequence):
+            body = bodies.get(r.sequence) or body_of(r.envelope)
             if r.corrects is not None and isinstance(body, ev.RecordCorrected):
                 corrections[r.corrects].append(
                     CorrectionView(
@@ -417,19 +448,17 @@ class Audit:
         found: dict[int, list[SignatureView]] = defaultdict(list)
         for chunk in (sequences[i : i + 500] for i in range(0, len(sequences), 500)):
             marks = ", ".join("?" * len(chunk))
-            sql = (
-                "SELECT s.sequence, s.position, s.keyid, s.principal, s.printed_name, s.signed_at, s.meaning"  # noqa: S608
-                f" FROM proj_signatures s WHERE s.sequence IN ({marks}) ORDER BY s.sequence, s.position"
-            )
+            sql = f"SELECT {_SIGNATURE_COLUMNS} WHERE s.sequence IN ({marks}) ORDER BY s.sequence, s.position"
             for row in self._all(sql, *chunk):
                 found[int(row[0])].append(self._signature(row))
         return found
 
     def _signature(self, row: Sequence[Any]) -> SignatureView:
-        sequence, _, keyid, principal, printed_name, signed_at, meaning = row
+        sequence, _, event_type, keyid, principal, printed_name, signed_at, meaning = row
         registered = self._principals().get(principal)
         return SignatureView(
             int(sequence),
+            event_type,
             keyid,
             principal,
             registered[1] if registered else None,
@@ -458,6 +487,12 @@ class Audit:
         )
         return sorted({batch, *(child if parent == batch else parent for parent, child in rows)})
 
+    def _cursor_at(self, sql: str, text: str, *key: Any) -> Any:
+        """The cursor's key, once the row it names is found: a page starts after a row shown."""
+        if not self._all(sql, *key):
+            raise QueryError("--after", f"{text!r} is not a cursor this command printed")
+        return key[0] if len(key) == 1 else key
+
     def _all(self, sql: str, *params: object) -> list[Any]:
         cur = self.conn.cursor()
         try:
@@ -469,6 +504,26 @@ class Audit:
     def _time(self, at: datetime) -> object:
         at = as_utc(at)
         return at if self.postgres else at.isoformat()
+
+
+class _Where:
+    """Conditions joined by AND, with their parameters in order."""
+
+    def __init__(self) -> None:
+        self.terms: list[str] = []
+        self.params: list[object] = []
+
+    def add(self, condition: str, *params: object) -> None:
+        self.terms.append(condition)
+        self.params.extend(params)
+
+    def given(self, condition: str, value: object) -> None:
+        """The condition on `value`, unless it is None (not asked)."""
+        if value is not None:
+            self.add(condition, value)
+
+    def __str__(self) -> str:
+        return " AND ".join(self.terms) or "1 = 1"
 
 
 def _details(body: ev.Event) -> dict[str, Any]:

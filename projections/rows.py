@@ -26,7 +26,8 @@ class RecordRow(msgspec.Struct, frozen=True, kw_only=True):
     actor: str
     reason: str | None = None
     # What the record decided, where it decides something: MATCH or MISMATCH (bedside check),
-    # PASS or FAIL (a QC result), released or rejected (a disposition).
+    # PASS or FAIL (a QC result), released or rejected (a disposition), excursion (a
+    # temperature excursion, which holds the shipment's units).
     outcome: str | None = None
     corrects: int | None = None  # the sequence of the record a correction corrects
     envelope: str
@@ -75,7 +76,7 @@ class UnitRow(msgspec.Struct, frozen=True, kw_only=True):
     holds: tuple[str, ...]
     custodian: str
     site: str
-    batch_id: str | None
+    batch_id: str | None  # consumed into, made in or sampled from
     shipment_id: str | None
     bedside: str | None  # MATCH | MISMATCH: the latest bedside check
     sequence: int  # the record that set this row

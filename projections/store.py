@@ -140,15 +140,17 @@ class ProjectionStore:
         if positions and not (consumer and topic):
             raise ValueError("positions belong to a consumer and a topic: name both")
         batch = list(records)  # an input that fails while being read fails the whole batch
+        # The patients stay held from one batch to the next (the projector alone writes the
+        # projections); only a failed attempt leaves them holding what was rolled back.
         try:
-            return self._apply(batch, positions or {}, consumer, topic, careful=False)
-        except _UNPROJECTABLE:
-            # Again, each record in a savepoint of its own: no cost unless a batch fails. The
-            # patients held moved on with what was rolled back.
-            self.patients.forget()
-            return self._apply(batch, positions or {}, consumer, topic, careful=True)
+            try:
+                return self._apply(batch, positions or {}, consumer, topic, careful=False)
+            except _UNPROJECTABLE:
+                self.patients.forget()
+                # Again, each record in a savepoint of its own: no cost unless a batch fails.
+                return self._apply(batch, positions or {}, consumer, topic, careful=True)
         except BaseException:
-            self.patients.forget()  # they hold what was rolled back
+            self.patients.forget()
             raise
 
     def _apply(

@@ -44,6 +44,10 @@ def database_url() -> str:
     return os.environ.get("COI_DATABASE_URL") or f"sqlite:///{data_dir() / 'ledger.sqlite'}"
 
 
+def projections_url() -> str:
+    return os.environ.get("COI_PROJECTIONS_URL") or f"sqlite:///{data_dir() / 'projections.sqlite'}"
+
+
 TRANSCODER = "ledger.store.transcoder:StateTranscoder"
 MAPPER = "ledger.store.topics:LedgerMapper"
 

@@ -12,14 +12,18 @@ if TYPE_CHECKING:
     from ledger.cli.common import Subparsers
 
 REGISTER_KINDS = ("deviation", "hold", "excursion", "correction", "disposition")
+# What the identifier index holds (projections/audit.py), for `coi find`'s help and its "not found".
+IDENTIFIERS = (
+    "COI, DIN, batch, unit (bag, product), cartridge, sample, shipment, label, deviation, hold, "
+    "logger, shuttle, order or event id"
+)
 
 
 def add_parser(subparsers: Subparsers) -> None:
     find = subparsers.add_parser(
         "find", help="the patients and records any identifier names (COI, DIN, batch, unit, ...)"
     )
-    find.add_argument("identifier", help="a COI, DIN, batch, cartridge, unit, sample, shipment, label, "
-                      "deviation, hold, logger, order or event id")  # fmt: skip
+    find.add_argument("identifier", help=f"a {IDENTIFIERS}")
     add_output(find, paged=False)
 
     audit = subparsers.add_parser(
@@ -39,7 +43,7 @@ def add_parser(subparsers: Subparsers) -> None:
     trail.add_argument("--actor", help="a principal who signed the record")
     trail.add_argument("--type", dest="event_type", help="an event type, e.g. custody_transferred")
     add_time(trail, "--from", "recorded at or after")
-    add_time(trail, "--to", "recorded before")
+    add_time(trail, "--to", "recorded at or before")
     add_output(trail)
 
     register = cmds.add_parser("register", help="deviations, holds, excursions, corrections, dispositions")

@@ -19,9 +19,8 @@ def add_parser(subparsers: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here: `coi --help` need not load the event store.
-    from consumers.pipeline import projections_url
     from ledger.app.application import LedgerApplication
-    from ledger.app.config import database_url, redact
+    from ledger.app.config import database_url, projections_url, redact
     from projections.store import ProjectionStore
 
     ledger = LedgerApplication()

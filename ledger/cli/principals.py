@@ -1,4 +1,5 @@
-"""`coi principals add|rotate|revoke|list`: the registry, changed under an administrator's signature."""
+"""`coi principals add|rotate|revoke|list|history`: the registry, changed under an administrator's
+signature, and its history as the read models keep it."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ledger.cli.common import (
     settle_stored,
     utc_time,
 )
+from ledger.cli.reading import add_output, add_time, check_time, emit, open_audit, through
 
 if TYPE_CHECKING:
     from typing import Any
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: Subparsers) -> None:
-    prn = subparsers.add_parser("principals", help="register, rotate, revoke, list")
+    prn = subparsers.add_parser("principals", help="register, rotate, revoke, list, history")
     prs = prn.add_subparsers(dest="principals_command", required=True)
     for name in ("add", "rotate", "revoke"):
         s = prs.add_parser(name)
@@ -53,11 +55,19 @@ def add_parser(subparsers: Subparsers) -> None:
             s.add_argument("--effective-at", type=utc_time, help="default: now")
             s.add_argument("--reason", required=True)
     add_format(prs.add_parser("list"))
+    history = prs.add_parser(
+        "history", help="who registered, rotated or revoked which key, on whose authority"
+    )
+    history.add_argument("id", nargs="?", help="one principal (default: every one)")
+    add_time(history, "--as-of", "the changes that had happened by then")
+    add_output(history, paged=False)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.principals_command == "list":
         return _list(args)
+    if args.principals_command == "history":
+        return _history(args)
     fields = {"add": _add, "rotate": _rotate, "revoke": _revoke}[args.principals_command](args)
     return admin_submit(args, fields)
 
@@ -131,4 +141,24 @@ def _list(args: argparse.Namespace) -> int:
         say(f"{p.principal_id:<20} {p.kind:<11} {','.join(p.roles):<24} {p.printed_name}")
         for k in p.keys:
             say(f"    {k}")
+    return EXIT_OK
+
+
+def _history(args: argparse.Namespace) -> int:
+
+    audit = open_audit()
+    check_time(audit, "--as-of", args.as_of, "occurred_at")  # as Audit.registry filters
+    rows = audit.registry(args.id, through(args.as_of))
+    if args.id is not None and not rows and not audit.principal_known(args.id):
+        raise UsageError(f"{args.id}: no such principal was ever registered (coi principals list)")
+    emit(
+        rows,
+        [("sequence", lambda r: r.sequence), ("recorded_at", lambda r: r.recorded_at),
+         ("principal", lambda r: r.principal_id), ("change", lambda r: r.change),
+         ("printed_name", lambda r: r.printed_name), ("kind", lambda r: r.kind), ("roles", lambda r: r.roles),
+         ("keyid", lambda r: r.keyid),
+         ("effective_at", lambda r: r.effective_at), ("by", lambda r: r.actor),
+         ("authority", lambda r: r.authority), ("reason", lambda r: r.reason)],
+        args.format,
+    )  # fmt: skip
     return EXIT_OK

@@ -19,8 +19,7 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from consumers.pipeline import projections_url
-    from ledger.app.config import redact
+    from ledger.app.config import projections_url, redact
     from projections.rebuild import rebuild
     from projections.store import ProjectionStore
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     Column = tuple[str, Callable[[Any], object]]  # header, value of a row
 
 FORMATS = ("table", "json", "csv")
+# Outcomes a reader must not miss: they block or fail something.
+ALARMING = frozenset({"MISMATCH", "FAIL", "rejected", "excursion"})
 MOST = 10_000  # rows per page at most: more is a file, and `--after` pages on
 
 
@@ -59,7 +61,7 @@ def _limit(text: str) -> int:
 def open_audit() -> Audit:
     """The read models, first brought up to date from the ledger where no projector keeps them
     (saying so when that takes a while); where one does and is behind, a warning says how far."""
-    from consumers.pipeline import projections_url
+    from ledger.app.config import projections_url
     from ledger.cli.common import open_app
     from projections.policy import late_entry_after
     from projections.queries import Audit
@@ -94,25 +96,40 @@ def open_audit() -> Audit:
     return Audit(store.connection, store.postgres, late_entry_after(app))
 
 
+def through(at: datetime | None) -> datetime | None:
+    """The last instant a time as written covers: one to the second (as the tables show times)
+    covers that whole second, so a record shown at 20:20:53Z is in `--as-of 20:20:53Z`."""
+    from datetime import timedelta
+
+    return at + timedelta(microseconds=999_999) if at is not None and not at.microsecond else at
+
+
 def check_time(audit: Audit, flag: str, at: datetime | None, clock: str = "recorded_at") -> None:
     """A time before the ledger began cannot be asked about: nothing was there. `clock` says
     which time of its first record it is compared with (occurred_at for --as-of)."""
     began = audit.began(clock)
     if at is not None and began is not None and at < began:
         raise UsageError(
-            f"{flag} {at.isoformat()} is before the ledger began "
-            f"(its first record: {clock} {began.isoformat()})"
+            f"{flag} {_text(at)} is before the ledger began (its first record: {clock} {_text(began)})"
         )
 
 
-def emit(rows: Sequence[Any], columns: Sequence[Column], fmt: str, cursor: str | None = None) -> None:
+def emit(
+    rows: Sequence[Any],
+    columns: Sequence[Column],
+    fmt: str,
+    cursor: str | None = None,
+    *,
+    paged: bool = False,
+) -> None:
     """Rows as a table (text from the ledger made printable), JSON (an object with `rows` and
-    `next` for a paged list, else the list) or CSV (a header, then rows; the cursor on
-    standard error)."""
+    `next` for a paged list, its last page too, else the list) or CSV (a header, then rows;
+    the cursor on standard error)."""
     import msgspec
 
     if fmt == "json":
-        payload: object = {"rows": rows, "next": cursor} if cursor is not None else rows
+        # Every page of a paged list has one shape, so a script pages on until `next` is null.
+        payload: object = {"rows": rows, "next": cursor} if paged or cursor is not None else rows
         sys.stdout.write(msgspec.json.encode(payload).decode() + "\n")
         return
     cells = [[_text(get(row)) for _, get in columns] for row in rows]
@@ -126,12 +143,20 @@ def emit(rows: Sequence[Any], columns: Sequence[Column], fmt: str, cursor: str |
         if cursor is not None:
             print(f"coi: more rows: --after {cursor}", file=sys.stderr)
         return
+    if not rows:
+        say("(no rows match)")
+        return
     widths = [max([len(h), *(len(c[i]) for c in cells)]) for i, h in enumerate(headers)]
     say("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
     for c in cells:
         say("  ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)).rstrip())
     if cursor is not None:
         say(f"more: add --after {cursor}")
+
+
+def marked(outcome: str | None) -> str | None:
+    """An outcome as a table shows it: one that blocks or fails something stands out."""
+    return f"{outcome.upper()} !!" if outcome in ALARMING and outcome is not None else outcome
 
 
 def _text(value: object) -> str:

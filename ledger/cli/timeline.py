@@ -10,13 +10,10 @@ import argparse
 import sys
 
 from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError, say
-from ledger.cli.reading import check_time, emit, open_audit
+from ledger.cli.reading import check_time, emit, marked, open_audit, through
 
 if TYPE_CHECKING:
-    from projections.queries import Audit, RecordView, SignatureView
-
-# Outcomes a reader must not miss: they block or fail something.
-ALARMING = frozenset({"MISMATCH", "FAIL", "rejected"})
+    from projections.queries import Audit, CorrectionView, RecordView, SignatureView
 
 _RECORD_COLUMNS = (
     ("sequence", lambda r: r.sequence),
@@ -25,13 +22,11 @@ _RECORD_COLUMNS = (
     ("site", lambda r: r.site),
     ("type", lambda r: r.type),
     ("actor", lambda r: r.actor),
+    ("details", lambda r: _json(r.details)),
     ("outcome", lambda r: r.outcome),
     ("entered_late", lambda r: "late" if r.entered_late else ""),
     ("signatures", lambda r: [_signer(s) for s in r.signatures]),
-    (
-        "corrections",
-        lambda r: [f"#{c.sequence} {c.field}: {c.old_value} -> {c.new_value}" for c in r.corrections],
-    ),
+    ("corrections", lambda r: [_correction(c) for c in r.corrections]),
     ("flags", lambda r: r.flags),
     ("reason", lambda r: r.reason),
 )
@@ -64,7 +59,7 @@ def timeline(args: argparse.Namespace) -> int:
     audit = _known(open_audit(), args.coi)
     check_time(audit, "--as-of", args.as_of, "occurred_at")
     check_time(audit, "--known-at", args.known_at)
-    view = audit.timeline(args.coi, args.as_of, args.known_at)
+    view = audit.timeline(args.coi, through(args.as_of), through(args.known_at))
     if args.format == "json":
         import msgspec
 
@@ -101,7 +96,7 @@ def _known(audit: Audit, coi: str) -> Audit:
 
 
 def _show(r: RecordView) -> None:
-    outcome = f"  {r.outcome.upper()} !!" if r.outcome in ALARMING else f"  {r.outcome}" if r.outcome else ""
+    outcome = f"  {marked(r.outcome)}" if r.outcome else ""
     late = f"  (entered late: recorded {_delay(r)} after it occurred)" if r.entered_late else ""
     say(f"#{r.sequence:<6} {_utc(r.occurred_at)}  {r.site:<7} {r.type}{outcome}  by {r.actor}{late}")
     say(f"        recorded {_utc(r.recorded_at)}  event {r.event_id}")
@@ -114,10 +109,20 @@ def _show(r: RecordView) -> None:
     if r.corrects is not None:
         say(f"        corrects #{r.corrects}")
     for c in r.corrections:
-        why = f" ({c.reason})" if c.reason else ""
-        say(f"        CORRECTED by #{c.sequence}: {c.field}: {c.old_value} -> {c.new_value}{why}, {c.actor}")
+        say(f"        CORRECTED {_correction(c)}")
     for note in r.flags:
         say(f"        {'!! ' if note.startswith('MISMATCH') else ''}FLAG: {note}")
+
+
+def _correction(c: CorrectionView) -> str:
+    why = f" ({c.reason})" if c.reason else ""
+    return f"by #{c.sequence}: {c.field}: {c.old_value} -> {c.new_value}{why}, {c.actor}"
+
+
+def _json(value: object) -> str:
+    import msgspec
+
+    return msgspec.json.encode(value).decode()
 
 
 def _signer(s: SignatureView) -> str:

@@ -134,12 +134,17 @@ def run_demo(
     mismatch = next((j.coi for j in journeys if j.variant == "identity_mismatch"), first)
     print(
         "\nNext:\n"
-        f"  {prog} history {first}        the signed history of one patient\n"
-        f"  {prog} find B-{first}         the patient a batch belongs to, and the records naming it\n"
-        f"  {prog} audit timeline {mismatch} a bedside mismatch, and where each unit stands\n"
-        f"  {prog} audit register --open             deviations and holds still open\n"
-        f"  {prog} schema > event.schema.json      the body schema for site systems\n"
-        f"  {prog} sign --key {keys_dir}/nurse.bdw.key BODY.json | {prog} submit -\n"
+        + "".join(
+            f"  {prog} {command:<34}  {what}\n"
+            for command, what in (
+                (f"history {first}", "the signed history of one patient"),
+                (f"find B-{first}", "the patient a batch belongs to, and the records naming it"),
+                (f"audit timeline {mismatch}", "a bedside mismatch, and where each unit stands"),
+                ("audit register --open", "deviations and holds still open"),
+                ("schema > event.schema.json", "the body schema for site systems"),
+            )
+        )
+        + f"  {prog} sign --key {keys_dir}/nurse.bdw.key BODY.json | {prog} submit -\n"
         "      sign and submit your own event (demo passphrase: demo-passphrase)",
         file=out,
     )

@@ -17,7 +17,9 @@ class _Custody:
         return self.rows.get((coi, unit_id))
 
     def batch_inputs(self, coi: str, batch_id: str) -> list[CurrentCustody]:
-        return [r for r in self.rows.values() if (r.coi, r.batch_id, r.status) == (coi, batch_id, "consumed")]
+        return [
+            r for r in self.rows.values() if (r.coi, r.batch_id, r.custody) == (coi, batch_id, "consumed")
+        ]
 
     def shipment_units(self, coi: str, shipment_id: str) -> list[CurrentCustody]:
         return [r for r in self.rows.values() if (r.coi, r.shipment_id) == (coi, shipment_id)]
@@ -29,7 +31,8 @@ def test_a_product_is_held_by_whoever_holds_its_first_input(cast: Cast) -> None:
     completed = (7, journey.clock, steps["manufacturing_completed"].envelope.decode())
     bag = CurrentCustody(
         coi=journey.coi, unit_id=f"BAG-{journey.coi}", kind="bag", custodian="recv.elsewhere",
-        site=journey.factory, status="consumed", since=journey.clock, sequence=3, batch_id=f"B-{journey.coi}",
+        site=journey.factory, custody="consumed", since=journey.clock, sequence=3,
+        batch_id=f"B-{journey.coi}",
     )  # fmt: skip
     changes = project(completed, _Custody(bag))
     (product,) = changes.current
@@ -39,7 +42,7 @@ def test_a_product_is_held_by_whoever_holds_its_first_input(cast: Cast) -> None:
     # A unit the model never saw (the projector started late) is taken as the signer's.
     received = (8, journey.clock, steps["material_received"].envelope.decode())
     (unseen,) = project(received, _Custody()).current
-    assert (unseen.kind, unseen.custodian, unseen.status) == ("unknown", "recv.ssf", "received")
+    assert (unseen.kind, unseen.custodian, unseen.custody) == ("unknown", "recv.ssf", "received")
     # Records that move nothing add nothing.
     label = (9, journey.clock, steps["label_printed"].envelope.decode())
     assert project(label, _Custody()).timeline == []
