@@ -121,10 +121,11 @@ def replay(records: Iterable[Record]) -> tuple[Patient, AuditRows]:
     return patient, rows
 
 
-def derive(record: Record, patients: Patients) -> AuditRows:
-    """The rows `record` adds; none for a journey record its patient has seen already."""
+def derive(record: Record, patients: Patients, body: ev.Event | None = None) -> AuditRows:
+    """The rows `record` adds; none for a journey record its patient has seen already.
+    `body`: the record's, if the caller has read it already."""
     sequence, recorded_at, envelope = record
-    body = body_of(envelope)
+    body = body_of(envelope) if body is None else body
     rows = AuditRows()
     occurred_at = _time(sequence, body.occurred_at)
     outcome: str | None = None
@@ -249,8 +250,8 @@ def _identifiers(
     holds: Mapping[str, object],
 ) -> list[IdentifierRow]:
     named: dict[tuple[str, str], None] = {(str(body.event_id), "event"): None}
-    for name, kind in _ID_FIELDS.items():
-        value = getattr(body, name, None)
+    for name, kind in _id_fields(type(body)):
+        value = getattr(body, name)
         for identifier in value if isinstance(value, list) else [] if value is None else [value]:
             named[(str(identifier), _unit_kind(state, str(identifier)) if kind == "unit" else kind)] = None
     for output in getattr(body, "outputs", ()):
@@ -260,6 +261,17 @@ def _identifiers(
     for hold_id in state.holds.keys() - holds.keys():
         named[(hold_id, "hold")] = None
     return [IdentifierRow(identifier=i, kind=k, sequence=sequence, coi=body.coi) for i, k in named]
+
+
+_ID_FIELDS_OF: dict[type, list[tuple[str, str]]] = {}
+
+
+def _id_fields(kind: type[ev.Journey]) -> list[tuple[str, str]]:
+    """The identifier fields a body type has (looked up once per type: this runs per record)."""
+    found = _ID_FIELDS_OF.get(kind)
+    if found is None:
+        found = _ID_FIELDS_OF[kind] = [(n, k) for n, k in _ID_FIELDS.items() if n in kind.__struct_fields__]
+    return found
 
 
 def _unit_kind(state: TherapyState, unit_id: str) -> str:

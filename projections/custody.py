@@ -86,10 +86,11 @@ class CustodyReader(Protocol):
         ...
 
 
-def project(record: Record, custody: CustodyReader) -> Changes:
-    """The rows one record adds (timeline) and replaces (current); none if it moves no unit."""
+def project(record: Record, custody: CustodyReader, body: ev.Event | None = None) -> Changes:
+    """The rows one record adds (timeline) and replaces (current); none if it moves no unit.
+    `body`: the record's, if the caller has read it already."""
     sequence, recorded_at, envelope = record
-    body = body_of(envelope)
+    body = body_of(envelope) if body is None else body
     if not isinstance(body, ev.Journey):
         return Changes([], [])
     try:

@@ -22,9 +22,11 @@ from urllib.parse import urlsplit
 import msgspec
 import psycopg
 
+from aggregates.base import body_of
 from ledger.app.config import persistence_env
 from ledger.store.migrations import migrate
 from ledger.store.sql import writing
+from ledger.wire import events as ev
 from ledger.wire.rejection import Rejected
 from projections.audit import Patients, derive
 from projections.custody import CurrentCustody, ProjectionError, Record, TimelineRow, project
@@ -113,6 +115,7 @@ class ProjectionStore:
         self.migrations = migrate(self._conn, self.postgres, MIGRATIONS)  # a writer: migrates on start
         self.patients = Patients(self._patient)
         self._cur: Any = None  # the open transaction's cursor, while apply runs
+        self._pending: _Pending | None = None  # its audit rows not written yet
 
     @property
     def connection(self) -> Any:
@@ -160,14 +163,17 @@ class ProjectionStore:
                 for partition, offset in positions.items():
                     cur.execute(self._sql(_UPSERT_POSITION), (consumer, topic, partition, offset))
                 reader = _Reader(cur, self.postgres)
+                pending = self._pending = _Pending()
                 for record in batch:
                     if not careful:
-                        self._project(cur, reader, record)
+                        self._project(cur, reader, record, pending)
                         continue
                     try:
                         with self._savepoint(cur):
-                            self._project(cur, reader, record)
+                            self._project(cur, reader, record, pending)
+                            self._flush(cur, pending)
                     except _UNPROJECTABLE as exc:
+                        pending.clear()  # the record's own rows, rolled back with it
                         self.patients.forget()  # the record may have moved its patient on
                         log.error(
                             "projections: sequence %s set aside, it cannot be projected (%s: %s); "
@@ -175,26 +181,34 @@ class ProjectionStore:
                             record[0], type(exc).__name__, exc,
                         )  # fmt: skip
                         aside.append((record[0], str(exc)))
+                self._flush(cur, pending)
             finally:
-                self._cur = None
+                self._cur = self._pending = None
         return aside
 
-    def _project(self, cur: Any, reader: _Reader, record: Record) -> None:
-        changes = project(record, reader)
-        if changes.timeline:
+    def _project(self, cur: Any, reader: _Reader, record: Record, pending: _Pending) -> None:
+        body = body_of(record[2])
+        changes = project(record, reader, body)
+        if changes.timeline:  # written now: the reader asks for them within the batch
             self._write(cur, CUSTODY_TIMELINE, changes.timeline)
             self._write(cur, CUSTODY_CURRENT, changes.current)
-        rows = derive(record, self.patients)
+        rows = derive(record, self.patients, body)
+        if isinstance(body, ev.Journey):
+            pending.cois.add(body.coi)
         for name, table in AUDIT.items():
-            self._write(cur, table, getattr(rows, name))
-        if rows.closings:
-            cur.executemany(
-                self._sql(CLOSE),
-                [
-                    (c.sequence, self._time(c.at), c.by, c.outcome, c.coi, c.kind, c.item_id)
-                    for c in rows.closings
-                ],
-            )
+            pending.rows[table].extend(getattr(rows, name))
+        pending.closings.extend(
+            (c.sequence, self._time(c.at), c.by, c.outcome, c.coi, c.kind, c.item_id) for c in rows.closings
+        )
+
+    def _flush(self, cur: Any, pending: _Pending) -> None:
+        """Write the audit rows waiting, a statement per table (a register entry is closed only
+        by a record after the one that opened it, so the closings go last)."""
+        for table, rows in pending.rows.items():
+            self._write(cur, table, rows)
+        if pending.closings:
+            cur.executemany(self._sql(CLOSE), pending.closings)
+        pending.clear()
 
     def _write(self, cur: Any, table: Table, rows: list[Any]) -> None:
         if rows:
@@ -202,6 +216,8 @@ class ProjectionStore:
 
     def _patient(self, coi: str) -> list[Record]:
         """The records projected for one patient, in order (the open transaction's too)."""
+        if self._pending is not None and coi in self._pending.cois:  # the batch's, not written yet
+            self._flush(self._cur, self._pending)
         cur = self._cur if self._cur is not None else self._conn.cursor()
         cur.execute(self._sql(_PATIENT), (coi,))
         return [(int(s), at, envelope) for s, at, envelope in cur.fetchall()]
@@ -264,6 +280,21 @@ class ProjectionStore:
 
     def _time(self, at: Any) -> Any:
         return at if self.postgres else at.isoformat()
+
+
+class _Pending:
+    """Audit rows and register closings waiting for the end of the batch, in record order."""
+
+    def __init__(self) -> None:
+        self.rows: dict[Table, list[Any]] = {table: [] for table in AUDIT.values()}
+        self.closings: list[tuple[object, ...]] = []
+        self.cois: set[str] = set()  # the patients they belong to
+
+    def clear(self) -> None:
+        for rows in self.rows.values():
+            rows.clear()
+        self.closings.clear()
+        self.cois.clear()
 
 
 class _Reader:

@@ -194,6 +194,8 @@ def placeholders(sql: str, postgres: bool) -> str:
 
 
 _JSON_FIELDS: dict[type, frozenset[str]] = {}
+# Per row type, the places of its tuple and datetime fields: values() runs for every row written.
+_PLACES: dict[type, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
 
 def _json_fields(kind: type[msgspec.Struct]) -> frozenset[str]:
@@ -207,17 +209,32 @@ def _json_fields(kind: type[msgspec.Struct]) -> frozenset[str]:
     return found
 
 
+def _places(kind: type[msgspec.Struct]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    found = _PLACES.get(kind)
+    if found is None:
+        hints = get_type_hints(kind)
+        as_json = _json_fields(kind)
+        found = _PLACES[kind] = (
+            tuple(i for i, name in enumerate(kind.__struct_fields__) if name in as_json),
+            tuple(
+                i
+                for i, name in enumerate(kind.__struct_fields__)
+                if hints[name] is datetime or datetime in getattr(hints[name], "__args__", ())
+            ),
+        )
+    return found
+
+
 def values(row: msgspec.Struct, postgres: bool) -> list[object]:
     """A row's column values: tuples as JSON text; times as ISO 8601 text on SQLite."""
-    as_json = _json_fields(type(row))
-    out: list[object] = []
-    for name in row.__struct_fields__:
-        value = getattr(row, name)
-        if name in as_json:
-            value = msgspec.json.encode(value).decode()
-        elif not postgres and isinstance(value, datetime):
-            value = value.isoformat()
-        out.append(value)
+    as_json, times = _places(type(row))
+    out = list(msgspec.structs.astuple(row))
+    for i in as_json:
+        out[i] = msgspec.json.encode(out[i]).decode()
+    if not postgres:
+        for i in times:
+            if out[i] is not None:
+                out[i] = out[i].isoformat()
     return out
 
 
