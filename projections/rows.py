@@ -41,6 +41,7 @@ class SignatureRow(msgspec.Struct, frozen=True, kw_only=True):
     sequence: int
     position: int  # the signature's place in the envelope
     coi: str | None
+    recorded_at: datetime  # the record's: an actor's audit trail reads them in this order
     keyid: str
     principal: str
     printed_name: str | None = None
