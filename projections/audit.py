@@ -238,9 +238,9 @@ def _journey(patient: Patient, sequence: int, body: ev.Event, rows: AuditRows) -
         case ev.BedsideIdentityVerified():
             return bedside(state, body.unit_id)
         case ev.Disposition():
-            return body.decision
+            return body.decision.upper()
         case ev.TemperatureExcursion():
-            return "excursion"
+            return "EXCURSION"
     return None
 
 

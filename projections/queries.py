@@ -99,7 +99,7 @@ class RecordView(msgspec.Struct, frozen=True):
     site: str
     actor: str
     reason: str | None
-    outcome: str | None  # MATCH | MISMATCH, PASS | FAIL, released | rejected, excursion
+    outcome: str | None  # MATCH | MISMATCH, PASS | FAIL, RELEASED | REJECTED, EXCURSION
     entered_late: bool  # recorded later after it occurred than the policy's late-entry delay
     details: dict[str, Any]  # the body's own fields
     signatures: list[SignatureView]
@@ -159,7 +159,11 @@ class Audit:
         page reads only its own."""
         where = _Where()
         where.add("identifier = ?", identifier)
-        where.given("coi > ?", after)
+        if after is not None:
+            self._cursor_at(
+                "SELECT 1 FROM proj_identifiers WHERE identifier = ? AND coi = ?", after, identifier, after
+            )
+            where.add("coi > ?", after)
         found: dict[tuple[str, str], list[int]] = {}
         cur = self.conn.cursor()
         try:
@@ -198,14 +202,14 @@ class Audit:
 
     def timeline(self, coi: str, as_of: datetime | None = None, known_at: datetime | None = None) -> Timeline:
         """The patient's records and units as they stood: `as_of`, what had happened by then
-        (by occurred_at, late entries included); `known_at`, what the ledger held then (by
-        recorded_at, so a later correction or flag does not change it). Empty records: the
-        COI is unknown, or nothing had happened by then."""
-        rows = [
-            r
-            for r in self._records("r.coi = ?", (coi,))
-            if (as_of is None or r.occurred_at <= as_of) and (known_at is None or r.recorded_at <= known_at)
+        (by occurred_at, late entries included), with the corrections of those records the
+        ledger holds; `known_at`, what the ledger held then (by recorded_at, so a later
+        correction or flag does not change it). Empty records: the COI is unknown, or nothing
+        had happened by then."""
+        known = [
+            r for r in self._records("r.coi = ?", (coi,)) if known_at is None or r.recorded_at <= known_at
         ]
+        rows = [r for r in known if as_of is None or r.occurred_at <= as_of]
         try:
             patient, derived = replay((r.sequence, r.recorded_at, r.envelope) for r in rows)
         except ProjectionError as exc:  # a step whose prerequisite happened later: the rules refuse that
@@ -222,8 +226,9 @@ class Audit:
             if step.sequence in kept
         ]
         units = sorted(patient.units.values(), key=lambda u: u.unit_id)
-        views = self._views(rows, flags)
-        # Where a correction among these records restated a location, the unit was there.
+        # A correction made after `as_of` corrects what had happened by then: it is shown.
+        views = self._views(rows, flags, [r for r in known if r.corrects in kept])
+        # Where a correction of these records restated a location, the unit was there.
         located = {v.sequence: c.new_value for v in views for c in v.corrections if c.field == "location"}
         custody = [
             msgspec.structs.replace(step, location=located[step.sequence])

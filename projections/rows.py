@@ -26,7 +26,7 @@ class RecordRow(msgspec.Struct, frozen=True, kw_only=True):
     actor: str
     reason: str | None = None
     # What the record decided, where it decides something: MATCH or MISMATCH (bedside check),
-    # PASS or FAIL (a QC result), released or rejected (a disposition), excursion (a
+    # PASS or FAIL (a QC result), RELEASED or REJECTED (a disposition), EXCURSION (a
     # temperature excursion, which holds the shipment's units).
     outcome: str | None = None
     corrects: int | None = None  # the sequence of the record a correction corrects

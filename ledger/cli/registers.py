@@ -102,7 +102,8 @@ def register(args: argparse.Namespace) -> int:
          ("kind", lambda r: r.kind), ("id", lambda r: r.item_id), ("coi", lambda r: r.coi),
          ("severity", lambda r: r.severity),
          ("site", lambda r: r.site), ("opened_by", lambda r: r.opened_by), ("state", state),
-         ("closed", lambda r: r.closed_sequence), ("closed_by", lambda r: r.closed_by),
+         ("closed", lambda r: r.closed_sequence), ("closed_at", lambda r: r.closed_at),
+         ("closed_by", lambda r: r.closed_by),
          ("outcome", lambda r: _outcome(r.outcome, table)), ("reason", lambda r: r.reason),
          ("summary", lambda r: r.summary)],
         args.format,
@@ -176,4 +177,10 @@ def _check_span(audit: Audit, start: datetime | None, end: datetime | None) -> N
     # about a time when nothing was there.
     check_time(audit, "--to", end)
     if start is not None and end is not None and start > end:
-        raise UsageError(f"--from {start.isoformat()} is after --to {end.isoformat()}")
+        raise UsageError(f"--from {_when(start)} is after --to {_when(end)}")
+
+
+def _when(at: datetime) -> str:
+    from projections.display import utc
+
+    return utc(at)

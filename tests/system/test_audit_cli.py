@@ -10,7 +10,7 @@ import io
 import json
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -354,3 +354,30 @@ def test_find_trail_and_register_on_postgresql(postgres_demo: Demo) -> None:
     assert "REJECTED !!" in demo.ok("audit", "register", "--kind", "disposition")
     paged, at_once = _pages(demo, "audit", "register")
     assert paged == at_once
+
+
+def test_a_time_as_the_tables_show_it_covers_its_second(demo: Demo) -> None:
+    first = demo.json("audit", "trail", "--limit", "1")["rows"][0]
+    second = datetime.fromisoformat(first["recorded_at"]).replace(microsecond=0).isoformat()
+    # The ledger's first second is not "before the ledger began", and its records are in it.
+    assert first["sequence"] in [r["sequence"] for r in demo.json("audit", "trail", "--to", second)["rows"]]
+
+
+def test_as_of_shows_the_corrections_made_since_and_known_at_does_not(demo: Demo) -> None:
+    records = demo.json("history", demo.cois[0])
+    fix = next(r for r in records if r["corrects"] is not None)
+    corrected = next(r for r in records if r["sequence"] == fix["corrects"])
+    assert fix["occurred_at"] > corrected["occurred_at"]
+    at = corrected["occurred_at"]  # what had happened by then, as the ledger knows it now
+    shown = demo.json("audit", "timeline", demo.cois[0], "--as-of", at)["records"]
+    assert fix["sequence"] not in [r["sequence"] for r in shown]  # it happened later
+    [then] = [r for r in shown if r["sequence"] == corrected["sequence"]]
+    assert [c["sequence"] for c in then["corrections"]] == [fix["sequence"]]
+    before = datetime.fromisoformat(fix["recorded_at"]) - timedelta(microseconds=1)
+    known = demo.json("audit", "timeline", demo.cois[0], "--as-of", at, "--known-at", before.isoformat())
+    [then] = [r for r in known["records"] if r["sequence"] == corrected["sequence"]]
+    assert then["corrections"] == []
+
+
+def test_find_refuses_a_cursor_it_did_not_print(demo: Demo) -> None:
+    assert "--after" in demo.refused("find", "LOG-77", "--after", "NOT-A-COI")
