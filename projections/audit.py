@@ -140,8 +140,9 @@ def derive(record: Record, patients: Patients, body: ev.Event | None = None) -> 
         if isinstance(body, ev.RecordCorrected):
             corrects = patient.sequences.get(body.corrects_event_id)
     signatures = _signed.decode(envelope).signatures
+    recorded = as_utc(recorded_at)
     if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked):
-        rows.registry.append(_registry(sequence, body, occurred_at, as_utc(recorded_at), signatures))
+        rows.registry.append(_registry(sequence, body, occurred_at, recorded, signatures))
     rows.records.append(
         RecordRow(
             sequence=sequence,
@@ -149,7 +150,7 @@ def derive(record: Record, patients: Patients, body: ev.Event | None = None) -> 
             event_type=_tag(body),
             event_id=str(body.event_id),
             occurred_at=occurred_at,
-            recorded_at=as_utc(recorded_at),
+            recorded_at=recorded,
             site=body.site,
             actor=body.actor,
             reason=body.reason,
@@ -167,6 +168,7 @@ def derive(record: Record, patients: Patients, body: ev.Event | None = None) -> 
                 sequence=sequence,
                 position=position,
                 coi=coi,
+                recorded_at=recorded,
                 keyid=signature.keyid,
                 principal=principal,
                 printed_name=shown.printed_name if shown else None,
@@ -236,9 +238,9 @@ def _journey(patient: Patient, sequence: int, body: ev.Event, rows: AuditRows) -
         case ev.BedsideIdentityVerified():
             return bedside(state, body.unit_id)
         case ev.Disposition():
-            return body.decision
+            return body.decision.upper()
         case ev.TemperatureExcursion():
-            return "excursion"
+            return "EXCURSION"
     return None
 
 

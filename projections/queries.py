@@ -99,7 +99,7 @@ class RecordView(msgspec.Struct, frozen=True):
     site: str
     actor: str
     reason: str | None
-    outcome: str | None  # MATCH | MISMATCH, PASS | FAIL, released | rejected, excursion
+    outcome: str | None  # MATCH | MISMATCH, PASS | FAIL, RELEASED | REJECTED, EXCURSION
     entered_late: bool  # recorded later after it occurred than the policy's late-entry delay
     details: dict[str, Any]  # the body's own fields
     signatures: list[SignatureView]
@@ -152,34 +152,64 @@ class Audit:
 
     # ------------------------------------------------------------------ find
 
-    def find(self, identifier: str) -> list[Match]:
-        """Every patient and record naming `identifier` (a COI, DIN, batch, cartridge, unit,
-        sample, shipment, label, deviation, hold, logger, order or event id)."""
-        rows = self._all(
-            "SELECT kind, coi, sequence FROM proj_identifiers WHERE identifier = ?"
-            " ORDER BY coi, kind, sequence",
-            identifier,
-        )
+    def find(self, identifier: str, *, limit: int = 100, after: str | None = None) -> Page[Match]:
+        """The patients (in COI order, `limit` of them after the COI `after`) and records naming
+        `identifier` (a COI, DIN, batch, cartridge, unit, sample, shipment, label, deviation,
+        hold, logger, order or event id). A logger or shuttle names thousands of patients: the
+        page reads only its own."""
+        where = _Where()
+        where.add("identifier = ?", identifier)
+        if after is not None:
+            self._cursor_at(
+                "SELECT 1 FROM proj_identifiers WHERE identifier = ? AND coi = ?", after, identifier, after
+            )
+            where.add("coi > ?", after)
         found: dict[tuple[str, str], list[int]] = {}
-        for kind, coi, sequence in rows:
-            found.setdefault((coi, kind), []).append(int(sequence))
-        return [Match(identifier, kind, coi, sequences) for (coi, kind), sequences in found.items()]
+        cur = self.conn.cursor()
+        try:
+            cur.execute(
+                placeholders(
+                    f"SELECT coi, kind, sequence FROM proj_identifiers WHERE {where}"  # noqa: S608
+                    " ORDER BY coi, kind, sequence",
+                    self.postgres,
+                ),
+                where.params,
+            )
+            cois: list[str] = []
+            while rows := cur.fetchmany(500):
+                for coi, kind, sequence in rows:
+                    if not cois or cois[-1] != coi:
+                        cois.append(coi)
+                    if len(cois) > limit:
+                        break
+                    found.setdefault((coi, kind), []).append(int(sequence))
+                if len(cois) > limit:
+                    break
+        finally:
+            cur.close()
+        matches = [Match(identifier, kind, coi, sequences) for (coi, kind), sequences in found.items()]
+        return Page(matches, cois[limit - 1] if len(cois) > limit else None)
 
-    def cois(self, identifier: str, kind: str | None = None) -> list[str]:
-        return sorted({m.coi for m in self.find(identifier) if kind is None or m.kind == kind})
+    def cois(self, identifier: str, kind: str | None = None, most: int = 50) -> list[str]:
+        """The patients under whom `identifier` names a `kind` (at most `most` of them)."""
+        where = _Where()
+        where.add("identifier = ?", identifier)
+        where.given("kind = ?", kind)
+        sql = f"SELECT DISTINCT coi FROM proj_identifiers WHERE {where} ORDER BY coi LIMIT {int(most)}"  # noqa: S608
+        return [coi for (coi,) in self._all(sql, *where.params)]
 
     # ------------------------------------------------------------------ one patient
 
     def timeline(self, coi: str, as_of: datetime | None = None, known_at: datetime | None = None) -> Timeline:
         """The patient's records and units as they stood: `as_of`, what had happened by then
-        (by occurred_at, late entries included); `known_at`, what the ledger held then (by
-        recorded_at, so a later correction or flag does not change it). Empty records: the
-        COI is unknown, or nothing had happened by then."""
-        rows = [
-            r
-            for r in self._records("r.coi = ?", (coi,))
-            if (as_of is None or r.occurred_at <= as_of) and (known_at is None or r.recorded_at <= known_at)
+        (by occurred_at, late entries included), with the corrections of those records the
+        ledger holds; `known_at`, what the ledger held then (by recorded_at, so a later
+        correction or flag does not change it). Empty records: the COI is unknown, or nothing
+        had happened by then."""
+        known = [
+            r for r in self._records("r.coi = ?", (coi,)) if known_at is None or r.recorded_at <= known_at
         ]
+        rows = [r for r in known if as_of is None or r.occurred_at <= as_of]
         try:
             patient, derived = replay((r.sequence, r.recorded_at, r.envelope) for r in rows)
         except ProjectionError as exc:  # a step whose prerequisite happened later: the rules refuse that
@@ -196,8 +226,9 @@ class Audit:
             if step.sequence in kept
         ]
         units = sorted(patient.units.values(), key=lambda u: u.unit_id)
-        views = self._views(rows, flags)
-        # Where a correction among these records restated a location, the unit was there.
+        # A correction made after `as_of` corrects what had happened by then: it is shown.
+        views = self._views(rows, flags, [r for r in known if r.corrects in kept])
+        # Where a correction of these records restated a location, the unit was there.
         located = {v.sequence: c.new_value for v in views for c in v.corrections if c.field == "location"}
         custody = [
             msgspec.structs.replace(step, location=located[step.sequence])
@@ -226,22 +257,27 @@ class Audit:
     ) -> Page[RecordView]:
         """Records by recorded_at (then sequence) for the periodic audit-trail review: each
         filter narrows; `actor` is anyone who signed the record."""
+        # An actor's records come from the signatures, in their own (principal, recorded_at) order.
+        t = "s" if actor is not None else "r"
+        source = f"proj_signatures s JOIN {RECORDS.name} r ON r.sequence = s.sequence" if actor else None
         where = _Where()
+        where.given("s.principal = ?", actor)
         where.given("r.coi = ?", coi)
         where.given("r.site = ?", site)
         where.given("r.event_type = ?", event_type)
-        where.given("r.sequence IN (SELECT s.sequence FROM proj_signatures s WHERE s.principal = ?)", actor)
-        where.given("r.recorded_at >= ?", start and self._time(start))
-        where.given("r.recorded_at <= ?", end and self._time(end))
+        where.given(f"{t}.recorded_at >= ?", start and self._time(start))
+        where.given(f"{t}.recorded_at <= ?", end and self._time(end))
         if after is not None:
             where.add(
-                "(r.recorded_at, r.sequence) >"
+                f"({t}.recorded_at, {t}.sequence) >"  # noqa: S608 - t is r or s
                 " (SELECT a.recorded_at, a.sequence FROM proj_records a WHERE a.sequence = ?)",
                 self._cursor_at(
                     "SELECT 1 FROM proj_records WHERE sequence = ?", after, _sequence_cursor(after)
                 ),
             )
-        rows = self._records(str(where), where.params, order="r.recorded_at, r.sequence", limit=limit + 1)
+        rows = self._records(
+            str(where), where.params, order=f"{t}.recorded_at, {t}.sequence", limit=limit + 1, source=source
+        )
         page, more = rows[:limit], len(rows) > limit
         sequences = [r.sequence for r in page]
         # The corrections of what is shown, wherever they fall in the trail.
@@ -294,8 +330,14 @@ class Audit:
         """Every signature on a patient's records, or on the records naming a batch or any
         unit made from, consumed into or sampled from it."""
         if batch is not None:
-            cois = self.cois(batch, "batch") if coi is None else [coi]
-            if not cois or batch not in {m.identifier for m in self.find(batch) if m.coi in cois}:
+            if coi is None:
+                cois = self.cois(batch, "batch")
+            else:
+                named_under = (
+                    "SELECT 1 FROM proj_identifiers WHERE identifier = ? AND coi = ? AND kind = 'batch'"
+                )
+                cois = [coi] if self._all(named_under + " LIMIT 1", batch, coi) else []
+            if not cois:
                 raise QueryError(
                     "--batch", f"no record names a batch {batch}" + (f" of {coi}" if coi else "")
                 )
@@ -378,9 +420,16 @@ class Audit:
     # ------------------------------------------------------------------ internals
 
     def _records(
-        self, where: str, params: Sequence[object], *, order: str = "r.sequence", limit: int | None = None
+        self,
+        where: str,
+        params: Sequence[object],
+        *,
+        order: str = "r.sequence",
+        limit: int | None = None,
+        source: str | None = None,
     ) -> list[RecordRow]:
-        sql = f"SELECT {_RECORD_COLUMNS} FROM {RECORDS.name} r WHERE {where} ORDER BY {order}"  # noqa: S608
+        """Records (as `r`, joined in `source` if given) matching `where`."""
+        sql = f"SELECT {_RECORD_COLUMNS} FROM {source or RECORDS.name + ' r'} WHERE {where} ORDER BY {order}"  # noqa: S608
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [decode(RecordRow, row) for row in self._all(sql, *params)]

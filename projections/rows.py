@@ -26,7 +26,7 @@ class RecordRow(msgspec.Struct, frozen=True, kw_only=True):
     actor: str
     reason: str | None = None
     # What the record decided, where it decides something: MATCH or MISMATCH (bedside check),
-    # PASS or FAIL (a QC result), released or rejected (a disposition), excursion (a
+    # PASS or FAIL (a QC result), RELEASED or REJECTED (a disposition), EXCURSION (a
     # temperature excursion, which holds the shipment's units).
     outcome: str | None = None
     corrects: int | None = None  # the sequence of the record a correction corrects
@@ -41,6 +41,7 @@ class SignatureRow(msgspec.Struct, frozen=True, kw_only=True):
     sequence: int
     position: int  # the signature's place in the envelope
     coi: str | None
+    recorded_at: datetime  # the record's: an actor's audit trail reads them in this order
     keyid: str
     principal: str
     printed_name: str | None = None

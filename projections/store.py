@@ -112,6 +112,11 @@ class ProjectionStore:
             # Autocommit, so that _transaction alone decides where a transaction begins and ends.
             path = persistence_env(url)["SQLITE_DBNAME"]
             self._conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+            # Readers do not wait for the projector, and a commit waits for one flush, not
+            # several: a transaction lost to a power cut is one the projector applies again,
+            # with its positions, which go in the same transaction.
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
         self.migrations = migrate(self._conn, self.postgres, MIGRATIONS)  # a writer: migrates on start
         self.patients = Patients(self._patient)
         self._cur: Any = None  # the open transaction's cursor, while apply runs

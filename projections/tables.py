@@ -66,7 +66,10 @@ RECORDS = Table("proj_records", RecordRow, ("sequence",), "sequence")
 SIGNATURES = Table("proj_signatures", SignatureRow, ("sequence", "position"), "sequence, position")
 FLAGS = Table("proj_flags", FlagRow, ("sequence", "flagged_by", "note"), "sequence, flagged_by, note")
 IDENTIFIERS = Table(
-    "proj_identifiers", IdentifierRow, ("identifier", "kind", "sequence"), "identifier, kind, sequence"
+    "proj_identifiers",
+    IdentifierRow,
+    ("identifier", "coi", "kind", "sequence"),
+    "identifier, coi, kind, sequence",
 )
 UNITS = Table(
     "proj_units", UnitRow, ("coi", "unit_id"), "coi, unit_id",
@@ -128,17 +131,19 @@ _AUDIT_DDL = (
     "CREATE INDEX IF NOT EXISTS proj_records_actor ON proj_records (actor, recorded_at, sequence)",
     "CREATE INDEX IF NOT EXISTS proj_records_type ON proj_records (event_type, recorded_at, sequence)",
     """CREATE TABLE IF NOT EXISTS proj_signatures (
-        sequence {int} NOT NULL, position INTEGER NOT NULL, coi TEXT, keyid TEXT NOT NULL,
+        sequence {int} NOT NULL, position INTEGER NOT NULL, coi TEXT, recorded_at {time} NOT NULL,
+        keyid TEXT NOT NULL,
         principal TEXT NOT NULL, printed_name TEXT, signed_at {time}, meaning TEXT,
         PRIMARY KEY (sequence, position))""",
     "CREATE INDEX IF NOT EXISTS proj_signatures_coi ON proj_signatures (coi, sequence)",
-    "CREATE INDEX IF NOT EXISTS proj_signatures_principal ON proj_signatures (principal, sequence)",
+    "CREATE INDEX IF NOT EXISTS proj_signatures_principal"
+    " ON proj_signatures (principal, recorded_at, sequence)",
     """CREATE TABLE IF NOT EXISTS proj_flags (
         sequence {int} NOT NULL, flagged_by {int} NOT NULL, note TEXT NOT NULL,
         PRIMARY KEY (sequence, flagged_by, note))""",
     """CREATE TABLE IF NOT EXISTS proj_identifiers (
         identifier TEXT NOT NULL, kind TEXT NOT NULL, sequence {int} NOT NULL, coi TEXT NOT NULL,
-        PRIMARY KEY (identifier, kind, sequence))""",
+        PRIMARY KEY (identifier, coi, kind, sequence))""",
     """CREATE TABLE IF NOT EXISTS proj_units (
         coi TEXT NOT NULL, unit_id TEXT NOT NULL, kind TEXT NOT NULL, status TEXT NOT NULL,
         holds TEXT NOT NULL, custodian TEXT NOT NULL, site TEXT NOT NULL, batch_id TEXT,

@@ -24,7 +24,7 @@ def add_parser(subparsers: Subparsers) -> None:
         "find", help="the patients and records any identifier names (COI, DIN, batch, unit, ...)"
     )
     find.add_argument("identifier", help=f"a {IDENTIFIERS}")
-    add_output(find, paged=False)
+    add_output(find)  # pages by patient: a logger names thousands
 
     audit = subparsers.add_parser(
         "audit", help="timeline as of a time, audit trail, registers, signatures, stages"

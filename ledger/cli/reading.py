@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 FORMATS = ("table", "json", "csv")
 # Outcomes a reader must not miss: they block or fail something.
-ALARMING = frozenset({"MISMATCH", "FAIL", "rejected", "excursion"})
+ALARMING = frozenset({"MISMATCH", "FAIL", "REJECTED", "EXCURSION"})
 MOST = 10_000  # rows per page at most: more is a file, and `--after` pages on
 
 
@@ -107,8 +107,8 @@ def through(at: datetime | None) -> datetime | None:
 def check_time(audit: Audit, flag: str, at: datetime | None, clock: str = "recorded_at") -> None:
     """A time before the ledger began cannot be asked about: nothing was there. `clock` says
     which time of its first record it is compared with (occurred_at for --as-of)."""
-    began = audit.began(clock)
-    if at is not None and began is not None and at < began:
+    began, asked = audit.began(clock), through(at)  # the question covers its whole second
+    if at is not None and asked is not None and began is not None and asked < began:
         raise UsageError(
             f"{flag} {_text(at)} is before the ledger began (its first record: {clock} {_text(began)})"
         )
@@ -141,7 +141,7 @@ def emit(
         writer.writerow(headers)
         writer.writerows(cells)
         if cursor is not None:
-            print(f"coi: more rows: --after {cursor}", file=sys.stderr)
+            print(f"more: add --after {cursor}", file=sys.stderr)
         return
     if not rows:
         say("(no rows match)")
@@ -156,7 +156,9 @@ def emit(
 
 def marked(outcome: str | None) -> str | None:
     """An outcome as a table shows it: one that blocks or fails something stands out."""
-    return f"{outcome.upper()} !!" if outcome in ALARMING and outcome is not None else outcome
+    if outcome is not None and outcome.upper() in ALARMING:  # a register's outcome is the decision
+        return f"{outcome.upper()} !!"
+    return outcome
 
 
 def _text(value: object) -> str:

@@ -23,13 +23,14 @@ if TYPE_CHECKING:
 def find(args: argparse.Namespace) -> int:
     from ledger.cli.audit import IDENTIFIERS
 
-    audit = open_audit()
-    matches = audit.find(args.identifier)
     if not args.identifier.strip():
         raise UsageError("find: give an identifier (a COI, DIN, batch, unit, ...)")
-    if not matches:
+    audit = open_audit()
+    page = audit.find(args.identifier, limit=args.limit, after=args.after)
+    if not page.rows and args.after is None:
         # Identifiers are written in upper case (COIs, DINs, batch ids) or lower case (event ids).
-        other = next((c for c in (args.identifier.upper(), args.identifier.lower()) if audit.find(c)), None)
+        cases = (args.identifier.upper(), args.identifier.lower())
+        other = next((c for c in cases if audit.cois(c, most=1)), None)
         hint = f"; did you mean {other}?" if other and other != args.identifier else ""
         raise UsageError(f"no record names {args.identifier} (searched every {IDENTIFIERS}){hint}")
 
@@ -38,13 +39,12 @@ def find(args: argparse.Namespace) -> int:
         shown = [*m.records[:5], "...", m.records[-1]] if long else m.records
         return ", ".join(map(str, shown))
 
-    emit(
-        matches,
+    return _emit_page(
+        page,
         [("identifier", lambda m: m.identifier), ("kind", lambda m: m.kind), ("coi", lambda m: m.coi),
          ("records", lambda m: len(m.records)), ("sequences", sequences)],
         args.format,
     )  # fmt: skip
-    return EXIT_OK
 
 
 def trail(args: argparse.Namespace) -> int:
@@ -102,7 +102,8 @@ def register(args: argparse.Namespace) -> int:
          ("kind", lambda r: r.kind), ("id", lambda r: r.item_id), ("coi", lambda r: r.coi),
          ("severity", lambda r: r.severity),
          ("site", lambda r: r.site), ("opened_by", lambda r: r.opened_by), ("state", state),
-         ("closed", lambda r: r.closed_sequence), ("closed_by", lambda r: r.closed_by),
+         ("closed", lambda r: r.closed_sequence), ("closed_at", lambda r: r.closed_at),
+         ("closed_by", lambda r: r.closed_by),
          ("outcome", lambda r: _outcome(r.outcome, table)), ("reason", lambda r: r.reason),
          ("summary", lambda r: r.summary)],
         args.format,
@@ -176,4 +177,10 @@ def _check_span(audit: Audit, start: datetime | None, end: datetime | None) -> N
     # about a time when nothing was there.
     check_time(audit, "--to", end)
     if start is not None and end is not None and start > end:
-        raise UsageError(f"--from {start.isoformat()} is after --to {end.isoformat()}")
+        raise UsageError(f"--from {_when(start)} is after --to {_when(end)}")
+
+
+def _when(at: datetime) -> str:
+    from projections.display import utc
+
+    return utc(at)

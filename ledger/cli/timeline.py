@@ -90,7 +90,7 @@ def timeline(args: argparse.Namespace) -> int:
 
 def _known(audit: Audit, coi: str) -> Audit:
     if not audit.cois(coi, "coi"):
-        hint = "" if not audit.find(coi) else f"; it is an identifier of another kind: coi find {coi}"
+        hint = "" if not audit.cois(coi, most=1) else f"; it is an identifier of another kind: coi find {coi}"
         raise UsageError(f"COI {coi} has no records in this ledger{hint}")
     return audit
 

@@ -262,7 +262,7 @@ def test_bedside_and_qc_records_say_what_they_decided(world: World) -> None:
     results = [outcomes[r.sequence] for r in world.rows(QC, coi)]
     assert results == ["FAIL", *["PASS"] * 5]
     decisions = [r.outcome for r in world.rows(RECORDS, coi) if r.event_type == "disposition"]
-    assert decisions == ["rejected"]
+    assert decisions == ["REJECTED"]
 
 
 # ------------------------------------------------------------------ 3. the register

@@ -10,7 +10,7 @@ import io
 import json
 import subprocess
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
 
 def test_find_names_the_patient_and_records_of_any_identifier(demo: Demo) -> None:
     mismatch = demo.cois[3]
-    [match] = demo.json("find", f"B-{mismatch}")
+    [match] = demo.json("find", f"B-{mismatch}")["rows"]
     assert match["kind"] == "batch" and match["coi"] == mismatch and len(match["records"]) > 5
     table = demo.ok("find", f"B-{mismatch}").splitlines()
     assert table[0].split() == ["identifier", "kind", "coi", "records", "sequences"]
@@ -111,10 +111,15 @@ def test_find_names_the_patient_and_records_of_any_identifier(demo: Demo) -> Non
 
 
 def test_find_lists_every_patient_an_identifier_is_known_under(demo: Demo) -> None:
-    matches = demo.json("find", SHARED)
+    matches = demo.json("find", SHARED)["rows"]
     assert len({m["coi"] for m in matches}) == 2 and {m["kind"] for m in matches} == {"batch"}
-    logger = demo.json("find", "LOG-77")  # one temperature logger rides with every shipment
+    logger = demo.json("find", "LOG-77")["rows"]  # one temperature logger rides with every shipment
     assert len({m["coi"] for m in logger}) >= 3
+    # A page is some patients, each whole; the next page goes on from the last patient shown.
+    first = demo.json("find", "LOG-77", "--limit", "1")
+    second = demo.json("find", "LOG-77", "--limit", "1", "--after", first["next"])
+    assert [m["coi"] for m in first["rows"] + second["rows"]] == sorted({m["coi"] for m in logger})[:2]
+    assert first["rows"] == [m for m in logger if m["coi"] == first["next"]]
 
 
 def test_find_of_an_unknown_id_says_what_was_searched(demo: Demo) -> None:
@@ -242,11 +247,11 @@ def test_signatures_of_a_patient_or_a_batch_with_names_and_meanings(demo: Demo) 
 
 
 def test_a_batch_known_under_two_patients_needs_coi(demo: Demo) -> None:
-    cois = sorted({m["coi"] for m in demo.json("find", SHARED)})
+    cois = sorted({m["coi"] for m in demo.json("find", SHARED)["rows"]})
     said = demo.refused("audit", "signatures", "--batch", SHARED)
     assert "--batch" in said and all(c in said for c in cois) and "--coi" in said
     narrowed = demo.json("audit", "signatures", "--batch", SHARED, "--coi", cois[0])["rows"]
-    [patient] = demo.json("find", cois[0])
+    [patient] = demo.json("find", cois[0])["rows"]
     assert narrowed and {r["sequence"] for r in narrowed} <= set(patient["records"])
 
 
@@ -334,7 +339,7 @@ def test_find_trail_and_register_on_postgresql(postgres_demo: Demo) -> None:
     assert not (demo.folder / "coi-data" / "ledger.sqlite").exists()
     assert not (demo.folder / "coi-data" / "projections.sqlite").exists()
     mismatch = demo.cois[3]
-    [match] = demo.json("find", f"B-{mismatch}")
+    [match] = demo.json("find", f"B-{mismatch}")["rows"]
     assert match["coi"] == mismatch
     assert "no record names" in demo.refused("find", "B-NOWHERE")
     table = demo.ok("audit", "trail", "--coi", mismatch, "--type", "bedside_identity_verified")
@@ -349,3 +354,30 @@ def test_find_trail_and_register_on_postgresql(postgres_demo: Demo) -> None:
     assert "REJECTED !!" in demo.ok("audit", "register", "--kind", "disposition")
     paged, at_once = _pages(demo, "audit", "register")
     assert paged == at_once
+
+
+def test_a_time_as_the_tables_show_it_covers_its_second(demo: Demo) -> None:
+    first = demo.json("audit", "trail", "--limit", "1")["rows"][0]
+    second = datetime.fromisoformat(first["recorded_at"]).replace(microsecond=0).isoformat()
+    # The ledger's first second is not "before the ledger began", and its records are in it.
+    assert first["sequence"] in [r["sequence"] for r in demo.json("audit", "trail", "--to", second)["rows"]]
+
+
+def test_as_of_shows_the_corrections_made_since_and_known_at_does_not(demo: Demo) -> None:
+    records = demo.json("history", demo.cois[0])
+    fix = next(r for r in records if r["corrects"] is not None)
+    corrected = next(r for r in records if r["sequence"] == fix["corrects"])
+    assert fix["occurred_at"] > corrected["occurred_at"]
+    at = corrected["occurred_at"]  # what had happened by then, as the ledger knows it now
+    shown = demo.json("audit", "timeline", demo.cois[0], "--as-of", at)["records"]
+    assert fix["sequence"] not in [r["sequence"] for r in shown]  # it happened later
+    [then] = [r for r in shown if r["sequence"] == corrected["sequence"]]
+    assert [c["sequence"] for c in then["corrections"]] == [fix["sequence"]]
+    before = datetime.fromisoformat(fix["recorded_at"]) - timedelta(microseconds=1)
+    known = demo.json("audit", "timeline", demo.cois[0], "--as-of", at, "--known-at", before.isoformat())
+    [then] = [r for r in known["records"] if r["sequence"] == corrected["sequence"]]
+    assert then["corrections"] == []
+
+
+def test_find_refuses_a_cursor_it_did_not_print(demo: Demo) -> None:
+    assert "--after" in demo.refused("find", "LOG-77", "--after", "NOT-A-COI")
