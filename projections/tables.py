@@ -126,6 +126,8 @@ _AUDIT_DDL = (
         occurred_at {time} NOT NULL, recorded_at {time} NOT NULL, site TEXT NOT NULL, actor TEXT NOT NULL,
         reason TEXT, outcome TEXT, corrects {int}, envelope TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS proj_records_coi ON proj_records (coi, sequence)",
+    # The trail shows each record's corrections wherever they fall: found by what they correct.
+    "CREATE INDEX IF NOT EXISTS proj_records_corrects ON proj_records (corrects) WHERE corrects IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS proj_records_recorded ON proj_records (recorded_at, sequence)",
     "CREATE INDEX IF NOT EXISTS proj_records_site ON proj_records (site, recorded_at, sequence)",
     "CREATE INDEX IF NOT EXISTS proj_records_actor ON proj_records (actor, recorded_at, sequence)",
@@ -178,18 +180,11 @@ _AUDIT_DDL = (
         PRIMARY KEY (coi, stage, subject))""",
 )
 
-# The trail shows each record's corrections wherever they fall: found by what they correct
-# (without it, a scan of every record per page: 0.5 s at 1M records; with it 5 ms).
-_CORRECTS_DDL = (
-    "CREATE INDEX IF NOT EXISTS proj_records_corrects ON proj_records (corrects) WHERE corrects IS NOT NULL",
-)
-
 # Recorded in coi_schema of the projections' database (which may be the ledger's).
 MIGRATIONS = (
     Migration("custody-projection-tables", ddl(*_CUSTODY_DDL)),
     Migration("custody-current-status-is-custody", ddl(*_CUSTODY_RENAMED)),
     Migration("audit-read-models", ddl(*_AUDIT_DDL)),
-    Migration("records-corrects-index", ddl(*_CORRECTS_DDL)),
 )
 
 

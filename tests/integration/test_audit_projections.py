@@ -709,7 +709,6 @@ def test_a_projection_database_of_the_earlier_version_migrates_and_a_rebuild_fil
         assert store.migrations == [
             "custody-current-status-is-custody",
             "audit-read-models",
-            "records-corrects-index",
         ]
         migrated = store.snapshot()
         assert migrated.current == current  # the custody column holds what status held
