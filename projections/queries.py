@@ -28,11 +28,10 @@ T = TypeVar("T")
 # The header every body has: the rest of a body is its details.
 _HEADER = frozenset({"type", "event_id", "occurred_at", "site", "actor", "reason", "manifestations", "coi"})
 # The stages in the order a journey passes them (projections/audit.py `_stages`).
-STAGES = (
+STAGE_ORDER = (
     "enrolment to collection", "collection to manufacturing site", "manufacturing", "QC and disposition",
     "release to dispatch", "shipment", "receipt to infusion", "vein to vein",
 )  # fmt: skip
-REGISTER_KINDS = ("deviation", "hold", "excursion", "correction", "disposition")
 
 _RECORD_COLUMNS = ", ".join(f"r.{f}" for f in RecordRow.__struct_fields__)
 _SIGNATURE_COLUMNS = (
@@ -382,7 +381,7 @@ class Audit:
         grouped: dict[tuple[str, str], list[float]] = defaultdict(list)
         for stage, at, seconds in rows:
             grouped[(stage, at)].append(float(seconds) / 3600)
-        order = {stage: i for i, stage in enumerate(STAGES)}
+        order = {stage: i for i, stage in enumerate(STAGE_ORDER)}
         return [
             StageFigures(stage, at, len(hours), _percentile(hours, 50), _percentile(hours, 90), max(hours))
             for (stage, at), hours in sorted(
