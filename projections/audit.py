@@ -104,12 +104,9 @@ class Patients:
             self._held.popitem(last=False)
         return patient
 
-    def forget(self, coi: str | None = None) -> None:
-        """Drop one patient (all, without a COI): what a rolled-back write left them holding."""
-        if coi is None:
-            self._held.clear()
-        else:
-            self._held.pop(coi, None)
+    def forget(self) -> None:
+        """Drop every patient held: what a rolled-back write left them holding."""
+        self._held.clear()
 
 
 def replay(records: Iterable[Record]) -> tuple[Patient, AuditRows]:
