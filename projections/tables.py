@@ -130,7 +130,6 @@ _AUDIT_DDL = (
     "CREATE INDEX IF NOT EXISTS proj_records_corrects ON proj_records (corrects) WHERE corrects IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS proj_records_recorded ON proj_records (recorded_at, sequence)",
     "CREATE INDEX IF NOT EXISTS proj_records_site ON proj_records (site, recorded_at, sequence)",
-    "CREATE INDEX IF NOT EXISTS proj_records_actor ON proj_records (actor, recorded_at, sequence)",
     "CREATE INDEX IF NOT EXISTS proj_records_type ON proj_records (event_type, recorded_at, sequence)",
     """CREATE TABLE IF NOT EXISTS proj_signatures (
         sequence {int} NOT NULL, position INTEGER NOT NULL, coi TEXT, recorded_at {time} NOT NULL,
