@@ -24,7 +24,6 @@ import io
 import itertools
 import pstats
 import resource
-import shlex
 import sqlite3
 import statistics
 import sys
@@ -37,7 +36,15 @@ from pathlib import Path
 from uuid import UUID
 
 import psycopg
-from common import ParallelVerifier, machine_info, opened, percentile, rate, reset_peak_rss, spread
+from common import (
+    ParallelVerifier,
+    opened,
+    percentile,
+    print_header,
+    rate,
+    reset_peak_rss,
+    spread,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
@@ -436,11 +443,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    # Line by line, so progress and a failure message come out in order when piped.
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    print(f"command:  {shlex.join([sys.executable, *sys.argv])}")
-    print(f"date:     {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(*machine_info(), sep="\n")
+    print_header()
 
     work = build_workload(args.events)
     print(

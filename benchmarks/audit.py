@@ -28,22 +28,22 @@ import io
 import itertools
 import pstats
 import random
-import shlex
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from common import machine_info, percentile, rate
+from common import percentile, print_header, rate
 from verify import ledger, note, prepare
 
+from ledger.cli.audit import REGISTER_KINDS
 from projections.custody import as_utc
 from projections.policy import late_entry_after
-from projections.queries import REGISTER_KINDS, Audit
+from projections.queries import Audit
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
 
@@ -306,10 +306,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    print(f"command:  {shlex.join([sys.executable, *sys.argv])}")
-    print(f"date:     {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(*machine_info(), sep="\n")
+    print_header()
     with tempfile.TemporaryDirectory(prefix="coi-bench-audit-") as tmp:
         folder = Path(tmp)
         db = args.db.resolve() if args.db else folder / "ledger.sqlite"

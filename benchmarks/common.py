@@ -6,11 +6,13 @@ import contextlib
 import gc
 import os
 import platform
+import shlex
 import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import TypeVar
@@ -47,6 +49,15 @@ class ParallelVerifier:
         if self._pool is not None:
             self._pool.shutdown()
             self._pool = None
+
+
+def print_header() -> None:
+    """The command, the date and the machine, first in every benchmark's printout; lines go out
+    one by one, so progress and a failure come out in order when piped."""
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    print(f"command:  {shlex.join([sys.executable, *sys.argv])}")
+    print(f"date:     {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(*machine_info(), sep="\n")
 
 
 def machine_info() -> list[str]:

@@ -35,7 +35,6 @@ import os
 import pstats
 import random
 import resource
-import shlex
 import sqlite3
 import statistics
 import subprocess
@@ -47,7 +46,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import msgspec
-from common import machine_info, opened, percentile, rate, spread
+from common import opened, percentile, print_header, rate, spread
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregates.base import body_of
@@ -731,10 +730,7 @@ def main(argv: list[str] | None = None) -> int:
             args.child_skip_signatures,
             replay=not args.child_no_replay,
         )
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
-    print(f"command:  {shlex.join([sys.executable, *sys.argv])}")
-    print(f"date:     {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-    print(*machine_info(), sep="\n")
+    print_header()
 
     with tempfile.TemporaryDirectory(prefix="coi-bench-verify-") as tmp:
         folder = Path(tmp)
