@@ -344,7 +344,11 @@ class Audit:
                 raise AmbiguousError("--batch", batch, cois)
             coi = cois[0]
             named = self._batch_members(coi, batch)
-            where = f"s.coi = ? AND s.sequence IN (SELECT i.sequence FROM proj_identifiers i WHERE i.coi = ? AND i.identifier IN ({', '.join('?' * len(named))}))"  # noqa: S608,E501
+            marks = ", ".join("?" * len(named))
+            where = (
+                "s.coi = ? AND s.sequence IN (SELECT i.sequence FROM proj_identifiers i"  # noqa: S608 - marks only
+                f" WHERE i.coi = ? AND i.identifier IN ({marks}))"
+            )
             params: list[object] = [coi, coi, *named]
         elif coi is not None:
             where, params = "s.coi = ?", [coi]
