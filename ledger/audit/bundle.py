@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import msgspec
 
@@ -90,15 +90,19 @@ class BundleError(Exception):
 
 
 def verify_bundle(
-    path: Path, trusted: list[notes.NoteVerifier], more: Sequence[BundleCheck] = ()
+    path: Path | Bundle, trusted: list[notes.NoteVerifier], more: Sequence[BundleCheck] = ()
 ) -> BundleReport:
-    """Every check, then `more`; the report says what was proved, what cannot be, or the failure."""
+    """Every check, then `more`; the report says what was proved, what cannot be, or the failure.
+    `path`: the bundle's file, or a bundle already read (one just made, in memory)."""
     report = BundleReport()
-    try:
-        bundle = read_bundle(path)
-    except BundleError as exc:
-        report.failure = BundleFailure(path.name, str(exc))
-        return report
+    if isinstance(path, Bundle):
+        bundle = path
+    else:
+        try:
+            bundle = read_bundle(path)
+        except BundleError as exc:
+            report.failure = BundleFailure(path.name, str(exc))
+            return report
     checks: list[BundleCheck] = [
         check_files,
         lambda b, r: check_checkpoint(b, r, trusted),
@@ -116,8 +120,13 @@ def verify_bundle(
 
 
 def read_bundle(path: Path) -> Bundle:
+    return bundle_of(path.name, path)
+
+
+def bundle_of(name: str, data: Path | IO[bytes]) -> Bundle:
+    """The bundle in `data` (a file, or bytes in memory) called `name` in what is said of it."""
     try:
-        with zipfile.ZipFile(path) as z:
+        with zipfile.ZipFile(data) as z:
             names = [i.filename for i in z.infolist() if not i.is_dir()]  # a re-zip may add folders
             duplicated = sorted({n for n in names if names.count(n) > 1})
             if duplicated:
@@ -133,7 +142,7 @@ def read_bundle(path: Path) -> Bundle:
         raise BundleError(f"{MANIFEST} cannot be read ({exc})") from None
     if manifest.format != FORMAT:
         raise BundleError(f"{MANIFEST}: format {manifest.format!r} is not {FORMAT!r}")
-    return Bundle(path.name, files, manifest)
+    return Bundle(name, files, manifest)
 
 
 # ------------------------------------------------------------------ the checks

@@ -66,6 +66,7 @@ SAID_ERRORS = (
     ("ledger.app.ledgerkey", "OriginInUseError"),
     ("ledger.app.ledgerkey", "RotationError"),
     ("projections.queries", "QueryError"),
+    ("projections.export.build", "ExportError"),
 )
 
 

@@ -10,6 +10,8 @@ from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, o
 from ledger.cli.witness import add_witness_arguments, witnessing_of
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from ledger.audit.bundle_format import Request
     from ledger.cli.common import Subparsers
 
@@ -28,6 +30,22 @@ def add_parser(subparsers: Subparsers) -> None:
     pick.add_argument("--from-seq", type=int, help="a sequence range, with --to-seq")
     s.add_argument("--to-seq", type=int, help="the last sequence of the range")
 
+    s = kinds.add_parser(
+        "genealogy",
+        help="a patient's or batch's genealogy for regulators: JSON, CSV, GS1 EPCIS 2.0, FHIR R5, HTML",
+    )
+    pick = s.add_mutually_exclusive_group(required=True)
+    pick.add_argument("--coi", help="the patient (chain of identity)")
+    pick.add_argument("--batch", help="a batch id (exit 2 with the patients if it names several)")
+    s.add_argument("--format", required=True, choices=GENEALOGY_FORMATS, help="what to write")
+    s.add_argument("--out", required=True, help="the file to write (atomically)")
+    s.add_argument(
+        "--with-bundle",
+        action="store_true",
+        help="also write FILE.bundle.zip: the records the export was made from, for coi verify-bundle",
+    )
+    s.add_argument("--trusted-key", action="append", default=[], help="ledger verifier key file (repeatable)")
+
     s = subparsers.add_parser("verify-bundle", help="check an offline bundle: no database, no network")
     s.add_argument("bundle", help="the bundle's zip")
     s.add_argument("--trusted-key", action="append", default=[], help="ledger verifier key file (repeatable)")
@@ -41,8 +59,14 @@ def add_parser(subparsers: Subparsers) -> None:
     add_witness_arguments(s)
 
 
+# projections/export/formats.py FORMATS, written out: `coi --help` imports no projection.
+GENEALOGY_FORMATS = ("json",)
+
+
 def run(args: argparse.Namespace) -> int:
-    return _export(args) if args.command == "export" else _verify_bundle(args)
+    if args.command == "verify-bundle":
+        return _verify_bundle(args)
+    return _genealogy(args) if args.export_kind == "genealogy" else _export(args)
 
 
 def _request(args: argparse.Namespace) -> Request:
@@ -97,6 +121,101 @@ def _export(args: argparse.Namespace) -> int:
             sys.stderr,
         )
     return EXIT_OK
+
+
+def _genealogy(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from ledger.app.config import database_url
+    from ledger.audit.roots import choose
+    from ledger.audit.trust import TrustStore
+    from ledger.cli.common import now
+    from ledger.store.sources import open_source
+    from ledger.wire.files import write_atomic
+    from projections.export.build import build
+    from projections.export.evidence import gather
+    from projections.export.formats import renderer
+    from projections.export.uris import DEFAULT_BASE, BaseError, Ids, checked_base
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise UsageError(f"--out {args.out}: there is no folder {out.parent} to write it in")
+    if out.is_dir():
+        raise UsageError(f"--out {args.out}: is a folder; name the file to write")
+    configured = os.environ.get("COI_ID_BASE")
+    try:
+        base = checked_base(configured or DEFAULT_BASE)
+    except BaseError as exc:
+        raise UsageError(f"COI_ID_BASE: {exc}") from None
+    if args.coi:
+        coi, asked = args.coi, f"COI {args.coi}"
+    else:
+        coi, asked = _batch_patient(args.batch), f"batch {args.batch}"
+
+    def trust(origin: str) -> tuple[list[Any], str]:
+        roots = choose([Path(p) for p in args.trusted_key], TrustStore(), lambda: origin)
+        return roots.keys, roots.described
+
+    source = opened(lambda: open_source(database_url()))  # read-only, as coi verify reads
+    try:
+        evidence = gather(source, coi, trust)
+    finally:
+        source.close()
+    checked = evidence.verification
+    if checked.status == "failed":
+        say(f"FAILED: {checked.failure}")
+        say(f"nothing written: the records of {asked} do not verify (run coi verify for the whole ledger)")
+        return EXIT_FAILED
+    genealogy = build(evidence.sources, coi, Ids(base, coi), checked, asked, now())
+    data = renderer(args.format)(genealogy)
+    written = [out]
+    try:
+        write_atomic(out, data)
+        if args.with_bundle:
+            written.append(Path(f"{args.out}.bundle.zip"))
+            write_atomic(written[-1], evidence.bundle)
+    except OSError as exc:
+        for path in written[:-1]:
+            path.unlink(missing_ok=True)  # the pair or nothing
+        raise UsageError(
+            f"--out {args.out}: cannot write {written[-1]} ({exc.strerror}); choose another file"
+        ) from None
+    say(
+        f"wrote {out} ({args.format}): {asked}, {len(genealogy.records)} records, proved in the "
+        f"checkpoint at tree size {checked.tree_size} of {checked.origin}"
+    )
+    if args.with_bundle:
+        say(f"wrote {written[-1]}: check it with coi verify-bundle {written[-1]}")
+    say(f"  {genealogy.outcome.summary}")
+    for alarm in genealogy.outcome.alarms:
+        say(f"  !! {alarm}")
+    if not configured:
+        say(
+            f"coi: COI_ID_BASE is not set: identifiers are URIs under {DEFAULT_BASE}, which resolves nowhere;"
+            " set it to a base your organisation controls (README: Exporting)",
+            sys.stderr,
+        )
+    if checked.status == "not verified":
+        say(f"coi: warning: NOT VERIFIED: {checked.failure}", sys.stderr)
+    return EXIT_OK
+
+
+def _batch_patient(batch: str) -> str:
+    """The patient whose batch `batch` is, from the identifier index."""
+    from ledger.cli.reading import open_audit
+
+    cois = open_audit().cois(batch, "batch")
+    if not cois:
+        raise UsageError(
+            f"--batch {batch}: no batch of that id in this ledger (coi find {batch} says what names it)"
+        )
+    if len(cois) > 1:
+        raise UsageError(
+            f"--batch {batch}: a batch id is unique only within one patient, and this one is known under "
+            f"{len(cois)}: {', '.join(cois)}; choose one with --coi"
+        )
+    return cois[0]
 
 
 def _verify_bundle(args: argparse.Namespace) -> int:

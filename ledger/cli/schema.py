@@ -1,4 +1,5 @@
-"""`coi schema`: the JSON Schema of the event body, for site systems in any language."""
+"""`coi schema`: the JSON Schema of the event body, for site systems in any language; with
+`--genealogy`, of the genealogy export (`coi export genealogy --format json`)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,22 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: Subparsers) -> None:
-    subparsers.add_parser("schema", help="print the JSON Schema of an event body ($id and wire format)")
+    s = subparsers.add_parser("schema", help="print the JSON Schema of an event body ($id and wire format)")
+    s.add_argument(
+        "--genealogy",
+        action="store_true",
+        help="the schema of coi export genealogy --format json instead",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     # msgspec and the wire Structs only: `coi schema` is run by site systems' build scripts.
     import msgspec
 
-    from ledger.wire.events import json_schema
+    if args.genealogy:
+        from projections.export.document import json_schema
+    else:
+        from ledger.wire.events import json_schema
 
     sys.stdout.write(msgspec.json.format(msgspec.json.encode(json_schema())).decode() + "\n")
     return EXIT_OK

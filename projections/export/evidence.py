@@ -1,0 +1,83 @@
+"""The records an export is made from, and what was proved of them before it is written.
+
+An export is made from exactly the records of the patient's offline bundle (`coi export
+bundle`): the patient's history up to the latest signed checkpoint, and the registry records.
+The bundle is verified as `coi verify-bundle` would (checkpoint signature by a trusted key,
+inclusion of every record, signatures by the key state of their time, the domain rules), so
+every format can say what it rests on; `--with-bundle` writes that same bundle beside it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+
+from ledger.app.bundle import BundleExportError, export_bundle
+from ledger.audit.bundle import bundle_of, verify_bundle
+from ledger.audit.bundle_format import CHECKPOINT, PROOFS, RECORDS, Manifest, Proofs, Request
+from ledger.store.sources import SqlSource
+from ledger.transparency import checkpoint as notes
+from ledger.transparency.records import Record
+from projections.export.build import ExportError, Source
+from projections.export.document import Verification
+
+
+@dataclass(frozen=True)
+class Evidence:
+    bundle: bytes  # the zip `coi verify-bundle` reads
+    manifest: Manifest
+    sources: list[Source]  # in sequence order
+    verification: Verification
+
+
+# The log's origin -> the verifier keys trusted for it, and how they were chosen (said in the export).
+Trust = Callable[[str], tuple[list[notes.NoteVerifier], str]]
+
+
+def gather(source: SqlSource, coi: str, trust: Trust) -> Evidence:
+    """The bundle of `coi`'s records from the ledger `source` reads, checked against the keys
+    `trust` gives for the ledger's origin."""
+    try:
+        exported = export_bundle(source, Request(coi=coi))
+    except BundleExportError as exc:
+        raise ExportError(str(exc)) from None
+    bundle = bundle_of(f"{coi}.bundle.zip", io.BytesIO(exported.data))
+    trusted, roots = trust(exported.manifest.origin)
+    report = verify_bundle(bundle, trusted)
+    note = bundle.files[CHECKPOINT].decode()
+    checkpoint = notes.parse(note)[0]
+    failure = str(report.failure) if report.failure is not None else None
+    if failure is None:
+        status = "verified"
+    elif not trusted:
+        status = "not verified"
+    else:
+        status = "failed"
+    verification = Verification(
+        status=status,  # type: ignore[arg-type]
+        origin=checkpoint.origin,
+        tree_size=checkpoint.size,
+        root_hash=base64.b64encode(checkpoint.root).decode(),
+        checkpoint=note,
+        trusted_roots=roots,
+        proved=report.proved,
+        not_proved=report.cannot,
+        failure=failure,
+        left_out=exported.manifest.after_checkpoint,
+    )
+    return Evidence(exported.data, exported.manifest, _sources(bundle.files), verification)
+
+
+def _sources(files: dict[str, bytes]) -> list[Source]:
+    leaves = {p.sequence: p.leaf_index for p in msgspec.json.decode(files[PROOFS], type=Proofs).proofs}
+    sources = []
+    for name, data in files.items():
+        if name.startswith(RECORDS):
+            sequence = int(name[len(RECORDS) :].removesuffix(".json"))
+            record = msgspec.json.decode(data, type=Record)
+            sources.append(Source(sequence, record.recorded_at, record.envelope, leaves.get(sequence)))
+    return sorted(sources, key=lambda s: s.sequence)

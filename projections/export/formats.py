@@ -1,0 +1,22 @@
+"""The formats a genealogy exports to, each rendered from the one document by a module of its
+own, imported only when asked for (the HTML and FHIR writers are the heaviest)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from projections.export.document import Genealogy
+
+Render = Callable[[Genealogy], bytes]
+
+# format -> the module whose `render(genealogy) -> bytes` writes it
+MODULES = {
+    "json": "projections.export.as_json",
+}
+FORMATS = tuple(MODULES)
+
+
+def renderer(fmt: str) -> Render:
+    render: Render = importlib.import_module(MODULES[fmt]).render
+    return render

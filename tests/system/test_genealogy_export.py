@@ -1,0 +1,174 @@
+"""`coi export genealogy --format json` as a regulator runs it on the demo ledger: every
+patient exports, the document is valid against `coi schema --genealogy`, every value in it is
+the value the signed record holds at the field it names, the journey's outcome is said plainly
+(a rejected batch, a blocked infusion, a released hold, a correction), and bad input is refused
+with exit 2 and no file left behind."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from ledger.demo.journeys import Journey, Step, compressed_run
+from ledger.demo.run import load_cast
+from projections.export.build import resolve
+from tests.exports import ExportDemo, bundle_bodies, facts
+
+SHARED = "B-SHARED-9"  # a batch id two patients' batches carry
+
+
+class _SharedBatch(Journey):
+    def _step(self, *args: Any, **fields: Any) -> Step:
+        if fields.get("batch_id") == f"B-{self.coi}":
+            fields["batch_id"] = SHARED
+        return super()._step(*args, **fields)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExportDemo]:
+    yield ExportDemo(tmp_path_factory.mktemp("genealogy"))
+
+
+def _json(demo: ExportDemo, *pick: str, **env: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(demo.export("json", *pick, **env).read_text())
+    return loaded
+
+
+def test_every_patient_exports_valid_json_whose_every_value_is_the_signed_records(demo: ExportDemo) -> None:
+    schema = json.loads(demo.run("schema", "--genealogy").stdout)
+    for coi in demo.cois:
+        out = demo.folder / f"{coi}.json"
+        done = demo.run(
+            "export", "genealogy", "--coi", coi, "--format", "json", "--out", str(out), "--with-bundle"
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        document = json.loads(out.read_text())
+        jsonschema.Draft202012Validator(schema).validate(document)
+        assert document["patient"]["coi"]["value"] == coi
+        assert document["verification"]["status"] == "verified"
+        bodies = bundle_bodies(Path(f"{out}.bundle.zip"))
+        cited = facts(document)
+        assert len(cited) > 100
+        for fact in cited:
+            assert resolve(bodies[fact["sequence"]], fact["field"]) == fact["value"], fact
+        assert {r["sequence"] for r in document["records"]} <= bodies.keys()
+
+
+def test_a_rejected_batch_says_so_and_shows_the_failed_test_and_qa_signature(demo: ExportDemo) -> None:
+    coi = demo.journey("rejected")
+    document = _json(demo, "--batch", f"B-{coi}")
+    assert document["asked"] == f"batch B-{coi}"
+    assert document["outcome"]["stage"] == "rejected"
+    assert "no product was shipped" in document["outcome"]["summary"]
+    (batch,) = document["batches"]
+    assert batch["status"] == "rejected"
+    failed = [q for q in batch["qc"] if not q["passed"]["value"]]
+    assert [q["test"]["value"] for q in failed] == ["sterility"]
+    assert batch["disposition"]["decision"]["value"] == "rejected"
+    (qa,) = batch["disposition"]["signatures"]
+    assert qa["manifested"] and qa["meaning"] and qa["printed_name"] and qa["signed_at"].endswith("Z")
+    assert any("REJECTED" in a for a in document["outcome"]["alarms"])
+    assert not document["shipments"] and not document["infusions"]
+
+
+def test_a_blocked_infusion_says_so(demo: ExportDemo) -> None:
+    document = _json(demo, "--coi", demo.journey("mismatch"))
+    assert "INFUSION BLOCKED" in document["outcome"]["summary"]
+    assert [b["outcome"] for b in document["bedside"]] == ["MISMATCH"]
+    assert document["infusions"] == []
+    assert any("MISMATCH" in a for a in document["outcome"]["alarms"])
+
+
+def test_an_excursion_hold_released_and_a_correction_are_in_the_register(demo: ExportDemo) -> None:
+    document = _json(demo, "--coi", demo.journey("excursion"))
+    kinds = {e["kind"]: e for e in document["register"]}
+    assert {"hold", "excursion", "deviation", "disposition"} <= kinds.keys()
+    assert kinds["hold"]["closed_sequence"] is not None
+    readings = document["shipments"][0]["temperatures"]
+    assert [r["excursion"] for r in readings].count(True) == 1
+    assert document["outcome"]["stage"] == "infused"
+
+    corrected = _json(demo, "--coi", demo.journey("corrected"))
+    (collection,) = corrected["collections"]
+    (correction,) = collection["corrections"]
+    assert (correction["old_value"]["value"], correction["new_value"]["value"]) == ("180.0", "182.0")
+    assert correction["reason"]["value"]
+    assert correction["corrects"] == collection["volume_ml"]["sequence"]
+
+
+def test_the_graph_runs_from_patient_to_infusion(demo: ExportDemo) -> None:
+    document = _json(demo, "--coi", demo.journey("corrected"))
+    nodes = {n["id"]: n for n in document["graph"]["nodes"]}
+    kinds = {n["kind"] for n in nodes.values()}
+    assert {"patient", "donation", "bag", "batch", "cartridge", "product", "sample", "shipment"} <= kinds
+    relations = {
+        (nodes[e["source"]]["kind"], e["relation"], nodes[e["target"]]["kind"])
+        for e in document["graph"]["edges"]
+    }
+    assert ("product", "infused into", "patient") in relations
+    assert all(uri.startswith("https://") for uri in nodes)
+
+
+def test_ids_are_uris_under_the_configured_base(demo: ExportDemo) -> None:
+    coi = demo.cois[0]
+    document = _json(demo, "--coi", coi, COI_ID_BASE="https://id.example.org/ct/")
+    assert document["patient"]["uri"] == f"https://id.example.org/ct/coi/{coi}"
+    assert document["id_base"] == "https://id.example.org/ct"
+    done = demo.run(
+        "export", "genealogy", "--coi", coi, "--format", "json", "--out", str(demo.folder / "x.json"),
+        COI_ID_BASE="urn:coi:",
+    )  # fmt: skip
+    assert done.returncode == 2 and "COI_ID_BASE" in done.stderr, done.stderr
+    assert not (demo.folder / "x.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--coi", "CHW045126ZZZZZZ"), "has no records"),
+        (("--batch", "B-NOSUCH"), "no batch of that id"),
+        (("--coi", "X", "--format", "pdf"), "invalid choice"),
+    ],
+)
+def test_bad_input_is_refused_and_writes_nothing(demo: ExportDemo, args: tuple[str, ...], said: str) -> None:
+    out = demo.folder / "refused.out"
+    fmt = () if "--format" in args else ("--format", "json")
+    message = demo.refused("export", "genealogy", *args, *fmt, "--out", str(out))
+    assert said in message
+    assert not out.exists()
+
+
+def test_an_unwritable_path_is_refused_and_leaves_nothing(demo: ExportDemo, tmp_path: Path) -> None:
+    coi = demo.cois[0]
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for out in (blocker / "x.json", tmp_path / "no-such-folder" / "x.json", tmp_path):
+        message = demo.refused("export", "genealogy", "--coi", coi, "--format", "json", "--out", str(out))
+        assert "--out" in message
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+def test_an_ambiguous_batch_lists_the_patients(tmp_path: Path) -> None:
+    demo = ExportDemo(tmp_path, patients=1)
+    cast = load_cast(tmp_path / "coi-data" / "demo-keys")
+    run = compressed_run(datetime.now(UTC), patients=2)
+    envelopes = [
+        step.envelope.decode()
+        for i in range(2)
+        for step in _SharedBatch(cast, i + 10, run.start(i), hour=run.hour).steps()
+        if step.expect is None
+    ]
+    (tmp_path / "shared.jsonl").write_text("\n".join(envelopes) + "\n")
+    done = demo.run("submit", str(tmp_path / "shared.jsonl"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    message = demo.refused(
+        "export", "genealogy", "--batch", SHARED, "--format", "json", "--out", str(tmp_path / "s.json")
+    )
+    assert "choose one with --coi" in message and message.count("CH") >= 2
+    assert not (tmp_path / "s.json").exists()
