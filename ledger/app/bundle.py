@@ -38,7 +38,7 @@ from ledger.audit.bundle_format import (
     Request,
     record_name,
 )
-from ledger.store.snapshot import REGISTRY_TOPICS, THERAPY_TOPICS, Snapshot, snapshot
+from ledger.store.snapshot import REGISTRY_RECORDS, THERAPY_TOPICS, Snapshot, snapshot
 from ledger.store.sources import Row, SqlSource
 from ledger.transparency import merkle
 from ledger.transparency.records import canonical, payload_of, row_record
@@ -85,7 +85,7 @@ def export_bundle(source: SqlSource, request: Request) -> Exported:
                 f"{checkpoint.size}): run coi checkpoint --sign, then export again"
             )
         rows = {row[0]: row for row in _context(log, proved)}
-        rows.update((row[0], row) for row in log.records(_topics(REGISTRY_TOPICS), REGISTRY_TOPICS))
+        rows.update((row[0], row) for row in log.records(REGISTRY_RECORDS, ()))
         rows = {s: row for s, row in rows.items() if s <= last}
         leaves = log.leaf_indexes(sorted(rows))
         files: dict[str, bytes] = {}

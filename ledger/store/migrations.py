@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import psycopg
 
+from ledger.store.snapshot import REGISTRY_RECORDS
 from ledger.store.sql import (
     CHECKPOINTS,
     DEFAULT_ORIGIN,
@@ -134,6 +135,13 @@ def _sequences_never_reused(c: Any, postgres: bool) -> None:
         c.execute(statement)
 
 
+def _registry_index(c: Any, postgres: bool) -> None:
+    """A bundle holds every registry record: without an index, finding the few hundred among
+    millions of journey records reads them all."""
+    table = POSTGRES_EVENTS if postgres else SQLITE_EVENTS
+    c.execute(f"CREATE INDEX IF NOT EXISTS coi_registry_records ON {table} (topic) WHERE {REGISTRY_RECORDS}")
+
+
 # After the event store's own table, which eventsourcing creates for writers.
 LEDGER = (
     Migration(
@@ -167,6 +175,7 @@ LEDGER = (
             "note TEXT NOT NULL, cosigned_at TEXT NOT NULL)"
         ),
     ),
+    Migration("registry-records-index", _registry_index),
 )
 
 

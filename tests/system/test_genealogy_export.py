@@ -19,6 +19,10 @@ from ledger.demo.journeys import Journey, Step, compressed_run
 from ledger.demo.run import load_cast
 from projections.export.build import resolve
 from tests.exports import ExportDemo, bundle_bodies, facts
+from tests.support import FIXTURE_VKEY, copy_fixture_ledger
+from tests.support import coi as run_coi
+
+FIXTURE_PATIENT = "CHW0451260059EM"  # in the v0.1 fixture ledger
 
 SHARED = "B-SHARED-9"  # a batch id two patients' batches carry
 
@@ -172,3 +176,18 @@ def test_an_ambiguous_batch_lists_the_patients(tmp_path: Path) -> None:
     )
     assert "choose one with --coi" in message and message.count("CH") >= 2
     assert not (tmp_path / "s.json").exists()
+
+
+def test_a_ledger_written_by_v0_1_exports_and_verifies(tmp_path: Path) -> None:
+    copy_fixture_ledger(tmp_path / "coi-data")
+    out = tmp_path / "old.json"
+    done = run_coi(
+        tmp_path, "export", "genealogy", "--coi", FIXTURE_PATIENT, "--format", "json", "--out", str(out),
+        "--trusted-key", str(FIXTURE_VKEY), "--with-bundle", COI_CONFIG_DIR=str(tmp_path / "cfg"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    document = json.loads(out.read_text())
+    assert document["verification"]["status"] == "verified"
+    bodies = bundle_bodies(Path(f"{out}.bundle.zip"))
+    for fact in facts(document):
+        assert resolve(bodies[fact["sequence"]], fact["field"]) == fact["value"], fact

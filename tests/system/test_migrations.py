@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from ledger.app.application import LedgerApplication
 from ledger.audit.source import SchemaError
 from ledger.store.migrations import LEDGER, PAYLOAD_DIGESTS
+from ledger.store.snapshot import REGISTRY_RECORDS, REGISTRY_TOPICS
+from ledger.store.sql import SQLITE_EVENTS, records_where
 from ledger.transparency.checkpoint import NoteSigner
 from projections.store import MIGRATIONS, ProjectionStore
 from tests.support import FIXTURE_VKEY, coi, copy_fixture_ledger
@@ -127,3 +129,14 @@ def test_two_writers_starting_together_apply_each_migration_once(store_url: str)
         t.join(timeout=60)
     assert len(applied) == 2  # neither failed
     assert sorted(applied, key=len) == [[], [m.name for m in LEDGER]]
+
+
+def test_the_registry_records_a_bundle_needs_are_read_through_their_index(old_ledger: Path) -> None:
+    assert coi(old_ledger, "migrate").returncode == 0
+    query = records_where(SQLITE_EVENTS, False, REGISTRY_RECORDS)
+    with sqlite3.connect(old_ledger / "coi-data" / "ledger.sqlite") as db:
+        plan = " ".join(str(row) for row in db.execute(f"EXPLAIN QUERY PLAN {query}"))
+        found = db.execute(query).fetchall()
+        topics = {t for (t,) in db.execute(f"SELECT topic FROM {SQLITE_EVENTS} WHERE {REGISTRY_RECORDS}")}
+    assert "USING INDEX coi_registry_records" in plan, plan
+    assert len(found) >= 3 and topics <= set(REGISTRY_TOPICS)
