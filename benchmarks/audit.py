@@ -14,10 +14,15 @@ the same run:
     that patient's journey (and `--known-at`, information), a one-month `trail` page (no
     filter, and filtered by site, signer, event type, patient), a `register` page.
 
-Targets (printed PASS/MISS, never asserted): find and timeline p99 < 20 ms; one-month trail
-p99 < 200 ms; rebuild >= 50 % of the raw read rate.
+  * `coi export genealogy` in process, per format, for random patients: the patient's bundle
+    read and verified (ledger/app/bundle.py, ledger/audit/bundle.py), the document built and
+    rendered (projections/export/); and `--batch`'s lookup in the identifier index.
 
-Run: python benchmarks/audit.py [--records N] [--db PATH] [--samples N] [--profile N]
+Targets (printed PASS/MISS, never asserted): find and timeline p99 < 20 ms; one-month trail
+p99 < 200 ms; rebuild >= 50 % of the raw read rate; an export p99 < 200 ms (JSON, CSV, EPCIS,
+FHIR) and < 1 s (HTML).
+
+Run: python benchmarks/audit.py [--records N] [--db PATH] [--samples N] [--exports N] [--profile N]
 """
 
 from __future__ import annotations
@@ -34,14 +39,20 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from common import percentile, print_header, rate
 from verify import ledger, note, prepare
 
 from ledger.cli.audit import REGISTER_KINDS
+from ledger.store.sources import open_source
+from ledger.transparency.checkpoint import NoteSigner, NoteVerifier
 from projections.custody import as_utc
+from projections.export.build import build
+from projections.export.evidence import gather
+from projections.export.formats import FORMATS, renderer
+from projections.export.uris import DEFAULT_BASE, Ids
 from projections.policy import late_entry_after
 from projections.queries import Audit
 from projections.rebuild import rebuild
@@ -50,8 +61,11 @@ from projections.store import ProjectionStore
 TARGET_REBUILD_SHARE = 0.50
 TARGET_LOOKUP_P99_MS = 20.0  # find, timeline, timeline --as-of
 TARGET_TRAIL_P99_MS = 200.0  # a one-month trail
+TARGET_EXPORT_P99_MS = {"html": 1000.0}  # and 200 ms for every other format
+TARGET_EXPORT_DEFAULT_MS = 200.0
 PROFILE_TOP = 25
 MONTH = timedelta(days=30)
+NOW = datetime(2026, 12, 1, tzinfo=UTC)  # the export's own time: not what is measured
 
 
 @dataclass
@@ -245,6 +259,42 @@ def queries(url: str, target: Path, samples: int, rng: random.Random) -> list[La
         store.close()
 
 
+def exports(url: str, target: Path, signer: NoteSigner, samples: int, rng: random.Random) -> list[Latency]:
+    """Each format's export of `samples` random patients, as `coi export genealogy` makes it."""
+    store = ProjectionStore(f"sqlite:///{target}")
+    source = open_source(url)
+    try:
+        audit = Audit(store.connection, store.postgres)
+        cois = rng.sample(
+            [c for (c,) in store.connection.execute("SELECT DISTINCT coi FROM proj_units")], samples
+        )
+        batches = [f"B-{c}" for c in cois]
+
+        def trust(_: str) -> tuple[list[NoteVerifier], str]:
+            return [signer.verifier], "the benchmark's ledger key"
+
+        def export(coi: str, fmt: str) -> bytes:
+            evidence = gather(source, coi, trust)
+            assert evidence.verification.status == "verified", evidence.verification.failure
+            document = build(evidence.sources, coi, Ids(DEFAULT_BASE, coi), evidence.verification, coi, NOW)
+            return renderer(fmt)(document)
+
+        sizes = {fmt: len(export(cois[0], fmt)) for fmt in FORMATS}  # warm-up, and a size to show
+        out = [
+            timed("--batch lookup", [(b, lambda b=b: audit.cois(b, "batch")) for b in batches], None,
+                  "info: the patient of a batch, from the identifier index"),
+        ]  # fmt: skip
+        for fmt in FORMATS:
+            note(f"  export {fmt} x {samples:,} ...")
+            target_ms = TARGET_EXPORT_P99_MS.get(fmt, TARGET_EXPORT_DEFAULT_MS)
+            calls: list[Call] = [(c, lambda c=c, fmt=fmt: export(c, fmt)) for c in cois]
+            out.append(timed(f"export {fmt}", calls, target_ms, f"{sizes[fmt]:,} bytes for one patient"))
+        return out
+    finally:
+        source.close()
+        store.close()
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -268,8 +318,8 @@ def print_rebuild(r: Rebuild) -> None:
         f"{verdict(share >= TARGET_REBUILD_SHARE)}: target >= {TARGET_REBUILD_SHARE:.0%}")  # fmt: skip
 
 
-def print_queries(latencies: list[Latency]) -> None:
-    print("\n== queries (in process, ms)")
+def print_queries(latencies: list[Latency], what: str = "queries") -> None:
+    print(f"\n== {what} (in process, ms)")
     for q in latencies:
         value = f"p50 {statistics.median(q.ms):7.2f}, p99 {q.p99:7.2f}"
         judged = f"{verdict(q.p99 < q.target_ms)}: p99 < {q.target_ms:.0f} ms; " if q.target_ms else ""
@@ -291,14 +341,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="time the queries on the --projections a previous run rebuilt",
     )
     parser.add_argument("--samples", type=int, default=2000, help="queries of each kind (2000)")
+    parser.add_argument("--exports", type=int, default=100, help="exports of each format (100; 0: none)")
     parser.add_argument("--seed", type=int, default=1, help="for the random samples")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also cProfile a rebuild of the first N records (default: none)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.records < 1000:
         parser.error("--records must be at least 1000")
-    if args.samples < 1 or args.profile < 0:
-        parser.error("--samples must be positive and --profile not negative")
+    if args.samples < 1 or args.profile < 0 or args.exports < 0:
+        parser.error("--samples must be positive, and --profile and --exports not negative")
     if args.queries_only and not (args.projections and args.projections.exists()):
         parser.error("--queries-only needs --projections naming a file a previous run rebuilt")
     return args
@@ -311,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = Path(tmp)
         db = args.db.resolve() if args.db else folder / "ledger.sqlite"
         url = f"sqlite:///{db}"
-        _, built, reused = prepare(db, args.records, 100_000)
+        signer, built, reused = prepare(db, args.records, 100_000)
         print(f"ledger:   {built.records:,} records, {built.patients:,} patients"
               + (f" (kept, built {built.date})" if reused else " (built in this run)"))  # fmt: skip
         projections = args.projections.resolve() if args.projections else folder / "projections.sqlite"
@@ -320,6 +371,11 @@ def main(argv: list[str] | None = None) -> int:
             print_rebuild(timed_rebuild(url, projections))
         note("queries ...")
         print_queries(queries(url, projections, args.samples, random.Random(args.seed)))
+        if args.exports:
+            note("exports ...")
+            print_queries(
+                exports(url, projections, signer, args.exports, random.Random(args.seed)), "exports"
+            )
         if args.profile:
             note(f"profiling a rebuild of {args.profile:,} records ...")
             print(f"\n== profiled rebuild of the first {args.profile:,} records (not counted above)")
