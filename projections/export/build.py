@@ -119,7 +119,8 @@ class _Built:
     """What the walk over the records collects."""
 
     ids: Ids
-    names: dict[str, tuple[str | None, str | None]]  # principal -> (printed name, kind)
+    names: dict[str, _Cite]  # principal -> its registration
+    bodies: dict[int, _Cite] = field(default_factory=dict)  # sequence -> the patient's records
     rows: AuditRows = field(default_factory=AuditRows)
     state: TherapyState | None = None
     units: dict[str, UnitRow] = field(default_factory=dict)
@@ -154,13 +155,13 @@ def build(
         if isinstance(body, ev.Journey) and body.coi != coi:
             continue
         if isinstance(body, ev.PrincipalRegistered):
-            built.names[body.principal_id] = (body.printed_name, body.kind)
+            built.names[body.principal_id] = _Cite(source.sequence, raw_body(source.envelope))
         rows = derive((source.sequence, source.recorded_at, source.envelope), patients, body)
         if not isinstance(body, ev.Journey):
             continue
         _merge(built.rows, rows)
         event_sequences[str(body.event_id)] = source.sequence
-        cite = _Cite(source.sequence, raw_body(source.envelope))
+        cite = built.bodies[source.sequence] = _Cite(source.sequence, raw_body(source.envelope))
         _collect(built, body, cite, rows, event_sequences)
         record = rows.records[0]
         built.records.append(
@@ -184,7 +185,8 @@ def build(
         raise ExportError(f"the records hold no enrolment of {coi}")
     built.state = patients.get(coi).state
     for signature_row in built.rows.signatures:
-        built.signatures[signature_row.sequence].append(_signature(signature_row, built.names))
+        signed = built.bodies[signature_row.sequence]
+        built.signatures[signature_row.sequence].append(_signature(signature_row, signed, built.names))
     return _document(built, verification, asked, exported_at)
 
 
@@ -300,18 +302,31 @@ def _collect(
             )
 
 
-def _signature(row: SignatureRow, names: dict[str, tuple[str | None, str | None]]) -> doc.Signature:
-    name, kind = names.get(row.principal, (None, None))
+def _signature(row: SignatureRow, signed: _Cite, names: dict[str, _Cite]) -> doc.Signature:
+    """The signature with its manifestation in the signed body; a signer without one (a device,
+    a site system) with its name and kind from its registration."""
+    registered = names.get(row.principal)
+    manifestations = signed.raw.get("manifestations") or []
+    shown = next((i for i, m in enumerate(manifestations) if m.get("principal") == row.principal), None)
+    if shown is not None:
+        cited = [
+            signed("manifestations", shown, n) for n in ("principal", "printed_name", "signed_at", "meaning")
+        ]
+    elif registered is not None:
+        cited = [registered("principal_id"), registered("printed_name"), registered("kind")]
+    else:
+        cited = []
     return doc.Signature(
         sequence=row.sequence,
         position=row.position,
         keyid=row.keyid,
         principal=row.principal,
-        kind=kind,
-        printed_name=row.printed_name or name,
+        kind=str(registered("kind").value) if registered else None,
+        printed_name=row.printed_name or (str(registered("printed_name").value) if registered else None),
         signed_at=_utc(row.signed_at) if row.signed_at is not None else None,
         meaning=row.meaning,
         manifested=row.signed_at is not None,
+        cited=cited,
     )
 
 

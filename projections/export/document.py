@@ -41,6 +41,8 @@ class Signature(msgspec.Struct, frozen=True, kw_only=True):
     signed_at: str | None  # UTC, from the manifestation
     meaning: str | None
     manifested: bool  # the printed name, time and meaning are inside the signed body
+    # Where the above was read: the manifestation in the signed body, or the registration.
+    cited: list[Fact] = []
 
 
 class Correction(msgspec.Struct, frozen=True, kw_only=True):
