@@ -1,0 +1,552 @@
+"""`--format html`: one self-contained page a QA reviewer opens and prints (A4), in the order
+they read it: the outcome and the alarms, what was verified against which checkpoint, the
+genealogy graph, custody, batches and QC, shipments and the bedside, the register, every
+signature's manifestation, the records, and an end-of-report line so the last printed page is
+recognisable. No script, no external resource: CSS and SVG inline.
+
+Every text from the ledger is escaped: site systems wrote it. Every value shows the sequence
+of the record it was read from, in a `seq` column or as a small "seq N" beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from html import escape
+
+from projections.export import svg
+from projections.export.document import (
+    Batch,
+    Correction,
+    Fact,
+    Genealogy,
+    Shipment,
+    Signature,
+    Value,
+)
+
+Cell = str  # HTML, already escaped
+
+STYLE = """
+@page { size: A4; margin: 14mm 12mm 16mm 12mm; }
+@page graph { size: A4 landscape; margin: 12mm; }
+* { box-sizing: border-box; }
+body { font-family: "DejaVu Sans", Arial, sans-serif; font-size: 10pt; color: #000; margin: 0 auto;
+  max-width: 1200px; padding: 0 12px; line-height: 1.3; }
+h1 { font-size: 17pt; margin: 10px 0 4px; }
+h2 { font-size: 13pt; margin: 18px 0 6px; border-bottom: 2px solid #000; padding-bottom: 2px;
+  break-after: avoid; page-break-after: avoid; }
+h3 { font-size: 11pt; margin: 12px 0 4px; break-after: avoid; page-break-after: avoid; }
+p { margin: 4px 0; }
+.meta { color: #333; font-size: 9pt; }
+table { border-collapse: collapse; width: 100%; margin: 4px 0 8px; font-size: 8.5pt; }
+thead { display: table-header-group; }
+tr, .keep, figure { break-inside: avoid; page-break-inside: avoid; }
+th, td { border: 1px solid #888; padding: 2px 4px; vertical-align: top; text-align: left;
+  overflow-wrap: anywhere; }
+th { background: #e8e8e8; }
+table.kv th { width: 22%; }
+td.seq, th.seq { width: 4.5em; white-space: nowrap; }
+.s { font-size: 7pt; color: #555; white-space: nowrap; }
+.s::before { content: " "; }
+.outcome { border: 2px solid #000; padding: 6px 10px; font-size: 12pt; margin: 8px 0; }
+.alarms { border: 4px double #b00020; background: #fde2e1; padding: 6px 10px; margin: 8px 0; }
+.alarms h2 { border: 0; margin: 0 0 4px; color: #b00020; }
+.alarms li { font-weight: 700; margin: 2px 0; }
+.quiet { border: 1px solid #888; padding: 4px 10px; margin: 8px 0; }
+.badge { font-weight: 700; padding: 0 4px; border: 1px solid currentColor; white-space: nowrap; }
+.bad { color: #b00020; }
+tr.bad td { background: #fde2e1; }
+.good { color: #1b6e20; }
+.warn { color: #8a5a00; }
+tr.bad td:first-child { border-left: 5px solid #b00020; }
+.verify.bad { border: 4px solid #b00020; background: #fde2e1; padding: 6px 10px; font-weight: 700; }
+.verify.ok { border: 2px solid #1b6e20; padding: 4px 10px; }
+pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 8pt; background: #f4f4f4;
+  padding: 4px; border: 1px solid #ccc; }
+section.graph { page: graph; }
+figure { margin: 0; }
+figcaption { font-size: 8.5pt; color: #333; }
+.end-of-report { border-top: 3px double #000; margin-top: 18px; padding-top: 6px; font-weight: 700;
+  break-inside: avoid; }
+@media print { body { max-width: none; padding: 0; } section.graph h2 { margin-top: 0; } }
+"""
+
+NONE = '<span class="none">—</span>'
+_ALARM_WORDS = ("rejected", "quarantined", "fail", "mismatch", "open", "excursion")
+
+
+def render(genealogy: Genealogy) -> bytes:
+    g = genealogy
+    coi = str(g.patient.coi.value)
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>Genealogy of COI {_e(coi)}: {_e(g.outcome.stage)}</title>",
+        f"<style>{STYLE}{svg.STYLE}</style></head><body>",
+        _head(g),
+        _verification(g),
+        _graph(g),
+        _patient(g),
+        _custody(g),
+        *(_batch(b) for b in g.batches),
+        _products(g),
+        *(_shipment(s) for s in g.shipments),
+        _bedside(g),
+        _register(g),
+        _signatures(g),
+        _records(g),
+        _end(g),
+        "</body></html>",
+    ]
+    return "\n".join(parts).encode()
+
+
+# --- values -------------------------------------------------------------------------------
+
+
+def _e(value: Value | None) -> str:
+    if value is None:
+        return NONE
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return escape(str(value))
+
+
+def _seq(sequence: int) -> Cell:
+    return f'<span class="s">seq {sequence}</span>'
+
+
+def _v(fact: Fact | None, row: int | None = None) -> Cell:
+    """The value, with its record's sequence unless it is the row's (shown in its column)."""
+    if fact is None:
+        return NONE
+    text = _e(fact.value)
+    if isinstance(fact.value, str) and fact.value[:4].isdigit() and "T" in fact.value:
+        text = text.replace("T", "T<wbr>", 1)  # a timestamp may break at its time, not mid-number
+    return text if fact.sequence == row else text + _seq(fact.sequence)
+
+
+def _vs(facts: Iterable[Fact], row: int | None = None) -> Cell:
+    return ", ".join(_v(f, row) for f in facts) or NONE
+
+
+def _badge(text: str, tone: str) -> Cell:
+    return f'<span class="badge {tone}">{_e(text)}</span>'
+
+
+def _status(status: str | None) -> Cell:
+    if not status:
+        return NONE
+    words = status.replace("_", " ")
+    return _badge(words.upper() if svg.tone(status) == "bad" else words, svg.tone(status))
+
+
+def _table(headers: Sequence[str], rows: Iterable[tuple[str, Sequence[Cell]]], cls: str = "") -> Cell:
+    """A table of `rows` (each a row class and its cells); "seq" headers get the narrow column."""
+    head = "".join(f'<th class="seq">{h}</th>' if h == "seq" else f"<th>{h}</th>" for h in headers)
+    body = "".join(
+        f'<tr class="{tone}">' + "".join(f"<td>{c}</td>" for c in cells) + "</tr>" for tone, cells in rows
+    )
+    if not body:
+        return '<p class="quiet">None recorded.</p>'
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _kv(rows: Iterable[tuple[str, Cell]]) -> Cell:
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv"><tbody>{body}</tbody></table>'
+
+
+def _section(ident: str, title: str, *body: str, cls: str = "") -> Cell:
+    return f'<section id="{ident}" class="{cls}"><h2>{title}</h2>{"".join(body)}</section>'
+
+
+def _manifestation(s: Signature) -> Cell:
+    """Printed name (principal), UTC time, meaning; a signer without one says so."""
+    name = f"{_e(s.printed_name)} ({_e(s.principal)})"
+    if not s.manifested:
+        kind = _e(s.kind or "unregistered signer")
+        return f"{name}: {kind}, signs without a manifestation"
+    return f"{name}, {_e(s.signed_at)}, meaning: <b>{_e(s.meaning)}</b>"
+
+
+def _corrected(corrections: Sequence[Correction]) -> Cell:
+    return "".join(
+        f'<div class="warn">corrected by seq {c.sequence}: {_v(c.field)} {_v(c.old_value)} → '
+        f"{_v(c.new_value)} ({_v(c.reason)}, by {_v(c.by)})</div>"
+        for c in corrections
+    )
+
+
+# --- sections -----------------------------------------------------------------------------
+
+
+def _head(g: Genealogy) -> Cell:
+    outcome = g.outcome
+    if outcome.alarms:
+        items = "".join(f"<li>⚠ {_e(a)}</li>" for a in outcome.alarms)
+        alarms = (
+            f'<div class="alarms" id="alarms"><h2>⚠ {len(outcome.alarms)} ALARM'
+            f"{'S' if len(outcome.alarms) > 1 else ''}: read before any sign-off</h2><ul>{items}</ul></div>"
+        )
+    else:
+        alarms = (
+            '<p class="quiet" id="alarms">No alarms in these records: no failed test, rejection, '
+            "bedside mismatch, excursion, or open hold or deviation.</p>"
+        )
+    tone = "bad" if outcome.stage == "rejected" or outcome.alarms else ""
+    v = g.verification
+    return (
+        f"<header><h1>Batch genealogy report: COI {_e(g.patient.coi.value)}</h1>"
+        f'<p class="meta">Asked for: {_e(g.asked)} · exported {_e(g.exported_at)} (UTC) · '
+        f"{_e(g.format)} · {len(g.records)} records · checkpoint tree size {v.tree_size} of "
+        f"{_e(v.origin)} · identifiers under {_e(g.id_base)}</p>"
+        f'<div class="outcome {tone}" id="outcome"><b>Outcome ({_e(outcome.stage)}):</b> '
+        f"{_e(outcome.summary)}</div>{alarms}{_verdict(g)}</header>"
+    )
+
+
+def _verdict(g: Genealogy) -> Cell:
+    v = g.verification
+    if v.status == "verified":
+        return (
+            f'<p class="verify ok">Records verified: every record is proved in the checkpoint at tree '
+            f"size {v.tree_size} of {_e(v.origin)}, signed by a trusted key (see Verification).</p>"
+        )
+    why = f": {_e(v.failure)}" if v.failure else ""
+    return (
+        f'<p class="verify bad">⚠ RECORDS {_e(v.status.upper())}{why}. Nothing in this report is '
+        "proved against a trusted checkpoint.</p>"
+    )
+
+
+def _verification(g: Genealogy) -> Cell:
+    v = g.verification
+    status = _badge(v.status.upper(), "good" if v.status == "verified" else "bad")
+    rows = [
+        ("Status", status + (f" {_e(v.failure)}" if v.failure else "")),
+        ("Log (origin)", _e(v.origin)),
+        ("Checkpoint tree size", str(v.tree_size)),
+        ("Root hash", f"<code>{_e(v.root_hash)}</code>"),
+        ("Trusted", _e(v.trusted_roots)),
+        ("Records after the checkpoint (not in this report)", str(v.left_out)),
+    ]
+    proved = "".join(f"<li>{_e(p)}</li>" for p in v.proved)
+    not_proved = "".join(f"<li>{_e(p)}</li>" for p in v.not_proved)
+    return _section(
+        "verification",
+        "Verification",
+        _kv(rows),
+        f"<h3>Proved</h3><ul>{proved or '<li>nothing</li>'}</ul>",
+        f"<h3>Not proved by this report</h3><ul>{not_proved}</ul>",
+        f'<h3>The signed checkpoint</h3><pre class="keep">{_e(v.checkpoint)}</pre>',
+    )
+
+
+def _graph(g: Genealogy) -> Cell:
+    edges = len(g.graph.edges)
+    return _section(
+        "graph",
+        "Genealogy",
+        f"<figure>{svg.draw(g.graph)}<figcaption>{len(g.graph.nodes)} items and {edges} links, left to "
+        "right as the cells travel; each link names the record (seq) that made it. Red dashed boxes "
+        "are rejected or quarantined, green released or infused; the status is written in each box."
+        "</figcaption></figure>",
+        cls="graph",
+    )
+
+
+def _patient(g: Genealogy) -> Cell:
+    p = g.patient
+    patient = _kv(
+        [
+            ("COI", _v(p.coi)),
+            ("Order", _v(p.order_id)),
+            ("Product", _v(p.product)),
+            ("Treatment site", _v(p.treatment_site)),
+            ("Enrolled", f"{_v(p.enrolled_at)} by {_v(p.enrolled_by)}"),
+        ]
+    )
+    collections = _table(
+        ["seq", "DIN", "bag", "product code", "facility", "volume (mL)", "started (UTC)", "ended (UTC)",
+         "site", "collected by"],
+        (
+            (
+                "warn" if c.corrections else "",
+                [
+                    str(c.din.sequence), _v(c.din, c.din.sequence), _v(c.bag, c.din.sequence),
+                    _v(c.product_code, c.din.sequence), _v(c.collection_facility, c.din.sequence),
+                    _v(c.volume_ml, c.din.sequence) + _corrected(c.corrections),
+                    _v(c.started_at, c.din.sequence), _v(c.ended_at, c.din.sequence),
+                    _v(c.site, c.din.sequence), _v(c.collected_by, c.din.sequence),
+                ],
+            )
+            for c in g.collections
+        ),
+    )  # fmt: skip
+    labels = _table(
+        ["label", "DIN", "printed (UTC)", "applied to", "voided"],
+        (
+            ("" if lb.voided is None else "warn",
+             [_v(lb.label_id), _v(lb.din), _v(lb.printed_at), _v(lb.applied_to),
+              "" if lb.voided is None else "VOIDED: " + _v(lb.voided)])
+            for lb in g.labels
+        ),
+    )  # fmt: skip
+    return _section(
+        "patient", "Patient and collection", patient, "<h3>Collections</h3>", collections,
+        "<h3>Labels</h3>", labels,
+    )  # fmt: skip
+
+
+def _custody(g: Genealogy) -> Cell:
+    rows = []
+    for c in g.custody:
+        s = c.sequence
+        handed = f"{_v(c.from_custodian, s)} → {_v(c.to_custodian, s)}"
+        rows.append(
+            ("warn" if c.corrections else "",
+             [str(s), _v(c.occurred_at, s), _e(c.type.replace("_", " ")), _vs(c.units, s), handed,
+              _v(c.location, s), _v(c.condition, s) + _corrected(c.corrections), _v(c.site, s)])
+        )  # fmt: skip
+    return _section(
+        "custody",
+        "Custody timeline",
+        _table(["seq", "time (UTC)", "what", "units", "from → to", "location", "condition", "site"], rows),
+    )
+
+
+def _batch(b: Batch) -> Cell:
+    s = b.batch_id.sequence
+    key = _kv(
+        [
+            ("Status", _status(b.status)),
+            ("Manufacturing site", _v(b.site)),
+            ("Cell Shuttle / slot", f"{_v(b.shuttle_id)} / slot {_v(b.slot)}"),
+            ("Cartridge", _v(b.cartridge_id)),
+            ("Recipe", _v(b.recipe_version)),
+            ("Inputs", _vs(b.inputs)),
+            ("Started (UTC)", _v(b.started_at)),
+            ("Completed (UTC)", _v(b.completed_at)),
+            ("QC samples", _vs(b.samples)),
+        ]
+    )
+    steps = _table(
+        ["seq", "step", "started (UTC)", "ended (UTC)", "material lots", "alarms", "performed by"],
+        (
+            ("bad" if st.alarms else "",
+             [str(st.step.sequence), _v(st.step, st.step.sequence), _v(st.started_at, st.step.sequence),
+              _v(st.ended_at, st.step.sequence), _vs(st.material_lots, st.step.sequence),
+              _vs(st.alarms, st.step.sequence), _v(st.performed_by, st.step.sequence)])
+            for st in b.steps
+        ),
+    )  # fmt: skip
+    outputs = _table(
+        ["seq", "product unit", "product code", "volume (mL)"],
+        (
+            ("", [str(o.unit_id.sequence), _v(o.unit_id, o.unit_id.sequence),
+                  _v(o.product_code, o.unit_id.sequence), _v(o.volume_ml, o.unit_id.sequence)])
+            for o in b.outputs
+        ),
+    )  # fmt: skip
+    qc = _table(
+        ["seq", "sample", "test", "method", "result", "specification", "verdict", "time (UTC)", "recorded by"],
+        (
+            ("" if q.passed.value else "bad",
+             [str(q.test.sequence), _v(q.sample_id, q.test.sequence), _v(q.test, q.test.sequence)
+              + (" " + _badge("RETEST", "warn") if q.retest else ""),
+              _v(q.method, q.test.sequence), _v(q.result, q.test.sequence),
+              _v(q.specification, q.test.sequence),
+              _badge("PASS", "good") if q.passed.value else _badge("FAIL", "bad"),
+              _v(q.occurred_at, q.test.sequence), _v(q.recorded_by, q.test.sequence)])
+            for q in b.qc
+        ),
+    )  # fmt: skip
+    retests = _table(
+        ["seq", "test", "deviation", "authorised (UTC)", "by", "reason"],
+        (
+            ("warn", [str(r.test.sequence), _v(r.test, r.test.sequence), _v(r.deviation_id, r.test.sequence),
+                      _v(r.authorised_at, r.test.sequence), _v(r.authorised_by, r.test.sequence),
+                      _v(r.reason, r.test.sequence)])
+            for r in b.retests
+        ),
+    )  # fmt: skip
+    return _section(
+        f"batch-{_e(b.batch_id.value)}",
+        f"Batch {_e(b.batch_id.value)} {_status(b.status)}{_seq(s)}",
+        key,
+        "<h3>Manufacturing steps</h3>",
+        steps,
+        "<h3>Outputs</h3>",
+        outputs,
+        "<h3>QC results against specification</h3>",
+        qc,
+        "<h3>Retests</h3>" + retests if b.retests else "",
+        "<h3>QA disposition</h3>",
+        _disposition(b),
+    )
+
+
+def _disposition(b: Batch) -> Cell:
+    d = b.disposition
+    if d is None:
+        return '<p class="quiet warn">No disposition: QA has not released or rejected this batch.</p>'
+    decision = str(d.decision.value)
+    seq = d.decision.sequence
+    signed = "".join(f"<li>{_manifestation(s)}{_seq(s.sequence)}</li>" for s in d.signatures)
+    rows = [
+        ("Decision", _badge(decision.upper(), "good" if decision == "released" else "bad") + _seq(seq)),
+        ("Time (UTC)", _v(d.occurred_at)),
+        ("Reason", _v(d.reason)),
+        ("Signed", f"<ul>{signed}</ul>" if signed else '<span class="bad">no signature</span>'),
+    ]
+    return f'<div class="keep">{_kv(rows)}</div>'
+
+
+def _products(g: Genealogy) -> Cell:
+    rows = (
+        ("bad" if svg.tone(p.status) == "bad" or p.holds or p.bedside == "MISMATCH" else "",
+         [str(p.status_sequence), _v(p.unit_id), _e(p.batch_id), _status(p.status),
+          _e(", ".join(p.holds)) if p.holds else NONE, _e(p.custodian), _e(p.site), _e(p.shipment_id),
+          _status(p.bedside)])
+        for p in g.products
+    )  # fmt: skip
+    return _section(
+        "products",
+        "Final product units",
+        "<p>Where each unit stands now, as the rules hold it; seq is the record that set its status.</p>",
+        _table(["seq", "unit", "batch", "status", "holds", "custodian", "site", "shipment", "bedside"], rows),
+    )
+
+
+def _shipment(s: Shipment) -> Cell:
+    key = _kv(
+        [
+            ("Units", _vs(s.units)),
+            ("Dry shipper / data logger", f"{_v(s.shipper_id)} / {_v(s.data_logger_id)}"),
+            ("From → to", f"{_v(s.origin_site)} → {_v(s.destination_site)}"),
+            ("Dispatched (UTC)", _v(s.dispatched_at)),
+            ("Received (UTC)", _v(s.received_at)),
+            ("Received at, condition", f"{_v(s.received_location)}, {_v(s.received_condition)}"),
+            ("Logger reviewed", _v(s.logger_reviewed)),
+        ]
+    )
+    readings = _table(
+        ["seq", "time (UTC)", "logger", "°C", "excursion"],
+        (
+            ("bad" if r.excursion else "",
+             [str(r.celsius.sequence), _v(r.occurred_at, r.celsius.sequence), _v(r.logger_id, r.celsius.sequence),
+              _v(r.celsius, r.celsius.sequence),
+              f"{_badge('EXCURSION', 'bad')} limit {_v(r.limit_celsius, r.celsius.sequence)} °C for "
+              f"{_v(r.duration_s, r.celsius.sequence)} s" if r.excursion else "in range"])
+            for r in s.temperatures
+        ),
+    )  # fmt: skip
+    return _section(
+        f"shipment-{_e(s.shipment_id.value)}",
+        f"Shipment {_e(s.shipment_id.value)}{_seq(s.shipment_id.sequence)}",
+        key,
+        "<h3>Temperature record</h3>",
+        readings,
+    )
+
+
+def _bedside(g: Genealogy) -> Cell:
+    checks = _table(
+        ["seq", "unit", "outcome", "time (UTC)", "checked by", "witness", "signed"],
+        (
+            ("bad" if b.outcome == "MISMATCH" else "",
+             [str(b.sequence), _v(b.unit_id, b.sequence),
+              _badge(b.outcome, "bad" if b.outcome == "MISMATCH" else "good")
+              + (" infusion blocked" if b.outcome == "MISMATCH" else ""),
+              _v(b.occurred_at, b.sequence), _v(b.checked_by, b.sequence), _v(b.witness, b.sequence),
+              "<br>".join(_manifestation(s) for s in b.signatures) or NONE])
+            for b in g.bedside
+        ),
+    )  # fmt: skip
+    infusions = _table(
+        ["seq", "unit", "thaw started (UTC)", "infused (UTC)", "by", "site"],
+        (
+            ("good", [str(i.unit_id.sequence), _v(i.unit_id, i.unit_id.sequence),
+                      _v(i.thaw_started_at, i.unit_id.sequence), _v(i.occurred_at, i.unit_id.sequence),
+                      _v(i.infused_by, i.unit_id.sequence), _v(i.site, i.unit_id.sequence)])
+            for i in g.infusions
+        ),
+    )  # fmt: skip
+    if not g.infusions:
+        infusions = '<p class="quiet bad">No infusion recorded.</p>'
+    return _section("bedside", "Bedside check and infusion", checks, "<h3>Infusions</h3>", infusions)
+
+
+def _register(g: Genealogy) -> Cell:
+    rows = []
+    for r in g.register:
+        is_open = r.closed_sequence is None and r.kind in ("hold", "deviation")
+        alarm = is_open or r.kind == "excursion" or (r.outcome or "").lower() in _ALARM_WORDS
+        closed = (
+            _badge("OPEN", "bad")
+            if r.closed_sequence is None
+            else f"{_e(r.closed_at)} by {_e(r.closed_by)}{_seq(r.closed_sequence)}: {_e(r.outcome)}"
+        )
+        rows.append(
+            ("bad" if alarm else "",
+             [str(r.opened_sequence), _e(r.kind), _e(r.item_id), _e(r.summary), f"{_e(r.opened_at)} by "
+              f"{_e(r.opened_by)} at {_e(r.site)}", _e(r.reason), closed])
+        )  # fmt: skip
+    corrections = _table(
+        ["seq", "corrects", "field", "old → new", "reason", "by", "time (UTC)"],
+        (
+            ("warn", [str(c.sequence), f"seq {c.corrects}", _v(c.field, c.sequence),
+                      f"{_v(c.old_value, c.sequence)} → {_v(c.new_value, c.sequence)}",
+                      _v(c.reason, c.sequence), _v(c.by, c.sequence), _v(c.occurred_at, c.sequence)])
+            for c in g.corrections
+        ),
+    )  # fmt: skip
+    return _section(
+        "register",
+        "Register: holds, deviations, excursions, corrections, dispositions",
+        _table(["seq", "kind", "id", "what", "opened (UTC)", "reason", "closed (UTC)"], rows),
+        "<h3>Corrections (the old value stays on record)</h3>",
+        corrections,
+    )
+
+
+def _signatures(g: Genealogy) -> Cell:
+    rows = (
+        ("" if s.manifested else "warn",
+         [str(s.sequence), _e(s.printed_name), _e(s.principal), _e(s.kind),
+          _e(s.signed_at) if s.manifested else "signs without a manifestation",
+          f"<b>{_e(s.meaning)}</b>" if s.manifested else NONE, f"<code>{_e(s.keyid)}</code>"])
+        for s in g.signatures
+    )  # fmt: skip
+    return _section(
+        "signatures",
+        "Signatures (Part 11 manifestation)",
+        "<p>Printed name, time and meaning as the signed record holds them; a device or site system "
+        "signs without a manifestation: its name and kind are its registration's.</p>",
+        _table(["seq", "printed name", "principal", "kind", "signed (UTC)", "meaning", "key"], rows),
+    )
+
+
+def _records(g: Genealogy) -> Cell:
+    rows = (
+        ("bad" if r.outcome in ("FAIL", "MISMATCH", "REJECTED", "EXCURSION") else "",
+         [str(r.sequence), _e(r.type.replace("_", " ")), _e(r.occurred_at), _e(r.site), _e(r.actor),
+          _e(r.outcome), _e(r.reason) + "".join(f"<div>{_e(f)}</div>" for f in r.flags),
+          _e(r.leaf_index)])
+        for r in g.records
+    )  # fmt: skip
+    return _section(
+        "records",
+        f"The {len(g.records)} records this report was made from",
+        _table(["seq", "type", "occurred (UTC)", "site", "actor", "outcome", "reason, flags", "leaf"], rows),
+    )
+
+
+def _end(g: Genealogy) -> Cell:
+    v = g.verification
+    return (
+        f'<div class="end-of-report" id="end">End of report: COI {_e(g.patient.coi.value)}, '
+        f"{len(g.records)} records, checkpoint tree size {v.tree_size} ({_e(v.origin)}), "
+        f"{_e(v.status)}; exported {_e(g.exported_at)}.</div>"
+    )
