@@ -25,7 +25,7 @@ ARTIFACTS = Path(os.environ.get("COI_TEST_ARTIFACTS") or ROOT / "test-artifacts"
 TOOLS = ("chromium", "pdfinfo", "pdftotext")
 
 
-def _unavailable() -> None:
+def _require_tools() -> None:
     missing = [tool for tool in TOOLS if not shutil.which(tool)]
     if missing:
         problem = (
@@ -40,7 +40,7 @@ def _unavailable() -> None:
 @contextmanager
 def chromium() -> Iterator[Browser]:
     """Headless Chromium, or the test skipped (failed under CI) saying what is missing."""
-    _unavailable()
+    _require_tools()
     # Chromium refuses to start its sandbox as root (CI's container runs as root).
     args = ["--no-sandbox"] if os.geteuid() == 0 else []
     with sync_playwright() as playwright:
