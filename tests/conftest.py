@@ -1,4 +1,5 @@
-"""Fixtures: a ledger store of each kind (tests/stores.py), the demo cast, a registered ledger."""
+"""Fixtures: a ledger store of each kind (tests/stores.py), the demo cast, a registered ledger,
+a page in headless Chromium (tests/browser.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import Browser
 
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast, compressed_run
 from ledger.demo.kit import register_cast
 from ledger.store.logstore import TABLES as LOG_TABLES
 from ledger.store.recorders import CLAIMS_TABLE, SCHEMA_TABLE
+from tests.browser import RenderedPage, artifacts_for, chromium, rendered_page
 from tests.stores import fresh_store
 
 LEDGER_TABLES = [f"{LedgerApplication.name.lower()}_events", CLAIMS_TABLE, SCHEMA_TABLE, *LOG_TABLES]
@@ -50,3 +53,18 @@ def registered(app: LedgerApplication, cast: Cast) -> LedgerApplication:
     the compressed journeys of tests/support.py `new_journey`, and the first policy boundary."""
     register_cast(app, cast, compressed_run(datetime.now(UTC)).registered_at)
     return app
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    """One Chromium for the session (a launch costs a second or two); each test gets its own
+    context from `browser_page`."""
+    with chromium() as launched:
+        yield launched
+
+
+@pytest.fixture
+def browser_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[RenderedPage]:
+    """A fresh tab whose screenshots and PDFs go to the test's folder under test-artifacts/."""
+    with rendered_page(browser, artifacts_for(request.node.nodeid)) as page:
+        yield page

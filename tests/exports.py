@@ -20,6 +20,7 @@ JOURNEYS = {
     "rejected": "batch rejected",
     "excursion": "excursion",
     "mismatch": "bedside mismatch",
+    "retest": "retest conforms",
 }
 
 

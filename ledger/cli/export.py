@@ -190,6 +190,8 @@ def _genealogy(args: argparse.Namespace) -> int:
     say(f"  {genealogy.outcome.summary}")
     for alarm in genealogy.outcome.alarms:
         say(f"  !! {alarm}")
+    for note in genealogy.outcome.notes:
+        say(f"  -  {note}")
     if not configured:
         say(
             f"coi: COI_ID_BASE is not set: identifiers are URIs under {DEFAULT_BASE}, which resolves nowhere;"

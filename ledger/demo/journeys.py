@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aggregates.policy import RULES_VERSION, Policy
-from aggregates.therapy import REQUIRED_QC, excursion_ids
+from aggregates.therapy import REQUIRED_QC, excursion_ids, failure_deviation
 from ledger.site.signing import Member, adoption, envelope, registration
 from ledger.wire import events as ev
 from ledger.wire.identifiers import with_check
@@ -26,7 +26,15 @@ HOSPITALS = {"US-BDW": ("W0451", "Bridgewater NJ"), "JP-KAS": ("J0788", "Kashiwa
 FACTORIES = {"US-SSF": "South San Francisco", "NL-LEI": "Leiden"}
 COURIER_SITE = "US-WCX"
 
-VARIANTS = ("happy", "qc_failure", "excursion", "identity_mismatch")
+VARIANTS = ("happy", "qc_failure", "excursion", "identity_mismatch", "retest")
+
+# The release test each variant fails, and what Cell Q reports: (specification, a passing
+# result, a failing one); the tests not listed report against "conforms".
+FAILED_QC = {"qc_failure": "sterility", "retest": "endotoxin"}
+QC_READOUTS = {
+    "sterility": ("conforms", "conforms", "growth detected day 5"),
+    "endotoxin": ("<= 0.5 EU/mL", "< 0.1 EU/mL", "2.1 EU/mL"),
+}
 
 
 @dataclass
@@ -226,13 +234,12 @@ class Journey:
             batch_id=batch,
         )
         yield self._step(ev.QcSampleTaken, f"analyst.{f}", batch_id=batch, sample_id=sample)
+        failing = FAILED_QC.get(self.variant)
         for test in REQUIRED_QC:
-            passed = not (self.variant == "qc_failure" and test == "sterility")
-            yield self._step(
-                ev.QcResultRecorded, f"cellq.{f}", 6, batch_id=batch, sample_id=sample, test=test,
-                method=f"{test} assay (Cell Q)", result="conforms" if passed else "growth detected day 5",
-                specification="conforms", passed=passed,
-            )  # fmt: skip
+            result = self._qc_result(batch, sample, test, passed=test != failing)
+            yield result
+            if test == failing and self.variant == "retest":
+                yield from self._retest(batch, sample, test, failure_deviation(result.event_id), qa)
         if self.variant == "qc_failure":
             yield self._step(ev.Disposition, qa, 4, "qc_failed", batch_id=batch, decision="released")
             yield self._step(ev.Disposition, qa, 1, batch_id=batch, decision="rejected")
@@ -280,6 +287,26 @@ class Journey:
             ev.RecordCorrected, qa, 24, corrects_event_id=collected.event_id, field="volume_ml",
             old_value="180.0", new_value="182.0", reason="volume transcribed wrongly from the apheresis log",
         )  # fmt: skip
+
+    def _qc_result(self, batch: str, sample: str, test: str, passed: bool) -> Step:
+        specification, good, bad = QC_READOUTS.get(test, ("conforms", "conforms", "out of specification"))
+        return self._step(
+            ev.QcResultRecorded, f"cellq.{self.factory[3:].lower()}", 6, batch_id=batch, sample_id=sample,
+            test=test, method=f"{test} assay (Cell Q)", result=good if passed else bad,
+            specification=specification, passed=passed,
+        )  # fmt: skip
+
+    def _retest(self, batch: str, sample: str, test: str, deviation_id: str, qa: str) -> Iterator[Step]:
+        """QA finds the failed run invalid and authorises a retest under the deviation the
+        failure opened; the retest conforms and QA closes the deviation."""
+        yield self._step(
+            ev.RetestAuthorised, qa, 2, batch_id=batch, deviation_id=deviation_id, test=test,
+            reason="assay run suspect: spike recovery out of range; retest from the retained sample",
+        )  # fmt: skip
+        yield self._qc_result(batch, sample, test, passed=True)
+        yield self._step(
+            ev.DeviationClosed, qa, 1, deviation_id=deviation_id, outcome="invalid assay run: retest conforms"
+        )
 
     def _custody(
         self,

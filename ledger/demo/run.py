@@ -24,6 +24,7 @@ OUTCOMES = {
     "qc_failure": "sterility failed -> deviation opened; batch rejected; shipment refused",
     "excursion": "excursion -> hold -> QA release -> infused",
     "identity_mismatch": "bedside mismatch: infusion blocked",
+    "retest": "endotoxin failed -> QA-authorised retest conforms -> deviation closed -> infused",
 }
 
 

@@ -347,6 +347,7 @@ def _document(
         flags[flag.sequence].append(flag.note)
     enrolment = built.enrolment
     batches = [_batch(ids, state, b, built.signatures) for b in built.batches.values()]
+    register = _register(built.rows)
     made = {str(o.unit_id.value): o.unit_id for b in batches for o in b.outputs}
     products = [
         _product(ids, unit, made[unit.unit_id])
@@ -357,7 +358,7 @@ def _document(
         exported_at=_utc(exported_at),
         asked=asked,
         id_base=ids.base,
-        outcome=_outcome(built, batches, products, verification),
+        outcome=_outcome(built, batches, products, register, verification),
         patient=doc.Patient(
             coi=enrolment("coi"),
             uri=ids.patient(),
@@ -411,7 +412,7 @@ def _document(
             )
             for c in built.infusions
         ],
-        register=_register(built.rows),
+        register=register,
         corrections=built.corrections,
         signatures=[s for sequence in sorted(built.signatures) for s in built.signatures[sequence]],
         records=[msgspec.structs.replace(r, flags=flags.get(r.sequence, [])) for r in built.records],
@@ -593,17 +594,19 @@ _STAGES = (
 
 
 def _outcome(
-    built: _Built, batches: list[doc.Batch], products: list[doc.Product], verification: doc.Verification
+    built: _Built,
+    batches: list[doc.Batch],
+    products: list[doc.Product],
+    register: list[doc.RegisterEntry],
+    verification: doc.Verification,
 ) -> doc.Outcome:
+    """Unresolved things are alarms (a failed test no retest passed, a rejection, a mismatch, an
+    open hold, deviation or excursion, records unverified or left out); resolved ones notes."""
     coi = built.ids.coi
     alarms: list[str] = []
+    notes: list[str] = []
     for batch in batches:
-        for qc in batch.qc:
-            if qc.passed.value is False:
-                alarms.append(
-                    f"batch {batch.batch_id.value}: {qc.test.value} FAILED ({qc.result.value!s}; "
-                    f"specification {qc.specification.value!s}; sequence {qc.passed.sequence})"
-                )
+        _qc_outcome(batch, alarms, notes)
         if batch.disposition is not None and batch.disposition.decision.value == "rejected":
             decision = batch.disposition.decision
             alarms.append(f"batch {batch.batch_id.value} REJECTED by QA (sequence {decision.sequence})")
@@ -613,12 +616,20 @@ def _outcome(
                 f"bedside identity check MISMATCH on {c('unit_id').value} (sequence {c.sequence}): "
                 "infusion blocked"
             )
-    for reading in (r for s in built.shipments.values() for r in s.temperatures if r.excursion):
-        celsius = reading.celsius
-        alarms.append(f"temperature excursion: {celsius.value} °C (sequence {celsius.sequence})")
-    for entry in _register(built.rows):
-        if entry.closed_sequence is None and entry.kind in ("hold", "deviation"):
-            alarms.append(f"{entry.kind} {entry.item_id} is OPEN: {entry.summary}")
+    for entry in register:
+        where = f"(sequence {entry.opened_sequence})"
+        if entry.kind not in ("hold", "deviation", "excursion", "correction"):
+            continue
+        if entry.closed_sequence is None:
+            alarms.append(f"{entry.kind} {entry.item_id} is OPEN: {entry.summary} {where}")
+        elif entry.kind == "correction":
+            notes.append(f"corrected {where}: {entry.summary}; reason: {entry.reason}")
+        elif entry.kind != "deviation":  # a deviation's closing is said with what opened it
+            notes.append(
+                f"{entry.kind} {entry.item_id} {where}: {entry.summary}; "
+                f"{'released' if entry.kind == 'hold' else 'closed'} by {entry.closed_by} "
+                f"(sequence {entry.closed_sequence}): {entry.outcome}"
+            )
     if verification.status != "verified":
         alarms.append(f"the records are {verification.status.upper()}: {verification.failure}")
     if verification.left_out:
@@ -627,7 +638,28 @@ def _outcome(
             f"checkpoint at tree size {verification.tree_size}"
         )
     stage = _stage(built, batches)
-    return doc.Outcome(stage=stage, summary=_summary(built, batches, products, stage), alarms=alarms)
+    summary = _summary(built, batches, products, stage)
+    return doc.Outcome(stage=stage, summary=summary, alarms=alarms, notes=notes)
+
+
+def _qc_outcome(batch: doc.Batch, alarms: list[str], notes: list[str]) -> None:
+    """A failed release test is an alarm unless a retest QA authorised passed after it."""
+    latest = {str(q.test.value): q for q in batch.qc}  # in record order: the last counts
+    for qc in batch.qc:
+        if qc.passed.value is not False:
+            continue
+        said = (
+            f"batch {batch.batch_id.value}: {qc.test.value} FAILED ({qc.result.value!s}; specification "
+            f"{qc.specification.value!s}; sequence {qc.passed.sequence})"
+        )
+        last = latest[str(qc.test.value)]
+        if last is qc or last.passed.value is not True:
+            alarms.append(said)
+        else:
+            notes.append(
+                f"{said}, then passed on a retest QA authorised ({last.result.value!s}; "
+                f"sequence {last.passed.sequence})"
+            )
 
 
 def _stage(built: _Built, batches: list[doc.Batch]) -> str:

@@ -308,6 +308,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     stage: str
     summary: str
     alarms: list[str]  # what a reader must not miss: a failed test, a rejection, a mismatch, an open hold
+    notes: list[str] = []  # what was resolved: a retest that passed, a hold released, a correction
 
 
 class Genealogy(msgspec.Struct, frozen=True, kw_only=True):

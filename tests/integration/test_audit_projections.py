@@ -89,6 +89,12 @@ class World:
         """The variant's first accepted step of this type."""
         return next(s for s in self.steps[variant] if tag_of(s) == tag)
 
+    def retest_deviation(self) -> str:
+        """The deviation the retest patient's failed endotoxin test opened, as QA named it."""
+        authorised = body_of(self.step("retest", "retest_authorised").envelope.decode())
+        assert isinstance(authorised, ev.RetestAuthorised)
+        return authorised.deviation_id
+
 
 def _registry_changes(app: LedgerApplication, cast: Cast) -> tuple[Member, Member, datetime]:
     """temp.x registered, its key rotated, then the new key revoked, all on the admin's authority."""
@@ -232,6 +238,7 @@ def test_every_unit_ends_where_the_therapy_says(world: World) -> None:
             "qc_failure": ("rejected", f"recv.{f}", j.factory, None),
             "excursion": ("infused", f"nurse.{h}", j.hospital, "MATCH"),
             "identity_mismatch": ("released", f"nurse.{h}", j.hospital, "MISMATCH"),  # infusion refused
+            "retest": ("infused", f"nurse.{h}", j.hospital, "MATCH"),
         }[variant]
         status, custodian, site, checked = product
         batch = f"B-{j.coi}"  # made in, consumed into (the bag), sampled from
@@ -251,18 +258,22 @@ def test_bedside_and_qc_records_say_what_they_decided(world: World) -> None:
     assert (outcomes[world.sequence(mismatch)], outcomes[world.sequence(match)]) == ("MISMATCH", "MATCH")
 
     coi = world.journeys["qc_failure"].coi
-    qc = [(r.test, r.result, r.passed, r.retest) for r in world.rows(QC, coi)]
+    qc = [(r.test, r.result, r.specification, r.passed, r.retest) for r in world.rows(QC, coi)]
     assert qc == [
-        ("sterility", "growth detected day 5", False, False),
-        *(
-            (test, "conforms", True, False)
-            for test in ("mycoplasma", "endotoxin", "identity", "potency", "viability")
-        ),
+        ("sterility", "growth detected day 5", "conforms", False, False),
+        ("mycoplasma", "conforms", "conforms", True, False),
+        ("endotoxin", "< 0.1 EU/mL", "<= 0.5 EU/mL", True, False),
+        *((test, "conforms", "conforms", True, False) for test in ("identity", "potency", "viability")),
     ]
     results = [outcomes[r.sequence] for r in world.rows(QC, coi)]
     assert results == ["FAIL", *["PASS"] * 5]
     decisions = [r.outcome for r in world.rows(RECORDS, coi) if r.event_type == "disposition"]
     assert decisions == ["REJECTED"]
+
+    coi = world.journeys["retest"].coi
+    endotoxin = [(r.result, r.passed, r.retest, outcomes[r.sequence]) for r in world.rows(QC, coi)
+                 if r.test == "endotoxin"]  # fmt: skip
+    assert endotoxin == [("2.1 EU/mL", False, False, "FAIL"), ("< 0.1 EU/mL", True, True, "PASS")]
 
 
 # ------------------------------------------------------------------ 3. the register
@@ -314,6 +325,31 @@ def test_an_excursion_opens_a_hold_a_deviation_and_itself_closed_by_qa(world: Wo
     assert rows[("hold", hold)].summary.startswith(f"hold on P-{j.coi}-1 after temperature excursion on")
 
 
+def test_a_failed_test_retested_under_its_deviation_is_closed_by_qa_before_release(world: World) -> None:
+    coi = world.journeys["retest"].coi
+    bodies = [(s, body_of(s.envelope.decode())) for s in world.steps["retest"]]
+    failed, retested = [s for s, b in bodies if isinstance(b, ev.QcResultRecorded) and b.test == "endotoxin"]
+    deviation = world.retest_deviation()
+    assert deviation == failure_deviation(failed.event_id)
+    authorised, closed = world.step("retest", "retest_authorised"), world.step("retest", "deviation_closed")
+    released = world.step("retest", "disposition")
+    assert world.sequence(failed) < world.sequence(authorised) < world.sequence(retested)
+    assert world.sequence(retested) < world.sequence(closed) < world.sequence(released)
+    (row,) = [r for r in world.rows(REGISTER, coi) if r.kind == "deviation"]
+    assert (row.item_id, row.summary, row.opened_by, row.closed_sequence, row.closed_by, row.outcome) == (
+        deviation, "failed release test endotoxin: result '2.1 EU/mL', specification '<= 0.5 EU/mL'",
+        "cellq.ssf", world.sequence(closed), "qa.ssf", "invalid assay run: retest conforms",
+    )  # fmt: skip
+    (record,) = [r for r in world.rows(RECORDS, coi) if r.event_type == "retest_authorised"]
+    assert (record.actor, record.reason) == (
+        "qa.ssf", "assay run suspect: spike recovery out of range; retest from the retained sample",
+    )  # fmt: skip
+    (signature,) = [r for r in world.rows(SIGNATURES, coi) if r.sequence == world.sequence(authorised)]
+    assert (signature.principal, signature.printed_name, signature.meaning) == (
+        "qa.ssf", "Quinn QA SSF", "approved",
+    )  # fmt: skip
+
+
 def test_corrections_and_dispositions_are_closed_at_once(world: World) -> None:
     coi = world.journeys["happy"].coi
     correction = world.step("happy", "record_corrected")
@@ -341,6 +377,7 @@ def test_corrections_and_dispositions_are_closed_at_once(world: World) -> None:
         ("excursion", "excursion"),
         ("excursion", "hold"), ("happy", "correction"), ("happy", "disposition"),
         ("identity_mismatch", "disposition"), ("qc_failure", "deviation"), ("qc_failure", "disposition"),
+        ("retest", "correction"), ("retest", "deviation"), ("retest", "disposition"),
     ]  # fmt: skip
     (record,) = [r for r in world.rows(RECORDS, coi) if r.event_type == "record_corrected"]
     assert (record.corrects, record.reason) == (
@@ -525,6 +562,8 @@ def test_every_identifier_maps_to_its_patient(world: World) -> None:
         if variant == "excursion":
             hold, deviation = excursion_ids(world.step(variant, "temperature_excursion").event_id)
             expected |= {(hold, "hold"), (deviation, "deviation")}
+        if variant == "retest":
+            expected.add((world.retest_deviation(), "deviation"))
         assert named == expected, variant
     # An identifier of one patient never points at another.
     owners: dict[tuple[str, str], set[str]] = {}
@@ -571,7 +610,7 @@ def test_genealogy_links_patient_donation_bag_batch_products_shipment_and_infusi
 
 
 def test_vein_to_vein_is_infusion_less_apheresis(world: World) -> None:
-    for variant in ("happy", "excursion"):
+    for variant in ("happy", "excursion", "retest"):
         coi = world.journeys[variant].coi
         collected, infused = world.step(variant, "apheresis_collected"), world.step(variant, "infused")
         start = body_of(collected.envelope.decode()).occurred_at.astimezone(UTC)

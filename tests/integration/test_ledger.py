@@ -31,11 +31,15 @@ def test_each_journey_variant_ends_as_the_rules_say(
     therapy = stream.state
     product = therapy.units.get(f"P-{journey.coi}-1")
     assert product is not None
-    assert product.infused == (variant in ("happy", "excursion"))
+    assert product.infused == (variant in ("happy", "excursion", "retest"))
     assert therapy.batches[f"B-{journey.coi}"].status == (
         "rejected" if variant == "qc_failure" else "released"
     )
     assert all(h.end is not None for h in therapy.holds.values())  # QA released the excursion's hold
+    # Deviations still open: the rejected batch's; QA closed the excursion's and the retest's.
+    still_open = [is_open for _, is_open in therapy.deviations.values()]
+    assert still_open == {"qc_failure": [True], "excursion": [False], "retest": [False]}.get(variant, [])
+    assert not therapy.retests  # an authorised retest is used up by its result
 
 
 def test_envelopes_are_stored_byte_for_byte_and_in_order(registered: LedgerApplication, cast: Cast) -> None:

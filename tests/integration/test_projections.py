@@ -69,6 +69,7 @@ def test_each_journey_leaves_its_units_where_the_therapy_says(
         "qc_failure": ("recv", "held", "factory"),  # rejected: it never leaves the factory
         "excursion": ("nurse", "infused", "hospital"),  # released from its hold, then infused
         "identity_mismatch": ("nurse", "received", "hospital"),  # infusion was refused
+        "retest": ("nurse", "infused", "hospital"),  # released after a conforming retest
     }
     for variant, journey in journeys.items():
         coi, (nurse, recv) = journey.coi, _who(journey)

@@ -16,6 +16,7 @@ import pytest
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast, Journey
 from ledger.demo.kit import ManualClock, register_cast
+from ledger.demo.run import OUTCOMES
 from ledger.transparency import merkle
 from tests.support import COI, DEEP, advance, coi, coi_here
 
@@ -141,10 +142,14 @@ def test_schema_is_a_json_schema_of_every_event_type(tmp_path: Path) -> None:
 
 
 def test_demo_runs_and_says_what_to_do_next(tmp_path: Path) -> None:
-    done = coi(tmp_path, "demo", "--patients", "4")
+    done = coi(tmp_path, "demo")  # eight patients by default, cycling through the variants
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "bedside mismatch: infusion blocked" in done.stdout
-    assert "Next:" in done.stdout
+    table = done.stdout.split("\n\n")[0].splitlines()[1:]
+    assert [line.split("  ")[-1] for line in table] == [
+        OUTCOMES[v] for v in ("happy", "qc_failure", "excursion", "identity_mismatch", "retest",
+                              "happy", "qc_failure", "excursion")
+    ]  # fmt: skip
+    assert "\n8 patients, " in done.stdout and "Next:" in done.stdout
     again = coi(tmp_path, "demo", "--patients", "2")  # a second run reuses the demo's principals
     assert again.returncode == 0, again.stdout + again.stderr
 

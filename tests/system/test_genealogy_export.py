@@ -191,3 +191,23 @@ def test_a_ledger_written_by_v0_1_exports_and_verifies(tmp_path: Path) -> None:
     bodies = bundle_bodies(Path(f"{out}.bundle.zip"))
     for fact in facts(document):
         assert resolve(bodies[fact["sequence"]], fact["field"]) == fact["value"], fact
+
+
+def test_a_failed_test_a_retest_passed_is_said_as_resolved_not_as_an_alarm(demo: ExportDemo) -> None:
+    document = _json(demo, "--coi", demo.journey("retest"))
+    (batch,) = document["batches"]
+    endotoxin = [q for q in batch["qc"] if q["test"]["value"] == "endotoxin"]
+    assert [(q["passed"]["value"], q["retest"]) for q in endotoxin] == [(False, False), (True, True)]
+    (retest,) = batch["retests"]
+    assert retest["deviation_id"]["value"].startswith("D-") and retest["reason"]["value"]
+    assert document["outcome"]["stage"] == "infused" and document["outcome"]["alarms"] == []
+    assert any("then passed on a retest" in n for n in document["outcome"]["notes"])
+    (deviation,) = [e for e in document["register"] if e["kind"] == "deviation"]
+    assert deviation["closed_sequence"] is not None and deviation["outcome"]
+
+
+def test_an_excursion_whose_hold_was_released_is_a_note(demo: ExportDemo) -> None:
+    outcome = _json(demo, "--coi", demo.journey("excursion"))["outcome"]
+    assert outcome["alarms"] == []
+    assert any(n.startswith("excursion") and "closed by" in n for n in outcome["notes"])
+    assert any(n.startswith("hold") and "released by" in n for n in outcome["notes"])
