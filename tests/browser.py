@@ -99,9 +99,11 @@ class RenderedPage:
         return path
 
     def pdf(self, name: str) -> Printed:
-        """Printed as a person prints it: A4, backgrounds on; the PDF is kept with the screenshots."""
+        """Printed as a person prints it: A4, backgrounds on, and the page's own @page sizes (a
+        landscape page for a wide figure), as Chrome's print dialog honours them; the PDF is kept
+        with the screenshots."""
         path = self._artifact(f"{name}.pdf")
-        self.page.pdf(path=path, format="A4", print_background=True)
+        self.page.pdf(path=path, format="A4", print_background=True, prefer_css_page_size=True)
         info = subprocess.run(["pdfinfo", path], capture_output=True, text=True, check=True).stdout
         match = re.search(r"^Pages:\s+(\d+)$", info, re.MULTILINE)
         assert match, f"pdfinfo names no page count for {path}:\n{info}"

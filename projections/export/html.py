@@ -42,7 +42,7 @@ table { border-collapse: collapse; width: 100%; margin: 4px 0 8px; font-size: 8.
 thead { display: table-header-group; }
 tr, .keep, figure { break-inside: avoid; page-break-inside: avoid; }
 th, td { border: 1px solid #888; padding: 2px 4px; vertical-align: top; text-align: left;
-  overflow-wrap: anywhere; }
+  overflow-wrap: break-word; }
 th { background: #e8e8e8; }
 table.kv th { width: 22%; }
 td.seq, th.seq { width: 4.5em; white-space: nowrap; }
@@ -53,6 +53,11 @@ td.seq, th.seq { width: 4.5em; white-space: nowrap; }
 .alarms h2 { border: 0; margin: 0 0 4px; color: #b00020; }
 .alarms li { font-weight: 700; margin: 2px 0; }
 .quiet { border: 1px solid #888; padding: 4px 10px; margin: 8px 0; }
+.notes { border: 2px solid #8a5a00; padding: 4px 10px; margin: 8px 0; }
+.notes h2 { border: 0; margin: 0 0 4px; font-size: 11pt; }
+.columns { display: flex; gap: 12px; font-size: 8.5pt; }
+.columns > div { flex: 1; }
+.columns ul { padding-left: 16px; margin: 2px 0; }
 .badge { font-weight: 700; padding: 0 4px; border: 1px solid currentColor; white-space: nowrap; }
 .bad { color: #b00020; }
 tr.bad td { background: #fde2e1; }
@@ -61,7 +66,7 @@ tr.bad td { background: #fde2e1; }
 tr.bad td:first-child { border-left: 5px solid #b00020; }
 .verify.bad { border: 4px solid #b00020; background: #fde2e1; padding: 6px 10px; font-weight: 700; }
 .verify.ok { border: 2px solid #1b6e20; padding: 4px 10px; }
-pre { white-space: pre-wrap; overflow-wrap: anywhere; font-size: 8pt; background: #f4f4f4;
+pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 0; font-size: 8pt; background: #f4f4f4;
   padding: 4px; border: 1px solid #ccc; }
 section.graph { page: graph; }
 figure { margin: 0; }
@@ -82,10 +87,11 @@ def render(genealogy: Genealogy) -> bytes:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>Genealogy of COI {_e(coi)}: {_e(g.outcome.stage)}</title>",
-        f"<style>{STYLE}{svg.STYLE}</style></head><body>",
-        _head(g),
+        f"<style>{STYLE}{svg.STYLE}{_footer(coi)}</style></head><body>",
+        _head(g),  # the first page: outcome, alarms, what the records rest on
+        _checkpoint(g),
+        _graph(g),  # a landscape page of its own
         _verification(g),
-        _graph(g),
         _patient(g),
         _custody(g),
         *(_batch(b) for b in g.batches),
@@ -101,6 +107,16 @@ def render(genealogy: Genealogy) -> bytes:
     return "\n".join(parts).encode()
 
 
+def _footer(coi: str) -> str:
+    """Every printed page says whose report it is and which page of how many; a COI is
+    letters and digits, anything else is left out rather than escaped into CSS."""
+    whose = f"COI {coi} · " if coi.isalnum() else ""
+    return (
+        f'@page {{ @bottom-center {{ content: "{whose}page " counter(page) " of " counter(pages); '
+        "font-size: 8pt; color: #333; } }"
+    )
+
+
 # --- values -------------------------------------------------------------------------------
 
 
@@ -112,6 +128,14 @@ def _e(value: Value | None) -> str:
     return escape(str(value))
 
 
+def _time(text: str | None) -> Cell:
+    """Escaped; a timestamp may break before its time, not mid-number."""
+    if text is None:
+        return NONE
+    escaped = escape(text)
+    return escaped.replace("T", "T<wbr>", 1) if text[:4].isdigit() and text[10:11] == "T" else escaped
+
+
 def _seq(sequence: int) -> Cell:
     return f'<span class="s">seq {sequence}</span>'
 
@@ -120,9 +144,7 @@ def _v(fact: Fact | None, row: int | None = None) -> Cell:
     """The value, with its record's sequence unless it is the row's (shown in its column)."""
     if fact is None:
         return NONE
-    text = _e(fact.value)
-    if isinstance(fact.value, str) and fact.value[:4].isdigit() and "T" in fact.value:
-        text = text.replace("T", "T<wbr>", 1)  # a timestamp may break at its time, not mid-number
+    text = _time(fact.value) if isinstance(fact.value, str) else _e(fact.value)
     return text if fact.sequence == row else text + _seq(fact.sequence)
 
 
@@ -194,6 +216,12 @@ def _head(g: Genealogy) -> Cell:
             '<p class="quiet" id="alarms">No alarms in these records: no failed test, rejection, '
             "bedside mismatch, excursion, or open hold or deviation.</p>"
         )
+    if outcome.notes:
+        items = "".join(f"<li>{_e(n)}</li>" for n in outcome.notes)
+        alarms += (
+            f'<div class="notes" id="notes"><h2>Resolved ({len(outcome.notes)}): closed, released or '
+            f"corrected on record; check the closing records</h2><ul>{items}</ul></div>"
+        )
     tone = "bad" if outcome.stage == "rejected" or outcome.alarms else ""
     v = g.verification
     return (
@@ -211,7 +239,7 @@ def _verdict(g: Genealogy) -> Cell:
     if v.status == "verified":
         return (
             f'<p class="verify ok">Records verified: every record is proved in the checkpoint at tree '
-            f"size {v.tree_size} of {_e(v.origin)}, signed by a trusted key (see Verification).</p>"
+            f"size {v.tree_size} of {_e(v.origin)}, signed by a trusted key.</p>"
         )
     why = f": {_e(v.failure)}" if v.failure else ""
     return (
@@ -220,25 +248,36 @@ def _verdict(g: Genealogy) -> Cell:
     )
 
 
-def _verification(g: Genealogy) -> Cell:
+def _checkpoint(g: Genealogy) -> Cell:
+    """What the records rest on, on the first page: status, log, tree size, root, trust."""
     v = g.verification
     status = _badge(v.status.upper(), "good" if v.status == "verified" else "bad")
-    rows = [
-        ("Status", status + (f" {_e(v.failure)}" if v.failure else "")),
-        ("Log (origin)", _e(v.origin)),
-        ("Checkpoint tree size", str(v.tree_size)),
-        ("Root hash", f"<code>{_e(v.root_hash)}</code>"),
-        ("Trusted", _e(v.trusted_roots)),
-        ("Records after the checkpoint (not in this report)", str(v.left_out)),
-    ]
+    return _section(
+        "checkpoint",
+        "Verification",
+        _kv(
+            [
+                ("Status", status + (f" {_e(v.failure)}" if v.failure else "")),
+                ("Log (origin)", _e(v.origin)),
+                ("Checkpoint tree size", str(v.tree_size)),
+                ("Root hash", f"<code>{_e(v.root_hash)}</code>"),
+                ("Trusted", _e(v.trusted_roots)),
+                ("Records after the checkpoint (not in this report)", str(v.left_out)),
+            ]
+        ),
+    )
+
+
+def _verification(g: Genealogy) -> Cell:
+    """What was proved and what cannot be, with the signed checkpoint note."""
+    v = g.verification
     proved = "".join(f"<li>{_e(p)}</li>" for p in v.proved)
     not_proved = "".join(f"<li>{_e(p)}</li>" for p in v.not_proved)
     return _section(
         "verification",
-        "Verification",
-        _kv(rows),
-        f"<h3>Proved</h3><ul>{proved or '<li>nothing</li>'}</ul>",
-        f"<h3>Not proved by this report</h3><ul>{not_proved}</ul>",
+        "Verification: what was proved",
+        f'<div class="columns"><div><b>Proved</b><ul>{proved or "<li>nothing</li>"}</ul></div>'
+        f"<div><b>Not proved by this report</b><ul>{not_proved}</ul></div></div>",
         f'<h3>The signed checkpoint</h3><pre class="keep">{_e(v.checkpoint)}</pre>',
     )
 
@@ -268,35 +307,48 @@ def _patient(g: Genealogy) -> Cell:
         ]
     )
     collections = _table(
-        ["seq", "DIN", "bag", "product code", "facility", "volume (mL)", "started (UTC)", "ended (UTC)",
-         "site", "collected by"],
+        ["seq", "DIN", "bag", "product code, facility", "volume (mL)", "collected (UTC)", "site, by"],
         (
             (
                 "warn" if c.corrections else "",
                 [
-                    str(c.din.sequence), _v(c.din, c.din.sequence), _v(c.bag, c.din.sequence),
-                    _v(c.product_code, c.din.sequence), _v(c.collection_facility, c.din.sequence),
+                    str(c.din.sequence),
+                    _v(c.din, c.din.sequence),
+                    _v(c.bag, c.din.sequence),
+                    f"{_v(c.product_code, c.din.sequence)}, {_v(c.collection_facility, c.din.sequence)}",
                     _v(c.volume_ml, c.din.sequence) + _corrected(c.corrections),
-                    _v(c.started_at, c.din.sequence), _v(c.ended_at, c.din.sequence),
-                    _v(c.site, c.din.sequence), _v(c.collected_by, c.din.sequence),
+                    f"{_v(c.started_at, c.din.sequence)} to {_v(c.ended_at, c.din.sequence)}",
+                    f"{_v(c.site, c.din.sequence)}, {_v(c.collected_by, c.din.sequence)}",
                 ],
             )
             for c in g.collections
         ),
-    )  # fmt: skip
+    )
     labels = _table(
         ["label", "DIN", "printed (UTC)", "applied to", "voided"],
         (
-            ("" if lb.voided is None else "warn",
-             [_v(lb.label_id), _v(lb.din), _v(lb.printed_at), _v(lb.applied_to),
-              "" if lb.voided is None else "VOIDED: " + _v(lb.voided)])
+            (
+                "" if lb.voided is None else "warn",
+                [
+                    _v(lb.label_id),
+                    _v(lb.din),
+                    _v(lb.printed_at),
+                    _v(lb.applied_to),
+                    "" if lb.voided is None else "VOIDED: " + _v(lb.voided),
+                ],
+            )
             for lb in g.labels
         ),
-    )  # fmt: skip
+    )
     return _section(
-        "patient", "Patient and collection", patient, "<h3>Collections</h3>", collections,
-        "<h3>Labels</h3>", labels,
-    )  # fmt: skip
+        "patient",
+        "Patient and collection",
+        patient,
+        "<h3>Collections</h3>",
+        collections,
+        "<h3>Labels</h3>",
+        labels,
+    )
 
 
 def _custody(g: Genealogy) -> Cell:
@@ -305,10 +357,20 @@ def _custody(g: Genealogy) -> Cell:
         s = c.sequence
         handed = f"{_v(c.from_custodian, s)} → {_v(c.to_custodian, s)}"
         rows.append(
-            ("warn" if c.corrections else "",
-             [str(s), _v(c.occurred_at, s), _e(c.type.replace("_", " ")), _vs(c.units, s), handed,
-              _v(c.location, s), _v(c.condition, s) + _corrected(c.corrections), _v(c.site, s)])
-        )  # fmt: skip
+            (
+                "warn" if c.corrections else "",
+                [
+                    str(s),
+                    _v(c.occurred_at, s),
+                    _e(c.type.replace("_", " ")),
+                    _vs(c.units, s),
+                    handed,
+                    _v(c.location, s),
+                    _v(c.condition, s) + _corrected(c.corrections),
+                    _v(c.site, s),
+                ],
+            )
+        )
     return _section(
         "custody",
         "Custody timeline",
@@ -334,43 +396,84 @@ def _batch(b: Batch) -> Cell:
     steps = _table(
         ["seq", "step", "started (UTC)", "ended (UTC)", "material lots", "alarms", "performed by"],
         (
-            ("bad" if st.alarms else "",
-             [str(st.step.sequence), _v(st.step, st.step.sequence), _v(st.started_at, st.step.sequence),
-              _v(st.ended_at, st.step.sequence), _vs(st.material_lots, st.step.sequence),
-              _vs(st.alarms, st.step.sequence), _v(st.performed_by, st.step.sequence)])
+            (
+                "bad" if st.alarms else "",
+                [
+                    str(st.step.sequence),
+                    _v(st.step, st.step.sequence),
+                    _v(st.started_at, st.step.sequence),
+                    _v(st.ended_at, st.step.sequence),
+                    _vs(st.material_lots, st.step.sequence),
+                    _vs(st.alarms, st.step.sequence),
+                    _v(st.performed_by, st.step.sequence),
+                ],
+            )
             for st in b.steps
         ),
-    )  # fmt: skip
+    )
     outputs = _table(
         ["seq", "product unit", "product code", "volume (mL)"],
         (
-            ("", [str(o.unit_id.sequence), _v(o.unit_id, o.unit_id.sequence),
-                  _v(o.product_code, o.unit_id.sequence), _v(o.volume_ml, o.unit_id.sequence)])
+            (
+                "",
+                [
+                    str(o.unit_id.sequence),
+                    _v(o.unit_id, o.unit_id.sequence),
+                    _v(o.product_code, o.unit_id.sequence),
+                    _v(o.volume_ml, o.unit_id.sequence),
+                ],
+            )
             for o in b.outputs
         ),
-    )  # fmt: skip
+    )
     qc = _table(
-        ["seq", "sample", "test", "method", "result", "specification", "verdict", "time (UTC)", "recorded by"],
+        [
+            "seq",
+            "sample",
+            "test",
+            "method",
+            "result",
+            "specification",
+            "verdict",
+            "time (UTC)",
+            "recorded by",
+        ],
         (
-            ("" if q.passed.value else "bad",
-             [str(q.test.sequence), _v(q.sample_id, q.test.sequence), _v(q.test, q.test.sequence)
-              + (" " + _badge("RETEST", "warn") if q.retest else ""),
-              _v(q.method, q.test.sequence), _v(q.result, q.test.sequence),
-              _v(q.specification, q.test.sequence),
-              _badge("PASS", "good") if q.passed.value else _badge("FAIL", "bad"),
-              _v(q.occurred_at, q.test.sequence), _v(q.recorded_by, q.test.sequence)])
+            (
+                "" if q.passed.value else "bad",
+                [
+                    str(q.test.sequence),
+                    _v(q.sample_id, q.test.sequence),
+                    _v(q.test, q.test.sequence) + (" " + _badge("RETEST", "warn") if q.retest else ""),
+                    _v(q.method, q.test.sequence),
+                    _v(q.result, q.test.sequence),
+                    _v(q.specification, q.test.sequence),
+                    _badge("PASS", "good") if q.passed.value else _badge("FAIL", "bad"),
+                    _v(q.occurred_at, q.test.sequence),
+                    _v(q.recorded_by, q.test.sequence),
+                ],
+            )
             for q in b.qc
         ),
-    )  # fmt: skip
+        cls="qc",
+    )
     retests = _table(
         ["seq", "test", "deviation", "authorised (UTC)", "by", "reason"],
         (
-            ("warn", [str(r.test.sequence), _v(r.test, r.test.sequence), _v(r.deviation_id, r.test.sequence),
-                      _v(r.authorised_at, r.test.sequence), _v(r.authorised_by, r.test.sequence),
-                      _v(r.reason, r.test.sequence)])
+            (
+                "warn",
+                [
+                    str(r.test.sequence),
+                    _v(r.test, r.test.sequence),
+                    _v(r.deviation_id, r.test.sequence),
+                    _v(r.authorised_at, r.test.sequence),
+                    _v(r.authorised_by, r.test.sequence),
+                    _v(r.reason, r.test.sequence),
+                ],
+            )
             for r in b.retests
         ),
-    )  # fmt: skip
+    )
     return _section(
         f"batch-{_e(b.batch_id.value)}",
         f"Batch {_e(b.batch_id.value)} {_status(b.status)}{_seq(s)}",
@@ -405,17 +508,27 @@ def _disposition(b: Batch) -> Cell:
 
 def _products(g: Genealogy) -> Cell:
     rows = (
-        ("bad" if svg.tone(p.status) == "bad" or p.holds or p.bedside == "MISMATCH" else "",
-         [str(p.status_sequence), _v(p.unit_id), _e(p.batch_id), _status(p.status),
-          _e(", ".join(p.holds)) if p.holds else NONE, _e(p.custodian), _e(p.site), _e(p.shipment_id),
-          _status(p.bedside)])
+        (
+            "bad" if svg.tone(p.status) == "bad" or p.holds or p.bedside == "MISMATCH" else "",
+            [
+                str(p.status_sequence),
+                _v(p.unit_id),
+                _e(p.batch_id),
+                _status(p.status),
+                _e(", ".join(p.holds)) if p.holds else NONE,
+                _e(p.custodian),
+                _e(p.site),
+                _e(p.shipment_id),
+                _status(p.bedside),
+            ],
+        )
         for p in g.products
-    )  # fmt: skip
+    )
     return _section(
         "products",
         "Final product units",
-        "<p>Where each unit stands now, as the rules hold it; seq is the record that set its status.</p>",
         _table(["seq", "unit", "batch", "status", "holds", "custodian", "site", "shipment", "bedside"], rows),
+        "<p>Where each unit stands now, as the rules hold it; seq is the record that set its status.</p>",
     )
 
 
@@ -434,14 +547,22 @@ def _shipment(s: Shipment) -> Cell:
     readings = _table(
         ["seq", "time (UTC)", "logger", "°C", "excursion"],
         (
-            ("bad" if r.excursion else "",
-             [str(r.celsius.sequence), _v(r.occurred_at, r.celsius.sequence), _v(r.logger_id, r.celsius.sequence),
-              _v(r.celsius, r.celsius.sequence),
-              f"{_badge('EXCURSION', 'bad')} limit {_v(r.limit_celsius, r.celsius.sequence)} °C for "
-              f"{_v(r.duration_s, r.celsius.sequence)} s" if r.excursion else "in range"])
+            (
+                "bad" if r.excursion else "",
+                [
+                    str(r.celsius.sequence),
+                    _v(r.occurred_at, r.celsius.sequence),
+                    _v(r.logger_id, r.celsius.sequence),
+                    _v(r.celsius, r.celsius.sequence),
+                    f"{_badge('EXCURSION', 'bad')} limit {_v(r.limit_celsius, r.celsius.sequence)} °C for "
+                    f"{_v(r.duration_s, r.celsius.sequence)} s"
+                    if r.excursion
+                    else "in range",
+                ],
+            )
             for r in s.temperatures
         ),
-    )  # fmt: skip
+    )
     return _section(
         f"shipment-{_e(s.shipment_id.value)}",
         f"Shipment {_e(s.shipment_id.value)}{_seq(s.shipment_id.sequence)}",
@@ -455,24 +576,39 @@ def _bedside(g: Genealogy) -> Cell:
     checks = _table(
         ["seq", "unit", "outcome", "time (UTC)", "checked by", "witness", "signed"],
         (
-            ("bad" if b.outcome == "MISMATCH" else "",
-             [str(b.sequence), _v(b.unit_id, b.sequence),
-              _badge(b.outcome, "bad" if b.outcome == "MISMATCH" else "good")
-              + (" infusion blocked" if b.outcome == "MISMATCH" else ""),
-              _v(b.occurred_at, b.sequence), _v(b.checked_by, b.sequence), _v(b.witness, b.sequence),
-              "<br>".join(_manifestation(s) for s in b.signatures) or NONE])
+            (
+                "bad" if b.outcome == "MISMATCH" else "",
+                [
+                    str(b.sequence),
+                    _v(b.unit_id, b.sequence),
+                    _badge(b.outcome, "bad" if b.outcome == "MISMATCH" else "good")
+                    + (" infusion blocked" if b.outcome == "MISMATCH" else ""),
+                    _v(b.occurred_at, b.sequence),
+                    _v(b.checked_by, b.sequence),
+                    _v(b.witness, b.sequence),
+                    "<br>".join(_manifestation(s) for s in b.signatures) or NONE,
+                ],
+            )
             for b in g.bedside
         ),
-    )  # fmt: skip
+    )
     infusions = _table(
         ["seq", "unit", "thaw started (UTC)", "infused (UTC)", "by", "site"],
         (
-            ("good", [str(i.unit_id.sequence), _v(i.unit_id, i.unit_id.sequence),
-                      _v(i.thaw_started_at, i.unit_id.sequence), _v(i.occurred_at, i.unit_id.sequence),
-                      _v(i.infused_by, i.unit_id.sequence), _v(i.site, i.unit_id.sequence)])
+            (
+                "good",
+                [
+                    str(i.unit_id.sequence),
+                    _v(i.unit_id, i.unit_id.sequence),
+                    _v(i.thaw_started_at, i.unit_id.sequence),
+                    _v(i.occurred_at, i.unit_id.sequence),
+                    _v(i.infused_by, i.unit_id.sequence),
+                    _v(i.site, i.unit_id.sequence),
+                ],
+            )
             for i in g.infusions
         ),
-    )  # fmt: skip
+    )
     if not g.infusions:
         infusions = '<p class="quiet bad">No infusion recorded.</p>'
     return _section("bedside", "Bedside check and infusion", checks, "<h3>Infusions</h3>", infusions)
@@ -481,27 +617,50 @@ def _bedside(g: Genealogy) -> Cell:
 def _register(g: Genealogy) -> Cell:
     rows = []
     for r in g.register:
-        is_open = r.closed_sequence is None and r.kind in ("hold", "deviation")
-        alarm = is_open or r.kind == "excursion" or (r.outcome or "").lower() in _ALARM_WORDS
+        tone = (
+            ("bad" if r.closed_sequence is None else "warn")
+            if r.kind in ("hold", "deviation", "excursion")
+            else "bad"
+            if (r.outcome or "").lower() in _ALARM_WORDS
+            else ""
+        )
         closed = (
             _badge("OPEN", "bad")
             if r.closed_sequence is None
-            else f"{_e(r.closed_at)} by {_e(r.closed_by)}{_seq(r.closed_sequence)}: {_e(r.outcome)}"
+            else f"{_time(r.closed_at)} by {_e(r.closed_by)}{_seq(r.closed_sequence)}: {_e(r.outcome)}"
         )
         rows.append(
-            ("bad" if alarm else "",
-             [str(r.opened_sequence), _e(r.kind), _e(r.item_id), _e(r.summary), f"{_e(r.opened_at)} by "
-              f"{_e(r.opened_by)} at {_e(r.site)}", _e(r.reason), closed])
-        )  # fmt: skip
+            (
+                tone,
+                [
+                    str(r.opened_sequence),
+                    _e(r.kind),
+                    _e(r.item_id),
+                    _e(r.summary),
+                    f"{_time(r.opened_at)} by {_e(r.opened_by)} at {_e(r.site)}",
+                    _e(r.reason),
+                    closed,
+                ],
+            )
+        )
     corrections = _table(
         ["seq", "corrects", "field", "old → new", "reason", "by", "time (UTC)"],
         (
-            ("warn", [str(c.sequence), f"seq {c.corrects}", _v(c.field, c.sequence),
-                      f"{_v(c.old_value, c.sequence)} → {_v(c.new_value, c.sequence)}",
-                      _v(c.reason, c.sequence), _v(c.by, c.sequence), _v(c.occurred_at, c.sequence)])
+            (
+                "warn",
+                [
+                    str(c.sequence),
+                    f"seq {c.corrects}",
+                    _v(c.field, c.sequence),
+                    f"{_v(c.old_value, c.sequence)} → {_v(c.new_value, c.sequence)}",
+                    _v(c.reason, c.sequence),
+                    _v(c.by, c.sequence),
+                    _v(c.occurred_at, c.sequence),
+                ],
+            )
             for c in g.corrections
         ),
-    )  # fmt: skip
+    )
     return _section(
         "register",
         "Register: holds, deviations, excursions, corrections, dispositions",
@@ -513,12 +672,20 @@ def _register(g: Genealogy) -> Cell:
 
 def _signatures(g: Genealogy) -> Cell:
     rows = (
-        ("" if s.manifested else "warn",
-         [str(s.sequence), _e(s.printed_name), _e(s.principal), _e(s.kind),
-          _e(s.signed_at) if s.manifested else "signs without a manifestation",
-          f"<b>{_e(s.meaning)}</b>" if s.manifested else NONE, f"<code>{_e(s.keyid)}</code>"])
+        (
+            "" if s.manifested else "warn",
+            [
+                str(s.sequence),
+                _e(s.printed_name),
+                _e(s.principal),
+                _e(s.kind),
+                _time(s.signed_at) if s.manifested else "signs without a manifestation",
+                f"<b>{_e(s.meaning)}</b>" if s.manifested else NONE,
+                f"<code>{_e(s.keyid)}</code>",
+            ],
+        )
         for s in g.signatures
-    )  # fmt: skip
+    )
     return _section(
         "signatures",
         "Signatures (Part 11 manifestation)",
@@ -530,12 +697,21 @@ def _signatures(g: Genealogy) -> Cell:
 
 def _records(g: Genealogy) -> Cell:
     rows = (
-        ("bad" if r.outcome in ("FAIL", "MISMATCH", "REJECTED", "EXCURSION") else "",
-         [str(r.sequence), _e(r.type.replace("_", " ")), _e(r.occurred_at), _e(r.site), _e(r.actor),
-          _e(r.outcome), _e(r.reason) + "".join(f"<div>{_e(f)}</div>" for f in r.flags),
-          _e(r.leaf_index)])
+        (
+            "bad" if r.outcome in ("FAIL", "MISMATCH", "REJECTED", "EXCURSION") else "",
+            [
+                str(r.sequence),
+                _e(r.type.replace("_", " ")),
+                _time(r.occurred_at),
+                _e(r.site),
+                _e(r.actor),
+                _e(r.outcome),
+                _e(r.reason) + "".join(f"<div>{_e(f)}</div>" for f in r.flags),
+                _e(r.leaf_index),
+            ],
+        )
         for r in g.records
-    )  # fmt: skip
+    )
     return _section(
         "records",
         f"The {len(g.records)} records this report was made from",

@@ -29,8 +29,9 @@ COLUMNS = {
 }
 _LAST = max(COLUMNS.values()) + 1  # where unknown kinds go
 
-WIDTH, HEIGHT = 184, 62  # a node's box
-GAP_X, GAP_Y = 84, 30  # room between columns for an edge's relation and sequence
+HEIGHT = 62  # a node's box; its width fits the longest label
+CHAR = 9.2  # a label character's width at 14px bold, generously
+GAP_X, GAP_Y = 96, 30  # room between columns for an edge's relation and sequence
 MARGIN = 12
 
 # status -> its tone (a CSS class); the words are always written beside the colour
@@ -59,7 +60,7 @@ svg.graph .status { font-size: 12px; fill: #000; }
 svg.graph .tone-bad .status { fill: #b00020; font-weight: 700; }
 svg.graph .edge { fill: none; stroke: #555; stroke-width: 1.3; }
 svg.graph .edge.infusion { stroke: #27408b; stroke-width: 2; stroke-dasharray: 5 3; }
-svg.graph .relation { font-size: 11px; fill: #333; }
+svg.graph .relation { font-size: 11px; fill: #333; paint-order: stroke; stroke: #fff; stroke-width: 4px; }
 """
 
 
@@ -75,9 +76,9 @@ def _text(x: float, y: float, cls: str, text: str, anchor: str = "start") -> str
     return f'<text class="{cls}" x="{x:.0f}" y="{y:.0f}" text-anchor="{anchor}">{escape(text)}</text>'
 
 
-def _box(x: float, y: float, kind: str, label: str, status: str) -> list[str]:
+def _box(x: float, y: float, width: float, kind: str, label: str, status: str) -> list[str]:
     return [
-        f'<rect class="box" x="{x:.0f}" y="{y:.0f}" width="{WIDTH}" height="{HEIGHT}" rx="6"/>',
+        f'<rect class="box" x="{x:.0f}" y="{y:.0f}" width="{width:.0f}" height="{HEIGHT}" rx="6"/>',
         _text(x + 8, y + 15, "kind", kind),
         _text(x + 8, y + 35, "label", label),
         _text(x + 8, y + 53, "status", status),
@@ -97,15 +98,17 @@ def draw(graph: Graph) -> str:
         columns.setdefault(_column(node.kind), []).append(node)
     end_column = max(columns, default=0)
     rows = max([len(c) for c in columns.values()] + [1])
+    box = max([16 + CHAR * len(n.label) for n in graph.nodes] + [170])
+    step = box + GAP_X
     place: dict[str, tuple[float, float]] = {}
     for column, nodes in columns.items():
         top = MARGIN + (rows - len(nodes)) * (HEIGHT + GAP_Y) / 2  # centred on the tallest column
         for row, node in enumerate(nodes):
-            place[node.id] = (MARGIN + column * (WIDTH + GAP_X), top + row * (HEIGHT + GAP_Y))
+            place[node.id] = (MARGIN + column * step, top + row * (HEIGHT + GAP_Y))
     # the infusion end node sits below everything, so its edge passes under the shipment
     end_y = MARGIN + rows * (HEIGHT + GAP_Y)
     height = end_y + (HEIGHT + MARGIN if infusions else 0)
-    width = MARGIN * 2 + (end_column + 1) * (WIDTH + GAP_X) - GAP_X
+    width = MARGIN * 2 + (end_column + 1) * step - GAP_X
     parts = [
         f'<svg class="graph" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" '
         f'role="img" aria-label="genealogy graph">',
@@ -113,30 +116,31 @@ def draw(graph: Graph) -> str:
         'markerHeight="7" orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="#555"/>'
         "</marker></defs>",
     ]
-    end_x = MARGIN + end_column * (WIDTH + GAP_X)
+    end_x = MARGIN + end_column * step
     for edge in graph.edges:
         if edge.source not in place or edge.target not in place:
             continue
         sx, sy = place[edge.source]
         if edge in infusions:
-            parts.append(_edge(sx + WIDTH, sy + HEIGHT / 2, end_x, end_y + HEIGHT / 2, edge, "infusion"))
+            parts.append(_edge(sx + box, sy + HEIGHT / 2, end_x, end_y + HEIGHT / 2, edge, "infusion"))
         else:
             tx, ty = place[edge.target]
-            parts.append(_edge(sx + WIDTH, sy + HEIGHT / 2, tx, ty + HEIGHT / 2, edge, ""))
+            parts.append(_edge(sx + box, sy + HEIGHT / 2, tx, ty + HEIGHT / 2, edge, ""))
     for node in graph.nodes:
         x, y = place[node.id]
         status = node.status.replace("_", " ") if node.status else "-"
+        status = status.upper() if tone(node.status) == "bad" else status
         parts.append(
             f'<g class="node tone-{tone(node.status)}" data-kind="{escape(node.kind)}" '
             f'data-id="{escape(node.id)}" data-status="{escape(node.status or "")}">'
             f"<title>{escape(node.id)}</title>"
         )
-        parts.extend(_box(x, y, node.kind, node.label, f"status: {status}"))
+        parts.extend(_box(x, y, box, node.kind, node.label, f"status: {status}"))
         parts.append("</g>")
     for edge in infusions:
         patient = next(n for n in graph.nodes if n.id == edge.target)
         parts.append(f'<g class="end" data-kind="infusion" data-id="{escape(patient.id)}">')
-        parts.extend(_box(end_x, end_y, "infused into patient", patient.label, f"seq {edge.sequence}"))
+        parts.extend(_box(end_x, end_y, box, "infused into patient", patient.label, f"seq {edge.sequence}"))
         parts.append("</g>")
     parts.append("</svg>")
     return "\n".join(parts)
@@ -146,7 +150,8 @@ def _edge(x1: float, y1: float, x2: float, y2: float, edge: Edge, cls: str) -> s
     """A curve from (x1, y1) to (x2, y2) with its relation and record sequence written on it."""
     bend = max(abs(x2 - x1) / 2, 30)
     if x2 <= x1:  # back to an earlier column: loop under the nodes
-        path = f"M{x1:.0f},{y1:.0f} C{x1 + 60:.0f},{y1 + 80:.0f} {x2 - 60:.0f},{y2 + 80:.0f} {x2:.0f},{y2:.0f}"
+        low = max(y1, y2) + 80
+        path = f"M{x1:.0f},{y1:.0f} C{x1 + 60:.0f},{low:.0f} {x2 - 60:.0f},{low:.0f} {x2:.0f},{y2:.0f}"
     elif y2 > y1 and cls:  # down first, then across: the infusion edge passes under the column
         path = f"M{x1:.0f},{y1:.0f} C{x1 + 30:.0f},{y2:.0f} {x1 + 30:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
     else:
