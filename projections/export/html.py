@@ -113,7 +113,7 @@ def _footer(coi: str) -> str:
     whose = f"COI {coi} · " if coi.isalnum() else ""
     return (
         f'@page {{ @bottom-center {{ content: "{whose}page " counter(page) " of " counter(pages); '
-        "font-size: 8pt; color: #333; } }"
+        'font-family: "DejaVu Sans", Arial, sans-serif; font-size: 8pt; color: #333; } }'
     )
 
 
@@ -172,6 +172,19 @@ def _table(headers: Sequence[str], rows: Iterable[tuple[str, Sequence[Cell]]], c
     if not body:
         return '<p class="quiet">None recorded.</p>'
     return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+Part = Fact | list[Fact] | Cell | None
+
+
+def _row(tone: str, sequence: int, *parts: Part) -> tuple[str, list[Cell]]:
+    """A table row read from record `sequence`: that first, then each value (HTML as it is; a
+    fact read from another record carries its own sequence)."""
+    cells = [
+        p if isinstance(p, str) else _vs(p, sequence) if isinstance(p, list) else _v(p, sequence)
+        for p in parts
+    ]
+    return tone, [str(sequence), *cells]
 
 
 def _kv(rows: Iterable[tuple[str, Cell]]) -> Cell:
@@ -309,17 +322,15 @@ def _patient(g: Genealogy) -> Cell:
     collections = _table(
         ["seq", "DIN", "bag", "product code, facility", "volume (mL)", "collected (UTC)", "site, by"],
         (
-            (
+            _row(
                 "warn" if c.corrections else "",
-                [
-                    str(c.din.sequence),
-                    _v(c.din, c.din.sequence),
-                    _v(c.bag, c.din.sequence),
-                    f"{_v(c.product_code, c.din.sequence)}, {_v(c.collection_facility, c.din.sequence)}",
-                    _v(c.volume_ml, c.din.sequence) + _corrected(c.corrections),
-                    f"{_v(c.started_at, c.din.sequence)} to {_v(c.ended_at, c.din.sequence)}",
-                    f"{_v(c.site, c.din.sequence)}, {_v(c.collected_by, c.din.sequence)}",
-                ],
+                c.din.sequence,
+                c.din,
+                c.bag,
+                [c.product_code, c.collection_facility],
+                _v(c.volume_ml, c.din.sequence) + _corrected(c.corrections),
+                f"{_v(c.started_at, c.din.sequence)} to {_v(c.ended_at, c.din.sequence)}",
+                [c.site, c.collected_by],
             )
             for c in g.collections
         ),
@@ -352,25 +363,20 @@ def _patient(g: Genealogy) -> Cell:
 
 
 def _custody(g: Genealogy) -> Cell:
-    rows = []
-    for c in g.custody:
-        s = c.sequence
-        handed = f"{_v(c.from_custodian, s)} → {_v(c.to_custodian, s)}"
-        rows.append(
-            (
-                "warn" if c.corrections else "",
-                [
-                    str(s),
-                    _v(c.occurred_at, s),
-                    _e(c.type.replace("_", " ")),
-                    _vs(c.units, s),
-                    handed,
-                    _v(c.location, s),
-                    _v(c.condition, s) + _corrected(c.corrections),
-                    _v(c.site, s),
-                ],
-            )
+    rows = (
+        _row(
+            "warn" if c.corrections else "",
+            c.sequence,
+            c.occurred_at,
+            _e(c.type.replace("_", " ")),
+            c.units,
+            f"{_v(c.from_custodian, c.sequence)} → {_v(c.to_custodian, c.sequence)}",
+            c.location,
+            _v(c.condition, c.sequence) + _corrected(c.corrections),
+            c.site,
         )
+        for c in g.custody
+    )
     return _section(
         "custody",
         "Custody timeline",
@@ -396,35 +402,22 @@ def _batch(b: Batch) -> Cell:
     steps = _table(
         ["seq", "step", "started (UTC)", "ended (UTC)", "material lots", "alarms", "performed by"],
         (
-            (
+            _row(
                 "bad" if st.alarms else "",
-                [
-                    str(st.step.sequence),
-                    _v(st.step, st.step.sequence),
-                    _v(st.started_at, st.step.sequence),
-                    _v(st.ended_at, st.step.sequence),
-                    _vs(st.material_lots, st.step.sequence),
-                    _vs(st.alarms, st.step.sequence),
-                    _v(st.performed_by, st.step.sequence),
-                ],
+                st.step.sequence,
+                st.step,
+                st.started_at,
+                st.ended_at,
+                st.material_lots,
+                st.alarms,
+                st.performed_by,
             )
             for st in b.steps
         ),
     )
     outputs = _table(
         ["seq", "product unit", "product code", "volume (mL)"],
-        (
-            (
-                "",
-                [
-                    str(o.unit_id.sequence),
-                    _v(o.unit_id, o.unit_id.sequence),
-                    _v(o.product_code, o.unit_id.sequence),
-                    _v(o.volume_ml, o.unit_id.sequence),
-                ],
-            )
-            for o in b.outputs
-        ),
+        (_row("", o.unit_id.sequence, o.unit_id, o.product_code, o.volume_ml) for o in b.outputs),
     )
     qc = _table(
         [
@@ -439,19 +432,17 @@ def _batch(b: Batch) -> Cell:
             "recorded by",
         ],
         (
-            (
+            _row(
                 "" if q.passed.value else "bad",
-                [
-                    str(q.test.sequence),
-                    _v(q.sample_id, q.test.sequence),
-                    _v(q.test, q.test.sequence) + (" " + _badge("RETEST", "warn") if q.retest else ""),
-                    _v(q.method, q.test.sequence),
-                    _v(q.result, q.test.sequence),
-                    _v(q.specification, q.test.sequence),
-                    _badge("PASS", "good") if q.passed.value else _badge("FAIL", "bad"),
-                    _v(q.occurred_at, q.test.sequence),
-                    _v(q.recorded_by, q.test.sequence),
-                ],
+                q.test.sequence,
+                q.sample_id,
+                _v(q.test, q.test.sequence) + (" " + _badge("RETEST", "warn") if q.retest else ""),
+                q.method,
+                q.result,
+                q.specification,
+                _badge("PASS", "good") if q.passed.value else _badge("FAIL", "bad"),
+                q.occurred_at,
+                q.recorded_by,
             )
             for q in b.qc
         ),
@@ -460,17 +451,7 @@ def _batch(b: Batch) -> Cell:
     retests = _table(
         ["seq", "test", "deviation", "authorised (UTC)", "by", "reason"],
         (
-            (
-                "warn",
-                [
-                    str(r.test.sequence),
-                    _v(r.test, r.test.sequence),
-                    _v(r.deviation_id, r.test.sequence),
-                    _v(r.authorised_at, r.test.sequence),
-                    _v(r.authorised_by, r.test.sequence),
-                    _v(r.reason, r.test.sequence),
-                ],
-            )
+            _row("warn", r.test.sequence, r.test, r.deviation_id, r.authorised_at, r.authorised_by, r.reason)
             for r in b.retests
         ),
     )
@@ -547,18 +528,16 @@ def _shipment(s: Shipment) -> Cell:
     readings = _table(
         ["seq", "time (UTC)", "logger", "°C", "excursion"],
         (
-            (
+            _row(
                 "bad" if r.excursion else "",
-                [
-                    str(r.celsius.sequence),
-                    _v(r.occurred_at, r.celsius.sequence),
-                    _v(r.logger_id, r.celsius.sequence),
-                    _v(r.celsius, r.celsius.sequence),
-                    f"{_badge('EXCURSION', 'bad')} limit {_v(r.limit_celsius, r.celsius.sequence)} °C for "
-                    f"{_v(r.duration_s, r.celsius.sequence)} s"
-                    if r.excursion
-                    else "in range",
-                ],
+                r.celsius.sequence,
+                r.occurred_at,
+                r.logger_id,
+                r.celsius,
+                f"{_badge('EXCURSION', 'bad')} limit {_v(r.limit_celsius, r.celsius.sequence)} °C for "
+                f"{_v(r.duration_s, r.celsius.sequence)} s"
+                if r.excursion
+                else "in range",
             )
             for r in s.temperatures
         ),
@@ -576,18 +555,16 @@ def _bedside(g: Genealogy) -> Cell:
     checks = _table(
         ["seq", "unit", "outcome", "time (UTC)", "checked by", "witness", "signed"],
         (
-            (
+            _row(
                 "bad" if b.outcome == "MISMATCH" else "",
-                [
-                    str(b.sequence),
-                    _v(b.unit_id, b.sequence),
-                    _badge(b.outcome, "bad" if b.outcome == "MISMATCH" else "good")
-                    + (" infusion blocked" if b.outcome == "MISMATCH" else ""),
-                    _v(b.occurred_at, b.sequence),
-                    _v(b.checked_by, b.sequence),
-                    _v(b.witness, b.sequence),
-                    "<br>".join(_manifestation(s) for s in b.signatures) or NONE,
-                ],
+                b.sequence,
+                b.unit_id,
+                _badge(b.outcome, "bad" if b.outcome == "MISMATCH" else "good")
+                + (" infusion blocked" if b.outcome == "MISMATCH" else ""),
+                b.occurred_at,
+                b.checked_by,
+                b.witness,
+                "<br>".join(_manifestation(s) for s in b.signatures) or NONE,
             )
             for b in g.bedside
         ),
@@ -595,16 +572,8 @@ def _bedside(g: Genealogy) -> Cell:
     infusions = _table(
         ["seq", "unit", "thaw started (UTC)", "infused (UTC)", "by", "site"],
         (
-            (
-                "good",
-                [
-                    str(i.unit_id.sequence),
-                    _v(i.unit_id, i.unit_id.sequence),
-                    _v(i.thaw_started_at, i.unit_id.sequence),
-                    _v(i.occurred_at, i.unit_id.sequence),
-                    _v(i.infused_by, i.unit_id.sequence),
-                    _v(i.site, i.unit_id.sequence),
-                ],
+            _row(
+                "good", i.unit_id.sequence, i.unit_id, i.thaw_started_at, i.occurred_at, i.infused_by, i.site
             )
             for i in g.infusions
         ),
@@ -646,17 +615,15 @@ def _register(g: Genealogy) -> Cell:
     corrections = _table(
         ["seq", "corrects", "field", "old → new", "reason", "by", "time (UTC)"],
         (
-            (
+            _row(
                 "warn",
-                [
-                    str(c.sequence),
-                    f"seq {c.corrects}",
-                    _v(c.field, c.sequence),
-                    f"{_v(c.old_value, c.sequence)} → {_v(c.new_value, c.sequence)}",
-                    _v(c.reason, c.sequence),
-                    _v(c.by, c.sequence),
-                    _v(c.occurred_at, c.sequence),
-                ],
+                c.sequence,
+                f"seq {c.corrects}",
+                c.field,
+                f"{_v(c.old_value, c.sequence)} → {_v(c.new_value, c.sequence)}",
+                c.reason,
+                c.by,
+                c.occurred_at,
             )
             for c in g.corrections
         ),

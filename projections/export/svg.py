@@ -39,6 +39,7 @@ TONES = {
     "rejected": "bad",
     "quarantined": "bad",
     "MISMATCH": "bad",
+    "MATCH": "good",
     "infused": "good",
     "released": "good",
     "consumed": "neutral",
