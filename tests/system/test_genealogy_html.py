@@ -41,12 +41,14 @@ def test_each_journey_reads_as_it_ended_in_a_browser_and_prints(
 ) -> None:
     coi = demo.journey(journey)
     document = _document(demo, coi)
-    browser_page.open(demo.export("html", "--coi", coi))
+    pick = ("--batch", f"B-{coi}") if journey == "rejected" else ("--coi", coi)  # as QA asks for it
+    browser_page.open(demo.export("html", *pick))
     assert browser_page.errors == [] and browser_page.external_requests == []
     text = _flat(browser_page.text)
 
     outcome = document["outcome"]
     assert text.startswith(f"Batch genealogy report: COI {coi}")
+    assert f"Asked for: {'batch' if journey == 'rejected' else 'COI'} {pick[1]}" in text
     assert _flat(outcome["summary"]) in text
     for said in outcome["alarms"] + outcome["notes"]:
         assert _flat(said) in text
@@ -140,3 +142,19 @@ def test_ledger_text_with_markup_is_shown_as_text_not_run(
     assert browser_page.count("b:text('bold')") == 0
     assert SCRIPT in browser_page.text
     assert browser_page.page.locator("svg.graph g.node text.label").first.text_content() == SCRIPT
+
+
+def test_unverified_records_are_said_on_the_first_lines_never_as_success(demo: ExportDemo) -> None:
+    original = msgspec.json.decode(
+        demo.export("json", "--coi", demo.journey("corrected")).read_bytes(), type=Genealogy
+    )
+    failure = "checkpoint.note: no trusted key for the log"
+    unverified = msgspec.structs.replace(
+        original,
+        verification=msgspec.structs.replace(original.verification, status="not verified", failure=failure),
+    )
+    written = html.render(unverified).decode()
+    header = written[written.index("<header>") : written.index("</header>")]
+    assert f"RECORDS NOT VERIFIED: {failure}" in header and 'class="verify bad"' in header
+    assert "Records verified" not in written
+    assert "Records verified" in html.render(original).decode()
