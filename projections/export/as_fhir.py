@@ -15,6 +15,8 @@ signed ledger records, which every resource names.
 - Manufacturing and infusion are Procedures (a blocked infusion is `not-done`, with the reason),
   QC results Observations on the product, QA's disposition and the bedside check Provenances
   carrying each signature's signer, UTC time and meaning.
+- The first entry is a Provenance of the export itself: the journey's outcome in plain words,
+  what a reader must not miss, and the checkpoint the records were proved in.
 - Every fullUrl is the thing's URI under COI_ID_BASE (uris.py), and references are those URIs.
   Every resource names the records it was read from: meta.source is the first record's URI,
   and one `ledger-sequence` extension per record gives its sequence.
