@@ -22,8 +22,9 @@ What each ledger record becomes (CBV 2.0 business steps and dispositions):
   (`incorrect_data`) naming corrective events, which restate them with the new value.
 
 Every event's `eventID` is its record's URI under the id base; every event carries its
-record's sequence, event id, type and actor as `coi:` extension fields (the namespace is under
-the id base), so each traces to the signed record it was read from.
+record's sequence, event id, type and actor, and what the rules flagged on it and the
+deviations it opened, as `coi:` extension fields (the namespace is under the id base), so each
+traces to the signed record it was read from.
 """
 
 from __future__ import annotations
@@ -108,6 +109,11 @@ class _Events:
         self.ids = Ids(genealogy.id_base, str(genealogy.patient.coi.value))
         self.records = {r.sequence: r for r in genealogy.records}
         self.events: list[tuple[datetime, int, Event]] = []
+        self.deviations: dict[int, list[str]] = {}  # the record that opened them
+        for entry in genealogy.register:
+            if entry.kind == "deviation":
+                uri = self.ids.local("deviation", entry.item_id)
+                self.deviations.setdefault(entry.opened_sequence, []).append(uri)
 
     def add(
         self, kind: str, sequence: int, *, role: str = "", ext: dict[str, Any] | None = None, **fields: Any
@@ -124,16 +130,23 @@ class _Events:
         }
         event.update({k: v for k, v in fields.items() if v not in (None, [], {})})
         event.update(ext or {})
-        event.update(
-            {
-                "coi:sequence": sequence,
-                "coi:record_event_id": record.event_id,
-                "coi:record_type": record.type,
-                "coi:actor": self.ids.principal(record.actor),
-            }
-        )
+        event.update(self.traced(record))
         self.events.append((datetime.fromisoformat(record.occurred_at), sequence, event))
         return event
+
+    def traced(self, record: doc.Record) -> dict[str, Any]:
+        """The signed record an event was read from, and what the rules flagged on it."""
+        traced: dict[str, Any] = {
+            "coi:sequence": record.sequence,
+            "coi:record_event_id": record.event_id,
+            "coi:record_type": record.type,
+            "coi:actor": self.ids.principal(record.actor),
+        }
+        if record.flags:
+            traced["coi:flags"] = record.flags
+        if record.sequence in self.deviations:
+            traced["coi:deviations"] = self.deviations[record.sequence]
+        return traced
 
     def observe(
         self, sequence: int, epcs: list[str], biz_step: str, disposition: str | None, **fields: Any
@@ -436,10 +449,7 @@ class _Events:
                     {
                         "eventID": corrective_id,
                         "recordTime": record.recorded_at,
-                        "coi:sequence": c.sequence,
-                        "coi:record_event_id": record.event_id,
-                        "coi:record_type": record.type,
-                        "coi:actor": self.ids.principal(record.actor),
+                        **self.traced(record),
                         "coi:corrects": c.corrects,
                         **_facts(c.field, c.old_value, c.new_value, c.reason),
                     }

@@ -163,6 +163,9 @@ def test_a_rejected_batch_is_non_conformant_and_never_ships(demo: ExportDemo) ->
         epcis, bizStep="inspecting", disposition="non_conformant", **{"coi:test": "sterility"}
     )
     assert failed["coi:passed"] is False and failed["coi:result"] != failed["coi:specification"]
+    (deviation,) = [e for e in genealogy["register"] if e["kind"] == "deviation"]
+    assert failed["coi:deviations"] == [f"{genealogy['patient']['uri']}/deviation/{deviation['item_id']}"]
+    assert failed["coi:flags"] and deviation["item_id"] in failed["coi:flags"][0]
     steps = {e.get("bizStep") for e in epcis["epcisBody"]["eventList"]}
     assert not steps & {"packing", "shipping", "sensor_reporting", "dispensing"}
     assert not _events(epcis, type="AggregationEvent")
