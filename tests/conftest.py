@@ -68,3 +68,15 @@ def browser_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[R
     """A fresh tab whose screenshots and PDFs go to the test's folder under test-artifacts/."""
     with rendered_page(browser, artifacts_for(request.node.nodeid)) as page:
         yield page
+
+
+@pytest.fixture(params=["inline", "workers"])
+def checked_in_and_out_of_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A verification whose first chunk is small checks signatures and replays the rules in
+    the calling process, a larger one in worker processes: a test using this runs both ways."""
+    from ledger.audit.replay import Replayer
+    from ledger.audit.signatures import BackgroundVerifier
+
+    if request.param == "workers":
+        monkeypatch.setattr(Replayer, "INLINE_BELOW", 0)
+        monkeypatch.setattr(BackgroundVerifier, "INLINE_BELOW", 0)

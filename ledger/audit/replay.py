@@ -147,8 +147,13 @@ class Replayer:
     `submit` sends every worker its share of a chunk; each worker answers every chunk with
     its first refusal so far, and judges nothing after it."""
 
+    # A run whose first chunk is this small replays in the calling process (an offline bundle
+    # of one patient): forking the workers would cost more than the replay.
+    INLINE_BELOW = 256
+
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
+        self._inline: _Journeys | None = None
         self._links: list[Connection] = []
         self._processes: list[BaseProcess] = []
         self._sent = 0  # chunks sent
@@ -182,6 +187,15 @@ class Replayer:
         """Send a chunk's journey records, in sequence order; returns once every worker took it."""
         if not items:
             return
+        if self._inline is None and not self._links and len(items) < self.INLINE_BELOW:
+            self._inline = _Journeys()
+        if self._inline is not None:
+            self._inline.principals.update(self._principals)
+            self._principals = {}
+            refused = self._inline.replay(items, self.policies)
+            if refused is not None and not self._refused:
+                self._refused.append(refused)
+            return
         if not self._links:
             self._start()
         shares: list[list[Item]] = [[] for _ in self._links]
@@ -212,25 +226,36 @@ class Replayer:
         self._links, self._processes = [], []
 
 
+@dataclass
+class _Journeys:
+    """The patients a worker (or the calling process) replays, and its first refusal."""
+
+    principals: dict[str, PrincipalState] = field(default_factory=dict)
+    states: dict[str, therapy.TherapyState] = field(default_factory=dict)
+    refused: Refusal | None = None
+
+    def replay(self, items: list[Item], policies: list[Policy]) -> Refusal | None:
+        """Judge a chunk (nothing after the first refusal); the first refusal so far."""
+        if self.refused is None:
+            self.refused = _replay(items, self.principals, policies, self.states)
+        return self.refused
+
+
 def _work(link: Connection, parents: Connection) -> None:
     """A worker: the journeys of its COIs, chunk after chunk, until end-of-file."""
     parents.close()  # only the parent's end keeps this pipe open
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    principals: dict[str, PrincipalState] = {}
-    states: dict[str, therapy.TherapyState] = {}
-    refused: Refusal | None = None
+    journeys = _Journeys()
     while True:
         try:
             registered, policies, items = link.recv()
         except EOFError:
             return
-        principals.update(registered)
+        journeys.principals.update(registered)
         # The patients' states live to the end: the collector need not walk them again (over
         # a million records it otherwise costs a quarter of the replay).
         gc.freeze()
-        if refused is None:
-            refused = _replay(items, principals, policies, states)
-        link.send(refused)
+        link.send(journeys.replay(items, policies))
 
 
 def _replay(

@@ -60,7 +60,7 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 # projections/export/formats.py FORMATS, written out: `coi --help` imports no projection.
-GENEALOGY_FORMATS = ("json", "html")
+GENEALOGY_FORMATS = ("json", "epcis", "fhir", "html")
 
 
 def run(args: argparse.Namespace) -> int:

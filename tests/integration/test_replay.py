@@ -1,6 +1,7 @@
 """Records the ledger would have refused, signed with genuine keys and put straight into the
 tables by an insider, then signed over by a checkpoint: `coi verify` replays the domain rules
-and names each by its sequence and reason code, on SQLite and on PostgreSQL."""
+and names each by its sequence and reason code, on SQLite and on PostgreSQL, replaying in the
+verifying process and in worker processes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from tests.stores import RawStore, ledger_url, verify_ledger
 from tests.support import advance, new_journey, tag_of
 
 TOPIC = "aggregates.base:Ledgered.Recorded"
+
+
+pytestmark = pytest.mark.usefixtures("checked_in_and_out_of_process")
 
 
 @pytest.fixture

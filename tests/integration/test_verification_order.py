@@ -20,6 +20,7 @@ from tests.stores import RawStore, ledger_url, verify_ledger
 from tests.support import advance, new_journey
 
 CHUNKS = [1, 3, 4000]  # a record per chunk, a few, everything in one
+pytestmark = pytest.mark.usefixtures("checked_in_and_out_of_process")
 
 
 @pytest.fixture

@@ -211,3 +211,10 @@ def test_an_excursion_whose_hold_was_released_is_a_note(demo: ExportDemo) -> Non
     assert outcome["alarms"] == []
     assert any(n.startswith("excursion") and "closed by" in n for n in outcome["notes"])
     assert any(n.startswith("hold") and "released by" in n for n in outcome["notes"])
+
+
+def test_the_cli_offers_every_format_there_is_a_writer_for() -> None:
+    from ledger.cli.export import GENEALOGY_FORMATS
+    from projections.export.formats import FORMATS
+
+    assert GENEALOGY_FORMATS == FORMATS
