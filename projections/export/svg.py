@@ -30,8 +30,8 @@ COLUMNS = {
 _LAST = max(COLUMNS.values()) + 1  # where unknown kinds go
 
 HEIGHT = 62  # a node's box; its width fits the longest label
-CHAR = 9.2  # a label character's width at 14px bold, generously
-GAP_X, GAP_Y = 96, 30  # room between columns for an edge's relation and sequence
+CHAR = 10.0  # a label character's width at 14px bold (DejaVu Sans Bold digits are 0.7em)
+GAP_X, GAP_Y = 90, 30  # room between columns for an edge's relation and sequence
 MARGIN = 12
 
 # status -> its tone (a CSS class); the words are always written beside the colour
