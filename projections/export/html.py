@@ -202,7 +202,7 @@ def _manifestation(s: Signature) -> Cell:
     if not s.manifested:
         kind = _e(s.kind or "unregistered signer")
         return f"{name}: {kind}, signs without a manifestation"
-    return f"{name}, {_e(s.signed_at)}, meaning: <b>{_e(s.meaning)}</b>"
+    return f"{name}, {_time(s.signed_at)}, meaning: <b>{_e(s.meaning)}</b>"
 
 
 def _corrected(corrections: Sequence[Correction]) -> Cell:
