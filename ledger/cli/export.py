@@ -65,7 +65,7 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 # projections/export/formats.py FORMATS, written out: `coi --help` imports no projection.
-GENEALOGY_FORMATS = ("json", "epcis", "fhir")
+GENEALOGY_FORMATS = ("json", "csv", "epcis", "fhir")
 
 
 def run(args: argparse.Namespace) -> int:
