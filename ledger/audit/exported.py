@@ -95,8 +95,9 @@ def bound_export(folder: Path, given: Path | None) -> BundleCheck:
         if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
             return BundleFailure(
                 path.name,
-                f"is not the {_name(entry)} export the bundle was made with (its SHA-256 differs from the "
-                "one the manifest binds): the export was changed after the bundle was made",
+                f"is not the {_name(entry)} export the bundle was made with: its SHA-256 differs from the "
+                "one the manifest binds (the export was changed after the bundle was made, or it is "
+                "another file)",
             )
         report.proved.append(
             f"{path.name} is the {_name(entry)} export the bundle was made with (its SHA-256 is the one "
