@@ -47,13 +47,14 @@ def _derived(name: str, get: Callable[[Any], object]) -> _Column:
     return _Column(name, DERIVED, get)
 
 
-def _facts(*names: str, of: Callable[[Any], Any] = lambda row: row) -> list[_Column]:
-    """Columns of the Facts (or lists of Facts) of the same names on `of(row)`."""
-    return [_cited(n, _attribute(n, of)) for n in names]
+def _facts(names: str, of: Callable[[Any], Any] = lambda row: row) -> list[_Column]:
+    """Columns of the Facts (or lists of Facts) of the same names (space-separated) on `of(row)`."""
+    return [_cited(n, _attribute(n, of)) for n in names.split()]
 
 
-def _plain(*names: str, of: Callable[[Any], Any] = lambda row: row) -> list[_Column]:
-    return [_derived(n, _attribute(n, of)) for n in names]
+def _plain(names: str, of: Callable[[Any], Any] = lambda row: row) -> list[_Column]:
+    """Columns of the values the export derived, of the same names on `of(row)`."""
+    return [_derived(n, _attribute(n, of)) for n in names.split()]
 
 
 def _attribute(name: str, of: Callable[[Any], Any]) -> Callable[[Any], Any]:
@@ -90,6 +91,24 @@ def _second(row: tuple[Any, Any]) -> Any:
     return row[1]
 
 
+def _within(
+    name: str,
+    parents: Callable[[doc.Genealogy], list[Any]],
+    parent_id: str,
+    children: str,
+    cited: str,
+    columns: list[_Column],
+) -> _Table:
+    """A table of what each parent holds (a batch's steps, a shipment's readings): rows are
+    (parent, child), each with the parent's id, and come from the record of the child's `cited`."""
+    return _Table(
+        name,
+        lambda row: getattr(row[1], cited).sequence,
+        [_cited(parent_id, _attribute(parent_id, _first)), *columns],
+        lambda g: [(parent, child) for parent in parents(g) for child in getattr(parent, children)],
+    )  # fmt: skip
+
+
 def _disposition(get: Callable[[doc.Disposition], doc.Fact | None]) -> Callable[[doc.Batch], Cited]:
     return lambda b: get(b.disposition) if b.disposition is not None else None
 
@@ -98,29 +117,19 @@ TABLES = [
     _Table(
         "patient",
         lambda p: p.coi.sequence,
-        _facts("coi", "order_id", "product", "treatment_site", "enrolled_at", "enrolled_by") + _plain("uri"),
+        _facts("coi order_id product treatment_site enrolled_at enrolled_by") + _plain("uri"),
         lambda g: [g.patient],
     ),
     _Table(
         "collections",
         lambda c: c.din.sequence,
-        _facts(
-            "din",
-            "bag",
-            "product_code",
-            "collection_facility",
-            "volume_ml",
-            "started_at",
-            "ended_at",
-            "site",
-            "collected_by",
-        ),
+        _facts("din bag product_code collection_facility volume_ml started_at ended_at site collected_by"),
         lambda g: g.collections,
     ),
     _Table(
         "labels",
         lambda label: label.label_id.sequence,
-        _facts("label_id", "din", "printed_at", "applied_to", "voided"),
+        _facts("label_id din printed_at applied_to voided"),
         lambda g: g.labels,
     ),
     _Table(
@@ -128,16 +137,8 @@ TABLES = [
         lambda b: b.batch_id.sequence,
         [
             *_facts(
-                "batch_id",
-                "site",
-                "shuttle_id",
-                "slot",
-                "cartridge_id",
-                "recipe_version",
-                "inputs",
-                "started_at",
-                "completed_at",
-                "samples",
+                "batch_id site shuttle_id slot cartridge_id recipe_version inputs "
+                "started_at completed_at samples"
             ),
             _derived("status", lambda b: b.status),
             _cited("disposition", _disposition(lambda d: d.decision)),
@@ -146,43 +147,32 @@ TABLES = [
         ],
         lambda g: g.batches,
     ),
-    _Table(
+    _within(
         "steps",
-        lambda row: row[1].step.sequence,
-        [
-            _cited("batch_id", lambda row: row[0].batch_id),
-            *_facts("step", "started_at", "ended_at", "material_lots", "alarms", "performed_by", of=_second),
-        ],
-        lambda g: [(b, s) for b in g.batches for s in b.steps],
+        lambda g: g.batches,
+        "batch_id",
+        "steps",
+        "step",
+        _facts("step started_at ended_at material_lots alarms performed_by", of=_second),
     ),
-    _Table(
+    _within(
         "qc",
-        lambda row: row[1].result.sequence,
+        lambda g: g.batches,
+        "batch_id",
+        "qc",
+        "result",
         [
-            _cited("batch_id", lambda row: row[0].batch_id),
-            *_facts(
-                "sample_id",
-                "test",
-                "method",
-                "result",
-                "specification",
-                "passed",
-                "occurred_at",
-                "recorded_by",
-                of=_second,
-            ),
+            *_facts("sample_id test method result specification passed occurred_at recorded_by", of=_second),
             _derived("retest", lambda row: row[1].retest),
         ],
-        lambda g: [(b, q) for b in g.batches for q in b.qc],
     ),
-    _Table(
+    _within(
         "retests",
-        lambda row: row[1].authorised_at.sequence,
-        [
-            _cited("batch_id", lambda row: row[0].batch_id),
-            *_facts("test", "deviation_id", "authorised_at", "authorised_by", "reason", of=_second),
-        ],
-        lambda g: [(b, r) for b in g.batches for r in b.retests],
+        lambda g: g.batches,
+        "batch_id",
+        "retests",
+        "authorised_at",
+        _facts("test deviation_id authorised_at authorised_by reason", of=_second),
     ),
     _Table(
         "units",
@@ -192,16 +182,7 @@ TABLES = [
             _cited("product_code", lambda row: row[1].product_code if row[1] else None),
             _cited("volume_ml", lambda row: row[1].volume_ml if row[1] else None),
             *_plain(
-                "batch_id",
-                "status",
-                "status_sequence",
-                "holds",
-                "custodian",
-                "site",
-                "shipment_id",
-                "bedside",
-                "uri",
-                of=_first,
+                "batch_id status status_sequence holds custodian site shipment_id bedside uri", of=_first
             ),
         ],
         _outputs,
@@ -211,9 +192,7 @@ TABLES = [
         lambda c: c.sequence,
         [
             _derived("type", lambda c: c.type),
-            *_facts(
-                "units", "from_custodian", "to_custodian", "location", "condition", "occurred_at", "site"
-            ),
+            *_facts("units from_custodian to_custodian location condition occurred_at site"),
         ],
         lambda g: g.custody,
     ),
@@ -221,35 +200,27 @@ TABLES = [
         "shipments",
         lambda s: s.shipment_id.sequence,
         _facts(
-            "shipment_id",
-            "units",
-            "shipper_id",
-            "data_logger_id",
-            "origin_site",
-            "destination_site",
-            "dispatched_at",
-            "received_at",
-            "received_location",
-            "received_condition",
-            "logger_reviewed",
+            "shipment_id units shipper_id data_logger_id origin_site destination_site dispatched_at "
+            "received_at received_location received_condition logger_reviewed"
         ),
         lambda g: g.shipments,
     ),
-    _Table(
+    _within(
         "temperatures",
-        lambda row: row[1].celsius.sequence,
+        lambda g: g.shipments,
+        "shipment_id",
+        "temperatures",
+        "celsius",
         [
-            _cited("shipment_id", lambda row: row[0].shipment_id),
-            *_facts("logger_id", "celsius", "occurred_at", "limit_celsius", "duration_s", of=_second),
+            *_facts("logger_id celsius occurred_at limit_celsius duration_s", of=_second),
             _derived("excursion", lambda row: row[1].excursion),
         ],
-        lambda g: [(s, r) for s in g.shipments for r in s.temperatures],
     ),
     _Table(
         "bedside",
         lambda b: b.sequence,
         [
-            *_facts("unit_id", "occurred_at", "checked_by", "witness"),
+            *_facts("unit_id occurred_at checked_by witness"),
             _derived("outcome", lambda b: b.outcome),
         ],
         lambda g: g.bedside,
@@ -257,7 +228,7 @@ TABLES = [
     _Table(
         "infusions",
         lambda i: i.occurred_at.sequence,
-        _facts("unit_id", "thaw_started_at", "occurred_at", "infused_by", "site"),
+        _facts("unit_id thaw_started_at occurred_at infused_by site"),
         lambda g: g.infusions,
     ),
     _Table(
@@ -265,7 +236,7 @@ TABLES = [
         lambda c: c.sequence,
         [
             _derived("corrects", lambda c: c.corrects),
-            *_facts("field", "old_value", "new_value", "reason", "by", "occurred_at"),
+            *_facts("field old_value new_value reason by occurred_at"),
         ],
         lambda g: g.corrections,
     ),
@@ -273,7 +244,7 @@ TABLES = [
         "signatures",
         lambda s: s.sequence,
         [
-            *_plain("position", "keyid"),
+            *_plain("position keyid"),
             _signed("principal", "principal", "principal_id"),
             _signed("kind", "kind"),
             _signed("printed_name", "printed_name"),
@@ -287,38 +258,15 @@ TABLES = [
         "register",
         lambda r: r.opened_sequence,
         _plain(
-            "kind",
-            "item_id",
-            "summary",
-            "opened_at",
-            "opened_by",
-            "site",
-            "reason",
-            "severity",
-            "batch_id",
-            "links",
-            "closed_sequence",
-            "closed_at",
-            "closed_by",
-            "outcome",
+            "kind item_id summary opened_at opened_by site reason severity batch_id links closed_sequence "
+            "closed_at closed_by outcome"
         ),
         lambda g: g.register,
     ),
     _Table(
         "records",
         lambda r: r.sequence,
-        _plain(
-            "type",
-            "event_id",
-            "occurred_at",
-            "recorded_at",
-            "site",
-            "actor",
-            "reason",
-            "outcome",
-            "flags",
-            "leaf_index",
-        ),
+        _plain("type event_id occurred_at recorded_at site actor reason outcome flags leaf_index"),
         lambda g: g.records,
     ),
 ]
