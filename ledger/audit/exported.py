@@ -15,7 +15,8 @@ msgspec, cryptography and the standard library):
 - CSV (a zip of tables): `cells.csv` cites each cell read from a record, by table, row,
   column and item (a cell holding a list is its items' text joined by "; "); `columns.csv`
   says which columns hold values read from records, each of whose non-empty cells must be
-  cited. The cell's text is `cell_text` of the cited values, which the writer uses too.
+  cited, and which holds the record each row came from, which the bundle must hold. The
+  cell's text is `cell_text` of the cited values, which the writer uses too.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ from ledger.audit.bundle_format import MANIFEST, ExportEntry
 from ledger.transparency.records import payload_of
 
 # The CSV export's index files (projections/export/csv_zip.py writes them).
-COLUMNS = "columns.csv"  # table, column, source: record | derived | sequence
+COLUMNS = "columns.csv"  # table, column, source: record | sequence | anything else (derived)
 CELLS = "cells.csv"  # table, row, column, item, sequence, field
 FROM_RECORD = "record"
+ROW_RECORD = "sequence"  # the column of the record a row came from: one the bundle holds
 LIST_SEPARATOR = "; "
 # What a spreadsheet reads as the start of a formula (OWASP's list): such a text cell gets a
 # leading apostrophe, so it is shown, never run.
@@ -139,6 +141,7 @@ class _Bodies:
 
     def __init__(self, bundle: Bundle) -> None:
         self.envelopes = {proof.sequence: record.envelope for proof, record in bundle.records}
+        self.held = {str(sequence) for sequence in self.envelopes}
         self.decoded: dict[int, Any] = {}
 
     def value(self, sequence: int, field: str) -> object:
@@ -212,11 +215,16 @@ def _check_csv(data: bytes, bodies: _Bodies) -> int:
                 f"{cell_text(signed)!r} at {field}"
             )
     for row in _records(tables[COLUMNS], COLUMNS):
-        if row["source"] != FROM_RECORD or row["table"] not in tables:
+        if row["source"] not in (FROM_RECORD, ROW_RECORD) or row["table"] not in tables:
             continue
         table, column = row["table"], row["column"]
         for number, values in enumerate(_records(tables[table], table), start=1):
-            if values.get(column) and (table, number, column) not in cited:
+            if row["source"] == ROW_RECORD and values.get(column, "") not in bodies.held:
+                raise _MismatchError(
+                    f"{table} row {number}, column {column}: {values.get(column)!r} is not a record the "
+                    "bundle holds"
+                )
+            if row["source"] == FROM_RECORD and values.get(column) and (table, number, column) not in cited:
                 raise _MismatchError(
                     f"{table} row {number}, column {column}: a value read from a record that cites none"
                 )

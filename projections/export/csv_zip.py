@@ -21,13 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.audit.exported import CELLS, COLUMNS, FROM_RECORD, cell_text
+from ledger.audit.exported import CELLS, COLUMNS, FROM_RECORD, ROW_RECORD, cell_text
 from ledger.wire.files import fixed_zip
 from projections.export import document as doc
 
 FORMAT = "coi-genealogy-csv/1"
 DERIVED = "derived"
-SEQUENCE = "sequence"
 
 Cited = doc.Fact | list[doc.Fact] | None
 
@@ -35,7 +34,7 @@ Cited = doc.Fact | list[doc.Fact] | None
 @dataclass(frozen=True)
 class _Column:
     name: str
-    source: str  # FROM_RECORD | DERIVED | SEQUENCE
+    source: str  # FROM_RECORD | DERIVED
     get: Callable[[Any], object]
 
 
@@ -280,7 +279,7 @@ def render(genealogy: doc.Genealogy) -> bytes:
     for table in TABLES:
         name = f"{table.name}.csv"
         rows = files[name]
-        columns.append([name, SEQUENCE, SEQUENCE])
+        columns.append([name, ROW_RECORD, ROW_RECORD])
         columns.extend([name, c.name, c.source] for c in table.columns)
         for number, row in enumerate(table.rows(genealogy), start=1):
             line: list[object] = [table.sequence(row)]
@@ -295,7 +294,7 @@ def render(genealogy: doc.Genealogy) -> bytes:
                 line.append(cell_text([f.value for f in facts]))
                 cells.extend([name, number, column.name, i, f.sequence, f.field] for i, f in enumerate(facts))
             rows.append(line)
-        rows.insert(0, [SEQUENCE, *(c.name for c in table.columns)])
+        rows.insert(0, [ROW_RECORD, *(c.name for c in table.columns)])
     columns.insert(0, ["table", "column", "source"])
     cells.insert(0, ["table", "row", "column", "item", "sequence", "field"])
     return fixed_zip([("README.txt", _readme(genealogy)), *((n, _csv(rows)) for n, rows in files.items())])

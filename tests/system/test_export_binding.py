@@ -142,9 +142,18 @@ def test_a_changed_csv_cell_fails_and_so_does_an_uncited_one(demo: ExportDemo) -
     out.write_bytes(fixed_zip(sorted(changed.items())))
     _rebind(bundle, out)
     code, said = _verify(demo, bundle)
-    assert code == 1 and "qc.csv row 1, column passed: a value read from a record that cites none" in said, (
-        said
-    )
+    assert code == 1, said
+    assert "qc.csv row 1, column passed: a value read from a record that cites none" in said
+
+    # A row said to come from a record the bundle does not hold.
+    units = original["units.csv"].decode("utf-8-sig").split("\r\n")
+    units[1] = "999999" + units[1][units[1].index(",") :]
+    changed = {**original, "units.csv": "\r\n".join(units).encode("utf-8-sig")}
+    out.write_bytes(fixed_zip(sorted(changed.items())))
+    _rebind(bundle, out)
+    code, said = _verify(demo, bundle)
+    assert code == 1, said
+    assert "units.csv row 1, column sequence: '999999' is not a record the bundle holds" in said
 
 
 @pytest.mark.parametrize("fmt", ["epcis", "fhir", "html"])
