@@ -93,7 +93,10 @@ def bound_export(folder: Path, given: Path | None) -> BundleCheck:
                 f"beside the bundle (pass --export FILE to check it)"
             )
             return None
-        data = path.read_bytes()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            return BundleFailure(path.name, f"cannot be read ({exc.strerror})")
         if len(data) != entry.size or hashlib.sha256(data).hexdigest() != entry.sha256:
             return BundleFailure(
                 path.name,
