@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import re
-import zipfile
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -31,6 +29,7 @@ from ledger.audit.bundle_format import (
     FORMAT,
     MANIFEST,
     PROOFS,
+    ExportEntry,
     FileEntry,
     Inclusion,
     Manifest,
@@ -42,9 +41,7 @@ from ledger.store.snapshot import REGISTRY_RECORDS, THERAPY_TOPICS, Snapshot, sn
 from ledger.store.sources import Row, SqlSource
 from ledger.transparency import merkle
 from ledger.transparency.records import canonical, payload_of, row_record
-
-# A fixed time for every zip entry: the same records make the same bundle, byte for byte.
-_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+from ledger.wire.files import fixed_zip
 
 
 class BundleExportError(Exception):
@@ -56,6 +53,14 @@ class Exported:
     data: bytes
     manifest: Manifest
     records: int
+    files: dict[str, bytes]  # every file but the manifest: to make it again, bound to an export
+
+
+def bound(exported: Exported, export: ExportEntry) -> Exported:
+    """The same bundle with its manifest naming `export`, the file written with it (from the
+    records already read: the export was rendered from them, the ledger may have moved on)."""
+    manifest = msgspec.structs.replace(exported.manifest, export=export)
+    return Exported(_packed(exported.files, manifest), manifest, exported.records, exported.files)
 
 
 class _BatchMention(msgspec.Struct):
@@ -109,8 +114,7 @@ def export_bundle(source: SqlSource, request: Request) -> Exported:
         after_checkpoint=len(selected) - len(proved),
         files=[FileEntry(n, hashlib.sha256(d).hexdigest(), len(d)) for n, d in sorted(files.items())],
     )
-    files[MANIFEST] = msgspec.json.format(msgspec.json.encode(manifest))
-    return Exported(_zip(files), manifest, len(rows))
+    return Exported(_packed(files, manifest), manifest, len(rows), files)
 
 
 def _select(log: Snapshot, request: Request) -> tuple[list[Row], list[str]]:
@@ -200,9 +204,6 @@ def _topics(topics: tuple[str, ...]) -> str:
     return f"topic IN ({', '.join('?' * len(topics))})"
 
 
-def _zip(files: dict[str, bytes]) -> bytes:
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for name in [MANIFEST, *sorted(n for n in files if n != MANIFEST)]:
-            z.writestr(zipfile.ZipInfo(name, _ZIP_TIME), files[name], zipfile.ZIP_DEFLATED)
-    return out.getvalue()
+def _packed(files: dict[str, bytes], manifest: Manifest) -> bytes:
+    """The zip, the same bytes for the same records: the manifest first, then the files by name."""
+    return fixed_zip([(MANIFEST, msgspec.json.format(msgspec.json.encode(manifest))), *sorted(files.items())])

@@ -5,7 +5,8 @@ A zip holding, each as a file of its own so a change is named by file:
 - `proofs.json`: for each record, its leaf index and RFC 9162 inclusion path in the checkpoint;
 - `checkpoint.note`: the signed checkpoint every proof is against;
 - `manifest.json`: every other file with its SHA-256 and size, what was asked for, the
-  origin and the tree size.
+  origin and the tree size; for a bundle written with a genealogy export (`--with-bundle`),
+  that export's file name, format, SHA-256 and size (`export`; absent from older bundles).
 
 The registry and policy records (the principals' public keys, the policy in force) sit among
 the records: the verifier replays key state and policy from them, in log order.
@@ -48,7 +49,17 @@ class Request(msgspec.Struct, frozen=True, omit_defaults=True):
         return f"sequences {self.from_seq} to {self.to_seq}"
 
 
-class Manifest(msgspec.Struct, frozen=True):
+class ExportEntry(msgspec.Struct, frozen=True):
+    """The genealogy export a bundle was written with, beside it: bound by its digest."""
+
+    path: str  # its file name, in the bundle's folder
+    format: str  # json | csv | epcis | fhir | html
+    sha256: str  # hex
+    size: int
+
+
+# omit_defaults: a bundle with no export is byte for byte what it was before `export` existed.
+class Manifest(msgspec.Struct, frozen=True, omit_defaults=True):
     format: str
     origin: str
     tree_size: int
@@ -58,6 +69,7 @@ class Manifest(msgspec.Struct, frozen=True):
     # records the selection matched after the checkpoint: left out, they cannot be proved yet
     after_checkpoint: int
     files: list[FileEntry]
+    export: ExportEntry | None = None
 
 
 class Inclusion(msgspec.Struct, frozen=True):

@@ -48,6 +48,11 @@ def add_parser(subparsers: Subparsers) -> None:
 
     s = subparsers.add_parser("verify-bundle", help="check an offline bundle: no database, no network")
     s.add_argument("bundle", help="the bundle's zip")
+    s.add_argument(
+        "--export",
+        metavar="FILE",
+        help="the genealogy export the bundle was written with (default: the file its manifest names)",
+    )
     s.add_argument("--trusted-key", action="append", default=[], help="ledger verifier key file (repeatable)")
     s.add_argument(
         "--checkpoints",
@@ -60,7 +65,7 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 # projections/export/formats.py FORMATS, written out: `coi --help` imports no projection.
-GENEALOGY_FORMATS = ("json", "epcis", "fhir", "html")
+GENEALOGY_FORMATS = ("json", "csv", "epcis", "fhir", "html")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,10 +129,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _genealogy(args: argparse.Namespace) -> int:
+    import hashlib
     import os
     from pathlib import Path
 
+    from ledger.app.bundle import bound
     from ledger.app.config import database_url
+    from ledger.audit.bundle_format import ExportEntry
     from ledger.audit.roots import choose
     from ledger.audit.trust import TrustStore
     from ledger.cli.common import now
@@ -172,9 +180,10 @@ def _genealogy(args: argparse.Namespace) -> int:
     written = [out]
     try:
         write_atomic(out, data)
-        if args.with_bundle:
+        if args.with_bundle:  # bound to the export just written, by its name beside it and digest
+            export = ExportEntry(out.name, args.format, hashlib.sha256(data).hexdigest(), len(data))
             written.append(Path(f"{args.out}.bundle.zip"))
-            write_atomic(written[-1], evidence.bundle)
+            write_atomic(written[-1], bound(evidence.bundle, export).data)
     except OSError as exc:
         for path in written[:-1]:
             path.unlink(missing_ok=True)  # the pair or nothing
@@ -231,6 +240,7 @@ def _verify_bundle(args: argparse.Namespace) -> int:
         read_bundle,
         verify_bundle,
     )
+    from ledger.audit.exported import bound_export
     from ledger.audit.roots import choose
     from ledger.audit.saved import read_saved
     from ledger.audit.trust import TrustStore
@@ -238,15 +248,24 @@ def _verify_bundle(args: argparse.Namespace) -> int:
     path = Path(args.bundle)
     if not path.is_file():
         raise UsageError(f"no bundle at {path}")
+    export = Path(args.export) if args.export else None
+    if export is not None and not export.is_file():
+        raise UsageError(f"--export {args.export}: there is no such file")
     witnessing = witnessing_of(args)  # a usage error in it before anything is printed
     unreadable: list[BundleError] = []
 
     def origin() -> str:  # asked after the key files are read: a bad key file is said first
         try:
-            return read_bundle(path).manifest.origin
+            manifest = read_bundle(path).manifest
         except BundleError as exc:
             unreadable.append(exc)
             return ""
+        if export is not None and manifest.export is None:
+            raise UsageError(
+                f"--export {args.export}: {path.name} names no export (it was not written by coi export "
+                "genealogy --with-bundle): nothing binds the two"
+            )
+        return manifest.origin
 
     roots = choose([Path(p) for p in args.trusted_key], TrustStore(), origin)
     if unreadable:
@@ -264,6 +283,7 @@ def _verify_bundle(args: argparse.Namespace) -> int:
         more.append(held_to_saved(saved))
     if witnessing is not None:
         more.append(cosigned_by(witnessing))
+    more.append(bound_export(path.parent, export))
     report = verify_bundle(path, trusted, more)
     if report.failure is not None:
         say(f"FAILED: {report.failure}")

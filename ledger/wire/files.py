@@ -1,4 +1,5 @@
-"""Files only their owner may read: private keys, the ledger's databases, verifier state.
+"""Files only their owner may read: private keys, the ledger's databases, verifier state;
+files written whole or not at all; zips that are the same bytes for the same contents.
 
 Modes are set when a file is created (0600), whatever the umask, and a private key that
 others can read is refused with the command that fixes it, as ssh does.
@@ -7,8 +8,11 @@ others can read is refused with the command that fixes it, as ssh does.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import stat
+import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 PRIVATE = 0o600
@@ -94,3 +98,17 @@ def _sync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# A fixed time for every entry of the zips the ledger writes: the same contents make the same
+# bytes (zip's own epoch; a zip cannot say an earlier time).
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def fixed_zip(files: Iterable[tuple[str, bytes]]) -> bytes:
+    """A deflated zip of `files` (name, bytes), in the order given, the same bytes each time."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in files:
+            z.writestr(zipfile.ZipInfo(name, _ZIP_TIME), data, zipfile.ZIP_DEFLATED)
+    return out.getvalue()

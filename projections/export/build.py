@@ -73,23 +73,6 @@ def pointer(path: tuple[str | int, ...] | list[str | int]) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
-def resolve(body: object, field: str) -> object:
-    """The value at JSON Pointer `field` in `body`; KeyError where there is none."""
-    value = body
-    for token in field.split("/")[1:]:
-        token = token.replace("~1", "/").replace("~0", "~")
-        if isinstance(value, list) and token.isdigit():
-            index = int(token)
-            if index >= len(value):
-                raise KeyError(field)
-            value = value[index]
-        elif isinstance(value, dict) and token in value:
-            value = value[token]
-        else:
-            raise KeyError(field)
-    return value
-
-
 def raw_body(envelope: str) -> dict[str, Any]:
     decoded = msgspec.json.decode(payload_of(envelope))
     assert isinstance(decoded, dict)

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import msgspec
 
-from ledger.app.bundle import BundleExportError, export_bundle
+from ledger.app.bundle import BundleExportError, Exported, export_bundle
 from ledger.audit.bundle import bundle_of, verify_bundle
-from ledger.audit.bundle_format import CHECKPOINT, PROOFS, RECORDS, Manifest, Proofs, Request
+from ledger.audit.bundle_format import CHECKPOINT, PROOFS, RECORDS, Proofs, Request
 from ledger.store.sources import SqlSource
 from ledger.transparency import checkpoint as notes
 from ledger.transparency.records import Record
@@ -28,8 +28,7 @@ from projections.export.document import Verification
 
 @dataclass(frozen=True)
 class Evidence:
-    bundle: bytes  # the zip `coi verify-bundle` reads
-    manifest: Manifest
+    bundle: Exported  # the zip `coi verify-bundle` reads, to be bound to the export (ledger.app.bundle.bound)
     sources: list[Source]  # in sequence order
     verification: Verification
 
@@ -69,7 +68,7 @@ def gather(source: SqlSource, coi: str, trust: Trust) -> Evidence:
         failure=failure,
         left_out=exported.manifest.after_checkpoint,
     )
-    return Evidence(exported.data, exported.manifest, _sources(bundle.files), verification)
+    return Evidence(exported, _sources(bundle.files), verification)
 
 
 def _sources(files: dict[str, bytes]) -> list[Source]:

@@ -13,6 +13,7 @@ Render = Callable[[Genealogy], bytes]
 # format -> the module whose `render(genealogy) -> bytes` writes it
 MODULES = {
     "json": "projections.export.as_json",
+    "csv": "projections.export.csv_zip",
     "epcis": "projections.export.as_epcis",
     "fhir": "projections.export.as_fhir",
     "html": "projections.export.html",

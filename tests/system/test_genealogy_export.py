@@ -15,9 +15,9 @@ from typing import Any
 import jsonschema
 import pytest
 
+from ledger.audit.exported import resolve
 from ledger.demo.journeys import Journey, Step, compressed_run
 from ledger.demo.run import load_cast
-from projections.export.build import resolve
 from tests.exports import ExportDemo, bundle_bodies, facts
 from tests.support import FIXTURE_VKEY, copy_fixture_ledger
 from tests.support import coi as run_coi

@@ -1,0 +1,242 @@
+"""`coi export genealogy --with-bundle` binds the export to its bundle, and `coi verify-bundle`
+checks the pair: the export's digest against the manifest, then every value a JSON or CSV
+export cites against the signed records; EPCIS, FHIR and HTML by digest only. The manifest is
+not signed, so the tests also play the forger who changes the export AND its digest in the
+manifest: the value check is what catches a changed value. A bundle written before the
+manifest could name an export still reads and verifies."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ledger.audit.bundle_format import MANIFEST
+from ledger.cli.export import GENEALOGY_FORMATS
+from ledger.wire.files import fixed_zip
+from tests.exports import ExportDemo, facts
+from tests.support import FIXTURE_VKEY, copy_fixture_ledger
+from tests.support import coi as run_coi
+
+OLD_BUNDLE = Path(__file__).parents[1] / "fixtures" / "bundle-v1" / "CHW0451260059EM.bundle.zip"
+OLD_PATIENT = "CHW0451260059EM"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExportDemo]:
+    yield ExportDemo(tmp_path_factory.mktemp("binding"))
+
+
+def _bound(demo: ExportDemo, fmt: str, name: str, journey: str = "rejected") -> tuple[Path, Path]:
+    """An export of `journey` written with its bundle: (export, bundle)."""
+    out = demo.export(fmt, "--coi", demo.journey(journey), "--with-bundle", out=name)
+    return out, Path(f"{out}.bundle.zip")
+
+
+def _files(zip_path: Path) -> dict[str, bytes]:
+    with zipfile.ZipFile(zip_path) as z:
+        return {n: z.read(n) for n in z.namelist()}
+
+
+def _manifest(bundle: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(_files(bundle)[MANIFEST])
+    return loaded
+
+
+def _rebind(bundle: Path, export: Path, **changes: object) -> None:
+    """What a forger does: the manifest's export entry made to fit `export` as it is now (the
+    manifest is not signed, and is not among the files it lists)."""
+    files = _files(bundle)
+    manifest = json.loads(files[MANIFEST])
+    data = export.read_bytes()
+    manifest["export"].update(sha256=hashlib.sha256(data).hexdigest(), size=len(data), **changes)
+    files[MANIFEST] = json.dumps(manifest).encode()
+    bundle.write_bytes(fixed_zip([(MANIFEST, files.pop(MANIFEST)), *sorted(files.items())]))
+
+
+def _verify(demo: ExportDemo, bundle: Path, *args: str) -> tuple[int, str]:
+    done = demo.run("verify-bundle", str(bundle), *args)
+    assert "Traceback" not in done.stderr
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_the_bundle_names_the_export_and_every_json_value_is_checked(demo: ExportDemo) -> None:
+    out, bundle = _bound(demo, "json", "intact.json")
+    data = out.read_bytes()
+    manifest = _manifest(bundle)
+    assert manifest["export"] == {
+        "path": "intact.json",
+        "format": "json",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+    # The records are those `coi export bundle` gives for the patient: only the manifest differs.
+    plain = demo.folder / "plain.bundle.zip"
+    done = demo.run("export", "bundle", "--coi", demo.journey("rejected"), "--out", str(plain))
+    assert done.returncode == 0, done.stderr
+    bound, unbound = _files(bundle), _files(plain)
+    assert {n: d for n, d in bound.items() if n != MANIFEST} == {
+        n: d for n, d in unbound.items() if n != MANIFEST
+    }
+    assert {k: v for k, v in manifest.items() if k != "export"} == json.loads(unbound[MANIFEST])
+
+    code, said = _verify(demo, bundle)
+    assert code == 0, said
+    cited = facts(json.loads(data))
+    assert len(cited) > 100
+    assert f"checked {len(cited)} values of the JSON export against the signed records" in said
+    assert "intact.json is the JSON export the bundle was made with" in said
+    assert "only that the two travel together" in said
+
+
+def test_a_changed_json_value_fails_naming_its_record_and_field(demo: ExportDemo) -> None:
+    out, bundle = _bound(demo, "json", "tampered.json")
+    document = json.loads(out.read_text())
+    sterility = next(q for q in document["batches"][0]["qc"] if q["test"]["value"] == "sterility")
+    assert sterility["passed"]["value"] is False
+    sterility["passed"]["value"] = True  # the failed test made to pass
+    out.write_text(json.dumps(document))
+
+    code, said = _verify(demo, bundle)
+    assert code == 1 and "FAILED" in said, said
+    assert "the export was changed after the bundle was made" in said
+
+    _rebind(bundle, out)  # the forger updates the digest too
+    code, said = _verify(demo, bundle)
+    assert code == 1 and "FAILED: tampered.json" in said, said
+    fact = sterility["passed"]
+    assert f"record {fact['sequence']} at {fact['field']}" in said
+    assert "holds False" in said
+
+
+def test_a_changed_csv_cell_fails_and_so_does_an_uncited_one(demo: ExportDemo) -> None:
+    out, bundle = _bound(demo, "csv", "tampered.zip")
+    code, said = _verify(demo, bundle)
+    assert code == 0, said
+    original = _files(out)
+    cells = original["cells.csv"].decode("utf-8-sig").splitlines()
+    assert f"checked {len(cells) - 1} values of the CSV export against the signed records" in said
+
+    qc = original["qc.csv"].decode("utf-8-sig")
+    assert ",sterility," in qc and ",false," in qc
+    changed = {**original, "qc.csv": qc.replace(",false,", ",true,", 1).encode("utf-8-sig")}
+    out.write_bytes(fixed_zip(sorted(changed.items())))
+    _rebind(bundle, out)
+    code, said = _verify(demo, bundle)
+    assert code == 1 and "FAILED: tampered.zip" in said, said
+    (line,) = [c for c in cells if c.startswith("qc.csv,1,passed,")]
+    sequence, field = line.split(",")[4:6]
+    assert (
+        "qc.csv row 1, column passed: says 'true'" in said and f"record {sequence}" in said and field in said
+    )
+
+    # The cell's citation dropped as well: a cell of a column read from records must cite one.
+    dropped = "\r\n".join(c for c in cells if c != line) + "\r\n"
+    changed["cells.csv"] = dropped.encode("utf-8-sig")
+    out.write_bytes(fixed_zip(sorted(changed.items())))
+    _rebind(bundle, out)
+    code, said = _verify(demo, bundle)
+    assert code == 1, said
+    assert "qc.csv row 1, column passed: a value read from a record that cites none" in said
+
+    # A row said to come from a record the bundle does not hold.
+    units = original["units.csv"].decode("utf-8-sig").split("\r\n")
+    units[1] = "999999" + units[1][units[1].index(",") :]
+    changed = {**original, "units.csv": "\r\n".join(units).encode("utf-8-sig")}
+    out.write_bytes(fixed_zip(sorted(changed.items())))
+    _rebind(bundle, out)
+    code, said = _verify(demo, bundle)
+    assert code == 1, said
+    assert "units.csv row 1, column sequence: '999999' is not a record the bundle holds" in said
+
+
+@pytest.mark.parametrize("fmt", ["epcis", "fhir", "html"])
+def test_formats_that_cite_no_fields_are_bound_by_digest_only(demo: ExportDemo, fmt: str) -> None:
+    name = f"bound.{fmt}"
+    if fmt in GENEALOGY_FORMATS:
+        out, bundle = _bound(demo, fmt, name)
+    else:  # not on this branch yet: a bundle bound to such a file as the CLI binds it
+        json_out, bundle = _bound(demo, "json", f"{name}.json")
+        out = demo.folder / name
+        out.write_bytes(b"<rendered elsewhere>" + json_out.read_bytes()[:200])
+        shutil.move(bundle, demo.folder / f"{name}.bundle.zip")
+        bundle = demo.folder / f"{name}.bundle.zip"
+        _rebind(bundle, out, path=name, format=fmt)
+    code, said = _verify(demo, bundle)
+    assert code == 0, said
+    label = fmt.upper()
+    assert f"{name} is the {label} export the bundle was made with" in said
+    assert (
+        f"the {label} export's content: it is the file the bundle was made with; its content was not checked"
+        in said
+    )
+    assert "values of the" not in said
+
+    out.write_bytes(out.read_bytes() + b" ")
+    code, said = _verify(demo, bundle)
+    assert code == 1 and f"FAILED: {name}" in said and "changed after the bundle was made" in said, said
+
+
+def test_a_missing_export_cannot_be_proved_and_export_names_it(demo: ExportDemo, tmp_path: Path) -> None:
+    out, bundle = _bound(demo, "json", "moved.json", journey="excursion")
+    moved = tmp_path / "elsewhere.json"
+    shutil.move(out, moved)
+    code, said = _verify(demo, bundle)
+    assert code == 0, said
+    assert "moved.json the bundle was made with: it is not beside the bundle (pass --export FILE" in said
+    assert "values of the" not in said
+
+    code, said = _verify(demo, bundle, "--export", str(moved))
+    assert code == 0 and "values of the JSON export against the signed records" in said, said
+
+    other = demo.export("json", "--coi", demo.journey("mismatch"), out="other.json")
+    code, said = _verify(demo, bundle, "--export", str(other))
+    assert code == 1 and "FAILED: other.json" in said, said
+
+    code, said = _verify(demo, bundle, "--export", str(tmp_path / "nothing.json"))
+    assert code == 2 and "--export" in said
+
+
+def test_a_bundle_written_before_exports_were_bound_still_verifies(tmp_path: Path) -> None:
+    manifest = json.loads(zipfile.ZipFile(OLD_BUNDLE).read(MANIFEST))
+    assert "export" not in manifest
+    bundle = tmp_path / OLD_BUNDLE.name
+    shutil.copy(OLD_BUNDLE, bundle)
+    config = str(tmp_path / "cfg")
+    done = run_coi(
+        tmp_path, "verify-bundle", str(bundle), "--trusted-key", str(FIXTURE_VKEY), COI_CONFIG_DIR=config
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "export" not in done.stdout
+
+    # Today's code writes the same bytes for the same records when no export is bound.
+    copy_fixture_ledger(tmp_path / "coi-data")
+    again = tmp_path / "again.zip"
+    done = run_coi(
+        tmp_path, "export", "bundle", "--coi", OLD_PATIENT, "--out", str(again), COI_CONFIG_DIR=config
+    )
+    assert done.returncode == 0, done.stderr
+    assert again.read_bytes() == OLD_BUNDLE.read_bytes()
+
+    (tmp_path / "some.json").write_text("{}")
+    done = run_coi(
+        tmp_path, "verify-bundle", str(bundle), "--trusted-key", str(FIXTURE_VKEY), "--export",
+        str(tmp_path / "some.json"), COI_CONFIG_DIR=config,
+    )  # fmt: skip
+    assert done.returncode == 2 and "names no export" in done.stderr, done.stdout + done.stderr
+
+
+def test_a_bundle_of_one_format_is_not_made_with_another(demo: ExportDemo) -> None:
+    """The export's name in the manifest is the file written beside it: a bundle does not
+    check the file of another export of the same patient."""
+    _, json_bundle = _bound(demo, "json", "pair.json", journey="corrected")
+    csv_out, _ = _bound(demo, "csv", "pair.zip", journey="corrected")
+    assert _manifest(json_bundle)["export"]["path"] == "pair.json"
+    code, said = _verify(demo, json_bundle, "--export", str(csv_out))
+    assert code == 1 and "pair.zip: is not the JSON export the bundle was made with" in said, said
