@@ -260,15 +260,16 @@ def queries(url: str, target: Path, samples: int, rng: random.Random) -> list[La
 
 
 def exports(url: str, target: Path, signer: NoteSigner, samples: int, rng: random.Random) -> list[Latency]:
-    """Each format's export of `samples` random patients, as `coi export genealogy` makes it."""
+    """Each format's export of `samples` random patients, as `coi export genealogy` makes it;
+    other patients for each format, so none reads what the one before left in the page cache."""
     store = ProjectionStore(f"sqlite:///{target}")
     source = open_source(url)
     try:
         audit = Audit(store.connection, store.postgres)
-        cois = rng.sample(
-            [c for (c,) in store.connection.execute("SELECT DISTINCT coi FROM proj_units")], samples
-        )
-        batches = [f"B-{c}" for c in cois]
+        everyone = [c for (c,) in store.connection.execute("SELECT DISTINCT coi FROM proj_units")]
+        picked = rng.sample(everyone, samples * (len(FORMATS) + 1))
+        groups = [picked[i * samples : (i + 1) * samples] for i in range(len(FORMATS) + 1)]
+        batches = [f"B-{c}" for c in groups[-1]]
 
         def trust(_: str) -> tuple[list[NoteVerifier], str]:
             return [signer.verifier], "the benchmark's ledger key"
@@ -279,12 +280,12 @@ def exports(url: str, target: Path, signer: NoteSigner, samples: int, rng: rando
             document = build(evidence.sources, coi, Ids(DEFAULT_BASE, coi), evidence.verification, coi, NOW)
             return renderer(fmt)(document)
 
-        sizes = {fmt: len(export(cois[0], fmt)) for fmt in FORMATS}  # warm-up, and a size to show
+        sizes = {fmt: len(export(groups[-1][0], fmt)) for fmt in FORMATS}  # warm-up, and a size to show
         out = [
             timed("--batch lookup", [(b, lambda b=b: audit.cois(b, "batch")) for b in batches], None,
                   "info: the patient of a batch, from the identifier index"),
         ]  # fmt: skip
-        for fmt in FORMATS:
+        for fmt, cois in zip(FORMATS, groups, strict=False):
             note(f"  export {fmt} x {samples:,} ...")
             target_ms = TARGET_EXPORT_P99_MS.get(fmt, TARGET_EXPORT_DEFAULT_MS)
             calls: list[Call] = [(c, lambda c=c, fmt=fmt: export(c, fmt)) for c in cois]
