@@ -31,6 +31,7 @@ class ExportDemo:
         self.folder, self.env = folder, env
         done = self.run("demo", "--patients", str(patients))
         assert done.returncode == 0, done.stdout + done.stderr
+        self.printed = done.stdout
         rows = [line.split(None, 2) for line in done.stdout.splitlines()[1 : patients + 1]]
         self.cois = [row[1] for row in rows]
         self.outcomes = {row[1]: row[2] for row in rows}

@@ -133,6 +133,7 @@ def run_demo(
         return 1
     first = journeys[0].coi
     mismatch = next((j.coi for j in journeys if j.variant == "identity_mismatch"), first)
+    rejected = next((j.coi for j in journeys if j.variant == "qc_failure"), first)
     print(
         "\nNext:\n"
         + "".join(
@@ -145,6 +146,8 @@ def run_demo(
                 ("schema > event.schema.json", "the body schema for site systems"),
             )
         )
+        + f"  {prog} export genealogy --batch B-{rejected} --format html --out batch.html --with-bundle\n"
+        "      a batch's genealogy as a printable QA report, beside the records it rests on\n"
         + f"  {prog} sign --key {keys_dir}/nurse.bdw.key BODY.json | {prog} submit -\n"
         "      sign and submit your own event (demo passphrase: demo-passphrase)",
         file=out,

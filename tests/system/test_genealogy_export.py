@@ -218,3 +218,14 @@ def test_the_cli_offers_every_format_there_is_a_writer_for() -> None:
     from projections.export.formats import FORMATS
 
     assert GENEALOGY_FORMATS == FORMATS
+
+
+def test_the_export_the_demo_suggests_runs_and_its_bundle_verifies(demo: ExportDemo) -> None:
+    (line,) = [line for line in demo.printed.splitlines() if " export genealogy " in line]
+    args = line.split(" export genealogy ", 1)[1].split()
+    done = demo.run("export", "genealogy", *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "REJECTED" in done.stdout and "!!" in done.stdout
+    checked = demo.run("verify-bundle", "batch.html.bundle.zip")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "is the HTML export the bundle was made with" in checked.stdout
