@@ -37,7 +37,8 @@ class ExportDemo:
         self.outcomes = {row[1]: row[2] for row in rows}
 
     def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-        return coi(self.folder, *args, COI_CONFIG_DIR=str(self.folder / "coi-config"), **{**self.env, **env})
+        settings = {"COI_CONFIG_DIR": str(self.folder / "coi-config"), **self.env, **env}
+        return coi(self.folder, *args, **settings)
 
     def journey(self, name: str) -> str:
         """The COI of the first patient whose outcome names `name`'s text (JOURNEYS)."""
@@ -46,7 +47,8 @@ class ExportDemo:
 
     def export(self, fmt: str, *pick: str, out: str | None = None, **env: str) -> Path:
         """`coi export genealogy PICK --format FMT --out FILE`, which must succeed; FILE."""
-        path = self.folder / (out or f"{'-'.join(p.strip('-') for p in pick)}.{fmt}")
+        suffix = "zip" if fmt == "csv" else fmt  # a zip of CSV tables
+        path = self.folder / (out or f"{'-'.join(p.strip('-') for p in pick)}.{suffix}")
         done = self.run("export", "genealogy", *pick, "--format", fmt, "--out", str(path), **env)
         assert done.returncode == 0, done.stdout + done.stderr
         assert "Traceback" not in done.stderr

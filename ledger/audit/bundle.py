@@ -68,6 +68,7 @@ class BundleReport:
     cannot: list[str] = field(default_factory=list)
     failure: BundleFailure | None = None
     replayed: bool = False  # the domain rules were replayed over the records
+    headline: list[str] = field(default_factory=list)  # what the first line must say beside OK
 
 
 @dataclass

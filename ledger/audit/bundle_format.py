@@ -14,6 +14,8 @@ the records: the verifier replays key state and policy from them, in log order.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 FORMAT = "coi-bundle/1"
@@ -49,13 +51,25 @@ class Request(msgspec.Struct, frozen=True, omit_defaults=True):
         return f"sequences {self.from_seq} to {self.to_seq}"
 
 
-class ExportEntry(msgspec.Struct, frozen=True):
+class Made(msgspec.Struct, frozen=True):
+    """What a genealogy export was rendered from besides the bundle's records, so that `coi
+    verify-bundle` can render it again from them and compare."""
+
+    asked: str  # "COI ..." or "batch ..."
+    id_base: str
+    exported_at: str
+    rendering: int  # projections/export/formats.py RENDERING: the exporters' output version
+    verification: dict[str, Any]  # what was proved when it was made (the export shows it)
+
+
+class ExportEntry(msgspec.Struct, frozen=True, omit_defaults=True):
     """The genealogy export a bundle was written with, beside it: bound by its digest."""
 
     path: str  # its file name, in the bundle's folder
     format: str  # json | csv | epcis | fhir | html
     sha256: str  # hex
     size: int
+    made: Made | None = None
 
 
 # omit_defaults: a bundle with no export is byte for byte what it was before `export` existed.

@@ -24,7 +24,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +78,16 @@ def cell_text(values: list[object]) -> str:
     return f"'{text}" if text.startswith(FORMULA_START) and not number else text
 
 
-def bound_export(folder: Path, given: Path | None) -> BundleCheck:
+# Renders an export again from a bundle's records and what the manifest says it was made
+# with; None where it cannot (another rendering version, or nothing recorded of how it was made).
+Remake = Callable[[Bundle, ExportEntry], bytes | None]
+
+
+def bound_export(folder: Path, given: Path | None, remake: Remake | None = None) -> BundleCheck:
     """The check of the export the manifest names: `given`, else its file in `folder` (the
-    bundle's); a bundle that names none passes unchanged (older bundles, `coi export bundle`)."""
+    bundle's); a bundle that names none passes unchanged (older bundles, `coi export bundle`).
+    With `remake` (the exporters, which this package does not import), the export must be
+    exactly what the records make; without, each value it cites is checked."""
 
     def check(bundle: Bundle, report: BundleReport) -> BundleFailure | None:
         entry = bundle.manifest.export
@@ -88,10 +97,12 @@ def bound_export(folder: Path, given: Path | None) -> BundleCheck:
             return BundleFailure(MANIFEST, f"names the export {entry.path!r}, which is not a file name")
         path = given or folder / entry.path
         if not path.is_file():
-            report.cannot.append(
-                f"anything about the {_name(entry)} export {entry.path} the bundle was made with: it is not "
-                f"beside the bundle (pass --export FILE to check it)"
+            missing = (
+                f"the {_name(entry)} export {entry.path} the bundle was made with is not beside it: "
+                "nothing about it was checked (pass --export FILE to check it)"
             )
+            report.headline.append(missing)
+            report.cannot.append(missing)
             return None
         try:
             data = path.read_bytes()
@@ -105,9 +116,23 @@ def bound_export(folder: Path, given: Path | None) -> BundleCheck:
                 "another file)",
             )
         report.proved.append(
-            f"{path.name} is the {_name(entry)} export the bundle was made with (its SHA-256 is the one "
-            "the manifest names; the manifest is not signed, so this shows only that the two travel together)"
+            f"{path.name} has the SHA-256 the manifest binds for its {_name(entry)} export (the manifest "
+            "is not signed: this shows only that the two files travel together)"
         )
+        remade = remake(bundle, entry) if remake is not None else None
+        if remade is not None:
+            if remade != data:
+                return BundleFailure(
+                    path.name,
+                    f"is not what the bundle's records make: {difference(data, remade, entry.format)} "
+                    "(the export was changed after it was made)",
+                )
+            report.proved.append(
+                f"{path.name} is exactly the {_name(entry)} export these records make: rendered again "
+                "from them as the manifest says it was made, and compared byte for byte (statuses, "
+                "outcomes and the summary included)"
+            )
+            return None
         bodies = _Bodies(bundle)
         try:
             if entry.format == "json":
@@ -133,6 +158,78 @@ def bound_export(folder: Path, given: Path | None) -> BundleCheck:
         return None
 
     return check
+
+
+def difference(found: bytes, made: bytes, fmt: str) -> str:
+    """Where an export first differs from what the records make, for a reader."""
+    if fmt == "csv":
+        try:
+            with zipfile.ZipFile(io.BytesIO(found)) as a, zipfile.ZipFile(io.BytesIO(made)) as b:
+                names = sorted(set(a.namelist()) | set(b.namelist()))
+                for name in names:
+                    x = a.read(name) if name in a.namelist() else b""
+                    y = b.read(name) if name in b.namelist() else b""
+                    if x != y:
+                        return f"{name}: {_first_line(x, y)}"
+        except zipfile.BadZipFile:
+            return "it is not a zip"
+    if fmt in ("json", "epcis", "fhir"):
+        try:
+            where = _first_path(msgspec.json.decode(found), msgspec.json.decode(made), "")
+        except msgspec.DecodeError:
+            where = None
+        if where is not None:
+            return where
+    return _first_line(found, made)
+
+
+def _first_path(found: object, made: object, where: str) -> str | None:
+    if isinstance(found, dict) and isinstance(made, dict):
+        for key in [*made, *(k for k in found if k not in made)]:
+            if key not in found or key not in made:
+                return f"at {where}/{key}: {'missing' if key not in found else 'added'}"
+            deeper = _first_path(found[key], made[key], f"{where}/{key}")
+            if deeper is not None:
+                return deeper
+        return None
+    if isinstance(found, list) and isinstance(made, list):
+        for index, (x, y) in enumerate(zip(found, made, strict=False)):
+            deeper = _first_path(x, y, f"{where}/{index}")
+            if deeper is not None:
+                return deeper
+        if len(found) != len(made):
+            return f"at {where}: {len(found)} items where the records make {len(made)}"
+        return None
+    if _same(found, made):
+        return None
+    if isinstance(found, str) and isinstance(made, str):
+        return f"at {where or '/'}: {_around(found, made)}"
+    return f"at {where or '/'}: {_clip(found)} where the records make {_clip(made)}"
+
+
+def _first_line(found: bytes, made: bytes) -> str:
+    ours, theirs = found.decode("utf-8", "replace").splitlines(), made.decode("utf-8", "replace").splitlines()
+    for number, (x, y) in enumerate(itertools.zip_longest(ours, theirs, fillvalue=""), start=1):
+        if x != y:
+            return f"line {number}, {_around(x, y)}"
+    return "it differs"
+
+
+def _around(found: str, made: str) -> str:
+    """Where two texts first differ, with a little of each on either side."""
+    at = next((i for i, (a, b) in enumerate(zip(found, made, strict=False)) if a != b), None)
+    if at is None:
+        at = min(len(found), len(made))
+    start = max(0, at - 40)
+    return (
+        f"from character {at + 1}: {_clip(found[start : at + 60])} where the records make "
+        f"{_clip(made[start : at + 60])}"
+    )
+
+
+def _clip(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else f"{text[:117]}..."
 
 
 def _name(entry: ExportEntry) -> str:

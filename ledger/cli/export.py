@@ -144,9 +144,16 @@ def _genealogy(args: argparse.Namespace) -> int:
     from projections.export.build import build
     from projections.export.evidence import gather
     from projections.export.formats import renderer
+    from projections.export.reproduce import made_with
     from projections.export.uris import DEFAULT_BASE, BaseError, Ids, checked_base
 
     out = Path(args.out)
+    if args.out == "-":
+        raise UsageError("--out -: an export is written to a file (atomically, with its bundle beside it)")
+    if args.format == "csv" and out.suffix.lower() != ".zip":
+        raise UsageError(
+            f"--out {args.out}: --format csv writes a zip of CSV tables (one per table): name it .zip"
+        )
     if not out.parent.is_dir():
         raise UsageError(f"--out {args.out}: there is no folder {out.parent} to write it in")
     if out.is_dir():
@@ -181,7 +188,8 @@ def _genealogy(args: argparse.Namespace) -> int:
     try:
         write_atomic(out, data)
         if args.with_bundle:  # bound to the export just written, by its name beside it and digest
-            export = ExportEntry(out.name, args.format, hashlib.sha256(data).hexdigest(), len(data))
+            digest = hashlib.sha256(data).hexdigest()
+            export = ExportEntry(out.name, args.format, digest, len(data), made_with(genealogy))
             written.append(Path(f"{args.out}.bundle.zip"))
             write_atomic(written[-1], bound(evidence.bundle, export).data)
     except OSError as exc:
@@ -190,10 +198,14 @@ def _genealogy(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--out {args.out}: cannot write {written[-1]} ({exc.strerror}); choose another file"
         ) from None
-    say(
-        f"wrote {out} ({args.format}): {asked}, {len(genealogy.records)} records, proved in the "
-        f"checkpoint at tree size {checked.tree_size} of {checked.origin}"
-    )
+    if checked.status == "verified":
+        rests = f"proved in the checkpoint at tree size {checked.tree_size} of {checked.origin}"
+    else:
+        rests = (
+            f"NOT VERIFIED: no key is trusted for the log {checked.origin}; get its verifier key (.vkey) "
+            "from the ledger's operator, then coi trust add FILE (or pass --trusted-key FILE)"
+        )
+    say(f"wrote {out} ({args.format}): {asked}, {len(genealogy.records)} records, {rests}")
     if args.with_bundle:
         say(f"wrote {written[-1]}: check it with coi verify-bundle {written[-1]}")
     say(f"  {genealogy.outcome.summary}")
@@ -207,8 +219,6 @@ def _genealogy(args: argparse.Namespace) -> int:
             " set it to a base your organisation controls (README: Exporting)",
             sys.stderr,
         )
-    if checked.status == "not verified":
-        say(f"coi: warning: NOT VERIFIED: {checked.failure}", sys.stderr)
     return EXIT_OK
 
 
@@ -230,6 +240,7 @@ def _batch_patient(batch: str) -> str:
 
 
 def _verify_bundle(args: argparse.Namespace) -> int:
+    import zipfile
     from pathlib import Path
 
     from ledger.audit.bundle import (
@@ -244,10 +255,16 @@ def _verify_bundle(args: argparse.Namespace) -> int:
     from ledger.audit.roots import choose
     from ledger.audit.saved import read_saved
     from ledger.audit.trust import TrustStore
+    from projections.export.reproduce import remake
 
     path = Path(args.bundle)
     if not path.is_file():
         raise UsageError(f"no bundle at {path}")
+    if not zipfile.is_zipfile(path) and path.suffix.lower() != ".zip":
+        raise UsageError(
+            f"{path} is not a bundle (a zip): pass the FILE.bundle.zip written beside an export, and the "
+            "export itself with --export FILE if it is not beside it"
+        )
     export = Path(args.export) if args.export else None
     if export is not None and not export.is_file():
         raise UsageError(f"--export {args.export}: there is no such file")
@@ -283,12 +300,12 @@ def _verify_bundle(args: argparse.Namespace) -> int:
         more.append(held_to_saved(saved))
     if witnessing is not None:
         more.append(cosigned_by(witnessing))
-    more.append(bound_export(path.parent, export))
+    more.append(bound_export(path.parent, export, remake))
     report = verify_bundle(path, trusted, more)
     if report.failure is not None:
         say(f"FAILED: {report.failure}")
         return EXIT_FAILED
-    say(f"OK: {path.name}")
+    say(f"OK: {path.name}" + "".join(f"; but {line}" for line in report.headline))
     say("Proved:")
     for line in report.proved:
         say(f"  - {line}")

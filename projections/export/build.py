@@ -548,6 +548,8 @@ def _graph(ids: Ids, built: _Built, state: TherapyState) -> doc.Graph:
             unit = built.units.get(identifier) if kind in ("bag", "product", "sample") else None
             batch = state.batches.get(identifier) if kind == "batch" else None
             status = unit.status if unit else batch.status if batch else None
+            if unit is not None and unit.bedside == "MISMATCH" and unit.status != "infused":
+                status = doc.BLOCKED
             nodes[uri] = doc.Node(id=uri, kind=kind, label=identifier, status=status)
         return uri
 
@@ -599,6 +601,7 @@ def _outcome(
                 f"bedside identity check MISMATCH on {c('unit_id').value} (sequence {c.sequence}): "
                 "infusion blocked"
             )
+    excursions = {link for entry in register if entry.kind == "excursion" for link in entry.links}
     for entry in register:
         where = f"(sequence {entry.opened_sequence})"
         if entry.kind not in ("hold", "deviation", "excursion", "correction"):
@@ -607,7 +610,7 @@ def _outcome(
             alarms.append(f"{entry.kind} {entry.item_id} is OPEN: {entry.summary} {where}")
         elif entry.kind == "correction":
             notes.append(f"corrected {where}: {entry.summary}; reason: {entry.reason}")
-        elif entry.kind != "deviation":  # a deviation's closing is said with what opened it
+        elif entry.kind != "deviation" or entry.item_id not in excursions:  # said with its excursion
             notes.append(
                 f"{entry.kind} {entry.item_id} {where}: {entry.summary}; "
                 f"{'released' if entry.kind == 'hold' else 'closed'} by {entry.closed_by} "
@@ -616,9 +619,10 @@ def _outcome(
     if verification.status != "verified":
         alarms.append(f"the records are {verification.status.upper()}: {verification.failure}")
     if verification.left_out:
+        later = "1 later record" if verification.left_out == 1 else f"{verification.left_out} later records"
         alarms.append(
-            f"{verification.left_out} later records of {coi} are not in this export: they came after the "
-            f"checkpoint at tree size {verification.tree_size}"
+            f"{later} of {coi} not in this export: the ledger holds them after the checkpoint at tree size "
+            f"{verification.tree_size} (run coi checkpoint --sign, then export again)"
         )
     stage = _stage(built, batches)
     summary = _summary(built, batches, products, stage)

@@ -19,6 +19,10 @@ FORMAT = "coi-genealogy/1"
 
 Value = str | int | float | bool
 
+# A graph node's status for a product whose latest bedside check did not match: QA released it,
+# and the rules block its infusion (its Product says released, with bedside MISMATCH).
+BLOCKED = "blocked"
+
 
 class Fact(msgspec.Struct, frozen=True):
     """A value as a signed record holds it."""

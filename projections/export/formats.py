@@ -10,6 +10,11 @@ from projections.export.document import Genealogy
 
 Render = Callable[[Genealogy], bytes]
 
+# The exporters' output version, recorded with a bundle's export: `coi verify-bundle` renders
+# an export again only with the version that made it. Raise it whenever any format's output
+# changes for the same document.
+RENDERING = 1
+
 # format -> the module whose `render(genealogy) -> bytes` writes it
 MODULES = {
     "json": "projections.export.as_json",

@@ -207,10 +207,20 @@ def _manifestation(s: Signature) -> Cell:
 
 def _corrected(corrections: Sequence[Correction]) -> Cell:
     return "".join(
-        f'<div class="warn">corrected by seq {c.sequence}: {_v(c.field)} {_v(c.old_value)} → '
-        f"{_v(c.new_value)} ({_v(c.reason)}, by {_v(c.by)})</div>"
+        f'<div class="warn">CORRECTED by seq {c.sequence}: {_v(c.field, c.sequence)} '
+        f"{_v(c.old_value, c.sequence)} → {_v(c.new_value, c.sequence)} ({_v(c.reason, c.sequence)}, "
+        f"by {_v(c.by, c.sequence)})</div>"
         for c in corrections
     )
+
+
+def _as_corrected(fact: Fact, name: str, corrections: Sequence[Correction], row: int | None = None) -> Cell:
+    """The value in force: a correction's new value first, the value it replaced struck through."""
+    latest = [c for c in corrections if c.field.value == name]
+    if not latest:
+        return _v(fact, row)
+    c = latest[-1]
+    return f"<b>{_v(c.new_value, c.sequence)}</b>{_seq(c.sequence)} (was <s>{_v(fact, row)}</s>)"
 
 
 # --- sections -----------------------------------------------------------------------------
@@ -302,7 +312,8 @@ def _graph(g: Genealogy) -> Cell:
         "Genealogy",
         f"<figure>{svg.draw(g.graph)}<figcaption>{len(g.graph.nodes)} items and {edges} links, left to "
         "right as the cells travel; each link names the record (seq) that made it. Red dashed boxes "
-        "are rejected or quarantined, green released or infused; the status is written in each box."
+        "are rejected, quarantined or blocked (a bedside identity MISMATCH: not to be infused), green "
+        "released or infused; the status is written in each box."
         "</figcaption></figure>",
         cls="graph",
     )
@@ -328,7 +339,8 @@ def _patient(g: Genealogy) -> Cell:
                 c.din,
                 c.bag,
                 [c.product_code, c.collection_facility],
-                _v(c.volume_ml, c.din.sequence) + _corrected(c.corrections),
+                _as_corrected(c.volume_ml, "volume_ml", c.corrections, c.din.sequence)
+                + _corrected(c.corrections),
                 f"{_v(c.started_at, c.din.sequence)} to {_v(c.ended_at, c.din.sequence)}",
                 [c.site, c.collected_by],
             )
@@ -371,8 +383,8 @@ def _custody(g: Genealogy) -> Cell:
             _e(c.type.replace("_", " ")),
             c.units,
             f"{_v(c.from_custodian, c.sequence)} → {_v(c.to_custodian, c.sequence)}",
-            c.location,
-            _v(c.condition, c.sequence) + _corrected(c.corrections),
+            _as_corrected(c.location, "location", c.corrections, c.sequence),
+            _as_corrected(c.condition, "condition", c.corrections, c.sequence) + _corrected(c.corrections),
             c.site,
         )
         for c in g.custody

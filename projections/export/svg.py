@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from html import escape
 
-from projections.export.document import Edge, Graph, Node
+from projections.export.document import BLOCKED, Edge, Graph, Node
 
 # kind -> its column, left to right in the order the cells travel
 COLUMNS = {
@@ -31,6 +31,7 @@ _LAST = max(COLUMNS.values()) + 1  # where unknown kinds go
 
 HEIGHT = 62  # a node's box; its width fits the longest label
 CHAR = 10.0  # a label character's width at 14px bold (DejaVu Sans Bold digits are 0.7em)
+STATUS_CHAR = 9.0  # a status character's at 12px, bold capitals where it is bad news
 GAP_X, GAP_Y = 90, 30  # room between columns for an edge's relation and sequence
 MARGIN = 12
 
@@ -39,6 +40,7 @@ TONES = {
     "rejected": "bad",
     "quarantined": "bad",
     "MISMATCH": "bad",
+    BLOCKED: "bad",
     "MATCH": "good",
     "infused": "good",
     "released": "good",
@@ -99,7 +101,11 @@ def draw(graph: Graph) -> str:
         columns.setdefault(_column(node.kind), []).append(node)
     end_column = max(columns, default=0)
     rows = max([len(c) for c in columns.values()] + [1])
-    box = max([16 + CHAR * len(n.label) for n in graph.nodes] + [170])
+    box = max(
+        [16 + CHAR * len(n.label) for n in graph.nodes]
+        + [16 + STATUS_CHAR * len(f"status: {n.status}") for n in graph.nodes if n.status]
+        + [170]
+    )
     step = box + GAP_X
     place: dict[str, tuple[float, float]] = {}
     for column, nodes in columns.items():

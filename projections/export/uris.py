@@ -9,9 +9,12 @@ principals are unique ledger-wide.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+# What RFC 3986 allows in a URI: anything else (a space, a quote, a bracket) is refused.
+_NOT_IN_URI = re.compile(r"[^A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
 # RFC 2606 reserves .invalid: a placeholder that can never resolve to someone else's data.
 DEFAULT_BASE = "https://coi-ledger.invalid/id"
 
@@ -22,6 +25,10 @@ class BaseError(ValueError):
 
 def checked_base(text: str) -> str:
     """`text` as a base: an https URL with a host, no query or fragment; no trailing slash."""
+    if _NOT_IN_URI.search(text):
+        raise BaseError(
+            f"{text!r} holds a character a URI cannot (a space, a quote, <, >, ...): percent-encode it"
+        )
     parts = urlsplit(text)
     if parts.scheme != "https" or not parts.hostname:
         raise BaseError(f"{text!r} is not an https:// URL with a host (e.g. https://id.example.org/coi)")

@@ -1,9 +1,11 @@
 """`coi export genealogy --with-bundle` binds the export to its bundle, and `coi verify-bundle`
-checks the pair: the export's digest against the manifest, then every value a JSON or CSV
-export cites against the signed records; EPCIS, FHIR and HTML by digest only. The manifest is
-not signed, so the tests also play the forger who changes the export AND its digest in the
-manifest: the value check is what catches a changed value. A bundle written before the
-manifest could name an export still reads and verifies."""
+checks the pair: the export's digest against the manifest, then the export rendered again from
+the bundle's records as the manifest says it was made, byte for byte, in every format. Where
+the manifest does not say how (or another rendering version made it), every value a JSON or
+CSV export cites is checked against the signed records, and EPCIS, FHIR and HTML only by
+digest. The manifest is not signed, so the tests also play the forger who changes the export
+AND its digest in the manifest. A bundle written before the manifest could name an export
+still reads and verifies."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from typing import Any
 import pytest
 
 from ledger.audit.bundle_format import MANIFEST
-from ledger.cli.export import GENEALOGY_FORMATS
 from ledger.wire.files import fixed_zip
 from tests.exports import ExportDemo, facts
 from tests.support import FIXTURE_VKEY, copy_fixture_ledger
@@ -70,12 +71,16 @@ def test_the_bundle_names_the_export_and_every_json_value_is_checked(demo: Expor
     out, bundle = _bound(demo, "json", "intact.json")
     data = out.read_bytes()
     manifest = _manifest(bundle)
+    made = manifest["export"].pop("made")
     assert manifest["export"] == {
         "path": "intact.json",
         "format": "json",
         "sha256": hashlib.sha256(data).hexdigest(),
         "size": len(data),
     }
+    document = json.loads(data)
+    assert made["asked"] == document["asked"] and made["exported_at"] == document["exported_at"]
+    assert made["verification"] == document["verification"]
     # The records are those `coi export bundle` gives for the patient: only the manifest differs.
     plain = demo.folder / "plain.bundle.zip"
     done = demo.run("export", "bundle", "--coi", demo.journey("rejected"), "--out", str(plain))
@@ -88,11 +93,15 @@ def test_the_bundle_names_the_export_and_every_json_value_is_checked(demo: Expor
 
     code, said = _verify(demo, bundle)
     assert code == 0, said
-    cited = facts(json.loads(data))
+    assert "intact.json is exactly the JSON export these records make" in said
+    assert "only that the two files travel together" in said
+
+    _rebind(bundle, out, made=None)  # not said how it was made: each cited value is checked
+    code, said = _verify(demo, bundle)
+    assert code == 0, said
+    cited = facts(document)
     assert len(cited) > 100
     assert f"checked {len(cited)} values of the JSON export against the signed records" in said
-    assert "intact.json is the JSON export the bundle was made with" in said
-    assert "only that the two travel together" in said
 
 
 def test_a_changed_json_value_fails_naming_its_record_and_field(demo: ExportDemo) -> None:
@@ -109,14 +118,52 @@ def test_a_changed_json_value_fails_naming_its_record_and_field(demo: ExportDemo
 
     _rebind(bundle, out)  # the forger updates the digest too
     code, said = _verify(demo, bundle)
+    assert code == 1 and "FAILED: tampered.json: is not what the bundle's records make" in said, said
+    assert "/passed/value: True where the records make False" in said
+
+    _rebind(bundle, out, made=None)  # and says nothing of how it was made: the cited value fails
+    code, said = _verify(demo, bundle)
     assert code == 1 and "FAILED: tampered.json" in said, said
     fact = sterility["passed"]
     assert f"record {fact['sequence']} at {fact['field']}" in said
     assert "holds False" in said
 
 
+def test_what_a_forger_changes_without_breaking_a_citation_fails_too(demo: ExportDemo) -> None:
+    """A citation pointed at another record that holds the forged value, a citation replaced
+    by a bare value, an alarm removed: only rendering the export again catches them."""
+    out, bundle = _bound(demo, "json", "forged.json")
+    original = out.read_text()
+
+    def qc(document: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        tests = document["batches"][0]["qc"]
+        sterility = next(q for q in tests if q["test"]["value"] == "sterility")
+        return sterility, next(q for q in tests if q["passed"]["value"] is True)
+
+    def repointed(document: dict[str, Any]) -> None:
+        sterility, passing = qc(document)
+        sterility.update(result=passing["result"], passed=passing["passed"])
+
+    def uncited(document: dict[str, Any]) -> None:
+        qc(document)[0].update(passed=True)
+
+    def unalarmed(document: dict[str, Any]) -> None:
+        document["outcome"].update(alarms=[], summary="released")
+
+    for forge in (repointed, uncited, unalarmed):
+        document = json.loads(original)
+        forge(document)
+        out.write_text(json.dumps(document))
+        _rebind(bundle, out)
+        code, said = _verify(demo, bundle)
+        assert code == 1 and "FAILED: forged.json: is not what the bundle's records make" in said, said
+
+
 def test_a_changed_csv_cell_fails_and_so_does_an_uncited_one(demo: ExportDemo) -> None:
     out, bundle = _bound(demo, "csv", "tampered.zip")
+    code, said = _verify(demo, bundle)
+    assert code == 0 and "tampered.zip is exactly the CSV export these records make" in said, said
+    _rebind(bundle, out, made=None)  # from here each cited cell is what is checked
     code, said = _verify(demo, bundle)
     assert code == 0, said
     original = _files(out)
@@ -157,30 +204,30 @@ def test_a_changed_csv_cell_fails_and_so_does_an_uncited_one(demo: ExportDemo) -
 
 
 @pytest.mark.parametrize("fmt", ["epcis", "fhir", "html"])
-def test_formats_that_cite_no_fields_are_bound_by_digest_only(demo: ExportDemo, fmt: str) -> None:
+def test_formats_that_cite_no_fields_are_rendered_again(demo: ExportDemo, fmt: str) -> None:
     name = f"bound.{fmt}"
-    if fmt in GENEALOGY_FORMATS:
-        out, bundle = _bound(demo, fmt, name)
-    else:  # not on this branch yet: a bundle bound to such a file as the CLI binds it
-        json_out, bundle = _bound(demo, "json", f"{name}.json")
-        out = demo.folder / name
-        out.write_bytes(b"<rendered elsewhere>" + json_out.read_bytes()[:200])
-        shutil.move(bundle, demo.folder / f"{name}.bundle.zip")
-        bundle = demo.folder / f"{name}.bundle.zip"
-        _rebind(bundle, out, path=name, format=fmt)
+    out, bundle = _bound(demo, fmt, name)
     code, said = _verify(demo, bundle)
     assert code == 0, said
     label = fmt.upper()
-    assert f"{name} is the {label} export the bundle was made with" in said
+    assert f"{name} is exactly the {label} export these records make" in said
+
+    out.write_bytes(out.read_bytes().replace(b"growth detected day 5", b"conforms"))
+    code, said = _verify(demo, bundle)
+    assert code == 1 and f"FAILED: {name}" in said and "changed after the bundle was made" in said, said
+    _rebind(bundle, out)
+    code, said = _verify(demo, bundle)
+    assert code == 1 and f"FAILED: {name}: is not what the bundle's records make" in said, said
+    assert "growth detected day 5" in said
+
+    # Made by another rendering version: this coi cannot render it again, and says what is left.
+    _rebind(bundle, out, made={**_manifest(bundle)["export"]["made"], "rendering": 0})
+    code, said = _verify(demo, bundle)
+    assert code == 0, said
     assert (
         f"the {label} export's content: it is the file the bundle was made with; its content was not checked"
         in said
     )
-    assert "values of the" not in said
-
-    out.write_bytes(out.read_bytes() + b" ")
-    code, said = _verify(demo, bundle)
-    assert code == 1 and f"FAILED: {name}" in said and "changed after the bundle was made" in said, said
 
 
 def test_a_missing_export_cannot_be_proved_and_export_names_it(demo: ExportDemo, tmp_path: Path) -> None:
@@ -189,11 +236,12 @@ def test_a_missing_export_cannot_be_proved_and_export_names_it(demo: ExportDemo,
     shutil.move(out, moved)
     code, said = _verify(demo, bundle)
     assert code == 0, said
-    assert "moved.json the bundle was made with: it is not beside the bundle (pass --export FILE" in said
-    assert "values of the" not in said
+    assert said.startswith("OK: moved.json.bundle.zip; but the JSON export moved.json")
+    assert "is not beside it: nothing about it was checked (pass --export FILE" in said
+    assert "these records make" not in said
 
     code, said = _verify(demo, bundle, "--export", str(moved))
-    assert code == 0 and "values of the JSON export against the signed records" in said, said
+    assert code == 0 and "elsewhere.json is exactly the JSON export these records make" in said, said
 
     other = demo.export("json", "--coi", demo.journey("mismatch"), out="other.json")
     code, said = _verify(demo, bundle, "--export", str(other))

@@ -124,11 +124,12 @@ def test_ids_are_uris_under_the_configured_base(demo: ExportDemo) -> None:
     document = _json(demo, "--coi", coi, COI_ID_BASE="https://id.example.org/ct/")
     assert document["patient"]["uri"] == f"https://id.example.org/ct/coi/{coi}"
     assert document["id_base"] == "https://id.example.org/ct"
-    done = demo.run(
-        "export", "genealogy", "--coi", coi, "--format", "json", "--out", str(demo.folder / "x.json"),
-        COI_ID_BASE="urn:coi:",
-    )  # fmt: skip
-    assert done.returncode == 2 and "COI_ID_BASE" in done.stderr, done.stderr
+    for base in ("urn:coi:", "http://id.example.org", "https://id.example.org/c oi"):
+        done = demo.run(
+            "export", "genealogy", "--coi", coi, "--format", "json", "--out", str(demo.folder / "x.json"),
+            COI_ID_BASE=base,
+        )  # fmt: skip
+        assert done.returncode == 2 and "COI_ID_BASE" in done.stderr, done.stderr
     assert not (demo.folder / "x.json").exists()
 
 
@@ -138,6 +139,7 @@ def test_ids_are_uris_under_the_configured_base(demo: ExportDemo) -> None:
         (("--coi", "CHW045126ZZZZZZ"), "has no records"),
         (("--batch", "B-NOSUCH"), "no batch of that id"),
         (("--coi", "X", "--format", "pdf"), "invalid choice"),
+        (("--coi", "X", "--format", "csv"), "--format csv writes a zip of CSV tables"),
     ],
 )
 def test_bad_input_is_refused_and_writes_nothing(demo: ExportDemo, args: tuple[str, ...], said: str) -> None:
@@ -152,7 +154,7 @@ def test_an_unwritable_path_is_refused_and_leaves_nothing(demo: ExportDemo, tmp_
     coi = demo.cois[0]
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    for out in (blocker / "x.json", tmp_path / "no-such-folder" / "x.json", tmp_path):
+    for out in (blocker / "x.json", tmp_path / "no-such-folder" / "x.json", tmp_path, "-"):
         message = demo.refused("export", "genealogy", "--coi", coi, "--format", "json", "--out", str(out))
         assert "--out" in message
     assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
@@ -202,6 +204,7 @@ def test_a_failed_test_a_retest_passed_is_said_as_resolved_not_as_an_alarm(demo:
     assert retest["deviation_id"]["value"].startswith("D-") and retest["reason"]["value"]
     assert document["outcome"]["stage"] == "infused" and document["outcome"]["alarms"] == []
     assert any("then passed on a retest" in n for n in document["outcome"]["notes"])
+    assert any(n.startswith("deviation D-") and "closed by" in n for n in document["outcome"]["notes"])
     (deviation,) = [e for e in document["register"] if e["kind"] == "deviation"]
     assert deviation["closed_sequence"] is not None and deviation["outcome"]
 
@@ -228,4 +231,23 @@ def test_the_export_the_demo_suggests_runs_and_its_bundle_verifies(demo: ExportD
     assert "REJECTED" in done.stdout and "!!" in done.stdout
     checked = demo.run("verify-bundle", "batch.html.bundle.zip")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert "is the HTML export the bundle was made with" in checked.stdout
+    assert "batch.html is exactly the HTML export these records make" in checked.stdout
+
+
+def test_without_a_trusted_key_the_first_line_says_not_verified(demo: ExportDemo, tmp_path: Path) -> None:
+    out = tmp_path / "unverified.json"
+    done = demo.run(
+        "export", "genealogy", "--coi", demo.cois[0], "--format", "json", "--out", str(out),
+        COI_CONFIG_DIR=str(tmp_path / "empty"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    first = done.stdout.splitlines()[0]
+    assert "NOT VERIFIED: no key is trusted" in first and "proved" not in first
+    assert "coi trust add" in first
+    assert json.loads(out.read_text())["verification"]["status"] == "not verified"
+
+
+def test_verify_bundle_given_the_export_instead_of_its_bundle_says_what_to_pass(demo: ExportDemo) -> None:
+    out = demo.export("json", "--coi", demo.cois[0], "--with-bundle", out="given.json")
+    message = demo.refused("verify-bundle", str(out))
+    assert "is not a bundle (a zip)" in message and "FILE.bundle.zip" in message
