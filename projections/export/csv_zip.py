@@ -316,7 +316,10 @@ def _readme(genealogy: doc.Genealogy) -> bytes:
     checked = genealogy.verification
     return (
         f"{FORMAT}: the genealogy of {genealogy.asked} (COI {genealogy.patient.coi.value}), exported "
-        f"{genealogy.exported_at}.\r\n{genealogy.outcome.summary}\r\n\r\n"
+        f"{genealogy.exported_at}.\r\n{genealogy.outcome.summary}\r\n"
+        + "".join(f"!! {alarm}\r\n" for alarm in genealogy.outcome.alarms)
+        + "".join(f"-  {note}\r\n" for note in genealogy.outcome.notes)
+        + "\r\n"
         f"Verification: {checked.status}, against the checkpoint at tree size {checked.tree_size} of "
         f"{checked.origin}.\r\n\r\n"
         "One CSV table per kind of row (UTF-8 with a byte order mark, RFC 4180). Each row's `sequence` is "
@@ -325,7 +328,8 @@ def _readme(genealogy: doc.Genealogy) -> bytes:
         "them, key ids, counts); cells.csv cites every value read from a record: table, row (1 is the "
         "first under the header), column, item (a list's items are joined by '; '), the record's "
         "sequence and field (a JSON Pointer into its signed body). With the bundle written beside it "
-        "(--with-bundle), coi verify-bundle checks each cited value against the signed records.\r\n"
+        "(--with-bundle), coi verify-bundle makes these tables again from the signed records and "
+        "compares.\r\n"
         "A text that starts with = + - or @ is written with a leading ' so that no spreadsheet runs it "
         "as a formula; the value in the record has no such '.\r\n"
     ).encode()
