@@ -12,7 +12,8 @@ Render = Callable[[Genealogy], bytes]
 
 # The exporters' output version, recorded with a bundle's export: `coi verify-bundle` renders
 # an export again only with the version that made it. Raise it whenever any format's output
-# changes for the same document.
+# changes for the same document (tests/integration/test_export_rendering.py holds each
+# version's output, so a change without a new version fails there).
 RENDERING = 1
 
 # format -> the module whose `render(genealogy) -> bytes` writes it
