@@ -74,6 +74,7 @@ AT_THE_DOOR = frozenset(
         ReasonCode.NAIVE_TIMESTAMP,
         ReasonCode.INVALID_DIN,
         ReasonCode.CONTROL_CHARACTER,
+        ReasonCode.PHI_SUSPECTED,
         ReasonCode.FUTURE_TIMESTAMP,
     }
 )

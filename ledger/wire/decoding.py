@@ -4,6 +4,7 @@ that names the field."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import msgspec
@@ -88,20 +89,87 @@ _RULES: dict[type, list[tuple[str, _Rule]]] = {
 }
 
 
-def _check_characters(obj: msgspec.Struct, at: str = "") -> None:
-    for name, rule in _RULES[type(obj)]:
+def _strings(
+    obj: msgspec.Struct, table: dict[type, list[tuple[str, _Rule]]], at: str = ""
+) -> Iterator[tuple[str, str, re.Pattern[str]]]:
+    """(where, value, pattern) for each string the table names, in nested Structs and lists too.
+    (Spelt out branch by branch: every body is walked, and this is the fastest form measured.)"""
+    for name, rule in table[type(obj)]:
         value = getattr(obj, name)
-        for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
-            where = f"{at}{name}" if i is None else f"{at}{name}[{i}]"
-            if isinstance(item, msgspec.Struct):
-                _check_characters(item, f"{where}.")
-            elif isinstance(item, str) and isinstance(rule, re.Pattern) and (bad := rule.search(item)):
-                what = "free text may hold newlines and tabs but no other control character or bidi override"
-                if rule is _IDENT_BAD:
-                    what = "an identifier holds no control character and no whitespace"
-                raise Rejected(
-                    ReasonCode.CONTROL_CHARACTER, f"{where} contains U+{ord(bad.group()):04X}: {what}", where
-                )
+        if isinstance(value, str):
+            if isinstance(rule, re.Pattern):
+                yield at + name, value, rule
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, str):
+                    if isinstance(rule, re.Pattern):
+                        yield f"{at}{name}[{i}]", item, rule
+                elif isinstance(item, msgspec.Struct):
+                    yield from _strings(item, table, f"{at}{name}[{i}].")
+        elif isinstance(value, msgspec.Struct):
+            yield from _strings(value, table, f"{at}{name}.")
+
+
+def _check_characters(event: msgspec.Struct) -> None:
+    for where, text, rule in _strings(event, _RULES):
+        if bad := rule.search(text):
+            what = "free text may hold newlines and tabs but no other control character or bidi override"
+            if rule is _IDENT_BAD:
+                what = "an identifier holds no control character and no whitespace"
+            raise Rejected(
+                ReasonCode.CONTROL_CHARACTER, f"{where} contains U+{ord(bad.group()):04X}: {what}", where
+            )
+
+
+# Protected health information has no field in the body (tests/unit/test_phi.py holds the
+# names to that), so it could only come in free text: refuse what is labelled as a patient's
+# record number, birth date or name, or shaped like an SSN. A safety net, not a guarantee
+# (README: Wire format). Identifiers, DINs and timestamps are not free text and not searched;
+# a number (or a month and a number) must follow MRN and DOB and a colon the patient name,
+# so "mRNA", "MRN not on the label" or "patient name illegible" pass; the SSN shape is not
+# part of a longer run of numbers and hyphens (a catalogue number 10-123-45-6789).
+_SEP = r"[\s:#=._-]{0,4}"
+_NO_LETTER = r"(?![^\W\d_])"  # a label ends where no letter follows: MRN12345, not mRNA
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*"
+_PHI = re.compile(
+    rf"(?P<ssn>(?<!\d)(?<!\d-)\d{{3}}-\d{{2}}-\d{{4}}(?!-?\d))"
+    rf"|(?P<mrn>\bMRN{_NO_LETTER}{_SEP}(?:(?:no|nr|number)\b{_SEP})?[A-Z]{{0,4}}\d)"
+    rf"|(?P<dob>(?:\b(?:DOB|date\s+of\s+birth|birth\s*date){_NO_LETTER}|\bD\.O\.B\.?){_SEP}(?:(?:is|was)\s+)?(?:{_MONTH}\.?\s*)?\d)"
+    rf"|(?P<name>\b(?:patient|pt)(?:'s)?\.?\s+name\s*[:=#]\s*\w)",
+    re.IGNORECASE,
+)
+_PHI_WHAT = {
+    "ssn": "a number shaped like an SSN (123-45-6789)",
+    "mrn": "a labelled medical record number",
+    "dob": "a labelled date of birth",
+    "name": "a labelled patient name",
+}
+# old_value repeats what a stored record holds (the rules refuse it otherwise): a record
+# accepted before this check may hold what the correction is there to replace.
+_REPEATS_THE_RECORD = frozenset({"old_value"})
+_FREE_TEXT = {
+    cls: [(n, r) for n, r in rules if r is not _IDENT_BAD and n not in _REPEATS_THE_RECORD]
+    for cls, rules in _RULES.items()
+}
+
+
+# A necessary condition for _PHI, on the lowered text, that a scan finds fast: most free
+# text fails it and is spared _PHI's four patterns tried at every character. ("birth" is
+# found by "date" and not itself: Python's re also matches the dotless i to an i.)
+_PHI_HINT = re.compile(r"\d-\d\d-\d|mrn|dob|d\.o\.b|date|name")
+
+
+def _check_phi(event: msgspec.Struct) -> None:
+    for where, text, _ in _strings(event, _FREE_TEXT):
+        if _PHI_HINT.search(text.lower()) and (found := _PHI.search(text)):
+            # The message names what was found, never the value: it travels to coi.rejected.
+            raise Rejected(
+                ReasonCode.PHI_SUSPECTED,
+                f"{where} holds what looks like protected health information "
+                f"({_PHI_WHAT[str(found.lastgroup)]} at character {found.start() + 1}): the ledger "
+                "takes no patient name, date of birth, SSN or MRN; write it without them",
+                where,
+            )
 
 
 def _distinct_keys(top: object) -> int:
@@ -135,6 +203,7 @@ def decode_body(body: bytes, now: datetime, skew: timedelta = CLOCK_SKEW) -> Eve
         raise Rejected(code, message, _field_of(message)) from None
     if _suspect(body):
         _check_characters(event)
+    _check_phi(event)
     if event.reason is not None and not event.reason.strip():
         # A reason is what Annex 11 asks a change to carry: blank is none at all.
         raise Rejected(ReasonCode.INVALID_VALUE, "reason is blank: say why", "reason")

@@ -27,6 +27,7 @@ class ReasonCode(StrEnum):
     NAIVE_TIMESTAMP = "naive_timestamp"
     INVALID_DIN = "invalid_din"
     CONTROL_CHARACTER = "control_character"
+    PHI_SUSPECTED = "phi_suspected"
     FUTURE_TIMESTAMP = "future_timestamp"
     # signatures and key state
     UNKNOWN_KEY = "unknown_key"

@@ -8,16 +8,21 @@ import os
 import sqlite3
 import stat
 import subprocess
+import uuid
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast, Journey
 from ledger.demo.kit import ManualClock, register_cast
 from ledger.demo.run import OUTCOMES
+from ledger.site.signing import manifestations
 from ledger.transparency import merkle
+from ledger.wire.dsse import sign
+from ledger.wire.keys import load_key
 from tests.support import COI, DEEP, advance, coi, coi_here
 
 
@@ -104,6 +109,37 @@ def test_sign_checks_the_body_before_signing(ledger: Path) -> None:
     done = coi(ledger, "sign", "--key", str(key), str(ledger / "bad.json"))
     assert done.returncode == 2 and "unknown_field" in done.stderr and "volume" in done.stderr
     assert done.stdout == ""
+
+
+def test_phi_in_free_text_is_refused_at_signing_and_at_submission(ledger: Path) -> None:
+    """`coi sign` refuses it; an envelope a site system signed itself is refused by `coi
+    submit`, exit 2, naming the field, and the same body without it is accepted."""
+    key = ledger / "coi-data" / "keys" / "nurse.kim.key"
+    body = json.loads(_enrolment(ledger).read_text())
+    body["product"] = "anti-CD19 CAR-T, MRN: 00123456"
+    (ledger / "phi.json").write_text(json.dumps(body))
+    done = coi(ledger, "sign", "--key", str(key), str(ledger / "phi.json"))
+    assert done.returncode == 2 and "phi_suspected" in done.stderr and "product" in done.stderr, done.stderr
+    assert done.stdout == "" and "00123456" not in done.stderr
+
+    nurse = load_key(key, b"correct horse")
+    now = datetime.now(UTC)
+    body.update(event_id=str(uuid.uuid4()), occurred_at=now.isoformat())
+    body["manifestations"] = msgspec.to_builtins(manifestations([nurse], "enrolled", now))
+
+    def submitted(body: dict[str, object]) -> subprocess.CompletedProcess[str]:
+        envelope = sign(json.dumps(body).encode(), [nurse.signer]).decode()
+        return coi(ledger, "submit", "--json", "-", stdin=envelope + "\n")
+
+    refused = submitted(body)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert json.loads(refused.stdout) | {"message": ""} == {
+        "status": "rejected", "code": "phi_suspected", "message": "", "field": "product",
+    }  # fmt: skip
+    assert "00123456" not in refused.stdout + refused.stderr
+    body["product"] = "anti-CD19 CAR-T"
+    accepted = submitted(body)
+    assert accepted.returncode == 0 and json.loads(accepted.stdout)["status"] == "accepted", accepted.stdout
 
 
 def test_a_wrong_passphrase_says_so(ledger: Path) -> None:

@@ -84,6 +84,7 @@ WIRE: list[tuple[str, object, bytes, ReasonCode, str | None]] = [
     ("time without a zone", _decode, _body(occurred_at="2026-01-01T11:00:00"), ReasonCode.NAIVE_TIMESTAMP, "occurred_at"),
     ("DIN check character", _decode, _body(din="G123498654321A"), ReasonCode.INVALID_DIN, "din"),
     ("control character", _decode, _body(reason="a C1 \u0085 control"), ReasonCode.CONTROL_CHARACTER, "reason"),
+    ("a labelled date of birth", _decode, _body(reason="DOB: 1961-07-04"), ReasonCode.PHI_SUSPECTED, "reason"),
     ("a blank reason", _decode, _body(reason=" \t "), ReasonCode.INVALID_VALUE, "reason"),
     ("from the future", _decode, _body(occurred_at="2026-01-01T13:00:00Z"), ReasonCode.FUTURE_TIMESTAMP, "occurred_at"),
 ]  # fmt: skip
