@@ -21,6 +21,8 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from ledger.site import kafka
+from ledger.site.transport import PROTOCOL, protocol
+from ledger.wire.config import ConfigError
 from ledger.wire.kafka_topics import Topics
 
 PARTITIONS = int(os.environ.get("COI_PARTITIONS", "4"))
@@ -99,6 +101,17 @@ class TansuBroker:
         self.process = None
 
 
+def local_plaintext() -> None:
+    """Refuse a local broker (Tansu, or testcontainers' Kafka) under transport settings it
+    cannot serve: every client would wait for it in vain."""
+    chosen = protocol()
+    if chosen != "PLAINTEXT":
+        raise ConfigError(
+            f"{PROTOCOL} is {chosen}, but the local broker speaks PLAINTEXT only: "
+            f"set COI_KAFKA_BOOTSTRAP to a cluster that serves {chosen}"
+        )
+
+
 def _docker_answers() -> bool:
     try:
         import docker  # testcontainers' dependency
@@ -116,6 +129,7 @@ def bootstrap_servers() -> Iterator[str]:
     if configured:
         yield configured
         return
+    local_plaintext()
     if _docker_answers():
         from testcontainers.kafka import KafkaContainer
 

@@ -101,6 +101,18 @@ def test_a_client_the_terminator_would_not_accept_gets_nowhere(
     assert terminator.clients == []
 
 
+@pytest.mark.parametrize("command", [["up"], ["broker", "--port", "0"]])
+def test_the_local_broker_is_refused_under_tls_settings(command: list[str], tmp_path: Path) -> None:
+    """Tansu speaks PLAINTEXT only: `coi up` and `coi broker` say so instead of starting a
+    broker no client could reach."""
+    env = {k: v for k, v in os.environ.items() if k != "COI_KAFKA_BOOTSTRAP"}
+    env |= {"COI_KAFKA_SECURITY_PROTOCOL": "SSL", "COI_DATA_DIR": str(tmp_path / "coi-data")}
+    done = subprocess.run([*COI, *command], capture_output=True, text=True, timeout=60, env=env)
+    assert done.returncode == 2, done.stderr
+    assert "COI_KAFKA_SECURITY_PROTOCOL is SSL, but the local broker speaks PLAINTEXT only" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def round_trip(bootstrap: str) -> None:
     """One message through a topic of its own, with the project's producer and consumer."""
     topics = Topics(f"t{uuid.uuid4().hex[:8]}.")
