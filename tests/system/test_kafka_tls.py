@@ -25,21 +25,14 @@ from ledger.wire.kafka_topics import Topics
 from tests.support import COI
 from tests.tls import Pki, TlsTerminator, make_pki
 
-SASL_SETTINGS = (
-    "COI_KAFKA_SASL_MECHANISM",
-    "COI_KAFKA_USERNAME",
-    "COI_KAFKA_PASSWORD",
-    "COI_KAFKA_PASSWORD_FILE",
-)
-
 
 @pytest.fixture
 def terminated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Pki, TlsTerminator]]:
     """(bootstrap, the authority, the terminator): a Tansu of its own behind TLS, and this
     process's settings those of a client the terminator accepts."""
     pki = make_pki(tmp_path / "pki")
-    for name in SASL_SETTINGS:
-        monkeypatch.delenv(name, raising=False)
+    for name in [n for n in os.environ if n.startswith("COI_KAFKA_")]:  # a configured cluster's
+        monkeypatch.delenv(name)
     for name, value in pki.client_env().items():
         monkeypatch.setenv(name, value)
     port = free_port()
@@ -105,7 +98,7 @@ def test_a_client_the_terminator_would_not_accept_gets_nowhere(
 def test_the_local_broker_is_refused_under_tls_settings(command: list[str], tmp_path: Path) -> None:
     """Tansu speaks PLAINTEXT only: `coi up` and `coi broker` say so instead of starting a
     broker no client could reach."""
-    env = {k: v for k, v in os.environ.items() if k != "COI_KAFKA_BOOTSTRAP"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COI_KAFKA_")}  # no cluster
     env |= {"COI_KAFKA_SECURITY_PROTOCOL": "SSL", "COI_DATA_DIR": str(tmp_path / "coi-data")}
     done = subprocess.run([*COI, *command], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 2, done.stderr
