@@ -17,10 +17,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from ledger.site import kafka
+from ledger.site.transport import PROTOCOL, protocol
+from ledger.wire.config import ConfigError
 from ledger.wire.kafka_topics import Topics
 
 PARTITIONS = int(os.environ.get("COI_PARTITIONS", "4"))
@@ -46,10 +48,15 @@ def wait_for_port(host: str, port: int, seconds: float = 20) -> None:
 
 
 class TansuBroker:
-    """The Tansu binary as a child process on a loopback port."""
+    """The Tansu binary as a child process on a loopback port. Clients learn broker addresses
+    from metadata: `advertised_port` is the one they are told to use (a TLS terminator in
+    front of Tansu, which cannot serve TLS itself), by default Tansu's own."""
 
-    def __init__(self, port: int | None = None, log: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, log: Path | None = None, advertised_port: int | None = None
+    ) -> None:
         self.port = port or free_port()
+        self.advertised_port = advertised_port or self.port
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -75,7 +82,8 @@ class TansuBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL  # noqa: SIM115 - lives with the child
         self.process = subprocess.Popen(
-            [self.binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+            [self.binary(), "broker", "--listener-url", url,
+             "--advertised-listener-url", f"tcp://127.0.0.1:{self.advertised_port}",
              "--storage-engine", "memory://tansu/"],
             stdout=out, stderr=out, start_new_session=True,
         )  # fmt: skip
@@ -91,6 +99,17 @@ class TansuBroker:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def local_plaintext() -> None:
+    """Refuse a local broker (Tansu, or testcontainers' Kafka) under transport settings it
+    cannot serve: every client would wait for it in vain."""
+    chosen = protocol()
+    if chosen != "PLAINTEXT":
+        raise ConfigError(
+            f"{PROTOCOL} is {chosen}, but the local broker speaks PLAINTEXT only: "
+            f"set COI_KAFKA_BOOTSTRAP to a cluster that serves {chosen}"
+        )
 
 
 def _docker_answers() -> bool:
@@ -110,11 +129,12 @@ def bootstrap_servers() -> Iterator[str]:
     if configured:
         yield configured
         return
+    local_plaintext()
     if _docker_answers():
         from testcontainers.kafka import KafkaContainer
 
-        with KafkaContainer() as kafka:
-            yield kafka.get_bootstrap_server()
+        with KafkaContainer() as container:
+            yield container.get_bootstrap_server()
         return
     broker = TansuBroker().start()
     try:
@@ -128,7 +148,7 @@ def ensure_topics(bootstrap: str, topics: Topics, partitions: int = PARTITIONS) 
     deadline = time.monotonic() + 30
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+            admin = kafka.admin(bootstrap, request_timeout_ms=5000)
             break
         except KafkaError as exc:
             if time.monotonic() > deadline:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from consumers import SERVICES
-from consumers.broker import TansuBroker, ensure_topics
+from consumers.broker import TansuBroker, ensure_topics, local_plaintext
 from consumers.ingest import Ingest
 from consumers.projector import Projector
 from consumers.relay import Relay
@@ -94,6 +94,7 @@ def up(ingests: int = 2) -> int:
     bootstrap = os.environ.get("COI_KAFKA_BOOTSTRAP")
     data_dir().mkdir(parents=True, exist_ok=True)  # for pipeline.json, with a cluster too
     if not bootstrap:
+        local_plaintext()
         broker = TansuBroker(log=data_dir() / "broker.log").start()
         bootstrap = broker.bootstrap
         print(
@@ -161,6 +162,7 @@ def up(ingests: int = 2) -> int:
 
 def broker_foreground(port: int) -> int:
     """`coi broker`: the local Tansu broker until Ctrl-C."""
+    local_plaintext()
     stop = stop_on_signals()
     broker = TansuBroker(port=port).start()
     ensure_topics(broker.bootstrap, Topics.from_env())

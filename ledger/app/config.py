@@ -6,19 +6,18 @@ COI_DATABASE_URL: `sqlite:///PATH` (default: ./coi-data/ledger.sqlite) or
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from ledger.site.transport import sasl_password
 from ledger.store.sql import POSTGRES_SCHEMES, sqlite_path, write_ahead
+from ledger.wire.config import ConfigError as ConfigError  # raised here, caught by its callers
 from ledger.wire.files import create_private
 
 DEFAULT_DATA_DIR = "coi-data"
-
-
-class ConfigError(Exception):
-    """A setting that cannot be used; the message names it and says what is expected."""
 
 
 # The password in any URL's user part: scheme://user:PASSWORD@host.
@@ -27,12 +26,15 @@ _URL_SETTINGS = ("COI_DATABASE_URL", "COI_PROJECTIONS_URL")
 
 
 def redact(text: str) -> str:
-    """`text` fit for a message or a log: every URL's password, and the database passwords the
-    environment sets wherever else they appear (a driver may quote them), become ***."""
-    for name in _URL_SETTINGS:
-        password = urlsplit(os.environ.get(name, "")).password
-        for form in {password, unquote(password or "")} - {None, ""}:
-            text = text.replace(str(form), "***")
+    """`text` fit for a message or a log: every URL's password, and the database and Kafka
+    passwords the environment sets wherever else they appear (a driver may quote them),
+    become ***."""
+    passwords = {urlsplit(os.environ.get(name, "")).password for name in _URL_SETTINGS}
+    passwords |= {unquote(p) for p in passwords if p}
+    with contextlib.suppress(ConfigError):  # an unreadable password file: nothing to hide
+        passwords.add(sasl_password())
+    for password in passwords - {None, ""}:
+        text = text.replace(str(password), "***")
     return _URL_PASSWORD.sub(r"\1***@", text)
 
 

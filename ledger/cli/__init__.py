@@ -55,7 +55,7 @@ GROUPS = (
 SAID_ERRORS = (
     ("ledger.cli.common", "UsageError"),
     ("ledger.audit.source", "SchemaError"),
-    ("ledger.app.config", "ConfigError"),
+    ("ledger.wire.config", "ConfigError"),
     ("ledger.wire.keys", "KeyFileError"),
     ("ledger.demo.run", "DemoError"),
     ("ledger.transparency.checkpoint", "NoteError"),

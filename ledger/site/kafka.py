@@ -1,4 +1,5 @@
-"""kafka-python clients configured the one way the ledger's services use them."""
+"""kafka-python clients configured the one way the ledger's services use them, each on the
+transport the environment sets (ledger/site/transport.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,12 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.cluster import ClusterMetadata
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.partitioner.default import DefaultPartitioner, murmur2
+
+from ledger.site.transport import security
 
 # Tansu (and small clusters) answer a first group join slowly with the default 5 minute
 # max poll interval; a short one keeps joins and rebalances to seconds.
@@ -80,8 +83,9 @@ def producer(bootstrap: str, **overrides: Any) -> KafkaProducer:
         # (measured: 62 -> 27 µs of CPU per record; flush() still sends at once).
         "batch_size": 1 << 20,
         "partitioner": KeyPartitioner(),
+        **security(),
+        **overrides,
     }
-    settings.update(overrides)
     return KafkaProducer(bootstrap_servers=bootstrap, bootstrap_timeout_ms=BOOTSTRAP_TIMEOUT_MS, **settings)
 
 
@@ -90,9 +94,14 @@ def consumer(bootstrap: str, *topics: str, group: str | None = None, **overrides
         **CONSUMER_DEFAULTS,
         "bootstrap_timeout_ms": BOOTSTRAP_TIMEOUT_MS,
         "group_id": group,
+        **security(),
         **overrides,
     }
     return KafkaConsumer(*topics, bootstrap_servers=bootstrap, **settings)
+
+
+def admin(bootstrap: str, **overrides: Any) -> KafkaAdminClient:
+    return KafkaAdminClient(bootstrap_servers=bootstrap, **{**security(), **overrides})
 
 
 def still_there(bootstrap: str, tp: TopicPartition, offset: int, same: Callable[[bytes], bool]) -> bool:

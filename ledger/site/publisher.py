@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from ledger.site import kafka
@@ -95,7 +95,7 @@ class SitePublisher:
                 self.db.execute(f"ALTER TABLE outbox ADD COLUMN {name} {kind}")
         self.bootstrap = bootstrap
         self.producer = kafka.producer(bootstrap)
-        self.acks = KafkaConsumer(bootstrap_servers=bootstrap, **kafka.CONSUMER_DEFAULTS)
+        self.acks = kafka.consumer(bootstrap)
         self.assigned: set[str] = set()
         self.last_seen: kafka.Seen | None = None  # to notice a broker reset
 

@@ -1,10 +1,14 @@
 """docker-compose.yml read as data (no Docker engine here): only the relay signs, so only the
-relay is given the ledger's signing key."""
+relay is given the ledger's signing key; no password has a default; plaintext Kafka is not
+published beyond the host."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import SplitResult, unquote, urlsplit
 
 import yaml
 
@@ -39,3 +43,47 @@ def test_the_relay_keeps_the_shared_settings() -> None:
         services["relay"]["environment"]["COI_DATABASE_URL"]
         == services["ingest"]["environment"]["COI_DATABASE_URL"]
     )
+
+
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}: compose's interpolation.
+_REFERENCE = re.compile(r"\$\{(?P<name>\w+)(?P<op>:?[-?])?[^}]*\}")
+
+
+def _settings() -> Iterator[tuple[str, str, str]]:
+    """(service, setting, value) for every environment setting, anchors resolved."""
+    for name, service in _services().items():
+        for setting, value in (service.get("environment") or {}).items():
+            yield name, setting, str(value)
+
+
+def _required(value: str) -> bool:
+    """Whether `value` is one required reference: compose refuses to start without it."""
+    found = _REFERENCE.fullmatch(value)
+    return found is not None and found["op"] in {":?", "?"}
+
+
+def test_no_password_has_a_default() -> None:
+    """Passwords come from the environment of `docker compose`, never from this file: each one
+    (a *PASSWORD* setting, or a URL's user:password) is a required reference, no default."""
+    passwords = []
+    for service, setting, value in _settings():
+        if "PASSWORD" in setting and not setting.endswith("_FILE"):
+            passwords.append((service, setting, value))
+        for url in urlsplit_all(value):
+            if url.password is not None:
+                passwords.append((service, setting, unquote(url.password)))
+    assert passwords  # the stack has a database: its password is somewhere
+    for service, setting, value in passwords:
+        assert _required(value), f"{service} {setting}: {value!r} is a default password"
+    assert {m["name"] for _, _, v in passwords for m in _REFERENCE.finditer(v)} == {"COI_POSTGRES_PASSWORD"}
+
+
+def urlsplit_all(value: str) -> list[SplitResult]:
+    """The URLs in a setting, its ${...} references kept as they are (they hold no '@' or '/')."""
+    return [urlsplit(v) for v in re.findall(r"[a-z][a-z0-9+.-]*://\S+", value)]
+
+
+def test_plaintext_kafka_is_published_on_the_hosts_loopback_only() -> None:
+    for name, service in _services().items():
+        for port in service.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
