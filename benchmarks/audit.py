@@ -271,8 +271,8 @@ def exports(url: str, target: Path, signer: NoteSigner, samples: int, rng: rando
         groups = [picked[i * samples : (i + 1) * samples] for i in range(len(FORMATS) + 1)]
         batches = [f"B-{c}" for c in groups[-1]]
 
-        def trust(_: str) -> tuple[list[NoteVerifier], str]:
-            return [signer.verifier], "the benchmark's ledger key"
+        def trust(_: str) -> list[NoteVerifier]:
+            return [signer.verifier]
 
         def export(coi: str, fmt: str) -> bytes:
             evidence = gather(source, coi, trust)

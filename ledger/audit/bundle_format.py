@@ -14,8 +14,6 @@ the records: the verifier replays key state and policy from them, in log order.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 FORMAT = "coi-bundle/1"
@@ -53,13 +51,14 @@ class Request(msgspec.Struct, frozen=True, omit_defaults=True):
 
 class Made(msgspec.Struct, frozen=True):
     """What a genealogy export was rendered from besides the bundle's records, so that `coi
-    verify-bundle` can render it again from them and compare."""
+    verify-bundle` can render it again from them and compare. The manifest is not signed: these
+    are the exporter's word, and the verifier says so."""
 
     asked: str  # "COI ..." or "batch ..."
     id_base: str
     exported_at: str
     rendering: int  # projections/export/formats.py RENDERING: the exporters' output version
-    verification: dict[str, Any]  # what was proved when it was made (the export shows it)
+    verified: bool  # the exporter trusted the ledger's key (else the export says NOT VERIFIED)
 
 
 class ExportEntry(msgspec.Struct, frozen=True, omit_defaults=True):

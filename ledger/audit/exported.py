@@ -78,9 +78,13 @@ def cell_text(values: list[object]) -> str:
     return f"'{text}" if text.startswith(FORMULA_START) and not number else text
 
 
+class RenderError(Exception):
+    """The export cannot be rendered again from the bundle (the message says why)."""
+
+
 # Renders an export again from a bundle's records and what the manifest says it was made
-# with; None where it cannot (another rendering version, or nothing recorded of how it was made).
-Remake = Callable[[Bundle, ExportEntry], bytes | None]
+# with; raises RenderError where it cannot.
+Remake = Callable[[Bundle, ExportEntry], bytes]
 
 
 def bound_export(folder: Path, given: Path | None, remake: Remake | None = None) -> BundleCheck:
@@ -119,18 +123,33 @@ def bound_export(folder: Path, given: Path | None, remake: Remake | None = None)
             f"{path.name} has the SHA-256 the manifest binds for its {_name(entry)} export (the manifest "
             "is not signed: this shows only that the two files travel together)"
         )
-        remade = remake(bundle, entry) if remake is not None else None
-        if remade is not None:
+        if remake is not None:
+            try:
+                remade = remake(bundle, entry)
+            except RenderError as exc:
+                return BundleFailure(
+                    path.name, f"cannot be rendered again from the records to check it: {exc}"
+                )
             if remade != data:
                 return BundleFailure(
                     path.name,
                     f"is not what the bundle's records make: {difference(data, remade, entry.format)} "
                     "(the export was changed after it was made)",
                 )
+            made = entry.made
+            assert made is not None  # remake rendered it
             report.proved.append(
                 f"{path.name} is exactly the {_name(entry)} export these records make: rendered again "
-                "from them as the manifest says it was made, and compared byte for byte (statuses, "
-                "outcomes and the summary included)"
+                "from them and compared byte for byte (statuses, outcomes and the summary included)"
+            )
+            report.cannot.append(
+                f"what the export says of itself, which only the unsigned manifest carries: that it was "
+                f"made at {made.exported_at}, asked for {made.asked}, with ids under {made.id_base}"
+                + (
+                    f", and that {bundle.manifest.after_checkpoint} later records were left out"
+                    if bundle.manifest.after_checkpoint
+                    else ", and that no later record was left out"
+                )
             )
             return None
         bodies = _Bodies(bundle)

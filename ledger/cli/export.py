@@ -10,6 +10,7 @@ from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, UsageError, o
 from ledger.cli.witness import add_witness_arguments, witnessing_of
 
 if TYPE_CHECKING:
+    from pathlib import Path
     from typing import Any
 
     from ledger.audit.bundle_format import Request
@@ -168,9 +169,10 @@ def _genealogy(args: argparse.Namespace) -> int:
     else:
         coi, asked = _batch_patient(args.batch), f"batch {args.batch}"
 
-    def trust(origin: str) -> tuple[list[Any], str]:
+    def trust(origin: str) -> list[Any]:
         roots = choose([Path(p) for p in args.trusted_key], TrustStore(), lambda: origin)
-        return roots.keys, roots.described
+        print(f"coi export genealogy: trusted roots: {roots.described}", file=sys.stderr)
+        return roots.keys
 
     source = opened(lambda: open_source(database_url()))  # read-only, as coi verify reads
     try:
@@ -239,6 +241,18 @@ def _batch_patient(batch: str) -> str:
     return cois[0]
 
 
+def _a_csv_export(path: Path) -> bool:
+    """A zip holding the CSV export's index and no bundle manifest: given instead of its bundle."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return "cells.csv" in names and "manifest.json" not in names
+
+
 def _verify_bundle(args: argparse.Namespace) -> int:
     import zipfile
     from pathlib import Path
@@ -255,11 +269,16 @@ def _verify_bundle(args: argparse.Namespace) -> int:
     from ledger.audit.roots import choose
     from ledger.audit.saved import read_saved
     from ledger.audit.trust import TrustStore
-    from projections.export.reproduce import remake
+    from projections.export.reproduce import remaker
 
     path = Path(args.bundle)
     if not path.is_file():
         raise UsageError(f"no bundle at {path}")
+    if _a_csv_export(path):
+        raise UsageError(
+            f"{path} is a CSV export, not its bundle: pass the FILE.bundle.zip written beside it "
+            "(coi export genealogy --with-bundle)"
+        )
     if not zipfile.is_zipfile(path) and path.suffix.lower() != ".zip":
         raise UsageError(
             f"{path} is not a bundle (a zip): pass the FILE.bundle.zip written beside an export, and the "
@@ -300,7 +319,7 @@ def _verify_bundle(args: argparse.Namespace) -> int:
         more.append(held_to_saved(saved))
     if witnessing is not None:
         more.append(cosigned_by(witnessing))
-    more.append(bound_export(path.parent, export, remake))
+    more.append(bound_export(path.parent, export, remaker(trusted)))
     report = verify_bundle(path, trusted, more)
     if report.failure is not None:
         say(f"FAILED: {report.failure}")

@@ -418,7 +418,7 @@ class _Writer:
             "text": _narrative(
                 outcome.summary,
                 *(f"!! {alarm}" for alarm in outcome.alarms),
-                f"records {v.status.upper()} against the {checkpoint} ({v.trusted_roots})",
+                f"records {v.status.upper()} against the {checkpoint} (signed by {v.signed_by})",
             ),
             "target": [_ref(self.patient_url)] + [_ref(p.uri) for p in self.g.products],
             "recorded": self.g.exported_at,

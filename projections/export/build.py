@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -338,6 +338,7 @@ def _document(
         if unit.kind == "product"
     ]
     return doc.Genealogy(
+        format=doc.FORMAT,
         exported_at=_utc(exported_at),
         asked=asked,
         id_base=ids.base,
@@ -361,6 +362,7 @@ def _document(
                 product_code=c("product_code"),
                 collection_facility=c("collection_facility"),
                 volume_ml=c("volume_ml"),
+                volume_ml_in_force=in_force(c("volume_ml"), "volume_ml", corrections.get(c.sequence, [])),
                 started_at=c("started_at"),
                 ended_at=c("ended_at"),
                 site=c("site"),
@@ -415,6 +417,12 @@ def _label(label: dict[str, _Cite]) -> doc.Label:
     )
 
 
+def in_force(recorded: doc.Fact, name: str, corrections: list[doc.Correction]) -> doc.Fact:
+    """A field's value in force: the new value of its latest correction, else as recorded."""
+    latest = [c for c in corrections if c.field.value == name]
+    return latest[-1].new_value if latest else recorded
+
+
 def _custody(c: _Cite, body: ev.Journey, corrections: dict[int, list[doc.Correction]]) -> doc.CustodyStep:
     received = isinstance(body, ev.ShipmentReceived)
     return doc.CustodyStep(
@@ -424,7 +432,9 @@ def _custody(c: _Cite, body: ev.Journey, corrections: dict[int, list[doc.Correct
         from_custodian=c.opt("from_custodian"),
         to_custodian=c.opt("to_custodian") or c("actor"),
         location=c("location"),
+        location_in_force=in_force(c("location"), "location", corrections.get(c.sequence, [])),
         condition=c("condition"),
+        condition_in_force=in_force(c("condition"), "condition", corrections.get(c.sequence, [])),
         occurred_at=c("occurred_at"),
         site=c("site"),
         corrections=corrections.get(c.sequence, []),
@@ -475,7 +485,7 @@ def _product(ids: Ids, unit: UnitRow, made: doc.Fact) -> doc.Product:
         unit_id=made,
         uri=ids.unit(unit.unit_id),
         batch_id=unit.batch_id,
-        status=unit.status,
+        status=status_of(unit),
         status_sequence=unit.sequence,
         holds=list(unit.holds),
         custodian=unit.custodian,
@@ -483,6 +493,14 @@ def _product(ids: Ids, unit: UnitRow, made: doc.Fact) -> doc.Product:
         shipment_id=unit.shipment_id,
         bedside=unit.bedside,
     )
+
+
+def status_of(unit: UnitRow) -> doc.UnitStatus:
+    """A unit's status as the export says it: the rules' (aggregates/views.py), except that a
+    released product whose latest bedside check did not match is blocked (not to be infused)."""
+    if unit.bedside == "MISMATCH" and unit.status != "infused":
+        return "blocked"
+    return cast("doc.UnitStatus", unit.status)
 
 
 def _shipment(ids: Ids, s: _Shipment) -> doc.Shipment:
@@ -547,9 +565,7 @@ def _graph(ids: Ids, built: _Built, state: TherapyState) -> doc.Graph:
         if uri not in nodes:
             unit = built.units.get(identifier) if kind in ("bag", "product", "sample") else None
             batch = state.batches.get(identifier) if kind == "batch" else None
-            status = unit.status if unit else batch.status if batch else None
-            if unit is not None and unit.bedside == "MISMATCH" and unit.status != "infused":
-                status = doc.BLOCKED
+            status = status_of(unit) if unit else batch.status if batch else None
             nodes[uri] = doc.Node(id=uri, kind=kind, label=identifier, status=status)
         return uri
 
@@ -565,8 +581,9 @@ def _graph(ids: Ids, built: _Built, state: TherapyState) -> doc.Graph:
     return doc.Graph(list(nodes.values()), edges)
 
 
-_STAGES = (
+_STAGES: tuple[tuple[doc.Stage, str], ...] = (
     ("infused", "infused"),
+    ("blocked", "INFUSION BLOCKED: the bedside identity check did not match"),
     ("received", "received at the treatment centre"),
     ("shipped", "shipped"),
     ("released", "released by QA"),
@@ -621,7 +638,8 @@ def _outcome(
     if verification.left_out:
         later = "1 later record" if verification.left_out == 1 else f"{verification.left_out} later records"
         alarms.append(
-            f"{later} of {coi} not in this export: the ledger holds them after the checkpoint at tree size "
+            f"{later} of {coi} not in this export: the ledger holds "
+            f"{'it' if verification.left_out == 1 else 'them'} after the checkpoint at tree size "
             f"{verification.tree_size} (run coi checkpoint --sign, then export again)"
         )
     stage = _stage(built, batches)
@@ -649,10 +667,11 @@ def _qc_outcome(batch: doc.Batch, alarms: list[str], notes: list[str]) -> None:
             )
 
 
-def _stage(built: _Built, batches: list[doc.Batch]) -> str:
+def _stage(built: _Built, batches: list[doc.Batch]) -> doc.Stage:
     shipments = built.shipments.values()
     reached = {
         "infused": bool(built.infusions),
+        "blocked": any(outcome == "MISMATCH" for _, outcome in built.bedside),
         "received": any(s.received for s in shipments),
         "shipped": bool(built.shipments),
         "released": any(b.status == "released" for b in batches),
@@ -665,7 +684,7 @@ def _stage(built: _Built, batches: list[doc.Batch]) -> str:
     return next(stage for stage, _ in _STAGES if reached[stage])
 
 
-def _summary(built: _Built, batches: list[doc.Batch], products: list[doc.Product], stage: str) -> str:
+def _summary(built: _Built, batches: list[doc.Batch], products: list[doc.Product], stage: doc.Stage) -> str:
     coi = built.ids.coi
     said = dict(_STAGES)[stage]
     text = f"COI {coi}: {said}"
@@ -679,8 +698,9 @@ def _summary(built: _Built, batches: list[doc.Batch], products: list[doc.Product
         text += f": batch {rejected.batch_id.value}"
         text += f" after {', '.join(failed)} failed" if failed else ""
         text += "; no product was shipped" if not built.shipments else ""
-    if any(outcome == "MISMATCH" for _, outcome in built.bedside) and not built.infusions:
-        text += "; INFUSION BLOCKED: the bedside identity check did not match"
+    elif stage == "blocked":
+        blocked = [str(c("unit_id").value) for c, outcome in built.bedside if outcome == "MISMATCH"]
+        text += f" for {', '.join(dict.fromkeys(blocked))}"
     held = [p for p in products if p.holds]
     if held:
         text += f"; on hold: {', '.join(str(p.unit_id.value) for p in held)}"

@@ -122,7 +122,10 @@ TABLES = [
     _Table(
         "collections",
         lambda c: c.din.sequence,
-        _facts("din bag product_code collection_facility volume_ml started_at ended_at site collected_by"),
+        _facts(
+            "din bag product_code collection_facility volume_ml volume_ml_in_force started_at ended_at "
+            "site collected_by"
+        ),
         lambda g: g.collections,
     ),
     _Table(
@@ -191,7 +194,10 @@ TABLES = [
         lambda c: c.sequence,
         [
             _derived("type", lambda c: c.type),
-            *_facts("units from_custodian to_custodian location condition occurred_at site"),
+            *_facts(
+                "units from_custodian to_custodian location location_in_force condition "
+                "condition_in_force occurred_at site"
+            ),
         ],
         lambda g: g.custody,
     ),
@@ -312,10 +318,15 @@ def _csv(rows: list[list[object]]) -> bytes:
     return out.getvalue().encode("utf-8-sig")
 
 
+def _asked(genealogy: doc.Genealogy) -> str:
+    coi = f"COI {genealogy.patient.coi.value}"
+    return genealogy.asked if genealogy.asked == coi else f"{genealogy.asked} ({coi})"
+
+
 def _readme(genealogy: doc.Genealogy) -> bytes:
     checked = genealogy.verification
     return (
-        f"{FORMAT}: the genealogy of {genealogy.asked} (COI {genealogy.patient.coi.value}), exported "
+        f"{FORMAT}: the genealogy of {_asked(genealogy)}, exported "
         f"{genealogy.exported_at}.\r\n{genealogy.outcome.summary}\r\n"
         + "".join(f"!! {alarm}\r\n" for alarm in genealogy.outcome.alarms)
         + "".join(f"-  {note}\r\n" for note in genealogy.outcome.notes)
@@ -330,6 +341,7 @@ def _readme(genealogy: doc.Genealogy) -> bytes:
         "sequence and field (a JSON Pointer into its signed body). With the bundle written beside it "
         "(--with-bundle), coi verify-bundle makes these tables again from the signed records and "
         "compares.\r\n"
-        "A text that starts with = + - or @ is written with a leading ' so that no spreadsheet runs it "
+        "A text that starts with = + - @, a tab or a carriage return is written with a leading ' so that no "
+        "spreadsheet runs it "
         "as a formula; the value in the record has no such '.\r\n"
     ).encode()

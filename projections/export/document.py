@@ -11,16 +11,17 @@ decided it. The other formats (CSV, EPCIS, FHIR, HTML) are rendered from this do
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
+from msgspec import Meta
 
-FORMAT = "coi-genealogy/1"
+FORMAT: Literal["coi-genealogy/1"] = "coi-genealogy/1"
 
 Value = str | int | float | bool
 
-# A graph node's status for a product whose latest bedside check did not match: QA released it,
-# and the rules block its infusion (its Product says released, with bedside MISMATCH).
+# The status of a product whose latest bedside check did not match: QA released it, and the
+# rules block its infusion.
 BLOCKED = "blocked"
 
 
@@ -105,7 +106,8 @@ class Collection(msgspec.Struct, frozen=True, kw_only=True):
     bag_uri: str
     product_code: Fact
     collection_facility: Fact
-    volume_ml: Fact
+    volume_ml: Fact  # as recorded
+    volume_ml_in_force: Fact  # as the latest correction of it restates it (else as recorded)
     started_at: Fact
     ended_at: Fact
     site: Fact
@@ -121,8 +123,10 @@ class CustodyStep(msgspec.Struct, frozen=True, kw_only=True):
     units: list[Fact]
     from_custodian: Fact | None
     to_custodian: Fact | None
-    location: Fact
+    location: Fact  # as recorded
+    location_in_force: Fact  # as the latest correction of it restates it (else as recorded)
     condition: Fact
+    condition_in_force: Fact
     occurred_at: Fact
     site: Fact
     corrections: list[Correction]
@@ -242,7 +246,8 @@ class Product(msgspec.Struct, frozen=True, kw_only=True):
     unit_id: Fact
     uri: str
     batch_id: str | None
-    status: str  # in_custody | in_transit | quarantined | released | rejected | consumed | infused
+    # the rules' status, or blocked: released, and a bedside MISMATCH blocks its infusion
+    status: UnitStatus
     status_sequence: int  # the record that set it
     holds: list[str]  # in force now
     custodian: str
@@ -298,7 +303,7 @@ class Verification(msgspec.Struct, frozen=True, kw_only=True):
     tree_size: int  # the checkpoint every record was proved in
     root_hash: str  # base64, as in the checkpoint note
     checkpoint: str  # the signed note, verbatim (with witnesses' cosignatures where given)
-    trusted_roots: str  # whose key the checkpoint was checked against
+    signed_by: str  # the ledger key ids that signed the checkpoint
     proved: list[str]
     not_proved: list[str]
     failure: str | None
@@ -308,18 +313,27 @@ class Verification(msgspec.Struct, frozen=True, kw_only=True):
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """The journey in plain words, for the first line of every report."""
 
-    # enrolled | collected | manufacturing | in QC | released | rejected | shipped | received | infused
-    stage: str
+    stage: Stage
     summary: str
     alarms: list[str]  # what a reader must not miss: a failed test, a rejection, a mismatch, an open hold
     notes: list[str] = []  # what was resolved: a retest that passed, a hold released, a correction
 
 
-class Genealogy(msgspec.Struct, frozen=True, kw_only=True):
-    format: str = FORMAT
-    exported_at: str
+UtcTime = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
+Stage = Literal[
+    "enrolled", "collected", "manufacturing", "in QC", "released", "rejected", "shipped", "received",
+    "blocked", "infused",
+]  # fmt: skip
+UnitStatus = Literal[
+    "in_custody", "in_transit", "quarantined", "released", "rejected", "consumed", "infused", "blocked"
+]
+
+
+class Genealogy(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    format: Literal["coi-genealogy/1"]
+    exported_at: UtcTime
     asked: str  # "COI ..." or "batch ..."
-    id_base: str
+    id_base: Annotated[str, Meta(pattern=r"^https://[a-z0-9.-]+(:[0-9]+)?(/[^?#\s]*)?$")]
     outcome: Outcome
     patient: Patient
     labels: list[Label]

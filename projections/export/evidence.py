@@ -17,8 +17,9 @@ from dataclasses import dataclass
 import msgspec
 
 from ledger.app.bundle import BundleExportError, Exported, export_bundle
-from ledger.audit.bundle import bundle_of, verify_bundle
+from ledger.audit.bundle import Bundle, bundle_of, verify_bundle
 from ledger.audit.bundle_format import CHECKPOINT, PROOFS, RECORDS, Proofs, Request
+from ledger.audit.saved import ledger_key_ids
 from ledger.store.sources import SqlSource
 from ledger.transparency import checkpoint as notes
 from ledger.transparency.records import Record
@@ -33,8 +34,8 @@ class Evidence:
     verification: Verification
 
 
-# The log's origin -> the verifier keys trusted for it, and how they were chosen (said in the export).
-Trust = Callable[[str], tuple[list[notes.NoteVerifier], str]]
+# The log's origin -> the verifier keys trusted for it.
+Trust = Callable[[str], list[notes.NoteVerifier]]
 
 
 def gather(source: SqlSource, coi: str, trust: Trust) -> Evidence:
@@ -45,8 +46,18 @@ def gather(source: SqlSource, coi: str, trust: Trust) -> Evidence:
     except BundleExportError as exc:
         raise ExportError(str(exc)) from None
     bundle = bundle_of(f"{coi}.bundle.zip", io.BytesIO(exported.data))
-    trusted, roots = trust(exported.manifest.origin)
-    report = verify_bundle(bundle, trusted)
+    trusted = trust(exported.manifest.origin)
+    verification = checked(bundle, trusted, exported.manifest.after_checkpoint)
+    return Evidence(exported, _sources(bundle.files), verification)
+
+
+def checked(bundle: Bundle, trusted: list[notes.NoteVerifier], left_out: int) -> Verification:
+    """What verifying `bundle` against `trusted` proves, as an export says it: only what the
+    bundle itself shows (no local path, no option of the verifier's), so that `coi
+    verify-bundle` can establish the same again. `left_out`: the patient's records after the
+    checkpoint, which no bundle can show (an exporter's word)."""
+    fresh = Bundle(bundle.name, bundle.files, bundle.manifest)  # the checks fill in what they prove
+    report = verify_bundle(fresh, trusted)
     note = bundle.files[CHECKPOINT].decode()
     checkpoint = notes.parse(note)[0]
     failure = str(report.failure) if report.failure is not None else None
@@ -56,19 +67,18 @@ def gather(source: SqlSource, coi: str, trust: Trust) -> Evidence:
         status = "not verified"
     else:
         status = "failed"
-    verification = Verification(
+    return Verification(
         status=status,  # type: ignore[arg-type]
         origin=checkpoint.origin,
         tree_size=checkpoint.size,
         root_hash=base64.b64encode(checkpoint.root).decode(),
         checkpoint=note,
-        trusted_roots=roots,
+        signed_by=", ".join(f"key id {kid.hex()}" for kid in ledger_key_ids(note)),
         proved=report.proved,
         not_proved=report.cannot,
         failure=failure,
-        left_out=exported.manifest.after_checkpoint,
+        left_out=left_out,
     )
-    return Evidence(exported, _sources(bundle.files), verification)
 
 
 def _sources(files: dict[str, bytes]) -> list[Source]:

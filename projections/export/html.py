@@ -284,7 +284,7 @@ def _checkpoint(g: Genealogy) -> Cell:
                 ("Log (origin)", _e(v.origin)),
                 ("Checkpoint tree size", str(v.tree_size)),
                 ("Root hash", f"<code>{_e(v.root_hash)}</code>"),
-                ("Trusted", _e(v.trusted_roots)),
+                ("Signed by", _e(v.signed_by)),
                 ("Records after the checkpoint (not in this report)", str(v.left_out)),
             ]
         ),

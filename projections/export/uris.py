@@ -34,6 +34,10 @@ def checked_base(text: str) -> str:
         raise BaseError(f"{text!r} is not an https:// URL with a host (e.g. https://id.example.org/coi)")
     if parts.query or parts.fragment:
         raise BaseError(f"{text!r} has a query or a fragment; a base is scheme, host and path only")
+    if parts.username is not None or parts.password is not None:
+        raise BaseError(f"{parts.scheme}://...@{parts.hostname}: a base holds no user or password")
+    if not text.startswith("https://") or parts.netloc != parts.netloc.lower():
+        raise BaseError(f"{text!r}: write the scheme and host in lower case, as partners will compare them")
     return text.rstrip("/")
 
 

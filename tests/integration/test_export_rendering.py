@@ -26,11 +26,11 @@ BASE = "https://id.example.org/coi-ledger"
 # RENDERING -> format -> SHA-256 of the export of PATIENT (recorded when the version was made).
 RENDERED: dict[int, dict[str, str]] = {
     1: {
-        "json": "da524bbbfd8754501b04d7a9565628468d6e84c4885208384a7172e0c2e1c742",
-        "csv": "bb632a8edd0db886ec5ce2858f523b24328401b459822899e1e651f8010ddc5a",
+        "json": "8aa7fdce275435dbfa6358cb8bc05dfb6b06c39b7e4b5b00c2d41b75cac7b486",
+        "csv": "19517f3f273e9e2f3484cda7c9cf97f4e36605018653f72989103497a1cb297d",
         "epcis": "04ad17cd357df9f128c382310c78b70954494d1c1faf55e3407735450807c968",
-        "fhir": "bde4db24c442c99d37c466eb159907cfc4038bef725c4b69f11a5ea606e21bf2",
-        "html": "c2f28e57e98dbdb5ea9d87268a039d9746f001482af649e78c0e9c53523baa20",
+        "fhir": "2bb45c1f7ce3647ec56bea9bba05a7fe5e2ee1b484da56dba200980781cb0d84",
+        "html": "a07ff09f020771c00d2f61c502d66276a688ff09419d447bf71231311bebcdab",
     },
 }
 
@@ -39,7 +39,7 @@ def _rendered(folder: Path) -> dict[str, str]:
     data = copy_fixture_ledger(folder / "coi-data")
     source = open_source(f"sqlite:///{data / 'ledger.sqlite'}")
     try:
-        evidence = gather(source, PATIENT, lambda _: (read_keys(FIXTURE_VKEY), "the fixture's key"))
+        evidence = gather(source, PATIENT, lambda _: read_keys(FIXTURE_VKEY))
     finally:
         source.close()
     assert evidence.verification.status == "verified", evidence.verification.failure

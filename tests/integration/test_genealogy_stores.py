@@ -20,7 +20,7 @@ from ledger.transparency.checkpoint import NoteSigner
 from projections.export.build import build
 from projections.export.evidence import gather
 from projections.export.formats import FORMATS, renderer
-from projections.export.reproduce import made_with, remake
+from projections.export.reproduce import made_with, remaker
 from projections.export.uris import Ids
 from tests.stores import ledger_url
 from tests.support import advance, new_journey
@@ -38,7 +38,7 @@ def test_every_format_exports_from_either_store_and_renders_again_from_its_bundl
     for journey in journeys:
         source = open_source(ledger_url(registered))
         try:
-            evidence = gather(source, journey.coi, lambda _: ([SIGNER.verifier], "the test's key"))
+            evidence = gather(source, journey.coi, lambda _: [SIGNER.verifier])
         finally:
             source.close()
         assert evidence.verification.status == "verified", evidence.verification.failure
@@ -51,4 +51,4 @@ def test_every_format_exports_from_either_store_and_renders_again_from_its_bundl
             bundle = bundle_of("b.zip", io.BytesIO(bound(evidence.bundle, entry).data))
             report = verify_bundle(bundle, [SIGNER.verifier])
             assert report.failure is None, report.failure
-            assert remake(bundle, entry) == data, fmt
+            assert remaker([SIGNER.verifier])(bundle, entry) == data, fmt

@@ -19,8 +19,12 @@ from typing import Any
 
 import pytest
 
+from ledger.audit.bundle import BundleReport, verify_bundle
 from ledger.audit.bundle_format import MANIFEST
+from ledger.audit.exported import bound_export
+from ledger.audit.trust import read_keys
 from ledger.wire.files import fixed_zip
+from projections.export.formats import RENDERING
 from tests.exports import ExportDemo, facts
 from tests.support import FIXTURE_VKEY, copy_fixture_ledger
 from tests.support import coi as run_coi
@@ -67,6 +71,15 @@ def _verify(demo: ExportDemo, bundle: Path, *args: str) -> tuple[int, str]:
     return done.returncode, done.stdout + done.stderr
 
 
+def _alone(demo: ExportDemo, bundle: Path) -> BundleReport:
+    """The verifier package alone (ledger/audit, without the exporters) on the bundle and the
+    export beside it: it checks each value a JSON or CSV export cites."""
+    vkey = demo.folder / "ledger.vkey"
+    if not vkey.exists():
+        assert demo.run("trust", "export", "--out", str(vkey)).returncode == 0
+    return verify_bundle(bundle, read_keys(vkey), [bound_export(bundle.parent, None)])
+
+
 def test_the_bundle_names_the_export_and_every_json_value_is_checked(demo: ExportDemo) -> None:
     out, bundle = _bound(demo, "json", "intact.json")
     data = out.read_bytes()
@@ -80,7 +93,7 @@ def test_the_bundle_names_the_export_and_every_json_value_is_checked(demo: Expor
     }
     document = json.loads(data)
     assert made["asked"] == document["asked"] and made["exported_at"] == document["exported_at"]
-    assert made["verification"] == document["verification"]
+    assert made["verified"] is True and made["rendering"] == RENDERING
     # The records are those `coi export bundle` gives for the patient: only the manifest differs.
     plain = demo.folder / "plain.bundle.zip"
     done = demo.run("export", "bundle", "--coi", demo.journey("rejected"), "--out", str(plain))
@@ -96,12 +109,18 @@ def test_the_bundle_names_the_export_and_every_json_value_is_checked(demo: Expor
     assert "intact.json is exactly the JSON export these records make" in said
     assert "only that the two files travel together" in said
 
-    _rebind(bundle, out, made=None)  # not said how it was made: each cited value is checked
-    code, said = _verify(demo, bundle)
-    assert code == 0, said
+    alone = _alone(demo, bundle)
+    assert alone.failure is None, alone.failure
     cited = facts(document)
     assert len(cited) > 100
-    assert f"checked {len(cited)} values of the JSON export against the signed records" in said
+    assert f"checked {len(cited)} values of the JSON export against the signed records" in " ".join(
+        alone.proved
+    )
+
+    # A manifest that no longer says how the export was made is not a reason to check less.
+    _rebind(bundle, out, made=None)
+    code, said = _verify(demo, bundle)
+    assert code == 1 and "cannot be rendered again from the records to check it" in said, said
 
 
 def test_a_changed_json_value_fails_naming_its_record_and_field(demo: ExportDemo) -> None:
@@ -121,12 +140,10 @@ def test_a_changed_json_value_fails_naming_its_record_and_field(demo: ExportDemo
     assert code == 1 and "FAILED: tampered.json: is not what the bundle's records make" in said, said
     assert "/passed/value: True where the records make False" in said
 
-    _rebind(bundle, out, made=None)  # and says nothing of how it was made: the cited value fails
-    code, said = _verify(demo, bundle)
-    assert code == 1 and "FAILED: tampered.json" in said, said
+    failure = str(_alone(demo, bundle).failure)  # the cited value, without the exporters
     fact = sterility["passed"]
-    assert f"record {fact['sequence']} at {fact['field']}" in said
-    assert "holds False" in said
+    assert failure.startswith("tampered.json") and f"record {fact['sequence']} at {fact['field']}" in failure
+    assert "holds False" in failure
 
 
 def test_what_a_forger_changes_without_breaking_a_citation_fails_too(demo: ExportDemo) -> None:
@@ -163,12 +180,14 @@ def test_a_changed_csv_cell_fails_and_so_does_an_uncited_one(demo: ExportDemo) -
     out, bundle = _bound(demo, "csv", "tampered.zip")
     code, said = _verify(demo, bundle)
     assert code == 0 and "tampered.zip is exactly the CSV export these records make" in said, said
-    _rebind(bundle, out, made=None)  # from here each cited cell is what is checked
-    code, said = _verify(demo, bundle)
-    assert code == 0, said
+    # From here the verifier package alone, which checks each cited cell.
     original = _files(out)
     cells = original["cells.csv"].decode("utf-8-sig").splitlines()
-    assert f"checked {len(cells) - 1} values of the CSV export against the signed records" in said
+    alone = _alone(demo, bundle)
+    assert alone.failure is None, alone.failure
+    assert f"checked {len(cells) - 1} values of the CSV export against the signed records" in " ".join(
+        alone.proved
+    )
 
     qc = original["qc.csv"].decode("utf-8-sig")
     assert ",sterility," in qc and ",false," in qc
@@ -176,7 +195,9 @@ def test_a_changed_csv_cell_fails_and_so_does_an_uncited_one(demo: ExportDemo) -
     out.write_bytes(fixed_zip(sorted(changed.items())))
     _rebind(bundle, out)
     code, said = _verify(demo, bundle)
-    assert code == 1 and "FAILED: tampered.zip" in said, said
+    assert code == 1 and "FAILED: tampered.zip: is not what the bundle's records make: qc.csv" in said, said
+    said = str(_alone(demo, bundle).failure)
+    assert said.startswith("tampered.zip")
     (line,) = [c for c in cells if c.startswith("qc.csv,1,passed,")]
     sequence, field = line.split(",")[4:6]
     assert (
@@ -188,8 +209,7 @@ def test_a_changed_csv_cell_fails_and_so_does_an_uncited_one(demo: ExportDemo) -
     changed["cells.csv"] = dropped.encode("utf-8-sig")
     out.write_bytes(fixed_zip(sorted(changed.items())))
     _rebind(bundle, out)
-    code, said = _verify(demo, bundle)
-    assert code == 1, said
+    said = str(_alone(demo, bundle).failure)
     assert "qc.csv row 1, column passed: a value read from a record that cites none" in said
 
     # A row said to come from a record the bundle does not hold.
@@ -198,8 +218,7 @@ def test_a_changed_csv_cell_fails_and_so_does_an_uncited_one(demo: ExportDemo) -
     changed = {**original, "units.csv": "\r\n".join(units).encode("utf-8-sig")}
     out.write_bytes(fixed_zip(sorted(changed.items())))
     _rebind(bundle, out)
-    code, said = _verify(demo, bundle)
-    assert code == 1, said
+    said = str(_alone(demo, bundle).failure)
     assert "units.csv row 1, column sequence: '999999' is not a record the bundle holds" in said
 
 
@@ -220,13 +239,20 @@ def test_formats_that_cite_no_fields_are_rendered_again(demo: ExportDemo, fmt: s
     assert code == 1 and f"FAILED: {name}: is not what the bundle's records make" in said, said
     assert "growth detected day 5" in said
 
-    # Made by another rendering version: this coi cannot render it again, and says what is left.
-    _rebind(bundle, out, made={**_manifest(bundle)["export"]["made"], "rendering": 0})
-    code, said = _verify(demo, bundle)
-    assert code == 0, said
-    assert (
-        f"the {label} export's content: it is the file the bundle was made with; its content was not checked"
-        in said
+    # A manifest that says another rendering version, or another format, is no reason to check
+    # less: it fails.
+    made = _manifest(bundle)["export"]["made"]
+    for change in ({"made": {**made, "rendering": 0}}, {"format": "pdf"}):
+        _rebind(bundle, out, **change)
+        code, said = _verify(demo, bundle)
+        assert code == 1 and "cannot be rendered again from the records to check it" in said, said
+        _rebind(bundle, out, made=made, format=fmt)
+
+    # The verifier package alone binds it by digest only, and says so.
+    alone = _alone(demo, bundle)
+    assert alone.failure is None and any(
+        f"the {label} export's content: it is the file the bundle was made with" in line
+        for line in alone.cannot
     )
 
 

@@ -227,7 +227,7 @@ def test_a_blocked_infusion_is_not_done_with_the_reason_and_the_product_unavaila
     export = _journey(demo, exports, "mismatch")
     product = export.product()
     assert _status(product) == "unavailable"
-    assert prop(product, "ledger-status") == ["released"] and prop(product, "bedside-check") == ["MISMATCH"]
+    assert prop(product, "ledger-status") == ["blocked"] and prop(product, "bedside-check") == ["MISMATCH"]
     infusion = export.infusion()
     assert infusion is not None and infusion["status"] == "not-done"
     assert "MISMATCH" in infusion["statusReason"]["text"]
@@ -256,7 +256,7 @@ def test_a_released_product_nobody_has_infused_is_available_and_a_hold_makes_it_
     export = _journey(demo, exports, "mismatch")
     genealogy = msgspec.json.decode(json.dumps(export.json), type=Genealogy)
     (product,) = genealogy.products
-    before = msgspec.structs.replace(product, bedside=None)
+    before = msgspec.structs.replace(product, bedside=None, status="released")
     held = msgspec.structs.replace(before, holds=["H-1"])
     for version, expected in ((before, "available"), (held, "unavailable")):
         rendered = json.loads(
