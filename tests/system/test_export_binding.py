@@ -167,7 +167,10 @@ def test_what_a_forger_changes_without_breaking_a_citation_fails_too(demo: Expor
     def unalarmed(document: dict[str, Any]) -> None:
         document["outcome"].update(alarms=[], summary="released")
 
-    for forge in (repointed, uncited, unalarmed):
+    def overclaimed(document: dict[str, Any]) -> None:
+        document["verification"]["proved"].append("two independent witnesses cosigned the checkpoint")
+
+    for forge in (repointed, uncited, unalarmed, overclaimed):
         document = json.loads(original)
         forge(document)
         out.write_text(json.dumps(document))

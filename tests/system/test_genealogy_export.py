@@ -124,7 +124,10 @@ def test_ids_are_uris_under_the_configured_base(demo: ExportDemo) -> None:
     document = _json(demo, "--coi", coi, COI_ID_BASE="https://id.example.org/ct/")
     assert document["patient"]["uri"] == f"https://id.example.org/ct/coi/{coi}"
     assert document["id_base"] == "https://id.example.org/ct"
-    for base in ("urn:coi:", "http://id.example.org", "https://id.example.org/c oi"):
+    for base in (
+        "urn:coi:", "http://id.example.org", "https://id.example.org/c oi", "https://user:pw@id.example.org",
+        "HTTPS://ID.EXAMPLE.ORG",
+    ):  # fmt: skip
         done = demo.run(
             "export", "genealogy", "--coi", coi, "--format", "json", "--out", str(demo.folder / "x.json"),
             COI_ID_BASE=base,
@@ -251,3 +254,6 @@ def test_verify_bundle_given_the_export_instead_of_its_bundle_says_what_to_pass(
     out = demo.export("json", "--coi", demo.cois[0], "--with-bundle", out="given.json")
     message = demo.refused("verify-bundle", str(out))
     assert "is not a bundle (a zip)" in message and "FILE.bundle.zip" in message
+    tables = demo.export("csv", "--coi", demo.cois[0], out="given.zip")
+    message = demo.refused("verify-bundle", str(tables))
+    assert "is a CSV export, not its bundle" in message
