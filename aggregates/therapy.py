@@ -512,17 +512,22 @@ def _decide_custody_transferred(s: TherapyState, b: ev.CustodyTransferred, ctx: 
     if b.from_custodian == b.to_custodian:
         raise Rejected(ReasonCode.INVALID_VALUE, "from and to custodian are the same", "to_custodian")
     units = _free(s, b.unit_ids, b.occurred_at)
+    _not_gone(units, "cannot change hands")
+    _custodian(s, units, b.from_custodian, "from_custodian")
+
+
+def _not_gone(units: list[Unit], cannot: str) -> None:
+    """A unit that went into a batch or was infused no longer exists as such."""
     for unit in units:
         if unit.consumed_by or unit.infused:
             gone = f"went into {unit.consumed_by}" if unit.consumed_by else "was infused"
-            raise Rejected(
-                ReasonCode.OUT_OF_SEQUENCE, f"unit {unit.unit_id} {gone}; it cannot change hands", "unit_ids"
-            )
-    _custodian(s, units, b.from_custodian, "from_custodian")
+            raise Rejected(ReasonCode.OUT_OF_SEQUENCE, f"unit {unit.unit_id} {gone}; it {cannot}", "unit_ids")
 
 
 def _decide_material_received(s: TherapyState, b: ev.MaterialReceived, ctx: Context) -> None:
     units = _free(s, b.unit_ids, b.occurred_at)
+    if ctx.policy.version >= 2:  # version 1 received them again (found by a property test)
+        _not_gone(units, "cannot be received")
     _custodian(s, units, b.actor, "actor")
     if b.scanned_coi != s.coi:
         raise Rejected(

@@ -263,6 +263,11 @@ def _correct(**changes: Any) -> Any:
     return msgspec.structs.replace(fix, **changes)
 
 
+def received_again(**changes: Any) -> Any:
+    """The bag's receipt at the factory sent again, after the bag went into its batch."""
+    return body("material_received", **({"event_id": UUID(int=4), "occurred_at": at(7.5)} | changes))
+
+
 def _failed_qc() -> TherapyState:
     results = [b for b in JOURNEY if isinstance(b, ev.QcResultRecorded)]
     failed = msgspec.structs.replace(results[0], passed=False)
@@ -291,6 +296,8 @@ THERAPY: list[Row] = [
     Row("other DINs scanned", _decide(before("material_received"), body("material_received", scanned_dins=[OTHER_DIN])), ReasonCode.IDENTITY_MISMATCH, "scanned_dins"),
     Row("a step dated before the one it follows", _decide(before("material_received"), body("material_received", occurred_at=at(4.5))), ReasonCode.BEFORE_PREREQUISITE, "occurred_at"),
     Row("manufacturing before receipt", _decide(before("material_received"), body("manufacturing_started")), ReasonCode.OUT_OF_SEQUENCE, "input_unit_ids"),
+    Row("a consumed unit received again", _decide(before("manufacturing_completed"), received_again()), ReasonCode.OUT_OF_SEQUENCE, "unit_ids"),
+    Row("an infused unit received", _decide(therapy.evolve(checked_at_bedside(), body("infused")), received_again(actor="nurse.bdw", site="US-BDW", unit_ids=["P-1"], scanned_dins=[], occurred_at=at(23))), ReasonCode.OUT_OF_SEQUENCE, "unit_ids"),
     Row("a sample of another batch", _decide(before("qc_result_recorded"), body("qc_result_recorded", sample_id="S-9")), ReasonCode.UNKNOWN_UNIT, "sample_id"),
     Row("a second result unauthorised", _decide(before("disposition"), body("qc_result_recorded", event_id=UUID(int=3), occurred_at=at(15))), ReasonCode.RETEST_NOT_AUTHORISED, "test"),
     Row("a retest under another deviation", _decide(_failed_qc(), _step(15, ev.RetestAuthorised, "qa.ssf", "US-SSF", batch_id="B-1", deviation_id="D-9", test="sterility", reason="retest", manifestations=_qa())), ReasonCode.RETEST_NOT_AUTHORISED, "deviation_id"),
@@ -393,6 +400,14 @@ def test_the_treatment_site_rules_start_at_rules_version_1() -> None:
     to_kashiwa = body("shipment_dispatched", destination_site="JP-KAS")
     assert therapy.decide(before("shipment_dispatched"), to_kashiwa, ctx(policy=LEGACY)) is None
     assert therapy.decide(before("shipment_dispatched"), to_kashiwa, ctx()) is not None
+
+
+def test_a_used_up_unit_is_refused_at_receipt_from_rules_version_2() -> None:
+    """Version 1 accepted the receipt of a bag already in its batch (a property test found it):
+    a verifier judging such a record by the policy in force then accepts it."""
+    consumed = before("manufacturing_completed")
+    assert therapy.decide(consumed, received_again(), ctx(policy=Policy(version=1))) is None
+    assert therapy.decide(consumed, received_again(), ctx()) is not None
 
 
 def test_the_rotation_grace_is_the_policys() -> None:
