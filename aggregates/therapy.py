@@ -602,7 +602,9 @@ def _decide_disposition(s: TherapyState, b: ev.Disposition, ctx: Context) -> Non
     _qa_signed(b, "disposition")
     _free(s, batch.outputs, b.occurred_at, "batch_id")
     if b.decision == "rejected":
-        return  # nothing may stop QA from rejecting a batch
+        if ctx.policy.version >= 2 and not b.reason:  # Annex 11 §9: a rejection says why
+            raise Rejected(ReasonCode.REASON_REQUIRED, "a rejection needs a reason", "reason")
+        return  # nothing else may stop QA from rejecting a batch
     missing = [t for t in REQUIRED_QC if t not in batch.qc]
     if missing:
         raise Rejected(ReasonCode.QC_INCOMPLETE, f"no QC result yet for {', '.join(missing)}", "decision")

@@ -44,6 +44,8 @@ class ReasonCode(StrEnum):
     MISSING_MANIFESTATION = "missing_manifestation"
     MANIFESTATION_MISMATCH = "manifestation_mismatch"
     REASON_REQUIRED = "reason_required"
+    SIGNED_AT_OUT_OF_RANGE = "signed_at_out_of_range"
+    MEANING_NOT_ALLOWED = "meaning_not_allowed"
     NO_ADMINISTRATOR = "no_administrator"
     PRINCIPAL_EXISTS = "principal_exists"
     UNKNOWN_PRINCIPAL = "unknown_principal"

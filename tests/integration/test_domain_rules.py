@@ -207,10 +207,14 @@ def test_a_failed_release_test_opens_a_deviation_and_a_retest_needs_qas_authoris
 
 def test_an_open_deviation_never_blocks_a_rejection(registered: LedgerApplication, cast: Cast) -> None:
     journey, _ = _failed_sterility(registered, cast)
+    rejection = dict(batch_id=f"B-{journey.coi}", decision="rejected")
+    unexplained = _submit(registered, ev.Disposition, journey, cast["qa.ssf"], **rejection)
+    assert (unexplained.code, unexplained.field) == ("reason_required", "reason"), unexplained
     rejected = _submit(
-        registered, ev.Disposition, journey, cast["qa.ssf"], batch_id=f"B-{journey.coi}", decision="rejected"
+        registered, ev.Disposition, journey, cast["qa.ssf"], **rejection, reason="sterility failed"
     )
     assert rejected.status == "accepted", rejected
+    assert [s.meaning for s in history(registered, journey.coi)[-1].signatures] == ["rejected"]
 
 
 # ------------------------------------------------------------- 12: times and holds

@@ -229,6 +229,16 @@ def _manifest(*states: PrincipalState) -> list[ev.Manifestation]:
     return [ev.Manifestation(s.principal_id, s.printed_name, at(4), "performed") for s in states]
 
 
+def authorized(
+    b: Any, signers: dict[str, PrincipalState], policy: Policy = NOW, received_at: datetime = RECEIVED
+) -> Rejected | None:
+    return principal.authorize(b, signers, received_at, policy)
+
+
+def _signature(state: PrincipalState, signed_at: datetime, meaning: str) -> ev.Manifestation:
+    return ev.Manifestation(state.principal_id, state.printed_name, signed_at, meaning)  # type: ignore[arg-type]
+
+
 def moved(**changes: Any) -> Any:
     """The first custody transfer (nurse to courier), manifested by both people."""
     return body("custody_transferred", **({"manifestations": _manifest(NURSE, COURIER)} | changes))
@@ -297,6 +307,7 @@ THERAPY: list[Row] = [
     Row("release with tests missing", _decide(before("qc_result_recorded"), body("disposition")), ReasonCode.QC_INCOMPLETE, "decision"),
     Row("release after a failed test", _decide(_failed_qc(), body("disposition")), ReasonCode.QC_FAILED, "decision"),
     Row("release with a deviation open", _decide(before("disposition", _step(15, ev.DeviationOpened, "qa.ssf", "US-SSF", deviation_id="DV-1", description="d", severity="minor", batch_id="B-1")), body("disposition")), ReasonCode.OPEN_DEVIATION, "batch_id"),
+    Row("a rejection without a reason", _decide(before("disposition"), body("disposition", decision="rejected", manifestations=[_signature(QA, at(16), "rejected")])), ReasonCode.REASON_REQUIRED, "reason"),
     Row("a disposition without QA's e-signature", _decide(before("disposition"), body("disposition", manifestations=[])), ReasonCode.MISSING_MANIFESTATION, "manifestations"),
     Row("shipment before release", _decide(before("disposition"), body("shipment_dispatched")), ReasonCode.OUT_OF_SEQUENCE, "unit_ids"),
     Row("a shipment to another hospital", _decide(before("shipment_dispatched"), body("shipment_dispatched", destination_site="JP-KAS")), ReasonCode.WRONG_TREATMENT_SITE, "destination_site"),
@@ -335,20 +346,33 @@ PRINCIPAL: list[Row] = [
     Row("a key rotated routinely, after the grace", lambda: principal.key_problem(rotated(NURSE, True), keyid(NURSE), at(49), at(50) + NOW.rotation_grace, NOW), ReasonCode.KEY_EXPIRED, "signatures"),
 ]  # fmt: skip
 
+# Signatures whose time or meaning rules version 2 refuses (aggregates/roles.py MEANINGS).
+SIGNATURES: list[tuple[str, Any, tuple[PrincipalState, ...], ReasonCode]] = [
+    ("signed before the event, past the skew", body("apheresis_collected", manifestations=[_signature(NURSE, at(0.5), "performed")]), (NURSE,), ReasonCode.SIGNED_AT_OUT_OF_RANGE),
+    ("signed after the receipt, past the skew", body("apheresis_collected", manifestations=[_signature(NURSE, at(101), "performed")]), (NURSE,), ReasonCode.SIGNED_AT_OUT_OF_RANGE),
+    ("signed in 1900", body("apheresis_collected", manifestations=[_signature(NURSE, datetime(1900, 1, 1, tzinfo=UTC), "performed")]), (NURSE,), ReasonCode.SIGNED_AT_OUT_OF_RANGE),
+    ("a release meaning performed", body("disposition", manifestations=[_signature(QA, at(16), "performed")]), (QA,), ReasonCode.MEANING_NOT_ALLOWED),
+    ("a rejection meaning approved", body("disposition", decision="rejected", reason="sterility failed", manifestations=[_signature(QA, at(16), "approved")]), (QA,), ReasonCode.MEANING_NOT_ALLOWED),
+    ("a deviation opened meaning released", _step(15, ev.DeviationOpened, "qa.ssf", "US-SSF", deviation_id="DV-1", description="d", severity="minor", manifestations=[_signature(QA, at(15), "released")]), (QA,), ReasonCode.MEANING_NOT_ALLOWED),
+    ("a witness who verified", body("bedside_identity_verified", manifestations=[_signature(NURSE, at(21), "verified"), _signature(WITNESS, at(21), "verified")]), (NURSE, WITNESS), ReasonCode.MEANING_NOT_ALLOWED),
+    ("a nurse who witnessed her own check", body("bedside_identity_verified", manifestations=[_signature(NURSE, at(21), "witnessed"), _signature(WITNESS, at(21), "witnessed")]), (NURSE, WITNESS), ReasonCode.MEANING_NOT_ALLOWED),
+]  # fmt: skip
+
 AUTHORITY: list[Row] = [
-    Row("the actor did not sign", lambda: principal.authorize(moved(), signed_by(COURIER)), ReasonCode.ACTOR_NOT_SIGNER, "actor"),
-    Row("a role that may not sign it", lambda: principal.authorize(body("enrolled", actor="courier.wc", manifestations=_manifest(COURIER)), signed_by(COURIER)), ReasonCode.ROLE_NOT_ALLOWED, "type"),
-    Row("a device's decision", lambda: principal.authorize(body("disposition", actor="shuttle.ssf", manifestations=[]), signed_by(person("shuttle.ssf", "qa", kind="device"))), ReasonCode.PERSON_REQUIRED, "actor"),
-    Row("no reason for a hold", lambda: principal.authorize(_step(4, ev.HoldPlaced, "nurse.bdw", "US-BDW", hold_id="H-1", unit_ids=["BAG-1"], manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.REASON_REQUIRED, "reason"),
-    Row("the receiving custodian did not sign", lambda: principal.authorize(moved(manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.MISSING_COSIGNATURE, "to_custodian"),
-    Row("the witness is the actor", lambda: principal.authorize(body("bedside_identity_verified", witness="nurse.bdw", manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.MISSING_COSIGNATURE, "witness"),
-    Row("custody to a device", lambda: principal.authorize(moved(to_custodian="shuttle.ssf", manifestations=_manifest(NURSE)), signed_by(NURSE, SHUTTLE)), ReasonCode.NOT_A_CUSTODIAN, "to_custodian"),
-    Row("a device as witness", lambda: principal.authorize(body("bedside_identity_verified", witness="logger.1", manifestations=_manifest(NURSE)), signed_by(NURSE, LOGGER)), ReasonCode.PERSON_REQUIRED, "witness"),
-    Row("a witness who may not treat", lambda: principal.authorize(body("bedside_identity_verified", witness="coord.bdw", manifestations=_manifest(NURSE, COORD)), signed_by(NURSE, COORD)), ReasonCode.ROLE_NOT_ALLOWED, "witness"),
-    Row("a device's manifestation", lambda: principal.authorize(body("manufacturing_started", manifestations=_manifest(SHUTTLE)), signed_by(SHUTTLE)), ReasonCode.PERSON_REQUIRED, "manifestations"),
-    Row("a person without a manifestation", lambda: principal.authorize(moved(manifestations=_manifest(NURSE)), signed_by(NURSE, COURIER)), ReasonCode.MISSING_MANIFESTATION, "manifestations"),
-    Row("a manifestation under another name", lambda: principal.authorize(moved(manifestations=_manifest(NURSE, replace(COURIER, printed_name="Someone Else"))), signed_by(NURSE, COURIER)), ReasonCode.MANIFESTATION_MISMATCH, "manifestations"),
-    Row("a manifestation by one who did not sign", lambda: principal.authorize(body("apheresis_collected", manifestations=_manifest(NURSE, QA)), signed_by(NURSE)), ReasonCode.MANIFESTATION_MISMATCH, "manifestations"),
+    Row("the actor did not sign", lambda: authorized(moved(), signed_by(COURIER)), ReasonCode.ACTOR_NOT_SIGNER, "actor"),
+    Row("a role that may not sign it", lambda: authorized(body("enrolled", actor="courier.wc", manifestations=_manifest(COURIER)), signed_by(COURIER)), ReasonCode.ROLE_NOT_ALLOWED, "type"),
+    Row("a device's decision", lambda: authorized(body("disposition", actor="shuttle.ssf", manifestations=[]), signed_by(person("shuttle.ssf", "qa", kind="device"))), ReasonCode.PERSON_REQUIRED, "actor"),
+    Row("no reason for a hold", lambda: authorized(_step(4, ev.HoldPlaced, "nurse.bdw", "US-BDW", hold_id="H-1", unit_ids=["BAG-1"], manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.REASON_REQUIRED, "reason"),
+    Row("the receiving custodian did not sign", lambda: authorized(moved(manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.MISSING_COSIGNATURE, "to_custodian"),
+    Row("the witness is the actor", lambda: authorized(body("bedside_identity_verified", witness="nurse.bdw", manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.MISSING_COSIGNATURE, "witness"),
+    Row("custody to a device", lambda: authorized(moved(to_custodian="shuttle.ssf", manifestations=_manifest(NURSE)), signed_by(NURSE, SHUTTLE)), ReasonCode.NOT_A_CUSTODIAN, "to_custodian"),
+    Row("a device as witness", lambda: authorized(body("bedside_identity_verified", witness="logger.1", manifestations=_manifest(NURSE)), signed_by(NURSE, LOGGER)), ReasonCode.PERSON_REQUIRED, "witness"),
+    Row("a witness who may not treat", lambda: authorized(body("bedside_identity_verified", witness="coord.bdw", manifestations=_manifest(NURSE, COORD)), signed_by(NURSE, COORD)), ReasonCode.ROLE_NOT_ALLOWED, "witness"),
+    Row("a device's manifestation", lambda: authorized(body("manufacturing_started", manifestations=_manifest(SHUTTLE)), signed_by(SHUTTLE)), ReasonCode.PERSON_REQUIRED, "manifestations"),
+    Row("a person without a manifestation", lambda: authorized(moved(manifestations=_manifest(NURSE)), signed_by(NURSE, COURIER)), ReasonCode.MISSING_MANIFESTATION, "manifestations"),
+    Row("a manifestation under another name", lambda: authorized(moved(manifestations=_manifest(NURSE, replace(COURIER, printed_name="Someone Else"))), signed_by(NURSE, COURIER)), ReasonCode.MANIFESTATION_MISMATCH, "manifestations"),
+    Row("a manifestation by one who did not sign", lambda: authorized(body("apheresis_collected", manifestations=_manifest(NURSE, QA)), signed_by(NURSE)), ReasonCode.MANIFESTATION_MISMATCH, "manifestations"),
+    *[Row(what, lambda b=b, signers=signers: authorized(b, signed_by(*signers)), code, "manifestations") for what, b, signers, code in SIGNATURES],
 ]  # fmt: skip
 
 ROWS = THERAPY + PRINCIPAL + AUTHORITY
@@ -368,7 +392,7 @@ def test_the_journey_itself_is_accepted_step_by_step_and_by_its_signers() -> Non
         assert therapy.decide(state, step, ctx(roles=QA_ROLES)) is None, step
         state = therapy.evolve(state, step)
     assert therapy.decide(checked_at_bedside(), body("infused"), ctx()) is None
-    assert principal.authorize(moved(), signed_by(NURSE, COURIER)) is None
+    assert authorized(moved(), signed_by(NURSE, COURIER)) is None
     assert principal.key_problem(NURSE, keyid(NURSE), at(1), RECEIVED, NOW) is None
     assert principal.key_problem(rotated(NURSE, True), keyid(NURSE), at(49), at(50), NOW) is None
     assert principal.decide(None, _registered("new.one", "qc"), ctx()) is None
@@ -485,3 +509,33 @@ def test_every_reason_code_is_asserted_by_a_test() -> None:
         ReasonCode.BAD_SIGNATURE,
         ReasonCode.DUPLICATE_CONFLICT,
     }
+
+
+def test_signature_times_and_meanings_are_judged_from_rules_version_2() -> None:
+    """Records accepted under version 1 carried any time and meaning: a verifier judging them
+    by the policy in force then accepts them."""
+    for what, b, signers, _ in SIGNATURES:
+        assert authorized(b, signed_by(*signers), Policy(version=1)) is None, what
+    rejection = body("disposition", decision="rejected", manifestations=[_signature(QA, at(16), "rejected")])
+    assert (
+        therapy.decide(before("disposition"), rejection, ctx(roles=QA_ROLES, policy=Policy(version=1)))
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("what", "b", "signers"),
+    [
+        ("a release meaning released", body("disposition", manifestations=[_signature(QA, at(16), "released")]), (QA,)),
+        ("a rejection meaning rejected", body("disposition", decision="rejected", reason="sterility failed", manifestations=[_signature(QA, at(16), "rejected")]), (QA,)),
+        ("a late entry signed at its receipt", body("apheresis_collected", manifestations=[_signature(NURSE, at(99), "performed")]), (NURSE,)),
+        ("signed within the skew before the event", body("apheresis_collected", manifestations=[_signature(NURSE, at(1) - NOW.skew, "performed")]), (NURSE,)),
+        ("signed within the skew after the receipt", body("apheresis_collected", manifestations=[_signature(NURSE, RECEIVED + NOW.skew, "performed")]), (NURSE,)),
+        ("a checked bedside, verified and witnessed", body("bedside_identity_verified", manifestations=[_signature(NURSE, at(21), "verified"), _signature(WITNESS, at(21), "witnessed")]), (NURSE, WITNESS)),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)  # fmt: skip
+def test_signatures_that_mean_what_they_say_are_accepted(
+    what: str, b: Any, signers: tuple[PrincipalState, ...]
+) -> None:
+    assert authorized(b, signed_by(*signers)) is None, what
