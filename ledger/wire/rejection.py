@@ -74,6 +74,9 @@ class ReasonCode(StrEnum):
     UNKNOWN_EVENT = "unknown_event"
     NOT_CORRECTABLE = "not_correctable"
     STALE_OLD_VALUE = "stale_old_value"
+    INTERVAL_OUT_OF_ORDER = "interval_out_of_order"
+    UNIT_CONSUMED = "unit_consumed"
+    LATE_ENTRY_REASON_REQUIRED = "late_entry_reason_required"
     # the acceptance policy
     POLICY_DOWNGRADE = "policy_downgrade"
     POLICY_VERSION_UNKNOWN = "policy_version_unknown"

@@ -1,10 +1,12 @@
 """Rules version 2 (issue 14): signatures that mean what they say, and time and order. A ledger
 written by a coi that knew only version 1 holds records version 2 refuses; it still verifies,
-because `coi verify` replays each record under the policy in force at its place. The same kind
-of record after a version-2 boundary, put in by an insider, is named by the verifier."""
+because `coi verify` replays each record under the policy in force at its place. Today's coi
+refuses the same records, and the verifier names one an insider adds after a version-2
+boundary."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,12 +18,12 @@ from aggregates.policy import Policy
 from aggregates.therapy import therapy_uuid
 from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog
-from ledger.demo.journeys import Cast, Journey
+from ledger.demo.journeys import Cast, Journey, compressed_run
 from ledger.site.signing import Member, adoption, envelope
 from ledger.transparency.checkpoint import NoteSigner
 from ledger.wire import events as ev
 from tests.stores import RawStore, ledger_url, verify_ledger
-from tests.support import advance, new_journey
+from tests.support import advance, body_dict, new_journey, signed
 
 TOPIC = "aggregates.base:Ledgered.Recorded"  # as tests/integration/test_replay.py appends
 
@@ -30,24 +32,42 @@ def _signed_as(member: Member, at: datetime, meaning: str) -> list[ev.Manifestat
     return [ev.Manifestation(member.principal_id, member.printed_name, at, meaning)]  # type: ignore[arg-type]
 
 
-def _step(cls: type[ev.Body], actor: Member, journey: Journey, at: datetime, **fields: Any) -> bytes:
+def _event(cls: type[ev.Body], actor: Member, journey: Journey, at: datetime, **fields: Any) -> bytes:
     return envelope(cls, actor, at, coi=journey.coi, **fields)
 
 
-def _forbidden(cast: Cast, journey: Journey, at: datetime) -> dict[str, bytes]:
-    """Records of a failed batch that rules version 2 refuses (the code it gives, then what)."""
+def _signatures(cast: Cast, journey: Journey, at: datetime) -> dict[str, bytes]:
+    """A failed batch's records whose signatures version 2 refuses: the code, then what."""
     qa = cast["qa.ssf"]
-    batch = f"B-{journey.coi}"
     return {
-        "signed_at_out_of_range: a deviation opened meaning released, signed in 2019": _step(
-            ev.DeviationOpened, qa, journey, at, deviation_id=f"DV-{at.timestamp():.0f}", description="seen",
-            severity="minor", manifestations=_signed_as(qa, datetime(2019, 1, 1, tzinfo=UTC), "released"),
+        "signed_at_out_of_range: a deviation opened meaning released, signed in 2019": _event(
+            ev.DeviationOpened, qa, journey, at, deviation_id=f"DV-{uuid.uuid4().hex[:8]}",
+            description="seen", severity="minor",
+            manifestations=_signed_as(qa, datetime(2019, 1, 1, tzinfo=UTC), "released"),
         ),
-        "meaning_not_allowed: a rejection meaning approved, with no reason": _step(
-            ev.Disposition, qa, journey, at + timedelta(seconds=1), batch_id=batch, decision="rejected",
-            manifestations=_signed_as(qa, at + timedelta(seconds=1), "approved"),
+        "meaning_not_allowed: a rejection meaning approved, with no reason": _event(
+            ev.Disposition, qa, journey, at, batch_id=f"B-{journey.coi}", decision="rejected",
+            manifestations=_signed_as(qa, at, "approved"),
         ),
     }  # fmt: skip
+
+
+def _second_run(app: LedgerApplication, cast: Cast, journey: Journey, before: str | None = None) -> str:
+    """Submit the journey up to `before`, its first manufacturing step recorded twice (the same
+    window under a new event id); the second one's outcome: accepted, or its code."""
+    rest = advance(app, journey, before="manufacturing_step_completed")
+    advance(app, rest[:1])
+    body = body_dict(rest[0]) | {"event_id": str(uuid.uuid4())}
+    outcome = app.submit(signed(body, cast[body["actor"]]))
+    advance(app, rest[1:], before=before)
+    return outcome.code or outcome.status
+
+
+def _hold(cast: Cast, journey: Journey, at: datetime) -> bytes:
+    return _event(
+        ev.HoldPlaced, cast[f"nurse.{journey.hospital[3:].lower()}"], journey, at,
+        hold_id=f"H-{uuid.uuid4().hex[:8]}", unit_ids=[f"P-{journey.coi}-1"], reason="recall notice",
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -60,15 +80,20 @@ def older_coi(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
 def test_a_version_1_ledger_with_records_version_2_refuses_still_verifies(
     app: LedgerApplication, cast: Cast, older_coi: pytest.MonkeyPatch
 ) -> None:
-    journey = new_journey(cast, "qc_failure")
-    at = journey.clock - timedelta(seconds=1)  # the cast registered just before the journey
-    setup = [*cast.registrations(at), adoption([cast.admin], Policy(1), at, "version 1")]
-    assert {o.status for o in app.submit_many(setup, now=at)} == {"accepted"}
-    advance(app, journey, before="disposition")
-    now = datetime.now(UTC)
-    for what, raw in _forbidden(cast, journey, now).items():
-        outcome = app.submit(raw)
-        assert outcome.status == "accepted", (what, outcome)
+    # Everything happened three days before the ledger received it: late entries, no reason.
+    run = compressed_run(datetime.now(UTC) - timedelta(days=3))
+    setup = [
+        *cast.registrations(run.registered_at),
+        adoption([cast.admin], Policy(1), run.registered_at, "v1"),
+    ]
+    assert {o.status for o in app.submit_many(setup, now=run.registered_at)} == {"accepted"}
+    failed = Journey(cast, 0, run.start(0), "qc_failure", run.hour)
+    infused = Journey(cast, 1, run.start(1), "happy", run.hour)
+    assert _second_run(app, cast, failed, before="disposition") == "accepted"
+    for what, raw in _signatures(cast, failed, failed.clock).items():
+        assert app.submit(raw).status == "accepted", what
+    advance(app, infused)
+    assert app.submit(_hold(cast, infused, infused.clock)).status == "accepted"
     signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
     MerkleLog(app).checkpoint(signer, signer.name, memory=None)
     older_coi.undo()  # today's coi verifies what the older one wrote
@@ -76,18 +101,24 @@ def test_a_version_1_ledger_with_records_version_2_refuses_still_verifies(
     report = verify_ledger(app, [signer.verifier])
     assert report.failure is None and report.replayed, report.failure
 
-    # Today's coi refuses the same records, and the verifier names one an insider adds after
-    # a version-2 boundary.
-    later = datetime.now(UTC)
-    again = _forbidden(cast, new_journey(cast, "qc_failure", index=1), later)
-    for what, raw in again.items():
-        outcome = app.submit(raw)
-        assert outcome.code == what.split(":")[0], (what, outcome)
-    assert app.submit(adoption([cast.admin], Policy(2), later, "version 2")).status == "accepted"
-    deviation = _forbidden(cast, journey, datetime.now(UTC))
+    # Today's coi refuses each kind, on a journey of today.
+    today = new_journey(cast, "happy", index=2)
+    assert _second_run(app, cast, today) == "interval_out_of_order"
+    assert app.submit(_hold(cast, today, datetime.now(UTC))).code == "unit_consumed"
+    late = _event(ev.DeviationOpened, cast["qa.ssf"], infused, infused.clock, deviation_id="DV-late",
+                  description="found on review", severity="minor")  # fmt: skip
+    assert app.submit(late).code == "late_entry_reason_required"
+    rejected = new_journey(cast, "qc_failure", index=3)
+    advance(app, rejected, before="disposition")
+    for what, raw in _signatures(cast, rejected, datetime.now(UTC)).items():
+        assert app.submit(raw).code == what.split(":")[0], what
+
+    # After a version-2 boundary, the verifier names such a record an insider puts in.
+    assert app.submit(adoption([cast.admin], Policy(2), datetime.now(UTC), "v2")).status == "accepted"
+    forged = next(iter(_signatures(cast, rejected, datetime.now(UTC)).values()))
     raw = RawStore(ledger_url(app))
     try:
-        sequence = raw.append(therapy_uuid(journey.coi), next(iter(deviation.values())).decode(), TOPIC)
+        sequence = raw.append(therapy_uuid(rejected.coi), forged.decode(), TOPIC)
     finally:
         raw.conn.close()
     MerkleLog(app).checkpoint(signer, signer.name, memory=None)
