@@ -20,7 +20,9 @@ from aggregates import policy, principal, therapy
 from aggregates.base import Administrators, ClaimsTable, Context
 from aggregates.policy import LEGACY, RULES_VERSION, Policy
 from aggregates.principal import KeyState, PrincipalState
+from aggregates.roles import meanings
 from aggregates.therapy import REQUIRED_QC, TherapyState
+from ledger.site.signing import manifestations
 from ledger.wire import events as ev
 from ledger.wire.keys import keyid_for
 from ledger.wire.rejection import ReasonCode, Rejected
@@ -611,3 +613,14 @@ def test_a_corrected_step_is_judged_by_its_new_times() -> None:
     state = therapy.evolve(state, _moved_run(7.5))
     assert therapy.decide(state, _run(7.7, 7.4, 7.5, "transduction"), ctx()) is None
     assert therapy.decide(state, _run(7.7, 7.5, 7.6, "transduction"), ctx()) is not None
+
+
+@pytest.mark.parametrize("tag", sorted(ev.EVENT_TYPES), ids=str)
+def test_the_signing_tools_default_meaning_is_one_the_rules_allow(tag: str) -> None:
+    """`coi sign` and the demo write each person's meaning when none is given: the actor's and a
+    cosigner's from the table (a disposition's by its decision), the witness's `witnessed`."""
+    for decision in ("released", "rejected") if tag == "disposition" else (None,):
+        written = manifestations([QA, WITNESS], tag, at(1), witness="witness.bdw", decision=decision)
+        assert [m.meaning for m in written] == [meanings(tag, decision)[0], "witnessed"]
+        assert written[0].meaning in meanings(tag, decision)
+    assert manifestations([QA], "disposition", at(1), decision="rejected")[0].meaning == "rejected"
