@@ -25,12 +25,16 @@ from aggregates.roles import (
     PEOPLE_ONLY_EVENTS,
     PEOPLE_ONLY_ROLES,
     REASON_REQUIRED,
+    WITNESSED,
     allowed,
+    meanings,
 )
 from ledger.wire.events import (
     BedsideIdentityVerified,
     CustodyTransferred,
+    Disposition,
     Event,
+    Manifestation,
     PrincipalKeyRotated,
     PrincipalRegistered,
     PrincipalRevoked,
@@ -309,18 +313,23 @@ def key_problem(
     return None
 
 
-def authorize(body: Event, signers: Mapping[str, PrincipalState]) -> Rejected | None:
-    """Authority checks that need only the signers: the actor signed, its role allows the
-    event type, two-person steps carry both signatures, and every person's signature has
-    its Part 11 manifestation (printed name, time, meaning) inside the signed body."""
+def authorize(
+    body: Event, signers: Mapping[str, PrincipalState], received_at: datetime, policy: Policy
+) -> Rejected | None:
+    """Authority checks on the signers: the actor signed, its role allows the event type,
+    two-person steps carry both signatures, and every person's signature has its Part 11
+    manifestation (printed name, time, meaning) inside the signed body; from rules version 2,
+    a time between occurred_at and the receipt and a meaning allowed for the event."""
     try:
-        _authorize(body, signers)
+        _authorize(body, signers, received_at, policy)
     except Rejected as rejected:
         return rejected
     return None
 
 
-def _authorize(body: Event, signers: Mapping[str, PrincipalState]) -> None:
+def _authorize(
+    body: Event, signers: Mapping[str, PrincipalState], received_at: datetime, policy: Policy
+) -> None:
     tag = type(body).__struct_config__.tag
     actor = signers.get(body.actor)
     if actor is None:
@@ -366,9 +375,39 @@ def _authorize(body: Event, signers: Mapping[str, PrincipalState]) -> None:
                 f"printed_name {m.printed_name!r} is not the registered name of {pid}",
                 "manifestations",
             )
+        if policy.version >= 2:
+            _meant(body, m, received_at, policy)
     for pid in manifested.keys() - signers.keys():
         raise Rejected(
             ReasonCode.MANIFESTATION_MISMATCH, f"manifestation for {pid}, who did not sign", "manifestations"
+        )
+
+
+def _meant(body: Event, m: Manifestation, received_at: datetime, policy: Policy) -> None:
+    """A manifestation signed between the event (less the skew) and the ledger's receipt (plus
+    the skew: a late entry is signed late), meaning what the signer's part allows
+    (aggregates/roles.py MEANINGS)."""
+    earliest, latest = body.occurred_at - policy.skew, received_at + policy.skew
+    if not earliest <= m.signed_at <= latest:
+        raise Rejected(
+            ReasonCode.SIGNED_AT_OUT_OF_RANGE,
+            f"{m.principal} signed at {m.signed_at.isoformat()}, outside occurred_at less the skew "
+            f"({earliest.isoformat()}) to the ledger's receipt plus the skew ({latest.isoformat()})",
+            "manifestations",
+        )
+    tag = str(type(body).__struct_config__.tag)
+    decision = body.decision if isinstance(body, Disposition) else None
+    if isinstance(body, BedsideIdentityVerified) and m.principal == body.witness:
+        allowed_here, part = WITNESSED, "the witness"
+    else:
+        allowed_here, part = meanings(tag, decision), "a signer"
+    if m.meaning not in allowed_here:
+        what = f"{tag} ({decision})" if decision else tag
+        raise Rejected(
+            ReasonCode.MEANING_NOT_ALLOWED,
+            f"{m.principal} signed {what} meaning {m.meaning!r}; {part} of it may mean "
+            f"{' or '.join(allowed_here)}",
+            "manifestations",
         )
 
 

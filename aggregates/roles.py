@@ -56,5 +56,37 @@ PEOPLE_ONLY_EVENTS = frozenset({"disposition", "retest_authorised", "bedside_ide
 CUSTODIAN_ROLES = frozenset({"collection", "courier", "manufacturing", "treatment"})
 
 
+# What a person's signature may mean (Part 11.50), by the event type it signs: the actor's
+# meanings, the first being what a signing tool writes unless told otherwise; a disposition by
+# its decision ("disposition/rejected"). A cosigner (the receiving custodian, QA beside a move,
+# a second administrator) may sign as the actor may; the bedside witness only as WITNESSED.
+# Rules version 2 on (aggregates/policy.py); a type not listed is signed as `performed`.
+MEANINGS: dict[str, tuple[str, ...]] = {
+    "disposition/released": ("approved", "released"),
+    "disposition/rejected": ("rejected",),  # with a reason (aggregates/therapy.py)
+    "retest_authorised": ("approved",),
+    "hold_released": ("approved", "released"),
+    "deviation_opened": ("performed", "reviewed"),
+    "deviation_closed": ("approved", "reviewed"),
+    "record_corrected": ("reviewed", "approved", "performed"),
+    "treatment_site_changed": ("approved", "performed"),
+    "qc_result_recorded": ("reviewed", "performed"),
+    "material_received": ("performed", "verified"),
+    "shipment_received": ("performed", "verified"),
+    "bedside_identity_verified": ("verified",),
+    "principal_registered": ("performed", "approved"),
+    "principal_key_rotated": ("performed", "approved"),
+    "principal_revoked": ("performed", "approved"),
+    "policy_adopted": ("performed", "approved"),
+}
+WITNESSED: tuple[str, ...] = ("witnessed",)
+_PERFORMED = ("performed",)
+
+
+def meanings(event_type: str, decision: str | None = None) -> tuple[str, ...]:
+    """The meanings an actor's or cosigner's signature may have on this event type."""
+    return MEANINGS.get(f"{event_type}/{decision}" if decision else event_type, _PERFORMED)
+
+
 def allowed(roles: frozenset[str] | set[str], event_type: str) -> bool:
     return any(event_type in ROLE_EVENTS.get(role, ()) for role in roles)

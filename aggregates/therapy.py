@@ -140,8 +140,10 @@ class Batch:
     site: str
     cartridge_id: str
     inputs: list[str]
+    started_at: datetime  # manufacturing_started's occurred_at: no step begins before it
     status: str = "in_progress"  # completed | released | rejected
     steps: list[str] = field(default_factory=list)
+    windows: dict[UUID, tuple[datetime, datetime]] = field(default_factory=dict)  # step event -> its times
     outputs: list[str] = field(default_factory=list)
     samples: set[str] = field(default_factory=set)
     qc: dict[str, bool] = field(default_factory=dict)
@@ -198,6 +200,7 @@ def decide(state: TherapyState | None, body: ev.JourneyEvent, ctx: Context) -> R
     """Why `body` may not be recorded next in the journey `state` (None: not enrolled yet),
     or None. Changes nothing."""
     try:
+        _late_entry(body, ctx)
         if state is None:
             if not isinstance(body, ev.Enrolled):
                 raise Rejected(ReasonCode.NOT_ENROLLED, f"{body.coi} has not been enrolled", "coi")
@@ -469,7 +472,7 @@ def _decide_apheresis_collected(s: TherapyState, b: ev.ApheresisCollected, ctx: 
         raise Rejected(
             ReasonCode.INVALID_VALUE, f"DIN {b.din} was not issued by facility {b.collection_facility}", "din"
         )
-    _span(b, "ended_at")
+    _interval(b, None, ctx)
     _new(s, b.unit_id, s.units, "unit_id")
 
 
@@ -564,7 +567,9 @@ def _decide_manufacturing_step_completed(
     s: TherapyState, b: ev.ManufacturingStepCompleted, ctx: Context
 ) -> None:
     _batch(s, b.batch_id, "in_progress")
-    _span(b, "ended_at")
+    _interval(b, None, ctx)
+    if ctx.policy.version >= 2:
+        _inside_batch(s, b, None)
 
 
 def _decide_manufacturing_completed(s: TherapyState, b: ev.ManufacturingCompleted, ctx: Context) -> None:
@@ -607,7 +612,9 @@ def _decide_disposition(s: TherapyState, b: ev.Disposition, ctx: Context) -> Non
     _qa_signed(b, "disposition")
     _free(s, batch.outputs, b.occurred_at, "batch_id")
     if b.decision == "rejected":
-        return  # nothing may stop QA from rejecting a batch
+        if ctx.policy.version >= 2 and not b.reason:  # Annex 11 §9: a rejection says why
+            raise Rejected(ReasonCode.REASON_REQUIRED, "a rejection needs a reason", "reason")
+        return  # nothing else may stop QA from rejecting a batch
     missing = [t for t in REQUIRED_QC if t not in batch.qc]
     if missing:
         raise Rejected(ReasonCode.QC_INCOMPLETE, f"no QC result yet for {', '.join(missing)}", "decision")
@@ -716,6 +723,7 @@ def _decide_bedside_identity_verified(s: TherapyState, b: ev.BedsideIdentityVeri
 
 def _decide_infused(s: TherapyState, b: ev.Infused, ctx: Context) -> None:
     _treatment_site(s, b.site, "site", ctx)
+    _interval(b, None, ctx)
     _received_product(s, b.unit_id, b.site, b.occurred_at)
     matched = s.bedside.get(b.unit_id)
     if matched is None:
@@ -751,7 +759,14 @@ def _decide_deviation_closed(s: TherapyState, b: ev.DeviationClosed, ctx: Contex
 def _decide_hold_placed(s: TherapyState, b: ev.HoldPlaced, ctx: Context) -> None:
     _new(s, b.hold_id, s.holds, "hold_id")
     for unit_id in b.unit_ids:
-        _unit(s, unit_id, "unit_ids")
+        unit = _unit(s, unit_id, "unit_ids")
+        if ctx.policy.version >= 2 and (unit.consumed_by or unit.infused):
+            gone = f"went into batch {unit.consumed_by}" if unit.consumed_by else "was infused"
+            raise Rejected(
+                ReasonCode.UNIT_CONSUMED,
+                f"unit {unit_id} {gone}: there is nothing left to hold; open a deviation instead",
+                "unit_ids",
+            )
 
 
 def _decide_hold_released(s: TherapyState, b: ev.HoldReleased, ctx: Context) -> None:
@@ -792,7 +807,10 @@ def _decide_record_corrected(s: TherapyState, b: ev.RecordCorrected, ctx: Contex
         raise Rejected(
             ReasonCode.STALE_OLD_VALUE, f"{tag}.{b.field} is {current!r}, not {b.old_value!r}", "old_value"
         )
-    _span(_corrected(s, original, b.field, b.new_value), "new_value")
+    corrected = _corrected(s, original, b.field, b.new_value)
+    _interval(corrected, "new_value", ctx)
+    if isinstance(corrected, ev.ManufacturingStepCompleted) and ctx.policy.version >= 2:
+        _inside_batch(s, corrected, "new_value")
 
 
 def _corrected(s: TherapyState, original: ev.Event, name: str, new_value: str) -> ev.Event:
@@ -851,13 +869,15 @@ def _evolve_material_received(s: TherapyState, b: ev.MaterialReceived) -> None:
 
 
 def _evolve_manufacturing_started(s: TherapyState, b: ev.ManufacturingStarted) -> None:
-    s.batches[b.batch_id] = Batch(b.batch_id, b.site, b.cartridge_id, list(b.input_unit_ids))
+    s.batches[b.batch_id] = Batch(b.batch_id, b.site, b.cartridge_id, list(b.input_unit_ids), b.occurred_at)
     for unit_id in b.input_unit_ids:
         s.units[unit_id].consumed_by = b.batch_id
 
 
 def _evolve_manufacturing_step_completed(s: TherapyState, b: ev.ManufacturingStepCompleted) -> None:
-    s.batches[b.batch_id].steps.append(b.step)
+    batch = s.batches[b.batch_id]
+    batch.steps.append(b.step)
+    batch.windows[b.event_id] = (b.started_at, b.ended_at)
 
 
 def _evolve_manufacturing_completed(s: TherapyState, b: ev.ManufacturingCompleted) -> None:
@@ -982,6 +1002,11 @@ def _evolve_hold_released(s: TherapyState, b: ev.HoldReleased) -> None:
 
 
 def _evolve_record_corrected(s: TherapyState, b: ev.RecordCorrected) -> None:
+    original = s.bodies[b.corrects_event_id]
+    if isinstance(original, ev.ManufacturingStepCompleted):  # later steps are judged by its new times
+        step = _corrected(s, original, b.field, b.new_value)
+        assert isinstance(step, ev.ManufacturingStepCompleted)
+        s.batches[step.batch_id].windows[step.event_id] = (step.started_at, step.ended_at)
     s.corrections[(b.corrects_event_id, b.field)] = b.new_value
 
 
@@ -994,10 +1019,62 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else msgspec.json.encode(value).decode()
 
 
-def _span(b: ev.Event, name: str) -> None:
+def _interval(b: ev.Event, name: str | None, ctx: Context) -> None:
+    """An event's times in order: started_at <= ended_at always; from rules version 2 also no
+    time of its interval after occurred_at (an event is recorded when it is over). `name`: the
+    field to name (a correction's new_value), else the time at fault."""
     started, ended = getattr(b, "started_at", None), getattr(b, "ended_at", None)
     if started is not None and ended is not None and ended < started:
-        raise Rejected(ReasonCode.INVALID_VALUE, "ended_at is before started_at", name)
+        raise Rejected(
+            ReasonCode.INTERVAL_OUT_OF_ORDER,
+            f"ended_at {ended.isoformat()} is before started_at {started.isoformat()}",
+            name or "ended_at",
+        )
+    if ctx.policy.version < 2:
+        return
+    for time_name in ("started_at", "ended_at", "thaw_started_at"):
+        value = getattr(b, time_name, None)
+        if value is not None and value > b.occurred_at:
+            raise Rejected(
+                ReasonCode.INTERVAL_OUT_OF_ORDER,
+                f"{time_name} {value.isoformat()} is after occurred_at {b.occurred_at.isoformat()}",
+                name or time_name,
+            )
+
+
+def _inside_batch(s: TherapyState, b: ev.ManufacturingStepCompleted, name: str | None) -> None:
+    """A step runs inside its batch (not before manufacturing_started) and overlaps none of
+    the batch's other steps (a corrected step is compared with the others)."""
+    batch = s.batches[b.batch_id]
+    if b.started_at < batch.started_at:
+        raise Rejected(
+            ReasonCode.INTERVAL_OUT_OF_ORDER,
+            f"started_at {b.started_at.isoformat()} is before batch {b.batch_id} started "
+            f"({batch.started_at.isoformat()})",
+            name or "started_at",
+        )
+    for event_id, (start, end) in batch.windows.items():
+        if event_id != b.event_id and b.started_at < end and start < b.ended_at:
+            other = s.bodies[event_id]
+            raise Rejected(
+                ReasonCode.INTERVAL_OUT_OF_ORDER,
+                f"{b.started_at.isoformat()}..{b.ended_at.isoformat()} overlaps step "
+                f"{getattr(other, 'step', '?')} of {b.batch_id} ({start.isoformat()}..{end.isoformat()}, "
+                f"event {event_id}): one batch runs one step at a time",
+                name or "started_at",
+            )
+
+
+def _late_entry(b: ev.JourneyEvent, ctx: Context) -> None:
+    """From rules version 2, an entry later than the policy's late_entry_after says why."""
+    late = ctx.received_at - b.occurred_at > ctx.policy.late_entry_after
+    if ctx.policy.version >= 2 and late and not b.reason:
+        raise Rejected(
+            ReasonCode.LATE_ENTRY_REASON_REQUIRED,
+            f"occurred_at {b.occurred_at.isoformat()} is more than {ctx.policy.late_entry_after} before "
+            f"the ledger's receipt ({ctx.received_at.isoformat()}): a late entry gives a reason",
+            "reason",
+        )
 
 
 def _qa_signed(b: ev.Event, what: str) -> None:

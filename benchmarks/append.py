@@ -31,7 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -53,17 +53,13 @@ from psycopg import sql
 from ledger.app.application import LedgerApplication, Outcome
 from ledger.app.config import persistence_env
 from ledger.demo.journeys import VARIANTS, Cast
-from ledger.demo.kit import cohort, register_cast, workload
+from ledger.demo.kit import recent_cohort, register_cast, workload
 from ledger.store.recorders import CLAIMS_TABLE, SCHEMA_TABLE
 from ledger.wire.dsse import PAYLOAD_TYPE, open_envelope, pae
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 TARGET_SHARE = 0.70  # the target, on SQLite: >= 70 % of the serial ceiling
 VERIFY_SECONDS = 1.5  # long enough for a stable rate, short enough for the run budget
-# The longest demo journey spans about 13 days; starting 30 days back keeps every
-# occurred_at in the past as long as start times are spread over at most 14 days.
-JOURNEY_START = timedelta(days=30)
-START_SPREAD = timedelta(days=14)
 
 
 # ------------------------------------------------------------------ workload
@@ -90,10 +86,8 @@ def build_workload(events: int) -> Workload:
     started = time.perf_counter()
     cast = Cast()
     now = datetime.now(UTC)
-    # Journeys have 24-36 accepted steps, so events // 24 bounds the patients needed and
-    # their start times stay within START_SPREAD.
-    spacing = min(timedelta(minutes=7), START_SPREAD / max(1, events // 24))
-    steps = workload(cohort(cast, now - JOURNEY_START, spacing, VARIANTS), events)
+    registered_at, journeys_of = recent_cohort(cast, events, now, VARIANTS)
+    steps = workload(journeys_of, events)
     journeys = {journey.coi: journey for journey, _ in steps}
     latest = max(journey.clock for journey in journeys.values())
     if latest > now:
@@ -104,7 +98,7 @@ def build_workload(events: int) -> Workload:
     signed = [(keys[k], sig, pae(PAYLOAD_TYPE, o.body)) for o in opened for k, sig in o.signatures]
     return Workload(
         cast=cast,
-        registered_at=now - JOURNEY_START - timedelta(days=10),
+        registered_at=registered_at,
         envelopes=envelopes,
         patients=len(journeys),
         avg_signatures=statistics.fmean(len(o.signatures) for o in opened),

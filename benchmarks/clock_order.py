@@ -30,7 +30,7 @@ from benchmarks.pipeline import note
 from ledger.app.application import LedgerApplication
 from ledger.audit.witnessing import CLOCK_TOLERANCE
 from ledger.demo.journeys import Cast
-from ledger.demo.kit import cohort, register_cast, workload
+from ledger.demo.kit import recent_cohort, register_cast, workload
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -48,11 +48,11 @@ def _write(url: str, raws: list[bytes]) -> None:
 def measure(url: str, events: int, writers: int) -> tuple[timedelta, int, int]:
     """(largest step back, records that stepped back, records) on the ledger at `url`."""
     cast = Cast()
-    start = datetime.now(UTC) - timedelta(days=30)
+    registered_at, journeys = recent_cohort(cast, events, datetime.now(UTC))
     app = LedgerApplication(url)
-    register_cast(app, cast, start - timedelta(days=10))
+    register_cast(app, cast, registered_at)
     shares: list[list[bytes]] = [[] for _ in range(writers)]
-    for journey, step in workload(cohort(cast, start, timedelta(minutes=1)), events):
+    for journey, step in workload(journeys, events):
         shares[hash(journey.coi) % writers].append(step.envelope)  # a patient in one writer
     procs = [multiprocessing.get_context("spawn").Process(target=_write, args=(url, s)) for s in shares]
     for p in procs:

@@ -37,9 +37,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -50,8 +50,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import ParallelVerifier, machine_info, percentile, rate
 from consumers.broker import bootstrap_servers, ensure_topics
 from ledger.demo.harness import Services, wait_until
-from ledger.demo.journeys import Cast
-from ledger.demo.kit import cohort, workload
+from ledger.demo.journeys import Cast, Journey
+from ledger.demo.kit import recent_cohort, workload
 from ledger.site import kafka
 from ledger.wire.dsse import PAYLOAD_TYPE, open_envelope, pae
 from ledger.wire.kafka_topics import Topics
@@ -68,10 +68,9 @@ def note(message: str) -> None:
 Work = list[tuple[bytes, bytes, str]]  # (key, envelope, event_id)
 
 
-def build_workload(cast: Cast, events: int, start: datetime) -> Work:
-    """Accepted steps of interleaved happy journeys (33 per patient, one starting each
-    minute), cut to `events`."""
-    steps = workload(cohort(cast, start, timedelta(minutes=1)), events)
+def build_workload(journeys: Iterable[Journey], events: int) -> Work:
+    """Accepted steps of interleaved happy journeys (33 per patient), cut to `events`."""
+    steps = workload(journeys, events)
     return [(journey.coi.encode(), step.envelope, str(step.event_id)) for journey, step in steps]
 
 
@@ -230,12 +229,13 @@ def run(events: int, steady_rate: float, steady_events: int, ingests: int) -> Fi
         topics = Topics(f"bench{os.getpid()}.")
         ensure_topics(bootstrap, topics)
         cast = Cast()
-        start = datetime.now(UTC) - timedelta(days=30)
+        total = 2 * events + steady_events
+        registered_at, journeys = recent_cohort(cast, total, datetime.now(UTC))
         note(f"building 2 x {events:,} + {steady_events:,} signed events (not timed) ...")
-        work = build_workload(cast, 2 * events + steady_events, start)
+        work = build_workload(journeys, total)
         backlog, bulk, steady = work[:events], work[events : 2 * events], work[2 * events :]
         services = Services(root, bootstrap, topics)
-        base = services.register(cast, start - timedelta(days=10))
+        base = services.register(cast, registered_at)
         watch = LedgerWatch(bootstrap, topics.ledger)
         watch.start()
         producer = kafka.producer(bootstrap, linger_ms=20, batch_size=256 * 1024)

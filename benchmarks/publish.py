@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -34,7 +34,7 @@ from benchmarks.pipeline import note
 from consumers.broker import bootstrap_servers, ensure_topics
 from ledger.demo.harness import Services
 from ledger.demo.journeys import Cast
-from ledger.demo.kit import cohort, workload
+from ledger.demo.kit import recent_cohort, workload
 from ledger.site.publisher import SitePublisher
 from ledger.wire.kafka_topics import Topics
 
@@ -48,11 +48,11 @@ def run(events: int, ingests: int) -> tuple[float, float, int]:
         topics = Topics(f"bench{os.getpid()}.")
         ensure_topics(bootstrap, topics)
         cast = Cast()
-        start = datetime.now(UTC) - timedelta(days=30)
+        registered_at, journeys = recent_cohort(cast, events, datetime.now(UTC))
         note(f"building {events:,} signed events (not timed) ...")
-        raws = [step.envelope for _, step in workload(cohort(cast, start, timedelta(minutes=1)), events)]
+        raws = [step.envelope for _, step in workload(journeys, events)]
         services = Services(root, bootstrap, topics)
-        total = services.register(cast, start - timedelta(days=10)) + len(raws)
+        total = services.register(cast, registered_at) + len(raws)
         services.start(*["ingest"] * ingests, "relay")
         site = SitePublisher(bootstrap, topics, root / "outbox.sqlite", resend_after=15)
         stored_at: list[float] = []

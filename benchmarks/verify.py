@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import msgspec
@@ -54,8 +54,8 @@ from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog
 from ledger.audit.signatures import BackgroundVerifier, Job, verify_slice
 from ledger.audit.verification import LedgerVerifier
-from ledger.demo.journeys import VARIANTS, Cast, Journey
-from ledger.demo.kit import interleave
+from ledger.demo.journeys import VARIANTS, Cast, Journey, compressed_run
+from ledger.demo.kit import RECENT, interleave
 from ledger.store.logstore import TABLES, LogStore
 from ledger.store.sources import open_source
 from ledger.transparency import merkle
@@ -76,11 +76,6 @@ PATIENTS_PER_CHUNK = 1000  # journeys generated and interleaved together
 CEILING_SAMPLE = 20_000  # envelopes whose signatures make the ceiling's jobs
 SCAN_CHUNK = 5000
 PROGRESS_SECONDS = 10.0
-# Journeys start 60 days back, spread over 40 days; the longest spans about 13 days, so
-# every occurred_at lies at least a week in the past. The cast is registered 70 days back.
-JOURNEY_START = timedelta(days=60)
-START_SPREAD = timedelta(days=40)
-REGISTERED = timedelta(days=70)
 
 
 def note(message: str) -> None:
@@ -116,16 +111,18 @@ def _generate(
     """Worker process: interleaved journeys, PATIENTS_PER_CHUNK at a time, until `needed`
     envelopes. Journey ids are random; a COI or DIN drawn twice would be rejected by the
     ledger, so such a journey is drawn again."""
-    estimate = max(1, needed // 24)  # accepted steps per journey: 24-36
-    spacing = START_SPREAD / estimate
+    estimate = needed // 24 + 1  # accepted steps per journey: 24-36
+    # Inside ledger/demo/kit.py RECENT before now, compressed: no step is a late entry that
+    # needs a reason, as long as the build ends within late_entry_after - RECENT of `now`.
+    run = compressed_run(now, estimate, RECENT)
     used: set[str] = set()
     index = produced = 0
     while produced < needed:
         queues = []
         for _ in range(PATIENTS_PER_CHUNK):
-            start = now - JOURNEY_START + spacing * min(index, estimate)
+            start = run.start(min(index, estimate - 1))
             while True:
-                journey = Journey(cast, index, start, VARIANTS[index % len(VARIANTS)])
+                journey = Journey(cast, index, start, VARIANTS[index % len(VARIANTS)], run.hour)
                 if journey.coi not in used and journey.din not in used:
                     break
             used.update((journey.coi, journey.din))
@@ -146,7 +143,8 @@ def build(url: str, records: int, signer: NoteSigner, checkpoint_every: int) -> 
     `checkpoint_every` records and at the end."""
     cast = Cast()
     now = datetime.now(UTC)
-    registrations = cast.setup(now - REGISTERED)  # the cast, then the first policy boundary
+    registered_at = compressed_run(now, 1, RECENT).registered_at  # as _generate's journeys
+    registrations = cast.setup(registered_at)  # the cast, then the first policy boundary
     needed = records - len(registrations)
     context = multiprocessing.get_context("fork")  # the cast's private keys stay in memory
     queue: multiprocessing.Queue[tuple[int, list[bytes]] | str | None] = context.Queue(maxsize=3)
@@ -180,8 +178,8 @@ def build(url: str, records: int, signer: NoteSigner, checkpoint_every: int) -> 
                 checkpoints.append(log.checkpoint(signer, ORIGIN, memory=None).size)
 
             # The ledger's clock, injected: it receives the cast when the cast says it
-            # registered (weeks back), so no key claims validity from before its receipt.
-            submit(registrations, now - REGISTERED)
+            # registered (hours back), so no key claims validity from before its receipt.
+            submit(registrations, registered_at)
             done = len(registrations)
             while done < records:
                 item = queue.get()

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,7 +36,7 @@ from consumers.relay import Relay
 from ledger.app.application import LedgerApplication
 from ledger.app.log import sign
 from ledger.demo.journeys import Cast
-from ledger.demo.kit import cohort, register_cast, workload
+from ledger.demo.kit import recent_cohort, register_cast, workload
 from ledger.transparency.checkpoint import NoteSigner
 from ledger.transparency.cosignature import Cosigner, cosignatures
 from ledger.wire.kafka_topics import Topics
@@ -86,9 +86,9 @@ def run(checkpoints: int) -> list[float]:
         (root / "coi-data").mkdir()
         app = LedgerApplication(f"sqlite:///{root / 'coi-data' / 'ledger.sqlite'}")
         cast = Cast()
-        start = datetime.now(UTC) - timedelta(days=30)
-        register_cast(app, cast, start - timedelta(days=10))
-        raws = [step.envelope for _, step in workload(cohort(cast, start, timedelta(minutes=1)), checkpoints)]
+        registered_at, journeys = recent_cohort(cast, checkpoints, datetime.now(UTC))
+        register_cast(app, cast, registered_at)
+        raws = [step.envelope for _, step in workload(journeys, checkpoints)]
         relay = Relay(app, bootstrap, topics)
         published: list[float] = []  # when the producer's flush returned: the broker has it
         flush = relay.producer.flush

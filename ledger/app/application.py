@@ -357,7 +357,7 @@ class LedgerApplication(Application[UUID]):
                 )
             return None
 
-        problem = authorize(body, signers)
+        problem = authorize(body, signers, batch.received, _judging(batch))
         if problem is not None:
             raise problem
         envelope = raw.decode()

@@ -131,7 +131,7 @@ def registry_problem(
     signers = {p: principals[p] for p in signer_ids if p in principals}
     if isinstance(body, ev.PrincipalRegistered) and not signers:
         signers[body.principal_id] = principal.evolve(None, body)  # the genesis, provisionally
-    problem = authorize(body, signers)
+    problem = authorize(body, signers, received, policy)
     if problem is not None or isinstance(body, ev.PolicyAdopted):
         return problem
     admins = Administrators(tuple(p for p in principals.values() if "admin" in p.roles))
@@ -287,11 +287,12 @@ def _judge(
     _, coi, recorded_at, raw, signer_ids, policy, claims = item
     body = cast("ev.JourneyEvent", _body.decode(raw))  # the verifier sends only records with a COI
     signers = {p: principals[p] for p in signer_ids}
-    problem = authorize(body, signers)
+    received, judged_by = datetime.fromisoformat(recorded_at), policies[policy]
+    problem = authorize(body, signers, received, judged_by)
     if problem is None:
         table = ClaimsTable({(kind, value): owner for kind, value, owner in claims}) if claims else _NO_CLAIMS
         roles = {p: s.roles for p, s in signers.items()}
-        ctx = Context(datetime.fromisoformat(recorded_at), policies[policy], table, _NO_REGISTRY, roles)
+        ctx = Context(received, judged_by, table, _NO_REGISTRY, roles)
         problem = therapy.decide(states.get(coi), body, ctx)
     if problem is None:
         states[coi] = therapy.evolve(states.get(coi), body)

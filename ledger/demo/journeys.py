@@ -242,7 +242,10 @@ class Journey:
                 yield from self._retest(batch, sample, test, failure_deviation(result.event_id), qa)
         if self.variant == "qc_failure":
             yield self._step(ev.Disposition, qa, 4, "qc_failed", batch_id=batch, decision="released")
-            yield self._step(ev.Disposition, qa, 1, batch_id=batch, decision="rejected")
+            yield self._step(
+                ev.Disposition, qa, 1, batch_id=batch, decision="rejected",
+                reason=f"{failing} release test failed: the batch is not fit for release",
+            )  # fmt: skip
             yield self._dispatch(recv, product, shipment, expect="out_of_sequence")
             return
         yield self._step(ev.Disposition, qa, 4, batch_id=batch, decision="released")

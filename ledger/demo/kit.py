@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from ledger.app.application import LedgerApplication
-from ledger.demo.journeys import Cast, Journey, Step
+from ledger.demo.journeys import Cast, Journey, Step, compressed_run
 
 T = TypeVar("T")
 
@@ -43,6 +43,21 @@ def cohort(
     through `variants`, one journey hour lasting `hour`."""
     for i in itertools.count():
         yield Journey(cast, i, start + i * stagger, variants[i % len(variants)], hour)
+
+
+# A cohort inside this span before now: every step in the past, and within the policy's
+# late_entry_after (24h by default) of its receipt if sent within a few hours, so none is a
+# late entry that needs a reason (rules version 2).
+RECENT = timedelta(hours=20)
+
+
+def recent_cohort(
+    cast: Cast, events: int, now: datetime, variants: tuple[str, ...] = ("happy",)
+) -> tuple[datetime, Iterator[Journey]]:
+    """When to register the cast, and journeys enough for `events` accepted steps (each has 24
+    at least) inside RECENT before `now`, compressed (ledger/demo/journeys.py compressed_run)."""
+    run = compressed_run(now, events // 24 + 1, RECENT)
+    return run.registered_at, cohort(cast, run.first_start, run.stagger, variants, run.hour)
 
 
 def workload(

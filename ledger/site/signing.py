@@ -14,22 +14,11 @@ import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aggregates.policy import Policy, fields_of
+from aggregates.roles import WITNESSED, meanings
 from ledger.wire import events as ev
 from ledger.wire.decoding import decode_body
 from ledger.wire.dsse import Signer, sign
 from ledger.wire.keys import keyid_for, public_raw
-
-# The meaning a person's signature carries, by event type (Part 11.50).
-MEANINGS: dict[str, str] = {
-    "disposition": "approved",
-    "retest_authorised": "approved",
-    "hold_released": "approved",
-    "treatment_site_changed": "approved",
-    "deviation_closed": "approved",
-    "record_corrected": "reviewed",
-    "bedside_identity_verified": "verified",
-    "qc_result_recorded": "reviewed",
-}
 
 
 @dataclass
@@ -75,16 +64,19 @@ def manifestations(
     at: datetime,
     witness: str | None = None,
     meaning: str | None = None,
+    decision: str | None = None,
 ) -> list[ev.Manifestation]:
-    """Every person who signs states name, time and meaning inside the body."""
+    """Every person who signs states name, time and meaning inside the body: the witness
+    `witnessed`, the others `meaning` or else the first their part allows (aggregates/roles.py;
+    a disposition's by its `decision`)."""
     return [
         ev.Manifestation(
             principal=m.principal_id,
             printed_name=m.printed_name,
             signed_at=at,
-            meaning="witnessed"  # type: ignore[arg-type]  # MEANINGS values are meanings; mypy sees str
+            meaning=WITNESSED[0]  # type: ignore[arg-type]  # the table's values are meanings; mypy sees str
             if m.principal_id == witness
-            else meaning or MEANINGS.get(tag, "performed"),
+            else meaning or meanings(tag, decision)[0],
         )
         for m in signers
         if m.kind == "person"
@@ -99,7 +91,10 @@ def envelope(
     tag = str(cls.__struct_config__.tag)
     fields.setdefault("event_id", uuid.uuid4())
     fields.setdefault("site", actor.site)
-    fields.setdefault("manifestations", manifestations(signers, tag, at, witness=fields.get("witness")))
+    fields.setdefault(
+        "manifestations",
+        manifestations(signers, tag, at, fields.get("witness"), decision=fields.get("decision")),
+    )
     body = cls(occurred_at=at, actor=actor.principal_id, **fields)
     return sign(msgspec.json.encode(body), [m.signer for m in signers])
 
@@ -138,11 +133,14 @@ def sign_json(
     """Sign a body written by hand or by a site system: each person's manifestation is added
     when the body has none, and the body is checked strictly before anything is signed."""
     if "manifestations" not in body:
-        witness = body.get("witness")
+        witness, decision = body.get("witness"), body.get("decision")
         tag = str(body.get("type", ""))
         body["manifestations"] = msgspec.to_builtins(
-            manifestations(keys, tag, now, witness if isinstance(witness, str) else None, meaning)
-        )
+            manifestations(
+                keys, tag, now, witness if isinstance(witness, str) else None, meaning,
+                decision if isinstance(decision, str) else None,
+            )
+        )  # fmt: skip
     raw = msgspec.json.encode(body)
     decode_body(raw, now)
     return sign(raw, [k.signer for k in keys])

@@ -68,7 +68,7 @@ V01Digest = Annotated[
     str, Meta(pattern=r"^[0-9a-f]{64}$", description="v0.1 records only, refused in new ones")
 ]
 
-Meaning = Literal["performed", "reviewed", "approved", "witnessed", "verified", "released"]
+Meaning = Literal["performed", "reviewed", "approved", "witnessed", "verified", "released", "rejected"]
 Role = Literal[
     "admin", "enrolment", "collection", "courier", "manufacturing", "qc", "qa", "treatment", "logger"
 ]

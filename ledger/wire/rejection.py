@@ -45,6 +45,8 @@ class ReasonCode(StrEnum):
     MISSING_MANIFESTATION = "missing_manifestation"
     MANIFESTATION_MISMATCH = "manifestation_mismatch"
     REASON_REQUIRED = "reason_required"
+    SIGNED_AT_OUT_OF_RANGE = "signed_at_out_of_range"
+    MEANING_NOT_ALLOWED = "meaning_not_allowed"
     NO_ADMINISTRATOR = "no_administrator"
     PRINCIPAL_EXISTS = "principal_exists"
     UNKNOWN_PRINCIPAL = "unknown_principal"
@@ -73,6 +75,9 @@ class ReasonCode(StrEnum):
     UNKNOWN_EVENT = "unknown_event"
     NOT_CORRECTABLE = "not_correctable"
     STALE_OLD_VALUE = "stale_old_value"
+    INTERVAL_OUT_OF_ORDER = "interval_out_of_order"
+    UNIT_CONSUMED = "unit_consumed"
+    LATE_ENTRY_REASON_REQUIRED = "late_entry_reason_required"
     # the acceptance policy
     POLICY_DOWNGRADE = "policy_downgrade"
     POLICY_VERSION_UNKNOWN = "policy_version_unknown"

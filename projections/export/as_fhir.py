@@ -54,6 +54,8 @@ _SIGNATURE_TYPE = {
     "witnessed": (ASTM, "1.2.840.10065.1.12.1.10", "Identity Witness Signature"),
     "approved": (ETSI, "ProofOfapproval", "Proof of approval"),
     "released": (ETSI, "ProofOfapproval", "Proof of approval"),
+    # QA approves the content it signs, here the decision to reject; "rejected" stays beside it
+    "rejected": (ETSI, "ProofOfapproval", "Proof of approval"),
 }
 _PARTICIPANT = {
     "performed": "performer",
@@ -62,6 +64,7 @@ _PARTICIPANT = {
     "witnessed": "attester",
     "approved": "attester",
     "released": "attester",
+    "rejected": "attester",
 }
 
 

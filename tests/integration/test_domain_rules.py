@@ -102,17 +102,18 @@ def test_custody_goes_only_to_a_person_who_holds_material(
 
 
 @pytest.mark.parametrize(
-    ("tag", "field", "new"),
+    ("tag", "field", "new", "code"),
     [
-        ("apheresis_collected", "volume_ml", "banana"),
-        ("apheresis_collected", "volume_ml", "-5"),
-        ("apheresis_collected", "started_at", "not a time"),
-        ("apheresis_collected", "ended_at", "2000-01-01T00:00:00Z"),  # before started_at
-        ("custody_transferred", "location", "x" * 100_000),
+        ("apheresis_collected", "volume_ml", "banana", "invalid_value"),
+        ("apheresis_collected", "volume_ml", "-5", "invalid_value"),
+        ("apheresis_collected", "started_at", "not a time", "invalid_value"),
+        ("apheresis_collected", "ended_at", "2000-01-01T00:00:00Z", "interval_out_of_order"),  # < started_at
+        ("apheresis_collected", "ended_at", "2999-01-01T00:00:00Z", "interval_out_of_order"),  # > occurred_at
+        ("custody_transferred", "location", "x" * 100_000, "invalid_value"),
     ],
 )
 def test_a_corrected_value_must_satisfy_the_fields_schema(
-    registered: LedgerApplication, cast: Cast, tag: str, field: str, new: str
+    registered: LedgerApplication, cast: Cast, tag: str, field: str, new: str, code: str
 ) -> None:
     journey = new_journey(cast)
     steps = list(journey.steps())
@@ -124,7 +125,7 @@ def test_a_corrected_value_must_satisfy_the_fields_schema(
         registered, ev.RecordCorrected, journey, cast["qa.ssf"], corrects_event_id=target.event_id,
         field=field, old_value=old_text, new_value=new, reason="transcription error",
     )  # fmt: skip
-    assert (outcome.code, outcome.field) == ("invalid_value", "new_value"), outcome
+    assert (outcome.code, outcome.field) == (code, "new_value"), outcome
 
 
 @pytest.mark.parametrize(
@@ -207,10 +208,14 @@ def test_a_failed_release_test_opens_a_deviation_and_a_retest_needs_qas_authoris
 
 def test_an_open_deviation_never_blocks_a_rejection(registered: LedgerApplication, cast: Cast) -> None:
     journey, _ = _failed_sterility(registered, cast)
+    rejection = dict(batch_id=f"B-{journey.coi}", decision="rejected")
+    unexplained = _submit(registered, ev.Disposition, journey, cast["qa.ssf"], **rejection)
+    assert (unexplained.code, unexplained.field) == ("reason_required", "reason"), unexplained
     rejected = _submit(
-        registered, ev.Disposition, journey, cast["qa.ssf"], batch_id=f"B-{journey.coi}", decision="rejected"
+        registered, ev.Disposition, journey, cast["qa.ssf"], **rejection, reason="sterility failed"
     )
     assert rejected.status == "accepted", rejected
+    assert [s.meaning for s in history(registered, journey.coi)[-1].signatures] == ["rejected"]
 
 
 # ------------------------------------------------------------- 12: times and holds

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger.demo.journeys import Cast
-from ledger.demo.kit import ManualClock, cohort, interleave, workload
+from aggregates.base import body_of
+from ledger.demo.journeys import VARIANTS, Cast
+from ledger.demo.kit import RECENT, ManualClock, cohort, interleave, recent_cohort, workload
 
 
 @settings(max_examples=100, deadline=None)
@@ -43,6 +44,16 @@ def test_the_demo_workload_keeps_the_refusals_the_rules_require(cast: Cast) -> N
     journeys = list(itertools.islice(cohort(cast, datetime(2026, 1, 5, tzinfo=UTC), variants=variants), 2))
     refused = [step.expect for _, step in workload(journeys, accepted_only=False) if step.expect]
     assert refused == ["qc_failed", "out_of_sequence"]
+
+
+def test_a_recent_cohort_lies_after_its_registration_and_within_recent_before_now(cast: Cast) -> None:
+    """So no step of a benchmark's workload is a late entry (rules version 2)."""
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    registered_at, journeys = recent_cohort(cast, 2000, now, VARIANTS)
+    steps = workload(journeys, 2000)
+    times = [body_of(step.envelope.decode()).occurred_at for _, step in steps]
+    assert len(steps) == 2000
+    assert registered_at < min(times) and now - RECENT <= min(times) and max(times) <= now
 
 
 def test_the_manual_clock_says_what_it_was_set_to() -> None:

@@ -20,7 +20,9 @@ from aggregates import policy, principal, therapy
 from aggregates.base import Administrators, ClaimsTable, Context
 from aggregates.policy import LEGACY, RULES_VERSION, Policy
 from aggregates.principal import KeyState, PrincipalState
+from aggregates.roles import meanings
 from aggregates.therapy import REQUIRED_QC, TherapyState
+from ledger.site.signing import manifestations
 from ledger.wire import events as ev
 from ledger.wire.keys import keyid_for
 from ledger.wire.rejection import ReasonCode, Rejected
@@ -41,7 +43,9 @@ def at(hours: float) -> datetime:
 
 
 RECEIVED = at(100)  # the ledger's clock: after every step of the journey
-NOW = Policy(version=RULES_VERSION)
+# Entries up to a week late need no reason here (the journey lies up to 100 hours before
+# RECEIVED); the late-entry rows set their own.
+NOW = Policy(version=RULES_VERSION, late_entry_after=timedelta(days=7))
 
 
 def _qa() -> list[ev.Manifestation]:
@@ -229,6 +233,16 @@ def _manifest(*states: PrincipalState) -> list[ev.Manifestation]:
     return [ev.Manifestation(s.principal_id, s.printed_name, at(4), "performed") for s in states]
 
 
+def authorized(
+    b: Any, signers: dict[str, PrincipalState], policy: Policy = NOW, received_at: datetime = RECEIVED
+) -> Rejected | None:
+    return principal.authorize(b, signers, received_at, policy)
+
+
+def _signature(state: PrincipalState, signed_at: datetime, meaning: str) -> ev.Manifestation:
+    return ev.Manifestation(state.principal_id, state.printed_name, signed_at, meaning)  # type: ignore[arg-type]
+
+
 def moved(**changes: Any) -> Any:
     """The first custody transfer (nurse to courier), manifested by both people."""
     return body("custody_transferred", **({"manifestations": _manifest(NURSE, COURIER)} | changes))
@@ -274,7 +288,49 @@ def _failed_qc() -> TherapyState:
     return before("qc_result_recorded", failed, *results[1:])
 
 
+def _run(n: float, start: float, end: float, step: str = "enrichment") -> Any:
+    """A manufacturing step of B-1 recorded at hour `n`, run from `start` to `end`."""
+    return _step(n, ev.ManufacturingStepCompleted, "shuttle.ssf", "US-SSF", batch_id="B-1", step=step,
+                 started_at=at(start), ended_at=at(end), material_lots=["LOT-1"])  # fmt: skip
+
+
+FIRST_RUN, SECOND_RUN = _run(7.4, 7.0, 7.4), _run(7.6, 7.4, 7.6, "activation")  # B-1 started at hour 7
+
+
+def _infused() -> TherapyState:
+    return therapy.evolve(checked_at_bedside(), body("infused"))
+
+
+def _moved_run(start: float) -> Any:
+    """QA corrects the second run's start."""
+    return _correct(corrects_event_id=SECOND_RUN.event_id, field="started_at",
+                    old_value=therapy._text(SECOND_RUN.started_at), new_value=at(start).isoformat())  # fmt: skip
+
+
+DAY = Policy(version=RULES_VERSION, late_entry_after=timedelta(hours=24))  # the default delay
+
+# What rules version 2 refuses that version 1 accepted: (what, state and body, code, field,
+# the policy judging it).
+TIME_AND_ORDER: list[tuple[str, Callable[[], tuple[TherapyState, Any]], ReasonCode, str, Policy]] = [
+    ("ended after it was recorded", lambda: (before("apheresis_collected"), body("apheresis_collected", ended_at=at(1.5))), ReasonCode.INTERVAL_OUT_OF_ORDER, "ended_at", NOW),
+    ("a thaw after the infusion", lambda: (checked_at_bedside(), body("infused", thaw_started_at=at(22.5))), ReasonCode.INTERVAL_OUT_OF_ORDER, "thaw_started_at", NOW),
+    ("a step before its batch started", lambda: (before("manufacturing_completed"), _run(7.5, 6.5, 7.5)), ReasonCode.INTERVAL_OUT_OF_ORDER, "started_at", NOW),
+    ("two steps of a batch at once", lambda: (before("manufacturing_completed", FIRST_RUN), _run(7.6, 7.2, 7.6, "activation")), ReasonCode.INTERVAL_OUT_OF_ORDER, "started_at", NOW),
+    ("the same step window again", lambda: (before("manufacturing_completed", FIRST_RUN), _run(7.5, 7.0, 7.4)), ReasonCode.INTERVAL_OUT_OF_ORDER, "started_at", NOW),
+    ("a step corrected into another", lambda: (before("manufacturing_completed", FIRST_RUN, SECOND_RUN), _moved_run(7.3)), ReasonCode.INTERVAL_OUT_OF_ORDER, "new_value", NOW),
+    ("a late entry without a reason", lambda: (before("label_printed"), body("label_printed")), ReasonCode.LATE_ENTRY_REASON_REQUIRED, "reason", DAY),
+    ("a hold on an infused product", lambda: (_infused(), _step(23, ev.HoldPlaced, "nurse.bdw", "US-BDW", hold_id="H-1", unit_ids=["P-1"], reason="recall")), ReasonCode.UNIT_CONSUMED, "unit_ids", NOW),
+    ("a hold on a bag that went into its batch", lambda: (before("manufacturing_completed"), _step(7.5, ev.HoldPlaced, "recv.ssf", "US-SSF", hold_id="H-1", unit_ids=["BAG-1"], reason="seal")), ReasonCode.UNIT_CONSUMED, "unit_ids", NOW),
+]  # fmt: skip
+
+
+def _judged(made: Callable[[], tuple[TherapyState, Any]], policy: Policy) -> Rejected | None:
+    state, b = made()
+    return therapy.decide(state, b, ctx(roles=QA_ROLES, policy=policy))
+
+
 THERAPY: list[Row] = [
+    *[Row(what, lambda made=made, p=p: _judged(made, p), code, name) for what, made, code, name, p in TIME_AND_ORDER],
     Row("a step before enrolment", _decide(None, body("apheresis_collected")), ReasonCode.NOT_ENROLLED, "coi"),
     Row("enrolled twice", _decide(before("label_printed"), body("enrolled")), ReasonCode.ALREADY_ENROLLED, "coi"),
     Row("a v0.1 commitment", _decide(None, body("enrolled", patient_commitment="0" * 64)), ReasonCode.INVALID_VALUE, "patient_commitment"),
@@ -283,7 +339,7 @@ THERAPY: list[Row] = [
     Row("a label for another patient's DIN", _decide(before("label_printed"), body("label_printed"), ctx(claims={("din", DIN): "CHW000026BBBBBB"})), ReasonCode.DIN_IN_USE, "din"),
     Row("a cartridge used before", _decide(before("manufacturing_started"), body("manufacturing_started"), ctx(claims={("cartridge", "C-1"): "CHW000026BBBBBB"})), ReasonCode.CARTRIDGE_IN_USE, "cartridge_id"),
     Row("a DIN of another facility", _decide(before("apheresis_collected"), body("apheresis_collected", collection_facility="W0000")), ReasonCode.INVALID_VALUE, "din"),
-    Row("ended before it started", _decide(before("apheresis_collected"), body("apheresis_collected", ended_at=at(0))), ReasonCode.INVALID_VALUE, "ended_at"),
+    Row("ended before it started", _decide(before("apheresis_collected"), body("apheresis_collected", ended_at=at(0))), ReasonCode.INTERVAL_OUT_OF_ORDER, "ended_at"),
     Row("a unit id used twice", _decide(before("label_printed"), body("apheresis_collected", event_id=UUID(int=1))), ReasonCode.DUPLICATE_ID, "unit_id"),
     Row("a label never printed", _decide(before("label_applied"), body("label_applied", label_id="L-9")), ReasonCode.OUT_OF_SEQUENCE, "label_id"),
     Row("a label for another DIN", _decide(before("label_applied", body("label_printed", event_id=UUID(int=2), label_id="L-2", din=OTHER_DIN)), body("label_applied", label_id="L-2")), ReasonCode.IDENTITY_MISMATCH, "unit_id"),
@@ -304,6 +360,7 @@ THERAPY: list[Row] = [
     Row("release with tests missing", _decide(before("qc_result_recorded"), body("disposition")), ReasonCode.QC_INCOMPLETE, "decision"),
     Row("release after a failed test", _decide(_failed_qc(), body("disposition")), ReasonCode.QC_FAILED, "decision"),
     Row("release with a deviation open", _decide(before("disposition", _step(15, ev.DeviationOpened, "qa.ssf", "US-SSF", deviation_id="DV-1", description="d", severity="minor", batch_id="B-1")), body("disposition")), ReasonCode.OPEN_DEVIATION, "batch_id"),
+    Row("a rejection without a reason", _decide(before("disposition"), body("disposition", decision="rejected", manifestations=[_signature(QA, at(16), "rejected")])), ReasonCode.REASON_REQUIRED, "reason"),
     Row("a disposition without QA's e-signature", _decide(before("disposition"), body("disposition", manifestations=[])), ReasonCode.MISSING_MANIFESTATION, "manifestations"),
     Row("shipment before release", _decide(before("disposition"), body("shipment_dispatched")), ReasonCode.OUT_OF_SEQUENCE, "unit_ids"),
     Row("a shipment to another hospital", _decide(before("shipment_dispatched"), body("shipment_dispatched", destination_site="JP-KAS")), ReasonCode.WRONG_TREATMENT_SITE, "destination_site"),
@@ -342,20 +399,33 @@ PRINCIPAL: list[Row] = [
     Row("a key rotated routinely, after the grace", lambda: principal.key_problem(rotated(NURSE, True), keyid(NURSE), at(49), at(50) + NOW.rotation_grace, NOW), ReasonCode.KEY_EXPIRED, "signatures"),
 ]  # fmt: skip
 
+# Signatures whose time or meaning rules version 2 refuses (aggregates/roles.py MEANINGS).
+SIGNATURES: list[tuple[str, Any, tuple[PrincipalState, ...], ReasonCode]] = [
+    ("signed before the event, past the skew", body("apheresis_collected", manifestations=[_signature(NURSE, at(0.5), "performed")]), (NURSE,), ReasonCode.SIGNED_AT_OUT_OF_RANGE),
+    ("signed after the receipt, past the skew", body("apheresis_collected", manifestations=[_signature(NURSE, at(101), "performed")]), (NURSE,), ReasonCode.SIGNED_AT_OUT_OF_RANGE),
+    ("signed in 1900", body("apheresis_collected", manifestations=[_signature(NURSE, datetime(1900, 1, 1, tzinfo=UTC), "performed")]), (NURSE,), ReasonCode.SIGNED_AT_OUT_OF_RANGE),
+    ("a release meaning performed", body("disposition", manifestations=[_signature(QA, at(16), "performed")]), (QA,), ReasonCode.MEANING_NOT_ALLOWED),
+    ("a rejection meaning approved", body("disposition", decision="rejected", reason="sterility failed", manifestations=[_signature(QA, at(16), "approved")]), (QA,), ReasonCode.MEANING_NOT_ALLOWED),
+    ("a deviation opened meaning released", _step(15, ev.DeviationOpened, "qa.ssf", "US-SSF", deviation_id="DV-1", description="d", severity="minor", manifestations=[_signature(QA, at(15), "released")]), (QA,), ReasonCode.MEANING_NOT_ALLOWED),
+    ("a witness who verified", body("bedside_identity_verified", manifestations=[_signature(NURSE, at(21), "verified"), _signature(WITNESS, at(21), "verified")]), (NURSE, WITNESS), ReasonCode.MEANING_NOT_ALLOWED),
+    ("a nurse who witnessed her own check", body("bedside_identity_verified", manifestations=[_signature(NURSE, at(21), "witnessed"), _signature(WITNESS, at(21), "witnessed")]), (NURSE, WITNESS), ReasonCode.MEANING_NOT_ALLOWED),
+]  # fmt: skip
+
 AUTHORITY: list[Row] = [
-    Row("the actor did not sign", lambda: principal.authorize(moved(), signed_by(COURIER)), ReasonCode.ACTOR_NOT_SIGNER, "actor"),
-    Row("a role that may not sign it", lambda: principal.authorize(body("enrolled", actor="courier.wc", manifestations=_manifest(COURIER)), signed_by(COURIER)), ReasonCode.ROLE_NOT_ALLOWED, "type"),
-    Row("a device's decision", lambda: principal.authorize(body("disposition", actor="shuttle.ssf", manifestations=[]), signed_by(person("shuttle.ssf", "qa", kind="device"))), ReasonCode.PERSON_REQUIRED, "actor"),
-    Row("no reason for a hold", lambda: principal.authorize(_step(4, ev.HoldPlaced, "nurse.bdw", "US-BDW", hold_id="H-1", unit_ids=["BAG-1"], manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.REASON_REQUIRED, "reason"),
-    Row("the receiving custodian did not sign", lambda: principal.authorize(moved(manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.MISSING_COSIGNATURE, "to_custodian"),
-    Row("the witness is the actor", lambda: principal.authorize(body("bedside_identity_verified", witness="nurse.bdw", manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.MISSING_COSIGNATURE, "witness"),
-    Row("custody to a device", lambda: principal.authorize(moved(to_custodian="shuttle.ssf", manifestations=_manifest(NURSE)), signed_by(NURSE, SHUTTLE)), ReasonCode.NOT_A_CUSTODIAN, "to_custodian"),
-    Row("a device as witness", lambda: principal.authorize(body("bedside_identity_verified", witness="logger.1", manifestations=_manifest(NURSE)), signed_by(NURSE, LOGGER)), ReasonCode.PERSON_REQUIRED, "witness"),
-    Row("a witness who may not treat", lambda: principal.authorize(body("bedside_identity_verified", witness="coord.bdw", manifestations=_manifest(NURSE, COORD)), signed_by(NURSE, COORD)), ReasonCode.ROLE_NOT_ALLOWED, "witness"),
-    Row("a device's manifestation", lambda: principal.authorize(body("manufacturing_started", manifestations=_manifest(SHUTTLE)), signed_by(SHUTTLE)), ReasonCode.PERSON_REQUIRED, "manifestations"),
-    Row("a person without a manifestation", lambda: principal.authorize(moved(manifestations=_manifest(NURSE)), signed_by(NURSE, COURIER)), ReasonCode.MISSING_MANIFESTATION, "manifestations"),
-    Row("a manifestation under another name", lambda: principal.authorize(moved(manifestations=_manifest(NURSE, replace(COURIER, printed_name="Someone Else"))), signed_by(NURSE, COURIER)), ReasonCode.MANIFESTATION_MISMATCH, "manifestations"),
-    Row("a manifestation by one who did not sign", lambda: principal.authorize(body("apheresis_collected", manifestations=_manifest(NURSE, QA)), signed_by(NURSE)), ReasonCode.MANIFESTATION_MISMATCH, "manifestations"),
+    Row("the actor did not sign", lambda: authorized(moved(), signed_by(COURIER)), ReasonCode.ACTOR_NOT_SIGNER, "actor"),
+    Row("a role that may not sign it", lambda: authorized(body("enrolled", actor="courier.wc", manifestations=_manifest(COURIER)), signed_by(COURIER)), ReasonCode.ROLE_NOT_ALLOWED, "type"),
+    Row("a device's decision", lambda: authorized(body("disposition", actor="shuttle.ssf", manifestations=[]), signed_by(person("shuttle.ssf", "qa", kind="device"))), ReasonCode.PERSON_REQUIRED, "actor"),
+    Row("no reason for a hold", lambda: authorized(_step(4, ev.HoldPlaced, "nurse.bdw", "US-BDW", hold_id="H-1", unit_ids=["BAG-1"], manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.REASON_REQUIRED, "reason"),
+    Row("the receiving custodian did not sign", lambda: authorized(moved(manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.MISSING_COSIGNATURE, "to_custodian"),
+    Row("the witness is the actor", lambda: authorized(body("bedside_identity_verified", witness="nurse.bdw", manifestations=_manifest(NURSE)), signed_by(NURSE)), ReasonCode.MISSING_COSIGNATURE, "witness"),
+    Row("custody to a device", lambda: authorized(moved(to_custodian="shuttle.ssf", manifestations=_manifest(NURSE)), signed_by(NURSE, SHUTTLE)), ReasonCode.NOT_A_CUSTODIAN, "to_custodian"),
+    Row("a device as witness", lambda: authorized(body("bedside_identity_verified", witness="logger.1", manifestations=_manifest(NURSE)), signed_by(NURSE, LOGGER)), ReasonCode.PERSON_REQUIRED, "witness"),
+    Row("a witness who may not treat", lambda: authorized(body("bedside_identity_verified", witness="coord.bdw", manifestations=_manifest(NURSE, COORD)), signed_by(NURSE, COORD)), ReasonCode.ROLE_NOT_ALLOWED, "witness"),
+    Row("a device's manifestation", lambda: authorized(body("manufacturing_started", manifestations=_manifest(SHUTTLE)), signed_by(SHUTTLE)), ReasonCode.PERSON_REQUIRED, "manifestations"),
+    Row("a person without a manifestation", lambda: authorized(moved(manifestations=_manifest(NURSE)), signed_by(NURSE, COURIER)), ReasonCode.MISSING_MANIFESTATION, "manifestations"),
+    Row("a manifestation under another name", lambda: authorized(moved(manifestations=_manifest(NURSE, replace(COURIER, printed_name="Someone Else"))), signed_by(NURSE, COURIER)), ReasonCode.MANIFESTATION_MISMATCH, "manifestations"),
+    Row("a manifestation by one who did not sign", lambda: authorized(body("apheresis_collected", manifestations=_manifest(NURSE, QA)), signed_by(NURSE)), ReasonCode.MANIFESTATION_MISMATCH, "manifestations"),
+    *[Row(what, lambda b=b, signers=signers: authorized(b, signed_by(*signers)), code, "manifestations") for what, b, signers, code in SIGNATURES],
 ]  # fmt: skip
 
 ROWS = THERAPY + PRINCIPAL + AUTHORITY
@@ -375,7 +445,7 @@ def test_the_journey_itself_is_accepted_step_by_step_and_by_its_signers() -> Non
         assert therapy.decide(state, step, ctx(roles=QA_ROLES)) is None, step
         state = therapy.evolve(state, step)
     assert therapy.decide(checked_at_bedside(), body("infused"), ctx()) is None
-    assert principal.authorize(moved(), signed_by(NURSE, COURIER)) is None
+    assert authorized(moved(), signed_by(NURSE, COURIER)) is None
     assert principal.key_problem(NURSE, keyid(NURSE), at(1), RECEIVED, NOW) is None
     assert principal.key_problem(rotated(NURSE, True), keyid(NURSE), at(49), at(50), NOW) is None
     assert principal.decide(None, _registered("new.one", "qc"), ctx()) is None
@@ -500,3 +570,72 @@ def test_every_reason_code_is_asserted_by_a_test() -> None:
         ReasonCode.BAD_SIGNATURE,
         ReasonCode.DUPLICATE_CONFLICT,
     }
+
+
+def test_signature_times_and_meanings_are_judged_from_rules_version_2() -> None:
+    """Records accepted under version 1 carried any time and meaning: a verifier judging them
+    by the policy in force then accepts them."""
+    for what, b, signers, _ in SIGNATURES:
+        assert authorized(b, signed_by(*signers), Policy(version=1)) is None, what
+    rejection = body("disposition", decision="rejected", manifestations=[_signature(QA, at(16), "rejected")])
+    assert (
+        therapy.decide(before("disposition"), rejection, ctx(roles=QA_ROLES, policy=Policy(version=1)))
+        is None
+    )
+
+
+@pytest.mark.parametrize(
+    ("what", "b", "signers"),
+    [
+        ("a release meaning released", body("disposition", manifestations=[_signature(QA, at(16), "released")]), (QA,)),
+        ("a rejection meaning rejected", body("disposition", decision="rejected", reason="sterility failed", manifestations=[_signature(QA, at(16), "rejected")]), (QA,)),
+        ("a late entry signed at its receipt", body("apheresis_collected", manifestations=[_signature(NURSE, at(99), "performed")]), (NURSE,)),
+        ("signed within the skew before the event", body("apheresis_collected", manifestations=[_signature(NURSE, at(1) - NOW.skew, "performed")]), (NURSE,)),
+        ("signed within the skew after the receipt", body("apheresis_collected", manifestations=[_signature(NURSE, RECEIVED + NOW.skew, "performed")]), (NURSE,)),
+        ("a checked bedside, verified and witnessed", body("bedside_identity_verified", manifestations=[_signature(NURSE, at(21), "verified"), _signature(WITNESS, at(21), "witnessed")]), (NURSE, WITNESS)),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)  # fmt: skip
+def test_signatures_that_mean_what_they_say_are_accepted(
+    what: str, b: Any, signers: tuple[PrincipalState, ...]
+) -> None:
+    assert authorized(b, signed_by(*signers)) is None, what
+
+
+def test_time_and_order_are_judged_from_rules_version_2() -> None:
+    """A version-1 ledger holds such records: judged by the policy in force then, accepted."""
+    for what, made, _, _, judging in TIME_AND_ORDER:
+        assert _judged(made, replace(judging, version=1)) is None, what
+
+
+@pytest.mark.parametrize(
+    ("what", "made"),
+    [
+        ("steps end to end", lambda: (before("manufacturing_completed", FIRST_RUN), SECOND_RUN)),
+        ("a step corrected into free time", lambda: (before("manufacturing_completed", FIRST_RUN, SECOND_RUN), _moved_run(7.5))),
+        ("a late entry with a reason", lambda: (before("label_printed"), body("label_printed", reason="printer log keyed in late"))),
+        ("a hold on a product not yet infused", lambda: (checked_at_bedside(), _step(22, ev.HoldPlaced, "nurse.bdw", "US-BDW", hold_id="H-1", unit_ids=["P-1"], reason="bag cracked"))),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)  # fmt: skip
+def test_times_in_order_are_accepted(what: str, made: Callable[[], tuple[TherapyState, Any]]) -> None:
+    assert _judged(made, DAY if "late" in what else NOW) is None, what
+
+
+def test_a_corrected_step_is_judged_by_its_new_times() -> None:
+    """After the second run is corrected to start later, a run in the time it freed fits."""
+    state = before("manufacturing_completed", FIRST_RUN, SECOND_RUN)
+    state = therapy.evolve(state, _moved_run(7.5))
+    assert therapy.decide(state, _run(7.7, 7.4, 7.5, "transduction"), ctx()) is None
+    assert therapy.decide(state, _run(7.7, 7.5, 7.6, "transduction"), ctx()) is not None
+
+
+@pytest.mark.parametrize("tag", sorted(ev.EVENT_TYPES), ids=str)
+def test_the_signing_tools_default_meaning_is_one_the_rules_allow(tag: str) -> None:
+    """`coi sign` and the demo write each person's meaning when none is given: the actor's and a
+    cosigner's from the table (a disposition's by its decision), the witness's `witnessed`."""
+    for decision in ("released", "rejected") if tag == "disposition" else (None,):
+        written = manifestations([QA, WITNESS], tag, at(1), witness="witness.bdw", decision=decision)
+        assert [m.meaning for m in written] == [meanings(tag, decision)[0], "witnessed"]
+        assert written[0].meaning in meanings(tag, decision)
+    assert manifestations([QA], "disposition", at(1), decision="rejected")[0].meaning == "rejected"
