@@ -28,11 +28,14 @@ def test_an_enrolled_coi_with_a_newline_enrols_nobody(registered: LedgerApplicat
 def test_a_re_encoded_envelope_and_its_original_are_one_event(
     registered: LedgerApplication, cast: Cast, how: str
 ) -> None:
-    journey = new_journey(cast)
-    rest = advance(registered, journey, before="custody_transferred")
-    original = rest[0].envelope  # two signatures: the releasing and the receiving custodian
-    copy = _re_encodings(original)[how]
-    assert copy != original  # (the signatures are random: one of them has a + or a /)
+    for index in range(50):  # an envelope with no + or / in its base64 is its own url-safe form
+        journey = new_journey(cast, index=index)
+        rest = advance(registered, journey, before="custody_transferred")
+        original = rest[0].envelope  # two signatures: the releasing and the receiving custodian
+        copy = _re_encodings(original)[how]
+        if copy != original:
+            break
+    assert copy != original
     assert registered.submit(copy).status == "accepted"
     assert registered.submit(original).status == "duplicate"
     assert registered.submit(copy).status == "duplicate"
