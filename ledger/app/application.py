@@ -268,6 +268,10 @@ class LedgerApplication(Application[UUID]):
         try:
             target = self._decide(raw, opened, body, batch, batch.verdicts.get(index, {}))
         except Rejected as rejected:
+            if self._stored_meanwhile(opened, body):
+                outcome.status = "duplicate"
+                batch.outcomes.append((outcome, None, 0))
+                return
             batch.outcomes.append((_rejection(outcome, rejected), None, 0))
             return
         if target is None:
@@ -275,6 +279,14 @@ class LedgerApplication(Application[UUID]):
             batch.outcomes.append((outcome, None, 0))
         else:
             batch.outcomes.append((outcome, target.id, target.version))
+
+    def _stored_meanwhile(self, opened: Opened, body: ev.Event) -> bool:
+        """This very envelope was stored by another writer after the batch looked for it: the
+        rules then judge it against the state it made (already enrolled, label in use), and it
+        is a duplicate, not a rejection. Claims are written only with what is accepted."""
+        key = ("event", str(body.event_id))
+        found = _Claims(self.recorder).claimed(*key)  # from the table: the batch's look is stale
+        return found is not None and found[1] == hashlib.sha256(opened.body).hexdigest()
 
     def _flush(self, batch: _Batch, now: datetime | None, retried: int = 0) -> Iterator[Outcome]:
         if batch.aggregates:
