@@ -47,9 +47,9 @@ def remaker(trusted: list[NoteVerifier]) -> Callable[[Bundle, ExportEntry], byte
             )
         if entry.format not in FORMATS:
             raise RenderError(f"the manifest names format {entry.format!r}, which coi does not write")
-        coi = bundle.manifest.request.coi or next(iter(bundle.manifest.cois[:1]), None)
-        if coi is None or len(bundle.manifest.cois) > 1:
+        if len(bundle.manifest.cois) != 1:
             raise RenderError("the bundle is not one patient's")
+        coi = bundle.manifest.cois[0]
         try:
             base = checked_base(made.id_base)
         except BaseError as exc:
