@@ -74,9 +74,7 @@ def browser_page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[R
 def checked_in_and_out_of_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A verification whose first chunk is small checks signatures and replays the rules in
     the calling process, a larger one in worker processes: a test using this runs both ways."""
-    from ledger.audit.replay import Replayer
-    from ledger.audit.signatures import BackgroundVerifier
+    from ledger.audit import verification
 
     if request.param == "workers":
-        monkeypatch.setattr(Replayer, "INLINE_BELOW", 0)
-        monkeypatch.setattr(BackgroundVerifier, "INLINE_BELOW", 0)
+        monkeypatch.setattr(verification, "INLINE_BELOW", 0)

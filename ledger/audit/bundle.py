@@ -261,7 +261,7 @@ def check_inclusion(bundle: Bundle, report: BundleReport) -> BundleFailure | Non
 def check_records(bundle: Bundle, report: BundleReport) -> BundleFailure | None:
     """The ledger's verifier over the bundle's records: signatures by the key state of their
     time, policy boundaries, and every aggregate's chain from its first record."""
-    result = LedgerVerifier(_BundleSource(bundle.records), trusted=[]).run()
+    result = LedgerVerifier(_BundleSource(bundle.records), trusted=[], records=len(bundle.records)).run()
     if result.failure is not None:
         sequence = result.failure.sequence
         return BundleFailure(

@@ -148,13 +148,10 @@ class Replayer:
     `submit` sends every worker its share of a chunk; each worker answers every chunk with
     its first refusal so far, and judges nothing after it."""
 
-    # A run whose first chunk is this small replays in the calling process (an offline bundle
-    # of one patient): forking the workers would cost more than the replay.
-    INLINE_BELOW = 256
-
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, inline: bool = False) -> None:
+        """`inline`: replay in the calling process (a run too small to be worth the workers)."""
         self.workers = max(1, workers)
-        self._inline: _Journeys | None = None
+        self._inline = _Journeys() if inline else None
         self._links: list[Connection] = []
         self._processes: list[BaseProcess] = []
         self._sent = 0  # chunks sent
@@ -188,8 +185,6 @@ class Replayer:
         """Send a chunk's journey records, in sequence order; returns once every worker took it."""
         if not items:
             return
-        if self._inline is None and not self._links and len(items) < self.INLINE_BELOW:
-            self._inline = _Journeys()
         if self._inline is not None:
             self._inline.principals.update(self._principals)
             self._principals = {}

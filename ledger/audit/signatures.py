@@ -105,20 +105,19 @@ class BackgroundVerifier:
     """Batches of tagged jobs verified by worker processes; verdicts are read in the order
     the batches were submitted."""
 
-    # A batch this small, before any worker was needed, is verified by the caller at once:
-    # forking the workers costs more than it saves (an offline bundle of one patient).
-    INLINE_BELOW = 256
-
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, inline: bool = False) -> None:
+        """`inline`: verify each batch in the calling process when it is submitted (a run too
+        small to be worth forking the workers)."""
         self.workers = max(1, workers or len(os.sched_getaffinity(0)))
+        self.inline = inline
         self._pool: ProcessPoolExecutor | None = None
         self._pending: deque[list[Future[int | None]]] = deque()
 
     def submit(self, jobs: list[TaggedJob]) -> None:
-        """Queue a batch; returns at once (or, for a small one, once it is verified)."""
+        """Queue a batch; returns at once (inline, once it is verified)."""
         if not jobs:
             return
-        if self._pool is None and len(jobs) < self.INLINE_BELOW:
+        if self.inline:
             done: Future[int | None] = Future()
             done.set_result(_first_invalid(jobs))
             self._pending.append([done])

@@ -60,6 +60,9 @@ from ledger.wire.files import write_private
 from ledger.wire.rejection import Rejected
 
 CHUNK = 4000
+# A run of fewer records than this checks signatures and replays the rules in the calling
+# process (an offline bundle of one patient): forking the workers would cost more than it saves.
+INLINE_BELOW = 256
 _REGISTRY = (ev.PrincipalRegistered, ev.PrincipalKeyRotated, ev.PrincipalRevoked)
 _REGISTRY_TAGS = frozenset(t.__struct_config__.tag for t in _REGISTRY)
 _DECODED_TAGS = _REGISTRY_TAGS | {ev.PolicyAdopted.__struct_config__.tag}
@@ -169,8 +172,12 @@ class LedgerVerifier:
         cosigned: list[str] | None = None,
         witnessing: Witnessing | None = None,
         replay: bool = True,
+        records: int | None = None,
     ) -> None:
+        """`records`: how many records the run checks, where the source's log size does not say
+        (a bundle's records are not a whole log)."""
         self.source = source
+        self.records = records
         self.trusted = trusted
         self.progress = progress
         self.workers = workers
@@ -288,9 +295,11 @@ class LedgerVerifier:
         signatures of the chunk before; stops at the first failure in sequence order."""
         roots = {c.size: c.root for c in checkpoints}
         latest = checkpoints[-1].size if checkpoints else 0
-        signatures = BackgroundVerifier(self.workers)
+        records = self.records if self.records is not None else self.source.size() - run.tree.size
+        inline = records < INLINE_BELOW
+        signatures = BackgroundVerifier(self.workers, inline)
         # A resumed run has not the patients' states: a full run replays the rules.
-        replayer = Replayer(signatures.workers) if self.replay and not report.resumed_from else None
+        replayer = Replayer(signatures.workers, inline) if self.replay and not report.resumed_from else None
         report.replayed = replayer is not None
         try:
             while True:
