@@ -100,7 +100,8 @@ def envelope(
 
 
 def registration(admin: Member, member: Member, at: datetime) -> bytes:
-    """`admin` registers `member` (the first administrator registers itself)."""
+    """`admin` registers `member` (the first administrator registers itself), bound to its
+    site."""
     return envelope(
         ev.PrincipalRegistered,
         admin,
@@ -111,6 +112,32 @@ def registration(admin: Member, member: Member, at: datetime) -> bytes:
         roles=list(member.roles),
         public_key=member.public_key,
         valid_from=at,
+        sites=[member.site],
+    )
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """A site as `coi sites add` registers it (aggregates/site.py)."""
+
+    code: str
+    name: str
+    country: str
+    time_zone: str
+    kind: str
+
+
+def site_record(admin: Member, site: SiteInfo, at: datetime) -> bytes:
+    """`admin` registers `site`."""
+    return envelope(
+        ev.SiteRegistered,
+        admin,
+        at,
+        code=site.code,
+        name=site.name,
+        country=site.country,
+        time_zone=site.time_zone,
+        kind=site.kind,
     )
 
 
