@@ -99,9 +99,9 @@ def envelope(
     return sign(msgspec.json.encode(body), [m.signer for m in signers])
 
 
-def registration(admin: Member, member: Member, at: datetime) -> bytes:
-    """`admin` registers `member` (the first administrator registers itself), bound to its
-    site."""
+def registration(admin: Member, member: Member, at: datetime, sites: Sequence[str] | None = None) -> bytes:
+    """`admin` registers `member` (the first administrator registers itself), bound to
+    `sites` (default: its own site)."""
     return envelope(
         ev.PrincipalRegistered,
         admin,
@@ -112,7 +112,7 @@ def registration(admin: Member, member: Member, at: datetime) -> bytes:
         roles=list(member.roles),
         public_key=member.public_key,
         valid_from=at,
-        sites=[member.site],
+        sites=[member.site] if sites is None else list(sites),
     )
 
 
