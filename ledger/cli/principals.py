@@ -171,7 +171,7 @@ def _history(args: argparse.Namespace) -> int:
         [("sequence", lambda r: r.sequence), ("recorded_at", lambda r: r.recorded_at),
          ("principal", lambda r: r.principal_id), ("change", lambda r: r.change),
          ("printed_name", lambda r: r.printed_name), ("kind", lambda r: r.kind), ("roles", lambda r: r.roles),
-         ("keyid", lambda r: r.keyid),
+         ("sites", lambda r: r.sites), ("keyid", lambda r: r.keyid),
          ("effective_at", lambda r: r.effective_at), ("by", lambda r: r.actor),
          ("authority", lambda r: r.authority), ("reason", lambda r: r.reason)],
         args.format,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -129,16 +129,7 @@ class SiteInfo:
 
 def site_record(admin: Member, site: SiteInfo, at: datetime) -> bytes:
     """`admin` registers `site`."""
-    return envelope(
-        ev.SiteRegistered,
-        admin,
-        at,
-        code=site.code,
-        name=site.name,
-        country=site.country,
-        time_zone=site.time_zone,
-        kind=site.kind,
-    )
+    return envelope(ev.SiteRegistered, admin, at, **asdict(site))
 
 
 def adoption(admins: Sequence[Member], policy: Policy, at: datetime, reason: str) -> bytes:
