@@ -127,6 +127,7 @@ class _Batch:
     pending: Callable[[], list[bool]] = list
     # the policy the batch's records are judged by (refused: the log is under newer rules)
     policy: Policy | Rejected = LEGACY
+    sites: Sites = field(default_factory=dict)  # the registered sites, the batch's own included
 
 
 class LedgerApplication(Application[UUID]):
@@ -240,6 +241,7 @@ class LedgerApplication(Application[UUID]):
         """Decide each envelope of a prepared batch in order and store the batch."""
         self._notice_other_writers()
         batch.policy = judging(self.policy_in_force(batch).policy)
+        batch.sites = self.sites(batch)
         keys = [key for p in batch.parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
         found = self.recorder.claims(keys)  # type: ignore[attr-defined]  # the ledger's recorders add claims()
         batch.claims.known = {key: found.get(key) for key in keys}
@@ -372,7 +374,7 @@ class LedgerApplication(Application[UUID]):
                 )
             return None
 
-        sites = self.sites(batch)
+        sites = batch.sites
         problem = authorize(body, signers, batch.received, _judging(batch), sites)
         if problem is not None:
             raise problem
@@ -492,8 +494,10 @@ class LedgerApplication(Application[UUID]):
             raise problem
         if isinstance(stream, SiteStream):
             stream.record(envelope, body, batch.received)
-            return stream
-        return SiteStream.open(SITES_STREAM, envelope, batch.received)
+        else:
+            stream = SiteStream.open(SITES_STREAM, envelope, batch.received)
+        batch.sites = stream.state  # from the next record of the batch on
+        return stream
 
     # ------------------------------------------------------------------ policy
 
@@ -514,7 +518,7 @@ class LedgerApplication(Application[UUID]):
         ctx = PolicyContext(
             admins,
             sum(1 for a in everyone if can_administer(a, at)),
-            unbound(everyone, self.sites(batch), at),
+            unbound(everyone, batch.sites, at),
         )
         stream = self._get(POLICY_STREAM, batch)
         state = stream.state if isinstance(stream, PolicyStream) else PolicyState()
