@@ -9,7 +9,7 @@ site signed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
@@ -81,3 +81,5 @@ class Context:
     claims: Claims = ClaimsTable()
     registry: Registry = Administrators()
     roles: Mapping[str, frozenset[str]] = field(default_factory=dict)  # each signer's roles
+    sites: Collection[str] = ()  # the registered site codes (aggregates/site.py)
+    bound: Mapping[str, frozenset[str]] = field(default_factory=dict)  # each signer's sites

@@ -22,7 +22,10 @@ if TYPE_CHECKING:  # only annotations: `coi policy`'s flags read SETTINGS withou
 
 # The newest version of the rules this code enforces. Raise it, and gate the new rule with
 # `policy.version >= N`, whenever a rule tightens: records accepted before stay valid.
-RULES_VERSION = 2
+RULES_VERSION = 3
+# Rules that hold only where the log itself adopted them, not by the writer's version alone:
+# each needs records (sites, bindings) that an existing ledger writes first (README: Sites).
+SITES_ADOPTED = 3
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ SETTINGS: tuple[Setting, ...] = (
 @dataclass(frozen=True)
 class Policy:
     version: int = 0
+    # The version the log's policy record adopted: `version` less what a newer writer judges
+    # by (judging below). Rules that an existing ledger must prepare for key off this one.
+    adopted: int = 0
     skew: timedelta = timedelta(minutes=5)
     rotation_grace: timedelta = timedelta(minutes=10)
     late_entry_after: timedelta = timedelta(hours=24)
@@ -113,7 +119,7 @@ def policy_of(body: PolicyAdopted) -> Policy:
     for s in SETTINGS:
         raw = getattr(body, field_name(s))
         values[s.name] = timedelta(seconds=raw) if isinstance(s.default, timedelta) else raw
-    return with_settings(Policy(body.version), values)
+    return with_settings(Policy(body.version, body.version), values)
 
 
 _DURATION = re.compile(r"([0-9]{1,7})([smhd])")
@@ -144,7 +150,7 @@ def seeded(environ: Mapping[str, str]) -> Policy:
     """The first boundary `coi init` writes: this code's rules with the settings the
     environment gives (COI_SKEW ...), the defaults otherwise."""
     values = {s.name: parse_setting(s, environ[s.env], s.env) for s in SETTINGS if environ.get(s.env)}
-    return with_settings(Policy(RULES_VERSION), values)
+    return with_settings(Policy(RULES_VERSION, RULES_VERSION), values)
 
 
 def with_settings(policy: Policy, values: Mapping[str, timedelta | int]) -> Policy:
@@ -170,6 +176,8 @@ class PolicyContext:
 
     admin_signers: frozenset[str]  # signers with the admin role and a key valid at receipt
     administrators: int  # administrators in the registry who can sign at receipt
+    # principals who can sign at receipt and are bound to no registered site (aggregates/site.py)
+    unbound: tuple[str, ...] = ()
 
 
 def decide(state: PolicyState, body: PolicyAdopted, ctx: PolicyContext) -> Rejected | None:
@@ -201,6 +209,14 @@ def decide(state: PolicyState, body: PolicyAdopted, ctx: PolicyContext) -> Rejec
             f"version {body.version} is newer than the rules this code knows (version {RULES_VERSION})",
             "version",
         )
+    if state.policy.version < SITES_ADOPTED <= body.version and ctx.unbound:
+        return Rejected(
+            ReasonCode.SITE_NOT_BOUND,
+            f"from version {SITES_ADOPTED} every signer is bound to a registered site; "
+            f"{', '.join(ctx.unbound)} {'is' if len(ctx.unbound) == 1 else 'are'} bound to none: "
+            "coi sites add, then coi principals bind (or revoke them) first",
+            "version",
+        )
     adopted = policy_of(body)
     for s in SETTINGS:
         problem = bounds_problem(s, getattr(adopted, s.name))
@@ -223,4 +239,4 @@ def judging(in_force: Policy) -> Policy | Rejected:
             f"this ledger is under rules version {in_force.version}, newer than this code's "
             f"({RULES_VERSION}): upgrade coi before writing to it",
         )
-    return replace(in_force, version=RULES_VERSION)
+    return replace(in_force, version=RULES_VERSION, adopted=in_force.version)

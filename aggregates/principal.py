@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import assert_never
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from aggregates import site
 from aggregates.base import Claims, Context
-from aggregates.policy import Policy
+from aggregates.policy import SITES_ADOPTED, Policy
 from aggregates.roles import (
     CUSTODIAN_ROLES,
     OPEN_TO_AUTHORS,
@@ -38,6 +39,7 @@ from ledger.wire.events import (
     PrincipalKeyRotated,
     PrincipalRegistered,
     PrincipalRevoked,
+    PrincipalSitesBound,
     RegistryEvent,
 )
 from ledger.wire.keys import keyid_for
@@ -90,6 +92,7 @@ class PrincipalState:
     registered_from: datetime
     keys: dict[str, KeyState] = field(default_factory=dict)
     revoked_at: datetime | None = None  # the principal as a whole
+    sites: frozenset[str] = frozenset()  # the sites it is bound to (aggregates/site.py)
 
 
 # ------------------------------------------------------------------ registry changes
@@ -99,14 +102,16 @@ def decide(state: PrincipalState | None, body: RegistryEvent, ctx: Context) -> R
     """Why this change to the principal `state` (None: not registered) may not be recorded."""
     match body:
         case PrincipalRegistered():
-            return _valid_from_problem(body.valid_from, ctx) or (
-                Rejected(
+            if state is not None:
+                return _valid_from_problem(body.valid_from, ctx) or Rejected(
                     ReasonCode.PRINCIPAL_EXISTS,
                     f"principal {body.principal_id} is already registered",
                     "principal_id",
                 )
-                if state is not None
-                else registration_problem(body)
+            return (
+                _valid_from_problem(body.valid_from, ctx)
+                or registration_problem(body)
+                or _binding_problem(body.sites, ctx)
             )
         case PrincipalKeyRotated():
             problem = _valid_from_problem(body.valid_from, ctx)
@@ -124,6 +129,10 @@ def decide(state: PrincipalState | None, body: RegistryEvent, ctx: Context) -> R
                     ReasonCode.UNKNOWN_KEY, f"{body.keyid} is not a key of {state.principal_id}", "keyid"
                 )
             return revocation_problem(body, state, ctx.registry.administrators(), ctx.received_at)
+        case PrincipalSitesBound():
+            if state is None:
+                return _unknown(body.principal_id)
+            return _binding_problem(body.sites, ctx)
         case _:
             assert_never(body)
 
@@ -141,6 +150,7 @@ def evolve(state: PrincipalState | None, body: RegistryEvent) -> PrincipalState:
                 frozenset(body.roles),
                 body.valid_from,
                 {keyid_for(body.principal_id, raw): KeyState(raw, body.valid_from)},
+                sites=frozenset(body.sites),
             )
         case PrincipalKeyRotated():
             assert state is not None, "a rotation of a principal never registered"
@@ -158,6 +168,10 @@ def evolve(state: PrincipalState | None, body: RegistryEvent) -> PrincipalState:
                 if body.keyid in (None, keyid) and key.revoked_at is None:
                     key.revoked_at, key.routine = body.effective_at, False
             return state
+        case PrincipalSitesBound():
+            assert state is not None, "sites bound to a principal never registered"
+            state.sites = state.sites | frozenset(body.sites)
+            return state
         case _:
             assert_never(body)
 
@@ -166,6 +180,13 @@ def _unknown(principal_id: str) -> Rejected:
     return Rejected(
         ReasonCode.UNKNOWN_PRINCIPAL, f"principal {principal_id} is not registered", "principal_id"
     )
+
+
+def _binding_problem(sites: list[str], ctx: Context) -> Rejected | None:
+    """Where the log adopted the site rules, a principal is bound to registered sites only;
+    before, bindings are as free as the sites events named (the adoption waits until every
+    signer has one registered site: aggregates/policy.py decide)."""
+    return site.unknown_sites(sites, ctx.sites, "sites") if ctx.policy.adopted >= SITES_ADOPTED else None
 
 
 def _valid_from_problem(valid_from: datetime, ctx: Context) -> Rejected | None:
@@ -197,10 +218,15 @@ def registration_problem(body: PrincipalRegistered) -> Rejected | None:
 
 
 def can_administer(state: PrincipalState, at: datetime, revoking: PrincipalRevoked | None = None) -> bool:
-    """An administrator with a key that can sign at `at`, counting a key that `revoking`
-    would revoke as gone (a key valid only from later does not count: until then nobody
-    could use it)."""
-    if "admin" not in state.roles or (state.revoked_at is not None and state.revoked_at <= at):
+    """An administrator with a key that can sign at `at` (can_sign)."""
+    return "admin" in state.roles and can_sign(state, at, revoking)
+
+
+def can_sign(state: PrincipalState, at: datetime, revoking: PrincipalRevoked | None = None) -> bool:
+    """A principal with a key that can sign at `at`, counting a key that `revoking` would
+    revoke as gone (a key valid only from later does not count: until then nobody could
+    use it)."""
+    if state.revoked_at is not None and state.revoked_at <= at:
         return False
     return any(
         key.valid_from <= at
@@ -224,6 +250,14 @@ def revocation_problem(
         ReasonCode.LAST_ADMINISTRATOR,
         f"{target.principal_id} is the last administrator; register another one first",
         "principal_id",
+    )
+
+
+def unbound(principals: Iterable[PrincipalState], sites: Collection[str], at: datetime) -> tuple[str, ...]:
+    """Principals who can still sign at `at` and are bound to no registered site: adopting
+    the site rules would lock them out, so the adoption waits (aggregates/policy.py decide)."""
+    return tuple(
+        sorted(p.principal_id for p in principals if can_sign(p, at) and not p.sites.intersection(sites))
     )
 
 
@@ -314,17 +348,23 @@ def key_problem(
 
 
 def authorize(
-    body: Event, signers: Mapping[str, PrincipalState], received_at: datetime, policy: Policy
+    body: Event,
+    signers: Mapping[str, PrincipalState],
+    received_at: datetime,
+    policy: Policy,
+    sites: Collection[str] = (),
 ) -> Rejected | None:
     """Authority checks on the signers: the actor signed, its role allows the event type,
     two-person steps carry both signatures, and every person's signature has its Part 11
     manifestation (printed name, time, meaning) inside the signed body; from rules version 2,
-    a time between occurred_at and the receipt and a meaning allowed for the event."""
+    a time between occurred_at and the receipt and a meaning allowed for the event; where
+    the log adopted the site rules, signers bound to the event's registered site (`sites`:
+    the registered codes; aggregates/site.py)."""
     try:
         _authorize(body, signers, received_at, policy)
     except Rejected as rejected:
         return rejected
-    return None
+    return site.site_problem(body, signers, sites, policy)
 
 
 def _authorize(

@@ -6,7 +6,8 @@ _OPERATIONS = {"deviation_opened"}
 
 ROLE_EVENTS: dict[str, frozenset[str]] = {
     "admin": frozenset(
-        {"principal_registered", "principal_key_rotated", "principal_revoked", "policy_adopted"}
+        {"principal_registered", "principal_key_rotated", "principal_revoked", "policy_adopted",
+         "principal_sites_bound", "site_registered"}
     ),
     "enrolment": frozenset({"enrolled", "patient_key_registered", "treatment_site_changed"}),
     "collection": frozenset(
@@ -78,6 +79,8 @@ MEANINGS: dict[str, tuple[str, ...]] = {
     "principal_key_rotated": ("performed", "approved"),
     "principal_revoked": ("performed", "approved"),
     "policy_adopted": ("performed", "approved"),
+    "principal_sites_bound": ("performed", "approved"),
+    "site_registered": ("performed", "approved"),
 }
 WITNESSED: tuple[str, ...] = ("witnessed",)
 _PERFORMED = ("performed",)

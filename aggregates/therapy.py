@@ -19,6 +19,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 import msgspec
 
 from aggregates.base import Context
+from aggregates.policy import SITES_ADOPTED
 from aggregates.roles import allowed
 from ledger.wire import events as ev
 from ledger.wire.identifiers import din_fin
@@ -610,6 +611,7 @@ def _decide_retest_authorised(s: TherapyState, b: ev.RetestAuthorised, ctx: Cont
 def _decide_disposition(s: TherapyState, b: ev.Disposition, ctx: Context) -> None:
     batch = _batch(s, b.batch_id, "completed")
     _qa_signed(b, "disposition")
+    _of_manufacturing_site(b, batch, ctx)
     _free(s, batch.outputs, b.occurred_at, "batch_id")
     if b.decision == "rejected":
         if ctx.policy.version >= 2 and not b.reason:  # Annex 11 §9: a rejection says why
@@ -627,6 +629,17 @@ def _decide_disposition(s: TherapyState, b: ev.Disposition, ctx: Context) -> Non
     if open_devs:
         raise Rejected(
             ReasonCode.OPEN_DEVIATION, f"deviation {', '.join(open_devs)} must be closed first", "batch_id"
+        )
+
+
+def _of_manufacturing_site(b: ev.Disposition, batch: Batch, ctx: Context) -> None:
+    """Where the log adopted the site rules: QA of the site that made the batch decides on it."""
+    if ctx.policy.adopted >= SITES_ADOPTED and batch.site not in ctx.bound.get(b.actor, frozenset()):
+        raise Rejected(
+            ReasonCode.SITE_NOT_BOUND,
+            f"{b.actor} is not bound to {batch.site}, where {b.batch_id} was made: QA of that site "
+            "releases or rejects it",
+            "actor",
         )
 
 

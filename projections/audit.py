@@ -138,7 +138,9 @@ def derive(record: Record, patients: Patients, body: ev.Event | None = None) -> 
             corrects = patient.sequences.get(body.corrects_event_id)
     signatures = _signed.decode(envelope).signatures
     recorded = as_utc(recorded_at)
-    if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked):
+    if isinstance(
+        body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked | ev.PrincipalSitesBound
+    ):
         rows.registry.append(_registry(sequence, body, occurred_at, recorded, signatures))
     rows.records.append(
         RecordRow(
@@ -558,7 +560,7 @@ def _stages(
 
 def _registry(
     sequence: int,
-    body: ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked,
+    body: ev.RegistryEvent,
     occurred_at: datetime,
     recorded_at: datetime,
     signatures: list[Signature],
@@ -581,6 +583,7 @@ def _registry(
                 printed_name=body.printed_name,
                 kind=body.kind,
                 roles=tuple(body.roles),
+                sites=tuple(body.sites),
                 **common,  # type: ignore[arg-type]
             )
         case ev.PrincipalKeyRotated():
@@ -589,6 +592,14 @@ def _registry(
                 keyid=_keyid(body.principal_id, body.public_key),
                 effective_at=_time(sequence, body.valid_from),
                 routine=body.routine,
+                **common,  # type: ignore[arg-type]
+            )
+        case ev.PrincipalSitesBound():
+            return RegistryRow(
+                change="sites_bound",
+                keyid=None,
+                effective_at=occurred_at,
+                sites=tuple(body.sites),
                 **common,  # type: ignore[arg-type]
             )
     return RegistryRow(

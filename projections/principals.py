@@ -18,6 +18,7 @@ class PrincipalView(msgspec.Struct):
     printed_name: str
     roles: list[str]
     keys: list[str]
+    sites: list[str] = []  # the sites it is bound to
 
 
 def principals(app: LedgerApplication) -> list[PrincipalView]:
@@ -36,5 +37,7 @@ def principals(app: LedgerApplication) -> list[PrincipalView]:
             + (f" REVOKED {utc(k.revoked_at, MINUTE)}" if k.revoked_at else "")
             for keyid, k in p.keys.items()
         ]
-        views.append(PrincipalView(p.principal_id, p.kind, p.printed_name, sorted(p.roles), keys))
+        views.append(
+            PrincipalView(p.principal_id, p.kind, p.printed_name, sorted(p.roles), keys, sorted(p.sites))
+        )
     return views

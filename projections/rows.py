@@ -153,7 +153,7 @@ class RegistryRow(msgspec.Struct, frozen=True, kw_only=True):
 
     sequence: int
     principal_id: str
-    change: str  # registered | key_rotated | revoked
+    change: str  # registered | key_rotated | revoked | sites_bound
     keyid: str | None  # the key registered or rotated in; a revoked one (None: every key)
     effective_at: datetime  # valid_from, or the revocation's effective_at
     actor: str
@@ -165,6 +165,7 @@ class RegistryRow(msgspec.Struct, frozen=True, kw_only=True):
     roles: tuple[str, ...] = ()
     routine: bool = False
     reason: str | None = None
+    sites: tuple[str, ...] = ()  # registered or sites_bound: the sites it binds (issue 14)
 
 
 class StageRow(msgspec.Struct, frozen=True, kw_only=True):

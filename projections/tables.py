@@ -184,6 +184,11 @@ MIGRATIONS = (
     Migration("custody-projection-tables", ddl(*_CUSTODY_DDL)),
     Migration("custody-current-status-is-custody", ddl(*_CUSTODY_RENAMED)),
     Migration("audit-read-models", ddl(*_AUDIT_DDL)),
+    # issue 14: the sites a registration or a binding names (a rebuild fills older rows)
+    Migration(
+        "registry-history-sites",
+        ddl("ALTER TABLE proj_registry_history ADD COLUMN sites TEXT NOT NULL DEFAULT '[]'"),
+    ),
 )
 
 

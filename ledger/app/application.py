@@ -21,7 +21,7 @@ from eventsourcing.application import AggregateNotFoundError, Application, Proce
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Recording
 
-from aggregates import principal, therapy
+from aggregates import principal, site, therapy
 from aggregates.base import Administrators, Context
 from aggregates.policy import LEGACY, Policy, PolicyContext, PolicyState, judging, policy_of
 from aggregates.policy import decide as decide_policy
@@ -34,14 +34,16 @@ from aggregates.principal import (
     key_problem,
     principal_uuid,
     signing_key,
+    unbound,
 )
+from aggregates.site import Sites
 from aggregates.therapy import therapy_uuid
 from ledger.app.config import database_url, persistence_env
 from ledger.audit.signatures import AheadVerifier, Job
 from ledger.store.migrations import PAYLOAD_DIGESTS, migrate_ledger
 from ledger.store.recorders import ClaimRow
 from ledger.store.sources import open_source
-from ledger.store.streams import POLICY_STREAM, PolicyStream, Principal, Therapy
+from ledger.store.streams import POLICY_STREAM, SITES_STREAM, PolicyStream, Principal, SiteStream, Therapy
 from ledger.store.topics import PRINCIPAL_OPENED
 from ledger.wire import events as ev
 from ledger.wire.decoding import decode_body
@@ -125,6 +127,7 @@ class _Batch:
     pending: Callable[[], list[bool]] = list
     # the policy the batch's records are judged by (refused: the log is under newer rules)
     policy: Policy | Rejected = LEGACY
+    sites: Sites = field(default_factory=dict)  # the registered sites, the batch's own included
 
 
 class LedgerApplication(Application[UUID]):
@@ -202,8 +205,9 @@ class LedgerApplication(Application[UUID]):
                 with contextlib.suppress(KeyError):
                     self.repository.cache.get(principal_id, evict=True)
             self._principals.clear()
-            with contextlib.suppress(KeyError):
-                self.repository.cache.get(POLICY_STREAM, evict=True)  # a policy record, too
+            for stream in (POLICY_STREAM, SITES_STREAM):  # a policy or site record, too
+                with contextlib.suppress(KeyError):
+                    self.repository.cache.get(stream, evict=True)
         self._top = top
 
     def _prepare(self, raws: list[bytes], now: datetime | None) -> _Batch:
@@ -237,6 +241,7 @@ class LedgerApplication(Application[UUID]):
         """Decide each envelope of a prepared batch in order and store the batch."""
         self._notice_other_writers()
         batch.policy = judging(self.policy_in_force(batch).policy)
+        batch.sites = self.sites(batch)
         keys = [key for p in batch.parsed if not isinstance(p, Rejected) for key in _claim_keys(p[1])]
         found = self.recorder.claims(keys)  # type: ignore[attr-defined]  # the ledger's recorders add claims()
         batch.claims.known = {key: found.get(key) for key in keys}
@@ -369,18 +374,23 @@ class LedgerApplication(Application[UUID]):
                 )
             return None
 
-        problem = authorize(body, signers, batch.received, _judging(batch))
+        sites = batch.sites
+        problem = authorize(body, signers, batch.received, _judging(batch), sites)
         if problem is not None:
             raise problem
         envelope = raw.decode()
         claims: list[ClaimRow] = [("event", str(body.event_id), coi or "registry", digest)]
-        if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked):
-            target = self._registry_change(body, envelope, batch, claims)
+        if isinstance(body, ev.SiteRegistered):
+            target = self._site_change(body, envelope, batch)
+        elif isinstance(
+            body,
+            ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked | ev.PrincipalSitesBound,
+        ):
+            target = self._registry_change(body, sites, envelope, batch, claims)
         elif isinstance(body, ev.PolicyAdopted):
             target = self._policy_change(body, signers, envelope, batch)
         else:
-            roles = {pid: signer.roles for pid, signer in signers.items()}
-            target = self._journey_step(body, roles, envelope, batch, claims)
+            target = self._journey_step(body, signers, sites, envelope, batch, claims)
         for claim in claims:
             batch.claims.pending[claim[:2]] = claim
         batch.aggregates[target.id] = target
@@ -438,10 +448,10 @@ class LedgerApplication(Application[UUID]):
         return None
 
     def _registry_change(
-        self, body: ev.RegistryEvent, envelope: str, batch: _Batch, claims: list[ClaimRow]
+        self, body: ev.RegistryEvent, sites: Sites, envelope: str, batch: _Batch, claims: list[ClaimRow]
     ) -> Aggregate:
         existing = self._principal(body.principal_id, batch)
-        ctx = Context(batch.received, _judging(batch), batch.claims, _Registry(self, batch))
+        ctx = Context(batch.received, _judging(batch), batch.claims, _Registry(self, batch), sites=sites)
         problem = principal.decide(None if existing is None else existing.state, body, ctx)
         if problem is not None:
             raise problem
@@ -454,17 +464,40 @@ class LedgerApplication(Application[UUID]):
 
     def _administrators(self, batch: _Batch) -> Iterator[PrincipalState]:
         """Every principal with the admin role. Read only when an administrator is revoked,
-        which is rare: the registry keeps no index of roles."""
+        or a policy adopted, which is rare: the registry keeps no index of roles."""
+        return (p for p in self._everyone(batch) if "admin" in p.roles)
+
+    def _everyone(self, batch: _Batch) -> Iterator[PrincipalState]:
+        """Every principal registered."""
         start = 1
         while True:
             found = self.recorder.select_notifications(start=start, limit=500, topics=[PRINCIPAL_OPENED])
             for n in found:
                 stream = self._get(UUID(str(n.originator_id)), batch)
-                if isinstance(stream, Principal) and "admin" in stream.state.roles:
+                if isinstance(stream, Principal):
                     yield stream.state
             if len(found) < 500:
                 return
             start = found[-1].id + 1
+
+    # ------------------------------------------------------------------ sites
+
+    def sites(self, batch: _Batch | None = None) -> Sites:
+        """The registered sites, this batch's records included (cached like the policy)."""
+        found = self._get(SITES_STREAM, batch or _Batch(_Claims(self.recorder)))
+        return found.state if isinstance(found, SiteStream) else {}
+
+    def _site_change(self, body: ev.SiteRegistered, envelope: str, batch: _Batch) -> Aggregate:
+        stream = self._get(SITES_STREAM, batch)
+        problem = site.decide(stream.state if isinstance(stream, SiteStream) else {}, body)
+        if problem is not None:
+            raise problem
+        if isinstance(stream, SiteStream):
+            stream.record(envelope, body, batch.received)
+        else:
+            stream = SiteStream.open(SITES_STREAM, envelope, batch.received)
+        batch.sites = stream.state  # from the next record of the batch on
+        return stream
 
     # ------------------------------------------------------------------ policy
 
@@ -481,7 +514,12 @@ class LedgerApplication(Application[UUID]):
         batch on, its settings are in force."""
         at = batch.received
         admins = frozenset(pid for pid, p in signers.items() if "admin" in p.roles)
-        ctx = PolicyContext(admins, sum(1 for a in self._administrators(batch) if can_administer(a, at)))
+        everyone = list(self._everyone(batch))
+        ctx = PolicyContext(
+            admins,
+            sum(1 for a in everyone if can_administer(a, at)),
+            unbound(everyone, batch.sites, at),
+        )
         stream = self._get(POLICY_STREAM, batch)
         state = stream.state if isinstance(stream, PolicyStream) else PolicyState()
         problem = decide_policy(state, body, ctx)
@@ -497,14 +535,17 @@ class LedgerApplication(Application[UUID]):
     def _journey_step(
         self,
         body: ev.JourneyEvent,
-        roles: dict[str, frozenset[str]],
+        signers: dict[str, PrincipalState],
+        sites: Sites,
         envelope: str,
         batch: _Batch,
         claims: list[ClaimRow],
     ) -> Aggregate:
         stream = self._get(therapy_uuid(body.coi), batch)
         assert stream is None or isinstance(stream, Therapy)
-        ctx = Context(batch.received, _judging(batch), batch.claims, _NO_REGISTRY, roles)
+        roles = {pid: signer.roles for pid, signer in signers.items()}
+        bound = {pid: signer.sites for pid, signer in signers.items()}
+        ctx = Context(batch.received, _judging(batch), batch.claims, _NO_REGISTRY, roles, sites, bound)
         problem = therapy.decide(None if stream is None else stream.state, body, ctx)
         if problem is not None:
             raise problem

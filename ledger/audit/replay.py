@@ -21,14 +21,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import cast
+from typing import Protocol, cast
 
 import msgspec
 
-from aggregates import principal, therapy
+from aggregates import principal, site, therapy
 from aggregates.base import Administrators, Claims, ClaimsTable, Context
 from aggregates.policy import Policy
 from aggregates.principal import PrincipalState, authorize
+from aggregates.site import SiteState
 from ledger.wire import events as ev
 from ledger.wire.rejection import ReasonCode, Rejected
 
@@ -117,27 +118,38 @@ class Claimed:
         return tuple(found)
 
 
+class Registered(Protocol):
+    """The registry as the verifier has replayed it up to a record."""
+
+    @property
+    def principals(self) -> Mapping[str, PrincipalState]: ...
+    @property
+    def sites(self) -> Mapping[str, SiteState]: ...
+    @property
+    def claims(self) -> Claims: ...
+
+
 def registry_problem(
-    body: ev.RegistryEvent | ev.PolicyAdopted,
-    signer_ids: list[str],
-    principals: Mapping[str, PrincipalState],
-    claims: Claims,
-    received: datetime,
-    policy: Policy,
+    body: ev.Event, signer_ids: list[str], registered: Registered, received: datetime, policy: Policy
 ) -> Rejected | None:
     """A registry or policy record judged as the ledger judged it: its signers' authority
     (aggregates/principal.py authorize), then, for a registry change, the registry's rules.
     (A policy record's own rules are replayed by the verifier's _check_policy.)"""
+    principals, sites = registered.principals, registered.sites
     signers = {p: principals[p] for p in signer_ids if p in principals}
     if isinstance(body, ev.PrincipalRegistered) and not signers:
         signers[body.principal_id] = principal.evolve(None, body)  # the genesis, provisionally
-    problem = authorize(body, signers, received, policy)
+    problem = authorize(body, signers, received, policy, sites)
     if problem is not None or isinstance(body, ev.PolicyAdopted):
         return problem
-    admins = Administrators(tuple(p for p in principals.values() if "admin" in p.roles))
-    return principal.decide(
-        principals.get(body.principal_id), body, Context(received, policy, claims, admins)
+    if isinstance(body, ev.SiteRegistered):
+        return site.decide(sites, body)
+    assert isinstance(
+        body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked | ev.PrincipalSitesBound
     )
+    admins = Administrators(tuple(p for p in principals.values() if "admin" in p.roles))
+    ctx = Context(received, policy, registered.claims, admins, sites=sites)
+    return principal.decide(principals.get(body.principal_id), body, ctx)
 
 
 # ------------------------------------------------------------------ the worker processes
@@ -156,7 +168,8 @@ class Replayer:
         self._processes: list[BaseProcess] = []
         self._sent = 0  # chunks sent
         self._answered = 0  # chunks every worker has answered
-        self._principals: dict[str, PrincipalState] = {}  # registered since the last chunk
+        self._principals: dict[str, PrincipalState] = {}  # registered or bound since the last chunk
+        self._sites: set[str] = set()  # registered since the last chunk
         self.policies: list[Policy] = []
         self._refused: list[Refusal] = []
 
@@ -172,8 +185,12 @@ class Replayer:
             self._processes.append(process)
 
     def registered(self, state: PrincipalState) -> None:
-        """A principal the next chunk's records may be signed by."""
+        """A principal the next chunk's records may be signed by (or its new sites)."""
         self._principals[state.principal_id] = state
+
+    def site(self, code: str) -> None:
+        """A site the next chunk's records may happen at."""
+        self._sites.add(code)
 
     def policy_index(self, policy: Policy) -> int:
         """The index the workers know `policy` by (the one in force at a record)."""
@@ -187,7 +204,8 @@ class Replayer:
             return
         if self._inline is not None:
             self._inline.principals.update(self._principals)
-            self._principals = {}
+            self._inline.sites |= self._sites
+            self._principals, self._sites = {}, set()
             refused = self._inline.replay(items, self.policies)
             if refused is not None and not self._refused:
                 self._refused.append(refused)
@@ -198,8 +216,8 @@ class Replayer:
         for item in items:
             shares[zlib.crc32(item[1].encode()) % len(shares)].append(item)
         for link, share in zip(self._links, shares, strict=True):
-            link.send((self._principals, self.policies, share))
-        self._principals = {}
+            link.send((self._principals, self._sites, self.policies, share))
+        self._principals, self._sites = {}, set()
         self._sent += 1
 
     def first_refusal(self, pending: int = 0) -> Refusal | None:
@@ -227,13 +245,14 @@ class _Journeys:
     """The patients a worker (or the calling process) replays, and its first refusal."""
 
     principals: dict[str, PrincipalState] = field(default_factory=dict)
+    sites: set[str] = field(default_factory=set)
     states: dict[str, therapy.TherapyState] = field(default_factory=dict)
     refused: Refusal | None = None
 
     def replay(self, items: list[Item], policies: list[Policy]) -> Refusal | None:
         """Judge a chunk (nothing after the first refusal); the first refusal so far."""
         if self.refused is None:
-            self.refused = _replay(items, self.principals, policies, self.states)
+            self.refused = _replay(items, self, policies)
         return self.refused
 
 
@@ -244,25 +263,21 @@ def _work(link: Connection, parents: Connection) -> None:
     journeys = _Journeys()
     while True:
         try:
-            registered, policies, items = link.recv()
+            registered, sites, policies, items = link.recv()
         except EOFError:
             return
         journeys.principals.update(registered)
+        journeys.sites |= sites
         # The patients' states live to the end: the collector need not walk them again (over
         # a million records it otherwise costs a quarter of the replay).
         gc.freeze()
         link.send(journeys.replay(items, policies))
 
 
-def _replay(
-    items: list[Item],
-    principals: dict[str, PrincipalState],
-    policies: list[Policy],
-    states: dict[str, therapy.TherapyState],
-) -> Refusal | None:
+def _replay(items: list[Item], journeys: _Journeys, policies: list[Policy]) -> Refusal | None:
     for item in items:
         try:
-            problem = _judge(item, principals, policies, states)
+            problem = _judge(item, journeys, policies)
         except msgspec.MsgspecError as exc:
             return item[0], f"the stored body cannot be read by the schema it was accepted under ({exc})"
         except Exception as exc:  # state no accepted record could have left: named, not a crash
@@ -272,22 +287,21 @@ def _replay(
     return None
 
 
-def _judge(
-    item: Item,
-    principals: dict[str, PrincipalState],
-    policies: list[Policy],
-    states: dict[str, therapy.TherapyState],
-) -> Rejected | None:
-    """One journey record judged, and applied if accepted."""
+def _judge(item: Item, journeys: _Journeys, policies: list[Policy]) -> Rejected | None:
+    """One journey record judged, and applied if accepted. (Its signers' sites are those of
+    the chunk's end: bindings only grow, so a record accepted before is never refused for
+    that.)"""
     _, coi, recorded_at, raw, signer_ids, policy, claims = item
     body = cast("ev.JourneyEvent", _body.decode(raw))  # the verifier sends only records with a COI
-    signers = {p: principals[p] for p in signer_ids}
+    signers = {p: journeys.principals[p] for p in signer_ids}
+    states = journeys.states
     received, judged_by = datetime.fromisoformat(recorded_at), policies[policy]
-    problem = authorize(body, signers, received, judged_by)
+    problem = authorize(body, signers, received, judged_by, journeys.sites)
     if problem is None:
         table = ClaimsTable({(kind, value): owner for kind, value, owner in claims}) if claims else _NO_CLAIMS
         roles = {p: s.roles for p, s in signers.items()}
-        ctx = Context(received, judged_by, table, _NO_REGISTRY, roles)
+        bound = {p: s.sites for p, s in signers.items()}
+        ctx = Context(received, judged_by, table, _NO_REGISTRY, roles, journeys.sites, bound)
         problem = therapy.decide(states.get(coi), body, ctx)
     if problem is None:
         states[coi] = therapy.evolve(states.get(coi), body)

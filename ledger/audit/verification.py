@@ -33,7 +33,7 @@ from uuid import UUID
 
 import msgspec
 
-from aggregates import principal
+from aggregates import principal, site
 from aggregates.base import ClaimsTable
 from aggregates.policy import PolicyContext, PolicyState
 from aggregates.policy import decide as decide_policy
@@ -45,7 +45,9 @@ from aggregates.principal import (
     genesis_problem,
     key_problem,
     signing_key,
+    unbound,
 )
+from aggregates.site import SiteState
 from ledger.audit import saved as kept
 from ledger.audit.replay import Claimed, Item, Refusal, Replayer, refusal, registry_problem
 from ledger.audit.signatures import BackgroundVerifier, TaggedJob
@@ -63,7 +65,7 @@ CHUNK = 4000
 # A run of fewer records than this checks signatures and replays the rules in the calling
 # process (an offline bundle of one patient): forking the workers would cost more than it saves.
 INLINE_BELOW = 256
-_REGISTRY = (ev.PrincipalRegistered, ev.PrincipalKeyRotated, ev.PrincipalRevoked)
+_REGISTRY = ev.REGISTRY_TYPES
 _REGISTRY_TAGS = frozenset(t.__struct_config__.tag for t in _REGISTRY)
 _DECODED_TAGS = _REGISTRY_TAGS | {ev.PolicyAdopted.__struct_config__.tag}
 
@@ -146,6 +148,7 @@ class _Run:
     streams: dict[str, tuple[int, str]]
     registry: list[str]
     principals: dict[str, PrincipalState] = field(default_factory=dict)
+    sites: dict[str, SiteState] = field(default_factory=dict)  # the registered sites, by code
     claims: ClaimsTable = field(default_factory=ClaimsTable)  # the genesis, once claimed
     policy: PolicyState = field(default_factory=PolicyState)  # in force at the current record
     policies: list[str] = field(default_factory=list)
@@ -413,7 +416,9 @@ class LedgerVerifier:
         if failure is None and isinstance(body, _REGISTRY):
             run.registry.append(record.envelope)
             self._apply_registry(run, body, record.envelope)
-            if replayer is not None and isinstance(body, ev.PrincipalRegistered):
+            if replayer is not None and isinstance(body, ev.SiteRegistered):
+                replayer.site(body.code)
+            elif replayer is not None and isinstance(body, ev.PrincipalRegistered | ev.PrincipalSitesBound):
                 replayer.registered(run.principals[body.principal_id])
         if failure is None and isinstance(body, ev.PolicyAdopted):
             failure = _check_policy(run, record, opened, body, sequence)
@@ -476,7 +481,13 @@ class LedgerVerifier:
 
     @staticmethod
     def _apply_registry(run: _Run, body: ev.Event, envelope: str) -> None:
-        assert isinstance(body, _REGISTRY)
+        if isinstance(body, ev.SiteRegistered):
+            site.evolve(run.sites, body)
+            return
+        assert isinstance(
+            body,
+            ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked | ev.PrincipalSitesBound,
+        )
         if not run.principals:  # the first administrator claims the genesis, as the ledger does
             run.claims = ClaimsTable({GENESIS: body.principal_id})
         run.principals[body.principal_id] = principal.evolve(run.principals.get(body.principal_id), body)
@@ -609,7 +620,7 @@ def _replay(
         return None
     received = datetime.fromisoformat(record.recorded_at)
     assert isinstance(body, (*_REGISTRY, ev.PolicyAdopted))  # _decode reads these in full
-    problem = registry_problem(body, signer_ids, run.principals, run.claims, received, run.policy.policy)
+    problem = registry_problem(body, signer_ids, run, received, run.policy.policy)
     return None if problem is None else Failure(*refusal(sequence, problem))
 
 
@@ -624,7 +635,12 @@ def _check_policy(
     received = datetime.fromisoformat(record.recorded_at)
     signers = {keyid.split(":", 1)[0] for keyid, _ in opened.signatures}
     admins = frozenset(p for p in signers if "admin" in run.principals[p].roles)
-    ctx = PolicyContext(admins, sum(1 for p in run.principals.values() if can_administer(p, received)))
+    everyone = run.principals.values()
+    ctx = PolicyContext(
+        admins,
+        sum(1 for p in everyone if can_administer(p, received)),
+        unbound(everyone, run.sites, received),
+    )
     problem = decide_policy(run.policy, body, ctx)
     if problem is not None:
         return Failure(sequence, f"policy record refused: {problem.code}: {problem.message}")

@@ -34,6 +34,7 @@ GROUPS = (
     ("records", "init", "sign", "submit"),
     ("keys", "keys"),
     ("principals", "principals"),
+    ("sites", "sites"),
     ("schema", "schema"),
     ("history", "history"),
     ("audit", "find", "audit"),

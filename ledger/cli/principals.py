@@ -1,4 +1,4 @@
-"""`coi principals add|rotate|revoke|list|history`: the registry, changed under an administrator's
+"""`coi principals add|rotate|revoke|bind|list|history`: the registry, changed under an administrator's
 signature, and its history as the read models keep it."""
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ if TYPE_CHECKING:
 
 
 def add_parser(subparsers: Subparsers) -> None:
-    prn = subparsers.add_parser("principals", help="register, rotate, revoke, list, history")
+    prn = subparsers.add_parser("principals", help="register, rotate, revoke, bind, list, history")
     prs = prn.add_subparsers(dest="principals_command", required=True)
-    for name in ("add", "rotate", "revoke"):
+    for name in ("add", "rotate", "revoke", "bind"):
         s = prs.add_parser(name)
         s.add_argument("--admin-key", required=True, help="the administrator's key file")
         s.add_argument("--site", help="site where the administrator acts (or COI_SITE)")
@@ -41,6 +41,16 @@ def add_parser(subparsers: Subparsers) -> None:
             s.add_argument("--valid-from", type=utc_time, help="default: now")
         if name == "add":
             s.add_argument("--role", action="append", required=True, help="repeat for several roles")
+        if name in ("add", "bind"):
+            s.add_argument(
+                "--bind-site",
+                action="append",
+                required=name == "bind",
+                metavar="SITE",
+                help="a registered site the principal acts for (repeat for several; coi sites add)",
+            )
+        if name == "bind":
+            s.add_argument("--id", required=True, help="principal id")
         if name == "rotate":
             s.add_argument(
                 "--routine",
@@ -68,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         return _list(args)
     if args.principals_command == "history":
         return _history(args)
-    fields = {"add": _add, "rotate": _rotate, "revoke": _revoke}[args.principals_command](args)
+    fields = {"add": _add, "rotate": _rotate, "revoke": _revoke, "bind": _bind}[args.principals_command](args)
     return admin_submit(args, fields)
 
 
@@ -82,8 +92,12 @@ def _add(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "type": "principal_registered", "principal_id": pub.principal_id, "kind": pub.kind,
         "printed_name": pub.printed_name, "roles": args.role, "public_key": pub.public_key,
-        "valid_from": valid_from.isoformat(),
+        "valid_from": valid_from.isoformat(), "sites": args.bind_site or [],
     }  # fmt: skip
+
+
+def _bind(args: argparse.Namespace) -> dict[str, Any]:
+    return {"type": "principal_sites_bound", "principal_id": args.id, "sites": args.bind_site}
 
 
 def _rotate(args: argparse.Namespace) -> dict[str, Any]:
@@ -138,7 +152,8 @@ def _list(args: argparse.Namespace) -> int:
         sys.stdout.write(msgspec.json.encode(views).decode() + "\n")
         return EXIT_OK
     for p in views:
-        say(f"{p.principal_id:<20} {p.kind:<11} {','.join(p.roles):<24} {p.printed_name}")
+        sites = ",".join(p.sites) or "(no site)"
+        say(f"{p.principal_id:<20} {p.kind:<11} {','.join(p.roles):<24} {sites:<16} {p.printed_name}")
         for k in p.keys:
             say(f"    {k}")
     return EXIT_OK
@@ -156,7 +171,7 @@ def _history(args: argparse.Namespace) -> int:
         [("sequence", lambda r: r.sequence), ("recorded_at", lambda r: r.recorded_at),
          ("principal", lambda r: r.principal_id), ("change", lambda r: r.change),
          ("printed_name", lambda r: r.printed_name), ("kind", lambda r: r.kind), ("roles", lambda r: r.roles),
-         ("keyid", lambda r: r.keyid),
+         ("sites", lambda r: r.sites), ("keyid", lambda r: r.keyid),
          ("effective_at", lambda r: r.effective_at), ("by", lambda r: r.actor),
          ("authority", lambda r: r.authority), ("reason", lambda r: r.reason)],
         args.format,

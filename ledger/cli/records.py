@@ -35,6 +35,12 @@ def add_parser(subparsers: Subparsers) -> None:
     s.add_argument("--admin", required=True, help="principal id, e.g. admin.jane")
     s.add_argument("--name", required=True, help="printed name, shown with every signature")
     s.add_argument("--site", help="site where the administrator acts, e.g. US-SSF (or COI_SITE)")
+    # The ledger's own site, registered first and the administrator bound to it (README: Sites).
+    s.add_argument("--site-name", help="the site's name (default: its code)")
+    s.add_argument("--site-country", help="ISO 3166-1 alpha-2 (default: the code's prefix, e.g. US)")
+    s.add_argument(
+        "--site-time-zone", default="UTC", help="IANA name, e.g. America/Los_Angeles (default: UTC)"
+    )
     s.add_argument("--key-out", help="where to write the key (default: coi-data/keys/ID.key)")
 
     s = subparsers.add_parser("sign", help="wrap a JSON body into a signed DSSE envelope")
@@ -54,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
 def _init(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+    from aggregates.site import known_zone
     from ledger.cli.policy import first_boundary
+    from ledger.cli.sites import site_fields
     from ledger.site.signing import sign_json
     from ledger.wire.keys import key_file_for, load_key, write_key_file
 
@@ -62,6 +70,12 @@ def _init(args: argparse.Namespace) -> int:
     site = args.site or os.environ.get("COI_SITE")
     if not site:
         raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
+    country = args.site_country or site.split("-", 1)[0]
+    if len(country) != 2:
+        raise UsageError(f"say in which country {site} is: --site-country XX (ISO 3166-1 alpha-2)")
+    if not known_zone(args.site_time_zone):
+        raise UsageError(f"--site-time-zone {args.site_time_zone!r} is not an IANA time zone name")
+    own_site = site_fields(site, args.site_name or site, country, args.site_time_zone, "administration")
     path = new_key_path(args.key_out, args.admin, "--key-out")
     passphrase = new_passphrase(args.admin)  # asked before anything is written: a bad one leaves nothing
     made = _new_sqlite_file()
@@ -80,13 +94,15 @@ def _init(args: argparse.Namespace) -> int:
     fields = {
         "type": "principal_registered", "principal_id": args.admin, "kind": "person",
         "printed_name": args.name, "roles": ["admin"], "public_key": key_file.public_key,
-        "valid_from": signed_at.isoformat(),
+        "valid_from": signed_at.isoformat(), "sites": [site],
     }  # fmt: skip
     outcome = app.submit(sign_json(header(fields, admin, site), [admin], signed_at))
     outcomes = [outcome]
-    if outcome.status == "accepted":  # then the first boundary: this code's rules from the start
-        outcome = app.submit(sign_json(header(boundary, admin, site), [admin], now()))
-        outcomes.append(outcome)
+    # then its own site, then the first boundary: this code's rules from the start
+    for then in (own_site, boundary):
+        if outcome.status == "accepted":
+            outcome = app.submit(sign_json(header(then, admin, site), [admin], now()))
+            outcomes.append(outcome)
     print_outcomes(outcomes, "table")
     if outcome.status == "accepted":  # the first checkpoint: a verifier has a key to trust at once
         settle_stored(app)

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from aggregates.policy import RULES_VERSION, Policy
 from aggregates.therapy import REQUIRED_QC, excursion_ids, failure_deviation
-from ledger.site.signing import Member, adoption, envelope, registration
+from ledger.site.signing import Member, SiteInfo, adoption, envelope, registration, site_record
 from ledger.wire import events as ev
 from ledger.wire.identifiers import with_check
 from ledger.wire.patient import Wristband, patient_private_key, patient_public_key, sign_bedside
@@ -25,6 +25,14 @@ from ledger.wire.patient import Wristband, patient_private_key, patient_public_k
 HOSPITALS = {"US-BDW": ("W0451", "Bridgewater NJ"), "JP-KAS": ("J0788", "Kashiwa")}
 FACTORIES = {"US-SSF": "South San Francisco", "NL-LEI": "Leiden"}
 COURIER_SITE = "US-WCX"
+# Every site the demo's events happen at, registered before the first boundary (aggregates/site.py).
+SITES = (
+    SiteInfo("US-BDW", "Bridgewater NJ", "US", "America/New_York", "treatment"),
+    SiteInfo("JP-KAS", "Kashiwa", "JP", "Asia/Tokyo", "treatment"),
+    SiteInfo("US-SSF", "South San Francisco", "US", "America/Los_Angeles", "manufacturing"),
+    SiteInfo("NL-LEI", "Leiden", "NL", "Europe/Amsterdam", "manufacturing"),
+    SiteInfo(COURIER_SITE, "West Coast courier hub", "US", "America/Los_Angeles", "courier_hub"),
+)
 
 VARIANTS = ("happy", "qc_failure", "excursion", "identity_mismatch", "retest")
 
@@ -90,9 +98,13 @@ class Cast:
         admins = [m for m in self.members.values() if "admin" in m.roles]
         return adoption(admins, policy or Policy(RULES_VERSION), at, "the rules of this code from the start")
 
+    def sites(self, at: datetime) -> list[bytes]:
+        """The demo's sites, registered by its administrator."""
+        return [site_record(self.admin, site, at) for site in SITES]
+
     def setup(self, at: datetime) -> list[bytes]:
-        """A new ledger's first records: the cast, then the first boundary."""
-        return [*self.registrations(at), self.adoption(at)]
+        """A new ledger's first records: the cast, its sites, then the first boundary."""
+        return [*self.registrations(at), *self.sites(at), self.adoption(at)]
 
 
 # Each journey takes the next number: unique within a process (random draws collide by the

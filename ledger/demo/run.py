@@ -89,8 +89,8 @@ def run_demo(
     else:
         cast = Cast()
         registrations = cast.registrations(run.registered_at)
-    # The cast, then the first boundary: the demo's records are judged by this code's rules.
-    for outcome in send([*registrations, cast.adoption(run.registered_at)] if registrations else []):
+    # The cast, its sites, then the first boundary: the demo's records are judged by this code's rules.
+    for outcome in send(cast.setup(run.registered_at) if registrations else []):
         if outcome.status != "accepted":
             raise DemoError(f"registering the demo principals failed: {outcome.message}")
     if registrations:

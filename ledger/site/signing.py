@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -99,8 +99,9 @@ def envelope(
     return sign(msgspec.json.encode(body), [m.signer for m in signers])
 
 
-def registration(admin: Member, member: Member, at: datetime) -> bytes:
-    """`admin` registers `member` (the first administrator registers itself)."""
+def registration(admin: Member, member: Member, at: datetime, sites: Sequence[str] | None = None) -> bytes:
+    """`admin` registers `member` (the first administrator registers itself), bound to
+    `sites` (default: its own site)."""
     return envelope(
         ev.PrincipalRegistered,
         admin,
@@ -111,7 +112,24 @@ def registration(admin: Member, member: Member, at: datetime) -> bytes:
         roles=list(member.roles),
         public_key=member.public_key,
         valid_from=at,
+        sites=[member.site] if sites is None else list(sites),
     )
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """A site as `coi sites add` registers it (aggregates/site.py)."""
+
+    code: str
+    name: str
+    country: str
+    time_zone: str
+    kind: str
+
+
+def site_record(admin: Member, site: SiteInfo, at: datetime) -> bytes:
+    """`admin` registers `site`."""
+    return envelope(ev.SiteRegistered, admin, at, **asdict(site))
 
 
 def adoption(admins: Sequence[Member], policy: Policy, at: datetime, reason: str) -> bytes:

@@ -142,6 +142,12 @@ def _registry_index(c: Any, postgres: bool) -> None:
     c.execute(f"CREATE INDEX IF NOT EXISTS coi_registry_records ON {table} (topic) WHERE {REGISTRY_RECORDS}")
 
 
+def _registry_index_again(c: Any, postgres: bool) -> None:
+    """The registry index made anew: its condition names the registry's topics."""
+    c.execute("DROP INDEX IF EXISTS coi_registry_records")
+    _registry_index(c, postgres)
+
+
 # After the event store's own table, which eventsourcing creates for writers.
 LEDGER = (
     Migration(
@@ -176,6 +182,8 @@ LEDGER = (
         ),
     ),
     Migration("registry-records-index", _registry_index),
+    # issue 14: the site records joined the registry's (ledger/store/snapshot.py)
+    Migration("registry-records-index-with-sites", _registry_index_again),
 )
 
 

@@ -32,6 +32,8 @@ REGISTRY_TOPICS = (
     "aggregates.principal:Principal.Recorded",
     "coi:policy.opened",
     "coi:policy.recorded",
+    "coi:sites.opened",
+    "coi:sites.recorded",
 )
 # The registry's records, written out (not bound) so that the partial index the migration
 # "registry-records-index" makes answers it: a planner uses a partial index only where the

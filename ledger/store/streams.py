@@ -15,10 +15,10 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from aggregates import policy, principal, therapy
+from aggregates import policy, principal, site, therapy
 from aggregates.base import body_of
 from ledger.transparency.records import FIRST_PREV, record_hash
-from ledger.wire.events import Event, JourneyEvent, PolicyAdopted, RegistryEvent
+from ledger.wire.events import Event, JourneyEvent, PolicyAdopted, RegistryEvent, SiteRegistered
 
 
 class Ledgered(Aggregate):
@@ -126,3 +126,25 @@ class PolicyStream(Ledgered):
 
     def mutate(self, body: PolicyAdopted) -> None:
         self.state = policy.evolve(self.state or policy.PolicyState(), body)
+
+
+SITES_STREAM = uuid5(NAMESPACE_URL, "https://coi-ledger.example/sites")
+
+
+class SiteStream(Ledgered):
+    """Every site record of the ledger, in log order; `state` is the registry of sites by
+    code (aggregates/site.py): a few dozen, read with every batch."""
+
+    TOPIC = "coi:sites"
+
+    class Created(Aggregate.Created):  # eventsourcing's own, never stored by the ledger
+        TOPIC = "coi:sites.created"
+
+    class Opened(Ledgered.Opened):
+        TOPIC = "coi:sites.opened"
+
+    class Recorded(Ledgered.Recorded):
+        TOPIC = "coi:sites.recorded"
+
+    def mutate(self, body: SiteRegistered) -> None:
+        self.state = site.evolve(self.state or {}, body)

@@ -13,7 +13,7 @@ from typing import Any
 from eventsourcing.persistence import Mapper, StoredEvent
 from eventsourcing.utils import register_topic
 
-from ledger.store.streams import PolicyStream, Principal, Therapy
+from ledger.store.streams import PolicyStream, Principal, SiteStream, Therapy
 
 # name -> class. The names are those the first ledgers were written with (ledger v0.1), when
 # the classes lived in aggregates/; the classes carry them as their TOPIC too.
@@ -25,10 +25,14 @@ STORED: dict[str, type[Any]] = {
     # issue 10: the policy records (aggregates/policy.py)
     "coi:policy.opened": PolicyStream.Opened,
     "coi:policy.recorded": PolicyStream.Recorded,
+    # issue 14: the site records (aggregates/site.py)
+    "coi:sites.opened": SiteStream.Opened,
+    "coi:sites.recorded": SiteStream.Recorded,
 }
 NAMES: dict[type[Any], str] = {cls: name for name, cls in STORED.items()}
 PRINCIPAL_OPENED = NAMES[Principal.Opened]
 POLICY_TOPICS = [NAMES[PolicyStream.Opened], NAMES[PolicyStream.Recorded]]
+SITE_TOPICS = [NAMES[SiteStream.Opened], NAMES[SiteStream.Recorded]]
 
 for _name, _cls in STORED.items():
     register_topic(_name, _cls)

@@ -124,6 +124,9 @@ class Body(msgspec.Struct, tag_field="type", forbid_unknown_fields=True, frozen=
 # --- the principal registry (signed by an administrator) ---------------------------
 
 
+BoundSites = Annotated[list[Site], Meta(max_length=32)]
+
+
 class PrincipalRegistered(Body, frozen=True, tag="principal_registered"):
     principal_id: PrincipalId
     kind: PrincipalKind
@@ -131,6 +134,9 @@ class PrincipalRegistered(Body, frozen=True, tag="principal_registered"):
     roles: Annotated[list[Role], Meta(min_length=1)]
     public_key: PublicKey
     valid_from: UtcTime
+    # The registered sites the principal acts for (aggregates/site.py); records from before
+    # sites existed bind none.
+    sites: BoundSites = []
 
 
 class PrincipalKeyRotated(Body, frozen=True, tag="principal_key_rotated"):
@@ -148,6 +154,33 @@ class PrincipalRevoked(Body, frozen=True, tag="principal_revoked"):
     keyid: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}:[0-9a-f]{16}$")] | None = (
         None  # None revokes every key of the principal
     )
+
+
+class PrincipalSitesBound(Body, frozen=True, tag="principal_sites_bound"):
+    """More sites for a principal registered before (or without) them: bindings only grow;
+    revoke the principal to end them."""
+
+    principal_id: PrincipalId
+    sites: Annotated[list[Site], Meta(min_length=1, max_length=32)]
+
+
+# --- the sites (signed by an administrator) ---------------------------------------------
+
+SiteKind = Literal["collection", "manufacturing", "treatment", "courier_hub", "administration"]
+Country = Annotated[str, Meta(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2, e.g. US")]
+TimeZone = Annotated[
+    str, Meta(pattern=r"^[A-Za-z][A-Za-z0-9_+/-]{0,63}$", description="IANA time zone, e.g. America/New_York")
+]
+
+
+class SiteRegistered(Body, frozen=True, tag="site_registered"):
+    """A site events may happen at, and principals may be bound to (aggregates/site.py)."""
+
+    code: Site
+    name: Text
+    country: Country
+    time_zone: TimeZone
+    kind: SiteKind
 
 
 # --- the acceptance policy (signed by administrators) ------------------------------------
@@ -369,7 +402,9 @@ class RecordCorrected(Journey, frozen=True, tag="record_corrected"):
     new_value: Annotated[str, Meta(max_length=2000)]
 
 
-RegistryEvent = Union[PrincipalRegistered, PrincipalKeyRotated, PrincipalRevoked]  # noqa: UP007
+RegistryEvent = Union[  # noqa: UP007
+    PrincipalRegistered, PrincipalKeyRotated, PrincipalRevoked, PrincipalSitesBound
+]  # fmt: skip
 JourneyEvent = Union[  # noqa: UP007
     Enrolled, PatientKeyRegistered, ApheresisCollected, LabelPrinted, LabelApplied, LabelVoided,
     CustodyTransferred, MaterialReceived, ManufacturingStarted, ManufacturingStepCompleted,
@@ -379,12 +414,14 @@ JourneyEvent = Union[  # noqa: UP007
     HoldPlaced, HoldReleased, RecordCorrected,
     TreatmentSiteChanged,
 ]  # fmt: skip
-Event = Union[RegistryEvent, PolicyAdopted, JourneyEvent]  # noqa: UP007
+Event = Union[RegistryEvent, SiteRegistered, PolicyAdopted, JourneyEvent]  # noqa: UP007
+# The registry's records, principals and sites: replayed before any record they authorise.
+REGISTRY_TYPES: tuple[type[Body], ...] = (*RegistryEvent.__args__, SiteRegistered)  # type: ignore[attr-defined]
 
 EVENT_TYPES: dict[str, type[Body]] = {
     cls.__struct_config__.tag: cls
     # (mypy does not see a Union alias's __args__)
-    for cls in (*RegistryEvent.__args__, PolicyAdopted, *JourneyEvent.__args__)  # type: ignore[attr-defined]
+    for cls in (*REGISTRY_TYPES, PolicyAdopted, *JourneyEvent.__args__)  # type: ignore[attr-defined]
 }
 
 

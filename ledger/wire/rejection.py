@@ -50,6 +50,10 @@ class ReasonCode(StrEnum):
     NO_ADMINISTRATOR = "no_administrator"
     PRINCIPAL_EXISTS = "principal_exists"
     UNKNOWN_PRINCIPAL = "unknown_principal"
+    # sites (aggregates/site.py)
+    UNKNOWN_SITE = "unknown_site"
+    SITE_NOT_BOUND = "site_not_bound"
+    SITE_EXISTS = "site_exists"
     # the patient's journey
     NOT_ENROLLED = "not_enrolled"
     ALREADY_ENROLLED = "already_enrolled"

@@ -468,6 +468,10 @@ def test_the_registry_history_says_who_changed_which_key_on_whose_authority_and_
         )
         for r in world.rows(REGISTRY)
     ]
+    # each member registered bound to its own site (issue 14)
+    assert {r.principal_id: r.sites for r in world.rows(REGISTRY) if r.change == "registered"}[
+        "nurse.bdw"
+    ] == ("US-BDW",)
     assert len(history) == len(world.cast.members) + 3
     assert history[0] == (
         "admin.root",
@@ -748,6 +752,7 @@ def test_a_projection_database_of_the_earlier_version_migrates_and_a_rebuild_fil
         assert store.migrations == [
             "custody-current-status-is-custody",
             "audit-read-models",
+            "registry-history-sites",
         ]
         migrated = store.snapshot()
         assert migrated.current == current  # the custody column holds what status held

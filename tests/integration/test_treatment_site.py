@@ -58,6 +58,14 @@ def test_a_patient_moves_with_qa_signing_and_the_product_follows(
     journey, dispatch = _ready_to_ship(registered, cast)
     unsigned = _move(registered, cast, journey)
     assert (unsigned.code, unsigned.field) == ("missing_manifestation", "manifestations"), unsigned
+    # Every signer is bound to the event's site (issue 14): QA signs the hospital's move only
+    # once it acts for the hospital too.
+    elsewhere = _move(registered, cast, journey, "qa.ssf")
+    assert (elsewhere.code, elsewhere.field) == ("site_not_bound", "signatures"), elsewhere
+    bound = envelope(
+        ev.PrincipalSitesBound, cast.admin, datetime.now(UTC), principal_id="qa.ssf", sites=["US-BDW"]
+    )
+    assert registered.submit(bound).status == "accepted"
     assert _move(registered, cast, journey, "qa.ssf").status == "accepted"
     old = registered.submit(dispatch.envelope)
     assert (old.code, old.field) == ("wrong_treatment_site", "destination_site"), old

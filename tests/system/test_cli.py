@@ -36,9 +36,16 @@ def ledger(tmp_path: Path) -> Path:
         coi_here(tmp_path, "keys", "new", "--principal", "nurse.kim", "--name", "Kim Nurse").returncode == 0
     )
     keys = tmp_path / "coi-data" / "keys"
+    site = coi_here(
+        tmp_path, "sites", "add", "--admin-key", str(keys / "admin.jane.key"), "--site", "US-SSF",
+        "--code", "US-BDW", "--name", "Bridgewater NJ", "--country", "US", "--time-zone", "America/New_York",
+        "--kind", "treatment",
+    )  # fmt: skip
+    assert site.returncode == 0, site.stdout + site.stderr
     added = coi_here(
         tmp_path, "principals", "add", "--admin-key", str(keys / "admin.jane.key"),
-        "--public-key", str(keys / "nurse.kim.key.pub"), "--role", "enrolment", "--site", "US-BDW",
+        "--public-key", str(keys / "nurse.kim.key.pub"), "--role", "enrolment", "--site", "US-SSF",
+        "--bind-site", "US-BDW",
     )  # fmt: skip
     assert added.returncode == 0, added.stdout + added.stderr
     return tmp_path
@@ -341,7 +348,7 @@ def test_principals_list_shows_key_validity_in_utc(ledger: Path) -> None:
     assert made.returncode == 0, made.stderr
     tokyo = (datetime.now(UTC) + timedelta(hours=1)).replace(second=0, microsecond=0)
     body = {
-        "type": "principal_registered", "site": "US-BDW", "actor": "admin.jane", "principal_id": "cellq.x",
+        "type": "principal_registered", "site": "US-SSF", "actor": "admin.jane", "principal_id": "cellq.x",
         "kind": "device", "printed_name": "Cell Q", "roles": ["qc"],
         "public_key": json.loads((keys / "cellq.x.key.pub").read_text())["public_key"],
         "valid_from": tokyo.astimezone(timezone(timedelta(hours=9))).isoformat(),
@@ -414,3 +421,52 @@ def test_init_asks_where_the_administrator_acts_and_leaves_a_ledger_a_verifier_c
     wrong = coi(tmp_path, "verify", "--trusted-key", str(ledger_key))
     assert wrong.returncode == 2 and "private signing key" in wrong.stderr, wrong.stderr
     assert "PRIVATE" not in wrong.stderr
+
+
+def test_sites_are_added_listed_and_bound_from_the_command_line(ledger: Path) -> None:
+    admin = str(ledger / "coi-data" / "keys" / "admin.jane.key")
+    listed = coi(ledger, "sites", "list", "--format", "csv")
+    assert listed.returncode == 0 and listed.stdout.splitlines()[0] == (
+        "code,name,country,time_zone,kind,registered_at"
+    ), listed.stdout
+    # init's own site, then the one the fixture added
+    assert [line.split(",")[:5] for line in listed.stdout.splitlines()[1:]] == [
+        ["US-BDW", "Bridgewater NJ", "US", "America/New_York", "treatment"],
+        ["US-SSF", "US-SSF", "US", "UTC", "administration"],
+    ]
+    add = ("sites", "add", "--admin-key", admin, "--site", "US-SSF", "--country", "JP", "--kind", "treatment")
+    bad_zone = coi(ledger, *add, "--code", "JP-KAS", "--name", "Kashiwa", "--time-zone", "Asia/Nowhere")
+    assert (
+        bad_zone.returncode == 2 and "invalid_value" in bad_zone.stdout and "[time_zone]" in bad_zone.stdout
+    )
+    kashiwa = coi(ledger, *add, "--code", "JP-KAS", "--name", "Kashiwa", "--time-zone", "Asia/Tokyo")
+    assert kashiwa.returncode == 0 and "site_registered" in kashiwa.stdout, kashiwa.stdout + kashiwa.stderr
+    again = coi(ledger, *add, "--code", "JP-KAS", "--name", "Kashiwa", "--time-zone", "Asia/Tokyo")
+    assert again.returncode == 2 and "site_exists" in again.stdout
+    shown = json.loads(coi(ledger, "sites", "list", "--format", "json").stdout)
+    assert [s["code"] for s in shown] == ["JP-KAS", "US-BDW", "US-SSF"]
+
+    bind = ("principals", "bind", "--admin-key", admin, "--site", "US-SSF", "--id", "nurse.kim")
+    unknown = coi(ledger, *bind, "--bind-site", "XX-NOWHERE")
+    assert unknown.returncode == 2 and "unknown_site" in unknown.stdout, unknown.stdout
+    bound = coi(ledger, *bind, "--bind-site", "JP-KAS")
+    assert bound.returncode == 0 and "principal_sites_bound" in bound.stdout, bound.stdout + bound.stderr
+    people = {
+        p["principal_id"]: p["sites"]
+        for p in json.loads(coi(ledger, "principals", "list", "--format", "json").stdout)
+    }
+    assert people == {"admin.jane": ["US-SSF"], "nurse.kim": ["JP-KAS", "US-BDW"]}
+    assert "JP-KAS,US-BDW" in coi(ledger, "principals", "list").stdout
+
+    # the nurse enrols at her site; at the administrator's she is not bound
+    body = json.loads(_enrolment(ledger).read_text()) | {"site": "US-SSF"}
+    (ledger / "elsewhere.json").write_text(json.dumps(body))
+    key = str(ledger / "coi-data" / "keys" / "nurse.kim.key")
+    elsewhere = coi(ledger, "sign", "--key", key, str(ledger / "elsewhere.json"))
+    refused = coi(ledger, "submit", "-", stdin=elsewhere.stdout)
+    assert refused.returncode == 2 and "site_not_bound" in refused.stdout and "[actor]" in refused.stdout
+    signed = coi(ledger, "sign", "--key", key, str(_enrolment(ledger)))
+    assert coi(ledger, "submit", "-", stdin=signed.stdout).returncode == 0
+    assert coi(ledger, "checkpoint", "--sign").returncode == 0
+    verified = coi(ledger, "verify")
+    assert verified.returncode == 0 and "OK" in verified.stdout, verified.stdout + verified.stderr

@@ -144,8 +144,13 @@ def test_data_as_json_with_format_and_the_old_json_alias(
     assert _coi("init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF")[0] == 0
     assert _coi("keys", "new", "--principal", "nurse.ito", "--name", "Ito Nurse")[0] == 0
     assert _coi(
-        "principals", "add", "--admin-key", str(keys / "admin.jane.key"), "--site", "US-BDW",
-        "--public-key", str(keys / "nurse.ito.key.pub"), "--role", "enrolment",
+        "sites", "add", "--admin-key", str(keys / "admin.jane.key"), "--site", "US-SSF",
+        "--code", "US-BDW", "--name", "Bridgewater NJ", "--country", "US", "--time-zone", "America/New_York",
+        "--kind", "treatment",
+    )[0] == 0  # fmt: skip
+    assert _coi(
+        "principals", "add", "--admin-key", str(keys / "admin.jane.key"), "--site", "US-SSF",
+        "--public-key", str(keys / "nurse.ito.key.pub"), "--role", "enrolment", "--bind-site", "US-BDW",
     )[0] == 0  # fmt: skip
 
     code, listed = _coi("principals", "list", "--format", "json")

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from ledger.app.bundle import _base64_fragments
 from ledger.store.snapshot import REGISTRY_TOPICS, THERAPY_TOPICS
-from ledger.store.streams import PolicyStream, Principal, Therapy
+from ledger.store.streams import PolicyStream, Principal, SiteStream, Therapy
 from ledger.store.topics import NAMES
 
 IDS = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZ0123456789-._", min_size=1, max_size=40)
@@ -30,5 +30,8 @@ def test_every_encoding_of_a_body_naming_the_batch_holds_a_fragment(
 
 def test_the_export_reads_the_topics_the_store_files_events_under() -> None:
     assert (NAMES[Therapy.Opened], NAMES[Therapy.Recorded]) == THERAPY_TOPICS
-    registry = (Principal.Opened, Principal.Recorded, PolicyStream.Opened, PolicyStream.Recorded)
+    registry = (
+        *(Principal.Opened, Principal.Recorded, PolicyStream.Opened, PolicyStream.Recorded),
+        *(SiteStream.Opened, SiteStream.Recorded),
+    )
     assert tuple(NAMES[c] for c in registry) == REGISTRY_TOPICS

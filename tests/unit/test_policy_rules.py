@@ -10,6 +10,7 @@ import pytest
 from aggregates.policy import (
     RULES_VERSION,
     SETTINGS,
+    SITES_ADOPTED,
     Policy,
     PolicyContext,
     PolicyState,
@@ -59,7 +60,7 @@ def test_a_bad_setting_names_where_it_came_from(setting: Setting, text: str, say
 
 
 def test_the_environment_seeds_the_first_boundary_and_nothing_else_is_needed() -> None:
-    assert seeded({}) == Policy(RULES_VERSION)
+    assert seeded({}) == Policy(RULES_VERSION, adopted=RULES_VERSION)
     policy = seeded({"COI_SKEW": "2m", "COI_LOCK_THRESHOLD": "3", "COI_OTHER": "x"})
     assert (policy.version, policy.skew, policy.lock_threshold) == (RULES_VERSION, timedelta(minutes=2), 3)
     assert written(policy.late_entry_after) == "24h" and written(timedelta(days=30)) == "30d"
@@ -76,6 +77,9 @@ POLICY_ROWS = [
         (PolicyState(), _body(Policy(RULES_VERSION + 1)), ONE, "policy_version_unknown", "version"),
         (PolicyState(), _body(Policy(RULES_VERSION, rotation_grace=timedelta(hours=2))), ONE,
          "invalid_value", "rotation_grace_seconds"),
+        # issue 14: the site rules wait until every principal who can sign has a registered site
+        (PolicyState(Policy(2, 2)), _body(Policy(SITES_ADOPTED)),
+         PolicyContext(frozenset({"admin.a"}), 1, ("nurse.x",)), "site_not_bound", "version"),
     ]  # fmt: skip
 
 
@@ -96,5 +100,6 @@ def test_the_same_version_again_changes_settings_and_two_administrators_sign_onc
 
 def test_a_writer_judges_by_its_own_rules_and_refuses_a_log_under_newer_ones() -> None:
     assert judging(Policy(0, skew=timedelta(minutes=1))) == Policy(RULES_VERSION, skew=timedelta(minutes=1))
+    assert judging(Policy(2, 2)) == Policy(RULES_VERSION, adopted=2)  # the log's own version stays
     refused = judging(Policy(RULES_VERSION + 1))
     assert isinstance(refused, Rejected) and refused.code == "policy_version_unknown"

@@ -11,9 +11,12 @@ from ledger.audit import replay
 from ledger.wire.rejection import ReasonCode
 
 ROOT = Path(__file__).resolve().parents[2]
-RULES = ("aggregates/therapy.py", "aggregates/principal.py", "aggregates/policy.py", "aggregates/roles.py")
+RULES = (
+    "aggregates/therapy.py", "aggregates/principal.py", "aggregates/policy.py", "aggregates/roles.py",
+    "aggregates/site.py",
+)  # fmt: skip
 # What the replay calls (replay.py) and what the verifier's other checks call (verification.py).
-REPLAY_ENTRIES = {"therapy.decide", "principal.decide", "principal.authorize"}
+REPLAY_ENTRIES = {"therapy.decide", "principal.decide", "principal.authorize", "site.decide"}
 VERIFIER_ENTRIES = {
     "principal.key_problem",
     "principal.genesis_problem",
@@ -76,7 +79,7 @@ def _called(path: str) -> str:
 
 def test_the_entries_are_the_ones_the_verifier_calls() -> None:
     replayer, verifier = _called("ledger/audit/replay.py"), _called("ledger/audit/verification.py")
-    for call in ("therapy.decide(", "principal.decide(", "authorize("):
+    for call in ("therapy.decide(", "principal.decide(", "authorize(", "site.decide("):
         assert call in replayer, call
     for call in ("key_problem(", "genesis_problem(", "signing_key(", "decide_policy("):
         assert call in verifier, call

@@ -16,7 +16,7 @@ from uuid import UUID
 import msgspec
 import pytest
 
-from aggregates import policy, principal, therapy
+from aggregates import policy, principal, site, therapy
 from aggregates.base import Administrators, ClaimsTable, Context
 from aggregates.policy import LEGACY, RULES_VERSION, Policy
 from aggregates.principal import KeyState, PrincipalState
@@ -428,7 +428,102 @@ AUTHORITY: list[Row] = [
     *[Row(what, lambda b=b, signers=signers: authorized(b, signed_by(*signers)), code, "manifestations") for what, b, signers, code in SIGNATURES],
 ]  # fmt: skip
 
-ROWS = THERAPY + PRINCIPAL + AUTHORITY
+# ------------------------------------------------------------------ sites (issue 14)
+
+# The log adopted the site rules (aggregates/policy.py SITES_ADOPTED): the writer's version alone
+# does not turn them on.
+ADOPTED = replace(NOW, adopted=policy.SITES_ADOPTED)
+SITES = frozenset({"US-BDW", "US-SSF", "US-WCX"})
+
+
+def at_sites(state: PrincipalState, *codes: str) -> PrincipalState:
+    return replace(state, sites=frozenset(codes))
+
+
+B_NURSE, B_COURIER, B_QA = at_sites(NURSE, "US-BDW"), at_sites(COURIER, "US-WCX"), at_sites(QA, "US-SSF")
+B_RECV = at_sites(person("recv.ssf", "manufacturing"), "US-SSF")
+
+
+def collected(**changes: Any) -> Any:
+    """The collection, manifested by the nurse."""
+    return body("apheresis_collected", **({"manifestations": _manifest(NURSE)} | changes))
+
+
+def sited(b: Any, *signers: PrincipalState, sites: frozenset[str] = SITES) -> Callable[[], Rejected | None]:
+    return lambda: principal.authorize(b, signed_by(*signers), RECEIVED, ADOPTED, sites)
+
+
+def _site_record(**changes: Any) -> ev.SiteRegistered:
+    fields: dict[str, Any] = {
+        "event_id": UUID(int=11), "occurred_at": RECEIVED, "site": "US-SSF", "actor": "admin.ssf",
+        "code": "JP-KAS", "name": "Kashiwa", "country": "JP", "time_zone": "Asia/Tokyo", "kind": "treatment",
+    }  # fmt: skip
+    return ev.SiteRegistered(**(fields | changes))
+
+
+def _registered_sites() -> dict[str, site.SiteState]:
+    return site.evolve({}, _site_record(code="US-SSF", time_zone="America/Los_Angeles"))
+
+
+def _bound_ctx() -> Context:
+    return replace(ctx(policy=ADOPTED), sites=SITES)
+
+
+SITE_ROWS: list[Row] = [
+    Row("an event at a site nobody registered", sited(collected(site="XX-NOWHERE"), B_NURSE), ReasonCode.UNKNOWN_SITE, "site"),
+    Row("a nurse signing at a site she is not bound to", sited(collected(site="US-SSF"), B_NURSE), ReasonCode.SITE_NOT_BOUND, "actor"),
+    Row("a cosigner not bound to the site", sited(body("disposition", site="US-SSF", manifestations=[*_qa(), _signature(B_NURSE, at(16), "approved")]), B_QA, B_NURSE), ReasonCode.SITE_NOT_BOUND, "signatures"),
+    Row("a hand-off at neither custodian's site", sited(moved(site="US-SSF"), B_NURSE, B_COURIER), ReasonCode.SITE_NOT_BOUND, "site"),
+    Row("Leiden QA releasing a South San Francisco batch", _decide(before("disposition"), body("disposition"), replace(ctx(roles=QA_ROLES, policy=ADOPTED), bound={"qa.ssf": frozenset({"NL-LEI"})})), ReasonCode.SITE_NOT_BOUND, "actor"),
+    Row("a principal bound to an unregistered site", lambda: principal.decide(None, _registered("new.one", "qc", sites=["JP-KAS"]), _bound_ctx()), ReasonCode.UNKNOWN_SITE, "sites"),
+    Row("more sites, one unregistered", lambda: principal.decide(copy_of(NURSE), _registry(ev.PrincipalSitesBound, "nurse.bdw", sites=["JP-KAS"]), _bound_ctx()), ReasonCode.UNKNOWN_SITE, "sites"),
+    Row("a site registered twice", lambda: site.decide(_registered_sites(), _site_record(code="US-SSF")), ReasonCode.SITE_EXISTS, "code"),
+    Row("a time zone nobody has heard of", lambda: site.decide({}, _site_record(time_zone="Mars/Olympus")), ReasonCode.INVALID_VALUE, "time_zone"),
+]  # fmt: skip
+
+ROWS = THERAPY + PRINCIPAL + AUTHORITY + SITE_ROWS
+
+
+def test_the_site_rules_accept_what_happens_where_its_signers_are_bound() -> None:
+    assert sited(collected(), B_NURSE)() is None
+    # a hand-off at the courier's hub or at the nurse's hospital: either custodian's site
+    assert sited(moved(), B_NURSE, B_COURIER)() is None
+    assert sited(moved(site="US-WCX"), B_NURSE, B_COURIER)() is None
+    release = ctx(roles=QA_ROLES, policy=ADOPTED)
+    assert (
+        therapy.decide(
+            before("disposition"), body("disposition"), replace(release, bound={"qa.ssf": B_QA.sites})
+        )
+        is None
+    )
+    assert site.decide(_registered_sites(), _site_record()) is None
+
+
+def test_the_site_rules_wait_for_the_logs_adoption_not_the_writers_version() -> None:
+    """A writer judges by RULES_VERSION whatever the log adopted (aggregates/policy.py judging):
+    a ledger under version 2 keeps accepting events at free-text sites until it adopts 3."""
+    writer = policy.judging(replace(NOW, version=2, adopted=2))
+    assert isinstance(writer, Policy) and (writer.version, writer.adopted) == (RULES_VERSION, 2)
+    anywhere = collected(site="XX-NOWHERE")
+    assert principal.authorize(anywhere, signed_by(NURSE), RECEIVED, writer, ()) is None
+    assert (
+        therapy.decide(before("disposition"), body("disposition"), ctx(roles=QA_ROLES, policy=writer)) is None
+    )
+    assert (
+        principal.decide(None, _registered("new.one", "qc", sites=["XX-NOWHERE"]), ctx(policy=writer)) is None
+    )
+    adopted = policy.judging(ADOPTED)
+    assert isinstance(adopted, Policy)
+    refused = principal.authorize(anywhere, signed_by(NURSE), RECEIVED, adopted, SITES)
+    assert refused is not None and refused.code == ReasonCode.UNKNOWN_SITE
+
+
+def test_bindings_only_grow() -> None:
+    bound = principal.evolve(
+        copy_of(B_NURSE), _registry(ev.PrincipalSitesBound, "nurse.bdw", sites=["US-SSF"])
+    )
+    assert bound.sites == {"US-BDW", "US-SSF"}
+    assert principal.evolve(None, _registered("new.one", "qc", sites=["US-SSF"])).sites == {"US-SSF"}
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.what for row in ROWS])
@@ -500,6 +595,16 @@ ALL_TYPES = (*ev.EVENT_TYPES.values(), *ev.STORED_TYPES)  # a Stored* class is m
 JOURNEY_TYPES = [c for c in ALL_TYPES if issubclass(c, ev.JourneyEvent.__args__)]  # type: ignore[attr-defined]
 REGISTRY_TYPES = [c for c in ALL_TYPES if issubclass(c, ev.RegistryEvent.__args__)]  # type: ignore[attr-defined]
 POLICY_TYPES = [c for c in ALL_TYPES if issubclass(c, ev.PolicyAdopted)]
+SITE_TYPES = [c for c in ALL_TYPES if issubclass(c, ev.SiteRegistered)]
+
+
+@pytest.mark.parametrize("cls", SITE_TYPES, ids=lambda c: c.__name__)
+def test_a_site_body_is_the_sites_and_never_the_therapys_or_a_principals(cls: type[ev.Body]) -> None:
+    with pytest.raises(AssertionError):
+        therapy._match(_bare(cls))
+    with pytest.raises(AssertionError):
+        principal.decide(None, _bare(cls), ctx())
+    assert "JP-KAS" in site.evolve({}, _site_record())
 
 
 @pytest.mark.parametrize("cls", JOURNEY_TYPES, ids=lambda c: c.__name__)
@@ -521,6 +626,7 @@ def test_every_registry_body_is_the_principals_and_never_the_therapys(cls: type[
         "principal_registered": {},
         "principal_key_rotated": {"public_key": PATIENT_KEY, "valid_from": RECEIVED},
         "principal_revoked": {"effective_at": RECEIVED, "keyid": None},
+        "principal_sites_bound": {"sites": ["US-SSF"]},
     }
     fields = samples[str(cls.__struct_config__.tag)]
     sample = _registered("nurse.bdw", "qc") if not fields else _registry(cls, "nurse.bdw", **fields)
@@ -544,7 +650,7 @@ def test_a_policy_body_is_the_policys_and_never_the_therapys_or_a_principals(cls
 
 def test_every_body_type_belongs_to_an_aggregate() -> None:
     """A new body type needs its aggregate's decide and evolve, and its place above."""
-    assert set(JOURNEY_TYPES) | set(REGISTRY_TYPES) | set(POLICY_TYPES) == set(ALL_TYPES)
+    assert set(JOURNEY_TYPES) | set(REGISTRY_TYPES) | set(POLICY_TYPES) | set(SITE_TYPES) == set(ALL_TYPES)
 
 
 # ------------------------------------------------------------------ every code asserted
