@@ -138,7 +138,7 @@ def derive(record: Record, patients: Patients, body: ev.Event | None = None) -> 
             corrects = patient.sequences.get(body.corrects_event_id)
     signatures = _signed.decode(envelope).signatures
     recorded = as_utc(recorded_at)
-    if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked):
+    if isinstance(body, ev.REGISTRY_TYPES):
         rows.registry.append(_registry(sequence, body, occurred_at, recorded, signatures))
     rows.records.append(
         RecordRow(
@@ -558,7 +558,7 @@ def _stages(
 
 def _registry(
     sequence: int,
-    body: ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked,
+    body: ev.RegistryEvent,
     occurred_at: datetime,
     recorded_at: datetime,
     signatures: list[Signature],
@@ -589,6 +589,14 @@ def _registry(
                 keyid=_keyid(body.principal_id, body.public_key),
                 effective_at=_time(sequence, body.valid_from),
                 routine=body.routine,
+                **common,  # type: ignore[arg-type]
+            )
+        case ev.PrincipalKeyLocked() | ev.PrincipalKeyUnlocked():
+            locked = isinstance(body, ev.PrincipalKeyLocked)
+            return RegistryRow(
+                change="key_locked" if locked else "key_unlocked",
+                keyid=body.keyid,
+                effective_at=occurred_at,
                 **common,  # type: ignore[arg-type]
             )
     return RegistryRow(

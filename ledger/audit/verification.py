@@ -63,7 +63,7 @@ CHUNK = 4000
 # A run of fewer records than this checks signatures and replays the rules in the calling
 # process (an offline bundle of one patient): forking the workers would cost more than it saves.
 INLINE_BELOW = 256
-_REGISTRY = (ev.PrincipalRegistered, ev.PrincipalKeyRotated, ev.PrincipalRevoked)
+_REGISTRY = ev.REGISTRY_TYPES
 _REGISTRY_TAGS = frozenset(t.__struct_config__.tag for t in _REGISTRY)
 _DECODED_TAGS = _REGISTRY_TAGS | {ev.PolicyAdopted.__struct_config__.tag}
 

@@ -46,6 +46,7 @@ GROUPS = (
     ("projections", "projections"),
     ("demo", "demo"),
     ("policy", "policy"),
+    ("security", "security"),
     ("migrate", "migrate"),
 )
 

@@ -87,13 +87,34 @@ def _init(args: argparse.Namespace) -> int:
     if outcome.status == "accepted":  # then the first boundary: this code's rules from the start
         outcome = app.submit(sign_json(header(boundary, admin, site), [admin], now()))
         outcomes.append(outcome)
+    service = None
+    if outcome.status == "accepted":  # then the service principal that signs lock records
+        service, fields = _service(app)
+        outcome = app.submit(sign_json(header(fields, admin, site), [admin], now()))
+        outcomes.append(outcome)
     print_outcomes(outcomes, "table")
     if outcome.status == "accepted":  # the first checkpoint: a verifier has a key to trust at once
         settle_stored(app)
     print(f"ledger:            {app.env.get('SQLITE_DBNAME') or app.env.get('POSTGRES_DBNAME')}")
     print(f"administrator key: {path} (encrypted)")
     print(ledger_key)
+    if service is not None:
+        print(f"service key:       {service} (signs key locks; not in the data folder)")
     return EXIT_OK if outcome.status == "accepted" else EXIT_FAILED
+
+
+def _service(app: LedgerApplication) -> tuple[Path, dict[str, object]]:
+    """A new service key for the ledger (ledger/app/servicekey.py), where it went, and the
+    registration of its principal, which the administrator signs."""
+    from ledger.app.servicekey import SERVICE_KIND, SERVICE_PRINCIPAL, SERVICE_ROLE, create_service_key
+    from ledger.store.logstore import LogStore
+
+    path, key_file = create_service_key(LogStore(app.recorder).origin(), "Ledger service")
+    return path, {
+        "type": "principal_registered", "principal_id": SERVICE_PRINCIPAL, "kind": SERVICE_KIND,
+        "printed_name": key_file.printed_name, "roles": [SERVICE_ROLE], "public_key": key_file.public_key,
+        "valid_from": now().isoformat(),
+    }  # fmt: skip
 
 
 def _new_sqlite_file() -> Path | None:
@@ -169,7 +190,10 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from ledger.app.application import local_source
+
     app = open_app()
+    app.source = local_source("cli")  # refusals in the security log name who submitted them
     counts = print_outcomes(app.submit_many(lines(args.source)), args.format)
     print(", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
     if not any(counts.values()):

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import psycopg
 
+from ledger.store.security import security_ddl
 from ledger.store.snapshot import REGISTRY_RECORDS
 from ledger.store.sql import (
     CHECKPOINTS,
@@ -142,6 +143,12 @@ def _registry_index(c: Any, postgres: bool) -> None:
     c.execute(f"CREATE INDEX IF NOT EXISTS coi_registry_records ON {table} (topic) WHERE {REGISTRY_RECORDS}")
 
 
+def _security_log(c: Any, postgres: bool) -> None:
+    """Refused submissions, in a table of their own (ledger/store/security.py)."""
+    for statement in security_ddl(postgres):
+        c.execute(statement)
+
+
 # After the event store's own table, which eventsourcing creates for writers.
 LEDGER = (
     Migration(
@@ -176,6 +183,7 @@ LEDGER = (
         ),
     ),
     Migration("registry-records-index", _registry_index),
+    Migration("security-log-table", _security_log),
 )
 
 

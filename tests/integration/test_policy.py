@@ -227,11 +227,11 @@ def test_coi_init_seeds_and_coi_policy_sets_and_shows(tmp_path: Path, store_url:
     assert shown.returncode == 0, shown.stderr
     policy = json.loads(shown.stdout)
     settings = {s["name"]: (s["value"], s["since_sequence"]) for s in policy["settings"]}
-    assert (policy["version"], policy["sequence"], policy["signed_by"]) == (RULES_VERSION, 3, ["admin.jane"])
-    assert settings == {"skew": ("2m", 2), "rotation_grace": ("10m", 2), "late_entry_after": ("12h", 3),
+    assert (policy["version"], policy["sequence"], policy["signed_by"]) == (RULES_VERSION, 4, ["admin.jane"])
+    assert settings == {"skew": ("2m", 2), "rotation_grace": ("10m", 2), "late_entry_after": ("12h", 4),
                         "lock_threshold": ("5", 2)}  # fmt: skip
     table = _coi(tmp_path, store_url, "policy", "show")
-    assert "in force from sequence 3" in table.stdout and "night shifts" in table.stdout
+    assert "in force from sequence 4" in table.stdout and "night shifts" in table.stdout
     out_of_bounds = _coi(tmp_path, store_url, "policy", "set", "--version", str(RULES_VERSION),
                          "--skew", "1h", "--reason", "x", "--key", key)  # fmt: skip
     assert (
