@@ -138,8 +138,7 @@ class _Batch:
     outcomes: list[tuple[Outcome, UUID | None, int]] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)
     sources: list[str] = field(default_factory=list)  # each raw's source, for the security log
-    # principal -> keyid of the envelope being decided, once all its signatures verified
-    signed_by: dict[str, str] | None = None
+    verified: bool = False  # every signature of the envelope being decided verified
     received: datetime = _NEVER  # the ledger's clock: recorded_at
     parsed: list[tuple[Opened, ev.Event] | Rejected] = field(default_factory=list)
     # the signature checks started by _prepare: (envelope, signature) places, public keys,
@@ -296,7 +295,7 @@ class LedgerApplication(Application[UUID]):
     def _take(
         self, index: int, raw: bytes, parsed: tuple[Opened, ev.Event] | Rejected, batch: _Batch
     ) -> None:
-        batch.signed_by = None
+        batch.verified = False
         if isinstance(parsed, Rejected):
             outcome = _rejection(Outcome("rejected"), parsed)
             outcome.security = self._refusal(index, parsed, None, batch)
@@ -424,16 +423,13 @@ class LedgerApplication(Application[UUID]):
             opened = None
         keyids = [] if opened is None else [keyid for keyid, _ in opened.signatures]
         principal = body.actor if body is not None else (keyids[0].split(":", 1)[0] if keyids else None)
-        verified = batch.signed_by or {}
-        keyid = verified.get(principal or "") or next(
-            (k for k in keyids if k.split(":", 1)[0] == principal), keyids[0] if keyids else None
-        )
+        keyid = next((k for k in keyids if k.split(":", 1)[0] == principal), keyids[0] if keyids else None)
         return SecurityEntry(
             code=str(rejected.code),
             message=rejected.message,
             at=batch.received.isoformat(),
             source=batch.sources[index],
-            authenticated=bool(verified),
+            authenticated=batch.verified,
             envelope_sha256=hashlib.sha256(raw).hexdigest(),
             payload_sha256=None if opened is None else hashlib.sha256(opened.body).hexdigest(),
             principal=principal,
@@ -482,7 +478,7 @@ class LedgerApplication(Application[UUID]):
         coi = getattr(body, "coi", None)
         digest = hashlib.sha256(opened.body).hexdigest()
         signers = self._signers(opened, body, batch, verdicts)
-        batch.signed_by = {keyid.split(":", 1)[0]: keyid for keyid, _ in opened.signatures}
+        batch.verified = True
 
         claimed = batch.claims.claimed("event", str(body.event_id))
         if claimed is not None:

@@ -3,8 +3,15 @@ signed payloads lock a key at the threshold; replays and forgeries never do."""
 
 from __future__ import annotations
 
+import base64
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import uuid4
+
+from aggregates import principal
 from aggregates.policy import Policy
 from aggregates.security import LOCKING_CODES, counts_against_key, lock_due, noisy_sources
+from ledger.wire import events as ev
 from ledger.wire.messages import SecurityEntry
 from ledger.wire.rejection import ReasonCode
 
@@ -62,3 +69,27 @@ def test_unauthenticated_failures_are_counted_per_source() -> None:
     ]
     assert noisy_sources(failures, 3) == {"kafka:t/0/1": 3}
     assert noisy_sources(failures, 1) == {"kafka:t/0/1": 3, "cli:eve@h": 1}
+
+
+def test_a_locked_key_is_refused_from_rules_version_3_and_signs_again_once_unlocked() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    state = principal.evolve(None, _body(ev.PrincipalRegistered, at, kind="person", printed_name="Nina Nurse",
+                                         roles=["collection"], public_key=PUBLIC, valid_from=at))  # fmt: skip
+    keyid = next(iter(state.keys))
+    principal.evolve(state, _body(ev.PrincipalKeyLocked, at, keyid=keyid))
+    later = at + timedelta(minutes=1)
+    assert principal.key_problem(state, keyid, later, later, Policy(version=2)) is None  # accepted before
+    problem = principal.key_problem(state, keyid, later, later, V3)
+    assert problem is not None and (problem.code, problem.field) == (ReasonCode.KEY_LOCKED, "signatures")
+    principal.evolve(state, _body(ev.PrincipalKeyUnlocked, later, keyid=keyid, reason="retrained"))
+    assert principal.key_problem(state, keyid, later, later, V3) is None
+    assert state.keys[keyid].lock_changed_at == later  # failures count again from here
+
+
+PUBLIC = base64.b64encode(bytes(range(32))).decode()
+
+
+def _body(cls: type[Any], at: datetime, **fields: Any) -> Any:
+    return cls(
+        event_id=uuid4(), occurred_at=at, site="US-SSF", actor="admin.root", principal_id="nurse.x", **fields
+    )
