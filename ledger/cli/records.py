@@ -55,6 +55,7 @@ def _init(args: argparse.Namespace) -> int:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from ledger.cli.policy import first_boundary
+    from ledger.cli.security import service_registration
     from ledger.site.signing import sign_json
     from ledger.wire.keys import key_file_for, load_key, write_key_file
 
@@ -89,7 +90,7 @@ def _init(args: argparse.Namespace) -> int:
         outcomes.append(outcome)
     service = None
     if outcome.status == "accepted":  # then the service principal that signs lock records
-        service, fields = _service(app)
+        service, fields = service_registration(app)
         outcome = app.submit(sign_json(header(fields, admin, site), [admin], now()))
         outcomes.append(outcome)
     print_outcomes(outcomes, "table")
@@ -101,20 +102,6 @@ def _init(args: argparse.Namespace) -> int:
     if service is not None:
         print(f"service key:       {service} (signs key locks; not in the data folder)")
     return EXIT_OK if outcome.status == "accepted" else EXIT_FAILED
-
-
-def _service(app: LedgerApplication) -> tuple[Path, dict[str, object]]:
-    """A new service key for the ledger (ledger/app/servicekey.py), where it went, and the
-    registration of its principal, which the administrator signs."""
-    from ledger.app.servicekey import SERVICE_KIND, SERVICE_PRINCIPAL, SERVICE_ROLE, create_service_key
-    from ledger.store.logstore import LogStore
-
-    path, key_file = create_service_key(LogStore(app.recorder).origin(), "Ledger service")
-    return path, {
-        "type": "principal_registered", "principal_id": SERVICE_PRINCIPAL, "kind": SERVICE_KIND,
-        "printed_name": key_file.printed_name, "roles": [SERVICE_ROLE], "public_key": key_file.public_key,
-        "valid_from": now().isoformat(),
-    }  # fmt: skip
 
 
 def _new_sqlite_file() -> Path | None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 
-from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, say
+from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, now, say
 
 if TYPE_CHECKING:
     from datetime import datetime
+    from pathlib import Path
 
+    from ledger.app.application import LedgerApplication
     from ledger.cli.common import Subparsers
     from ledger.store.security import SecurityLog
 
@@ -39,6 +41,9 @@ def add_parser(subparsers: Subparsers) -> None:
     s.add_argument("--keyid", required=True, help="the locked key, as `coi security watch` names it")
     s.add_argument("--reason", required=True, help="why it may sign again (recorded, signed)")
     s.add_argument("--site", help="site where the administrator acts (or COI_SITE)")
+    s = commands.add_parser("service", help="register the ledger's service principal, which signs key locks")
+    s.add_argument("--admin-key", required=True, help="the administrator's key file")
+    s.add_argument("--site", help="site where the administrator acts (or COI_SITE)")
 
 
 def _count(text: str) -> int:
@@ -48,7 +53,7 @@ def _count(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"log": _log, "watch": _watch, "unlock": _unlock}[args.security_command](args)
+    return {"log": _log, "watch": _watch, "unlock": _unlock, "service": _service}[args.security_command](args)
 
 
 def open_log() -> SecurityLog:
@@ -77,6 +82,45 @@ def _log(args: argparse.Namespace) -> int:
     ]
     emit(entries, columns, args.format)
     return EXIT_OK
+
+
+def service_registration(app: LedgerApplication) -> tuple[Path, dict[str, object]]:
+    """A new service key for the ledger (ledger/app/servicekey.py), where it went, and the
+    registration of its principal, which the administrator signs."""
+    from ledger.app.servicekey import SERVICE_KIND, SERVICE_PRINCIPAL, SERVICE_ROLE, create_service_key
+    from ledger.store.logstore import LogStore
+
+    path, key_file = create_service_key(LogStore(app.recorder).origin(), "Ledger service")
+    return path, {
+        "type": "principal_registered", "principal_id": SERVICE_PRINCIPAL, "kind": SERVICE_KIND,
+        "printed_name": key_file.printed_name, "roles": [SERVICE_ROLE], "public_key": key_file.public_key,
+        "valid_from": now().isoformat(),
+    }  # fmt: skip
+
+
+def _service(args: argparse.Namespace) -> int:
+    """The service principal for a ledger made before `coi init` registered one."""
+    from ledger.app.servicekey import service_key_path
+    from ledger.cli.common import UsageError, open_app
+    from ledger.cli.principals import admin_submit
+    from ledger.store.logstore import LogStore
+
+    app = open_app()
+    path = service_key_path(LogStore(app.recorder).origin())
+    if path is not None and path.exists():
+        raise UsageError(f"{path} exists: this ledger's service key is made already")
+    made, fields = service_registration(app)
+    app.close()
+    code = EXIT_FAILED
+    try:
+        code = admin_submit(args, fields)
+    finally:
+        if code == EXIT_OK:
+            print(f"service key:       {made} (signs key locks; not in the data folder)")
+        else:  # a key no registration vouches for would only be in the way of the next try
+            made.unlink(missing_ok=True)
+            made.with_name(made.name + ".pub").unlink(missing_ok=True)
+    return code
 
 
 def _unlock(args: argparse.Namespace) -> int:
@@ -121,7 +165,6 @@ def _alerts(log: SecurityLog, threshold: int, window: int) -> list[str]:
     from datetime import timedelta
 
     from aggregates.security import noisy_sources
-    from ledger.cli.common import now
 
     since: datetime = now() - timedelta(minutes=window)
     recent = list(log.entries(since=since))

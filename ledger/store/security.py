@@ -17,6 +17,7 @@ from urllib.parse import quote
 
 import msgspec
 
+from ledger.audit.source import SchemaError
 from ledger.store.sql import is_postgres, placeholders, reading, sqlite_path, writing
 from ledger.wire.messages import SecurityEntry
 
@@ -65,6 +66,19 @@ class SecurityLog:
             self.conn = sqlite3.connect(
                 where, timeout=10, isolation_level=None, uri=not writer, check_same_thread=False
             )
+        if not writer and not self._made():
+            self.close()
+            raise SchemaError("this ledger has no security log yet (made before it): run coi migrate")
+
+    def _made(self) -> bool:
+        found = (
+            "SELECT to_regclass(%s) IS NOT NULL"
+            if self.postgres
+            else "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?)"
+        )
+        with self._reading() as c:
+            c.execute(found, (SECURITY_TABLE,))
+            return bool(c.fetchone()[0])
 
     def close(self) -> None:
         self.conn.close()

@@ -8,7 +8,7 @@ import io
 import json
 from pathlib import Path
 
-from tests.support import coi, coi_here
+from tests.support import FIXTURE_VKEY, coi, coi_here, copy_fixture_ledger
 
 THRESHOLD = 5  # the policy's default
 
@@ -44,6 +44,10 @@ def test_security_log_watch_and_unlock(tmp_path: Path) -> None:
     )  # fmt: skip
     assert added.returncode == 0, added.stdout + added.stderr
     assert coi(tmp_path, "security", "watch", "--once").returncode == 0
+    made = coi(
+        tmp_path, "security", "service", "--admin-key", str(keys / "admin.jane.key"), "--site", "US-SSF"
+    )
+    assert made.returncode == 2 and "made already" in made.stderr  # coi init made it
 
     first = _overreach(tmp_path, 0)
     # the same refused envelope submitted again and again counts once
@@ -92,3 +96,30 @@ def test_security_log_watch_and_unlock(tmp_path: Path) -> None:
         and "is locked" not in noisy.stdout
     )
     assert coi(tmp_path, "verify").returncode == 0
+
+
+def test_an_old_ledger_gets_its_service_principal_and_locks_then_still_verifies(tmp_path: Path) -> None:
+    """The v0.1 fixture ledger: migrated, its service principal registered by an administrator,
+    a key locked after authenticated failures; every record, old and new, verifies."""
+    keys = copy_fixture_ledger(tmp_path / "coi-data") / "demo-keys"
+    made = coi(
+        tmp_path, "security", "service", "--admin-key", str(keys / "admin.root.key"), "--site", "US-SSF",
+        passphrase="demo-passphrase",
+    )  # fmt: skip
+    assert made.returncode == 0 and "principal_registered" in made.stdout, made.stdout + made.stderr
+    for i in range(THRESHOLD):
+        body = tmp_path / f"b{i}.json"
+        body.write_text(
+            json.dumps(
+                {"type": "hold_released", "coi": "CHW0451260059EM", "site": "US-BDW", "actor": "nurse.bdw",
+                 "hold_id": f"H-{i}", "reason": "tried"}
+            )
+        )  # fmt: skip
+        signed = coi(
+            tmp_path, "sign", "--key", str(keys / "nurse.bdw.key"), str(body), passphrase="demo-passphrase"
+        )
+        assert coi(tmp_path, "submit", "-", stdin=signed.stdout).returncode == 2
+    watched = coi(tmp_path, "security", "watch", "--once")
+    assert watched.returncode == 1 and "of nurse.bdw is locked" in watched.stdout, watched.stdout
+    done = coi(tmp_path, "verify", "--trusted-key", str(FIXTURE_VKEY))
+    assert done.returncode == 0 and "OK: 148 records" in done.stdout, done.stdout + done.stderr
