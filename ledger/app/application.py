@@ -397,10 +397,11 @@ class LedgerApplication(Application[UUID]):
                 "the key is NOT locked; register the service principal (README: Security log)"
             )
             _log.error("security: %s", message)
-            self.security_log.add(
-                [SecurityEntry(code=LOCK_NOT_RECORDED, message=message, at=at.isoformat(), source="ledger",
-                               authenticated=True, envelope_sha256="", principal=principal_id, keyid=keyid)]
+            said = SecurityEntry(
+                code=LOCK_NOT_RECORDED, message=message, at=at.astimezone(UTC).isoformat(), source="ledger",
+                authenticated=True, envelope_sha256="", principal=principal_id, keyid=keyid,
             )  # fmt: skip
+            self.security_log.add([said])
             return
         body = {
             "type": "principal_key_locked", "event_id": str(uuid4()), "occurred_at": at.isoformat(),
@@ -427,7 +428,7 @@ class LedgerApplication(Application[UUID]):
         return SecurityEntry(
             code=str(rejected.code),
             message=rejected.message,
-            at=batch.received.isoformat(),
+            at=batch.received.astimezone(UTC).isoformat(),
             source=batch.sources[index],
             authenticated=batch.verified,
             envelope_sha256=hashlib.sha256(raw).hexdigest(),

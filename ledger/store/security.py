@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -114,8 +114,9 @@ class SecurityLog:
         for condition, value in (
             ("principal = ?", principal),
             ("keyid = ?", keyid),
-            ("at >= ?", since and since.isoformat()),
-            ("at < ?", until and until.isoformat()),
+            # as the entries are written: UTC, so that the text compares as the times do
+            ("at >= ?", since and since.astimezone(UTC).isoformat()),
+            ("at < ?", until and until.astimezone(UTC).isoformat()),
         ):
             if value is not None:
                 where.append(condition)
