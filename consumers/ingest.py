@@ -72,6 +72,9 @@ class Ingest:
             app.close()  # no broker yet: the retry makes a new application and new workers
             raise
         self.accepted = self.rejected = self.duplicates = 0
+        locker, why = app.locker()
+        if locker is None:  # said at start, and again at each lock it cannot record
+            log.warning("ingest: cannot lock keys after repeated authenticated failures: %s", why)
         self.bootstrap = bootstrap
         self.last_seen: kafka.Seen | None = None
         self.assigned: list[int] = []

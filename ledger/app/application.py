@@ -56,6 +56,8 @@ from ledger.store.topics import PRINCIPAL_OPENED
 from ledger.wire import events as ev
 from ledger.wire.decoding import decode_body
 from ledger.wire.dsse import PAYLOAD_TYPE, Opened, check_size, open_envelope, pae, verify
+from ledger.wire.files import ExposedFileError
+from ledger.wire.keys import KeyFileError, LoadedKey
 from ledger.wire.messages import SecurityEntry
 from ledger.wire.rejection import ReasonCode, Rejected
 
@@ -384,18 +386,24 @@ class LedgerApplication(Application[UUID]):
         stream = self._principal(principal_id, _Batch(_Claims(self.recorder)))
         return "" if stream is None else stream.state.registered_at
 
+    def locker(self) -> tuple[LoadedKey | None, str]:
+        """The service key that signs lock records, or None and why there is none."""
+        log_origin = LogStore(self.recorder).origin()
+        where = service_key_path(log_origin)
+        try:
+            found = service_key(log_origin)
+        except (KeyFileError, ExposedFileError) as exc:  # said like a missing key: a refusal must not fail
+            return None, str(exc)
+        why = f"no service key at {where or '(none: the log has no origin yet)'}: run coi security service"
+        return found, "" if found is not None else why
+
     def _lock(self, keyid: str, digests: list[str], now: datetime | None) -> None:
         assert self.security_log is not None
-        log_origin = LogStore(self.recorder).origin()
-        locker = service_key(log_origin)
+        locker, why = self.locker()
         at = now or self.clock()
         principal_id = keyid.split(":", 1)[0]
         if locker is None:
-            where = service_key_path(log_origin) or "none: the log has no origin yet"
-            message = (
-                f"{keyid} reached the lock threshold but this ledger holds no service key ({where}): "
-                "the key is NOT locked; register the service principal (README: Security log)"
-            )
+            message = f"{keyid} reached the lock threshold but is NOT locked: {why}"
             _log.error("security: %s", message)
             said = SecurityEntry(
                 code=LOCK_NOT_RECORDED, message=message, at=at.astimezone(UTC).isoformat(), source="ledger",

@@ -152,6 +152,7 @@ def test_without_a_service_key_the_lock_is_said_not_recorded(
     log = _log(registered)
     said = [e for e in log.entries() if e.code == LOCK_NOT_RECORDED]
     assert [(e.keyid, e.source) for e in said] == [(cast["nurse.bdw"].signer.keyid, "ledger")]
+    assert "is NOT locked" in said[0].message and "coi security service" in said[0].message
     log.close()
 
 
@@ -165,3 +166,16 @@ def test_only_an_administrator_unlocks(registered: LedgerApplication, cast: Cast
         ev.PrincipalKeyUnlocked, cast.admin, _now(), principal_id="nurse.bdw", keyid=keyid, reason="why not"
     )
     assert registered.submit(not_locked).code == "invalid_value"
+
+
+def test_a_service_key_others_can_read_locks_nothing_and_refusals_go_on(
+    registered: LedgerApplication, cast: Cast, service: Member, tmp_path: Path
+) -> None:
+    (tmp_path / "service.key").chmod(0o644)
+    assert "chmod 600" in registered.locker()[1]
+    for _ in range(THRESHOLD + 1):
+        assert registered.submit(_overreach(cast)).code == "role_not_allowed"
+    assert _key(registered, cast)[1] is False
+    log = _log(registered)
+    assert any(e.code == LOCK_NOT_RECORDED and "chmod 600" in e.message for e in log.entries())
+    log.close()
