@@ -97,7 +97,7 @@ class PrincipalState:
     registered_from: datetime
     keys: dict[str, KeyState] = field(default_factory=dict)
     revoked_at: datetime | None = None  # the principal as a whole
-    registered_at: str = ""  # the site where it was registered (a service signs there)
+    registered_site: str = ""  # where it was registered (the ledger's service signs there)
 
 
 # ------------------------------------------------------------------ registry changes
@@ -165,7 +165,7 @@ def evolve(state: PrincipalState | None, body: RegistryEvent) -> PrincipalState:
                 frozenset(body.roles),
                 body.valid_from,
                 {keyid_for(body.principal_id, raw): KeyState(raw, body.valid_from)},
-                registered_at=body.site,
+                registered_site=body.site,
             )
         case PrincipalKeyRotated():
             assert state is not None, "a rotation of a principal never registered"

@@ -381,29 +381,32 @@ class LedgerApplication(Application[UUID]):
                 digests = {f.payload_sha256 for f in failures if counts_against_key(f) and f.payload_sha256}
                 self._lock(keyid, sorted(digests), now)
 
-    def _site_of(self, principal_id: str) -> str:
-        """Where the service principal signs: where it was registered (by `coi init`)."""
-        stream = self._principal(principal_id, _Batch(_Claims(self.recorder)))
-        return "" if stream is None else stream.state.registered_at
-
     def locker(self) -> tuple[LoadedKey | None, str]:
-        """The service key that signs lock records, or None and why there is none."""
+        """The service key that signs lock records and the site it signs at (where its
+        principal was registered), or None and why there is none."""
         log_origin = LogStore(self.recorder).origin()
         where = service_key_path(log_origin)
         try:
             found = service_key(log_origin)
         except (KeyFileError, ExposedFileError) as exc:  # said like a missing key: a refusal must not fail
             return None, str(exc)
-        why = f"no service key at {where or '(none: the log has no origin yet)'}: run coi security service"
-        return found, "" if found is not None else why
+        if found is None:
+            return (
+                None,
+                f"no service key at {where or '(none: the log has no origin yet)'}: run coi security service",
+            )
+        stream = self._principal(found.principal_id, _Batch(_Claims(self.recorder)))
+        if stream is None:
+            return None, f"{found.principal_id} of {where} is not registered: run coi security service"
+        return found, stream.state.registered_site
 
     def _lock(self, keyid: str, digests: list[str], now: datetime | None) -> None:
         assert self.security_log is not None
-        locker, why = self.locker()
+        locker, site = self.locker()
         at = now or self.clock()
         principal_id = keyid.split(":", 1)[0]
         if locker is None:
-            message = f"{keyid} reached the lock threshold but is NOT locked: {why}"
+            message = f"{keyid} reached the lock threshold but is NOT locked: {site}"
             _log.error("security: %s", message)
             said = SecurityEntry(
                 code=LOCK_NOT_RECORDED, message=message, at=at.astimezone(UTC).isoformat(), source="ledger",
@@ -413,7 +416,7 @@ class LedgerApplication(Application[UUID]):
             return
         body = {
             "type": "principal_key_locked", "event_id": str(uuid4()), "occurred_at": at.isoformat(),
-            "site": self._site_of(locker.principal_id), "actor": locker.principal_id,
+            "site": site, "actor": locker.principal_id,
             "principal_id": principal_id, "keyid": keyid, "failures": digests[-100:],
             "reason": f"{len(digests)} authenticated failures (coi security log --principal {principal_id})",
         }  # fmt: skip

@@ -179,3 +179,16 @@ def test_a_service_key_others_can_read_locks_nothing_and_refusals_go_on(
     log = _log(registered)
     assert any(e.code == LOCK_NOT_RECORDED and "chmod 600" in e.message for e in log.entries())
     log.close()
+
+
+def test_a_service_key_never_registered_locks_nothing(
+    registered: LedgerApplication, cast: Cast, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stray = Member.new(SERVICE_PRINCIPAL, "Ledger service", SERVICE_KIND, (SERVICE_ROLE,), "US-SSF")
+    path = tmp_path / "stray.key"
+    write_key_file(path, key_file_for(stray.key, stray.principal_id, stray.printed_name, stray.kind, None))
+    monkeypatch.setenv("COI_SERVICE_KEY", str(path))
+    assert "is not registered" in registered.locker()[1]
+    for _ in range(THRESHOLD):
+        assert registered.submit(_overreach(cast)).code == "role_not_allowed"
+    assert _key(registered, cast)[1] is False
