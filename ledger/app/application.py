@@ -405,24 +405,34 @@ class LedgerApplication(Application[UUID]):
         locker, site = self.locker()
         at = now or self.clock()
         principal_id = keyid.split(":", 1)[0]
-        if locker is None:
-            message = f"{keyid} reached the lock threshold but is NOT locked: {site}"
-            _log.error("security: %s", message)
-            said = SecurityEntry(
-                code=LOCK_NOT_RECORDED, message=message, at=at.astimezone(UTC).isoformat(), source="ledger",
-                authenticated=True, envelope_sha256="", principal=principal_id, keyid=keyid,
-            )  # fmt: skip
-            self.security_log.add([said])
-            return
         body = {
             "type": "principal_key_locked", "event_id": str(uuid4()), "occurred_at": at.isoformat(),
-            "site": site, "actor": locker.principal_id,
+            "site": site, "actor": None if locker is None else locker.principal_id,
             "principal_id": principal_id, "keyid": keyid, "failures": digests[-100:],
             "reason": f"{len(digests)} authenticated failures (coi security log --principal {principal_id})",
         }  # fmt: skip
-        for outcome in self.submit_many([sign_json(body, [locker], at)], now, sources=["ledger"]):
+        if locker is None:
+            self._not_locked(keyid, site, at)
+            return
+        try:
+            envelope = sign_json(body, [locker], at)
+        except Rejected as why:  # a refusal is never turned into a failure of its batch
+            self._not_locked(keyid, why.message, at)
+            return
+        for outcome in self.submit_many([envelope], now, sources=["ledger"]):
             if outcome.status == "rejected":
                 _log.error("security: locking %s was refused: %s %s", keyid, outcome.code, outcome.message)
+
+    def _not_locked(self, keyid: str, why: str, at: datetime) -> None:
+        """Said loudly: in the log, and in the security log, where `coi security log` shows it."""
+        assert self.security_log is not None
+        message = f"{keyid} reached the lock threshold but is NOT locked: {why}"
+        _log.error("security: %s", message)
+        said = SecurityEntry(
+            code=LOCK_NOT_RECORDED, message=message, at=at.astimezone(UTC).isoformat(), source="ledger",
+            authenticated=True, envelope_sha256="", principal=keyid.split(":", 1)[0], keyid=keyid,
+        )  # fmt: skip
+        self.security_log.add([said])
 
     def _refusal(self, index: int, rejected: Rejected, body: ev.Event | None, batch: _Batch) -> SecurityEntry:
         """The security log's entry for a refused envelope: who and which key it claims (the
