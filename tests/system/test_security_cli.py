@@ -13,16 +13,19 @@ from tests.support import FIXTURE_VKEY, coi, coi_here, copy_fixture_ledger
 THRESHOLD = 5  # the policy's default
 
 
-def _overreach(tmp: Path, i: int) -> str:
-    """A nurse (enrolment) releasing a hold, which only QA may: signed, so authenticated."""
+def _overreach(
+    tmp: Path, i: int, nurse: str = "nurse.kim", keys: str = "keys", passphrase: str = "correct horse"
+) -> str:
+    """A nurse releasing a hold, which only QA may: signed, so an authenticated failure."""
     body = tmp / f"hold{i}.json"
     body.write_text(
         json.dumps(
-            {"type": "hold_released", "coi": "CHW04512600A0B1", "site": "US-BDW", "actor": "nurse.kim",
+            {"type": "hold_released", "coi": "CHW04512600A0B1", "site": "US-BDW", "actor": nurse,
              "hold_id": f"H-{i}", "reason": "tried"}
         )
     )  # fmt: skip
-    signed = coi_here(tmp, "sign", "--key", str(tmp / "coi-data" / "keys" / "nurse.kim.key"), str(body))
+    key = str(tmp / "coi-data" / keys / f"{nurse}.key")
+    signed = coi_here(tmp, "sign", "--key", key, str(body), passphrase=passphrase)
     assert signed.returncode == 0, signed.stderr
     return signed.stdout
 
@@ -107,18 +110,10 @@ def test_an_old_ledger_gets_its_service_principal_and_locks_then_still_verifies(
         passphrase="demo-passphrase",
     )  # fmt: skip
     assert made.returncode == 0 and "principal_registered" in made.stdout, made.stdout + made.stderr
-    for i in range(THRESHOLD):
-        body = tmp_path / f"b{i}.json"
-        body.write_text(
-            json.dumps(
-                {"type": "hold_released", "coi": "CHW0451260059EM", "site": "US-BDW", "actor": "nurse.bdw",
-                 "hold_id": f"H-{i}", "reason": "tried"}
-            )
-        )  # fmt: skip
-        signed = coi(
-            tmp_path, "sign", "--key", str(keys / "nurse.bdw.key"), str(body), passphrase="demo-passphrase"
-        )
-        assert coi(tmp_path, "submit", "-", stdin=signed.stdout).returncode == 2
+    signed = "".join(
+        _overreach(tmp_path, i, "nurse.bdw", "demo-keys", "demo-passphrase") for i in range(THRESHOLD)
+    )
+    assert coi(tmp_path, "submit", "-", stdin=signed).returncode == 2
     watched = coi(tmp_path, "security", "watch", "--once")
     assert watched.returncode == 1 and "of nurse.bdw is locked" in watched.stdout, watched.stdout
     done = coi(tmp_path, "verify", "--trusted-key", str(FIXTURE_VKEY))
