@@ -30,13 +30,16 @@ from aggregates.roles import (
     allowed,
     meanings,
 )
+from aggregates.security import LOCKOUT_VERSION
 from ledger.wire.events import (
     BedsideIdentityVerified,
     CustodyTransferred,
     Disposition,
     Event,
     Manifestation,
+    PrincipalKeyLocked,
     PrincipalKeyRotated,
+    PrincipalKeyUnlocked,
     PrincipalRegistered,
     PrincipalRevoked,
     PrincipalSitesBound,
@@ -79,6 +82,10 @@ class KeyState:
     # Replaced by a routine rotation: it may still sign for the policy's rotation grace after
     # valid_until. Never after a revocation or a loss.
     routine: bool = False
+    # Locked after repeated authenticated failures (aggregates/security.py) until unlocked;
+    # `lock_changed_at`: the last lock or unlock, from when failures count again.
+    locked: bool = False
+    lock_changed_at: datetime | None = None
 
 
 @dataclass
@@ -93,6 +100,7 @@ class PrincipalState:
     keys: dict[str, KeyState] = field(default_factory=dict)
     revoked_at: datetime | None = None  # the principal as a whole
     sites: frozenset[str] = frozenset()  # the sites it is bound to (aggregates/site.py)
+    registered_site: str = ""  # where it was registered (the ledger's service signs there)
 
 
 # ------------------------------------------------------------------ registry changes
@@ -133,6 +141,22 @@ def decide(state: PrincipalState | None, body: RegistryEvent, ctx: Context) -> R
             if state is None:
                 return _unknown(body.principal_id)
             return _binding_problem(body.sites, ctx)
+        case PrincipalKeyLocked() | PrincipalKeyUnlocked():
+            if state is None:
+                return _unknown(body.principal_id)
+            key = state.keys.get(body.keyid)
+            if key is None:
+                return Rejected(
+                    ReasonCode.UNKNOWN_KEY, f"{body.keyid} is not a key of {state.principal_id}", "keyid"
+                )
+            locking = isinstance(body, PrincipalKeyLocked)
+            if key.locked == locking:
+                return Rejected(
+                    ReasonCode.INVALID_VALUE,
+                    f"{body.keyid} is {'already' if locking else 'not'} locked",
+                    "keyid",
+                )
+            return None
         case _:
             assert_never(body)
 
@@ -151,6 +175,7 @@ def evolve(state: PrincipalState | None, body: RegistryEvent) -> PrincipalState:
                 body.valid_from,
                 {keyid_for(body.principal_id, raw): KeyState(raw, body.valid_from)},
                 sites=frozenset(body.sites),
+                registered_site=body.site,
             )
         case PrincipalKeyRotated():
             assert state is not None, "a rotation of a principal never registered"
@@ -171,6 +196,11 @@ def evolve(state: PrincipalState | None, body: RegistryEvent) -> PrincipalState:
         case PrincipalSitesBound():
             assert state is not None, "sites bound to a principal never registered"
             state.sites = state.sites | frozenset(body.sites)
+            return state
+        case PrincipalKeyLocked() | PrincipalKeyUnlocked():
+            assert state is not None, "a lock of a principal never registered"
+            key = state.keys[body.keyid]
+            key.locked, key.lock_changed_at = isinstance(body, PrincipalKeyLocked), body.occurred_at
             return state
         case _:
             assert_never(body)
@@ -321,6 +351,13 @@ def key_problem(
             "signatures",
         )
     key = state.keys[keyid]
+    if key.locked and policy.version >= LOCKOUT_VERSION:
+        return Rejected(
+            ReasonCode.KEY_LOCKED,
+            f"key {keyid} is locked after repeated refused signatures (see coi security log); "
+            "an administrator unlocks it with coi security unlock",
+            "signatures",
+        )
     if key.revoked_at is not None and received_at >= key.revoked_at:
         return Rejected(
             ReasonCode.KEY_REVOKED,

@@ -7,7 +7,7 @@ _OPERATIONS = {"deviation_opened"}
 ROLE_EVENTS: dict[str, frozenset[str]] = {
     "admin": frozenset(
         {"principal_registered", "principal_key_rotated", "principal_revoked", "policy_adopted",
-         "principal_sites_bound", "site_registered"}
+         "principal_sites_bound", "site_registered", "principal_key_unlocked"}
     ),
     "enrolment": frozenset({"enrolled", "patient_key_registered", "treatment_site_changed"}),
     "collection": frozenset(
@@ -34,6 +34,8 @@ ROLE_EVENTS: dict[str, frozenset[str]] = {
          "bedside_identity_verified", "infused", "hold_placed"} | _OPERATIONS
     ),
     "logger": frozenset({"temperature_recorded", "temperature_excursion"}),
+    # the ledger's own service principal: it locks keys (aggregates/security.py), nothing else
+    "ledger": frozenset({"principal_key_locked"}),
 }  # fmt: skip
 
 # Corrections may be signed by QA or by anyone whose roles allow the corrected event type;
@@ -43,7 +45,8 @@ OPEN_TO_AUTHORS = frozenset({"record_corrected"})
 # Events whose header `reason` is mandatory (Annex 11 §9: the reason for a change).
 REASON_REQUIRED = frozenset(
     {"record_corrected", "label_voided", "hold_placed", "hold_released", "principal_revoked",
-     "retest_authorised", "treatment_site_changed", "policy_adopted"}
+     "retest_authorised", "treatment_site_changed", "policy_adopted", "principal_key_locked",
+     "principal_key_unlocked"}
 )  # fmt: skip
 
 # Roles that carry a person's accountability (administration, QA judgement): never a device's.
@@ -81,6 +84,7 @@ MEANINGS: dict[str, tuple[str, ...]] = {
     "policy_adopted": ("performed", "approved"),
     "principal_sites_bound": ("performed", "approved"),
     "site_registered": ("performed", "approved"),
+    "principal_key_unlocked": ("performed", "approved"),
 }
 WITNESSED: tuple[str, ...] = ("witnessed",)
 _PERFORMED = ("performed",)

@@ -1,9 +1,10 @@
 """The ingest consumer: coi.site-events -> the ledger.
 
 It consumes in a consumer group (partitions by COI, so one patient's events stay in order),
-hands each poll's envelopes to the application (decode, verify on all cores, rules, save),
-publishes every rejection to coi.rejected with the original bytes, and commits offsets only
-after both the save and the rejections are durable. Redelivery after a crash or a rebalance
+hands each poll's envelopes to the application (decode, verify on all cores, rules, save, and
+the security log's entry of each refusal), publishes every rejection to coi.rejected with the
+original bytes and its security log entry to coi.security, and commits offsets only after the
+save, the rejections and the entries are durable. Redelivery after a crash or a rebalance
 is harmless: the same event_id with the same bytes is a duplicate and stored once.
 """
 
@@ -27,7 +28,7 @@ from consumers.service import stop_point
 from ledger.app.application import LedgerApplication, Outcome
 from ledger.site import kafka
 from ledger.wire.kafka_topics import Topics
-from ledger.wire.messages import Rejection
+from ledger.wire.messages import Rejection, SecurityEntry
 
 log = logging.getLogger("coi.ingest")
 
@@ -71,6 +72,9 @@ class Ingest:
             app.close()  # no broker yet: the retry makes a new application and new workers
             raise
         self.accepted = self.rejected = self.duplicates = 0
+        locker, why = app.locker()
+        if locker is None:  # said at start, and again at each lock it cannot record
+            log.warning("ingest: cannot lock keys after repeated authenticated failures: %s", why)
         self.bootstrap = bootstrap
         self.last_seen: kafka.Seen | None = None
         self.assigned: list[int] = []
@@ -102,9 +106,8 @@ class Ingest:
         self.last_seen = kafka.seen(messages[-1])
         # The application refuses an oversize envelope (MAX_ENVELOPE_BYTES) before reading it.
         valued = [m for m in messages if m.value is not None]
-        outcomes = dict(
-            zip((id(m) for m in valued), self.app.submit_many(m.value for m in valued), strict=True)
-        )
+        submitted = self.app.submit_many((m.value for m in valued), sources=(_source(m) for m in valued))
+        outcomes = dict(zip((id(m) for m in valued), submitted, strict=True))
         stop_point("ingest.saved")
         now = datetime.now(UTC).isoformat()
         for message in messages:
@@ -114,6 +117,8 @@ class Ingest:
                 self.producer.send(
                     self.topics.rejected, key=message.key, value=_rejection(message, outcome, now)
                 )
+                if outcome.security is not None:
+                    self._publish_security(outcome.security)
             elif outcome.status == "accepted":
                 self.accepted += 1
             else:
@@ -126,6 +131,10 @@ class Ingest:
             # new owner and be recognised as duplicates.
             log.warning("ingest: offsets not committed (%s); redelivery will be deduplicated", exc)
         return len(messages)
+
+    def _publish_security(self, entry: SecurityEntry) -> None:
+        """An entry on coi.security, keyed by its source (one source's entries in order)."""
+        self.producer.send(self.topics.security, key=entry.source.encode(), value=msgspec.json.encode(entry))
 
     def _notice_reset(self) -> None:
         """A broker that lost its log (Tansu keeps none across a restart) also forgets the
@@ -151,6 +160,11 @@ class Ingest:
                 close()
             except KafkaError as exc:
                 log.warning("ingest: closing: %s", exc)
+
+
+def _source(message: ConsumerRecord) -> str:
+    """The security log's source of a consumed message: its place in Kafka."""
+    return f"kafka:{message.topic}/{message.partition}/{message.offset}"
 
 
 _NO_VALUE = Outcome("rejected", code="malformed_envelope", message="the message has no value")

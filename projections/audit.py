@@ -138,9 +138,7 @@ def derive(record: Record, patients: Patients, body: ev.Event | None = None) -> 
             corrects = patient.sequences.get(body.corrects_event_id)
     signatures = _signed.decode(envelope).signatures
     recorded = as_utc(recorded_at)
-    if isinstance(
-        body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked | ev.PrincipalSitesBound
-    ):
+    if isinstance(body, ev.PRINCIPAL_TYPES):
         rows.registry.append(_registry(sequence, body, occurred_at, recorded, signatures))
     rows.records.append(
         RecordRow(
@@ -600,6 +598,14 @@ def _registry(
                 keyid=None,
                 effective_at=occurred_at,
                 sites=tuple(body.sites),
+                **common,  # type: ignore[arg-type]
+            )
+        case ev.PrincipalKeyLocked() | ev.PrincipalKeyUnlocked():
+            locked = isinstance(body, ev.PrincipalKeyLocked)
+            return RegistryRow(
+                change="key_locked" if locked else "key_unlocked",
+                keyid=body.keyid,
+                effective_at=occurred_at,
                 **common,  # type: ignore[arg-type]
             )
     return RegistryRow(

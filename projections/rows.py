@@ -153,7 +153,7 @@ class RegistryRow(msgspec.Struct, frozen=True, kw_only=True):
 
     sequence: int
     principal_id: str
-    change: str  # registered | key_rotated | revoked | sites_bound
+    change: str  # registered | key_rotated | revoked | sites_bound | key_locked | key_unlocked
     keyid: str | None  # the key registered or rotated in; a revoked one (None: every key)
     effective_at: datetime  # valid_from, or the revocation's effective_at
     actor: str

@@ -15,10 +15,17 @@ from ledger.demo.journeys import Cast, compressed_run
 from ledger.demo.kit import register_cast
 from ledger.store.logstore import TABLES as LOG_TABLES
 from ledger.store.recorders import CLAIMS_TABLE, SCHEMA_TABLE
+from ledger.store.security import SECURITY_TABLE
 from tests.browser import RenderedPage, artifacts_for, chromium, rendered_page
 from tests.stores import fresh_store
 
-LEDGER_TABLES = [f"{LedgerApplication.name.lower()}_events", CLAIMS_TABLE, SCHEMA_TABLE, *LOG_TABLES]
+LEDGER_TABLES = [
+    f"{LedgerApplication.name.lower()}_events",
+    CLAIMS_TABLE,
+    SCHEMA_TABLE,
+    *LOG_TABLES,
+    SECURITY_TABLE,
+]
 
 
 @pytest.fixture(autouse=True)

@@ -9,12 +9,17 @@ batches: one transaction per batch.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import hashlib
+import itertools
+import logging
+import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
@@ -36,21 +41,30 @@ from aggregates.principal import (
     signing_key,
     unbound,
 )
+from aggregates.security import LOCK_NOT_RECORDED, counts_against_key, lock_due
 from aggregates.site import Sites
 from aggregates.therapy import therapy_uuid
 from ledger.app.config import database_url, persistence_env
+from ledger.app.servicekey import service_key, service_key_path
 from ledger.audit.signatures import AheadVerifier, Job
+from ledger.site.signing import sign_json
+from ledger.store.logstore import LogStore
 from ledger.store.migrations import PAYLOAD_DIGESTS, migrate_ledger
 from ledger.store.recorders import ClaimRow
+from ledger.store.security import SecurityLog
 from ledger.store.sources import open_source
 from ledger.store.streams import POLICY_STREAM, SITES_STREAM, PolicyStream, Principal, SiteStream, Therapy
 from ledger.store.topics import PRINCIPAL_OPENED
 from ledger.wire import events as ev
 from ledger.wire.decoding import decode_body
 from ledger.wire.dsse import PAYLOAD_TYPE, Opened, check_size, open_envelope, pae, verify
+from ledger.wire.files import ExposedFileError
+from ledger.wire.keys import KeyFileError, LoadedKey
+from ledger.wire.messages import SecurityEntry
 from ledger.wire.rejection import ReasonCode, Rejected
 
 Clock = Callable[[], datetime]
+_log = logging.getLogger("coi.security")
 _NEVER = datetime.min.replace(tzinfo=UTC)
 _CONFLICT_RETRIES = 8  # one envelope retried against other writers before giving up
 
@@ -73,6 +87,16 @@ class Outcome(msgspec.Struct, omit_defaults=True):
     code: str | None = None
     message: str | None = None
     field: str | None = None
+    security: SecurityEntry | None = None  # a refusal: as the security log keeps it
+
+
+def local_source(kind: str = "local") -> str:
+    """A security log source for a submission made in this process: "KIND:USER@HOST"."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        user = str(os.getuid())
+    return f"{kind}:{user}@{socket.gethostname()}"
 
 
 @dataclass
@@ -117,6 +141,8 @@ class _Batch:
     verdicts: dict[int, dict[int, tuple[bytes, bool]]] = field(default_factory=dict)  # envelope, sig
     outcomes: list[tuple[Outcome, UUID | None, int]] = field(default_factory=list)
     raws: list[bytes] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # each raw's source, for the security log
+    verified: bool = False  # every signature of the envelope being decided verified
     received: datetime = _NEVER  # the ledger's clock: recorded_at
     parsed: list[tuple[Opened, ev.Event] | Rejected] = field(default_factory=list)
     # the signature checks started by _prepare: (envelope, signature) places, public keys,
@@ -148,6 +174,7 @@ class LedgerApplication(Application[UUID]):
         verify_workers: int | None = None,
         clock: Clock = utc_now,
         writer: bool = True,
+        source: str | None = None,
     ) -> None:
         """A writer migrates the store on start (ledger/store/migrations.py: `migrations`
         names what it applied); a reader changes nothing, and refuses a store it cannot read
@@ -163,6 +190,10 @@ class LedgerApplication(Application[UUID]):
         self.batch_size = batch_size
         self.clock = clock  # the clock of record: receipt times, key validity, recorded_at
         self.verifier = AheadVerifier(verify_workers)
+        # Refusals go to the security log (a reader refuses nothing); `source` names where
+        # submissions without a source of their own come from.
+        self.security_log = SecurityLog(url) if writer else None
+        self.source = source or local_source()
         self._top = self.recorder.max_notification_id() or 0  # the log's end as we last saw it
         self._principals: set[UUID] = set()  # principals this object has read
         # The rules new records are judged by (aggregates/policy.py).
@@ -174,6 +205,8 @@ class LedgerApplication(Application[UUID]):
 
     def close(self) -> None:
         self.verifier.close()
+        if self.security_log is not None:
+            self.security_log.close()
         super().close()
 
     # ---------------------------------------------------------------- submitting
@@ -181,13 +214,17 @@ class LedgerApplication(Application[UUID]):
     def submit(self, raw: bytes, now: datetime | None = None) -> Outcome:
         return next(iter(self.submit_many([raw], now=now)))
 
-    def submit_many(self, raws: Iterable[bytes], now: datetime | None = None) -> Iterator[Outcome]:
-        """Outcomes in input order; accepted envelopes are stored before they are reported.
-        Envelopes are taken in batches of up to `batch_size`: one claims lookup and one
-        transaction each; worker processes check the next batch's signatures while this one is
-        decided and stored."""
+    def submit_many(
+        self, raws: Iterable[bytes], now: datetime | None = None, sources: Iterable[str] | None = None
+    ) -> Iterator[Outcome]:
+        """Outcomes in input order; accepted envelopes are stored before they are reported,
+        refused ones logged in the security log, from `sources` (one per envelope; default:
+        this application's `source`). Envelopes are taken in batches of up to `batch_size`:
+        one claims lookup and one transaction each; worker processes check the next batch's
+        signatures while this one is decided and stored."""
         ahead: _Batch | None = None
-        for chunk in _chunks(raws, self.batch_size):
+        given = itertools.repeat(self.source) if sources is None else sources
+        for chunk in _chunks(zip(raws, given, strict=sources is not None), self.batch_size):
             batch = self._prepare(chunk, now)
             if ahead is not None:
                 yield from self._finish(ahead, now)
@@ -210,7 +247,7 @@ class LedgerApplication(Application[UUID]):
                     self.repository.cache.get(stream, evict=True)
         self._top = top
 
-    def _prepare(self, raws: list[bytes], now: datetime | None) -> _Batch:
+    def _prepare(self, chunk: list[tuple[bytes, str]], now: datetime | None) -> _Batch:
         """Decode a batch and start checking its signatures by the keys known now. A key
         rotated, revoked or registered before the batch is decided is harmless: a verdict
         counts only for the public key it was made with, and key validity is decided later."""
@@ -218,8 +255,10 @@ class LedgerApplication(Application[UUID]):
         # The skew in force as this batch is read: a policy record in the batch before it
         # counts from the next batch on.
         skew = self.policy_in_force().policy.skew
+        raws = [raw for raw, _ in chunk]
         parsed = [self._parse(raw, at, skew) for raw in raws]
         batch = _Batch(_Claims(self.recorder), raws=raws, received=at, parsed=parsed)
+        batch.sources = [source for _, source in chunk]
         jobs: list[Job] = []
         places: list[tuple[int, int]] = []
         for index, p in enumerate(batch.parsed):
@@ -263,8 +302,11 @@ class LedgerApplication(Application[UUID]):
     def _take(
         self, index: int, raw: bytes, parsed: tuple[Opened, ev.Event] | Rejected, batch: _Batch
     ) -> None:
+        batch.verified = False
         if isinstance(parsed, Rejected):
-            batch.outcomes.append((_rejection(Outcome("rejected"), parsed), None, 0))
+            outcome = _rejection(Outcome("rejected"), parsed)
+            outcome.security = self._refusal(index, parsed, None, batch)
+            batch.outcomes.append((outcome, None, 0))
             return
         opened, body = parsed
         outcome = Outcome(
@@ -277,6 +319,7 @@ class LedgerApplication(Application[UUID]):
                 outcome.status = "duplicate"
                 batch.outcomes.append((outcome, None, 0))
                 return
+            outcome.security = self._refusal(index, rejected, body, batch)
             batch.outcomes.append((_rejection(outcome, rejected), None, 0))
             return
         if target is None:
@@ -305,8 +348,8 @@ class LedgerApplication(Application[UUID]):
                 self._evict(batch)
                 if retried >= _CONFLICT_RETRIES:
                     raise
-                for raw in batch.raws:
-                    yield from self._finish(self._prepare([raw], now), now, retried + 1)
+                for one in zip(batch.raws, batch.sources, strict=True):
+                    yield from self._finish(self._prepare([one], now), now, retried + 1)
                 return
             except BaseException:
                 self._evict(batch)  # cached aggregates hold changes that were not stored
@@ -319,8 +362,108 @@ class LedgerApplication(Application[UUID]):
             for outcome, aggregate_id, version in batch.outcomes:
                 if aggregate_id is not None:
                     outcome.sequence = sequence[(aggregate_id, version)]
+        if self.security_log is not None:
+            refused = [o.security for o, _, _ in batch.outcomes if o.security is not None]
+            self.security_log.add(refused)
+            self._lock_keys(refused, batch, now)
         for outcome, _, _ in batch.outcomes:
             yield outcome
+
+    def _lock_keys(self, refused: list[SecurityEntry], batch: _Batch, now: datetime | None) -> None:
+        """Lock each key whose authenticated failures, counted over the security log since its
+        last lock or unlock, reach the policy's threshold (aggregates/security.py), by a
+        registry record the ledger's service principal signs (ledger/app/servicekey.py)."""
+        assert self.security_log is not None
+        if isinstance(batch.policy, Rejected):
+            return
+        for keyid in sorted({e.keyid for e in refused if e.keyid is not None and counts_against_key(e)}):
+            stream = self._principal(keyid.split(":", 1)[0], batch)
+            key = None if stream is None else stream.state.keys.get(keyid)
+            if key is None or key.locked:
+                continue
+            failures = list(self.security_log.entries(keyid=keyid, since=key.lock_changed_at))
+            if lock_due(failures, keyid, batch.policy):
+                digests = {f.payload_sha256 for f in failures if counts_against_key(f) and f.payload_sha256}
+                self._lock(keyid, sorted(digests), now)
+
+    def locker(self) -> tuple[LoadedKey | None, str]:
+        """The service key that signs lock records and the site it signs at (where its
+        principal was registered), or None and why there is none."""
+        log_origin = LogStore(self.recorder).origin()
+        where = service_key_path(log_origin)
+        try:
+            found = service_key(log_origin)
+        except (KeyFileError, ExposedFileError) as exc:  # said like a missing key: a refusal must not fail
+            return None, str(exc)
+        if found is None:
+            return (
+                None,
+                f"no service key at {where or '(none: the log has no origin yet)'}: run coi security service",
+            )
+        stream = self._principal(found.principal_id, _Batch(_Claims(self.recorder)))
+        if stream is None:
+            return None, f"{found.principal_id} of {where} is not registered: run coi security service"
+        return found, stream.state.registered_site
+
+    def _lock(self, keyid: str, digests: list[str], now: datetime | None) -> None:
+        assert self.security_log is not None
+        locker, site = self.locker()
+        at = now or self.clock()
+        principal_id = keyid.split(":", 1)[0]
+        body = {
+            "type": "principal_key_locked", "event_id": str(uuid4()), "occurred_at": at.isoformat(),
+            "site": site, "actor": None if locker is None else locker.principal_id,
+            "principal_id": principal_id, "keyid": keyid, "failures": digests[-100:],
+            "reason": f"{len(digests)} authenticated failures (coi security log --principal {principal_id})",
+        }  # fmt: skip
+        if locker is None:
+            self._not_locked(keyid, site, at)
+            return
+        try:
+            envelope = sign_json(body, [locker], at)
+        except Rejected as why:  # a refusal is never turned into a failure of its batch
+            self._not_locked(keyid, why.message, at)
+            return
+        for outcome in self.submit_many([envelope], now, sources=["ledger"]):
+            if outcome.status == "rejected":
+                _log.error("security: locking %s was refused: %s %s", keyid, outcome.code, outcome.message)
+
+    def _not_locked(self, keyid: str, why: str, at: datetime) -> None:
+        """Said loudly: in the log, and in the security log, where `coi security log` shows it."""
+        assert self.security_log is not None
+        message = f"{keyid} reached the lock threshold but is NOT locked: {why}"
+        _log.error("security: %s", message)
+        said = SecurityEntry(
+            code=LOCK_NOT_RECORDED, message=message, at=at.astimezone(UTC).isoformat(), source="ledger",
+            authenticated=True, envelope_sha256="", principal=keyid.split(":", 1)[0], keyid=keyid,
+        )  # fmt: skip
+        self.security_log.add([said])
+
+    def _refusal(self, index: int, rejected: Rejected, body: ev.Event | None, batch: _Batch) -> SecurityEntry:
+        """The security log's entry for a refused envelope: who and which key it claims (the
+        actor and the actor's signature, else the first signature's), and whether the
+        signatures proved it (aggregates/security.py)."""
+        raw = batch.raws[index]
+        try:
+            opened: Opened | None = open_envelope(raw)
+        except Rejected:
+            opened = None
+        keyids = [] if opened is None else [keyid for keyid, _ in opened.signatures]
+        principal = body.actor if body is not None else (keyids[0].split(":", 1)[0] if keyids else None)
+        keyid = next((k for k in keyids if k.split(":", 1)[0] == principal), keyids[0] if keyids else None)
+        return SecurityEntry(
+            code=str(rejected.code),
+            message=rejected.message,
+            at=batch.received.astimezone(UTC).isoformat(),
+            source=batch.sources[index],
+            authenticated=batch.verified,
+            envelope_sha256=hashlib.sha256(raw).hexdigest(),
+            payload_sha256=None if opened is None else hashlib.sha256(opened.body).hexdigest(),
+            principal=principal,
+            keyid=keyid,
+            event_id=None if body is None else str(body.event_id),
+            field=rejected.field,
+        )
 
     def _store(self, batch: _Batch) -> list[Recording[UUID]]:
         """Application.save for a batch, minus its per-object runtime Protocol checks, which
@@ -362,6 +505,7 @@ class LedgerApplication(Application[UUID]):
         coi = getattr(body, "coi", None)
         digest = hashlib.sha256(opened.body).hexdigest()
         signers = self._signers(opened, body, batch, verdicts)
+        batch.verified = True
 
         claimed = batch.claims.claimed("event", str(body.event_id))
         if claimed is not None:
@@ -382,10 +526,7 @@ class LedgerApplication(Application[UUID]):
         claims: list[ClaimRow] = [("event", str(body.event_id), coi or "registry", digest)]
         if isinstance(body, ev.SiteRegistered):
             target = self._site_change(body, envelope, batch)
-        elif isinstance(
-            body,
-            ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked | ev.PrincipalSitesBound,
-        ):
+        elif isinstance(body, ev.PRINCIPAL_TYPES):
             target = self._registry_change(body, sites, envelope, batch, claims)
         elif isinstance(body, ev.PolicyAdopted):
             target = self._policy_change(body, signers, envelope, batch)
@@ -588,13 +729,13 @@ def _judging(batch: _Batch) -> Policy:
     return batch.policy
 
 
-def _chunks(raws: Iterable[bytes], most: int) -> Iterator[list[bytes]]:
+def _chunks(raws: Iterable[tuple[bytes, str]], most: int) -> Iterator[list[tuple[bytes, str]]]:
     """Chunks of 64, 256, 1024 ... up to `most`: the first batch's signatures are the only
     ones nobody overlaps with work, so it is small; checking a batch's signatures on two
     cores takes about as long as deciding and storing a batch a quarter its size, and each
     batch costs a commit, so they grow fast."""
     size = min(64, most)
-    chunk: list[bytes] = []
+    chunk: list[tuple[bytes, str]] = []
     for raw in raws:
         chunk.append(raw)
         if len(chunk) >= size:

@@ -50,6 +50,7 @@ CHECKED_ELSEWHERE: Mapping[ReasonCode, str] = {
     ReasonCode.BAD_SIGNATURE: "signatures (ledger/audit/signatures.py, every signature)",
     ReasonCode.KEY_REVOKED: "key state (verification.py _check_signers: key_problem)",
     ReasonCode.KEY_EXPIRED: "key state (verification.py _check_signers: key_problem)",
+    ReasonCode.KEY_LOCKED: "key state (verification.py _check_signers: key_problem)",
     ReasonCode.KEY_NOT_YET_VALID: "key state (verification.py _check_signers: key_problem, genesis_problem)",
     ReasonCode.NO_ADMINISTRATOR: "the genesis (verification.py _check_signers: genesis_problem)",
     ReasonCode.POLICY_DOWNGRADE: "policy records (verification.py _check_policy)",

@@ -47,6 +47,7 @@ GROUPS = (
     ("projections", "projections"),
     ("demo", "demo"),
     ("policy", "policy"),
+    ("security", "security"),
     ("migrate", "migrate"),
 )
 

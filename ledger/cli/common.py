@@ -169,7 +169,8 @@ def print_outcomes(outcomes: list[Outcome] | Iterator[Outcome], output_format: s
     for line, o in enumerate(outcomes, start=1):
         counts[o.status] += 1
         if output_format == "json":
-            sys.stdout.write(msgspec.json.encode(o).decode() + "\n")
+            # the outcome as before the security log: its entry is the ledger's, not the submitter's
+            sys.stdout.write(msgspec.json.encode(msgspec.structs.replace(o, security=None)).decode() + "\n")
         elif o.status == "rejected":
             where = f" [{o.field}]" if o.field else ""
             say(f"{line}: rejected  {o.code}: {o.message}{where}")

@@ -62,6 +62,7 @@ def _init(args: argparse.Namespace) -> int:
 
     from aggregates.site import known_zone
     from ledger.cli.policy import first_boundary
+    from ledger.cli.security import service_registration
     from ledger.cli.sites import site_fields
     from ledger.site.signing import sign_json
     from ledger.wire.keys import key_file_for, load_key, write_key_file
@@ -103,12 +104,19 @@ def _init(args: argparse.Namespace) -> int:
         if outcome.status == "accepted":
             outcome = app.submit(sign_json(header(then, admin, site), [admin], now()))
             outcomes.append(outcome)
+    service = None
+    if outcome.status == "accepted":  # then the service principal that signs lock records
+        service, fields = service_registration(app, site)
+        outcome = app.submit(sign_json(header(fields, admin, site), [admin], now()))
+        outcomes.append(outcome)
     print_outcomes(outcomes, "table")
     if outcome.status == "accepted":  # the first checkpoint: a verifier has a key to trust at once
         settle_stored(app)
     print(f"ledger:            {app.env.get('SQLITE_DBNAME') or app.env.get('POSTGRES_DBNAME')}")
     print(f"administrator key: {path} (encrypted)")
     print(ledger_key)
+    if service is not None:
+        print(f"service key:       {service} (signs key locks; not in the data folder)")
     return EXIT_OK if outcome.status == "accepted" else EXIT_FAILED
 
 
@@ -185,7 +193,10 @@ def _sign(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from ledger.app.application import local_source
+
     app = open_app()
+    app.source = local_source("cli")  # refusals in the security log name who submitted them
     counts = print_outcomes(app.submit_many(lines(args.source)), args.format)
     print(", ".join(f"{n} {status}" for status, n in counts.items()), file=sys.stderr)
     if not any(counts.values()):

@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 import psycopg
 
+from ledger.store.security import security_ddl
 from ledger.store.snapshot import REGISTRY_RECORDS
 from ledger.store.sql import (
     CHECKPOINTS,
@@ -148,6 +149,12 @@ def _registry_index_again(c: Any, postgres: bool) -> None:
     _registry_index(c, postgres)
 
 
+def _security_log(c: Any, postgres: bool) -> None:
+    """Refused submissions, in a table of their own (ledger/store/security.py)."""
+    for statement in security_ddl(postgres):
+        c.execute(statement)
+
+
 # After the event store's own table, which eventsourcing creates for writers.
 LEDGER = (
     Migration(
@@ -184,6 +191,7 @@ LEDGER = (
     Migration("registry-records-index", _registry_index),
     # issue 14: the site records joined the registry's (ledger/store/snapshot.py)
     Migration("registry-records-index-with-sites", _registry_index_again),
+    Migration("security-log-table", _security_log),
 )
 
 

@@ -70,7 +70,16 @@ V01Digest = Annotated[
 
 Meaning = Literal["performed", "reviewed", "approved", "witnessed", "verified", "released", "rejected"]
 Role = Literal[
-    "admin", "enrolment", "collection", "courier", "manufacturing", "qc", "qa", "treatment", "logger"
+    "admin",
+    "enrolment",
+    "collection",
+    "courier",
+    "manufacturing",
+    "qc",
+    "qa",
+    "treatment",
+    "logger",
+    "ledger",
 ]
 PrincipalKind = Literal["person", "device", "site_system"]
 QcTest = Literal[
@@ -148,12 +157,29 @@ class PrincipalKeyRotated(Body, frozen=True, tag="principal_key_rotated"):
     routine: bool = False
 
 
+KeyId = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}:[0-9a-f]{16}$")]
+
+
 class PrincipalRevoked(Body, frozen=True, tag="principal_revoked"):
     principal_id: PrincipalId
     effective_at: UtcTime
-    keyid: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9._-]{1,63}:[0-9a-f]{16}$")] | None = (
-        None  # None revokes every key of the principal
-    )
+    keyid: KeyId | None = None  # None revokes every key of the principal
+
+
+class PrincipalKeyLocked(Body, frozen=True, tag="principal_key_locked"):
+    """The ledger's service principal locks a key after repeated authenticated failures
+    (aggregates/security.py); `failures` are the digests of the signed payloads refused."""
+
+    principal_id: PrincipalId
+    keyid: KeyId
+    failures: Annotated[list[Annotated[str, Meta(pattern=r"^[0-9a-f]{64}$")]], Meta(max_length=100)] = []
+
+
+class PrincipalKeyUnlocked(Body, frozen=True, tag="principal_key_unlocked"):
+    """An administrator lifts a lock; the header `reason` is mandatory."""
+
+    principal_id: PrincipalId
+    keyid: KeyId
 
 
 class PrincipalSitesBound(Body, frozen=True, tag="principal_sites_bound"):
@@ -403,8 +429,14 @@ class RecordCorrected(Journey, frozen=True, tag="record_corrected"):
 
 
 RegistryEvent = Union[  # noqa: UP007
-    PrincipalRegistered, PrincipalKeyRotated, PrincipalRevoked, PrincipalSitesBound
+    PrincipalRegistered, PrincipalKeyRotated, PrincipalRevoked, PrincipalSitesBound, PrincipalKeyLocked,
+    PrincipalKeyUnlocked,
 ]  # fmt: skip
+# The same, for isinstance (mypy narrows by a tuple of classes, not by a Union alias).
+PRINCIPAL_TYPES = (
+    PrincipalRegistered, PrincipalKeyRotated, PrincipalRevoked, PrincipalSitesBound, PrincipalKeyLocked,
+    PrincipalKeyUnlocked,
+)  # fmt: skip
 JourneyEvent = Union[  # noqa: UP007
     Enrolled, PatientKeyRegistered, ApheresisCollected, LabelPrinted, LabelApplied, LabelVoided,
     CustodyTransferred, MaterialReceived, ManufacturingStarted, ManufacturingStepCompleted,
@@ -416,7 +448,7 @@ JourneyEvent = Union[  # noqa: UP007
 ]  # fmt: skip
 Event = Union[RegistryEvent, SiteRegistered, PolicyAdopted, JourneyEvent]  # noqa: UP007
 # The registry's records, principals and sites: replayed before any record they authorise.
-REGISTRY_TYPES: tuple[type[Body], ...] = (*RegistryEvent.__args__, SiteRegistered)  # type: ignore[attr-defined]
+REGISTRY_TYPES: tuple[type[Body], ...] = (*PRINCIPAL_TYPES, SiteRegistered)
 
 EVENT_TYPES: dict[str, type[Body]] = {
     cls.__struct_config__.tag: cls

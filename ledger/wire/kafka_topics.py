@@ -27,8 +27,12 @@ class Topics:
         return f"{self.prefix}coi.rejected"
 
     @property
+    def security(self) -> str:
+        return f"{self.prefix}coi.security"
+
+    @property
     def checkpoints(self) -> str:
         return f"{self.prefix}coi.checkpoints"
 
     def all(self) -> list[str]:
-        return [self.site_events, self.ledger, self.rejected, self.checkpoints]
+        return [self.site_events, self.ledger, self.rejected, self.security, self.checkpoints]

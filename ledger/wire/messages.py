@@ -53,6 +53,26 @@ class Rejection(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     format: int = WIRE_FORMAT
 
 
+class SecurityEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A refused submission in the security log (Part 11.300(d)): in the ledger's table
+    `coi_security` and on coi.security (key: the source), never in the GxP record. Who and
+    which key are what the envelope claims: only `authenticated` says the signature proved it."""
+
+    code: str
+    message: str
+    at: str  # when the ledger refused it (RFC 3339, UTC)
+    # where it came from: "kafka:TOPIC/PARTITION/OFFSET", "cli:USER@HOST"; room for "token:..."
+    source: str
+    authenticated: bool  # the actor's signature verified with a key in force
+    envelope_sha256: str  # of the bytes as received
+    payload_sha256: str | None = None  # of the signed payload, when the envelope could be opened
+    principal: str | None = None  # the actor the body names (else the first signature's principal)
+    keyid: str | None = None  # the actor's signature's keyid (else the first signature's)
+    event_id: str | None = None
+    field: str | None = None
+    format: int = WIRE_FORMAT
+
+
 class SignedCheckpoint(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """A signed tree head on coi.checkpoints (key: the log origin)."""
 

@@ -35,6 +35,7 @@ class ReasonCode(StrEnum):
     KEY_REVOKED = "key_revoked"
     KEY_EXPIRED = "key_expired"
     KEY_NOT_YET_VALID = "key_not_yet_valid"
+    KEY_LOCKED = "key_locked"
     VALID_FROM_TOO_EARLY = "valid_from_too_early"
     LAST_ADMINISTRATOR = "last_administrator"
     # authority

@@ -218,9 +218,10 @@ def test_coi_init_seeds_and_coi_policy_sets_and_shows(tmp_path: Path, store_url:
     assert bad.returncode == 2 and "COI_SKEW" in bad.stderr
     done = _coi(tmp_path, store_url, *INIT, COI_SKEW="2m")
     assert done.returncode == 0, done.stdout + done.stderr
-    # the genesis, its site (issue 14), then the first boundary
+    # the genesis, its site (issue 14), the first boundary, then the service principal
     assert "2: accepted  seq=2 site_registered" in done.stdout
     assert "3: accepted  seq=3 policy_adopted" in done.stdout
+    assert "4: accepted  seq=4 principal_registered" in done.stdout
     key = str(tmp_path / "coi-data" / "keys" / "admin.jane.key")
     set_ = _coi(tmp_path, store_url, "policy", "set", "--version", str(RULES_VERSION),
                 "--late-entry-after", "12h", "--reason", "night shifts", "--key", key)  # fmt: skip
@@ -229,11 +230,11 @@ def test_coi_init_seeds_and_coi_policy_sets_and_shows(tmp_path: Path, store_url:
     assert shown.returncode == 0, shown.stderr
     policy = json.loads(shown.stdout)
     settings = {s["name"]: (s["value"], s["since_sequence"]) for s in policy["settings"]}
-    assert (policy["version"], policy["sequence"], policy["signed_by"]) == (RULES_VERSION, 4, ["admin.jane"])
-    assert settings == {"skew": ("2m", 3), "rotation_grace": ("10m", 3), "late_entry_after": ("12h", 4),
+    assert (policy["version"], policy["sequence"], policy["signed_by"]) == (RULES_VERSION, 5, ["admin.jane"])
+    assert settings == {"skew": ("2m", 3), "rotation_grace": ("10m", 3), "late_entry_after": ("12h", 5),
                         "lock_threshold": ("5", 3)}  # fmt: skip
     table = _coi(tmp_path, store_url, "policy", "show")
-    assert "in force from sequence 4" in table.stdout and "night shifts" in table.stdout
+    assert "in force from sequence 5" in table.stdout and "night shifts" in table.stdout
     out_of_bounds = _coi(tmp_path, store_url, "policy", "set", "--version", str(RULES_VERSION),
                          "--skew", "1h", "--reason", "x", "--key", key)  # fmt: skip
     assert (

@@ -154,7 +154,11 @@ def test_data_as_json_with_format_and_the_old_json_alias(
     )[0] == 0  # fmt: skip
 
     code, listed = _coi("principals", "list", "--format", "json")
-    assert code == 0 and [p["principal_id"] for p in json.loads(listed)] == ["admin.jane", "nurse.ito"]
+    assert code == 0 and [p["principal_id"] for p in json.loads(listed)] == [
+        "admin.jane",
+        "ledger.service",
+        "nurse.ito",
+    ]
     assert _coi("principals", "list")[1].startswith("admin.jane ")
 
     body = tmp_path / "enrolled.json"

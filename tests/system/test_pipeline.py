@@ -37,7 +37,7 @@ from ledger.transparency.checkpoint import verify as verify_note
 from ledger.wire import events as ev
 from ledger.wire.dsse import MAX_ENVELOPE_BYTES
 from ledger.wire.kafka_topics import Topics
-from ledger.wire.messages import Rejection, SignedCheckpoint
+from ledger.wire.messages import Rejection, SecurityEntry, SignedCheckpoint
 from projections.rebuild import rebuild
 from projections.store import ProjectionStore
 from tests.support import body_dict, signed
@@ -289,6 +289,19 @@ def test_bad_input_goes_to_the_rejected_topic_and_good_events_behind_it_pass(
     assert set(by_code) == set(bad)
     assert base64.b64decode(by_code["malformed_json"].original) == bad["malformed_json"]
     assert by_code["oversize"].original_size == len(bad["oversize"])
+    # and each in the security log, on coi.security, with where it was consumed
+    seen = consumer(stack.bootstrap, stack.topics.security)
+    logged: list[SecurityEntry] = []
+    wait_until(lambda: _drain(seen, logged, SecurityEntry) >= len(bad), 30, "the entries on coi.security")
+    seen.close()
+    by_source = {(r.source_topic, r.source_partition, r.source_offset): r.code for r in rejections}
+    assert {(e.source, e.code) for e in logged} == {
+        (f"kafka:{topic}/{partition}/{offset}", code)
+        for (topic, partition, offset), code in by_source.items()
+    }
+    assert {e.code: e.principal for e in logged}["unknown_key"] == "nurse.bdw"
+    # only the analyst's envelope was signed by a key in force: refused by the journey's rules
+    assert {e.code for e in logged if e.authenticated} == {"out_of_sequence"}
 
 
 def test_coi_publish_prints_each_outcome_with_its_type_and_field_and_refuses_oversize_unsent(

@@ -37,6 +37,16 @@ def test_only_the_relay_mounts_the_signing_key() -> None:
             assert all(not target.startswith(signer_dir) for _, target in _mounts(service)), name
 
 
+def test_the_ingest_and_the_relay_share_the_service_key_and_nothing_else_holds_it() -> None:
+    """The ingest signs key locks with the service key `coi init` makes in the relay's
+    container; the ingest never holds the checkpoint key (the test above)."""
+    services = _services()
+    paths = {services[name]["environment"]["COI_SERVICE_KEY"] for name in ("ingest", "relay")}
+    (path,) = paths
+    holders = {name for name, s in services.items() if any(path.startswith(t + "/") for _, t in _mounts(s))}
+    assert holders == {"ingest", "relay"}
+
+
 def test_the_relay_keeps_the_shared_settings() -> None:
     services = _services()
     assert (

@@ -206,6 +206,12 @@ def rotated(state: PrincipalState, routine: bool) -> PrincipalState:
     return principal.evolve(copy, rotation)
 
 
+def locked(state: PrincipalState) -> PrincipalState:
+    """`state` with its key locked by the ledger's service principal."""
+    lock = _registry(ev.PrincipalKeyLocked, state.principal_id, keyid=keyid(state))
+    return principal.evolve(copy_of(state), lock)
+
+
 def revoked(state: PrincipalState, whole: bool) -> PrincipalState:
     copy = copy_of(state)
     revocation = _registry(
@@ -395,6 +401,7 @@ PRINCIPAL: list[Row] = [
     Row("a key valid only later", lambda: principal.key_problem(NURSE, keyid(NURSE), at(1), at(-30), NOW), ReasonCode.KEY_NOT_YET_VALID, "signatures"),
     Row("a principal revoked before occurred_at", lambda: principal.key_problem(revoked(NURSE, True), keyid(NURSE), at(60), at(60), NOW), ReasonCode.KEY_REVOKED, "signatures"),
     Row("a key revoked before receipt", lambda: principal.key_problem(revoked(NURSE, False), keyid(NURSE), at(1), at(60), NOW), ReasonCode.KEY_REVOKED, "signatures"),
+    Row("a locked key", lambda: principal.key_problem(locked(NURSE), keyid(NURSE), at(1), at(2), NOW), ReasonCode.KEY_LOCKED, "signatures"),
     Row("a key rotated out, no grace", lambda: principal.key_problem(rotated(NURSE, False), keyid(NURSE), at(49), at(50), NOW), ReasonCode.KEY_EXPIRED, "signatures"),
     Row("a key rotated routinely, after the grace", lambda: principal.key_problem(rotated(NURSE, True), keyid(NURSE), at(49), at(50) + NOW.rotation_grace, NOW), ReasonCode.KEY_EXPIRED, "signatures"),
 ]  # fmt: skip
@@ -627,6 +634,8 @@ def test_every_registry_body_is_the_principals_and_never_the_therapys(cls: type[
         "principal_key_rotated": {"public_key": PATIENT_KEY, "valid_from": RECEIVED},
         "principal_revoked": {"effective_at": RECEIVED, "keyid": None},
         "principal_sites_bound": {"sites": ["US-SSF"]},
+        "principal_key_locked": {"keyid": keyid(NURSE)},
+        "principal_key_unlocked": {"keyid": keyid(NURSE)},
     }
     fields = samples[str(cls.__struct_config__.tag)]
     sample = _registered("nurse.bdw", "qc") if not fields else _registry(cls, "nurse.bdw", **fields)
