@@ -17,10 +17,10 @@ from ledger.wire.messages import SecurityEntry
 from ledger.wire.rejection import ReasonCode
 
 # Refusals that say the signer, proven by its signature, tried what its roles, sites or the
-# meaning of its signature do not allow (`site_not_bound`: acting at a site it is not bound to).
-# Deliberately left out: `unknown_site` (a site system's configuration, not overreach), clock trouble (`signed_at_out_of_range`
-# can be a site's drifting clock), journey state (`out_of_sequence` ... are a site's view
-# lagging) and duplicates.
+# meaning of its signature do not allow (`site_not_bound`: acting at a site it is not bound
+# to). Deliberately left out: `unknown_site` (a site system's configuration, not overreach),
+# clock trouble (`signed_at_out_of_range` can be a site's drifting clock), journey state
+# (`out_of_sequence` ... are a site's view lagging) and duplicates.
 LOCKING_CODES = frozenset(
     {
         ReasonCode.ROLE_NOT_ALLOWED,

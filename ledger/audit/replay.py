@@ -145,9 +145,7 @@ def registry_problem(
         return problem
     if isinstance(body, ev.SiteRegistered):
         return site.decide(sites, body)
-    assert isinstance(
-        body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked | ev.PrincipalSitesBound
-    )
+    assert isinstance(body, ev.PRINCIPAL_TYPES)
     admins = Administrators(tuple(p for p in principals.values() if "admin" in p.roles))
     ctx = Context(received, policy, registered.claims, admins, sites=sites)
     return principal.decide(principals.get(body.principal_id), body, ctx)

@@ -484,10 +484,7 @@ class LedgerVerifier:
         if isinstance(body, ev.SiteRegistered):
             site.evolve(run.sites, body)
             return
-        assert isinstance(
-            body,
-            ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked | ev.PrincipalSitesBound,
-        )
+        assert isinstance(body, ev.PRINCIPAL_TYPES)
         if not run.principals:  # the first administrator claims the genesis, as the ledger does
             run.claims = ClaimsTable({GENESIS: body.principal_id})
         run.principals[body.principal_id] = principal.evolve(run.principals.get(body.principal_id), body)

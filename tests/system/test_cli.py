@@ -455,7 +455,11 @@ def test_sites_are_added_listed_and_bound_from_the_command_line(ledger: Path) ->
         p["principal_id"]: p["sites"]
         for p in json.loads(coi(ledger, "principals", "list", "--format", "json").stdout)
     }
-    assert people == {"admin.jane": ["US-SSF"], "nurse.kim": ["JP-KAS", "US-BDW"]}
+    assert people == {
+        "admin.jane": ["US-SSF"],
+        "ledger.service": ["US-SSF"],
+        "nurse.kim": ["JP-KAS", "US-BDW"],
+    }
     assert "JP-KAS,US-BDW" in coi(ledger, "principals", "list").stdout
 
     # the nurse enrols at her site; at the administrator's she is not bound

@@ -14,13 +14,18 @@ THRESHOLD = 5  # the policy's default
 
 
 def _overreach(
-    tmp: Path, i: int, nurse: str = "nurse.kim", keys: str = "keys", passphrase: str = "correct horse"
+    tmp: Path,
+    i: int,
+    nurse: str = "nurse.kim",
+    keys: str = "keys",
+    passphrase: str = "correct horse",
+    site: str = "US-SSF",
 ) -> str:
     """A nurse releasing a hold, which only QA may: signed, so an authenticated failure."""
     body = tmp / f"hold{i}.json"
     body.write_text(
         json.dumps(
-            {"type": "hold_released", "coi": "CHW04512600A0B1", "site": "US-BDW", "actor": nurse,
+            {"type": "hold_released", "coi": "CHW04512600A0B1", "site": site, "actor": nurse,
              "hold_id": f"H-{i}", "reason": "tried"}
         )
     )  # fmt: skip
@@ -43,7 +48,8 @@ def test_security_log_watch_and_unlock(tmp_path: Path) -> None:
     )
     added = coi_here(
         tmp_path, "principals", "add", "--admin-key", str(keys / "admin.jane.key"),
-        "--public-key", str(keys / "nurse.kim.key.pub"), "--role", "enrolment", "--site", "US-BDW",
+        "--public-key", str(keys / "nurse.kim.key.pub"), "--role", "enrolment", "--site", "US-SSF",
+        "--bind-site", "US-SSF",
     )  # fmt: skip
     assert added.returncode == 0, added.stdout + added.stderr
     assert coi(tmp_path, "security", "watch", "--once").returncode == 0
@@ -111,7 +117,8 @@ def test_an_old_ledger_gets_its_service_principal_and_locks_then_still_verifies(
     )  # fmt: skip
     assert made.returncode == 0 and "principal_registered" in made.stdout, made.stdout + made.stderr
     signed = "".join(
-        _overreach(tmp_path, i, "nurse.bdw", "demo-keys", "demo-passphrase") for i in range(THRESHOLD)
+        _overreach(tmp_path, i, "nurse.bdw", "demo-keys", "demo-passphrase", "US-BDW")
+        for i in range(THRESHOLD)
     )
     assert coi(tmp_path, "submit", "-", stdin=signed).returncode == 2
     watched = coi(tmp_path, "security", "watch", "--once")
