@@ -374,12 +374,12 @@ class LedgerApplication(Application[UUID]):
             raise problem
         envelope = raw.decode()
         claims: list[ClaimRow] = [("event", str(body.event_id), coi or "registry", digest)]
+        roles = {pid: signer.roles for pid, signer in signers.items()}
         if isinstance(body, ev.PrincipalRegistered | ev.PrincipalKeyRotated | ev.PrincipalRevoked):
-            target = self._registry_change(body, envelope, batch, claims)
+            target = self._registry_change(body, roles, envelope, batch, claims)
         elif isinstance(body, ev.PolicyAdopted):
             target = self._policy_change(body, signers, envelope, batch)
         else:
-            roles = {pid: signer.roles for pid, signer in signers.items()}
             target = self._journey_step(body, roles, envelope, batch, claims)
         for claim in claims:
             batch.claims.pending[claim[:2]] = claim
@@ -438,10 +438,15 @@ class LedgerApplication(Application[UUID]):
         return None
 
     def _registry_change(
-        self, body: ev.RegistryEvent, envelope: str, batch: _Batch, claims: list[ClaimRow]
+        self,
+        body: ev.RegistryEvent,
+        roles: dict[str, frozenset[str]],
+        envelope: str,
+        batch: _Batch,
+        claims: list[ClaimRow],
     ) -> Aggregate:
         existing = self._principal(body.principal_id, batch)
-        ctx = Context(batch.received, _judging(batch), batch.claims, _Registry(self, batch))
+        ctx = Context(batch.received, _judging(batch), batch.claims, _Registry(self, batch), roles)
         problem = principal.decide(None if existing is None else existing.state, body, ctx)
         if problem is not None:
             raise problem

@@ -135,8 +135,9 @@ def registry_problem(
     if problem is not None or isinstance(body, ev.PolicyAdopted):
         return problem
     admins = Administrators(tuple(p for p in principals.values() if "admin" in p.roles))
+    roles = {pid: state.roles for pid, state in signers.items()}
     return principal.decide(
-        principals.get(body.principal_id), body, Context(received, policy, claims, admins)
+        principals.get(body.principal_id), body, Context(received, policy, claims, admins, roles)
     )
 
 

@@ -99,12 +99,14 @@ def envelope(
     return sign(msgspec.json.encode(body), [m.signer for m in signers])
 
 
-def registration(admin: Member, member: Member, at: datetime) -> bytes:
-    """`admin` registers `member` (the first administrator registers itself)."""
+def registration(admin: Member, member: Member, at: datetime, cosigners: tuple[Member, ...] = ()) -> bytes:
+    """`admin` registers `member` (the first administrator registers itself), with `cosigners`
+    (a second administrator, for a grant under dual control)."""
     return envelope(
         ev.PrincipalRegistered,
         admin,
         at,
+        cosigners,
         principal_id=member.principal_id,
         kind=member.kind,
         printed_name=member.printed_name,

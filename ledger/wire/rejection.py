@@ -37,6 +37,7 @@ class ReasonCode(StrEnum):
     KEY_NOT_YET_VALID = "key_not_yet_valid"
     VALID_FROM_TOO_EARLY = "valid_from_too_early"
     LAST_ADMINISTRATOR = "last_administrator"
+    SECOND_ADMINISTRATOR_REQUIRED = "second_administrator_required"
     # authority
     ACTOR_NOT_SIGNER = "actor_not_signer"
     MISSING_COSIGNATURE = "missing_cosignature"
