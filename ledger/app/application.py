@@ -458,18 +458,31 @@ class LedgerApplication(Application[UUID]):
         return existing
 
     def _administrators(self, batch: _Batch) -> Iterator[PrincipalState]:
-        """Every principal with the admin role. Read only when an administrator is revoked,
-        which is rare: the registry keeps no index of roles."""
+        """Every principal with the admin role. Read only when an administrator is revoked
+        or authority granted, which is rare: the registry keeps no index of roles."""
+        return (p for p in self.registered(batch) if "admin" in p.roles)
+
+    def registered(self, batch: _Batch | None = None) -> Iterator[PrincipalState]:
+        """Every registered principal as it stands, in registration order."""
+        batch = batch or _Batch(_Claims(self.recorder))
         start = 1
         while True:
             found = self.recorder.select_notifications(start=start, limit=500, topics=[PRINCIPAL_OPENED])
             for n in found:
                 stream = self._get(UUID(str(n.originator_id)), batch)
-                if isinstance(stream, Principal) and "admin" in stream.state.roles:
+                if isinstance(stream, Principal):
                     yield stream.state
             if len(found) < 500:
                 return
             start = found[-1].id + 1
+
+    def registry_records(self, principal_id: str) -> list[tuple[datetime, str]]:
+        """(recorded_at, envelope) of every registry record of one principal, oldest first."""
+        return [
+            (e.timestamp, e.envelope)
+            for e in self.repository.event_store.get(principal_uuid(principal_id))
+            if isinstance(e, Principal.Opened | Principal.Recorded)
+        ]
 
     # ------------------------------------------------------------------ policy
 
