@@ -453,7 +453,9 @@ def _authorize(
             _meant(body, m, received_at, policy)
     for pid in manifested.keys() - signers.keys():
         raise Rejected(
-            ReasonCode.MANIFESTATION_MISMATCH, f"manifestation for {pid}, who did not sign", "manifestations"
+            ReasonCode.MANIFESTATION_MISMATCH,
+            f"manifestation for {pid}, who did not sign (a draft for a cosigner waits for coi cosign)",
+            "manifestations",
         )
 
 
