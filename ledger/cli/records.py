@@ -211,6 +211,8 @@ def _sign(args: argparse.Namespace) -> int:
     signed_at = now()
     body.setdefault("event_id", str(uuid.uuid4()))
     body.setdefault("occurred_at", signed_at.isoformat())
+    if args.cosigner is not None and "manifestations" in body:
+        raise UsageError("the body gives its manifestations already: leave them out, --cosigner adds them")
     keys = [load_key(Path(k)) for k in args.key]
     app = reachable()
     tell_holders(keys, app)
