@@ -150,33 +150,30 @@ def test_no_revocation_leaves_fewer_than_two_administrators(ledger: Path) -> Non
     assert "dual control needs two" in revoke.stdout
 
 
-def test_without_the_ledger_the_cosigner_is_named_by_hand(ledger: Path) -> None:
+def test_coi_sign_prepares_a_draft_where_the_ledger_is_not_reachable(ledger: Path) -> None:
+    """A signing station without the database: the cosigner's printed name is given by hand;
+    the draft, cosigned there too, is submitted where the ledger is."""
     keys = _keys(ledger)
-    body = ledger / "body.json"
-    body.write_text(json.dumps({
-        "type": "principal_revoked", "site": "US-SSF", "actor": "admin.jane", "principal_id": "qa.lee",
-        "effective_at": datetime.now(UTC).isoformat(), "reason": "left",
+    pub = json.loads((keys / "qa.lee.key.pub").read_text())
+    (ledger / "body.json").write_text(json.dumps({
+        "type": "principal_registered", "site": "US-SSF", "actor": "admin.jane", "principal_id": "qa.lee",
+        "kind": "person", "printed_name": "Lee QA", "roles": ["qa"], "public_key": pub["public_key"],
+        "valid_from": datetime.now(UTC).isoformat(),
     }))  # fmt: skip
     elsewhere = {"COI_DATABASE_URL": f"sqlite:///{ledger / 'nowhere.sqlite'}"}
-    sign_ = [
-        "sign",
-        "--key",
-        str(keys / "admin.jane.key"),
-        "--cosigner",
-        "admin.omar",
-        "--out",
-        "d.json",
-        "body.json",
-    ]
-    unnamed = coi(ledger, *sign_, **elsewhere)
+    draft = ["sign", "--key", str(keys / "admin.jane.key"), "--cosigner", "admin.omar", "--out", "d.json"]
+    unnamed = coi(ledger, *draft, "body.json", **elsewhere)
     assert unnamed.returncode == 2 and "--cosigner-name" in unnamed.stderr
-    named = coi(ledger, *sign_, "--cosigner-name", "Omar Admin", **elsewhere)
+    named = coi(ledger, *draft, "--cosigner-name", "Omar Admin", "body.json", **elsewhere)
     assert named.returncode == 0, named.stderr
     assert not (ledger / "nowhere.sqlite").exists()  # finding out created nothing
-    cosigned = coi(ledger, "cosign", "--key", str(keys / "admin.omar.key"), "d.json", "--out", "e.json")
+    omar = ["cosign", "--key", str(keys / "admin.omar.key"), "d.json", "--out", "e.json"]
+    cosigned = coi(ledger, *omar, **elsewhere)
     assert cosigned.returncode == 0, cosigned.stderr
     envelope = json.loads((ledger / "e.json").read_text())
     assert [s["keyid"].split(":")[0] for s in envelope["signatures"]] == ["admin.jane", "admin.omar"]
+    submitted = coi(ledger, "submit", "e.json")
+    assert submitted.returncode == 0 and "accepted" in submitted.stdout, submitted.stdout + submitted.stderr
 
 
 def test_init_with_one_administrator_says_when_dual_control_starts(tmp_path: Path) -> None:
