@@ -104,8 +104,9 @@ def tell_holders(keys: Sequence[LoadedKey], app: LedgerApplication | None) -> No
     """Tell the holder of each key, on standard error, when the ledger says the key was
     replaced or revoked by a record they did not sign: so a person learns at their next
     signature that an administrator changed their key (Part 11.300: keys are the person's)."""
-    for key in keys if app is not None else ():
-        assert app is not None
+    if app is None:
+        return  # nothing to read it from here
+    for key in keys:
         state = _state(app, key.principal_id)
         held = None if state is None else state.keys.get(key.signer.keyid)
         if held is None or (held.valid_until is None and held.revoked_at is None):
