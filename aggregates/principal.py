@@ -120,6 +120,7 @@ def decide(state: PrincipalState | None, body: RegistryEvent, ctx: Context) -> R
                 _valid_from_problem(body.valid_from, ctx)
                 or registration_problem(body)
                 or _binding_problem(body.sites, ctx)
+                or dual_control_problem(body, ctx)
             )
         case PrincipalKeyRotated():
             problem = _valid_from_problem(body.valid_from, ctx)
@@ -128,7 +129,7 @@ def decide(state: PrincipalState | None, body: RegistryEvent, ctx: Context) -> R
             raw = public_key_raw(body.public_key)
             if keyid_for(state.principal_id, raw) in state.keys:
                 return Rejected(ReasonCode.INVALID_VALUE, "that key was already registered", "public_key")
-            return None
+            return dual_control_problem(body, ctx)
         case PrincipalRevoked():
             if state is None:
                 return _unknown(body.principal_id)
@@ -136,7 +137,9 @@ def decide(state: PrincipalState | None, body: RegistryEvent, ctx: Context) -> R
                 return Rejected(
                     ReasonCode.UNKNOWN_KEY, f"{body.keyid} is not a key of {state.principal_id}", "keyid"
                 )
-            return revocation_problem(body, state, ctx.registry.administrators(), ctx.received_at)
+            return revocation_problem(
+                body, state, ctx.registry.administrators(), ctx.received_at, ctx.policy.version >= 3
+            )
         case PrincipalSitesBound():
             if state is None:
                 return _unknown(body.principal_id)
@@ -247,6 +250,64 @@ def registration_problem(body: PrincipalRegistered) -> Rejected | None:
     return None
 
 
+# Roles whose grant needs two administrators (rules version 3): they decide who may sign
+# anything, and whether a product is released.
+DUAL_CONTROL_ROLES = frozenset({"admin", "qa"})
+
+
+def dual_control_problem(body: PrincipalRegistered | PrincipalKeyRotated, ctx: Context) -> Rejected | None:
+    """From rules version 3, one administrator alone can neither grant authority nor replace
+    a person's key (issue 14, item 3): granting admin or qa and a key after a loss need two
+    administrators among the signers (`ctx.roles`); a routine rotation needs the principal's
+    old key and an administrator other than the principal. Until the ledger has two
+    administrators who can sign there is no second to ask: one signs an admin grant (that is
+    how the second arrives) and a rotation alone; never a qa grant."""
+    if ctx.policy.version < 3:
+        return None
+    admins = sorted(pid for pid, roles in ctx.roles.items() if "admin" in roles)
+    if isinstance(body, PrincipalKeyRotated) and body.routine and body.principal_id not in ctx.roles:
+        return Rejected(
+            ReasonCode.MISSING_COSIGNATURE,
+            f"a routine rotation is signed with {body.principal_id}'s current key too "
+            "(coi principals rotate --old-key FILE); after a loss, leave out --routine and have two "
+            "administrators sign",
+            "signatures",
+        )
+    if isinstance(body, PrincipalKeyRotated):
+        others = set(admins) - {body.principal_id} if body.routine else set(admins)
+        if len(others) >= (1 if body.routine else 2) or _bootstrap(ctx):
+            return None
+        if body.routine:
+            return _second_administrator(
+                f"a routine rotation of {body.principal_id}'s key needs an administrator other than its owner"
+            )
+        return _second_administrator(
+            f"registering a key for {body.principal_id} after a loss (not --routine) needs two "
+            f"administrators' signatures; {len(admins)} signed"
+        )
+    granted = sorted(DUAL_CONTROL_ROLES.intersection(body.roles))
+    if not granted or len(admins) >= 2 or (granted == ["admin"] and _bootstrap(ctx)):
+        return None
+    return _second_administrator(
+        f"granting {' and '.join(granted)} to {body.principal_id} needs two administrators' "
+        f"signatures; {len(admins)} signed"
+    )
+
+
+def _bootstrap(ctx: Context) -> bool:
+    """Fewer than two administrators can sign now: dual control is not yet possible."""
+    return sum(can_administer(a, ctx.received_at) for a in ctx.registry.administrators()) < 2
+
+
+def _second_administrator(what: str) -> Rejected:
+    return Rejected(
+        ReasonCode.SECOND_ADMINISTRATOR_REQUIRED,
+        f"{what}: prepare it with --cosigner ID --out draft.json and have the other administrator "
+        "run coi cosign --key FILE draft.json",
+        "signatures",
+    )
+
+
 def can_administer(state: PrincipalState, at: datetime, revoking: PrincipalRevoked | None = None) -> bool:
     """An administrator with a key that can sign at `at` (can_sign)."""
     return "admin" in state.roles and can_sign(state, at, revoking)
@@ -268,17 +329,31 @@ def can_sign(state: PrincipalState, at: datetime, revoking: PrincipalRevoked | N
 
 
 def revocation_problem(
-    body: PrincipalRevoked, target: PrincipalState, administrators: Iterable[PrincipalState], at: datetime
+    body: PrincipalRevoked,
+    target: PrincipalState,
+    administrators: Iterable[PrincipalState],
+    at: datetime,
+    dual: bool = False,
 ) -> Rejected | None:
     """No revocation received at `at` may leave the ledger without an administrator who can
-    sign then: nobody could register, rotate or revoke anything ever again."""
+    sign then: nobody could register, rotate or revoke anything ever again. Under `dual`
+    control (rules version 3), once two administrators can sign, none may leave fewer than
+    two: one alone could then grant authority."""
     if not can_administer(target, at) or can_administer(target, at, body):
         return None
-    if any(a.principal_id != target.principal_id and can_administer(a, at) for a in administrators):
+    others = sum(a.principal_id != target.principal_id and can_administer(a, at) for a in administrators)
+    if others >= 2 or (others == 1 and not dual):
         return None
+    if others == 0:
+        return Rejected(
+            ReasonCode.LAST_ADMINISTRATOR,
+            f"{target.principal_id} is the last administrator; register another one first",
+            "principal_id",
+        )
     return Rejected(
         ReasonCode.LAST_ADMINISTRATOR,
-        f"{target.principal_id} is the last administrator; register another one first",
+        f"revoking {target.principal_id} would leave one administrator, and dual control needs two; "
+        "register another one first",
         "principal_id",
     )
 
@@ -456,7 +531,9 @@ def _authorize(
             _meant(body, m, received_at, policy)
     for pid in manifested.keys() - signers.keys():
         raise Rejected(
-            ReasonCode.MANIFESTATION_MISMATCH, f"manifestation for {pid}, who did not sign", "manifestations"
+            ReasonCode.MANIFESTATION_MISMATCH,
+            f"manifestation for {pid}, who did not sign (a draft for a cosigner waits for coi cosign)",
+            "manifestations",
         )
 
 

@@ -527,7 +527,7 @@ class LedgerApplication(Application[UUID]):
         if isinstance(body, ev.SiteRegistered):
             target = self._site_change(body, envelope, batch)
         elif isinstance(body, ev.PRINCIPAL_TYPES):
-            target = self._registry_change(body, sites, envelope, batch, claims)
+            target = self._registry_change(body, signers, sites, envelope, batch, claims)
         elif isinstance(body, ev.PolicyAdopted):
             target = self._policy_change(body, signers, envelope, batch)
         else:
@@ -589,10 +589,17 @@ class LedgerApplication(Application[UUID]):
         return None
 
     def _registry_change(
-        self, body: ev.RegistryEvent, sites: Sites, envelope: str, batch: _Batch, claims: list[ClaimRow]
+        self,
+        body: ev.RegistryEvent,
+        signers: dict[str, PrincipalState],
+        sites: Sites,
+        envelope: str,
+        batch: _Batch,
+        claims: list[ClaimRow],
     ) -> Aggregate:
         existing = self._principal(body.principal_id, batch)
-        ctx = Context(batch.received, _judging(batch), batch.claims, _Registry(self, batch), sites=sites)
+        roles = {pid: signer.roles for pid, signer in signers.items()}
+        ctx = Context(batch.received, _judging(batch), batch.claims, _Registry(self, batch), roles, sites)
         problem = principal.decide(None if existing is None else existing.state, body, ctx)
         if problem is not None:
             raise problem
@@ -605,11 +612,13 @@ class LedgerApplication(Application[UUID]):
 
     def _administrators(self, batch: _Batch) -> Iterator[PrincipalState]:
         """Every principal with the admin role. Read only when an administrator is revoked,
-        or a policy adopted, which is rare: the registry keeps no index of roles."""
-        return (p for p in self._everyone(batch) if "admin" in p.roles)
+        authority granted or a policy adopted, which is rare: the registry keeps no index of
+        roles."""
+        return (p for p in self.registered(batch) if "admin" in p.roles)
 
-    def _everyone(self, batch: _Batch) -> Iterator[PrincipalState]:
-        """Every principal registered."""
+    def registered(self, batch: _Batch | None = None) -> Iterator[PrincipalState]:
+        """Every registered principal as it stands, in registration order."""
+        batch = batch or _Batch(_Claims(self.recorder))
         start = 1
         while True:
             found = self.recorder.select_notifications(start=start, limit=500, topics=[PRINCIPAL_OPENED])
@@ -640,6 +649,14 @@ class LedgerApplication(Application[UUID]):
         batch.sites = stream.state  # from the next record of the batch on
         return stream
 
+    def registry_records(self, principal_id: str) -> list[tuple[datetime, str]]:
+        """(recorded_at, envelope) of every registry record of one principal, oldest first."""
+        return [
+            (e.timestamp, e.envelope)
+            for e in self.repository.event_store.get(principal_uuid(principal_id))
+            if isinstance(e, Principal.Opened | Principal.Recorded)
+        ]
+
     # ------------------------------------------------------------------ policy
 
     def policy_in_force(self, batch: _Batch | None = None) -> PolicyState:
@@ -655,7 +672,7 @@ class LedgerApplication(Application[UUID]):
         batch on, its settings are in force."""
         at = batch.received
         admins = frozenset(pid for pid, p in signers.items() if "admin" in p.roles)
-        everyone = list(self._everyone(batch))
+        everyone = list(self.registered(batch))
         ctx = PolicyContext(
             admins,
             sum(1 for a in everyone if can_administer(a, at)),

@@ -147,7 +147,8 @@ def registry_problem(
         return site.decide(sites, body)
     assert isinstance(body, ev.PRINCIPAL_TYPES)
     admins = Administrators(tuple(p for p in principals.values() if "admin" in p.roles))
-    ctx = Context(received, policy, registered.claims, admins, sites=sites)
+    roles = {pid: state.roles for pid, state in signers.items()}
+    ctx = Context(received, policy, registered.claims, admins, roles, sites=sites)
     return principal.decide(principals.get(body.principal_id), body, ctx)
 
 

@@ -31,7 +31,7 @@ __all__ = ["main", "parser", "printable"]
 # The command groups, in the order `coi --help` lists them: each a module of this package
 # and the commands it adds. Registering a group is one line here.
 GROUPS = (
-    ("records", "init", "sign", "submit"),
+    ("records", "init", "sign", "cosign", "submit"),
     ("keys", "keys"),
     ("principals", "principals"),
     ("sites", "sites"),

@@ -21,6 +21,7 @@ from ledger.cli.common import (
     settle_stored,
     utc_time,
 )
+from ledger.cli.cosigning import add_cosigner
 from ledger.cli.reading import add_output, add_time, check_time, emit, open_audit, through
 
 if TYPE_CHECKING:
@@ -59,6 +60,12 @@ def add_parser(subparsers: Subparsers) -> None:
                 "grace (the policy's rotation_grace, 10 minutes by default) after --valid-from, for "
                 "envelopes already in flight",
             )
+            s.add_argument(
+                "--old-key",
+                help="the person's current key file: a routine rotation is signed with it too",
+            )
+        if name in ("add", "rotate"):  # dual control: a second administrator signs with coi cosign
+            add_cosigner(s)
         if name == "revoke":
             s.add_argument("--id", required=True, help="principal id")
             s.add_argument("--keyid", help="revoke one key only (default: every key)")
@@ -79,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     if args.principals_command == "history":
         return _history(args)
     fields = {"add": _add, "rotate": _rotate, "revoke": _revoke, "bind": _bind}[args.principals_command](args)
-    return admin_submit(args, fields)
+    return admin_submit(args, fields, [args.admin_key, *filter(None, [getattr(args, "old_key", None)])])
 
 
 def _add(args: argparse.Namespace) -> dict[str, Any]:
@@ -121,21 +128,33 @@ def _revoke(args: argparse.Namespace) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def admin_submit(args: argparse.Namespace, fields: dict[str, Any], keys: list[str] | None = None) -> int:
-    """Sign a registry or policy change with the administrators' keys (`keys`, else
-    --admin-key; the first is the actor) and append it."""
+def admin_submit(args: argparse.Namespace, fields: dict[str, Any], keys: list[str]) -> int:
+    """Sign a registry or policy change with `keys` (the first, an administrator's, is the
+    actor) and append it; or, with --cosigner, write it as a draft for a second administrator
+    (`coi cosign`), who then submits it."""
     from pathlib import Path
 
+    from ledger.cli.cosigning import cosigner, reachable, tell_holders, warn_duplicate_name, write_envelope
     from ledger.site.signing import sign_json
     from ledger.wire.keys import load_key
 
     site = args.site or os.environ.get("COI_SITE")
     if not site:
         raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
-    admins = [load_key(Path(k)) for k in keys or [args.admin_key]]
-    body = header(fields, admins[0], site)
-    app = open_app()
-    outcome = app.submit(sign_json(body, admins, now()))
+    signers = [load_key(Path(k)) for k in keys]
+    body = header(fields, signers[0], site)
+    drafting = getattr(args, "cosigner", None) is not None
+    app = reachable() if drafting else open_app()
+    if app is not None:
+        tell_holders(signers, app)
+        if fields["type"] == "principal_registered":
+            warn_duplicate_name(app, fields["principal_id"], fields["printed_name"])
+    if drafting:
+        write_envelope(sign_json(body, signers, now(), cosigners=cosigner(args, app)), args.out)
+        say(f"coi: {args.cosigner} signs it next: coi cosign --key FILE {args.out}", sys.stderr)
+        return EXIT_OK
+    assert app is not None
+    outcome = app.submit(sign_json(body, signers, now()))
     print_outcomes([outcome], "table")
     if outcome.status == "accepted":  # into the Merkle log, as coi submit does
         settle_stored(app)

@@ -22,12 +22,14 @@ from ledger.cli.common import (
     print_outcomes,
     settle_stored,
 )
+from ledger.cli.cosigning import add_cosigner
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from ledger.app.application import LedgerApplication
+    from ledger.app.application import LedgerApplication, Outcome
     from ledger.cli.common import Subparsers
+    from ledger.wire.keys import LoadedKey
 
 
 def add_parser(subparsers: Subparsers) -> None:
@@ -42,11 +44,20 @@ def add_parser(subparsers: Subparsers) -> None:
         "--site-time-zone", default="UTC", help="IANA name, e.g. America/Los_Angeles (default: UTC)"
     )
     s.add_argument("--key-out", help="where to write the key (default: coi-data/keys/ID.key)")
+    s.add_argument("--second-admin", metavar="ID", help="a second administrator: dual control from the start")
+    s.add_argument("--second-name", help="the second administrator's printed name")
+    s.add_argument("--second-key-out", help="where to write the second key (default: coi-data/keys/ID.key)")
 
     s = subparsers.add_parser("sign", help="wrap a JSON body into a signed DSSE envelope")
     s.add_argument("--key", action="append", required=True, help="repeat for two-person steps")
     s.add_argument("--meaning", help="signature meaning for people (default by event type)")
+    add_cosigner(s)
     s.add_argument("body", help="JSON file, or - for standard input")
+
+    s = subparsers.add_parser("cosign", help="add your signature to a draft prepared with --cosigner")
+    s.add_argument("--key", required=True, help="your key file")
+    s.add_argument("--out", help="write the envelope to this file (default: standard output)")
+    s.add_argument("draft", help="the draft envelope, or - for standard input")
 
     s = subparsers.add_parser("submit", help="append signed envelopes (one JSON per line)")
     s.add_argument("source", help="file of envelopes, or - for standard input")
@@ -54,18 +65,17 @@ def add_parser(subparsers: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return {"init": _init, "sign": _sign, "submit": _submit}[args.command](args)
+    from ledger.cli.cosigning import cosign
+
+    return {"init": _init, "sign": _sign, "cosign": cosign, "submit": _submit}[args.command](args)
 
 
 def _init(args: argparse.Namespace) -> int:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     from aggregates.site import known_zone
     from ledger.cli.policy import first_boundary
     from ledger.cli.security import service_registration
     from ledger.cli.sites import site_fields
     from ledger.site.signing import sign_json
-    from ledger.wire.keys import key_file_for, load_key, write_key_file
 
     boundary = first_boundary()  # a bad COI_SKEW ... stops init before anything is written
     site = args.site or os.environ.get("COI_SITE")
@@ -77,9 +87,22 @@ def _init(args: argparse.Namespace) -> int:
     if not known_zone(args.site_time_zone):
         raise UsageError(f"--site-time-zone {args.site_time_zone!r} is not an IANA time zone name")
     own_site = site_fields(site, args.site_name or site, country, args.site_time_zone, "administration")
-    path = new_key_path(args.key_out, args.admin, "--key-out")
-    passphrase = new_passphrase(args.admin)  # asked before anything is written: a bad one leaves nothing
-    made = _new_sqlite_file()
+    if (args.second_admin is None) != (args.second_name is None):
+        raise UsageError("a second administrator needs both --second-admin ID and --second-name NAME")
+    if args.second_admin is not None and args.second_admin == args.admin:
+        raise UsageError("the second administrator is another person: give another --second-admin")
+    # Every key path and passphrase is asked before anything is written: a bad one leaves nothing.
+    people = [(args.admin, args.name, new_key_path(args.key_out, args.admin, "--key-out"))]
+    if args.second_admin is not None:
+        people.append(
+            (
+                args.second_admin,
+                args.second_name,
+                new_key_path(args.second_key_out, args.second_admin, "--second-key-out"),
+            )
+        )
+    passphrases = [new_passphrase(pid) for pid, _, _ in people]
+    made = new_sqlite_file()
     try:
         app = open_app()
         if app.recorder.max_notification_id():
@@ -88,39 +111,65 @@ def _init(args: argparse.Namespace) -> int:
     except BaseException:
         _remove(made)  # stopped before storing anything: a retry starts from nothing
         raise
-    key_file = key_file_for(Ed25519PrivateKey.generate(), args.admin, args.name, "person", passphrase)
-    write_key_file(path, key_file)
-    admin = load_key(path, passphrase)
-    signed_at = now()
-    fields = {
-        "type": "principal_registered", "principal_id": args.admin, "kind": "person",
-        "printed_name": args.name, "roles": ["admin"], "public_key": key_file.public_key,
-        "valid_from": signed_at.isoformat(), "sites": [site],
-    }  # fmt: skip
-    outcome = app.submit(sign_json(header(fields, admin, site), [admin], signed_at))
-    outcomes = [outcome]
-    # then its own site, then the first boundary: this code's rules from the start
-    for then in (own_site, boundary):
-        if outcome.status == "accepted":
-            outcome = app.submit(sign_json(header(then, admin, site), [admin], now()))
-            outcomes.append(outcome)
+    admins: list[LoadedKey] = []
+    outcomes: list[Outcome] = []
+    for (pid, name, path), passphrase in zip(people, passphrases, strict=True):
+        # The first registers itself; the second is registered by the first alone (dual
+        # control's bootstrap, aggregates/principal.py) and signs the boundary with it. Both
+        # are bound to the site init registers.
+        fields, key = _new_administrator(pid, name, path, passphrase, site)
+        signer = admins[0] if admins else key
+        outcomes.append(app.submit(sign_json(header(fields, signer, site), [signer], now())))
+        if outcomes[-1].status != "accepted":
+            break
+        admins.append(key)
+    # then its own site and the first boundary (this code's rules from the start, signed by
+    # every administrator), each while the one before was accepted
+    for then, signers in ((own_site, admins[:1]), (boundary, admins)):
+        if outcomes[-1].status == "accepted":
+            outcomes.append(app.submit(sign_json(header(then, admins[0], site), signers, now())))
     service = None
-    if outcome.status == "accepted":  # then the service principal that signs lock records
+    if outcomes[-1].status == "accepted":  # then the service principal that signs lock records
         service, fields = service_registration(app, site)
-        outcome = app.submit(sign_json(header(fields, admin, site), [admin], now()))
-        outcomes.append(outcome)
+        outcomes.append(app.submit(sign_json(header(fields, admins[0], site), admins[:1], now())))
     print_outcomes(outcomes, "table")
-    if outcome.status == "accepted":  # the first checkpoint: a verifier has a key to trust at once
+    accepted = outcomes[-1].status == "accepted"
+    if accepted:  # the first checkpoint: a verifier has a key to trust at once
         settle_stored(app)
     print(f"ledger:            {app.env.get('SQLITE_DBNAME') or app.env.get('POSTGRES_DBNAME')}")
-    print(f"administrator key: {path} (encrypted)")
+    for (_, _, path), label in zip(people, ("administrator key:", "second admin key: "), strict=False):
+        print(f"{label} {path} (encrypted)")
+    if len(people) == 1:
+        print(
+            "dual control:      starts when a second administrator is registered "
+            "(coi principals add --role admin); until then you grant authority alone"
+        )
     print(ledger_key)
     if service is not None:
         print(f"service key:       {service} (signs key locks; not in the data folder)")
-    return EXIT_OK if outcome.status == "accepted" else EXIT_FAILED
+    return EXIT_OK if accepted else EXIT_FAILED
 
 
-def _new_sqlite_file() -> Path | None:
+def _new_administrator(
+    principal_id: str, printed_name: str, path: Path, passphrase: bytes, site: str
+) -> tuple[dict[str, object], LoadedKey]:
+    """A new administrator's key, written to `path`, and the body that registers it, bound to
+    `site`."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from ledger.wire.keys import key_file_for, load_key, write_key_file
+
+    key_file = key_file_for(Ed25519PrivateKey.generate(), principal_id, printed_name, "person", passphrase)
+    write_key_file(path, key_file)
+    fields: dict[str, object] = {
+        "type": "principal_registered", "principal_id": principal_id, "kind": "person",
+        "printed_name": printed_name, "roles": ["admin"], "public_key": key_file.public_key,
+        "valid_from": now().isoformat(), "sites": [site],
+    }  # fmt: skip
+    return fields, load_key(path, passphrase)
+
+
+def new_sqlite_file() -> Path | None:
     """The SQLite file `coi init` is about to make (None: it exists, or the ledger is on PostgreSQL)."""
     from pathlib import Path
 
@@ -162,6 +211,7 @@ def _sign(args: argparse.Namespace) -> int:
 
     import msgspec
 
+    from ledger.cli.cosigning import cosigner, reachable, tell_holders, write_envelope
     from ledger.site.signing import sign_json
     from ledger.wire.keys import load_key
     from ledger.wire.rejection import ReasonCode, Rejected
@@ -187,8 +237,12 @@ def _sign(args: argparse.Namespace) -> int:
     signed_at = now()
     body.setdefault("event_id", str(uuid.uuid4()))
     body.setdefault("occurred_at", signed_at.isoformat())
+    if args.cosigner is not None and "manifestations" in body:
+        raise UsageError("the body gives its manifestations already: leave them out, --cosigner adds them")
     keys = [load_key(Path(k)) for k in args.key]
-    sys.stdout.write(sign_json(body, keys, signed_at, args.meaning).decode() + "\n")
+    app = reachable()
+    tell_holders(keys, app)
+    write_envelope(sign_json(body, keys, signed_at, args.meaning, cosigner(args, app)), args.out)
     return EXIT_OK
 
 

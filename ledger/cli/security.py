@@ -115,7 +115,7 @@ def _service(args: argparse.Namespace) -> int:
     app.close()
     code = EXIT_FAILED
     try:
-        code = admin_submit(args, fields)
+        code = admin_submit(args, fields, [args.admin_key])
     finally:
         if code == EXIT_OK:
             print(f"service key:       {made} (signs key locks; not in the data folder)")
@@ -132,7 +132,7 @@ def _unlock(args: argparse.Namespace) -> int:
         "type": "principal_key_unlocked", "principal_id": args.keyid.split(":", 1)[0], "keyid": args.keyid,
         "reason": args.reason,
     }  # fmt: skip
-    return admin_submit(args, fields)
+    return admin_submit(args, fields, [args.admin_key])
 
 
 def _watch(args: argparse.Namespace) -> int:

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sites_command == "list":
         return _list(args)
-    return admin_submit(args, site_fields(args.code, args.name, args.country, args.time_zone, args.kind))
+    fields = site_fields(args.code, args.name, args.country, args.time_zone, args.kind)
+    return admin_submit(args, fields, [args.admin_key])
 
 
 def site_fields(code: str, name: str, country: str, time_zone: str, kind: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from aggregates.policy import RULES_VERSION, Policy
+from aggregates.principal import DUAL_CONTROL_ROLES
 from aggregates.therapy import REQUIRED_QC, excursion_ids, failure_deviation
 from ledger.site.signing import Member, SiteInfo, adoption, envelope, registration, site_record
 from ledger.wire import events as ev
@@ -53,7 +54,7 @@ class Step:
 
 
 class Cast:
-    """Everyone who signs in the demo, one administrator first."""
+    """Everyone who signs in the demo, two administrators first (dual control)."""
 
     def __init__(self, members: list[Member] | None = None) -> None:
         people = members if members is not None else self._new_members()
@@ -62,7 +63,10 @@ class Cast:
 
     @staticmethod
     def _new_members() -> list[Member]:
-        people = [Member.new("admin.root", "Riley Root", "person", ("admin",), "US-SSF")]
+        people = [
+            Member.new("admin.root", "Riley Root", "person", ("admin",), "US-SSF"),
+            Member.new("admin.deputy", "Dana Deputy", "person", ("admin",), "US-SSF"),
+        ]
         for site in HOSPITALS:
             s = site[3:].lower()
             people += [
@@ -91,12 +95,31 @@ class Cast:
         return self.members[principal_id]
 
     def registrations(self, at: datetime) -> list[bytes]:
-        return [registration(self.admin, m, at) for m in self.members.values()]
+        """Each member registered by the first administrator; a grant of admin or qa after the
+        first two administrators cosigned by the second (aggregates/principal.py dual control)."""
+        first_two = self.admins[:2]
+        return [
+            registration(
+                self.admin,
+                m,
+                at,
+                cosigners=tuple(first_two[1:])
+                if DUAL_CONTROL_ROLES & set(m.roles) and m not in first_two
+                else (),
+            )
+            for m in self.members.values()
+        ]
+
+    @property
+    def admins(self) -> list[Member]:
+        """The cast's administrators, the first one first."""
+        return [m for m in self.members.values() if "admin" in m.roles]
 
     def adoption(self, at: datetime, policy: Policy | None = None) -> bytes:
         """The first boundary (aggregates/policy.py), signed by every administrator of the cast."""
-        admins = [m for m in self.members.values() if "admin" in m.roles]
-        return adoption(admins, policy or Policy(RULES_VERSION), at, "the rules of this code from the start")
+        return adoption(
+            self.admins, policy or Policy(RULES_VERSION), at, "the rules of this code from the start"
+        )
 
     def sites(self, at: datetime) -> list[bytes]:
         """The demo's sites, registered by its administrator."""

@@ -99,13 +99,21 @@ def envelope(
     return sign(msgspec.json.encode(body), [m.signer for m in signers])
 
 
-def registration(admin: Member, member: Member, at: datetime, sites: Sequence[str] | None = None) -> bytes:
+def registration(
+    admin: Member,
+    member: Member,
+    at: datetime,
+    cosigners: tuple[Member, ...] = (),
+    sites: Sequence[str] | None = None,
+) -> bytes:
     """`admin` registers `member` (the first administrator registers itself), bound to
-    `sites` (default: its own site)."""
+    `sites` (default: its own site), with `cosigners` (a second administrator, for a grant
+    under dual control)."""
     return envelope(
         ev.PrincipalRegistered,
         admin,
         at,
+        cosigners,
         principal_id=member.principal_id,
         kind=member.kind,
         printed_name=member.printed_name,
@@ -145,17 +153,31 @@ class SigningIdentity(Identity, Protocol):
     def signer(self) -> Signer: ...
 
 
+@dataclass(frozen=True)
+class Cosigner:
+    """A person who signs later (`coi cosign`): named in the body now, no key here."""
+
+    principal_id: str
+    printed_name: str
+    kind: str = "person"
+
+
 def sign_json(
-    body: dict[str, Any], keys: Sequence[SigningIdentity], now: datetime, meaning: str | None = None
+    body: dict[str, Any],
+    keys: Sequence[SigningIdentity],
+    now: datetime,
+    meaning: str | None = None,
+    cosigners: Sequence[Cosigner] = (),
 ) -> bytes:
     """Sign a body written by hand or by a site system: each person's manifestation is added
-    when the body has none, and the body is checked strictly before anything is signed."""
+    when the body has none (the `cosigners`' too: their signatures are added to the envelope
+    later, over the same body), and the body is checked strictly before anything is signed."""
     if "manifestations" not in body:
         witness, decision = body.get("witness"), body.get("decision")
         tag = str(body.get("type", ""))
         body["manifestations"] = msgspec.to_builtins(
             manifestations(
-                keys, tag, now, witness if isinstance(witness, str) else None, meaning,
+                [*keys, *cosigners], tag, now, witness if isinstance(witness, str) else None, meaning,
                 decision if isinstance(decision, str) else None,
             )
         )  # fmt: skip

@@ -88,6 +88,14 @@ def sign(body: bytes, signers: list[Signer], payload_type: str = PAYLOAD_TYPE) -
     return msgspec.json.encode(envelope)
 
 
+def add_signature(opened: Opened, signer: Signer) -> bytes:
+    """The envelope with one more signature over the same payload (a second person's, added
+    after the first signed: `coi cosign`)."""
+    sig = base64.b64encode(signer.key.sign(pae(opened.envelope.payloadType, opened.body))).decode()
+    signatures = [*opened.envelope.signatures, Signature(keyid=signer.keyid, sig=sig)]
+    return msgspec.json.encode(msgspec.structs.replace(opened.envelope, signatures=signatures))
+
+
 def open_envelope(raw: bytes | str) -> Opened:
     """Parse an envelope strictly; signatures are decoded but not yet verified."""
     try:

@@ -38,6 +38,7 @@ class ReasonCode(StrEnum):
     KEY_LOCKED = "key_locked"
     VALID_FROM_TOO_EARLY = "valid_from_too_early"
     LAST_ADMINISTRATOR = "last_administrator"
+    SECOND_ADMINISTRATOR_REQUIRED = "second_administrator_required"
     # authority
     ACTOR_NOT_SIGNER = "actor_not_signer"
     MISSING_COSIGNATURE = "missing_cosignature"

@@ -97,15 +97,16 @@ class World:
 
 
 def _registry_changes(app: LedgerApplication, cast: Cast) -> tuple[Member, Member, datetime]:
-    """temp.x registered, its key rotated, then the new key revoked, all on the admin's authority."""
+    """temp.x registered, its key rotated (with its old key, as a routine rotation is signed),
+    then the new key revoked, all on the admin's authority."""
     now = datetime.now(UTC)
     temp = Member.new("temp.x", "Tess Temp", "person", ("qc",), "US-SSF")
     later = Member.new("temp.x", "Tess Temp", "person", ("qc",), "US-SSF")
     changes = [
         registration(cast.admin, temp, now),
         envelope(
-            ev.PrincipalKeyRotated, cast.admin, now, principal_id="temp.x", public_key=later.public_key,
-            valid_from=now, routine=True, reason="yearly rotation",
+            ev.PrincipalKeyRotated, cast.admin, now, (temp,), principal_id="temp.x",
+            public_key=later.public_key, valid_from=now, routine=True, reason="yearly rotation",
         ),
         envelope(
             ev.PrincipalRevoked, cast.admin, now, principal_id="temp.x", keyid=later.signer.keyid,
@@ -500,7 +501,7 @@ def test_the_registry_history_says_who_changed_which_key_on_whose_authority_and_
             "temp.x",
             "key_rotated",
             later.signer.keyid,
-            (admin,),
+            (admin, temp.signer.keyid),
             "admin.root",
             None,
             (),

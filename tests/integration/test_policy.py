@@ -46,7 +46,7 @@ def _by_hand(store_url: str, stream: UUID, envelope: str, topic: str, at: dateti
 
 
 def _lower_by_hand(store_url: str, cast: Cast, version: int) -> int:
-    lower = adoption([cast.admin], Policy(version), datetime.now(UTC), "by hand").decode()
+    lower = adoption(cast.admins, Policy(version), datetime.now(UTC), "by hand").decode()
     return _by_hand(store_url, POLICY_STREAM, lower, "coi:policy.recorded")
 
 
@@ -61,8 +61,8 @@ def test_adopted_settings_are_shown_with_the_boundary_they_hold_from(
     registered: LedgerApplication, cast: Cast
 ) -> None:
     first = view(registered)
-    assert first.version == RULES_VERSION and first.signed_by == [cast.admin.principal_id]
-    outcome = _adopt(registered, [cast.admin], Policy(RULES_VERSION, skew=timedelta(minutes=10)))
+    assert first.version == RULES_VERSION and first.signed_by == [a.principal_id for a in cast.admins]
+    outcome = _adopt(registered, cast.admins, Policy(RULES_VERSION, skew=timedelta(minutes=10)))
     assert outcome.status == "accepted", outcome
     shown = view(registered)
     assert (shown.version, shown.sequence, shown.reason) == (RULES_VERSION, outcome.sequence, "tested")
@@ -76,24 +76,24 @@ def test_late_entries_are_judged_by_the_setting_in_force_when_recorded(
 ) -> None:
     at = datetime.now(UTC) + timedelta(seconds=1)
     hour = Policy(RULES_VERSION, late_entry_after=timedelta(hours=1))
-    assert _adopt(registered, [cast.admin], hour, at).status == "accepted"
+    assert _adopt(registered, cast.admins, hour, at).status == "accepted"
     late_after = late_entry_after(registered)
     assert late_after(at - timedelta(days=1)) == timedelta(hours=24)  # before any boundary
     assert late_after(at) == timedelta(hours=1)
 
 
 def test_a_lower_version_is_refused(registered: LedgerApplication, cast: Cast, newer_rules: int) -> None:
-    assert _adopt(registered, [cast.admin], Policy(newer_rules)).status == "accepted"
-    refused = _adopt(registered, [cast.admin], Policy(newer_rules - 1))
+    assert _adopt(registered, cast.admins, Policy(newer_rules)).status == "accepted"
+    refused = _adopt(registered, cast.admins, Policy(newer_rules - 1))
     assert (refused.code, refused.field) == ("policy_downgrade", "version")
-    unknown = _adopt(registered, [cast.admin], Policy(newer_rules + 1))
+    unknown = _adopt(registered, cast.admins, Policy(newer_rules + 1))
     assert (unknown.code, unknown.field) == ("policy_version_unknown", "version")
 
 
 def test_a_writer_refuses_a_log_under_newer_rules(
     registered: LedgerApplication, cast: Cast, newer_rules: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert _adopt(registered, [cast.admin], Policy(newer_rules)).status == "accepted"
+    assert _adopt(registered, cast.admins, Policy(newer_rules)).status == "accepted"
     monkeypatch.setattr(aggregates.policy, "RULES_VERSION", newer_rules - 1)  # an older coi
     at = datetime.now(UTC)
     refused = registered.submit(
@@ -110,7 +110,7 @@ def test_a_setting_out_of_bounds_is_refused_naming_the_field(
     registered: LedgerApplication, cast: Cast, setting: str, value: object, bounds: str
 ) -> None:
     policy = aggregates.policy.with_settings(Policy(RULES_VERSION), {setting: value})  # type: ignore[dict-item]
-    refused = _adopt(registered, [cast.admin], policy)
+    refused = _adopt(registered, cast.admins, policy)
     field = f"{setting}_seconds" if setting == "skew" else setting
     assert (refused.code, refused.field) == ("invalid_value", field)
     assert bounds in (refused.message or "")
@@ -120,31 +120,27 @@ def test_two_administrators_sign_once_two_exist(registered: LedgerApplication, c
     nurse = cast["nurse.bdw"]
     refused = _adopt(registered, [nurse], Policy(RULES_VERSION))
     assert refused.code == "role_not_allowed"
-    assert _adopt(registered, [cast.admin], Policy(RULES_VERSION)).status == "accepted"  # the only one
-
-    second = Member.new("admin.second", "Sam Second", "person", ("admin",), "US-SSF")
-    at = datetime.now(UTC)
-    assert registered.submit(registration(cast.admin, second, at), now=at).status == "accepted"
-    alone = _adopt(registered, [cast.admin], Policy(RULES_VERSION))
+    alone = _adopt(registered, [cast.admin], Policy(RULES_VERSION))  # the cast has two
     assert (alone.code, alone.field) == ("missing_cosignature", "signatures")
-    both = _adopt(registered, [cast.admin, second], Policy(RULES_VERSION))
+    both = _adopt(registered, cast.admins, Policy(RULES_VERSION))
     assert both.status == "accepted", both
-    assert view(registered).signed_by == [cast.admin.principal_id, second.principal_id]
+    assert view(registered).signed_by == [a.principal_id for a in cast.admins]
 
 
 def test_the_skew_in_force_decides_what_is_from_the_future(registered: LedgerApplication, cast: Cast) -> None:
     def ahead(minutes: int) -> Outcome:
         now = datetime.now(UTC)
         member = Member.new(f"qa.ahead{minutes}", "Ahead QA", "person", ("qa",), "US-SSF")
-        return registered.submit(registration(cast.admin, member, now + timedelta(minutes=minutes)), now=now)
+        at = now + timedelta(minutes=minutes)
+        return registered.submit(registration(cast.admin, member, at, (cast.admins[1],)), now=now)
 
     assert ahead(8).code == "future_timestamp"
     assert (
-        _adopt(registered, [cast.admin], Policy(RULES_VERSION, skew=timedelta(minutes=10))).status
+        _adopt(registered, cast.admins, Policy(RULES_VERSION, skew=timedelta(minutes=10))).status
         == "accepted"
     )
     assert ahead(9).status == "accepted"
-    assert _adopt(registered, [cast.admin], Policy(RULES_VERSION, skew=timedelta(0))).status == "accepted"
+    assert _adopt(registered, cast.admins, Policy(RULES_VERSION, skew=timedelta(0))).status == "accepted"
     assert ahead(1).code == "future_timestamp"
 
 
@@ -153,13 +149,15 @@ def test_the_rotation_grace_in_force_decides_how_long_a_replaced_key_signs(
 ) -> None:
     now = datetime.now(UTC)
     grace = Policy(RULES_VERSION, rotation_grace=timedelta(minutes=2))
-    assert _adopt(registered, [cast.admin], grace, now).status == "accepted"
+    assert _adopt(registered, cast.admins, grace, now).status == "accepted"
     _, rotation = _rotation(cast, cast.admin.principal_id, now, routine=True)
     assert registered.submit(rotation, now=now).status == "accepted"
 
     def signed_by_the_old_key(after: timedelta) -> Outcome:
         member = Member.new(f"qa.after{after.seconds}", "After QA", "person", ("qa",), "US-SSF")
-        return registered.submit(registration(cast.admin, member, now + after), now=now + after)
+        return registered.submit(
+            registration(cast.admin, member, now + after, (cast.admins[1],)), now=now + after
+        )
 
     assert signed_by_the_old_key(timedelta(minutes=1)).status == "accepted"
     assert signed_by_the_old_key(timedelta(minutes=3)).code == "key_expired"  # the default grace is 10m
@@ -179,7 +177,7 @@ def test_the_rotation_grace_in_force_decides_how_long_a_replaced_key_signs(
 def test_the_verifier_refuses_a_decrease_written_into_the_table(
     registered: LedgerApplication, cast: Cast, store_url: str, newer_rules: int
 ) -> None:
-    assert _adopt(registered, [cast.admin], Policy(newer_rules)).status == "accepted"
+    assert _adopt(registered, cast.admins, Policy(newer_rules)).status == "accepted"
     assert verify_ledger(registered, []).failure is None
     sequence = _lower_by_hand(store_url, cast, newer_rules - 1)
     failure = verify_ledger(registered, []).failure
@@ -190,7 +188,7 @@ def test_the_verifier_refuses_a_decrease_written_into_the_table(
 def test_an_incremental_verify_resumes_with_the_policy_in_force(
     registered: LedgerApplication, cast: Cast, store_url: str, newer_rules: int, tmp_path: Path
 ) -> None:
-    assert _adopt(registered, [cast.admin], Policy(newer_rules)).status == "accepted"
+    assert _adopt(registered, cast.admins, Policy(newer_rules)).status == "accepted"
     signer = NoteSigner("coi-ledger.test/log", Ed25519PrivateKey.generate())
     MerkleLog(registered).checkpoint(signer, signer.name, memory=None)
     state = tmp_path / "verify-state.json"

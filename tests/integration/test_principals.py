@@ -25,11 +25,15 @@ def _enrol(app: LedgerApplication, cast: Cast) -> tuple[str, str]:
 
 
 def _rotation(cast: Cast, principal_id: str, at: datetime, routine: bool = False) -> tuple[Member, bytes]:
+    """A rotation under dual control: after a loss, two administrators sign; a routine one,
+    the old key and an administrator other than its owner."""
     old = cast[principal_id]
     new = Member.new(old.principal_id, old.printed_name, old.kind, old.roles, old.site)
+    deputy = cast.admins[1]
+    cosigners = (deputy, old) if routine and old is not cast.admin else (deputy,)
     raw = envelope(
-        ev.PrincipalKeyRotated, cast.admin, at, principal_id=principal_id, public_key=new.public_key,
-        valid_from=at, routine=routine,
+        ev.PrincipalKeyRotated, cast.admin, at, cosigners, principal_id=principal_id,
+        public_key=new.public_key, valid_from=at, routine=routine,
     )  # fmt: skip
     return new, raw
 
@@ -98,6 +102,8 @@ def test_a_revoked_sole_administrator_cannot_back_date_a_successor(app: LedgerAp
     second = Member.new("admin.z", "Zed Admin", "person", ("admin",), "US-SSF")
     assert app.submit(registration(admin, admin, now - timedelta(minutes=3))).status == "accepted"
     assert app.submit(registration(admin, second, now - timedelta(minutes=3))).status == "accepted"
+    third = Member.new("admin.w", "Wim Admin", "person", ("admin",), "US-SSF")  # dual control keeps two
+    assert app.submit(registration(admin, third, now - timedelta(minutes=3), (second,))).status == "accepted"
     revoke = envelope(
         ev.PrincipalRevoked, second, now, principal_id="admin.x", effective_at=now, reason="left the company"
     )
@@ -107,7 +113,7 @@ def test_a_revoked_sole_administrator_cannot_back_date_a_successor(app: LedgerAp
     assert app.submit(back_dated).code == "key_revoked"
     qa = Member.new("qa.q", "Quick QA", "person", ("qa",), "US-SSF")
     a_year_ago = envelope(
-        ev.PrincipalRegistered, second, now, principal_id=qa.principal_id, kind="person",
+        ev.PrincipalRegistered, second, now, (third,), principal_id=qa.principal_id, kind="person",
         printed_name=qa.printed_name, roles=["qa"], public_key=qa.public_key,
         valid_from=now - timedelta(days=365),
     )  # fmt: skip
@@ -123,7 +129,15 @@ def test_the_last_administrator_cannot_be_revoked(app: LedgerApplication) -> Non
     outcome = app.submit(envelope(ev.PrincipalRevoked, admin, now, **revoke))
     assert (outcome.code, outcome.field) == ("last_administrator", "principal_id")
     second = Member.new("admin.z", "Zed Admin", "person", ("admin",), "US-SSF")
-    assert app.submit(registration(admin, second, now)).status == "accepted"
+    assert app.submit(registration(admin, second, now)).status == "accepted"  # the bootstrap: one signs
+    # Two administrators now: none may leave fewer than two (dual control, rules version 3).
+    one_left = app.submit(envelope(ev.PrincipalRevoked, admin, now, **revoke))
+    assert (one_left.code, one_left.field) == ("last_administrator", "principal_id")
+    assert "dual control" in (one_left.message or "")
+    third = Member.new("admin.w", "Wim Admin", "person", ("admin",), "US-SSF")
+    alone = app.submit(registration(admin, third, now))
+    assert (alone.code, alone.field) == ("second_administrator_required", "signatures")
+    assert app.submit(registration(admin, third, now, (second,))).status == "accepted"
     assert app.submit(envelope(ev.PrincipalRevoked, admin, now, **revoke)).status == "accepted"
     revoke_second = {"principal_id": "admin.z", "effective_at": now, "reason": "leaving too"}
     assert (

@@ -84,7 +84,7 @@ def test_a_version_1_ledger_with_records_version_2_refuses_still_verifies(
     run = compressed_run(datetime.now(UTC) - timedelta(days=3))
     setup = [
         *cast.registrations(run.registered_at),
-        adoption([cast.admin], Policy(1), run.registered_at, "v1"),
+        adoption(cast.admins, Policy(1), run.registered_at, "v1"),
     ]
     assert {o.status for o in app.submit_many(setup, now=run.registered_at)} == {"accepted"}
     failed = Journey(cast, 0, run.start(0), "qc_failure", run.hour)
@@ -114,7 +114,7 @@ def test_a_version_1_ledger_with_records_version_2_refuses_still_verifies(
         assert app.submit(raw).code == what.split(":")[0], what
 
     # After a version-2 boundary, the verifier names such a record an insider puts in.
-    assert app.submit(adoption([cast.admin], Policy(2), datetime.now(UTC), "v2")).status == "accepted"
+    assert app.submit(adoption(cast.admins, Policy(2), datetime.now(UTC), "v2")).status == "accepted"
     forged = next(iter(_signatures(cast, rejected, datetime.now(UTC)).values()))
     raw = RawStore(ledger_url(app))
     try:

@@ -226,6 +226,9 @@ NURSE = person("nurse.bdw", "collection", "treatment")
 WITNESS = person("witness.bdw", "treatment")
 COURIER = person("courier.wc", "courier")
 QA = person("qa.ssf", "qa", name="Quinn QA SSF")
+DEPUTY = person("admin.dep", "admin")  # the second administrator (dual control, rules version 3)
+ONE_ADMIN = {"admin.ssf": frozenset({"admin"})}  # the signers' roles, as the ledger gives them
+TWO_ADMINS = ONE_ADMIN | {"admin.dep": frozenset({"admin"})}
 COORD = person("coord.bdw", "enrolment")
 SHUTTLE = person("shuttle.ssf", "manufacturing", kind="device")
 LOGGER = person("logger.1", "logger", kind="device")
@@ -395,6 +398,12 @@ PRINCIPAL: list[Row] = [
     Row("a rotation to the same key", lambda: principal.decide(rotated(NURSE, False), _registry(ev.PrincipalKeyRotated, "nurse.bdw", public_key=NEW_KEY, valid_from=RECEIVED), ctx()), ReasonCode.INVALID_VALUE, "public_key"),
     Row("a revocation of a key it never had", lambda: principal.decide(NURSE, _registry(ev.PrincipalRevoked, "nurse.bdw", effective_at=RECEIVED, keyid="nurse.bdw:0123456789abcdef"), ctx()), ReasonCode.UNKNOWN_KEY, "keyid"),
     Row("the last administrator revoked", lambda: principal.decide(ADMIN, _registry(ev.PrincipalRevoked, "admin.ssf", effective_at=RECEIVED, reason="left"), ctx(administrators=(ADMIN,))), ReasonCode.LAST_ADMINISTRATOR, "principal_id"),
+    Row("a qa grant signed by one administrator", lambda: principal.decide(None, _registered("qa.new", "qa"), ctx(roles=ONE_ADMIN, administrators=(ADMIN, DEPUTY))), ReasonCode.SECOND_ADMINISTRATOR_REQUIRED, "signatures"),
+    Row("an admin grant signed by one of two administrators", lambda: principal.decide(None, _registered("admin.new", "admin"), ctx(roles=ONE_ADMIN, administrators=(ADMIN, DEPUTY))), ReasonCode.SECOND_ADMINISTRATOR_REQUIRED, "signatures"),
+    Row("a key after a loss signed by one administrator", lambda: principal.decide(copy_of(NURSE), _registry(ev.PrincipalKeyRotated, "nurse.bdw", public_key=NEW_KEY, valid_from=RECEIVED), ctx(roles=ONE_ADMIN, administrators=(ADMIN, DEPUTY))), ReasonCode.SECOND_ADMINISTRATOR_REQUIRED, "signatures"),
+    Row("a routine rotation without the old key", lambda: principal.decide(copy_of(NURSE), _registry(ev.PrincipalKeyRotated, "nurse.bdw", public_key=NEW_KEY, valid_from=RECEIVED, routine=True), ctx(roles=TWO_ADMINS, administrators=(ADMIN, DEPUTY))), ReasonCode.MISSING_COSIGNATURE, "signatures"),
+    Row("an administrator rotating its own key alone", lambda: principal.decide(copy_of(ADMIN), _registry(ev.PrincipalKeyRotated, "admin.ssf", public_key=NEW_KEY, valid_from=RECEIVED, routine=True), ctx(roles=ONE_ADMIN, administrators=(ADMIN, DEPUTY))), ReasonCode.SECOND_ADMINISTRATOR_REQUIRED, "signatures"),
+    Row("a revocation leaving one administrator", lambda: principal.decide(ADMIN, _registry(ev.PrincipalRevoked, "admin.ssf", effective_at=RECEIVED, reason="left"), ctx(roles=TWO_ADMINS, administrators=(ADMIN, DEPUTY))), ReasonCode.LAST_ADMINISTRATOR, "principal_id"),
     Row("a first principal who is no administrator", lambda: principal.genesis_problem(_registered("first.one", "qc", actor="first.one")), ReasonCode.NO_ADMINISTRATOR, "roles"),
     Row("a first administrator valid later", lambda: principal.genesis_problem(_registered("first.one", "admin", actor="first.one", valid_from=at(101))), ReasonCode.KEY_NOT_YET_VALID, "valid_from"),
     Row("signed before the signer was registered", lambda: principal.key_problem(NURSE, keyid(NURSE), at(-25), RECEIVED, NOW), ReasonCode.KEY_NOT_YET_VALID, "signatures"),
