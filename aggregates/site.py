@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aggregates.policy import SITES_ADOPTED, Policy
-from ledger.wire.events import CustodyTransferred, Event, SiteRegistered
+from ledger.wire.events import CustodyTransferred, Event, PrincipalKeyRotated, SiteRegistered
 from ledger.wire.rejection import ReasonCode, Rejected
 
 if TYPE_CHECKING:
@@ -86,7 +86,8 @@ def site_problem(
 ) -> Rejected | None:
     """From the adopted version SITES_ADOPTED on: the event's site is registered and each
     signer is bound to it; in a custody hand-off the site is either custodian's, and the
-    custodians are held to that instead."""
+    custodians are held to that instead. The holder co-signing a routine rotation of their own
+    key signs where the administrator acts, wherever they work (dual control)."""
     if policy.adopted < SITES_ADOPTED:
         return None
     problem = unknown_sites([body.site], sites, "site")
@@ -102,6 +103,8 @@ def site_problem(
                 f"nor {body.to_custodian} is bound to {body.site}",
                 "site",
             )
+    if isinstance(body, PrincipalKeyRotated):
+        exempt = (body.principal_id,)
     for pid, signer in signers.items():
         if pid not in exempt and body.site not in signer.sites:
             return Rejected(

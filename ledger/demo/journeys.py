@@ -94,8 +94,9 @@ class Cast:
     def __getitem__(self, principal_id: str) -> Member:
         return self.members[principal_id]
 
-    def registrations(self, at: datetime) -> list[bytes]:
-        """Each member registered by the first administrator; a grant of admin or qa after the
+    def registrations(self, at: datetime, bound: bool = True) -> list[bytes]:
+        """Each member registered by the first administrator (bound to its own site, or, with
+        `bound` False, to none: a ledger from before sites); a grant of admin or qa after the
         first two administrators cosigned by the second (aggregates/principal.py dual control)."""
         first_two = self.admins[:2]
         return [
@@ -103,9 +104,8 @@ class Cast:
                 self.admin,
                 m,
                 at,
-                cosigners=tuple(first_two[1:])
-                if DUAL_CONTROL_ROLES & set(m.roles) and m not in first_two
-                else (),
+                tuple(first_two[1:]) if DUAL_CONTROL_ROLES & set(m.roles) and m not in first_two else (),
+                sites=None if bound else (),
             )
             for m in self.members.values()
         ]

@@ -11,7 +11,7 @@ from aggregates.policy import SITES_ADOPTED, Policy
 from aggregates.therapy import therapy_uuid
 from ledger.app.application import LedgerApplication, Outcome
 from ledger.demo.journeys import Cast, Journey, compressed_run
-from ledger.site.signing import Member, adoption, envelope, registration
+from ledger.site.signing import Member, adoption, envelope
 from ledger.store.streams import SITES_STREAM
 from ledger.wire import events as ev
 from tests.integration.test_policy import _by_hand
@@ -35,8 +35,8 @@ def test_an_old_ledger_accepts_free_sites_until_it_adopts_the_site_rules(
 ) -> None:
     # A ledger written before sites: nobody bound, version 2 adopted.
     at = compressed_run(datetime.now(UTC)).registered_at
-    old = [registration(cast.admin, m, at, sites=()) for m in cast.members.values()]
-    setup = list(app.submit_many([*old, adoption([cast.admin], Policy(2), at, "before sites")], now=at))
+    old = cast.registrations(at, bound=False)
+    setup = list(app.submit_many([*old, adoption(cast.admins, Policy(2), at, "before sites")], now=at))
     assert {o.status for o in setup} == {"accepted"}, setup
     journey = new_journey(cast)
     rest = advance(app, journey, before="manufacturing_started")
@@ -44,7 +44,7 @@ def test_an_old_ledger_accepts_free_sites_until_it_adopts_the_site_rules(
     # The upgraded writer judges by version 3, but the log has not adopted it.
     assert _submit(app, _deviation(journey, nurse, "XX-NOWHERE"))[0].status == "accepted"
 
-    refused = _submit(app, adoption([cast.admin], Policy(SITES_ADOPTED), datetime.now(UTC), "sites"))[0]
+    refused = _submit(app, adoption(cast.admins, Policy(SITES_ADOPTED), datetime.now(UTC), "sites"))[0]
     assert (refused.code, refused.field) == ("site_not_bound", "version"), refused
     assert "nurse.bdw" in (refused.message or "")
 
@@ -53,7 +53,7 @@ def test_an_old_ledger_accepts_free_sites_until_it_adopts_the_site_rules(
         envelope(ev.PrincipalSitesBound, cast.admin, now, principal_id=m.principal_id, sites=[m.site])
         for m in cast.members.values()
     ]
-    done = _submit(app, *cast.sites(now), *binds, adoption([cast.admin], Policy(SITES_ADOPTED), now, "sites"))
+    done = _submit(app, *cast.sites(now), *binds, adoption(cast.admins, Policy(SITES_ADOPTED), now, "sites"))
     assert {o.status for o in done} == {"accepted"}, done
 
     unknown = _submit(app, _deviation(journey, nurse, "XX-ELSE"))[0]

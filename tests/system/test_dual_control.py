@@ -50,7 +50,7 @@ def _code(done: object) -> str:
 def test_a_qa_grant_needs_two_administrators_prepared_cosigned_and_submitted(ledger: Path) -> None:
     keys = _keys(ledger)
     add = ["principals", "add", "--admin-key", str(keys / "admin.jane.key"), "--site", "US-SSF",
-           "--public-key", str(keys / "qa.lee.key.pub"), "--role", "qa"]  # fmt: skip
+           "--public-key", str(keys / "qa.lee.key.pub"), "--role", "qa", "--bind-site", "US-SSF"]  # fmt: skip
     alone = coi(ledger, *add)
     assert alone.returncode == 2 and _code(alone) == "second_administrator_required", alone.stdout
     assert "--cosigner" in alone.stdout  # what to do instead
@@ -82,7 +82,9 @@ def test_a_qa_grant_needs_two_administrators_prepared_cosigned_and_submitted(led
     assert submitted.returncode == 0 and "accepted" in submitted.stdout, submitted.stdout + submitted.stderr
 
     listed = coi(ledger, "principals", "list")
-    assert any(line.split()[:4] == ["qa.lee", "person", "qa", "Lee"] for line in listed.stdout.splitlines())
+    assert any(
+        line.split()[:5] == ["qa.lee", "person", "qa", "US-SSF", "Lee"] for line in listed.stdout.splitlines()
+    ), listed.stdout
 
 
 def test_cosign_refuses_a_manifestation_signed_further_from_now_than_the_skew(ledger: Path) -> None:
