@@ -13,6 +13,7 @@ from ledger.cli.common import (
     TYPE_CHECKING,
     UsageError,
     add_format,
+    add_passphrase_fd,
     header,
     now,
     open_app,
@@ -36,6 +37,7 @@ def add_parser(subparsers: Subparsers) -> None:
         s = prs.add_parser(name)
         s.add_argument("--admin-key", required=True, help="the administrator's key file")
         s.add_argument("--site", help="site where the administrator acts (or COI_SITE)")
+        add_passphrase_fd(s)
         if name in ("add", "rotate"):
             s.add_argument("--public-key", required=True, help="the .pub file from coi keys new")
             s.add_argument("--valid-from", type=utc_time, help="default: now")
@@ -112,13 +114,15 @@ def admin_submit(args: argparse.Namespace, fields: dict[str, Any], keys: list[st
     --admin-key; the first is the actor) and append it."""
     from pathlib import Path
 
+    from ledger.cli.signers import opened_key
     from ledger.site.signing import sign_json
-    from ledger.wire.keys import load_key
 
     site = args.site or os.environ.get("COI_SITE")
     if not site:
         raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
-    admins = [load_key(Path(k)) for k in keys or [args.admin_key]]
+    admins = [
+        opened_key(Path(k), args.passphrase_fd, f"coi {args.command}") for k in keys or [args.admin_key]
+    ]
     body = header(fields, admins[0], site)
     app = open_app()
     outcome = app.submit(sign_json(body, admins, now()))

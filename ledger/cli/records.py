@@ -13,6 +13,7 @@ from ledger.cli.common import (
     TYPE_CHECKING,
     UsageError,
     add_format,
+    add_passphrase_fd,
     header,
     lines,
     new_key_path,
@@ -36,11 +37,16 @@ def add_parser(subparsers: Subparsers) -> None:
     s.add_argument("--name", required=True, help="printed name, shown with every signature")
     s.add_argument("--site", help="site where the administrator acts, e.g. US-SSF (or COI_SITE)")
     s.add_argument("--key-out", help="where to write the key (default: coi-data/keys/ID.key)")
+    add_passphrase_fd(s)
 
     s = subparsers.add_parser("sign", help="wrap a JSON body into a signed DSSE envelope")
-    s.add_argument("--key", action="append", required=True, help="repeat for two-person steps")
+    s.add_argument(
+        "--key", action="append",
+        help="repeat for two-person steps; with a signing session (COI_SIGNING_AGENT) its key signs first",
+    )  # fmt: skip
     s.add_argument("--meaning", help="signature meaning for people (default by event type)")
     s.add_argument("body", help="JSON file, or - for standard input")
+    add_passphrase_fd(s)
 
     s = subparsers.add_parser("submit", help="append signed envelopes (one JSON per line)")
     s.add_argument("source", help="file of envelopes, or - for standard input")
@@ -63,7 +69,9 @@ def _init(args: argparse.Namespace) -> int:
     if not site:
         raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
     path = new_key_path(args.key_out, args.admin, "--key-out")
-    passphrase = new_passphrase(args.admin)  # asked before anything is written: a bad one leaves nothing
+    passphrase = new_passphrase(
+        args.admin, "person", args.passphrase_fd
+    )  # asked before anything is written: a bad one leaves nothing
     made = _new_sqlite_file()
     try:
         app = open_app()
@@ -138,8 +146,8 @@ def _sign(args: argparse.Namespace) -> int:
 
     import msgspec
 
+    from ledger.cli.signers import signing_keys
     from ledger.site.signing import sign_json
-    from ledger.wire.keys import load_key
     from ledger.wire.rejection import ReasonCode, Rejected
     from ledger.wire.strictjson import first_repeated_key
 
@@ -163,7 +171,7 @@ def _sign(args: argparse.Namespace) -> int:
     signed_at = now()
     body.setdefault("event_id", str(uuid.uuid4()))
     body.setdefault("occurred_at", signed_at.isoformat())
-    keys = [load_key(Path(k)) for k in args.key]
+    keys = signing_keys(args.key, args.passphrase_fd, "coi sign")
     sys.stdout.write(sign_json(body, keys, signed_at, args.meaning).decode() + "\n")
     return EXIT_OK
 
