@@ -10,7 +10,10 @@ import sys
 from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError, add_passphrase_fd
 
 if TYPE_CHECKING:
+    from typing import Literal
+
     from ledger.cli.common import Subparsers
+    from ledger.site.agent import AgentReply
 
 LONGEST_IDLE_MINUTES = 8 * 60
 
@@ -23,23 +26,13 @@ def add_parser(subparsers: Subparsers) -> None:
     )
     s.add_argument("--key", required=True, help="the person's key file")
     s.add_argument(
-        "--idle-timeout", type=_minutes, default=15, metavar="MINUTES",
+        "--idle-timeout", type=int, default=15, metavar="MINUTES",
         help=f"end the session after this many minutes without a signature (default 15, at most "
         f"{LONGEST_IDLE_MINUTES})",
     )  # fmt: skip
     add_passphrase_fd(s)
     commands.add_parser("status", help="whose key the session holds and how long until it ends idle")
     commands.add_parser("stop", help="end the session now (the agent forgets the key)")
-
-
-def _minutes(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of minutes") from None
-    if not 1 <= value <= LONGEST_IDLE_MINUTES:
-        raise argparse.ArgumentTypeError(f"{value} is outside 1..{LONGEST_IDLE_MINUTES} minutes")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -54,6 +47,8 @@ def _start(args: argparse.Namespace) -> int:
     from ledger.site.agent import AGENT_ENV, Session, agent_folder, start_agent
     from ledger.wire.keys import ask_passphrase, read_public
 
+    if not 1 <= args.idle_timeout <= LONGEST_IDLE_MINUTES:
+        raise UsageError(f"--idle-timeout {args.idle_timeout}: give 1 to {LONGEST_IDLE_MINUTES} minutes")
     path = Path(args.key)
     public = read_public(path)
     if public.kind != "person":
@@ -77,35 +72,29 @@ def _start(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _agent() -> str:
-    from ledger.site.agent import AGENT_ENV
+def _ask(op: Literal["identify", "stop"]) -> AgentReply:
+    """The signing session's answer to `op`; exit 2 saying why when there is none."""
+    from ledger.site.agent import AGENT_ENV, AgentRequest, answered
 
     path = os.environ.get(AGENT_ENV)
     if not path:
         raise UsageError(f"no signing session: {AGENT_ENV} is not set (coi session start --key FILE)")
-    return path
+    return answered(path, AgentRequest(op))
 
 
 def _status(args: argparse.Namespace) -> int:
     from ledger.cli.common import say
-    from ledger.site.agent import AgentRequest, ask_agent
-    from ledger.wire.keys import KeyFileError
 
-    reply = ask_agent(_agent(), AgentRequest("identify"))
-    if not reply.ok:
-        raise KeyFileError(reply.error)
+    reply = _ask("identify")
     say(f"signing session for {reply.principal_id} ({reply.printed_name}), key {reply.keyid}")
     print(f"agent pid {reply.pid}; ends in {reply.idle_left / 60:.1f} minutes without a signature")
     return EXIT_OK
 
 
 def _stop(args: argparse.Namespace) -> int:
-    from ledger.site.agent import AGENT_ENV, AgentRequest, ask_agent
-    from ledger.wire.keys import KeyFileError
+    from ledger.site.agent import AGENT_ENV
 
-    reply = ask_agent(_agent(), AgentRequest("stop"))
-    if not reply.ok:
-        raise KeyFileError(reply.error)
+    _ask("stop")
     print(f"unset {AGENT_ENV};")
     print("coi: the signing session ended; the agent forgot the key", file=sys.stderr)
     return EXIT_OK

@@ -268,6 +268,14 @@ def ask_agent(path: str, request: AgentRequest) -> AgentReply:
         raise KeyFileError(_no_agent(path, "it ended before answering")) from None
 
 
+def answered(path: str, request: AgentRequest) -> AgentReply:
+    """The agent's reply to `request`, which must be a yes (else KeyFileError, saying why)."""
+    reply = ask_agent(path, request)
+    if not reply.ok:
+        raise KeyFileError(reply.error)
+    return reply
+
+
 def _no_agent(path: str, why: str) -> str:
     return (
         f"{AGENT_ENV}={path}: no signing session answers there ({why}); start one with "
@@ -278,9 +286,7 @@ def _no_agent(path: str, why: str) -> str:
 def session_key(path: str, fd: int | None = None) -> LoadedKey:
     """The key of the signing session at `path`, for one signature: its passphrase asked now
     (read from descriptor `fd` when given), checked by the agent when it signs."""
-    who = ask_agent(path, AgentRequest("identify"))
-    if not who.ok:
-        raise KeyFileError(who.error)
+    who = answered(path, AgentRequest("identify"))
     passphrase = ask_passphrase(f"Passphrase for {who.principal_id} (signing session): ", who.kind, fd)
     public = Ed25519PublicKey.from_public_bytes(base64.b64decode(who.public_key))
     return LoadedKey(
