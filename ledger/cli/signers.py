@@ -46,8 +46,11 @@ def opened_key(path: Path, fd: int | None, command: str, passphrase: bytes | Non
     wait_before_check(config_dir(), public.keyid, now(), lambda s: _wait(s, public.principal_id))
     try:
         return load_key(path, passphrase, fd)
-    except WrongPassphraseError:
-        record_failure(config_dir(), FailedPassphrase(public.principal_id, public.keyid, now(), command))
+    except WrongPassphraseError as wrong:
+        try:
+            record_failure(config_dir(), FailedPassphrase(public.principal_id, public.keyid, now(), command))
+        except OSError as exc:
+            raise WrongPassphraseError(f"{wrong} (not recorded in {config_dir()}: {exc.strerror})") from None
         raise
 
 

@@ -126,8 +126,11 @@ class Session:
             failure = FailedPassphrase(
                 self.key.principal_id, self.key.signer.keyid, datetime.now(UTC), "signing session"
             )
-            record_failure(self._attempts, failure)
             message = f"wrong passphrase for {self.key.principal_id}; nothing was signed"
+            try:
+                record_failure(self._attempts, failure)
+            except OSError as exc:  # said, and still counted in a row below
+                message += f" (not recorded in {self._attempts}: {exc.strerror})"
             if self.wrong_in_a_row >= WRONG_IN_A_ROW:
                 self.ended = f"the signing session ended after {WRONG_IN_A_ROW} wrong passphrases in a row"
                 message += f"; {self.ended}"
@@ -151,19 +154,26 @@ def agent_folder(config: Path) -> Path:
 def start_agent(session: Session, folder: Path) -> tuple[Path, int]:
     """Fork the agent for `session`, listening in `folder`; returns its socket and its pid.
     The agent ends with the terminal session this process runs in."""
-    _private_folder(folder)
     path = folder / f"agent.{os.getpid()}.sock"
     if len(os.fsencode(path)) > 107:  # sun_path's size, with its terminating zero
         raise KeyFileError(f"{path} is too long for a socket; set XDG_RUNTIME_DIR to a shorter folder")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    path.unlink(missing_ok=True)  # a socket left by an agent whose process id this one now has
-    umask = os.umask(0o177)  # the socket is born 0600: no moment when others could connect
     try:
-        listener.bind(str(path))
-    finally:
-        os.umask(umask)
-    listener.listen(8)
-    watched = os.pidfd_open(_session_leader())
+        _private_folder(folder)
+        path.unlink(missing_ok=True)  # a socket left by an agent whose process id this one now has
+        umask = os.umask(0o177)  # the socket is born 0600: no moment when others could connect
+        try:
+            listener.bind(str(path))
+        finally:
+            os.umask(umask)
+        listener.listen(8)
+        watched = os.pidfd_open(_session_leader())
+    except OSError as exc:
+        listener.close()
+        raise KeyFileError(
+            f"cannot start a signing session at {path} ({exc.strerror}); "
+            "set XDG_RUNTIME_DIR to a folder of yours"
+        ) from None
     pid = os.fork()
     if pid == 0:  # the agent
         try:

@@ -98,7 +98,8 @@ def _decoded(data: bytes) -> list[FailedPassphrase]:
 def _locked(folder: Path, flags: int) -> Iterator[IO[bytes]]:
     """The folder's file opened with `flags` (created 0600) under an exclusive lock: a signing
     session and `coi sign` may add while `coi publish` clears."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if flags & os.O_CREAT:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(folder / FILE_NAME, flags, 0o600)
     with os.fdopen(fd, "rb+" if flags & os.O_RDWR else "rb" if flags == os.O_RDONLY else "ab") as file:
         fcntl.flock(fd, fcntl.LOCK_EX)
