@@ -199,3 +199,33 @@ def test_wrong_passphrases_at_sign_are_recorded_and_slow_the_next_tries(
         json.loads(line) for line in (config_dir / "failed-passphrases.jsonl").read_text().splitlines()
     ]
     assert [(r["principal_id"], r["where"]) for r in recorded] == [("qa.lee", "coi sign")] * 3
+
+
+def test_a_wrong_passphrase_at_session_start_starts_nothing_and_is_recorded(
+    tmp_path: Path, runtime: Path, person: Path, config_dir: Path
+) -> None:
+    env = _env(tmp_path, runtime)
+    started = _run(tmp_path, env, "session", "start", "--key", str(person), passphrase="correct horsf")
+    assert started.returncode == 2 and "check the passphrase" in started.stderr and started.stdout == ""
+    assert not (runtime / "coi").exists()
+    [line] = (config_dir / "failed-passphrases.jsonl").read_text().splitlines()
+    assert json.loads(line)["where"] == "coi session start"
+
+
+def test_another_user_cannot_open_the_session(tmp_path: Path, runtime: Path, person: Path) -> None:
+    other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    python = shutil.which("python3", path="/usr/bin:/usr/local/bin")  # one nobody may run
+    if os.geteuid() != 0 or shutil.which("setpriv") is None or python is None:
+        pytest.skip("connects as nobody: needs root, setpriv and a system python3")
+    runtime.chmod(0o755)  # what stops nobody is then the agent's own folder and socket
+    env = _env(tmp_path, runtime)
+    started = _run(tmp_path, env, "session", "start", "--key", str(person))
+    assert started.returncode == 0, started.stderr
+    env["COI_SIGNING_AGENT"] = socket_path = _agent_line(started.stdout)
+    try:
+        connect = f"import socket; socket.socket(socket.AF_UNIX).connect({socket_path!r})"
+        refused = subprocess.run([*other, python, "-c", connect], capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "PermissionError" in refused.stderr, refused.stderr
+        assert _run(tmp_path, env, "session", "status", passphrase=None).returncode == 0  # its user still can
+    finally:
+        _run(tmp_path, env, "session", "stop", passphrase=None)
