@@ -120,9 +120,8 @@ def admin_submit(args: argparse.Namespace, fields: dict[str, Any], keys: list[st
     site = args.site or os.environ.get("COI_SITE")
     if not site:
         raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
-    admins = [
-        opened_key(Path(k), args.passphrase_fd, f"coi {args.command}") for k in keys or [args.admin_key]
-    ]
+    where = f"coi {args.command}"  # principals or policy
+    admins = [opened_key(Path(k), args.passphrase_fd, where) for k in keys or [args.admin_key]]
     body = header(fields, admins[0], site)
     app = open_app()
     outcome = app.submit(sign_json(body, admins, now()))

@@ -69,9 +69,8 @@ def _init(args: argparse.Namespace) -> int:
     if not site:
         raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
     path = new_key_path(args.key_out, args.admin, "--key-out")
-    passphrase = new_passphrase(
-        args.admin, "person", args.passphrase_fd
-    )  # asked before anything is written: a bad one leaves nothing
+    # Asked before anything is written: a bad one leaves nothing.
+    passphrase = new_passphrase(args.admin, "person", args.passphrase_fd)
     made = _new_sqlite_file()
     try:
         app = open_app()
