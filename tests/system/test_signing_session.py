@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import pty
+import select
 import shutil
 import stat
 import subprocess
@@ -227,5 +229,49 @@ def test_another_user_cannot_open_the_session(tmp_path: Path, runtime: Path, per
         refused = subprocess.run([*other, python, "-c", connect], capture_output=True, text=True, timeout=60)
         assert refused.returncode != 0 and "PermissionError" in refused.stderr, refused.stderr
         assert _run(tmp_path, env, "session", "status", passphrase=None).returncode == 0  # its user still can
+    finally:
+        _run(tmp_path, env, "session", "stop", passphrase=None)
+
+
+def _on_a_terminal(command: list[str], env: dict[str, str], cwd: Path, answers: list[str]) -> tuple[int, str]:
+    """Run `command` on a new pseudo-terminal, typing each answer when a prompt ending in ': '
+    appears; returns its exit status and all it wrote to the terminal."""
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: the terminal is its controlling one, /dev/tty included
+        os.chdir(cwd)
+        os.execve(command[0], command, env)
+    seen, pending = b"", list(answers)
+    deadline = time.monotonic() + 120  # a bound on waiting, not a measure of anything
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([terminal], [], [], 1)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(terminal, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+        if pending and seen.rstrip(b"\r\n").endswith(b": "):
+            os.write(terminal, pending.pop(0).encode() + b"\n")
+    os.close(terminal)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), seen.decode(errors="replace")
+
+
+def test_on_a_terminal_each_signature_in_the_session_asks_the_passphrase(
+    tmp_path: Path, runtime: Path, person: Path
+) -> None:
+    env = _env(tmp_path, runtime)
+    started = _run(tmp_path, env, "session", "start", "--key", str(person))
+    assert started.returncode == 0, started.stderr
+    env["COI_SIGNING_AGENT"] = _agent_line(started.stdout)
+    try:
+        for _ in range(2):
+            code, shown = _on_a_terminal([*COI, "sign", str(_body(tmp_path))], env, tmp_path, [PASSPHRASE])
+            assert code == 0, shown
+            assert "Passphrase for qa.lee (signing session): " in shown and '"signatures"' in shown
+            assert PASSPHRASE not in shown  # not echoed
     finally:
         _run(tmp_path, env, "session", "stop", passphrase=None)
