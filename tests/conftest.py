@@ -30,10 +30,18 @@ LEDGER_TABLES = [
 
 @pytest.fixture(autouse=True)
 def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test has a trust store and a signer folder of its own: never the real home's."""
+    """Every test has a trust store and a signer folder of its own: never the real home's; nor
+    the signing session or passphrase of the shell that runs the tests."""
     folder = tmp_path / "coi-config"
     monkeypatch.setenv("COI_CONFIG_DIR", str(folder))
-    for name in ("COI_SIGNER_DIR", "COI_LEDGER_KEY", "COI_TRUSTED_KEYS", "COI_LOG_ORIGIN"):
+    for name in (
+        "COI_SIGNER_DIR",
+        "COI_LEDGER_KEY",
+        "COI_TRUSTED_KEYS",
+        "COI_LOG_ORIGIN",
+        "COI_SIGNING_AGENT",
+        "COI_KEY_PASSPHRASE",
+    ):
         monkeypatch.delenv(name, raising=False)
     return folder
 

@@ -3,13 +3,15 @@ fixture ledger, and `coi` run as a user runs it."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
 import io
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -89,22 +91,60 @@ _SCRIPT = Path(sys.executable).parent / "coi"
 COI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "ledger.cli"]
 
 
-def _coi_env(tmp: Path, passphrase: str, more: dict[str, str]) -> dict[str, str]:
+def _coi_env(tmp: Path, more: dict[str, str]) -> dict[str, str]:
     # The test's own trust store and signer folder (tests/conftest.py), else one beside its data.
     config = os.environ.get("COI_CONFIG_DIR") or str(tmp / "coi-config")
-    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_KEY_PASSPHRASE": passphrase}
+    env = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data")}
     env.pop("COI_DATABASE_URL", None)  # the ledger in tmp/coi-data, unless `more` names one
     return {**env, "COI_CONFIG_DIR": config, **more}
+
+
+@functools.cache
+def _asking() -> frozenset[tuple[str, ...]]:
+    """The commands that take --passphrase-fd (e.g. ("principals", "add")), from the parser."""
+    found = set()
+
+    def walk(parser: argparse.ArgumentParser, words: tuple[str, ...]) -> None:
+        if "--passphrase-fd" in parser._option_string_actions:
+            found.add(words)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*words, name))
+
+    walk(cli.parser(), ())
+    return frozenset(found)
+
+
+@contextlib.contextmanager
+def passphrase_fd(passphrase: str, lines: int = 8) -> Iterator[int]:
+    """A pipe's read end holding `passphrase` on each of `lines` lines, closed after."""
+    read, write = os.pipe()
+    os.write(write, (passphrase + "\n").encode() * lines)
+    os.close(write)
+    try:
+        yield read
+    finally:
+        os.close(read)
+
+
+def with_passphrase(args: tuple[str, ...], fd: int) -> list[str]:
+    """`args` with `--passphrase-fd FD` when their command asks for passphrases (as a person's
+    passphrase never comes from the environment)."""
+    asks = any(tuple(args[: len(words)]) == words for words in _asking())
+    return [*args, "--passphrase-fd", str(fd)] if asks else list(args)
 
 
 def coi(
     tmp: Path, *args: str, stdin: str | None = None, passphrase: str = "correct horse", **more: str
 ) -> subprocess.CompletedProcess[str]:
-    """`coi ARGS` as a process, in `tmp` with its data in tmp/coi-data."""
-    return subprocess.run(
-        [*COI, *args], input=stdin, capture_output=True, text=True, env=_coi_env(tmp, passphrase, more),
-        cwd=tmp, timeout=120,
-    )  # fmt: skip
+    """`coi ARGS` as a process, in `tmp` with its data in tmp/coi-data; `passphrase` on a
+    descriptor, one line per key asked for."""
+    with passphrase_fd(passphrase) as fd:
+        return subprocess.run(
+            [*COI, *with_passphrase(args, fd)], input=stdin, capture_output=True, text=True,
+            env=_coi_env(tmp, more), cwd=tmp, timeout=120, pass_fds=(fd,),
+        )  # fmt: skip
 
 
 def coi_here(
@@ -116,11 +156,15 @@ def coi_here(
     out, err = io.StringIO(), io.StringIO()
     try:
         os.environ.clear()
-        os.environ.update(_coi_env(tmp, passphrase, more))
+        os.environ.update(_coi_env(tmp, more))
         os.chdir(tmp)
         sys.stdin = io.TextIOWrapper(io.BytesIO((stdin or "").encode()))
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli.main(list(args))
+        with (
+            contextlib.redirect_stdout(out),
+            contextlib.redirect_stderr(err),
+            passphrase_fd(passphrase) as fd,
+        ):
+            code = cli.main(with_passphrase(args, fd))
     finally:
         os.environ.clear()
         os.environ.update(saved_env)

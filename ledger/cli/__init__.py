@@ -32,6 +32,7 @@ __all__ = ["main", "parser", "printable"]
 # and the commands it adds. Registering a group is one line here.
 GROUPS = (
     ("records", "init", "sign", "cosign", "submit"),
+    ("session", "session"),
     ("keys", "keys"),
     ("principals", "principals"),
     ("sites", "sites"),

@@ -125,12 +125,23 @@ def lines(source: str) -> Iterator[bytes]:
                 yield line.strip()
 
 
-def new_passphrase(principal_id: str) -> bytes:
+def add_passphrase_fd(parser: argparse.ArgumentParser) -> None:
+    """`--passphrase-fd N`: passphrases read from a descriptor, one line per key asked for."""
+    parser.add_argument(
+        "--passphrase-fd", type=int, metavar="N",
+        help="read each passphrase asked for as one line from descriptor N (automation; "
+        "default: ask on the terminal)",
+    )  # fmt: skip
+
+
+def new_passphrase(principal_id: str, kind: str, fd: int | None) -> bytes:
+    """A new key's passphrase, checked; typed twice when asked on the terminal."""
     from ledger.wire.keys import PASSPHRASE_ENV, ask_passphrase, check_passphrase
 
-    first = ask_passphrase(f"New passphrase for {principal_id}: ")
+    first = ask_passphrase(f"New passphrase for {principal_id}: ", kind, fd)
     check_passphrase(first, principal_id)
-    if not os.environ.get(PASSPHRASE_ENV) and ask_passphrase("Repeat it: ") != first:
+    typed = fd is None and (kind == "person" or not os.environ.get(PASSPHRASE_ENV))
+    if typed and ask_passphrase("Repeat it: ", kind) != first:
         raise UsageError("the passphrases differ")
     return first
 

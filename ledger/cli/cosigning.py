@@ -179,9 +179,9 @@ def cosign(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from aggregates.policy import LEGACY
+    from ledger.cli.signers import signing_keys
     from ledger.wire.decoding import decode_body
     from ledger.wire.dsse import add_signature, open_envelope
-    from ledger.wire.keys import load_key
     from ledger.wire.rejection import ReasonCode, Rejected
 
     try:
@@ -193,7 +193,10 @@ def cosign(args: argparse.Namespace) -> int:
     app = reachable()
     skew = LEGACY.skew if app is None else app.policy_in_force().policy.skew
     body = decode_body(opened.body, at, skew)
-    key = load_key(Path(args.key))
+    keys = signing_keys([args.key] if args.key else None, args.passphrase_fd, "coi cosign")
+    if len(keys) != 1:
+        raise UsageError("one signature per coi cosign: give --key FILE or use a signing session, not both")
+    key = keys[0]
     if any(keyid.split(":", 1)[0] == key.principal_id for keyid, _ in opened.signatures):
         raise UsageError(f"{key.principal_id} has signed this envelope already")
     mine = [m for m in body.manifestations if m.principal == key.principal_id]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError, new_key_path, new_passphrase
+from ledger.cli.common import (
+    EXIT_OK,
+    TYPE_CHECKING,
+    UsageError,
+    add_passphrase_fd,
+    new_key_path,
+    new_passphrase,
+)
 
 if TYPE_CHECKING:
     from ledger.cli.common import Subparsers
@@ -18,6 +25,7 @@ def add_parser(subparsers: Subparsers) -> None:
     s.add_argument("--kind", choices=["person", "device", "site_system"], default="person")
     s.add_argument("--out", help="private key file (default: coi-data/keys/ID.key)")
     s.add_argument("--no-passphrase", action="store_true", help="devices and site systems only")
+    add_passphrase_fd(s)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.kind == "person" and args.no_passphrase:
         raise UsageError("a person's key must be encrypted (Part 11.200: key file + passphrase)")
-    passphrase = None if args.no_passphrase else new_passphrase(args.principal)
+    passphrase = None if args.no_passphrase else new_passphrase(args.principal, args.kind, args.passphrase_fd)
     path = new_key_path(args.out, args.principal, "--out")
     key_file = key_file_for(Ed25519PrivateKey.generate(), args.principal, args.name, args.kind, passphrase)
     pub = write_key_file(path, key_file)

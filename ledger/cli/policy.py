@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError, open_app, say
+from ledger.cli.common import EXIT_OK, TYPE_CHECKING, UsageError, add_passphrase_fd, open_app, say
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -39,6 +39,7 @@ def add_parser(subparsers: Subparsers) -> None:
         "--key", action="append", required=True, help="an administrator's key file; twice once two exist"
     )
     s.add_argument("--site", help="site where the administrators act (or COI_SITE)")
+    add_passphrase_fd(s)
 
 
 def run(args: argparse.Namespace) -> int:

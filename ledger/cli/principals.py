@@ -13,6 +13,7 @@ from ledger.cli.common import (
     TYPE_CHECKING,
     UsageError,
     add_format,
+    add_passphrase_fd,
     header,
     now,
     open_app,
@@ -37,6 +38,7 @@ def add_parser(subparsers: Subparsers) -> None:
         s = prs.add_parser(name)
         s.add_argument("--admin-key", required=True, help="the administrator's key file")
         s.add_argument("--site", help="site where the administrator acts (or COI_SITE)")
+        add_passphrase_fd(s)
         if name in ("add", "rotate"):
             s.add_argument("--public-key", required=True, help="the .pub file from coi keys new")
             s.add_argument("--valid-from", type=utc_time, help="default: now")
@@ -135,13 +137,14 @@ def admin_submit(args: argparse.Namespace, fields: dict[str, Any], keys: list[st
     from pathlib import Path
 
     from ledger.cli.cosigning import cosigner, reachable, tell_holders, warn_duplicate_name, write_envelope
+    from ledger.cli.signers import opened_key
     from ledger.site.signing import sign_json
-    from ledger.wire.keys import load_key
 
     site = args.site or os.environ.get("COI_SITE")
     if not site:
         raise UsageError("say at which site the administrator acts: --site US-SSF (or set COI_SITE)")
-    signers = [load_key(Path(k)) for k in keys]
+    where = f"coi {args.command}"  # principals, policy, sites or security
+    signers = [opened_key(Path(k), args.passphrase_fd, where) for k in keys]
     body = header(fields, signers[0], site)
     drafting = getattr(args, "cosigner", None) is not None
     app = reachable() if drafting else open_app()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from ledger.cli.common import (
     EXIT_FAILED,
@@ -13,6 +14,7 @@ from ledger.cli.common import (
     add_format,
     lines,
     print_outcomes,
+    say,
 )
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = configured_bootstrap()
     if bootstrap is None:
         raise UsageError("no Kafka: set COI_KAFKA_BOOTSTRAP, or run `coi up` in another terminal")
+    report_failed_passphrases()
     publisher = site_publisher(bootstrap)
     try:
         outcomes = through(publisher, list(lines(args.source)), args.wait)
@@ -43,6 +46,25 @@ def run(args: argparse.Namespace) -> int:
     if any(o.code == "not_acknowledged" for o in outcomes):
         return EXIT_FAILED
     return EXIT_USAGE if any(o.status == "rejected" for o in outcomes) else EXIT_OK
+
+
+def report_failed_passphrases() -> None:
+    """The wrong passphrases typed here since the last publish, on standard error, then
+    forgotten (ledger/site/attempts.py keeps them until then)."""
+    from ledger.audit.trust import config_dir
+    from ledger.site.attempts import clear_passphrase_failures, pending_passphrase_failures
+
+    failures = pending_passphrase_failures(config_dir())
+    for f in failures:
+        say(
+            f"coi: wrong passphrase for {f.principal_id} (key {f.keyid}) at {f.at.isoformat()} in {f.where}",
+            sys.stderr,
+        )
+    if failures:
+        print(
+            f"coi: {len(failures)} wrong passphrase(s); if not yours, tell an administrator", file=sys.stderr
+        )
+    clear_passphrase_failures(config_dir(), failures)
 
 
 def site_publisher(bootstrap: str) -> SitePublisher:

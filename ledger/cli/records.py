@@ -13,6 +13,7 @@ from ledger.cli.common import (
     TYPE_CHECKING,
     UsageError,
     add_format,
+    add_passphrase_fd,
     header,
     lines,
     new_key_path,
@@ -47,17 +48,23 @@ def add_parser(subparsers: Subparsers) -> None:
     s.add_argument("--second-admin", metavar="ID", help="a second administrator: dual control from the start")
     s.add_argument("--second-name", help="the second administrator's printed name")
     s.add_argument("--second-key-out", help="where to write the second key (default: coi-data/keys/ID.key)")
+    add_passphrase_fd(s)
 
     s = subparsers.add_parser("sign", help="wrap a JSON body into a signed DSSE envelope")
-    s.add_argument("--key", action="append", required=True, help="repeat for two-person steps")
+    s.add_argument(
+        "--key", action="append",
+        help="repeat for two-person steps; with a signing session (COI_SIGNING_AGENT) its key signs first",
+    )  # fmt: skip
     s.add_argument("--meaning", help="signature meaning for people (default by event type)")
     add_cosigner(s)
     s.add_argument("body", help="JSON file, or - for standard input")
+    add_passphrase_fd(s)
 
     s = subparsers.add_parser("cosign", help="add your signature to a draft prepared with --cosigner")
-    s.add_argument("--key", required=True, help="your key file")
+    s.add_argument("--key", help="your key file (default: your signing session's, COI_SIGNING_AGENT)")
     s.add_argument("--out", help="write the envelope to this file (default: standard output)")
     s.add_argument("draft", help="the draft envelope, or - for standard input")
+    add_passphrase_fd(s)
 
     s = subparsers.add_parser("submit", help="append signed envelopes (one JSON per line)")
     s.add_argument("source", help="file of envelopes, or - for standard input")
@@ -101,7 +108,7 @@ def _init(args: argparse.Namespace) -> int:
                 new_key_path(args.second_key_out, args.second_admin, "--second-key-out"),
             )
         )
-    passphrases = [new_passphrase(pid) for pid, _, _ in people]
+    passphrases = [new_passphrase(pid, "person", args.passphrase_fd) for pid, _, _ in people]
     made = new_sqlite_file()
     try:
         app = open_app()
@@ -212,8 +219,8 @@ def _sign(args: argparse.Namespace) -> int:
     import msgspec
 
     from ledger.cli.cosigning import cosigner, reachable, tell_holders, write_envelope
+    from ledger.cli.signers import signing_keys
     from ledger.site.signing import sign_json
-    from ledger.wire.keys import load_key
     from ledger.wire.rejection import ReasonCode, Rejected
     from ledger.wire.strictjson import first_repeated_key
 
@@ -239,7 +246,7 @@ def _sign(args: argparse.Namespace) -> int:
     body.setdefault("occurred_at", signed_at.isoformat())
     if args.cosigner is not None and "manifestations" in body:
         raise UsageError("the body gives its manifestations already: leave them out, --cosigner adds them")
-    keys = [load_key(Path(k)) for k in args.key]
+    keys = signing_keys(args.key, args.passphrase_fd, "coi sign")
     app = reachable()
     tell_holders(keys, app)
     write_envelope(sign_json(body, keys, signed_at, args.meaning, cosigner(args, app)), args.out)

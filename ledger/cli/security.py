@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, now, say
+from ledger.cli.common import EXIT_FAILED, EXIT_OK, TYPE_CHECKING, add_passphrase_fd, now, say
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -42,9 +42,11 @@ def add_parser(subparsers: Subparsers) -> None:
     s.add_argument("--keyid", required=True, help="the locked key, as `coi security watch` names it")
     s.add_argument("--reason", required=True, help="why it may sign again (recorded, signed)")
     s.add_argument("--site", help="site where the administrator acts (or COI_SITE)")
+    add_passphrase_fd(s)
     s = commands.add_parser("service", help="register the ledger's service principal, which signs key locks")
     s.add_argument("--admin-key", required=True, help="the administrator's key file")
     s.add_argument("--site", help="site where the administrator acts (or COI_SITE)")
+    add_passphrase_fd(s)
 
 
 def _count(text: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ledger.cli.common import EXIT_OK, TYPE_CHECKING, open_app
+from ledger.cli.common import EXIT_OK, TYPE_CHECKING, add_passphrase_fd, open_app
 from ledger.cli.reading import add_output, emit
 
 if TYPE_CHECKING:
@@ -25,6 +25,7 @@ def add_parser(subparsers: Subparsers) -> None:
     s.add_argument("--country", required=True, help="ISO 3166-1 alpha-2, e.g. US")
     s.add_argument("--time-zone", required=True, help="IANA name, e.g. America/New_York")
     s.add_argument("--kind", required=True, choices=KINDS)
+    add_passphrase_fd(s)
     add_output(commands.add_parser("list", help="every registered site"), paged=False)
 
 

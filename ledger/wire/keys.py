@@ -80,6 +80,10 @@ class KeyFileError(Exception):
     """A key file that cannot be used; the message says what to do."""
 
 
+class WrongPassphraseError(KeyFileError):
+    """The passphrase does not open the key: counted and reported (ledger/site/attempts.py)."""
+
+
 def keyid_for(principal_id: str, public_raw: bytes) -> str:
     """`principal:fingerprint`, so a verifier finds the principal without a global index."""
     return f"{principal_id}:{hashlib.sha256(public_raw).hexdigest()[:16]}"
@@ -131,7 +135,7 @@ def _unseal(sealed: Sealed, passphrase: bytes, keyid: str, path: Path) -> Ed2551
         seed = ChaCha20Poly1305(key).decrypt(nonce, ciphertext, keyid.encode())
         return Ed25519PrivateKey.from_private_bytes(seed)
     except InvalidTag:
-        raise KeyFileError(f"{path}: cannot decrypt the private key; check the passphrase") from None
+        raise WrongPassphraseError(f"{path}: cannot decrypt the private key; check the passphrase") from None
     except ValueError as exc:  # bad base64, a nonce or seed of the wrong size
         raise KeyFileError(f"{path}: the sealed private key is damaged ({exc})") from None
 
@@ -180,16 +184,26 @@ def read_public(path: Path) -> PublicKeyFile:
     """Reads either a .pub file or a full key file and returns the public part."""
     try:
         data = msgspec.json.decode(path.read_bytes())
-        data.pop("encrypted", None)
-        data.pop("private_key_pem", None)
+        for private in ("encrypted", "version", "private_key_pem", "sealed"):
+            data.pop(private, None)
         return msgspec.convert(data, PublicKeyFile)
     except (OSError, msgspec.DecodeError, msgspec.ValidationError, AttributeError) as exc:
         raise KeyFileError(f"{path}: not a coi key file ({exc})") from None
 
 
-def ask_passphrase(prompt: str) -> bytes:
-    """From COI_KEY_PASSPHRASE when set (automation), else asked on the terminal."""
+def ask_passphrase(prompt: str, kind: str, fd: int | None = None) -> bytes:
+    """The passphrase for a key of this `kind`: one line read from descriptor `fd` when given
+    (automation, tests), else COI_KEY_PASSPHRASE for devices and site systems, else asked on
+    the terminal. A person's passphrase never comes from the environment: it would stay there
+    for a whole shell, one component of Part 11.200 standing in for both."""
+    if fd is not None:
+        return read_passphrase_fd(fd)
     env = os.environ.get(PASSPHRASE_ENV)
+    if env and kind == "person":
+        raise KeyFileError(
+            f"{PASSPHRASE_ENV} is for device and site-system keys only; unset it, and type a "
+            "person's passphrase when asked, or give it on a descriptor with --passphrase-fd N"
+        )
     if env:
         return env.encode()
     try:
@@ -197,11 +211,27 @@ def ask_passphrase(prompt: str) -> bytes:
         with open("/dev/tty"):
             pass
     except OSError:
-        raise KeyFileError(f"no terminal to ask for the passphrase on; set {PASSPHRASE_ENV}") from None
+        raise KeyFileError(
+            "no terminal to ask for the passphrase on; give it on a descriptor with --passphrase-fd N"
+        ) from None
     try:
         return getpass.getpass(prompt).encode()
     except EOFError:
         raise KeyFileError("no passphrase given") from None
+
+
+def read_passphrase_fd(fd: int) -> bytes:
+    """One line from descriptor `fd`, without its line end. Read a byte at a time: the next
+    prompt (a second key, a repeated passphrase) reads the next line from the same descriptor."""
+    line = bytearray()
+    try:
+        while (byte := os.read(fd, 1)) not in (b"", b"\n"):
+            line += byte
+    except OSError as exc:
+        raise KeyFileError(f"--passphrase-fd {fd}: cannot read it ({exc.strerror})") from None
+    if not line:
+        raise KeyFileError(f"--passphrase-fd {fd}: no passphrase on it (one line per key)")
+    return bytes(line.removesuffix(b"\r"))
 
 
 @dataclass(frozen=True)
@@ -214,14 +244,15 @@ class LoadedKey:
     signer: Signer
 
 
-def load_key(path: Path, passphrase: bytes | None = None) -> LoadedKey:
-    """Loads a key file for signing, asking for the passphrase when it is encrypted."""
+def load_key(path: Path, passphrase: bytes | None = None, fd: int | None = None) -> LoadedKey:
+    """Loads a key file for signing, asking for the passphrase when it is encrypted (read from
+    descriptor `fd` when given)."""
     try:
         key_file = msgspec.json.decode(read_private(path), type=KeyFile)
     except (OSError, msgspec.DecodeError) as exc:
         raise KeyFileError(f"{path}: cannot read key file ({exc})") from None
     if key_file.encrypted and passphrase is None:
-        passphrase = ask_passphrase(f"Passphrase for {key_file.principal_id} ({path}): ")
+        passphrase = ask_passphrase(f"Passphrase for {key_file.principal_id} ({path}): ", key_file.kind, fd)
     if key_file.sealed is not None and key_file.encrypted:
         key = _unseal(key_file.sealed, passphrase or b"", key_file.keyid, path)
     elif key_file.private_key_pem is not None and key_file.sealed is None:
@@ -241,7 +272,9 @@ def _load_pem(key_file: KeyFile, passphrase: bytes | None, path: Path) -> Ed2551
             str(key_file.private_key_pem).encode(), password=passphrase if key_file.encrypted else None
         )
     except (ValueError, TypeError) as exc:
-        raise KeyFileError(f"{path}: cannot decrypt the private key ({exc}); check the passphrase") from None
+        raise WrongPassphraseError(
+            f"{path}: cannot decrypt the private key ({exc}); check the passphrase"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyFileError(f"{path}: not an Ed25519 key")
     return key

@@ -27,6 +27,7 @@ from ledger.wire import events as ev
 from projections.policy import late_entry_after, view
 from tests.integration.test_principals import _rotation
 from tests.stores import RawStore, verify_ledger
+from tests.support import passphrase_fd, with_passphrase
 
 
 def _adopt(
@@ -202,10 +203,12 @@ def test_an_incremental_verify_resumes_with_the_policy_in_force(
 
 def _coi(tmp: Path, url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, "COI_DATA_DIR": str(tmp / "coi-data"), "COI_DATABASE_URL": url,
-               "COI_KEY_PASSPHRASE": "correct horse", "COI_SITE": "US-SSF", **env}  # fmt: skip
-    return subprocess.run(
-        [sys.executable, "-m", "ledger.cli", *args], capture_output=True, text=True, env=environ, timeout=120
-    )
+               "COI_SITE": "US-SSF", **env}  # fmt: skip
+    with passphrase_fd("correct horse") as fd:
+        return subprocess.run(
+            [sys.executable, "-m", "ledger.cli", *with_passphrase(args, fd)], capture_output=True, text=True,
+            env=environ, timeout=120, pass_fds=(fd,),
+        )  # fmt: skip
 
 
 INIT = ("init", "--admin", "admin.jane", "--name", "Jane Admin")  # at COI_SITE

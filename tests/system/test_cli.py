@@ -23,7 +23,7 @@ from ledger.site.signing import manifestations
 from ledger.transparency import merkle
 from ledger.wire.dsse import sign
 from ledger.wire.keys import load_key
-from tests.support import COI, DEEP, advance, coi, coi_here
+from tests.support import COI, DEEP, advance, coi, coi_here, passphrase_fd
 
 
 @pytest.fixture
@@ -249,7 +249,7 @@ def test_checkpoint_prove_and_verify_from_the_command_line(tmp_path: Path) -> No
     [
         ("missing file", "cannot read"),
         ("deep JSON", "nested too deeply"),
-        ("no terminal", "COI_KEY_PASSPHRASE"),
+        ("no terminal", "--passphrase-fd"),
         ("repeated key", "duplicate_key"),
     ],
 )
@@ -265,14 +265,13 @@ def test_sign_says_what_is_wrong_and_exits_2(ledger: Path, case: str, expected: 
     files = {"missing file": "nothing-here.json", "deep JSON": "deep.json", "repeated key": "twice.json"}
     body = files.get(case, str(_enrolment(ledger)))
     env = {**os.environ, "COI_DATA_DIR": str(ledger / "coi-data")}
-    if case == "no terminal":
-        env.pop("COI_KEY_PASSPHRASE", None)  # ... and no terminal to ask on: start_new_session
-    else:
-        env["COI_KEY_PASSPHRASE"] = "correct horse"
-    done = subprocess.run(
-        [*COI, "sign", "--key", key, body], capture_output=True, text=True, env=env, cwd=ledger,
-        stdin=subprocess.DEVNULL, start_new_session=True, timeout=120,
-    )  # fmt: skip
+    # "no terminal": no descriptor either (and start_new_session: no terminal to ask on).
+    with passphrase_fd("correct horse") as fd:
+        args = ["sign", "--key", key, body] + ([] if case == "no terminal" else ["--passphrase-fd", str(fd)])
+        done = subprocess.run(
+            [*COI, *args], capture_output=True, text=True, env=env, cwd=ledger, pass_fds=(fd,),
+            stdin=subprocess.DEVNULL, start_new_session=True, timeout=120,
+        )  # fmt: skip
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 2 and expected in done.stderr, done.stderr
     assert done.stdout == ""

@@ -20,6 +20,7 @@ from ledger import cli
 from ledger.demo.journeys import VARIANTS, Cast, Journey
 from ledger.wire.events import SCHEMA_ID
 from ledger.wire.version import WIRE_FORMAT
+from tests.support import passphrase_fd, with_passphrase
 
 # What a short command must not load: the event store, the database drivers, Kafka, the
 # cryptography library, the read models, the services and the ledger's own layers above the
@@ -131,14 +132,14 @@ def test_a_said_error_is_one_line_and_exit_2(tmp_path: Path, capsys: pytest.Capt
 
 def _coi(*argv: str) -> tuple[int, str]:
     out = io.StringIO()
-    return cli.main(list(argv), out), out.getvalue()
+    with passphrase_fd("correct horse") as fd:
+        return cli.main(with_passphrase(argv, fd), out), out.getvalue()
 
 
 def test_data_as_json_with_format_and_the_old_json_alias(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COI_DATA_DIR", str(tmp_path / "coi-data"))
-    monkeypatch.setenv("COI_KEY_PASSPHRASE", "correct horse")
     monkeypatch.delenv("COI_DATABASE_URL", raising=False)
     keys = tmp_path / "coi-data" / "keys"
     assert _coi("init", "--admin", "admin.jane", "--name", "Jane Admin", "--site", "US-SSF")[0] == 0
