@@ -191,7 +191,7 @@ def decide(state: PolicyState, body: PolicyAdopted, ctx: PolicyContext) -> Rejec
         return Rejected(
             ReasonCode.MISSING_COSIGNATURE,
             f"the registry has {ctx.administrators} administrators: a policy record needs the "
-            "signatures of two of them",
+            "signatures of two of them (coi policy set --key FILE --key FILE2)",
             "signatures",
         )
     if not body.reason:

@@ -47,10 +47,40 @@ def known_zone(name: str) -> bool:
     return True
 
 
+@lru_cache(maxsize=1)
+def _countries() -> frozenset[str]:
+    """The ISO 3166-1 alpha-2 codes of the IANA time zone database's iso3166.tab (the system's,
+    else the tzdata package's): the same source as the time zones, so a machine that can
+    check one can check the other."""
+    import importlib.resources
+    import zoneinfo
+    from pathlib import Path
+
+    for folder in zoneinfo.TZPATH:
+        table = Path(folder) / "iso3166.tab"
+        if table.is_file():
+            text = table.read_text(encoding="utf-8")
+            break
+    else:
+        try:
+            text = importlib.resources.files("tzdata").joinpath("zoneinfo", "iso3166.tab").read_text("utf-8")
+        except (ModuleNotFoundError, FileNotFoundError):
+            text = ""
+    return frozenset(line[:2] for line in text.splitlines() if line[:1] != "#" and line[:2].isupper())
+
+
 def decide(sites: Sites, body: SiteRegistered) -> Rejected | None:
-    """A new site: a code not registered before, in an IANA time zone this system knows."""
+    """A new site: a code not registered before, in an ISO 3166-1 country and an IANA time
+    zone this system knows."""
     if body.code in sites:
         return Rejected(ReasonCode.SITE_EXISTS, f"site {body.code} is already registered", "code")
+    if body.country not in _countries():
+        return Rejected(
+            ReasonCode.INVALID_VALUE,
+            f"country {body.country!r} is not an ISO 3166-1 alpha-2 code (e.g. US, NL, JP)"
+            + ("" if _countries() else "; this system has no IANA time zone database: install tzdata"),
+            "country",
+        )
     if not known_zone(body.time_zone):
         return Rejected(
             ReasonCode.INVALID_VALUE,

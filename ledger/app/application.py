@@ -365,17 +365,25 @@ class LedgerApplication(Application[UUID]):
         if self.security_log is not None:
             refused = [o.security for o, _, _ in batch.outcomes if o.security is not None]
             self.security_log.add(refused)
-            self._lock_keys(refused, batch, now)
+            locked = self._lock_keys(refused, batch, now)
+            for outcome, _, _ in batch.outcomes:  # the signer learns it here, not at the next try
+                if outcome.security is not None and outcome.security.keyid in locked:
+                    outcome.message = (
+                        f"{outcome.message}; key {outcome.security.keyid} is now LOCKED (key_locked) "
+                        "until an administrator runs coi security unlock"
+                    )
         for outcome, _, _ in batch.outcomes:
             yield outcome
 
-    def _lock_keys(self, refused: list[SecurityEntry], batch: _Batch, now: datetime | None) -> None:
+    def _lock_keys(self, refused: list[SecurityEntry], batch: _Batch, now: datetime | None) -> set[str]:
         """Lock each key whose authenticated failures, counted over the security log since its
         last lock or unlock, reach the policy's threshold (aggregates/security.py), by a
-        registry record the ledger's service principal signs (ledger/app/servicekey.py)."""
+        registry record the ledger's service principal signs (ledger/app/servicekey.py); the
+        keys locked."""
         assert self.security_log is not None
+        locked: set[str] = set()
         if isinstance(batch.policy, Rejected):
-            return
+            return locked
         for keyid in sorted({e.keyid for e in refused if e.keyid is not None and counts_against_key(e)}):
             stream = self._principal(keyid.split(":", 1)[0], batch)
             key = None if stream is None else stream.state.keys.get(keyid)
@@ -384,7 +392,9 @@ class LedgerApplication(Application[UUID]):
             failures = list(self.security_log.entries(keyid=keyid, since=key.lock_changed_at))
             if lock_due(failures, keyid, batch.policy):
                 digests = {f.payload_sha256 for f in failures if counts_against_key(f) and f.payload_sha256}
-                self._lock(keyid, sorted(digests), now)
+                if self._lock(keyid, sorted(digests), now):
+                    locked.add(keyid)
+        return locked
 
     def locker(self) -> tuple[LoadedKey | None, str]:
         """The service key that signs lock records and the site it signs at (where its
@@ -405,7 +415,8 @@ class LedgerApplication(Application[UUID]):
             return None, f"{found.principal_id} of {where} is not registered: run coi security service"
         return found, stream.state.registered_site
 
-    def _lock(self, keyid: str, digests: list[str], now: datetime | None) -> None:
+    def _lock(self, keyid: str, digests: list[str], now: datetime | None) -> bool:
+        """Whether the lock record was stored."""
         assert self.security_log is not None
         locker, site = self.locker()
         at = now or self.clock()
@@ -418,15 +429,18 @@ class LedgerApplication(Application[UUID]):
         }  # fmt: skip
         if locker is None:
             self._not_locked(keyid, site, at)
-            return
+            return False
         try:
             envelope = sign_json(body, [locker], at)
         except Rejected as why:  # a refusal is never turned into a failure of its batch
             self._not_locked(keyid, why.message, at)
-            return
+            return False
+        stored = False
         for outcome in self.submit_many([envelope], now, sources=["ledger"]):
+            stored = outcome.status == "accepted"
             if outcome.status == "rejected":
                 _log.error("security: locking %s was refused: %s %s", keyid, outcome.code, outcome.message)
+        return stored
 
     def _not_locked(self, keyid: str, why: str, at: datetime) -> None:
         """Said loudly: in the log, and in the security log, where `coi security log` shows it."""

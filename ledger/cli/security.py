@@ -128,8 +128,16 @@ def _service(args: argparse.Namespace) -> int:
 
 
 def _unlock(args: argparse.Namespace) -> int:
+    import re
+
+    from ledger.cli.common import UsageError
     from ledger.cli.principals import admin_submit
 
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{1,63}:[0-9a-f]{16}", args.keyid):
+        raise UsageError(
+            f"--keyid {args.keyid!r} is not a key id: PRINCIPAL:16 hex digits, e.g. "
+            "nurse.kim:0123456789abcdef (coi security watch --once and coi principals list show them)"
+        )
     fields = {
         "type": "principal_key_unlocked", "principal_id": args.keyid.split(":", 1)[0], "keyid": args.keyid,
         "reason": args.reason,

@@ -67,7 +67,8 @@ def test_security_log_watch_and_unlock(tmp_path: Path) -> None:
     assert "no threshold crossed" in watched.stdout
 
     rest = "".join(_overreach(tmp_path, i) for i in range(1, THRESHOLD))
-    assert coi(tmp_path, "submit", "-", stdin=rest).returncode == 2
+    crossing = coi(tmp_path, "submit", "-", stdin=rest)
+    assert crossing.returncode == 2 and "is now LOCKED (key_locked)" in crossing.stdout, crossing.stdout
     locked = coi(tmp_path, "submit", "-", stdin=_overreach(tmp_path, 99))
     assert "key_locked" in locked.stdout, locked.stdout
 
@@ -85,6 +86,11 @@ def test_security_log_watch_and_unlock(tmp_path: Path) -> None:
     keyid = watched.stdout.split("ALERT key ", 1)[1].split()[0]
     assert keyid.startswith("nurse.kim:") and "is locked" in watched.stdout
 
+    malformed = coi(
+        tmp_path, "security", "unlock", "--admin-key", str(keys / "admin.jane.key"), "--keyid", "nobody:0000",
+        "--reason", "x", "--site", "US-SSF",
+    )  # fmt: skip
+    assert malformed.returncode == 2 and "is not a key id: PRINCIPAL:16 hex digits" in malformed.stderr
     unlock = coi(
         tmp_path, "security", "unlock", "--admin-key", str(keys / "admin.jane.key"), "--keyid", keyid,
         "--reason", "retrained on the QA release procedure", "--site", "US-SSF",

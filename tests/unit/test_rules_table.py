@@ -495,6 +495,7 @@ SITE_ROWS: list[Row] = [
     Row("more sites, one unregistered", lambda: principal.decide(copy_of(NURSE), _registry(ev.PrincipalSitesBound, "nurse.bdw", sites=["JP-KAS"]), _bound_ctx()), ReasonCode.UNKNOWN_SITE, "sites"),
     Row("a site registered twice", lambda: site.decide(_registered_sites(), _site_record(code="US-SSF")), ReasonCode.SITE_EXISTS, "code"),
     Row("a time zone nobody has heard of", lambda: site.decide({}, _site_record(time_zone="Mars/Olympus")), ReasonCode.INVALID_VALUE, "time_zone"),
+    Row("a country ISO 3166 does not list", lambda: site.decide({}, _site_record(country="XX")), ReasonCode.INVALID_VALUE, "country"),
 ]  # fmt: skip
 
 ROWS = THERAPY + PRINCIPAL + AUTHORITY + SITE_ROWS
