@@ -1,5 +1,5 @@
 """Fixtures: a ledger store of each kind (tests/stores.py), the demo cast, a registered ledger,
-a page in headless Chromium (tests/browser.py)."""
+the ledger's service principal, a page in headless Chromium (tests/browser.py)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,14 @@ import pytest
 from playwright.sync_api import Browser
 
 from ledger.app.application import LedgerApplication
+from ledger.app.servicekey import SERVICE_KIND, SERVICE_PRINCIPAL, SERVICE_ROLE
 from ledger.demo.journeys import Cast, compressed_run
 from ledger.demo.kit import register_cast
+from ledger.site.signing import Member, registration
 from ledger.store.logstore import TABLES as LOG_TABLES
 from ledger.store.recorders import CLAIMS_TABLE, SCHEMA_TABLE
 from ledger.store.security import SECURITY_TABLE
+from ledger.wire.keys import key_file_for, write_key_file
 from tests.browser import RenderedPage, artifacts_for, chromium, rendered_page
 from tests.stores import fresh_store
 
@@ -41,6 +44,7 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "COI_LOG_ORIGIN",
         "COI_SIGNING_AGENT",
         "COI_KEY_PASSPHRASE",
+        "COI_SERVICE_KEY",
     ):
         monkeypatch.delenv(name, raising=False)
     return folder
@@ -68,6 +72,22 @@ def registered(app: LedgerApplication, cast: Cast) -> LedgerApplication:
     the compressed journeys of tests/support.py `new_journey`, and the first policy boundary."""
     register_cast(app, cast, compressed_run(datetime.now(UTC)).registered_at)
     return app
+
+
+@pytest.fixture
+def service(
+    registered: LedgerApplication, cast: Cast, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Member:
+    """The ledger's service principal, registered as `coi init` does, its key where the ledger
+    finds it."""
+    member = Member.new(SERVICE_PRINCIPAL, "Ledger service", SERVICE_KIND, (SERVICE_ROLE,), "US-SSF")
+    assert registered.submit(registration(cast.admin, member, datetime.now(UTC))).status == "accepted"
+    path = tmp_path / "service.key"
+    write_key_file(
+        path, key_file_for(member.key, member.principal_id, member.printed_name, member.kind, None)
+    )
+    monkeypatch.setenv("COI_SERVICE_KEY", str(path))
+    return member
 
 
 @pytest.fixture(scope="session")
