@@ -11,14 +11,12 @@ import pytest
 from playwright.sync_api import Browser
 
 from ledger.app.application import LedgerApplication
-from ledger.app.servicekey import SERVICE_KIND, SERVICE_PRINCIPAL, SERVICE_ROLE
 from ledger.demo.journeys import Cast, compressed_run
-from ledger.demo.kit import register_cast
+from ledger.demo.kit import register_cast, service_member
 from ledger.site.signing import Member, registration
 from ledger.store.logstore import TABLES as LOG_TABLES
 from ledger.store.recorders import CLAIMS_TABLE, SCHEMA_TABLE
 from ledger.store.security import SECURITY_TABLE
-from ledger.wire.keys import key_file_for, write_key_file
 from tests.browser import RenderedPage, artifacts_for, chromium, rendered_page
 from tests.stores import fresh_store
 
@@ -80,12 +78,9 @@ def service(
 ) -> Member:
     """The ledger's service principal, registered as `coi init` does, its key where the ledger
     finds it."""
-    member = Member.new(SERVICE_PRINCIPAL, "Ledger service", SERVICE_KIND, (SERVICE_ROLE,), "US-SSF")
-    assert registered.submit(registration(cast.admin, member, datetime.now(UTC))).status == "accepted"
     path = tmp_path / "service.key"
-    write_key_file(
-        path, key_file_for(member.key, member.principal_id, member.printed_name, member.kind, None)
-    )
+    member = service_member(path, "US-SSF")
+    assert registered.submit(registration(cast.admin, member, datetime.now(UTC))).status == "accepted"
     monkeypatch.setenv("COI_SERVICE_KEY", str(path))
     return member
 
