@@ -34,8 +34,9 @@ ROLE_EVENTS: dict[str, frozenset[str]] = {
          "bedside_identity_verified", "infused", "hold_placed"} | _OPERATIONS
     ),
     "logger": frozenset({"temperature_recorded", "temperature_excursion"}),
-    # the ledger's own service principal: it locks keys (aggregates/security.py), nothing else
-    "ledger": frozenset({"principal_key_locked"}),
+    # the ledger's own service principal: it locks keys (aggregates/security.py) and opens
+    # the deviation a bedside mismatch calls for (ledger/app/application.py), nothing else
+    "ledger": frozenset({"principal_key_locked", "deviation_opened"}),
 }  # fmt: skip
 
 # Corrections may be signed by QA or by anyone whose roles allow the corrected event type;

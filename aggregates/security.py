@@ -35,6 +35,9 @@ LOCKING_CODES = frozenset(
 # The security log's code for a lock that was due but could not be recorded (no service key).
 LOCK_NOT_RECORDED = "lock_not_recorded"
 
+# ... and for a deviation the ledger was to open after a bedside mismatch but could not.
+DEVIATION_NOT_RECORDED = "deviation_not_recorded"
+
 # The rules version from which failures lock keys and a locked key is refused.
 LOCKOUT_VERSION = 3
 

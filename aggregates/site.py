@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from aggregates.principal import PrincipalState
 
 
+# The roles of the ledger's service principal, which signs for the ledger as a whole.
+LEDGER_ONLY = frozenset({"ledger"})
+
+
 @dataclass(frozen=True)
 class SiteState:
     code: str
@@ -117,7 +121,10 @@ def site_problem(
     """From the adopted version SITES_ADOPTED on: the event's site is registered and each
     signer is bound to it; in a custody hand-off the site is either custodian's, and the
     custodians are held to that instead. The holder co-signing a routine rotation of their own
-    key signs where the administrator acts, wherever they work (dual control)."""
+    key signs where the administrator acts, wherever they work (dual control). The ledger's
+    own service principal (role `ledger` alone) is at no site: it records what the ledger
+    itself does about an event at a registered site, such as the deviation a bedside mismatch
+    opens there."""
     if policy.adopted < SITES_ADOPTED:
         return None
     problem = unknown_sites([body.site], sites, "site")
@@ -136,7 +143,7 @@ def site_problem(
     if isinstance(body, PrincipalKeyRotated):
         exempt = (body.principal_id,)
     for pid, signer in signers.items():
-        if pid not in exempt and body.site not in signer.sites:
+        if pid not in exempt and body.site not in signer.sites and signer.roles != LEDGER_ONLY:
             return Rejected(
                 ReasonCode.SITE_NOT_BOUND,
                 f"{pid} signed at {body.site} but is bound to {', '.join(sorted(signer.sites)) or 'no site'}",

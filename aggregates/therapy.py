@@ -114,6 +114,25 @@ def excursion_ids(event_id: UUID) -> tuple[str, str]:
     return f"H-{event_id}", failure_deviation(event_id)
 
 
+def bedside_deviation(s: TherapyState, b: ev.Event) -> dict[str, Any] | None:
+    """The deviation the ledger opens when it has accepted a bedside check that did not match
+    (`s`: the therapy with `b` recorded), as a deviation_opened body without its header's
+    event_id, occurred_at and actor; None for any other record. The ledger's service principal
+    signs it (ledger/app/application.py): a signed record every verifier already checks, where
+    a change to `evolve` would alter what old records replay to."""
+    if not isinstance(b, ev.BedsideIdentityVerified) or s.bedside.get(b.unit_id) != "mismatch":
+        return None
+    unit = s.units.get(b.unit_id)
+    return {
+        "type": "deviation_opened", "site": b.site, "coi": s.coi,
+        "deviation_id": failure_deviation(b.event_id), "severity": "critical",
+        "batch_id": None if unit is None else unit.batch_id,
+        "description": f"bedside identity check of unit {b.unit_id}: the scan did not match the "
+        f"patient enrolled under {s.coi}; infusion is blocked",
+        "reason": f"opened by the ledger: bedside identity mismatch recorded by event {b.event_id}",
+    }  # fmt: skip
+
+
 # How the last bedside check of a unit came out. "v0.1_proof": a stored v0.1 record whose proof
 # equalled the commitment; it replays as it was recorded but allows no new infusion, because
 # anyone reading the ledger could have copied that proof.

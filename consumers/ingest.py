@@ -73,8 +73,12 @@ class Ingest:
             raise
         self.accepted = self.rejected = self.duplicates = 0
         locker, why = app.locker()
-        if locker is None:  # said at start, and again at each lock it cannot record
-            log.warning("ingest: cannot lock keys after repeated authenticated failures: %s", why)
+        if locker is None:  # said at start, and again at each lock or deviation it cannot record
+            log.warning(
+                "ingest: cannot lock keys after repeated authenticated failures, nor open the "
+                "deviation of a bedside mismatch: %s",
+                why,
+            )
         self.bootstrap = bootstrap
         self.last_seen: kafka.Seen | None = None
         self.assigned: list[int] = []

@@ -1,5 +1,5 @@
 """Fixtures: a ledger store of each kind (tests/stores.py), the demo cast, a registered ledger,
-a page in headless Chromium (tests/browser.py)."""
+the ledger's service principal, a page in headless Chromium (tests/browser.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from playwright.sync_api import Browser
 
 from ledger.app.application import LedgerApplication
 from ledger.demo.journeys import Cast, compressed_run
-from ledger.demo.kit import register_cast
+from ledger.demo.kit import register_cast, service_member
+from ledger.site.signing import Member, registration
 from ledger.store.logstore import TABLES as LOG_TABLES
 from ledger.store.recorders import CLAIMS_TABLE, SCHEMA_TABLE
 from ledger.store.security import SECURITY_TABLE
@@ -41,6 +42,7 @@ def config_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "COI_LOG_ORIGIN",
         "COI_SIGNING_AGENT",
         "COI_KEY_PASSPHRASE",
+        "COI_SERVICE_KEY",
     ):
         monkeypatch.delenv(name, raising=False)
     return folder
@@ -68,6 +70,19 @@ def registered(app: LedgerApplication, cast: Cast) -> LedgerApplication:
     the compressed journeys of tests/support.py `new_journey`, and the first policy boundary."""
     register_cast(app, cast, compressed_run(datetime.now(UTC)).registered_at)
     return app
+
+
+@pytest.fixture
+def service(
+    registered: LedgerApplication, cast: Cast, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Member:
+    """The ledger's service principal, registered as `coi init` does, its key where the ledger
+    finds it."""
+    path = tmp_path / "service.key"
+    member = service_member(path, "US-SSF")
+    assert registered.submit(registration(cast.admin, member, datetime.now(UTC))).status == "accepted"
+    monkeypatch.setenv("COI_SERVICE_KEY", str(path))
+    return member
 
 
 @pytest.fixture(scope="session")

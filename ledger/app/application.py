@@ -41,11 +41,11 @@ from aggregates.principal import (
     signing_key,
     unbound,
 )
-from aggregates.security import LOCK_NOT_RECORDED, counts_against_key, lock_due
+from aggregates.security import DEVIATION_NOT_RECORDED, LOCK_NOT_RECORDED, counts_against_key, lock_due
 from aggregates.site import Sites
 from aggregates.therapy import therapy_uuid
 from ledger.app.config import database_url, persistence_env
-from ledger.app.servicekey import service_key, service_key_path
+from ledger.app.servicekey import SERVICE_PRINCIPAL, service_key, service_key_path
 from ledger.audit.signatures import AheadVerifier, Job
 from ledger.site.signing import sign_json
 from ledger.store.logstore import LogStore
@@ -154,6 +154,8 @@ class _Batch:
     # the policy the batch's records are judged by (refused: the log is under newer rules)
     policy: Policy | Rejected = LEGACY
     sites: Sites = field(default_factory=dict)  # the registered sites, the batch's own included
+    # deviations the ledger opens once the batch is stored (aggregates/therapy.py bedside_deviation)
+    deviations: list[dict[str, Any]] = field(default_factory=list)
 
 
 class LedgerApplication(Application[UUID]):
@@ -372,6 +374,8 @@ class LedgerApplication(Application[UUID]):
                         f"{outcome.message}; key {outcome.security.keyid} is now LOCKED (key_locked) "
                         "until an administrator runs coi security unlock"
                     )
+            for deviation in batch.deviations:
+                self._open_deviation(deviation, now)
         for outcome, _, _ in batch.outcomes:
             yield outcome
 
@@ -397,8 +401,8 @@ class LedgerApplication(Application[UUID]):
         return locked
 
     def locker(self) -> tuple[LoadedKey | None, str]:
-        """The service key that signs lock records and the site it signs at (where its
-        principal was registered), or None and why there is none."""
+        """The service key that signs the ledger's own records (locks, deviations) and the site
+        it signs locks at (where its principal was registered), or None and why there is none."""
         log_origin = LogStore(self.recorder).origin()
         where = service_key_path(log_origin)
         try:
@@ -417,39 +421,53 @@ class LedgerApplication(Application[UUID]):
 
     def _lock(self, keyid: str, digests: list[str], now: datetime | None) -> bool:
         """Whether the lock record was stored."""
-        assert self.security_log is not None
-        locker, site = self.locker()
         at = now or self.clock()
         principal_id = keyid.split(":", 1)[0]
         body = {
             "type": "principal_key_locked", "event_id": str(uuid4()), "occurred_at": at.isoformat(),
-            "site": site, "actor": None if locker is None else locker.principal_id,
             "principal_id": principal_id, "keyid": keyid, "failures": digests[-100:],
             "reason": f"{len(digests)} authenticated failures (coi security log --principal {principal_id})",
         }  # fmt: skip
-        if locker is None:
-            self._not_locked(keyid, site, at)
-            return False
-        try:
-            envelope = sign_json(body, [locker], at)
-        except Rejected as why:  # a refusal is never turned into a failure of its batch
-            self._not_locked(keyid, why.message, at)
-            return False
-        stored = False
-        for outcome in self.submit_many([envelope], now, sources=["ledger"]):
-            stored = outcome.status == "accepted"
-            if outcome.status == "rejected":
-                _log.error("security: locking %s was refused: %s %s", keyid, outcome.code, outcome.message)
-        return stored
+        why = self._append_as_service(body, at, now)
+        if why is not None:
+            message = f"{keyid} reached the lock threshold but is NOT locked: {why}"
+            self._not_recorded(LOCK_NOT_RECORDED, message, at, principal_id, keyid)
+        return why is None
 
-    def _not_locked(self, keyid: str, why: str, at: datetime) -> None:
+    def _open_deviation(self, deviation: dict[str, Any], now: datetime | None) -> None:
+        """Open the deviation a bedside mismatch calls for, signed by the service principal."""
+        at = now or self.clock()
+        body = {"event_id": str(uuid4()), "occurred_at": at.isoformat(), **deviation}
+        why = self._append_as_service(body, at, now)
+        if why is not None:
+            message = (
+                f"{deviation['coi']}: a bedside identity mismatch calls for deviation "
+                f"{deviation['deviation_id']}, which is NOT opened: {why}"
+            )
+            self._not_recorded(DEVIATION_NOT_RECORDED, message, at, SERVICE_PRINCIPAL, None)
+
+    def _append_as_service(self, body: dict[str, Any], at: datetime, now: datetime | None) -> str | None:
+        """Sign `body` with the service key (its actor; its site, unless the body names one) and
+        submit it: None once stored, else why not (no usable key, or the ledger refused it)."""
+        service, site = self.locker()
+        if service is None:
+            return site
+        try:
+            envelope = sign_json({"site": site, **body, "actor": service.principal_id}, [service], at)
+        except Rejected as why:  # a refusal is never turned into a failure of its batch
+            return why.message
+        for outcome in self.submit_many([envelope], now, sources=["ledger"]):
+            if outcome.status == "rejected":
+                return f"the ledger refused it: {outcome.code}: {outcome.message}"
+        return None
+
+    def _not_recorded(self, code: str, message: str, at: datetime, principal: str, keyid: str | None) -> None:
         """Said loudly: in the log, and in the security log, where `coi security log` shows it."""
         assert self.security_log is not None
-        message = f"{keyid} reached the lock threshold but is NOT locked: {why}"
         _log.error("security: %s", message)
         said = SecurityEntry(
-            code=LOCK_NOT_RECORDED, message=message, at=at.astimezone(UTC).isoformat(), source="ledger",
-            authenticated=True, envelope_sha256="", principal=keyid.split(":", 1)[0], keyid=keyid,
+            code=code, message=message, at=at.astimezone(UTC).isoformat(), source="ledger",
+            authenticated=True, envelope_sha256="", principal=principal, keyid=keyid,
         )  # fmt: skip
         self.security_log.add([said])
 
@@ -728,6 +746,9 @@ class LedgerApplication(Application[UUID]):
         if stream is None:
             return Therapy.open(therapy_uuid(body.coi), envelope, batch.received)
         stream.record(envelope, body, batch.received)
+        deviation = therapy.bedside_deviation(stream.state, body)
+        if deviation is not None:  # opened once the batch is stored
+            batch.deviations.append(deviation)
         return stream
 
     # ------------------------------------------------------------------ reading

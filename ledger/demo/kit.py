@@ -8,10 +8,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TypeVar
 
 from ledger.app.application import LedgerApplication
+from ledger.app.servicekey import SERVICE_KIND, SERVICE_PRINCIPAL, SERVICE_ROLE
 from ledger.demo.journeys import Cast, Journey, Step, compressed_run
+from ledger.site.signing import Member
+from ledger.wire.keys import key_file_for, write_key_file
 
 T = TypeVar("T")
 
@@ -106,3 +110,13 @@ def register_cast(app: LedgerApplication, cast: Cast, at: datetime) -> int:
             f"registering the cast: {refused[0].status} {refused[0].code}: {refused[0].message}"
         )
     return len(outcomes)
+
+
+def service_member(path: Path, site: str) -> Member:
+    """The ledger's service principal (ledger/app/servicekey.py) with a new key, written to
+    `path` where the ledger finds it, as `coi init` makes it; to be registered at `site`."""
+    member = Member.new(SERVICE_PRINCIPAL, "Ledger service", SERVICE_KIND, (SERVICE_ROLE,), site)
+    write_key_file(
+        path, key_file_for(member.key, member.principal_id, member.printed_name, member.kind, None)
+    )
+    return member

@@ -6,15 +6,18 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
 import msgspec
 
 from ledger.app.application import LedgerApplication, Outcome
+from ledger.app.servicekey import service_key_path
 from ledger.demo.journeys import VARIANTS, Cast, Step, compressed_run
-from ledger.demo.kit import cohort, workload
-from ledger.site.signing import Member
+from ledger.demo.kit import cohort, service_member, workload
+from ledger.site.signing import Member, registration
+from ledger.store.logstore import LogStore
 from ledger.wire.keys import key_file_for, load_key, write_key_file
 
 DEMO_PASSPHRASE = b"demo-passphrase"  # demo keys only, stated in the README
@@ -64,6 +67,16 @@ def load_cast(folder: Path) -> Cast:
 Submit = Callable[[list[bytes]], Iterable[Outcome]]
 
 
+def _service(app: LedgerApplication, cast: Cast, at: datetime) -> list[bytes]:
+    """The ledger's service principal, registered as `coi init` does, so the demo ledger locks
+    keys and opens the deviation of its bedside mismatch; none for a log with no origin (and no
+    COI_SERVICE_KEY), which has no place for its key."""
+    path = service_key_path(LogStore(app.recorder).origin())
+    if path is None:
+        return []
+    return [registration(cast.admin, service_member(path, cast.admin.site), at)]
+
+
 def run_demo(
     app: LedgerApplication,
     patients: int,
@@ -90,7 +103,8 @@ def run_demo(
         cast = Cast()
         registrations = cast.registrations(run.registered_at)
     # The cast, its sites, then the first boundary: the demo's records are judged by this code's rules.
-    for outcome in send(cast.setup(run.registered_at) if registrations else []):
+    setup = [*cast.setup(run.registered_at), *_service(app, cast, run.registered_at)] if registrations else []
+    for outcome in send(setup):
         if outcome.status != "accepted":
             raise DemoError(f"registering the demo principals failed: {outcome.message}")
     if registrations:

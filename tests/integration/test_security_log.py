@@ -20,7 +20,7 @@ from ledger.app.application import LedgerApplication
 from ledger.app.log import MerkleLog
 from ledger.app.servicekey import SERVICE_KIND, SERVICE_PRINCIPAL, SERVICE_ROLE
 from ledger.demo.journeys import Cast
-from ledger.site.signing import Member, envelope, registration
+from ledger.site.signing import Member, envelope
 from ledger.store.security import SecurityLog
 from ledger.store.streams import Principal
 from ledger.transparency.checkpoint import NoteSigner
@@ -52,22 +52,6 @@ def _forged(cast: Cast) -> bytes:
     sig[0] ^= 1
     doc["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
     return msgspec.json.encode(doc)
-
-
-@pytest.fixture
-def service(
-    registered: LedgerApplication, cast: Cast, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Member:
-    """The ledger's service principal, registered as `coi init` does, its key where the ledger
-    finds it."""
-    member = Member.new(SERVICE_PRINCIPAL, "Ledger service", SERVICE_KIND, (SERVICE_ROLE,), "US-SSF")
-    assert registered.submit(registration(cast.admin, member, _now())).status == "accepted"
-    path = tmp_path / "service.key"
-    write_key_file(
-        path, key_file_for(member.key, member.principal_id, member.printed_name, member.kind, None)
-    )
-    monkeypatch.setenv("COI_SERVICE_KEY", str(path))
-    return member
 
 
 def _log(app: LedgerApplication) -> SecurityLog:

@@ -215,13 +215,20 @@ def test_register_lists_deviations_holds_and_dispositions_open_and_closed(demo: 
     assert kinds >= {"deviation", "hold", "excursion", "correction", "disposition"}
     still_open = demo.json("audit", "register", "--open")["rows"]
     assert still_open and all(r["closed_sequence"] is None for r in still_open)
-    assert [r["kind"] for r in still_open] == ["deviation"]  # the failed sterility test's
-    rejected = demo.cois[1]
+    rejected, mismatch = demo.cois[1], demo.cois[3]
+    # the failed sterility test's, and the one the ledger itself opened for the bedside mismatch
+    assert [(r["kind"], r["coi"]) for r in still_open] == [("deviation", rejected), ("deviation", mismatch)]
+    opened = still_open[1]
+    assert (opened["opened_by"], opened["severity"], opened["batch_id"]) == (
+        "ledger.service", "critical", f"B-{mismatch}",
+    )  # fmt: skip
+    assert "did not match the patient enrolled" in opened["summary"]
     table = demo.ok("audit", "register", "--kind", "disposition", "--coi", rejected)
     assert "REJECTED !!" in table and f"B-{rejected}" in table
     assert "OPEN" in demo.ok("audit", "register", "--open")
-    [deviation] = demo.csv("audit", "register", "--open")
-    assert deviation["state"] == "open" and deviation["coi"] == rejected and deviation["summary"]
+    deviations = demo.csv("audit", "register", "--open")
+    assert [(d["state"], d["coi"]) for d in deviations] == [("open", rejected), ("open", mismatch)]
+    assert all(d["summary"] for d in deviations)
 
 
 def test_signatures_of_a_patient_or_a_batch_with_names_and_meanings(demo: Demo) -> None:
@@ -350,7 +357,8 @@ def test_find_trail_and_register_on_postgresql(postgres_demo: Demo) -> None:
     later = demo.json("audit", "trail", "--from", _middle_time(everything), "--limit", "1000")["rows"]
     assert 0 < len(later) < len(everything)
     assert "--to" in demo.refused("audit", "trail", "--to", "2000-01-01T00:00:00Z")
-    assert [r["kind"] for r in demo.json("audit", "register", "--open")["rows"]] == ["deviation"]
+    still_open = demo.json("audit", "register", "--open")["rows"]
+    assert [(r["kind"], r["opened_by"]) for r in still_open][1:] == [("deviation", "ledger.service")]
     assert "REJECTED !!" in demo.ok("audit", "register", "--kind", "disposition")
     paged, at_once = _pages(demo, "audit", "register")
     assert paged == at_once

@@ -66,9 +66,10 @@ def test_files_the_ledger_creates_are_its_owners_alone(tmp_path: Path, config_di
     data = tmp_path / "coi-data"
     private = [
         data / "ledger.sqlite", data / "projections.sqlite", *(config_dir / "signer").glob("*.key"),
-        *(config_dir / "verify-state").glob("*.json"), *(data / "demo-keys").glob("*.key"),
+        *(config_dir / "signer").glob("*.service-key"), *(config_dir / "verify-state").glob("*.json"),
+        *(data / "demo-keys").glob("*.key"),
     ]  # fmt: skip
-    assert len(private) == 4 + len(list((data / "demo-keys").glob("*.key"))), private
+    assert len(private) == 5 + len(list((data / "demo-keys").glob("*.key"))), private
     assert {p.name: oct(_mode(p)) for p in private} == {p.name: "0o600" for p in private}
     assert oct(_mode(config_dir / "signer")) == "0o700"
 
