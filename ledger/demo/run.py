@@ -26,7 +26,7 @@ OUTCOMES = {
     "happy": "infused; a record corrected with reason",
     "qc_failure": "sterility failed -> deviation opened; batch rejected; shipment refused",
     "excursion": "excursion -> hold -> QA release -> infused",
-    "identity_mismatch": "bedside mismatch: infusion blocked",
+    "identity_mismatch": "bedside mismatch -> deviation opened by the ledger; infusion blocked",
     "retest": "endotoxin failed -> QA-authorised retest conforms -> deviation closed -> infused",
 }
 
