@@ -16,10 +16,11 @@ import base64
 import fcntl
 import hashlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -199,6 +200,22 @@ class _Handler(BaseHTTPRequestHandler):
         """Answers without reading the body; the connection then closes, as its bytes are unread."""
         self.close_connection = True
         self._answer(answer)
+        self._linger()
+
+    def _linger(self) -> None:
+        """Closing with request bytes unread makes the kernel reset the connection, which can
+        destroy the answer before the client reads it: end our side, then drain what the client
+        still sends, for at most a second and a few bodies' worth, before closing."""
+        deadline, drained = time.monotonic() + 1, 0
+        with suppress(OSError):
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            while drained < 4 * MAX_BODY and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    return
+                drained += len(chunk)
 
     def _answer(self, answer: Answer) -> None:
         body = answer.body.encode()
