@@ -138,7 +138,11 @@ def decide(state: PrincipalState | None, body: RegistryEvent, ctx: Context) -> R
                     ReasonCode.UNKNOWN_KEY, f"{body.keyid} is not a key of {state.principal_id}", "keyid"
                 )
             return revocation_problem(
-                body, state, ctx.registry.administrators(), ctx.received_at, ctx.policy.version >= 3
+                body,
+                state,
+                ctx.registry.administrators(),
+                ctx.received_at,
+                ctx.policy.version >= DUAL_CONTROL_VERSION,
             )
         case PrincipalSitesBound():
             if state is None:
@@ -250,9 +254,11 @@ def registration_problem(body: PrincipalRegistered) -> Rejected | None:
     return None
 
 
-# Roles whose grant needs two administrators (rules version 3): they decide who may sign
-# anything, and whether a product is released.
+# Roles whose grant needs two administrators: they decide who may sign anything, and
+# whether a product is released.
 DUAL_CONTROL_ROLES = frozenset({"admin", "qa"})
+# The rules version from which dual control holds (aggregates/policy.py).
+DUAL_CONTROL_VERSION = 3
 
 
 def dual_control_problem(body: PrincipalRegistered | PrincipalKeyRotated, ctx: Context) -> Rejected | None:
@@ -262,7 +268,7 @@ def dual_control_problem(body: PrincipalRegistered | PrincipalKeyRotated, ctx: C
     old key and an administrator other than the principal. Until the ledger has two
     administrators who can sign there is no second to ask: one signs an admin grant (that is
     how the second arrives) and a rotation alone; never a qa grant."""
-    if ctx.policy.version < 3:
+    if ctx.policy.version < DUAL_CONTROL_VERSION:
         return None
     admins = sorted(pid for pid, roles in ctx.roles.items() if "admin" in roles)
     if isinstance(body, PrincipalKeyRotated) and body.routine and body.principal_id not in ctx.roles:

@@ -475,11 +475,11 @@ class LedgerApplication(Application[UUID]):
         """The security log's entry for a refused envelope: who and which key it claims (the
         actor and the actor's signature, else the first signature's), and whether the
         signatures proved it (aggregates/security.py)."""
-        raw = batch.raws[index]
-        try:
-            opened: Opened | None = open_envelope(raw)
-        except Rejected:
-            opened = None
+        raw, parsed = batch.raws[index], batch.parsed[index]
+        opened: Opened | None = None if isinstance(parsed, Rejected) else parsed[0]
+        if opened is None:  # a body the schema refused may still sit in a well-formed envelope
+            with contextlib.suppress(Rejected):
+                opened = open_envelope(raw)
         keyids = [] if opened is None else [keyid for keyid, _ in opened.signatures]
         principal = body.actor if body is not None else (keyids[0].split(":", 1)[0] if keyids else None)
         keyid = next((k for k in keyids if k.split(":", 1)[0] == principal), keyids[0] if keyids else None)
